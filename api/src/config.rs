@@ -1,0 +1,194 @@
+//! The one typed configuration: defaults, then an optional TOML file, then `GOFER_*` environment
+//! variables (`__` separates nested keys: `GOFER_ENGINE__LEASE_S=30`). Documented in docs/config.md.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The port of the private Postgres cluster that `infra/postgres.sh` starts.
+pub const PRIVATE_POSTGRES_PORT: u16 = 54329;
+
+/// Server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Postgres connection URL.
+    pub database_url: String,
+    /// Most connections this replica opens.
+    pub database_max_connections: u32,
+    /// Where local state lives: the bootstrap token file, logs, sandbox work directories.
+    pub state_dir: PathBuf,
+    /// Optional preset for the first operator token (at least 32 characters); random when unset.
+    pub bootstrap_token: Option<String>,
+    /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// Default log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Which scheduler runs tasks. Only `local` exists so far.
+    pub scheduler: SchedulerKind,
+    /// Engine tuning.
+    pub engine: EngineSettings,
+    /// The local sandbox scheduler.
+    pub sandbox: SandboxSettings,
+    /// Largest JSON body accepted by ordinary endpoints, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest pipeline config accepted, in bytes.
+    pub max_config_bytes: usize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// The scheduler that runs tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    /// The embedded bubblewrap sandbox on this host.
+    Local,
+}
+
+/// Engine tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Task executions one replica watches at once.
+    pub max_parallel_tasks: usize,
+    /// How often to look for queued work when no NOTIFY arrives, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How often to read a running task's state and logs, in milliseconds.
+    pub monitor_interval_ms: u64,
+    /// How long a claim on a task execution holds without a heartbeat, in seconds.
+    pub lease_s: u64,
+}
+
+/// The local sandbox scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// The bubblewrap binary.
+    pub bwrap_path: PathBuf,
+    /// Give tasks the host's network (off: tasks only see their own loopback).
+    pub share_network: bool,
+    /// Address-space limit per task, in MiB.
+    pub memory_limit_mb: u64,
+    /// Process limit per task.
+    pub max_processes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: format!("postgres://postgres@127.0.0.1:{PRIVATE_POSTGRES_PORT}/gofer"),
+            database_max_connections: 20,
+            state_dir: PathBuf::from("./.gofer"),
+            bootstrap_token: None,
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            scheduler: SchedulerKind::Local,
+            engine: EngineSettings::default(),
+            sandbox: SandboxSettings::default(),
+            max_body_bytes: 64 * 1024,
+            max_config_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { max_parallel_tasks: 16, poll_interval_ms: 2000, monitor_interval_ms: 200, lease_s: 60 }
+    }
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self { bwrap_path: "bwrap".into(), share_network: false, memory_limit_mb: 4096, max_processes: 512 }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then `GOFER_*` variables from the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file, Env::prefixed("GOFER_")).extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    fn figment(file: Option<&Path>, env: Env) -> Figment {
+        // Only GOFER_ variables naming a key of this struct are read: the CLI's own variables
+        // (GOFER_HOST, GOFER_TOKEN…) share the prefix and must not break the server. Unknown keys
+        // in a file are still refused, naming the key.
+        let known: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = env.split("__").filter(move |key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            known.iter().any(|k| k.eq_ignore_ascii_case(top))
+        });
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen, "127.0.0.1:8080");
+            assert_eq!(config.state_dir, PathBuf::from("./.gofer"));
+            assert_eq!(config.database_url, "postgres://postgres@127.0.0.1:54329/gofer");
+            assert!(config.bootstrap_token.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gofer.toml", "listen = \"0.0.0.0:9000\"\nstate_dir = \"/srv/gofer\"\n[engine]\nlease_s = 10\n")?;
+            jail.set_env("GOFER_LISTEN", "127.0.0.1:9999");
+            jail.set_env("GOFER_ENGINE__MAX_PARALLEL_TASKS", "3");
+            jail.set_env("GOFER_HOST", "http://cli-only.example");
+            let config = Config::load(Some(Path::new("gofer.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen, "127.0.0.1:9999");
+            assert_eq!(config.state_dir, PathBuf::from("/srv/gofer"));
+            assert_eq!(config.engine.lease_s, 10);
+            assert_eq!(config.engine.max_parallel_tasks, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gofer.toml", "lisen = \"0.0.0.0:9000\"\n")?;
+            let err = Config::load(Some(Path::new("gofer.toml"))).unwrap_err().to_string();
+            assert!(err.contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+}

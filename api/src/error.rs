@@ -1,0 +1,228 @@
+//! Errors as RFC 9457 problem details, mapped from every crate's error in one place.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, ResponseError};
+use gofer_core::id::IdError;
+use gofer_core::json::JsonError;
+use gofer_core::ConfigError;
+use gofer_engine::EngineError;
+use gofer_tenants::TenantsError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem detail, served as `application/problem+json`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:gofer:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `pipeline_not_found`.
+    pub code: String,
+}
+
+/// Every error an HTTP handler can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or unknown bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// The token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A path or body identifier breaks the identifier rule.
+    #[error(transparent)]
+    InvalidIdentifier(#[from] IdError),
+    /// A JSON body could not be read.
+    #[error(transparent)]
+    InvalidBody(#[from] JsonError),
+    /// A pipeline config was refused.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// A query parameter or header is wrong; `code` names which rule.
+    #[error("{detail}")]
+    InvalidParameter {
+        /// Stable code (`invalid_limit`, `invalid_cursor`, …).
+        code: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The body is not JSON.
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than this endpoint accepts.
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Something does not exist (or belongs to another tenant, which looks the same).
+    #[error("{detail}")]
+    NotFound {
+        /// `namespace_not_found`, `pipeline_not_found`, …
+        code: &'static str,
+        /// Which object.
+        detail: String,
+    },
+    /// The object exists already.
+    #[error("{detail}")]
+    Conflict {
+        /// `tenant_exists`, …
+        code: &'static str,
+        /// Which object.
+        detail: String,
+    },
+    /// The service cannot answer now (database down, migrations missing).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an infrastructure failure; the detail is logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::InvalidIdentifier(_) => "invalid_identifier",
+            ApiError::InvalidBody(e) => e.code,
+            ApiError::InvalidConfig(e) => e.code(),
+            ApiError::InvalidParameter { code, .. } => code,
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::InvalidIdentifier(_) => "Invalid identifier",
+            ApiError::InvalidBody(_) => "Invalid request body",
+            ApiError::InvalidConfig(_) => "Invalid pipeline config",
+            ApiError::InvalidParameter { .. } => "Invalid parameter",
+            ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::PayloadTooLarge(_) => "Payload too large",
+            ApiError::NotFound { .. } => "Not found",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+
+    /// The problem detail the client sees.
+    pub fn problem(&self) -> Problem {
+        let detail = match self {
+            // Never leak internals (SQL, paths) to clients; they are logged instead.
+            ApiError::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("urn:gofer:problem:{}", self.code()),
+            title: self.title().to_owned(),
+            status: self.status_code().as_u16(),
+            detail,
+            code: self.code().to_owned(),
+        }
+    }
+
+    pub(crate) fn internal(err: impl std::fmt::Display) -> Self {
+        ApiError::Internal(err.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidIdentifier(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::InvalidConfig(_)
+            | ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response
+            .content_type(ContentType(mime_problem()))
+            .body(serde_json::to_string(&self.problem()).unwrap_or_default())
+    }
+}
+
+fn mime_problem() -> actix_web::mime::Mime {
+    "application/problem+json".parse().unwrap_or(actix_web::mime::APPLICATION_JSON)
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::NamespaceNotFound(id) => {
+                ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
+            }
+            EngineError::PipelineNotFound(id) => {
+                ApiError::NotFound { code: "pipeline_not_found", detail: format!("pipeline {id} does not exist") }
+            }
+            EngineError::RunNotFound(id) => {
+                ApiError::NotFound { code: "run_not_found", detail: format!("run {id} does not exist") }
+            }
+            EngineError::TaskNotFound(id) => {
+                ApiError::NotFound { code: "task_not_found", detail: format!("task {id} does not exist in this run") }
+            }
+            EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
+            other @ (EngineError::Corrupt(_) | EngineError::Logs(_) | EngineError::Database(_)) => {
+                ApiError::internal(other)
+            }
+        }
+    }
+}
+
+impl From<TenantsError> for ApiError {
+    fn from(err: TenantsError) -> Self {
+        match err {
+            TenantsError::TenantExists(id) => {
+                ApiError::Conflict { code: "tenant_exists", detail: format!("tenant {id} already exists") }
+            }
+            TenantsError::NamespaceExists(id) => {
+                ApiError::Conflict { code: "namespace_exists", detail: format!("namespace {id} already exists") }
+            }
+            TenantsError::NamespaceNotFound(id) => {
+                ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
+            }
+            other @ (TenantsError::WeakBootstrapToken | TenantsError::Database(_)) => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<actix_web::error::JsonPayloadError> for ApiError {
+    fn from(err: actix_web::error::JsonPayloadError) -> Self {
+        use actix_web::error::JsonPayloadError as E;
+        match err {
+            E::Deserialize(e) => ApiError::InvalidBody(gofer_core::json::classify(&e)),
+            E::ContentType => ApiError::UnsupportedMediaType,
+            E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::PayloadTooLarge(limit),
+            other => ApiError::InvalidBody(JsonError { code: "invalid_json", message: other.to_string() }),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Gofer's HTTP API: configuration, wiring of the stores, scheduler and engine, routes, auth,
+//! errors as RFC 9457 problem details, pagination and the OpenAPI document.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod pagination;
+mod routes;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::Application;

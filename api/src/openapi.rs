@@ -1,0 +1,64 @@
+//! The OpenAPI document, generated from the handlers (utoipa) and committed as docs/openapi.json.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+/// The API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gofer API", description = "Hosted, multi-tenant pipeline runner. Errors are RFC 9457 problem details with a stable `code`; lists take `limit` and `cursor` and answer `{items, next_cursor}`."),
+    paths(
+        routes::health::health,
+        routes::health::ready,
+        routes::health::openapi_json,
+        routes::tenants::create,
+        routes::namespaces::create,
+        routes::namespaces::list,
+        routes::namespaces::get,
+        routes::pipelines::register_config,
+        routes::runs::start,
+        routes::runs::list,
+        routes::runs::get,
+        routes::runs::list_tasks,
+        routes::runs::get_task,
+        routes::runs::task_logs,
+    ),
+    components(schemas(crate::error::Problem)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/openapi.json must be exactly what the code generates. Regenerate with
+    /// `GOFER_BLESS=1 cargo test -p gofer-api openapi`.
+    #[test]
+    fn committed_openapi_document_matches_the_code() {
+        let generated = ApiDoc::openapi().to_pretty_json().expect("serializable") + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        if std::env::var_os("GOFER_BLESS").is_some() {
+            std::fs::write(&path, &generated).expect("write docs/openapi.json");
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date; run GOFER_BLESS=1 cargo test -p gofer-api openapi"
+        );
+    }
+}

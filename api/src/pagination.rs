@@ -1,0 +1,89 @@
+//! `?limit=&cursor=` for every list: keyset pagination with opaque cursors.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gofer_core::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+
+/// Query parameters of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// Validates the parameters into a page request whose key is `K`.
+    pub fn parse<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
+        let limit = match &self.limit {
+            None => DEFAULT_PAGE_LIMIT,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::InvalidParameter {
+                        code: "invalid_limit",
+                        detail: format!("limit must be an integer from 1 to {MAX_PAGE_LIMIT}"),
+                    });
+                }
+            },
+        };
+        let after = self.cursor.as_deref().map(decode_cursor).transpose()?;
+        Ok(PageRequest { limit, after })
+    }
+}
+
+fn invalid_cursor() -> ApiError {
+    ApiError::InvalidParameter { code: "invalid_cursor", detail: "cursor is not one this list handed out".into() }
+}
+
+/// The cursor is the last key of a page, as base64url JSON: opaque to clients, and decoded back
+/// through the key's own validating deserializer.
+fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, ApiError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid_cursor())?;
+    serde_json::from_slice(&bytes).map_err(|_| invalid_cursor())
+}
+
+fn encode_cursor<K: serde::Serialize>(key: &K) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
+}
+
+/// Builds the page answer from items and the next key.
+pub fn page<T, K: serde::Serialize>((items, next): (Vec<T>, Option<K>)) -> Page<T> {
+    Page { items, next_cursor: next.as_ref().map(encode_cursor) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gofer_core::NamespaceId;
+
+    fn query(limit: Option<&str>, cursor: Option<&str>) -> PageQuery {
+        PageQuery { limit: limit.map(Into::into), cursor: cursor.map(Into::into) }
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert_eq!(query(None, None).parse::<i64>().unwrap().limit, 50);
+        assert_eq!(query(Some("500"), None).parse::<i64>().unwrap().limit, 500);
+        for bad in ["0", "501", "-1", "ten"] {
+            assert_eq!(query(Some(bad), None).parse::<i64>().unwrap_err().code(), "invalid_limit");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_validated() {
+        let ns = NamespaceId::parse("team-a").unwrap();
+        let p = page((vec![1], Some(ns.clone())));
+        let back = query(None, p.next_cursor.as_deref()).parse::<NamespaceId>().unwrap();
+        assert_eq!(back.after, Some(ns));
+        assert_eq!(query(None, Some("!!")).parse::<NamespaceId>().unwrap_err().code(), "invalid_cursor");
+        let bad_id = URL_SAFE_NO_PAD.encode(b"\"Not Valid\"");
+        assert_eq!(query(None, Some(&bad_id)).parse::<NamespaceId>().unwrap_err().code(), "invalid_cursor");
+    }
+}

@@ -1,0 +1,60 @@
+//! Route table: every route of the service, grouped by resource.
+
+use actix_web::web;
+
+pub(crate) mod health;
+pub(crate) mod namespaces;
+pub(crate) mod pipelines;
+pub(crate) mod runs;
+pub(crate) mod tenants;
+
+use futures_util::StreamExt;
+
+use crate::error::ApiError;
+
+/// Registers every route on the app.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::health)
+        .service(health::ready)
+        .service(health::openapi_json)
+        .service(tenants::create)
+        .service(namespaces::create)
+        .service(namespaces::list)
+        .service(namespaces::get)
+        .service(pipelines::register_config)
+        .service(runs::start)
+        .service(runs::list)
+        .service(runs::get)
+        .service(runs::list_tasks)
+        .service(runs::get_task)
+        .service(runs::task_logs);
+}
+
+/// Reads a raw JSON body of at most `limit` bytes, refusing other content types.
+pub(crate) async fn read_json_body(
+    req: &actix_web::HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let is_json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<actix_web::mime::Mime>().ok())
+        .is_some_and(|m| m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::InvalidBody(gofer_core::json::JsonError {
+            code: "invalid_json",
+            message: e.to_string(),
+        }))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

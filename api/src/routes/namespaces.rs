@@ -1,0 +1,102 @@
+//! Namespaces of the caller's tenant.
+
+use actix_web::{HttpResponse, get, post, web};
+use gofer_core::NamespaceId;
+use gofer_core::model::{Namespace, Page};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Read, TenantAccess, Write};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::startup::AppState;
+
+/// Body of `POST /api/v1/namespaces`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamespace {
+    /// `^[a-z][a-z0-9_-]{2,63}$`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One namespace.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NamespaceResponse {
+    /// The namespace.
+    pub namespace: Namespace,
+}
+
+/// Checks a display name: 1 to 128 characters after trimming, no control characters.
+pub(crate) fn display_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: "name: 1 to 128 characters, no control characters".into(),
+        });
+    }
+    Ok(name)
+}
+
+/// Creates a namespace.
+#[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", request_body = CreateNamespace,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = NamespaceResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/namespaces")]
+pub(crate) async fn create(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    body: web::Json<CreateNamespace>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let id = NamespaceId::parse(body.id)?;
+    let name = display_name(&body.name)?;
+    if body.description.len() > 4096 {
+        return Err(ApiError::InvalidParameter { code: "invalid_field", detail: "description: at most 4096 bytes".into() });
+    }
+    let namespace = gofer_tenants::namespaces::create(&state.pool, &access.tenant, &id, name, &body.description).await?;
+    Ok(HttpResponse::Created().json(NamespaceResponse { namespace }))
+}
+
+/// Lists namespaces, ordered by id.
+#[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<Namespace>)))]
+#[get("/api/v1/namespaces")]
+pub(crate) async fn list(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.parse::<NamespaceId>()?;
+    let result = gofer_tenants::namespaces::list(&state.pool, &access.tenant, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads one namespace.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+    params(("namespace" = String, Path, description = "Namespace id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = NamespaceResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}")]
+pub(crate) async fn get(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = NamespaceId::parse(path.into_inner())?;
+    let namespace = gofer_tenants::namespaces::get(&state.pool, &access.tenant, &id).await?;
+    Ok(HttpResponse::Ok().json(NamespaceResponse { namespace }))
+}

@@ -1,0 +1,191 @@
+//! Runs, their task executions and logs.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, get, post, web};
+use gofer_core::model::{Page, Run, TaskExecution};
+use gofer_core::{RunId, TaskId};
+use gofer_engine::runs::{RunKey, TaskKey};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Read, TenantAccess, Write};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::routes::pipelines::PipelinePath;
+use crate::startup::AppState;
+
+/// Body of `POST …/runs`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    /// Environment variables for every task of the run (they override the tasks' own env).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// One run.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RunResponse {
+    /// The run.
+    pub run: Run,
+}
+
+/// One task execution.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TaskResponse {
+    /// The task execution.
+    pub task: TaskExecution,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RunPath {
+    namespace: String,
+    pipeline: String,
+    run: String,
+}
+
+impl RunPath {
+    fn key(self, tenant: &gofer_core::TenantId) -> Result<RunKey, ApiError> {
+        let run = RunId::parse(&self.run)?;
+        let pipeline = PipelinePath::from_parts(self.namespace, self.pipeline).key(tenant)?;
+        Ok(RunKey { pipeline, run })
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TaskPath {
+    namespace: String,
+    pipeline: String,
+    run: String,
+    task: String,
+}
+
+impl TaskPath {
+    fn key(self, tenant: &gofer_core::TenantId) -> Result<TaskKey, ApiError> {
+        let task = TaskId::parse(self.task)?;
+        let run = RunPath { namespace: self.namespace, pipeline: self.pipeline, run: self.run }.key(tenant)?;
+        Ok(TaskKey { run, task })
+    }
+}
+
+/// Starts a run of the pipeline's live config version.
+#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs", tag = "runs",
+    request_body = StartRun,
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = RunResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
+pub(crate) async fn start(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+    body: web::Json<StartRun>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let run = gofer_engine::runs::start(&state.pool, &key, body.into_inner().variables).await?;
+    Ok(HttpResponse::Created().json(RunResponse { run }))
+}
+
+/// Lists a pipeline's runs, newest first.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Page<Run>),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
+pub(crate) async fn list(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let request = query.parse::<RunId>()?;
+    let result = gofer_engine::runs::list(&state.pool, &key, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads one run.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = RunResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}")]
+pub(crate) async fn get(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<RunPath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let run = gofer_engine::runs::get(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(RunResponse { run }))
+}
+
+/// Lists a run's task executions, ordered by task id.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Page<TaskExecution>),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks")]
+pub(crate) async fn list_tasks(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<RunPath>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let request = query.parse::<TaskId>()?;
+    let result = gofer_engine::runs::list_tasks(&state.pool, &key, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads one task execution.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TaskResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}")]
+pub(crate) async fn get_task(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<TaskPath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let task = gofer_engine::runs::get_task(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(TaskResponse { task }))
+}
+
+/// A task execution's combined stdout and stderr, as captured so far.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs")]
+pub(crate) async fn task_logs(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<TaskPath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let log = gofer_engine::runs::read_log(&state.pool, &state.logs, &key).await?;
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(log))
+}

@@ -1,0 +1,157 @@
+//! Wiring: connect and migrate Postgres, bootstrap, start the scheduler and engine, bind HTTP.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use gofer_core::scheduler::Scheduler;
+use gofer_engine::{Engine, EngineConfig, EngineHandle, LogStore};
+use gofer_scheduler_local::{LocalScheduler, LocalSchedulerConfig};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::{Config, SchedulerKind};
+use crate::error::ApiError;
+
+/// Schema migrations, embedded in the binary and applied at start-up.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Shared state of every handler.
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// Where task logs are kept.
+    pub logs: LogStore,
+    /// The configuration the server started with.
+    pub config: Config,
+    /// The migrations this build knows (readiness compares them with the database).
+    pub migrator: &'static Migrator,
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    engine: EngineHandle,
+    bootstrap_token: Option<String>,
+}
+
+impl Application {
+    /// Connects to Postgres, applies migrations, issues the bootstrap token on first start,
+    /// starts the engine and binds the listener (port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&config.database_url)
+            .await
+            .with_context(|| "connecting to Postgres (is it running? `infra/postgres.sh start` starts the private one)")?;
+        MIGRATOR.run(&pool).await.context("applying database migrations")?;
+
+        let bootstrap_token = gofer_tenants::bootstrap(&pool, config.bootstrap_token.as_deref())
+            .await
+            .context("issuing the bootstrap token")?
+            .map(|secret| secret.expose().to_owned());
+        if let Some(token) = &bootstrap_token {
+            write_secret_file(&config.state_dir.join("bootstrap-token"), token)?;
+            tracing::info!(file = %config.state_dir.join("bootstrap-token").display(), "issued the bootstrap operator token");
+        }
+
+        let scheduler: Arc<dyn Scheduler> = match config.scheduler {
+            SchedulerKind::Local => Arc::new(
+                LocalScheduler::new(LocalSchedulerConfig {
+                    work_dir: config.state_dir.join("sandbox"),
+                    bwrap_path: config.sandbox.bwrap_path.clone(),
+                    share_network: config.sandbox.share_network,
+                    memory_limit_mb: config.sandbox.memory_limit_mb,
+                    max_processes: config.sandbox.max_processes,
+                })
+                .context("starting the local sandbox scheduler")?,
+            ),
+        };
+        let logs = LogStore::new(config.state_dir.join("logs"));
+        let engine = Engine::new(
+            pool.clone(),
+            scheduler,
+            logs.clone(),
+            EngineConfig {
+                max_parallel_tasks: config.engine.max_parallel_tasks,
+                poll_interval: Duration::from_millis(config.engine.poll_interval_ms),
+                monitor_interval: Duration::from_millis(config.engine.monitor_interval_ms),
+                lease: Duration::from_secs(config.engine.lease_s),
+                ..EngineConfig::default()
+            },
+        )
+        .spawn();
+
+        let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let max_body = config.max_body_bytes;
+        let state = web::Data::new(AppState { pool, logs, config, migrator: &MIGRATOR });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _| ApiError::from(err).into()))
+                .app_data(web::PathConfig::default().error_handler(|err, _| {
+                    ApiError::InvalidParameter { code: "invalid_path", detail: err.to_string() }.into()
+                }))
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    ApiError::InvalidParameter { code: "invalid_query", detail: err.to_string() }.into()
+                }))
+                .configure(crate::routes::configure)
+                .default_service(web::to(|| async {
+                    ApiError::NotFound { code: "route_not_found", detail: "no such route".into() }
+                }))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server, engine, bootstrap_token })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The bootstrap operator token, when this start issued it (first start on an empty database).
+    pub fn bootstrap_token(&self) -> Option<&str> {
+        self.bootstrap_token.as_deref()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the engine.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.engine.shutdown().await;
+        result
+    }
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _: &actix_web::HttpRequest) -> actix_web::HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
+/// Writes a secret readable by its owner only (0600), replacing any older file.
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    Ok(())
+}

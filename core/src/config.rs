@@ -1,0 +1,360 @@
+//! The pipeline config model: parsing with unknown fields refused, validation, defaults, and a canonical hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dag::{Condition, find_cycle};
+use crate::id::{IdError, TaskId, validate_identifier};
+use crate::json::{self, JsonError};
+
+/// Timeout applied to a task that does not set `timeout_s`.
+pub const DEFAULT_TASK_TIMEOUT_S: u32 = 3600;
+/// The longest timeout a task may ask for (plans set lower ceilings).
+pub const MAX_TASK_TIMEOUT_S: u32 = 7 * 24 * 3600;
+/// The most tasks one pipeline may hold.
+pub const MAX_TASKS: usize = 200;
+const MAX_NAME_LEN: usize = 128;
+const MAX_DESCRIPTION_LEN: usize = 4096;
+const MAX_IMAGE_LEN: usize = 512;
+const MAX_COMMAND_ARGS: usize = 256;
+const MAX_STRING_LEN: usize = 64 * 1024;
+const MAX_ENV_VARS: usize = 256;
+
+/// A validated pipeline config with defaults filled in: what is stored, hashed and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Human-readable name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The tasks; each becomes one task execution per run.
+    pub tasks: Vec<TaskConfig>,
+}
+
+/// One task of a pipeline: a container command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Unique within the pipeline; `^[a-z][a-z0-9_-]{2,63}$`.
+    pub id: TaskId,
+    /// Container image, for example `debian:12`.
+    pub image: String,
+    /// The command and its arguments (no shell unless you call one).
+    pub command: Vec<String>,
+    /// Environment variables for the task.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Parents and what each must end with before this task runs.
+    #[serde(default)]
+    pub depends_on: BTreeMap<TaskId, Condition>,
+    /// Seconds before the task is stopped and fails with reason `timeout`.
+    pub timeout_s: u32,
+}
+
+/// A config as a user sends it: ids are plain strings here so a bad one is reported as
+/// `invalid_identifier` with its path, not as a generic JSON error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: String,
+    #[serde(default)]
+    description: String,
+    tasks: Vec<RawTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    id: String,
+    image: String,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    depends_on: BTreeMap<String, Condition>,
+    timeout_s: Option<u32>,
+}
+
+/// Why a config was refused. Each variant has a stable [`ConfigError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The body is not JSON of the right shape (unknown field, missing field, wrong type, bad syntax).
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// An identifier breaks the identifier rule.
+    #[error("{field}: {source}")]
+    InvalidIdentifier {
+        /// Where it is, e.g. `tasks[1].id`.
+        field: String,
+        /// What is wrong with it.
+        source: IdError,
+    },
+    /// The pipeline has no tasks, or too many.
+    #[error("a pipeline needs between 1 and {MAX_TASKS} tasks, this one has {0}")]
+    TaskCount(usize),
+    /// Two tasks share an id.
+    #[error("task id {0:?} is used more than once")]
+    DuplicateTaskId(String),
+    /// depends_on names a task that does not exist.
+    #[error("task {task:?} depends on {dependency:?}, which is not a task of this pipeline")]
+    UnknownDependency {
+        /// The dependant.
+        task: String,
+        /// The missing parent.
+        dependency: String,
+    },
+    /// depends_on forms a cycle.
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    /// A field has a value outside its rules.
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// Where it is, e.g. `tasks[0].timeout_s`.
+        field: String,
+        /// What the rule is.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The stable machine-readable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::Json(e) => e.code,
+            ConfigError::InvalidIdentifier { .. } => "invalid_identifier",
+            ConfigError::TaskCount(_) => "invalid_task_count",
+            ConfigError::DuplicateTaskId(_) => "duplicate_task_id",
+            ConfigError::UnknownDependency { .. } => "unknown_dependency",
+            ConfigError::Cycle(_) => "dependency_cycle",
+            ConfigError::InvalidField { .. } => "invalid_field",
+        }
+    }
+}
+
+/// Whether `key` may name an environment variable set by a user.
+/// `GOFER_` is reserved for the variables Gofer injects.
+pub fn check_env_key(field: &str, key: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidField { field: field.to_owned(), reason: reason.to_owned() };
+    let mut chars = key.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || key.len() > 128 {
+        return Err(invalid("environment variable names match ^[A-Za-z_][A-Za-z0-9_]{0,127}$"));
+    }
+    if key.to_ascii_uppercase().starts_with("GOFER_") {
+        return Err(invalid("the GOFER_ prefix is reserved for variables Gofer sets"));
+    }
+    Ok(())
+}
+
+/// Checks a map of environment variables (task env or run variables).
+pub fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(ConfigError::InvalidField {
+            field: field.to_owned(),
+            reason: format!("at most {MAX_ENV_VARS} variables"),
+        });
+    }
+    for (key, value) in env {
+        check_env_key(&format!("{field}.{key}"), key)?;
+        check_len(&format!("{field}.{key}"), value, MAX_STRING_LEN)?;
+        if value.contains('\0') {
+            return Err(ConfigError::InvalidField { field: format!("{field}.{key}"), reason: "must not contain NUL".into() });
+        }
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ConfigError> {
+    if value.len() > max {
+        return Err(ConfigError::InvalidField { field: field.to_owned(), reason: format!("at most {max} bytes") });
+    }
+    Ok(())
+}
+
+/// A config that passed validation; only [`ValidConfig::parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidConfig(PipelineConfig);
+
+impl ValidConfig {
+    /// Parses and validates a JSON body.
+    pub fn parse(body: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = json::from_slice(body)?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let invalid = |field: &str, reason: &str| ConfigError::InvalidField { field: field.into(), reason: reason.into() };
+        if raw.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        check_len("name", &raw.name, MAX_NAME_LEN)?;
+        check_len("description", &raw.description, MAX_DESCRIPTION_LEN)?;
+        if raw.tasks.is_empty() || raw.tasks.len() > MAX_TASKS {
+            return Err(ConfigError::TaskCount(raw.tasks.len()));
+        }
+
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for (i, task) in raw.tasks.iter().enumerate() {
+            validate_identifier("task", &task.id)
+                .map_err(|source| ConfigError::InvalidIdentifier { field: format!("tasks[{i}].id"), source })?;
+            if !seen.insert(task.id.clone()) {
+                return Err(ConfigError::DuplicateTaskId(task.id.clone()));
+            }
+        }
+
+        let mut tasks = Vec::with_capacity(raw.tasks.len());
+        for (i, task) in raw.tasks.into_iter().enumerate() {
+            let at = |f: &str| format!("tasks[{i}].{f}");
+            if task.image.trim().is_empty() || task.image.chars().any(char::is_whitespace) {
+                return Err(invalid(&at("image"), "must be a non-empty image reference without spaces"));
+            }
+            check_len(&at("image"), &task.image, MAX_IMAGE_LEN)?;
+            if task.command.is_empty() || task.command.len() > MAX_COMMAND_ARGS {
+                return Err(invalid(&at("command"), &format!("needs between 1 and {MAX_COMMAND_ARGS} arguments")));
+            }
+            for (j, arg) in task.command.iter().enumerate() {
+                check_len(&format!("tasks[{i}].command[{j}]"), arg, MAX_STRING_LEN)?;
+                if arg.contains('\0') {
+                    return Err(invalid(&format!("tasks[{i}].command[{j}]"), "must not contain NUL"));
+                }
+            }
+            check_env(&at("env"), &task.env)?;
+            let timeout_s = task.timeout_s.unwrap_or(DEFAULT_TASK_TIMEOUT_S);
+            if timeout_s == 0 || timeout_s > MAX_TASK_TIMEOUT_S {
+                return Err(invalid(&at("timeout_s"), &format!("must be between 1 and {MAX_TASK_TIMEOUT_S}")));
+            }
+            let mut depends_on = BTreeMap::new();
+            for (parent, condition) in task.depends_on {
+                if !seen.contains(&parent) {
+                    return Err(ConfigError::UnknownDependency { task: task.id.clone(), dependency: parent });
+                }
+                // Known task ids were validated above, so this cannot fail.
+                let parent = TaskId::parse(parent).map_err(|source| ConfigError::InvalidIdentifier {
+                    field: at("depends_on"),
+                    source,
+                })?;
+                depends_on.insert(parent, condition);
+            }
+            let id = TaskId::parse(task.id)
+                .map_err(|source| ConfigError::InvalidIdentifier { field: at("id"), source })?;
+            tasks.push(TaskConfig { id, image: task.image, command: task.command, env: task.env, depends_on, timeout_s });
+        }
+
+        let edges = tasks.iter().map(|t| (t.id.clone(), t.depends_on.keys().cloned().collect())).collect();
+        if let Some(cycle) = find_cycle(&edges) {
+            return Err(ConfigError::Cycle(cycle.into_iter().map(|t| t.to_string()).collect()));
+        }
+
+        Ok(ValidConfig(PipelineConfig { name: raw.name, description: raw.description, tasks }))
+    }
+
+    /// Re-validates a config read back from storage (it was valid when written).
+    pub fn from_stored(config: PipelineConfig) -> Result<Self, ConfigError> {
+        let json = serde_json::to_vec(&config).map_err(|e| json::classify(&e))?;
+        Self::parse(&json)
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.0
+    }
+
+    /// Consumes the wrapper.
+    pub fn into_inner(self) -> PipelineConfig {
+        self.0
+    }
+
+    /// SHA-256 (hex) of the canonical JSON: keys sorted (every map is a BTreeMap and struct
+    /// fields serialize in a fixed order), defaults filled in, no whitespace. Two configs that
+    /// mean the same thing hash the same.
+    pub fn canonical_hash(&self) -> String {
+        let value = serde_json::to_value(&self.0).unwrap_or(serde_json::Value::Null);
+        hex::encode(Sha256::digest(value.to_string().as_bytes()))
+    }
+
+    /// Looks a task up by id.
+    pub fn task(&self, id: &TaskId) -> Option<&TaskConfig> {
+        self.0.tasks.iter().find(|t| &t.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ValidConfig, ConfigError> {
+        ValidConfig::parse(json.as_bytes())
+    }
+
+    const TWO_TASKS: &str = r#"{"name":"Two","tasks":[
+        {"id":"build","image":"debian:12","command":["echo","hi"]},
+        {"id":"test","image":"debian:12","command":["true"],"depends_on":{"build":"success"},"timeout_s":30}]}"#;
+
+    #[test]
+    fn a_valid_config_gets_defaults() {
+        let cfg = parse(TWO_TASKS).unwrap();
+        assert_eq!(cfg.config().tasks[0].timeout_s, DEFAULT_TASK_TIMEOUT_S);
+        assert_eq!(cfg.config().tasks[1].timeout_s, 30);
+        assert_eq!(cfg.config().description, "");
+    }
+
+    #[test]
+    fn each_refusal_has_its_code() {
+        let cases = [
+            (r#"{"name":"x","tasks":[],"extra":1}"#, "unknown_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"bogus":true}]}"#, "unknown_field"),
+            (r#"{"tasks":[]}"#, "missing_field"),
+            (r#"{"name":"x","tasks":[]}"#, "invalid_task_count"),
+            (r#"{"name":"x","tasks":[{"id":"Bad","image":"i","command":["c"]}]}"#, "invalid_identifier"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"]},{"id":"abc","image":"i","command":["c"]}]}"#, "duplicate_task_id"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"nope":"success"}}]}"#, "unknown_dependency"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"def":"success"}},{"id":"def","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#, "dependency_cycle"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#, "dependency_cycle"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"abc":"sometimes"}}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":[]}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"timeout_s":0}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"env":{"GOFER_X":"1"}}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"env":{"1X":"1"}}]}"#, "invalid_field"),
+            (r#"{"name":"","tasks":[{"id":"abc","image":"i","command":["c"]}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"has space","command":["c"]}]}"#, "invalid_field"),
+            (r#"not json"#, "invalid_json"),
+        ];
+        for (json, code) in cases {
+            let err = parse(json).expect_err(json);
+            assert_eq!(err.code(), code, "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = parse(r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"]},{"id":"Nope","image":"i","command":["c"]}]}"#).unwrap_err();
+        assert!(err.to_string().contains("tasks[1].id"), "{err}");
+        let err = parse(r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"def":"any"}},{"id":"def","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#).unwrap_err();
+        assert!(err.to_string().contains("abc -> def -> abc"), "{err}");
+    }
+
+    #[test]
+    fn the_hash_ignores_key_order_and_explicit_defaults() {
+        let a = parse(TWO_TASKS).unwrap();
+        let b = parse(r#"{"tasks":[
+            {"command":["echo","hi"],"image":"debian:12","id":"build","timeout_s":3600,"env":{}},
+            {"depends_on":{"build":"success"},"id":"test","image":"debian:12","command":["true"],"timeout_s":30}],"name":"Two","description":""}"#).unwrap();
+        assert_eq!(a.canonical_hash(), b.canonical_hash());
+        let c = parse(&TWO_TASKS.replace("\"hi\"", "\"ho\"")).unwrap();
+        assert_ne!(a.canonical_hash(), c.canonical_hash());
+        assert_eq!(a.canonical_hash().len(), 64);
+    }
+
+    #[test]
+    fn stored_configs_round_trip() {
+        let a = parse(TWO_TASKS).unwrap();
+        let back = ValidConfig::from_stored(a.config().clone()).unwrap();
+        assert_eq!(a, back);
+    }
+}

@@ -1,0 +1,189 @@
+//! Validated identifiers. Every id a user chooses goes through [`validate_identifier`], the one validator.
+
+use std::fmt;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} id {value:?}: {reason}")]
+pub struct IdError {
+    /// What kind of id it was meant to be ("tenant", "namespace", "pipeline", "task", "run").
+    pub kind: &'static str,
+    /// The refused value, truncated so an enormous input does not end up in error bodies.
+    pub value: String,
+    /// A human-readable reason.
+    pub reason: &'static str,
+}
+
+/// Checks `^[a-z][a-z0-9_-]{2,63}$`: the rule for every identifier a user chooses.
+pub fn validate_identifier(kind: &'static str, value: &str) -> Result<(), IdError> {
+    let fail = |reason| {
+        Err(IdError {
+            kind,
+            value: value.chars().take(80).collect(),
+            reason,
+        })
+    };
+    let bytes = value.as_bytes();
+    if bytes.len() < 3 {
+        return fail("must be at least 3 characters");
+    }
+    if bytes.len() > 64 {
+        return fail("must be at most 64 characters");
+    }
+    if !bytes[0].is_ascii_lowercase() {
+        return fail("must start with a lowercase letter a-z");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
+    {
+        return fail("may only contain lowercase letters a-z, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(transparent)]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z][a-z0-9_-]{2,63}$"))]
+        pub struct $name(String);
+
+        impl $name {
+            /// The kind of identifier, as named in errors.
+            pub const KIND: &'static str = $kind;
+
+            /// Validates and wraps an identifier.
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                validate_identifier($kind, &value)?;
+                Ok(Self(value))
+            }
+
+            /// The identifier as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(d)?;
+                Self::parse(value).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// A tenant: the unit of isolation.
+    TenantId,
+    "tenant"
+);
+identifier!(
+    /// A namespace inside a tenant.
+    NamespaceId,
+    "namespace"
+);
+identifier!(
+    /// A pipeline inside a namespace.
+    PipelineId,
+    "pipeline"
+);
+identifier!(
+    /// A task inside a pipeline config.
+    TaskId,
+    "task"
+);
+
+/// A run number, counted from 1 per pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(transparent)]
+pub struct RunId(i64);
+
+impl RunId {
+    /// Parses a run number as typed by a user: a positive integer.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        match value.parse::<i64>() {
+            Ok(n) if n >= 1 => Ok(Self(n)),
+            _ => Err(IdError {
+                kind: "run",
+                value: value.chars().take(80).collect(),
+                reason: "must be a positive integer",
+            }),
+        }
+    }
+
+    /// Wraps a number read back from storage.
+    pub fn from_i64(value: i64) -> Self {
+        Self(value)
+    }
+
+    /// The run number.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_shape() {
+        for ok in ["abc", "a-b", "a_b", "build-and-test", "x99", &format!("a{}", "b".repeat(63))] {
+            assert!(validate_identifier("task", ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for bad in ["", "ab", "1abc", "-abc", "Abc", "abC", "a b", "a.b", "ab/c", "é-ab", &"a".repeat(65)] {
+            assert!(validate_identifier("task", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn typed_ids_deserialize_through_the_validator() {
+        let err = serde_json::from_str::<NamespaceId>("\"Bad\"").unwrap_err();
+        assert!(err.to_string().contains("invalid namespace id"), "{err}");
+        let ok: NamespaceId = serde_json::from_str("\"team-a\"").unwrap();
+        assert_eq!(ok.as_str(), "team-a");
+    }
+
+    #[test]
+    fn run_ids_are_positive_integers() {
+        assert_eq!(RunId::parse("7").unwrap().get(), 7);
+        for bad in ["0", "-1", "x", "", "1.5", "99999999999999999999"] {
+            assert!(RunId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Gofer's domain: validated identifiers, the pipeline config model, DAG conditions,
+//! run and task state machines, wire models, and the `Scheduler` trait. No IO, no async runtime.
+
+pub mod config;
+pub mod dag;
+pub mod id;
+pub mod json;
+pub mod model;
+pub mod scheduler;
+pub mod state;
+
+pub use config::{ConfigError, PipelineConfig, TaskConfig, ValidConfig};
+pub use dag::Condition;
+pub use id::{IdError, NamespaceId, PipelineId, RunId, TaskId, TenantId};
+pub use state::{RunState, RunStatus, StatusReason, TaskState, TaskStatus};

@@ -1,0 +1,148 @@
+//! The `Scheduler` trait: what the engine needs from whatever runs containers (Nomad, the local sandbox).
+//!
+//! Futures are boxed by hand so the trait stays object-safe without pulling an async runtime into core.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::id::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
+
+/// A boxed, sendable future, as returned by [`Scheduler`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a scheduler needs to run one task execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// Deterministic job id, `{tenant}-{namespace}-{pipeline}-{run}-{task}-{attempt}`: submitting
+    /// the same spec twice must not start a second job.
+    pub job_id: String,
+    /// Owner of the task.
+    pub tenant: TenantId,
+    /// Namespace of the pipeline.
+    pub namespace: NamespaceId,
+    /// Pipeline.
+    pub pipeline: PipelineId,
+    /// Run.
+    pub run: RunId,
+    /// Task.
+    pub task: TaskId,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Container image.
+    pub image: String,
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// The complete environment the task sees (task env, run variables and `GOFER_*`).
+    pub env: BTreeMap<String, String>,
+    /// Wall-clock limit; the scheduler stops the task when it passes.
+    pub timeout: Duration,
+}
+
+impl TaskSpec {
+    /// The deterministic job id for a task execution.
+    pub fn job_id_for(
+        tenant: &TenantId,
+        namespace: &NamespaceId,
+        pipeline: &PipelineId,
+        run: RunId,
+        task: &TaskId,
+        attempt: u32,
+    ) -> String {
+        format!("{tenant}-{namespace}-{pipeline}-{run}-{task}-{attempt}")
+    }
+}
+
+/// Why a task stopped without exiting on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// It ran past its timeout.
+    Timeout,
+    /// It used more memory than allowed.
+    OutOfMemory,
+    /// [`Scheduler::stop`] was called.
+    Stopped,
+}
+
+/// What the scheduler knows about a job right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskObservation {
+    /// Accepted, not running yet (placing, pulling the image).
+    Pending,
+    /// Running.
+    Running,
+    /// Exited on its own with this code.
+    Exited {
+        /// Process exit code.
+        exit_code: i32,
+    },
+    /// Stopped by the scheduler.
+    Killed {
+        /// Why.
+        reason: KillReason,
+    },
+    /// Could not be started or failed inside the scheduler (bad image, driver error).
+    Failed {
+        /// What went wrong, for the task's status reason.
+        detail: String,
+    },
+    /// The scheduler has no such job (never submitted, or lost with its node).
+    Unknown,
+}
+
+impl TaskObservation {
+    /// Whether the job will not change any more.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, TaskObservation::Pending | TaskObservation::Running)
+    }
+}
+
+/// A slice of a job's combined stdout and stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogChunk {
+    /// Bytes from the requested offset.
+    pub data: Vec<u8>,
+    /// The offset to ask for next.
+    pub next_offset: u64,
+}
+
+/// A scheduler failure (not a task failure: those are [`TaskObservation`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The scheduler refused the spec; retrying it will not help.
+    #[error("the scheduler refused the task: {0}")]
+    Rejected(String),
+    /// The scheduler could not be reached or failed; a retry may succeed.
+    #[error("the scheduler is unavailable: {0}")]
+    Unavailable(String),
+    /// No job with this id.
+    #[error("no such job: {0}")]
+    NotFound(String),
+}
+
+/// Runs task executions somewhere. Implementations must be idempotent on `job_id`.
+pub trait Scheduler: Send + Sync + 'static {
+    /// A short name for logs and metrics (`local`, `nomad`).
+    fn name(&self) -> &'static str;
+
+    /// Starts the job. Starting a job id that already exists succeeds without starting another.
+    fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>>;
+
+    /// Reports the job's current state.
+    fn observe<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<TaskObservation, SchedulerError>>;
+
+    /// Reads combined output from `offset`, at most `max_bytes`.
+    fn read_logs<'a>(
+        &'a self,
+        job_id: &'a str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<LogChunk, SchedulerError>>;
+
+    /// Stops the job: a polite signal, then a kill after `grace`. Stopping a finished or unknown job succeeds.
+    fn stop<'a>(&'a self, job_id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), SchedulerError>>;
+
+    /// Forgets a finished job and frees what it held (work directory, stored output).
+    fn purge<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>>;
+}

@@ -1,0 +1,535 @@
+//! SQL of the engine. Every function takes the tenant first and filters on it, except the queue
+//! functions marked "cross-tenant": the engine's own work spans tenants on purpose.
+
+use std::collections::BTreeMap;
+
+use gofer_core::model::{Reason, Run, TaskExecution};
+use gofer_core::{PipelineConfig, RunId, RunState, RunStatus, StatusReason, TaskId, TaskState, TaskStatus};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use crate::EngineError;
+use crate::runs::{PipelineKey, RunKey, TaskKey};
+
+fn corrupt(what: impl std::fmt::Display) -> EngineError {
+    EngineError::Corrupt(what.to_string())
+}
+
+fn reason(code: Option<String>, description: Option<String>) -> Result<Option<Reason>, EngineError> {
+    code.map(|c| {
+        Ok(Reason {
+            reason: c.parse::<StatusReason>().map_err(corrupt)?,
+            description: description.unwrap_or_default(),
+        })
+    })
+    .transpose()
+}
+
+/// Whether the namespace exists, and the pipeline's row when it does.
+pub(crate) struct PipelineLookup {
+    pub namespace_exists: bool,
+    pub pipeline: Option<PipelineRow>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PipelineRow {
+    pub live_version: Option<i64>,
+}
+
+/// Finds a pipeline, telling a missing namespace apart from a missing pipeline.
+/// With `lock`, the pipeline row stays locked until the transaction ends.
+pub(crate) async fn lookup_pipeline(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    lock: bool,
+) -> Result<PipelineLookup, EngineError> {
+    let namespace_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM namespaces WHERE tenant_id = $1 AND id = $2)")
+            .bind(key.tenant.as_str())
+            .bind(key.namespace.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+    if !namespace_exists {
+        return Ok(PipelineLookup { namespace_exists, pipeline: None });
+    }
+    let sql = if lock {
+        "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 FOR UPDATE"
+    } else {
+        "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3"
+    };
+    let pipeline = sqlx::query_as::<_, PipelineRow>(sql)
+        .bind(key.tenant.as_str())
+        .bind(key.namespace.as_str())
+        .bind(key.pipeline.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(PipelineLookup { namespace_exists, pipeline })
+}
+
+pub(crate) async fn insert_pipeline(conn: &mut PgConnection, key: &PipelineKey) -> Result<(), EngineError> {
+    sqlx::query("INSERT INTO pipelines (tenant_id, namespace_id, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(key.tenant.as_str())
+        .bind(key.namespace.as_str())
+        .bind(key.pipeline.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the next config version (the caller holds the pipeline's lock) and makes it live.
+pub(crate) async fn insert_live_config(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    config: &PipelineConfig,
+    hash: &str,
+) -> Result<i64, EngineError> {
+    let version: i64 = sqlx::query_scalar(
+        "INSERT INTO pipeline_configs (tenant_id, namespace_id, pipeline_id, version, config, config_hash)
+         SELECT $1, $2, $3, COALESCE(MAX(version), 0) + 1, $4, $5 FROM pipeline_configs
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
+         RETURNING version",
+    )
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .bind(Json(config))
+    .bind(hash)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE pipelines SET live_version = $4, modified_at = now() WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3",
+    )
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(version)
+}
+
+pub(crate) async fn get_config(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    version: i64,
+) -> Result<PipelineConfig, EngineError> {
+    let Json(config): Json<PipelineConfig> = sqlx::query_scalar(
+        "SELECT config FROM pipeline_configs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4",
+    )
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .bind(version)
+    .fetch_one(conn)
+    .await?;
+    Ok(config)
+}
+
+/// Takes the next run number (the caller holds the pipeline's lock).
+pub(crate) async fn allocate_run_id(conn: &mut PgConnection, key: &PipelineKey) -> Result<RunId, EngineError> {
+    let id: i64 = sqlx::query_scalar(
+        "UPDATE pipelines SET next_run_id = next_run_id + 1
+         WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 RETURNING next_run_id - 1",
+    )
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .fetch_one(conn)
+    .await?;
+    Ok(RunId::from_i64(id))
+}
+
+pub(crate) async fn insert_run(
+    conn: &mut PgConnection,
+    key: &RunKey,
+    config_version: i64,
+    variables: &BTreeMap<String, String>,
+) -> Result<(), EngineError> {
+    sqlx::query(
+        "INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6)",
+    )
+    .bind(key.pipeline.tenant.as_str())
+    .bind(key.pipeline.namespace.as_str())
+    .bind(key.pipeline.pipeline.as_str())
+    .bind(key.run.get())
+    .bind(config_version)
+    .bind(Json(variables))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_task_execution(
+    conn: &mut PgConnection,
+    key: &RunKey,
+    task: &TaskId,
+    image: &str,
+) -> Result<(), EngineError> {
+    sqlx::query(
+        "INSERT INTO task_executions (tenant_id, namespace_id, pipeline_id, run_id, task_id, image, state, status)
+         VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 'unknown')",
+    )
+    .bind(key.pipeline.tenant.as_str())
+    .bind(key.pipeline.namespace.as_str())
+    .bind(key.pipeline.pipeline.as_str())
+    .bind(key.run.get())
+    .bind(task.as_str())
+    .bind(image)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    namespace_id: String,
+    pipeline_id: String,
+    id: i64,
+    pub config_version: i64,
+    state: String,
+    status: String,
+    status_reason: Option<String>,
+    status_description: Option<String>,
+    variables: Json<BTreeMap<String, String>>,
+    created_at: OffsetDateTime,
+    started_at: Option<OffsetDateTime>,
+    ended_at: Option<OffsetDateTime>,
+}
+
+impl RunRow {
+    pub(crate) fn into_run(self) -> Result<Run, EngineError> {
+        Ok(Run {
+            id: RunId::from_i64(self.id),
+            namespace_id: self.namespace_id.parse().map_err(corrupt)?,
+            pipeline_id: self.pipeline_id.parse().map_err(corrupt)?,
+            config_version: self.config_version,
+            state: self.state.parse::<RunState>().map_err(corrupt)?,
+            status: self.status.parse::<RunStatus>().map_err(corrupt)?,
+            status_reason: reason(self.status_reason, self.status_description)?,
+            variables: self.variables.0,
+            created: self.created_at,
+            started: self.started_at,
+            ended: self.ended_at,
+        })
+    }
+}
+
+/// The columns [`RunRow`] reads; a macro so queries stay `&'static str` (sqlx refuses built strings).
+macro_rules! run_columns {
+    () => {
+        "namespace_id, pipeline_id, id, config_version, state, status, status_reason, \
+         status_description, variables, created_at, started_at, ended_at"
+    };
+}
+
+/// Reads a run; with `lock`, the row stays locked until the transaction ends, which serializes
+/// every transition of one run.
+pub(crate) async fn get_run(conn: &mut PgConnection, key: &RunKey, lock: bool) -> Result<Option<RunRow>, EngineError> {
+    const BY_KEY: &str = concat!(
+        "SELECT ", run_columns!(), " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4"
+    );
+    const BY_KEY_LOCKED: &str = concat!(
+        "SELECT ", run_columns!(),
+        " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 FOR UPDATE"
+    );
+    Ok(sqlx::query_as::<_, RunRow>(if lock { BY_KEY_LOCKED } else { BY_KEY })
+        .bind(key.pipeline.tenant.as_str())
+        .bind(key.pipeline.namespace.as_str())
+        .bind(key.pipeline.pipeline.as_str())
+        .bind(key.run.get())
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Runs of a pipeline, newest first.
+pub(crate) async fn list_runs(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    before: Option<RunId>,
+    limit: i64,
+) -> Result<Vec<Run>, EngineError> {
+    let rows = sqlx::query_as::<_, RunRow>(concat!(
+        "SELECT ", run_columns!(), " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
+         AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+    ))
+        .bind(key.tenant.as_str())
+        .bind(key.namespace.as_str())
+        .bind(key.pipeline.as_str())
+        .bind(before.map(RunId::get))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter().map(RunRow::into_run).collect()
+}
+
+pub(crate) async fn start_run(conn: &mut PgConnection, key: &RunKey) -> Result<(), EngineError> {
+    sqlx::query(
+        "UPDATE runs SET state = 'running', started_at = now()
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state = 'pending'",
+    )
+    .bind(key.pipeline.tenant.as_str())
+    .bind(key.pipeline.namespace.as_str())
+    .bind(key.pipeline.pipeline.as_str())
+    .bind(key.run.get())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn complete_run(
+    conn: &mut PgConnection,
+    key: &RunKey,
+    status: RunStatus,
+    reason: Option<&Reason>,
+) -> Result<(), EngineError> {
+    sqlx::query(
+        "UPDATE runs SET state = 'complete', status = $5, status_reason = $6, status_description = $7,
+             started_at = COALESCE(started_at, now()), ended_at = now()
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state <> 'complete'",
+    )
+    .bind(key.pipeline.tenant.as_str())
+    .bind(key.pipeline.namespace.as_str())
+    .bind(key.pipeline.pipeline.as_str())
+    .bind(key.run.get())
+    .bind(status.as_str())
+    .bind(reason.map(|r| r.reason.as_str()))
+    .bind(reason.map(|r| r.description.as_str()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    run_id: i64,
+    task_id: String,
+    image: String,
+    state: String,
+    status: String,
+    status_reason: Option<String>,
+    status_description: Option<String>,
+    exit_code: Option<i32>,
+    scheduler_id: Option<String>,
+    created_at: OffsetDateTime,
+    started_at: Option<OffsetDateTime>,
+    ended_at: Option<OffsetDateTime>,
+}
+
+impl TaskRow {
+    pub(crate) fn into_execution(self) -> Result<TaskExecution, EngineError> {
+        Ok(TaskExecution {
+            run_id: RunId::from_i64(self.run_id),
+            task_id: self.task_id.parse().map_err(corrupt)?,
+            image: self.image,
+            state: self.state.parse::<TaskState>().map_err(corrupt)?,
+            status: self.status.parse::<TaskStatus>().map_err(corrupt)?,
+            status_reason: reason(self.status_reason, self.status_description)?,
+            exit_code: self.exit_code,
+            scheduler_id: self.scheduler_id,
+            created: self.created_at,
+            started: self.started_at,
+            ended: self.ended_at,
+        })
+    }
+}
+
+/// The columns [`TaskRow`] reads.
+macro_rules! task_columns {
+    () => {
+        "run_id, task_id, image, state, status, status_reason, status_description, exit_code, \
+         scheduler_id, created_at, started_at, ended_at"
+    };
+}
+
+/// The task executions of a run, ordered by task id, after `after`.
+pub(crate) async fn list_task_executions(
+    conn: &mut PgConnection,
+    key: &RunKey,
+    after: Option<&TaskId>,
+    limit: i64,
+) -> Result<Vec<TaskExecution>, EngineError> {
+    let rows = sqlx::query_as::<_, TaskRow>(concat!(
+        "SELECT ", task_columns!(), " FROM task_executions
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
+         AND ($5::text IS NULL OR task_id > $5) ORDER BY task_id LIMIT $6"
+    ))
+        .bind(key.pipeline.tenant.as_str())
+        .bind(key.pipeline.namespace.as_str())
+        .bind(key.pipeline.pipeline.as_str())
+        .bind(key.run.get())
+        .bind(after.map(TaskId::as_str))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter().map(TaskRow::into_execution).collect()
+}
+
+pub(crate) async fn get_task_execution(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+) -> Result<Option<TaskExecution>, EngineError> {
+    sqlx::query_as::<_, TaskRow>(concat!(
+        "SELECT ", task_columns!(), " FROM task_executions
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
+    ))
+        .bind(key.run.pipeline.tenant.as_str())
+        .bind(key.run.pipeline.namespace.as_str())
+        .bind(key.run.pipeline.pipeline.as_str())
+        .bind(key.run.run.get())
+        .bind(key.task.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(TaskRow::into_execution)
+        .transpose()
+}
+
+pub(crate) async fn queue_task(conn: &mut PgConnection, key: &TaskKey) -> Result<(), EngineError> {
+    sqlx::query(
+        "UPDATE task_executions SET state = 'queued', queued_at = now()
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5 AND state = 'waiting'",
+    )
+    .bind(key.run.pipeline.tenant.as_str())
+    .bind(key.run.pipeline.namespace.as_str())
+    .bind(key.run.pipeline.pipeline.as_str())
+    .bind(key.run.run.get())
+    .bind(key.task.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Completes a task execution that never ran (skipped) or that this replica holds.
+/// `expected` is the state it must be in, `owner` the lease holder when it was running;
+/// answers false when another transition got there first.
+pub(crate) async fn complete_task(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    expected: TaskState,
+    owner: Option<uuid::Uuid>,
+    status: TaskStatus,
+    reason: Option<&Reason>,
+    exit_code: Option<i32>,
+) -> Result<bool, EngineError> {
+    let done = sqlx::query(
+        "UPDATE task_executions SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
+             exit_code = $10, ended_at = now(), lease_owner = NULL, lease_until = NULL
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+           AND state = $6 AND ($11::uuid IS NULL OR lease_owner = $11)",
+    )
+    .bind(key.run.pipeline.tenant.as_str())
+    .bind(key.run.pipeline.namespace.as_str())
+    .bind(key.run.pipeline.pipeline.as_str())
+    .bind(key.run.run.get())
+    .bind(key.task.as_str())
+    .bind(expected.as_str())
+    .bind(status.as_str())
+    .bind(reason.map(|r| r.reason.as_str()))
+    .bind(reason.map(|r| r.description.as_str()))
+    .bind(exit_code)
+    .bind(owner)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// A task execution claimed from the queue.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimedRow {
+    pub tenant_id: String,
+    pub namespace_id: String,
+    pub pipeline_id: String,
+    pub run_id: i64,
+    pub task_id: String,
+    pub attempt: i32,
+}
+
+/// Cross-tenant: claims the oldest queued task execution for `owner`, leasing it until
+/// `now + lease_s`. SKIP LOCKED lets replicas claim side by side without waiting on each other.
+pub(crate) async fn claim_next(
+    conn: &mut PgConnection,
+    owner: uuid::Uuid,
+    lease_s: f64,
+) -> Result<Option<ClaimedRow>, EngineError> {
+    Ok(sqlx::query_as::<_, ClaimedRow>(
+        "UPDATE task_executions te SET state = 'running', started_at = now(), lease_owner = $1,
+             lease_until = now() + make_interval(secs => $2)
+         FROM (SELECT tenant_id, namespace_id, pipeline_id, run_id, task_id FROM task_executions
+               WHERE state = 'queued' ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED) next
+         WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
+             = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
+         RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt",
+    )
+    .bind(owner)
+    .bind(lease_s)
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub(crate) async fn set_scheduler_id(conn: &mut PgConnection, key: &TaskKey, scheduler_id: &str) -> Result<(), EngineError> {
+    sqlx::query(
+        "UPDATE task_executions SET scheduler_id = $6
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5",
+    )
+    .bind(key.run.pipeline.tenant.as_str())
+    .bind(key.run.pipeline.namespace.as_str())
+    .bind(key.run.pipeline.pipeline.as_str())
+    .bind(key.run.run.get())
+    .bind(key.task.as_str())
+    .bind(scheduler_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Extends this replica's lease; answers false when the lease was lost.
+pub(crate) async fn heartbeat(pool: &PgPool, key: &TaskKey, owner: uuid::Uuid, lease_s: f64) -> Result<bool, EngineError> {
+    let done = sqlx::query(
+        "UPDATE task_executions SET lease_until = now() + make_interval(secs => $7)
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+           AND state = 'running' AND lease_owner = $6",
+    )
+    .bind(key.run.pipeline.tenant.as_str())
+    .bind(key.run.pipeline.namespace.as_str())
+    .bind(key.run.pipeline.pipeline.as_str())
+    .bind(key.run.run.get())
+    .bind(key.task.as_str())
+    .bind(owner)
+    .bind(lease_s)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// The state and status of every task execution of a run (the caller holds the run's lock).
+pub(crate) async fn task_states(
+    conn: &mut PgConnection,
+    key: &RunKey,
+) -> Result<BTreeMap<TaskId, (TaskState, TaskStatus)>, EngineError> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT task_id, state, status FROM task_executions
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4",
+    )
+    .bind(key.pipeline.tenant.as_str())
+    .bind(key.pipeline.namespace.as_str())
+    .bind(key.pipeline.pipeline.as_str())
+    .bind(key.run.get())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(task, state, status)| {
+            Ok((
+                task.parse().map_err(corrupt)?,
+                (state.parse().map_err(corrupt)?, status.parse().map_err(corrupt)?),
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn notify_queue(conn: &mut PgConnection) -> Result<(), EngineError> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(crate::QUEUE_CHANNEL).execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Task execution logs on the local filesystem, keyed `tenants/<t>/namespaces/<ns>/pipelines/<p>/runs/<r>/tasks/<task>.log`.
+//!
+//! The object-store backend (S3) replaces this in a later issue; the keys stay the same.
+
+use std::path::PathBuf;
+
+use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
+use tokio::io::AsyncWriteExt;
+
+/// Where one task execution's log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKey {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Namespace.
+    pub namespace: NamespaceId,
+    /// Pipeline.
+    pub pipeline: PipelineId,
+    /// Run.
+    pub run: RunId,
+    /// Task.
+    pub task: TaskId,
+}
+
+impl LogKey {
+    /// The relative path of the log; every component was validated, so it cannot escape the root.
+    pub fn path(&self) -> String {
+        format!(
+            "tenants/{}/namespaces/{}/pipelines/{}/runs/{}/tasks/{}.log",
+            self.tenant, self.namespace, self.pipeline, self.run, self.task
+        )
+    }
+}
+
+/// Stores logs as files under a root directory.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    root: PathBuf,
+}
+
+impl LogStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Appends bytes to a log.
+    pub async fn append(&self, key: &LogKey, data: &[u8]) -> std::io::Result<()> {
+        let path = self.root.join(key.path());
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+        file.write_all(data).await?;
+        file.flush().await
+    }
+
+    /// Reads a whole log; `None` when nothing was written yet.
+    pub async fn read(&self, key: &LogKey) -> std::io::Result<Option<Vec<u8>>> {
+        match tokio::fs::read(self.root.join(key.path())).await {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

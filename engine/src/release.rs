@@ -1,0 +1,73 @@
+//! Releasing a run's waiting tasks once their parents finish, and completing the run.
+
+use gofer_core::dag::{Readiness, readiness};
+use gofer_core::model::Reason;
+use gofer_core::{PipelineConfig, RunStatus, StatusReason, TaskState, TaskStatus};
+use sqlx::PgConnection;
+
+use crate::runs::{RunKey, TaskKey};
+use crate::{EngineError, db};
+
+/// Queues every waiting task whose conditions now hold and skips every one whose conditions
+/// cannot, repeating until nothing changes (a skip can decide its own dependants); completes the
+/// run when every task is complete. The caller holds the run's row lock, so two finishing
+/// parents never both release the same child.
+pub(crate) async fn release_ready_tasks(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    config: &PipelineConfig,
+) -> Result<(), EngineError> {
+    let mut states = db::task_states(conn, run).await?;
+    let mut queued_any = false;
+    loop {
+        let mut changed = false;
+        for task in &config.tasks {
+            if states.get(&task.id).map(|s| s.0) != Some(TaskState::Waiting) {
+                continue;
+            }
+            let key = TaskKey { run: run.clone(), task: task.id.clone() };
+            match readiness(&task.depends_on, |parent| states.get(parent).copied()) {
+                Readiness::Wait => {}
+                Readiness::Ready => {
+                    db::queue_task(conn, &key).await?;
+                    states.insert(task.id.clone(), (TaskState::Queued, TaskStatus::Unknown));
+                    queued_any = true;
+                    changed = true;
+                }
+                Readiness::Skip { parent, required, actual } => {
+                    let reason = Reason {
+                        reason: StatusReason::FailedPrecondition,
+                        description: format!("depends on {parent} ending {required}, but it ended {actual}"),
+                    };
+                    db::complete_task(conn, &key, TaskState::Waiting, None, TaskStatus::Skipped, Some(&reason), None)
+                        .await?;
+                    states.insert(task.id.clone(), (TaskState::Complete, TaskStatus::Skipped));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    if queued_any {
+        db::notify_queue(conn).await?;
+    }
+    if states.values().all(|(state, _)| *state == TaskState::Complete) {
+        let status = TaskStatus::run_status(states.values().map(|(_, status)| status));
+        let reason = match status {
+            RunStatus::Failed => {
+                let failed: Vec<String> = states
+                    .iter()
+                    .filter(|(_, (_, s))| *s == TaskStatus::Failed)
+                    .map(|(id, _)| id.to_string())
+                    .collect();
+                Some(Reason { reason: StatusReason::TaskFailed, description: format!("failed tasks: {}", failed.join(", ")) })
+            }
+            _ => None,
+        };
+        db::complete_run(conn, run, status, reason.as_ref()).await?;
+        tracing::info!(run = %run.run, %status, "run complete");
+    }
+    Ok(())
+}

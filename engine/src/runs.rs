@@ -1,0 +1,136 @@
+//! Runs: starting one (rows in one transaction, then NOTIFY), reading runs, task executions and logs.
+
+use std::collections::BTreeMap;
+
+use gofer_core::config::check_env;
+use gofer_core::model::{PageRequest, Run, TaskExecution};
+use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
+use sqlx::{PgConnection, PgPool};
+
+use crate::logs::{LogKey, LogStore};
+use crate::{EngineError, db, release};
+
+/// Identifies a pipeline within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineKey {
+    /// Owner, always taken from the authenticated token.
+    pub tenant: TenantId,
+    /// Namespace.
+    pub namespace: NamespaceId,
+    /// Pipeline.
+    pub pipeline: PipelineId,
+}
+
+/// Identifies a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKey {
+    /// The pipeline.
+    pub pipeline: PipelineKey,
+    /// Run number.
+    pub run: RunId,
+}
+
+/// Identifies a task execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskKey {
+    /// The run.
+    pub run: RunKey,
+    /// The task.
+    pub task: TaskId,
+}
+
+impl TaskKey {
+    /// Where this execution's log lives.
+    pub fn log_key(&self) -> LogKey {
+        LogKey {
+            tenant: self.run.pipeline.tenant.clone(),
+            namespace: self.run.pipeline.namespace.clone(),
+            pipeline: self.run.pipeline.pipeline.clone(),
+            run: self.run.run,
+            task: self.task.clone(),
+        }
+    }
+}
+
+/// Checks the namespace then the pipeline, answering the first that is missing; gives the live version.
+async fn require_pipeline(conn: &mut PgConnection, key: &PipelineKey, lock: bool) -> Result<i64, EngineError> {
+    let lookup = db::lookup_pipeline(conn, key, lock).await?;
+    if !lookup.namespace_exists {
+        return Err(EngineError::NamespaceNotFound(key.namespace.clone()));
+    }
+    lookup
+        .pipeline
+        .and_then(|p| p.live_version)
+        .ok_or_else(|| EngineError::PipelineNotFound(key.pipeline.clone()))
+}
+
+async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, EngineError> {
+    require_pipeline(conn, &key.pipeline, false).await?;
+    db::get_run(conn, key, false).await?.ok_or(EngineError::RunNotFound(key.run))?.into_run()
+}
+
+/// Starts a run of the pipeline's live version: the run and one task execution per task are
+/// written in one transaction, tasks whose conditions already hold are queued, and the queue is
+/// notified on commit.
+#[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
+pub async fn start(pool: &PgPool, key: &PipelineKey, variables: BTreeMap<String, String>) -> Result<Run, EngineError> {
+    check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
+    let mut tx = pool.begin().await?;
+    let version = require_pipeline(&mut tx, key, true).await?;
+    let config = db::get_config(&mut tx, key, version).await?;
+    let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
+    db::insert_run(&mut tx, &run_key, version, &variables).await?;
+    for task in &config.tasks {
+        db::insert_task_execution(&mut tx, &run_key, &task.id, &task.image).await?;
+    }
+    // Lock the new run like every other transition does before releasing its tasks.
+    db::get_run(&mut tx, &run_key, true).await?;
+    release::release_ready_tasks(&mut tx, &run_key, &config).await?;
+    let run = db::get_run(&mut tx, &run_key, false).await?.ok_or(EngineError::RunNotFound(run_key.run))?.into_run()?;
+    tx.commit().await?;
+    tracing::info!(run = %run.id, version, "run started");
+    Ok(run)
+}
+
+/// Reads one run.
+pub async fn get(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
+    let mut conn = pool.acquire().await?;
+    require_run(&mut conn, key).await
+}
+
+/// Lists a pipeline's runs, newest first.
+pub async fn list(
+    pool: &PgPool,
+    key: &PipelineKey,
+    page: &PageRequest<RunId>,
+) -> Result<(Vec<Run>, Option<RunId>), EngineError> {
+    let mut conn = pool.acquire().await?;
+    require_pipeline(&mut conn, key, false).await?;
+    let rows = db::list_runs(&mut conn, key, page.after, i64::from(page.limit) + 1).await?;
+    Ok(page.finish(rows, |r| r.id))
+}
+
+/// Lists a run's task executions, ordered by task id.
+pub async fn list_tasks(
+    pool: &PgPool,
+    key: &RunKey,
+    page: &PageRequest<TaskId>,
+) -> Result<(Vec<TaskExecution>, Option<TaskId>), EngineError> {
+    let mut conn = pool.acquire().await?;
+    require_run(&mut conn, key).await?;
+    let rows = db::list_task_executions(&mut conn, key, page.after.as_ref(), i64::from(page.limit) + 1).await?;
+    Ok(page.finish(rows, |t| t.task_id.clone()))
+}
+
+/// Reads one task execution.
+pub async fn get_task(pool: &PgPool, key: &TaskKey) -> Result<TaskExecution, EngineError> {
+    let mut conn = pool.acquire().await?;
+    require_run(&mut conn, &key.run).await?;
+    db::get_task_execution(&mut conn, key).await?.ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))
+}
+
+/// Reads a task execution's log as captured so far (empty before it starts).
+pub async fn read_log(pool: &PgPool, logs: &LogStore, key: &TaskKey) -> Result<Vec<u8>, EngineError> {
+    get_task(pool, key).await?;
+    Ok(logs.read(&key.log_key()).await?.unwrap_or_default())
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what Gofer's scripts need when it is missing: bubblewrap (the local sandbox),
+# PostgreSQL 15 server binaries, and the Rust toolchain's cargo (expected to be present).
+# Idempotent and quiet when everything is there already.
+set -euo pipefail
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: ${missing[*]}; run as root or install them: apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null
+        apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+    }
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2
+    exit 1
+fi

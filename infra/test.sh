@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: installs what is missing, starts a private Postgres cluster for
+# this run (one fresh database per test is created inside it), runs the whole workspace's tests,
+# and stops the cluster. Usage: infra/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+infra/deps.sh
+
+pg_dir=$(mktemp -d /tmp/gofer-test-pg.XXXXXX)
+pg_port=${GOFER_TEST_PG_PORT:-54339}
+cleanup() { infra/postgres.sh stop --dir "$pg_dir" || true; rm -rf "$pg_dir"; }
+trap cleanup EXIT
+infra/postgres.sh start --dir "$pg_dir" --port "$pg_port" --db postgres --fast >/dev/null
+export GOFER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${pg_port}/postgres"
+
+cargo test --workspace --locked "$@"

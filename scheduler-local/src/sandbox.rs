@@ -1,0 +1,397 @@
+//! The sandbox command line: `sh` (to open fds 3 and 4) → `setpriv` (when root) → `prlimit` → `bwrap`, and the start-up probe.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use gofer_core::scheduler::{SchedulerError, TaskSpec};
+
+use crate::{LocalSchedulerConfig, LocalSchedulerError};
+
+/// The uid and gid the task runs as inside the sandbox (and, when the server is root, on the host).
+pub(crate) const SANDBOX_UID: u32 = 65534;
+
+/// `PATH` inside the sandbox unless the spec sets one.
+const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// `PATH` for the wrapper processes outside the sandbox; the tools themselves are run by absolute path.
+pub(crate) const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The wrapper's script. `exec` keeps one process, so the pid tokio holds is bwrap's own.
+/// fd 3 is bwrap's `--info-fd` (tokio cannot pass extra fds without `pre_exec`, which is unsafe);
+/// fd 4 carries bwrap's options through `--args 4`, so `--setenv` values (task secrets) never appear
+/// in the host's world-readable `/proc/<pid>/cmdline`. The task's stdin becomes /dev/null.
+const WRAPPER_SCRIPT: &str = r#"info=$1; shift; exec "$@" 3>"$info" 4<&0 </dev/null"#;
+
+/// Absolute paths of the programs a sandbox needs, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub(crate) struct Tools {
+    sh: PathBuf,
+    /// Present when the server runs as root: the sandbox is then started as uid 65534 on the host.
+    setpriv: Option<PathBuf>,
+    prlimit: PathBuf,
+    bwrap: PathBuf,
+}
+
+impl Tools {
+    /// Finds `sh`, `prlimit`, `bwrap` and, when `privileged`, `setpriv`.
+    pub(crate) fn find(bwrap: &Path, privileged: bool) -> Result<Self, LocalSchedulerError> {
+        let tool = |name: &'static str| {
+            find_program(Path::new(name)).ok_or(LocalSchedulerError::ToolNotFound { tool: name })
+        };
+        Ok(Self {
+            sh: tool("sh")?,
+            setpriv: if privileged {
+                Some(tool("setpriv")?)
+            } else {
+                None
+            },
+            prlimit: tool("prlimit")?,
+            bwrap: find_program(bwrap).ok_or_else(|| LocalSchedulerError::BwrapNotFound {
+                path: bwrap.to_path_buf(),
+            })?,
+        })
+    }
+
+    /// Whether sandboxes are started through `setpriv` (the server runs as root).
+    pub(crate) fn privileged(&self) -> bool {
+        self.setpriv.is_some()
+    }
+}
+
+/// Looks a program up like `execvp`: a name with a `/` is taken as is, a bare name is searched on `PATH`.
+fn find_program(name: &Path) -> Option<PathBuf> {
+    let is_executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return is_executable(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| HOST_PATH.into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+/// A sandbox ready to spawn: run `program` with `args`, and write `options` to its stdin.
+#[derive(Debug)]
+pub(crate) struct SandboxCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// bwrap's options, NUL-separated, read by `--args 4` (the wrapper moves stdin to fd 4).
+    pub options: Vec<u8>,
+}
+
+/// What one sandbox runs and where.
+pub(crate) struct SandboxRequest<'a> {
+    /// Host directory mounted read-write at `/job`.
+    pub job_dir: &'a Path,
+    /// Host file receiving bwrap's `--info-fd` JSON.
+    pub info_path: &'a Path,
+    pub command: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+}
+
+impl SandboxCommand {
+    /// Builds the full command line for one sandbox.
+    pub(crate) fn new(
+        tools: &Tools,
+        config: &LocalSchedulerConfig,
+        request: &SandboxRequest<'_>,
+    ) -> Self {
+        let mut args: Vec<OsString> = vec!["-c".into(), WRAPPER_SCRIPT.into(), "sh".into()];
+        args.push(request.info_path.into());
+        if let Some(setpriv) = &tools.setpriv {
+            // As root, bwrap would map the sandbox user onto host root: still no capabilities, but it
+            // could read root-owned files such as /etc/shadow, and root is exempt from RLIMIT_NPROC.
+            args.push(setpriv.into());
+            args.extend(
+                [
+                    format!("--reuid={SANDBOX_UID}"),
+                    format!("--regid={SANDBOX_UID}"),
+                    "--clear-groups".to_owned(),
+                ]
+                .map(OsString::from),
+            );
+        }
+        args.push(tools.prlimit.clone().into());
+        args.push(format!("--nproc={}", config.max_processes).into());
+        args.push(
+            format!(
+                "--as={}",
+                config.memory_limit_mb.saturating_mul(1024 * 1024)
+            )
+            .into(),
+        );
+        args.push("--".into());
+        args.push(tools.bwrap.clone().into());
+        args.extend(["--args", "4", "--"].map(OsString::from));
+        args.extend(request.command.iter().map(OsString::from));
+        Self {
+            program: tools.sh.clone(),
+            args,
+            options: bwrap_options(config, request),
+        }
+    }
+}
+
+/// bwrap's options, NUL-separated for `--args`.
+fn bwrap_options(config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) -> Vec<u8> {
+    let mut opts: Vec<&[u8]> = vec![b"--unshare-all"];
+    if config.share_network {
+        opts.push(b"--share-net");
+    }
+    let uid = SANDBOX_UID.to_string();
+    opts.extend([
+        b"--unshare-user".as_slice(),
+        b"--uid",
+        uid.as_bytes(),
+        b"--gid",
+        uid.as_bytes(),
+        b"--die-with-parent",
+        b"--new-session",
+        b"--clearenv",
+    ]);
+    for (key, value) in request.env {
+        opts.extend([b"--setenv".as_slice(), key.as_bytes(), value.as_bytes()]);
+    }
+    for (key, default) in [("PATH", SANDBOX_PATH), ("HOME", "/job")] {
+        if !request.env.contains_key(key) {
+            opts.extend([b"--setenv".as_slice(), key.as_bytes(), default.as_bytes()]);
+        }
+    }
+    opts.extend([
+        b"--ro-bind".as_slice(),
+        b"/usr",
+        b"/usr",
+        b"--symlink",
+        b"usr/bin",
+        b"/bin",
+        b"--symlink",
+        b"usr/lib",
+        b"/lib",
+    ]);
+    if Path::new("/usr/lib64").exists() {
+        opts.extend([b"--symlink".as_slice(), b"usr/lib64", b"/lib64"]);
+    }
+    opts.extend([
+        b"--ro-bind".as_slice(),
+        b"/etc",
+        b"/etc",
+        b"--proc",
+        b"/proc",
+        b"--dev",
+        b"/dev",
+        b"--tmpfs",
+        b"/tmp",
+        b"--bind",
+        request.job_dir.as_os_str().as_bytes(),
+        b"/job",
+        b"--chdir",
+        b"/job",
+        b"--hostname",
+        b"gofer-sandbox",
+        b"--info-fd",
+        b"3",
+    ]);
+    let mut out = Vec::new();
+    for opt in opts {
+        out.extend_from_slice(opt);
+        out.push(0);
+    }
+    out
+}
+
+/// Refuses specs that cannot be passed to a process: bwrap would fail in confusing ways otherwise.
+pub(crate) fn check_spec(spec: &TaskSpec) -> Result<(), SchedulerError> {
+    let reject = |what: String| Err(SchedulerError::Rejected(what));
+    if spec.command.is_empty() || spec.command[0].is_empty() {
+        return reject("the command is empty".to_owned());
+    }
+    if spec.command.iter().any(|arg| arg.contains('\0')) {
+        return reject("the command contains a NUL byte".to_owned());
+    }
+    for (key, value) in &spec.env {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            return reject(format!("invalid environment variable name {key:?}"));
+        }
+        if value.contains('\0') {
+            return reject(format!("environment variable {key} contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `true` in a sandbox with `work_dir` at `/job`: proves that bwrap runs, user namespaces work
+/// and (as root) that uid 65534 can reach the work directory. Blocks for a few milliseconds.
+pub(crate) fn probe(
+    tools: &Tools,
+    config: &LocalSchedulerConfig,
+    work_dir: &Path,
+) -> Result<(), LocalSchedulerError> {
+    let command = ["true".to_owned()];
+    let env = BTreeMap::new();
+    let sandbox = SandboxCommand::new(
+        tools,
+        config,
+        &SandboxRequest {
+            job_dir: work_dir,
+            info_path: Path::new("/dev/null"),
+            command: &command,
+            env: &env,
+        },
+    );
+    let unusable = |detail: String| LocalSchedulerError::SandboxUnusable { detail };
+    let mut child = std::process::Command::new(&sandbox.program)
+        .args(&sandbox.args)
+        .env_clear()
+        .env("PATH", HOST_PATH)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| unusable(format!("could not run {}: {e}", sandbox.program.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A failed write shows up as bwrap's own error below.
+        let _ = stdin.write_all(&sandbox.options);
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| unusable(format!("waiting for the probe sandbox: {e}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut detail = format!(
+        "a probe sandbox failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    if tools.privileged() {
+        detail.push_str(&format!(
+            " (as root, bwrap runs as uid {SANDBOX_UID}, which must be able to enter {}: every parent \
+             directory needs o+x)",
+            work_dir.display()
+        ));
+    }
+    Err(unusable(detail))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn options(config: &LocalSchedulerConfig, env: &[(&str, &str)]) -> Vec<String> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let command = ["true".to_owned()];
+        let request = SandboxRequest {
+            job_dir: Path::new("/w/j/job"),
+            info_path: Path::new("/w/j/info.json"),
+            command: &command,
+            env: &env,
+        };
+        bwrap_options(config, &request)
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    }
+
+    fn setenvs(opts: &[String]) -> Vec<(String, String)> {
+        opts.windows(3)
+            .filter(|w| w[0] == "--setenv")
+            .map(|w| (w[1].clone(), w[2].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_network_is_shared_only_when_configured() {
+        let mut config = LocalSchedulerConfig::default();
+        assert!(!options(&config, &[]).contains(&"--share-net".to_owned()));
+        config.share_network = true;
+        assert!(options(&config, &[]).contains(&"--share-net".to_owned()));
+    }
+
+    #[test]
+    fn path_and_home_default_only_when_the_spec_does_not_set_them() {
+        let config = LocalSchedulerConfig::default();
+        let defaults = setenvs(&options(&config, &[("A", "1")]));
+        assert!(defaults.contains(&("PATH".into(), SANDBOX_PATH.into())));
+        assert!(defaults.contains(&("HOME".into(), "/job".into())));
+        let set = setenvs(&options(
+            &config,
+            &[("HOME", "/job/home"), ("PATH", "/bin")],
+        ));
+        assert_eq!(
+            set,
+            vec![
+                ("HOME".into(), "/job/home".into()),
+                ("PATH".into(), "/bin".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn env_values_stay_off_the_command_line() {
+        let tools = Tools {
+            sh: "/bin/sh".into(),
+            setpriv: None,
+            prlimit: "/usr/bin/prlimit".into(),
+            bwrap: "/usr/bin/bwrap".into(),
+        };
+        let env = BTreeMap::from([("SECRET".to_owned(), "hunter2".to_owned())]);
+        let command = ["true".to_owned()];
+        let request = SandboxRequest {
+            job_dir: Path::new("/w/j/job"),
+            info_path: Path::new("/w/j/info.json"),
+            command: &command,
+            env: &env,
+        };
+        let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request);
+        assert!(
+            !sandbox
+                .args
+                .iter()
+                .any(|a| a.to_string_lossy().contains("hunter2"))
+        );
+        assert!(sandbox.options.windows(7).any(|w| w == b"hunter2"));
+        assert!(sandbox.args.contains(&OsString::from("--as=4294967296")));
+    }
+
+    #[test]
+    fn specs_that_cannot_reach_a_process_are_rejected() {
+        let base = TaskSpec {
+            job_id: "j".into(),
+            tenant: "acme".parse().unwrap(),
+            namespace: "team".parse().unwrap(),
+            pipeline: "build".parse().unwrap(),
+            run: gofer_core::id::RunId::from_i64(1),
+            task: "test".parse().unwrap(),
+            attempt: 1,
+            image: "debian".into(),
+            command: vec!["true".into()],
+            env: BTreeMap::new(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert!(check_spec(&base).is_ok());
+        let mut empty = base.clone();
+        empty.command.clear();
+        let mut nul = base.clone();
+        nul.command.push("a\0b".into());
+        let mut bad_key = base.clone();
+        bad_key.env.insert("A=B".into(), "x".into());
+        for spec in [empty, nul, bad_key] {
+            assert!(
+                matches!(check_spec(&spec), Err(SchedulerError::Rejected(_))),
+                "{spec:?}"
+            );
+        }
+    }
+}

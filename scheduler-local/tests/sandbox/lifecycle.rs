@@ -1,0 +1,363 @@
+//! A job's life: output and exit codes, timeouts, stop, idempotent starts, restarts, purge, bad ids.
+
+use std::time::{Duration, Instant};
+
+use gofer_core::scheduler::{KillReason, Scheduler, SchedulerError, TaskObservation};
+use gofer_scheduler_local::{LocalScheduler, LocalSchedulerConfig, LocalSchedulerError};
+
+use crate::support::{scheduler, sh, spec};
+
+#[tokio::test]
+async fn stdout_and_stderr_are_captured_in_order() {
+    let s = scheduler();
+    let (observation, logs) = s
+        .run(&sh(
+            "order",
+            "echo one; echo two >&2; echo three; echo four >&2",
+        ))
+        .await;
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 });
+    assert_eq!(logs, "one\ntwo\nthree\nfour\n");
+}
+
+#[tokio::test]
+async fn exit_codes_are_recorded() {
+    let s = scheduler();
+    assert_eq!(
+        s.run(&sh("seven", "exit 7")).await.0,
+        TaskObservation::Exited { exit_code: 7 }
+    );
+    // A task killed by a signal nobody here sent reports 128 + the signal, like a shell.
+    assert_eq!(
+        s.run(&sh("killed", "kill -KILL $$")).await.0,
+        TaskObservation::Exited { exit_code: 137 }
+    );
+}
+
+#[tokio::test]
+async fn a_command_missing_from_the_host_exits_non_zero() {
+    let s = scheduler();
+    let (observation, logs) = s.run(&spec("missing", &["no-such-program-here"])).await;
+    assert!(
+        matches!(observation, TaskObservation::Exited { exit_code } if exit_code != 0),
+        "{observation:?}"
+    );
+    assert!(logs.contains("no-such-program-here"), "{logs}");
+}
+
+#[tokio::test]
+async fn read_logs_returns_the_requested_slice() {
+    let s = scheduler();
+    s.run(&spec("slices", &["printf", "0123456789"])).await;
+    let read = |offset, max| s.scheduler.read_logs("slices", offset, max);
+    let chunk = read(3, 4).await.unwrap();
+    assert_eq!(
+        (chunk.data.as_slice(), chunk.next_offset),
+        (b"3456".as_slice(), 7)
+    );
+    let chunk = read(7, 100).await.unwrap();
+    assert_eq!(
+        (chunk.data.as_slice(), chunk.next_offset),
+        (b"789".as_slice(), 10)
+    );
+    let chunk = read(10, 100).await.unwrap();
+    assert_eq!((chunk.data.len(), chunk.next_offset), (0, 10));
+    let chunk = read(50, 100).await.unwrap();
+    assert_eq!((chunk.data.len(), chunk.next_offset), (0, 50));
+    assert_eq!(read(0, 0).await.unwrap().next_offset, 0);
+}
+
+#[tokio::test]
+async fn logs_of_an_unknown_job_are_not_found() {
+    let s = scheduler();
+    let result = s.scheduler.read_logs("nobody-started-this", 0, 10).await;
+    assert!(
+        matches!(result, Err(SchedulerError::NotFound(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_is_killed() {
+    let s = scheduler();
+    let mut slow = spec("slow", &["sleep", "30"]);
+    slow.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    s.scheduler.start(&slow).await.unwrap();
+    assert_eq!(
+        s.scheduler.observe("slow").await.unwrap(),
+        TaskObservation::Running
+    );
+    assert_eq!(
+        s.wait_final("slow").await,
+        TaskObservation::Killed {
+            reason: KillReason::Timeout
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn stop_sends_sigterm_to_the_task_first() {
+    let s = scheduler();
+    let script = "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
+    s.scheduler.start(&sh("polite", script)).await.unwrap();
+    s.wait_for_output("polite", "ready").await;
+    s.scheduler
+        .stop("polite", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.scheduler.observe("polite").await.unwrap(),
+        TaskObservation::Killed {
+            reason: KillReason::Stopped
+        }
+    );
+    assert_eq!(s.logs("polite").await, "ready\ngot-term\n");
+}
+
+#[tokio::test]
+async fn stop_kills_a_task_that_ignores_sigterm_after_the_grace() {
+    let s = scheduler();
+    s.scheduler
+        .start(&sh("stubborn", "trap '' TERM; echo ready; sleep 30"))
+        .await
+        .unwrap();
+    s.wait_for_output("stubborn", "ready").await;
+    let started = Instant::now();
+    s.scheduler
+        .stop("stubborn", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        s.scheduler.observe("stubborn").await.unwrap(),
+        TaskObservation::Killed {
+            reason: KillReason::Stopped
+        }
+    );
+}
+
+#[tokio::test]
+async fn stopping_a_finished_or_unknown_job_succeeds_and_changes_nothing() {
+    let s = scheduler();
+    s.run(&sh("done", "exit 3")).await;
+    s.scheduler.stop("done", Duration::ZERO).await.unwrap();
+    assert_eq!(
+        s.scheduler.observe("done").await.unwrap(),
+        TaskObservation::Exited { exit_code: 3 }
+    );
+    s.scheduler
+        .stop("never-started", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.scheduler.observe("never-started").await.unwrap(),
+        TaskObservation::Unknown
+    );
+}
+
+#[tokio::test]
+async fn starting_the_same_job_twice_runs_it_once() {
+    let s = scheduler();
+    let task = sh("once", "echo ran >> /job/count; sleep 0.2");
+    let (a, b) = tokio::join!(s.scheduler.start(&task), s.scheduler.start(&task));
+    a.unwrap();
+    b.unwrap();
+    s.wait_final("once").await;
+    s.scheduler.start(&task).await.unwrap();
+    assert_eq!(
+        s.scheduler.observe("once").await.unwrap(),
+        TaskObservation::Exited { exit_code: 0 }
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.job_dir("once").join("count")).unwrap(),
+        "ran\n"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_scheduler_reports_finished_jobs_from_disk() {
+    let s = scheduler();
+    s.run(&sh("before", "echo hello; exit 4")).await;
+    let mut stopped = sh("stopped", "sleep 30");
+    stopped.timeout = Duration::from_millis(100);
+    s.scheduler.start(&stopped).await.unwrap();
+    s.wait_final("stopped").await;
+
+    let restarted = LocalScheduler::new(s.scheduler.config().clone()).unwrap();
+    assert_eq!(
+        restarted.observe("before").await.unwrap(),
+        TaskObservation::Exited { exit_code: 4 }
+    );
+    assert_eq!(
+        restarted.observe("stopped").await.unwrap(),
+        TaskObservation::Killed {
+            reason: KillReason::Timeout
+        }
+    );
+    assert_eq!(
+        restarted.read_logs("before", 0, 100).await.unwrap().data,
+        b"hello\n"
+    );
+    // Known on disk: starting it again does not run it again.
+    restarted.start(&sh("before", "echo again")).await.unwrap();
+    assert_eq!(
+        restarted.observe("before").await.unwrap(),
+        TaskObservation::Exited { exit_code: 4 }
+    );
+    assert_eq!(
+        restarted.read_logs("before", 0, 100).await.unwrap().data,
+        b"hello\n"
+    );
+}
+
+#[tokio::test]
+async fn a_job_directory_without_a_result_is_unknown() {
+    let s = scheduler();
+    // What a server that died mid-job leaves behind (its sandboxes die with it).
+    std::fs::create_dir_all(s.work_dir.join("orphan").join("job")).unwrap();
+    assert_eq!(
+        s.scheduler.observe("orphan").await.unwrap(),
+        TaskObservation::Unknown
+    );
+    s.scheduler.purge("orphan").await.unwrap();
+    assert!(!s.work_dir.join("orphan").exists());
+}
+
+#[tokio::test]
+async fn the_info_file_names_the_sandbox_process_for_attach() {
+    let s = scheduler();
+    s.run(&sh("info", "true")).await;
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.work_dir.join("info").join("info.json")).unwrap())
+            .unwrap();
+    assert!(
+        info["child-pid"].as_i64().is_some_and(|pid| pid > 1),
+        "{info}"
+    );
+}
+
+#[tokio::test]
+async fn purge_removes_a_finished_job_and_everything_it_left() {
+    let s = scheduler();
+    // Read-only directories: a non-root server must make them writable before deleting them.
+    s.run(&sh(
+        "messy",
+        "mkdir -p /job/ro/sub && touch /job/ro/sub/f && chmod 0500 /job/ro/sub /job/ro",
+    ))
+    .await;
+    s.scheduler.purge("messy").await.unwrap();
+    assert!(!s.work_dir.join("messy").exists());
+    assert_eq!(
+        s.scheduler.observe("messy").await.unwrap(),
+        TaskObservation::Unknown
+    );
+    assert!(matches!(
+        s.scheduler.read_logs("messy", 0, 10).await,
+        Err(SchedulerError::NotFound(_))
+    ));
+    s.scheduler.purge("messy").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_job_cannot_be_purged() {
+    let s = scheduler();
+    s.scheduler.start(&sh("busy", "sleep 30")).await.unwrap();
+    let result = s.scheduler.purge("busy").await;
+    assert!(
+        matches!(result, Err(SchedulerError::Rejected(_))),
+        "{result:?}"
+    );
+    s.scheduler.stop("busy", Duration::ZERO).await.unwrap();
+    s.scheduler.purge("busy").await.unwrap();
+    assert!(!s.work_dir.join("busy").exists());
+}
+
+#[tokio::test]
+async fn invalid_job_ids_are_rejected_everywhere() {
+    let s = scheduler();
+    for bad in [
+        "../escape",
+        "a/b",
+        "..",
+        ".",
+        "",
+        "Upper",
+        "dot.ted",
+        "sp ace",
+    ] {
+        let rejected =
+            |r: Result<(), SchedulerError>| matches!(r, Err(SchedulerError::Rejected(_)));
+        assert!(
+            rejected(s.scheduler.start(&sh(bad, "true")).await),
+            "start {bad:?}"
+        );
+        assert!(
+            rejected(s.scheduler.observe(bad).await.map(drop)),
+            "observe {bad:?}"
+        );
+        assert!(
+            rejected(s.scheduler.read_logs(bad, 0, 1).await.map(drop)),
+            "read_logs {bad:?}"
+        );
+        assert!(
+            rejected(s.scheduler.stop(bad, Duration::ZERO).await),
+            "stop {bad:?}"
+        );
+        assert!(rejected(s.scheduler.purge(bad).await), "purge {bad:?}");
+    }
+    assert_eq!(std::fs::read_dir(&s.work_dir).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_missing_bwrap_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LocalSchedulerConfig {
+        work_dir: dir.path().to_owned(),
+        bwrap_path: "/nonexistent/bwrap".into(),
+        ..LocalSchedulerConfig::default()
+    };
+    let error = LocalScheduler::new(config).unwrap_err();
+    assert!(
+        matches!(error, LocalSchedulerError::BwrapNotFound { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("apt-get install -y bubblewrap"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn as_root_a_work_dir_that_nobody_cannot_enter_is_a_clear_error() {
+    // 0700 is fine for a non-root server (the sandbox is its own user), not for root, whose
+    // sandboxes start as uid 65534.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let config = LocalSchedulerConfig {
+        work_dir: dir.path().join("work"),
+        ..LocalSchedulerConfig::default()
+    };
+    let running_as_root =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    match LocalScheduler::new(config) {
+        Err(LocalSchedulerError::SandboxUnusable { detail }) if running_as_root => {
+            assert!(detail.contains("o+x"), "{detail}");
+        }
+        Ok(_) if !running_as_root => {}
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,9 @@
+//! Specification of the local sandbox scheduler, run against the real bubblewrap on this host.
+
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod isolation;
+mod lifecycle;

@@ -1,0 +1,79 @@
+//! Tenants, API tokens and bootstrap. Tokens are random secrets shown once and stored as SHA-256.
+
+mod db;
+pub mod namespaces;
+pub mod token;
+
+use gofer_core::TenantId;
+use gofer_core::model::Tenant;
+use sqlx::PgPool;
+
+pub use token::{Principal, Role, TokenSecret};
+
+/// Metadata key recording when the bootstrap operator token was issued.
+pub const BOOTSTRAP_ISSUED_KEY: &str = "bootstrap_token_issued_at";
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    /// A tenant with this id exists already.
+    #[error("tenant {0} already exists")]
+    TenantExists(TenantId),
+    /// A namespace with this id exists already in the tenant.
+    #[error("namespace {0} already exists")]
+    NamespaceExists(gofer_core::NamespaceId),
+    /// No such namespace in the tenant.
+    #[error("namespace {0} does not exist")]
+    NamespaceNotFound(gofer_core::NamespaceId),
+    /// A preset bootstrap token is too weak to accept.
+    #[error("the preset bootstrap token must be at least 32 characters")]
+    WeakBootstrapToken,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Creates a tenant and its first admin token; answers the tenant and the token's secret (shown once).
+#[tracing::instrument(skip_all, fields(tenant = %id))]
+pub async fn create_tenant(pool: &PgPool, id: &TenantId, name: &str) -> Result<(Tenant, TokenSecret), TenantsError> {
+    let mut tx = pool.begin().await?;
+    let tenant = db::insert_tenant(&mut tx, id, name).await.map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => TenantsError::TenantExists(id.clone()),
+        other => TenantsError::Database(other),
+    })?;
+    let secret = TokenSecret::generate();
+    db::insert_token(&mut tx, &secret, Some(id), Role::Admin, "initial tenant admin token").await?;
+    tx.commit().await?;
+    Ok((tenant, secret))
+}
+
+/// Resolves a presented bearer secret to its principal; `None` for unknown, revoked or expired tokens.
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Principal>, TenantsError> {
+    Ok(db::find_live_token(pool, &token::hash_secret(presented)).await?)
+}
+
+/// On a database that has never issued one, creates the operator bootstrap token (from `preset`
+/// when given) and answers its secret. Answers `None` once one was ever issued, so restarts and
+/// concurrent replicas never issue a second.
+#[tracing::instrument(skip_all)]
+pub async fn bootstrap(pool: &PgPool, preset: Option<&str>) -> Result<Option<TokenSecret>, TenantsError> {
+    let secret = match preset {
+        Some(p) if p.len() < 32 => return Err(TenantsError::WeakBootstrapToken),
+        Some(p) => TokenSecret::from_preset(p),
+        None => TokenSecret::generate(),
+    };
+    let mut tx = pool.begin().await?;
+    // The metadata row is the fact "a bootstrap token was issued"; inserting it first, with
+    // ON CONFLICT DO NOTHING, makes exactly one replica win.
+    if !db::insert_metadata_once(&mut tx, BOOTSTRAP_ISSUED_KEY).await? {
+        return Ok(None);
+    }
+    db::insert_token(&mut tx, &secret, None, Role::Operator, "bootstrap operator token").await?;
+    tx.commit().await?;
+    Ok(Some(secret))
+}
+
+/// Reads a metadata fact.
+pub async fn metadata(pool: &PgPool, key: &str) -> Result<Option<String>, TenantsError> {
+    Ok(db::get_metadata(pool, key).await?)
+}

@@ -1,0 +1,37 @@
+//! Namespaces: groups of pipelines inside a tenant.
+
+use gofer_core::model::{Namespace, PageRequest};
+use gofer_core::{NamespaceId, TenantId};
+use sqlx::PgPool;
+
+use crate::{TenantsError, db};
+
+/// Creates a namespace in `tenant`.
+#[tracing::instrument(skip_all, fields(tenant = %tenant, namespace = %id))]
+pub async fn create(
+    pool: &PgPool,
+    tenant: &TenantId,
+    id: &NamespaceId,
+    name: &str,
+    description: &str,
+) -> Result<Namespace, TenantsError> {
+    db::insert_namespace(pool, tenant, id, name, description).await.map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => TenantsError::NamespaceExists(id.clone()),
+        other => TenantsError::Database(other),
+    })
+}
+
+/// Lists `tenant`'s namespaces ordered by id.
+pub async fn list(
+    pool: &PgPool,
+    tenant: &TenantId,
+    page: &PageRequest<NamespaceId>,
+) -> Result<(Vec<Namespace>, Option<NamespaceId>), TenantsError> {
+    let rows = db::list_namespaces(pool, tenant, page.after.as_ref(), i64::from(page.limit) + 1).await?;
+    Ok(page.finish(rows, |n| n.id.clone()))
+}
+
+/// Reads one namespace.
+pub async fn get(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<Namespace, TenantsError> {
+    db::get_namespace(pool, tenant, id).await?.ok_or_else(|| TenantsError::NamespaceNotFound(id.clone()))
+}

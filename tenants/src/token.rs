@@ -1,0 +1,121 @@
+//! Token secrets (random, shown once), their SHA-256 storage form, and the principal a token stands for.
+
+use base64::Engine as _;
+use gofer_core::TenantId;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Every secret starts with this, so secret scanners can recognise leaked Gofer tokens.
+pub const SECRET_PREFIX: &str = "gofer_";
+
+/// A token secret in clear: only ever held in memory and shown once.
+#[derive(Clone)]
+pub struct TokenSecret(String);
+
+impl TokenSecret {
+    /// 32 random bytes from the OS generator, base64url-encoded behind [`SECRET_PREFIX`].
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Wraps a secret chosen by an operator (GOFER_BOOTSTRAP_TOKEN).
+    pub fn from_preset(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
+
+    /// The secret, to show to its owner once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The stored form.
+    pub fn hash(&self) -> Vec<u8> {
+        hash_secret(&self.0)
+    }
+}
+
+impl std::fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSecret(***)")
+    }
+}
+
+/// SHA-256 of a presented secret. A fast hash is right here: secrets are 256 random bits, so
+/// there is nothing to brute-force, and every request pays this cost.
+pub fn hash_secret(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// A tenant token's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Manages tenants and plans; not a member of any tenant.
+    Operator,
+    /// Everything inside its tenant.
+    Admin,
+    /// Create and change pipelines and runs.
+    Write,
+    /// Read only.
+    Read,
+}
+
+impl Role {
+    /// Text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Write => "write",
+            Role::Read => "read",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "operator" => Role::Operator,
+            "admin" => Role::Admin,
+            "write" => Role::Write,
+            "read" => Role::Read,
+            _ => return None,
+        })
+    }
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An operator of the service.
+    Operator {
+        /// The token's id.
+        token_id: uuid::Uuid,
+    },
+    /// A member of one tenant.
+    Tenant {
+        /// The token's id.
+        token_id: uuid::Uuid,
+        /// The tenant every request of this token is scoped to.
+        tenant: TenantId,
+        /// What it may do there.
+        role: Role,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_hashed() {
+        let a = TokenSecret::generate();
+        let b = TokenSecret::generate();
+        assert_ne!(a.expose(), b.expose());
+        assert!(a.expose().starts_with(SECRET_PREFIX));
+        assert_eq!(a.expose().len(), SECRET_PREFIX.len() + 43);
+        assert_eq!(a.hash(), hash_secret(a.expose()));
+        assert_eq!(a.hash().len(), 32);
+        assert_eq!(format!("{a:?}"), "TokenSecret(***)");
+    }
+}

@@ -1,0 +1,197 @@
+//! Test harness: spawns the real server on port 0 against a fresh Postgres database per test
+//! (zero2prod's spawn_app), with typed helpers so tests read as specifications.
+
+use std::time::{Duration, Instant};
+
+use gofer_core::model::Run;
+use gofer_core::{NamespaceId, PipelineId, RunId, RunState, TenantId};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// The cluster the tests run against; `infra/test.sh` starts one and sets this.
+pub const DATABASE_ENV: &str = "GOFER_TEST_DATABASE_URL";
+
+/// A running server with its own database and state directory.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The bootstrap operator token.
+    pub operator_token: String,
+    /// A direct connection pool to this test's database, for assertions on stored state.
+    pub db: PgPool,
+    /// Plain HTTP client.
+    pub http: reqwest::Client,
+    /// The state dir (logs, sandbox work dirs), removed when the test ends.
+    pub state_dir: tempfile::TempDir,
+}
+
+/// An HTTP answer: status and body parsed as JSON (or the raw text under `"text"`).
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Content-Type header.
+    pub content_type: String,
+    /// Parsed body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem `code`, for error answers.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+/// Creates a fresh database in the test cluster and answers its URL.
+pub async fn fresh_database() -> String {
+    let admin = std::env::var(DATABASE_ENV)
+        .unwrap_or_else(|_| panic!("{DATABASE_ENV} is not set: run the tests through infra/test.sh"));
+    let name = format!("gofer_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin).await.expect("connect to the test cluster");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// A config that the test can adjust before the server starts.
+pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_api::Config {
+    let mut config = gofer_api::Config::default();
+    config.listen = "127.0.0.1:0".into();
+    config.database_url = database_url;
+    config.database_max_connections = 8;
+    config.state_dir = state_dir.to_path_buf();
+    config.bootstrap_token = Some(format!("gofer_test_operator_{}", uuid::Uuid::new_v4().simple()));
+    // Fast loops keep tests quick; NOTIFY does most of the waking anyway.
+    config.engine.poll_interval_ms = 200;
+    config.engine.monitor_interval_ms = 50;
+    config
+}
+
+/// Starts the real server on port 0 with a fresh database and state dir.
+pub async fn spawn_app() -> TestApp {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(fresh_database().await, state_dir.path());
+    spawn_with(config, state_dir).await
+}
+
+/// Starts the real server with a given config.
+pub async fn spawn_with(config: gofer_api::Config, state_dir: tempfile::TempDir) -> TestApp {
+    gofer_api::telemetry::init(gofer_api::config::LogFormat::Pretty, "warn");
+    let database_url = config.database_url.clone();
+    let operator_token = config.bootstrap_token.clone().expect("tests preset the bootstrap token");
+    let app = gofer_api::Application::build(config).await.expect("server builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let db = PgPool::connect(&database_url).await.expect("connect to the test database");
+    TestApp { address, operator_token, db, http: reqwest::Client::new(), state_dir }
+}
+
+impl TestApp {
+    /// Sends a request with an optional token and JSON body.
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = response.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "text": text }));
+        Answer { status, content_type, body }
+    }
+
+    /// Creates a tenant as the operator and answers a client holding its admin token.
+    pub async fn tenant(&self, id: &str) -> TenantClient<'_> {
+        let answer = self
+            .request("POST", "/api/v1/tenants", Some(&self.operator_token), Some(&serde_json::json!({"id": id, "name": id})))
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let token = answer.body["token"].as_str().expect("token").to_owned();
+        TenantClient { app: self, tenant: TenantId::parse(id).expect("valid id"), token }
+    }
+
+    /// A typed SDK client with `token`.
+    pub fn sdk(&self, token: &str) -> gofer_sdk::Client {
+        gofer_sdk::Client::new(&self.address, token)
+    }
+}
+
+/// A tenant's admin seen from the test.
+pub struct TenantClient<'a> {
+    /// The app.
+    pub app: &'a TestApp,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Its admin token.
+    pub token: String,
+}
+
+impl TenantClient<'_> {
+    /// Sends a request with this tenant's token.
+    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        self.app.request(method, path, Some(&self.token), body).await
+    }
+
+    /// The SDK client of this tenant.
+    pub fn sdk(&self) -> gofer_sdk::Client {
+        self.app.sdk(&self.token)
+    }
+
+    /// Creates a namespace.
+    pub async fn namespace(&self, id: &str) -> NamespaceId {
+        let answer = self.request("POST", "/api/v1/namespaces", Some(&serde_json::json!({"id": id, "name": id}))).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        NamespaceId::parse(id).expect("valid id")
+    }
+
+    /// Registers a config and answers its version.
+    pub async fn register(&self, namespace: &str, pipeline: &str, config: Value) -> i64 {
+        let path = format!("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs");
+        let answer = self.request("POST", &path, Some(&config)).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        answer.body["version"].as_i64().expect("version")
+    }
+
+    /// Starts a run and answers its id.
+    pub async fn start_run(&self, namespace: &str, pipeline: &str) -> RunId {
+        let path = format!("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs");
+        let answer = self.request("POST", &path, Some(&serde_json::json!({"variables": {}}))).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        RunId::from_i64(answer.body["run"]["id"].as_i64().expect("run id"))
+    }
+
+    /// Polls the run until it is complete, failing the test after `timeout`.
+    pub async fn wait_for_run(&self, namespace: &str, pipeline: &str, run: RunId, timeout: Duration) -> Run {
+        let sdk = self.sdk();
+        let (ns, p) = (NamespaceId::parse(namespace).expect("ns"), PipelineId::parse(pipeline).expect("p"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let current = sdk.get_run(&ns, &p, run).await.expect("get run");
+            if current.state == RunState::Complete {
+                return current;
+            }
+            assert!(Instant::now() < deadline, "run {run} not complete after {timeout:?}: {current:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl TestApp {
+    /// Asserts the queue holds nothing unfinished: no task execution is waiting, queued or running.
+    pub async fn assert_queue_drained(&self) {
+        let stuck: Vec<(String, i64, String, String)> = sqlx::query_as(
+            "SELECT pipeline_id, run_id, task_id, state FROM task_executions WHERE state <> 'complete'",
+        )
+        .fetch_all(&self.db)
+        .await
+        .expect("query queue");
+        assert!(stuck.is_empty(), "task executions left unfinished: {stuck:?}");
+    }
+}
