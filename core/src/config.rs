@@ -21,6 +21,12 @@ const MAX_IMAGE_LEN: usize = 512;
 const MAX_COMMAND_ARGS: usize = 256;
 const MAX_STRING_LEN: usize = 64 * 1024;
 const MAX_ENV_VARS: usize = 256;
+/// The most retries a task may ask for.
+pub const MAX_RETRIES: u32 = 10;
+/// Bounds of a task's CPU request, in millicores.
+pub const CPU_RANGE: std::ops::RangeInclusive<u32> = 10..=64_000;
+/// Bounds of a task's memory request, in MiB.
+pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 16..=262_144;
 
 /// A validated pipeline config with defaults filled in: what is stored, hashed and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +40,14 @@ pub struct PipelineConfig {
     pub description: String,
     /// The tasks; each becomes one task execution per run.
     pub tasks: Vec<TaskConfig>,
+    /// Most runs of this pipeline that may be in progress at once; 0 means no limit. Further
+    /// runs wait in the queue (reason `waiting_for_parallelism`).
+    #[serde(default)]
+    pub parallelism: u32,
+    /// Seconds a whole run may take before its remaining tasks are stopped (reason `timeout`);
+    /// `null` uses the server's default.
+    #[serde(default)]
+    pub run_timeout_s: Option<u32>,
 }
 
 /// One task of a pipeline: a container command.
@@ -55,6 +69,25 @@ pub struct TaskConfig {
     pub depends_on: BTreeMap<TaskId, Condition>,
     /// Seconds before the task is stopped and fails with reason `timeout`.
     pub timeout_s: u32,
+    /// Overrides the image's entrypoint.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// CPU in millicores (1000 = one core); `null` uses the server's default.
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// Memory in MiB; `null` uses the server's default. The task is stopped when it uses more.
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    /// How many times the task is run again after it fails on its own (non-zero exit, timeout).
+    /// Infrastructure failures are retried by the engine regardless.
+    #[serde(default)]
+    pub retries: u32,
+    /// Give the task a run token as `GOFER_API_TOKEN`, valid only for this run.
+    #[serde(default)]
+    pub inject_api_token: bool,
+    /// Name of the secret holding registry credentials for a private image.
+    #[serde(default)]
+    pub registry_auth: Option<String>,
 }
 
 /// A config as a user sends it: ids are plain strings here so a bad one is reported as
@@ -66,6 +99,10 @@ struct RawConfig {
     #[serde(default)]
     description: String,
     tasks: Vec<RawTask>,
+    #[serde(default)]
+    parallelism: u32,
+    #[serde(default)]
+    run_timeout_s: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +116,18 @@ struct RawTask {
     #[serde(default)]
     depends_on: BTreeMap<String, Condition>,
     timeout_s: Option<u32>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cpu: Option<u32>,
+    #[serde(default)]
+    memory_mb: Option<u32>,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default)]
+    inject_api_token: bool,
+    #[serde(default)]
+    registry_auth: Option<String>,
 }
 
 /// Why a config was refused. Each variant has a stable [`ConfigError::code`].
@@ -170,6 +219,19 @@ pub fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), Conf
     Ok(())
 }
 
+/// Checks the name of a secret: `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`.
+pub fn check_secret_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !first_ok || name.len() > 128 || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(ConfigError::InvalidField {
+            field: field.to_owned(),
+            reason: "secret names match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$".into(),
+        });
+    }
+    Ok(())
+}
+
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ConfigError> {
     if value.len() > max {
         return Err(ConfigError::InvalidField { field: field.to_owned(), reason: format!("at most {max} bytes") });
@@ -229,6 +291,32 @@ impl ValidConfig {
             if timeout_s == 0 || timeout_s > MAX_TASK_TIMEOUT_S {
                 return Err(invalid(&at("timeout_s"), &format!("must be between 1 and {MAX_TASK_TIMEOUT_S}")));
             }
+            if let Some(entrypoint) = &task.entrypoint {
+                if entrypoint.is_empty() || entrypoint.len() > MAX_COMMAND_ARGS {
+                    return Err(invalid(&at("entrypoint"), &format!("needs between 1 and {MAX_COMMAND_ARGS} arguments")));
+                }
+                for (j, arg) in entrypoint.iter().enumerate() {
+                    check_len(&format!("tasks[{i}].entrypoint[{j}]"), arg, MAX_STRING_LEN)?;
+                    if arg.contains('\0') {
+                        return Err(invalid(&format!("tasks[{i}].entrypoint[{j}]"), "must not contain NUL"));
+                    }
+                }
+            }
+            if task.cpu.is_some_and(|c| !CPU_RANGE.contains(&c)) {
+                return Err(invalid(&at("cpu"), &format!("millicores between {} and {}", CPU_RANGE.start(), CPU_RANGE.end())));
+            }
+            if task.memory_mb.is_some_and(|m| !MEMORY_MB_RANGE.contains(&m)) {
+                return Err(invalid(
+                    &at("memory_mb"),
+                    &format!("MiB between {} and {}", MEMORY_MB_RANGE.start(), MEMORY_MB_RANGE.end()),
+                ));
+            }
+            if task.retries > MAX_RETRIES {
+                return Err(invalid(&at("retries"), &format!("at most {MAX_RETRIES}")));
+            }
+            if let Some(name) = &task.registry_auth {
+                check_secret_name(&at("registry_auth"), name)?;
+            }
             let mut depends_on = BTreeMap::new();
             for (parent, condition) in task.depends_on {
                 if !seen.contains(&parent) {
@@ -243,7 +331,20 @@ impl ValidConfig {
             }
             let id = TaskId::parse(task.id)
                 .map_err(|source| ConfigError::InvalidIdentifier { field: at("id"), source })?;
-            tasks.push(TaskConfig { id, image: task.image, command: task.command, env: task.env, depends_on, timeout_s });
+            tasks.push(TaskConfig {
+                id,
+                image: task.image,
+                command: task.command,
+                env: task.env,
+                depends_on,
+                timeout_s,
+                entrypoint: task.entrypoint,
+                cpu: task.cpu,
+                memory_mb: task.memory_mb,
+                retries: task.retries,
+                inject_api_token: task.inject_api_token,
+                registry_auth: task.registry_auth,
+            });
         }
 
         let edges = tasks.iter().map(|t| (t.id.clone(), t.depends_on.keys().cloned().collect())).collect();
@@ -251,7 +352,16 @@ impl ValidConfig {
             return Err(ConfigError::Cycle(cycle.into_iter().map(|t| t.to_string()).collect()));
         }
 
-        Ok(ValidConfig(PipelineConfig { name: raw.name, description: raw.description, tasks }))
+        if raw.run_timeout_s.is_some_and(|t| t == 0 || t > MAX_TASK_TIMEOUT_S) {
+            return Err(invalid("run_timeout_s", &format!("must be between 1 and {MAX_TASK_TIMEOUT_S}")));
+        }
+        Ok(ValidConfig(PipelineConfig {
+            name: raw.name,
+            description: raw.description,
+            tasks,
+            parallelism: raw.parallelism,
+            run_timeout_s: raw.run_timeout_s,
+        }))
     }
 
     /// Re-validates a config read back from storage (it was valid when written).
@@ -302,6 +412,20 @@ mod tests {
         assert_eq!(cfg.config().tasks[0].timeout_s, DEFAULT_TASK_TIMEOUT_S);
         assert_eq!(cfg.config().tasks[1].timeout_s, 30);
         assert_eq!(cfg.config().description, "");
+        let task = &cfg.config().tasks[0];
+        assert_eq!((task.retries, task.inject_api_token, task.cpu, task.memory_mb), (0, false, None, None));
+        assert_eq!(cfg.config().parallelism, 0);
+    }
+
+    #[test]
+    fn every_task_field_is_kept() {
+        let cfg = parse(r#"{"name":"x","parallelism":2,"run_timeout_s":900,"tasks":[{"id":"abc","image":"i","command":["c"],
+            "entrypoint":["/bin/sh","-c"],"cpu":500,"memory_mb":256,"retries":2,"inject_api_token":true,"registry_auth":"docker-hub"}]}"#).unwrap();
+        let task = &cfg.config().tasks[0];
+        assert_eq!(task.entrypoint.as_deref(), Some(&["/bin/sh".to_owned(), "-c".to_owned()][..]));
+        assert_eq!((task.cpu, task.memory_mb, task.retries, task.inject_api_token), (Some(500), Some(256), 2, true));
+        assert_eq!(task.registry_auth.as_deref(), Some("docker-hub"));
+        assert_eq!((cfg.config().parallelism, cfg.config().run_timeout_s), (2, Some(900)));
     }
 
     #[test]
@@ -324,6 +448,12 @@ mod tests {
             (r#"{"name":"","tasks":[{"id":"abc","image":"i","command":["c"]}]}"#, "invalid_field"),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"has space","command":["c"]}]}"#, "invalid_field"),
             (r#"not json"#, "invalid_json"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"cpu":1}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"memory_mb":1}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"retries":11}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"entrypoint":[]}]}"#, "invalid_field"),
+            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"registry_auth":"../x"}]}"#, "invalid_field"),
+            (r#"{"name":"x","run_timeout_s":0,"tasks":[{"id":"abc","image":"i","command":["c"]}]}"#, "invalid_field"),
         ];
         for (json, code) in cases {
             let err = parse(json).expect_err(json);

@@ -152,3 +152,27 @@ impl<K> PageRequest<K> {
         }
     }
 }
+
+/// Something that happened in a tenant: a state change of a run, task execution, pipeline or deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Event {
+    /// Increasing id; resume a stream after it.
+    pub id: i64,
+    /// What happened.
+    pub kind: crate::EventKind,
+    /// The namespace, when the event is about something inside one.
+    pub namespace_id: Option<NamespaceId>,
+    /// The pipeline, when the event is about one.
+    pub pipeline_id: Option<PipelineId>,
+    /// The run, when the event is about one.
+    pub run_id: Option<RunId>,
+    /// The task, when the event is about one task execution.
+    pub task_id: Option<TaskId>,
+    /// Details that depend on the kind (statuses, reasons, versions).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: serde_json::Value,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub emitted: OffsetDateTime,
+}

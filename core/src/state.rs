@@ -170,3 +170,23 @@ mod tests {
         assert_eq!(TaskStatus::run_status(&[]), RunStatus::Successful);
     }
 }
+
+wire_enum!(
+    /// Kinds of events.
+    EventKind {
+        /// A pipeline config version was registered.
+        ConfigRegistered => "config_registered",
+        /// A run was created.
+        RunCreated => "run_created",
+        /// A run's first task was dispatched.
+        RunStarted => "run_started",
+        /// A run completed; the payload has its status.
+        RunCompleted => "run_completed",
+        /// A task execution's conditions hold; it waits for dispatch.
+        TaskQueued => "task_queued",
+        /// A task execution was dispatched to the scheduler.
+        TaskStarted => "task_started",
+        /// A task execution completed (including skipped); the payload has its status.
+        TaskCompleted => "task_completed",
+    }
+);

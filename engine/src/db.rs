@@ -264,8 +264,9 @@ pub(crate) async fn list_runs(
     rows.into_iter().map(RunRow::into_run).collect()
 }
 
-pub(crate) async fn start_run(conn: &mut PgConnection, key: &RunKey) -> Result<(), EngineError> {
-    sqlx::query(
+/// Marks a pending run running; answers whether it was pending.
+pub(crate) async fn start_run(conn: &mut PgConnection, key: &RunKey) -> Result<bool, EngineError> {
+    let changed = sqlx::query(
         "UPDATE runs SET state = 'running', started_at = now()
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state = 'pending'",
     )
@@ -274,8 +275,9 @@ pub(crate) async fn start_run(conn: &mut PgConnection, key: &RunKey) -> Result<(
     .bind(key.pipeline.pipeline.as_str())
     .bind(key.run.get())
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 pub(crate) async fn complete_run(
@@ -532,4 +534,76 @@ pub(crate) async fn task_states(
 pub(crate) async fn notify_queue(conn: &mut PgConnection) -> Result<(), EngineError> {
     sqlx::query("SELECT pg_notify($1, '')").bind(crate::QUEUE_CHANNEL).execute(conn).await?;
     Ok(())
+}
+
+pub(crate) async fn insert_event(
+    conn: &mut PgConnection,
+    tenant: &gofer_core::TenantId,
+    kind: gofer_core::EventKind,
+    scope: &crate::events::EventScope<'_>,
+    payload: &serde_json::Value,
+) -> Result<(), EngineError> {
+    sqlx::query(
+        "INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(tenant.as_str())
+    .bind(kind.as_str())
+    .bind(scope.pipeline.map(|p| p.namespace.as_str()))
+    .bind(scope.pipeline.map(|p| p.pipeline.as_str()))
+    .bind(scope.run.map(RunId::get))
+    .bind(scope.task.map(TaskId::as_str))
+    .bind(Json(payload))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::events::EVENTS_CHANNEL)
+        .bind(tenant.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    kind: String,
+    namespace_id: Option<String>,
+    pipeline_id: Option<String>,
+    run_id: Option<i64>,
+    task_id: Option<String>,
+    payload: Json<serde_json::Value>,
+    emitted_at: OffsetDateTime,
+}
+
+pub(crate) async fn list_events(
+    conn: &mut PgConnection,
+    tenant: &gofer_core::TenantId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<gofer_core::model::Event>, EngineError> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT id, kind, namespace_id, pipeline_id, run_id, task_id, payload, emitted_at FROM events
+         WHERE tenant_id = $1 AND id > $2 AND xact_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY id LIMIT $3",
+    )
+    .bind(tenant.as_str())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(gofer_core::model::Event {
+                id: r.id,
+                kind: r.kind.parse().map_err(corrupt)?,
+                namespace_id: r.namespace_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
+                pipeline_id: r.pipeline_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
+                run_id: r.run_id.map(RunId::from_i64),
+                task_id: r.task_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
+                payload: r.payload.0,
+                emitted: r.emitted_at,
+            })
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! to a [`Scheduler`](gofer_core::scheduler::Scheduler), monitoring, DAG release and log capture.
 
 mod db;
+pub mod events;
 pub mod logs;
 pub mod pipelines;
 mod release;

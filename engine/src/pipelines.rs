@@ -4,7 +4,9 @@ use gofer_core::ValidConfig;
 use sqlx::PgPool;
 
 use crate::runs::PipelineKey;
+use crate::events::{self, EventScope};
 use crate::{EngineError, db};
+use gofer_core::EventKind;
 
 /// Registers `config` as the next version of the pipeline (creating the pipeline on its first
 /// config) and makes it live. Answers the new version.
@@ -21,6 +23,8 @@ pub async fn register_config(pool: &PgPool, key: &PipelineKey, config: &ValidCon
     // Lock the pipeline row so concurrent registrations get consecutive versions.
     db::lookup_pipeline(&mut tx, key, true).await?;
     let version = db::insert_live_config(&mut tx, key, config.config(), &config.canonical_hash()).await?;
+    let payload = serde_json::json!({"version": version, "config_hash": config.canonical_hash()});
+    events::record(&mut tx, &key.tenant, EventKind::ConfigRegistered, EventScope::pipeline(key), payload).await?;
     tx.commit().await?;
     tracing::info!(version, "registered pipeline config");
     Ok(version)

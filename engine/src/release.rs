@@ -5,8 +5,11 @@ use gofer_core::model::Reason;
 use gofer_core::{PipelineConfig, RunStatus, StatusReason, TaskState, TaskStatus};
 use sqlx::PgConnection;
 
+use crate::events::{self, EventScope};
 use crate::runs::{RunKey, TaskKey};
 use crate::{EngineError, db};
+use gofer_core::EventKind;
+use serde_json::json;
 
 /// Queues every waiting task whose conditions now hold and skips every one whose conditions
 /// cannot, repeating until nothing changes (a skip can decide its own dependants); completes the
@@ -30,6 +33,8 @@ pub(crate) async fn release_ready_tasks(
                 Readiness::Wait => {}
                 Readiness::Ready => {
                     db::queue_task(conn, &key).await?;
+                    let scope = EventScope::task(run, &task.id);
+                    events::record(conn, &run.pipeline.tenant, EventKind::TaskQueued, scope, json!({})).await?;
                     states.insert(task.id.clone(), (TaskState::Queued, TaskStatus::Unknown));
                     queued_any = true;
                     changed = true;
@@ -41,6 +46,9 @@ pub(crate) async fn release_ready_tasks(
                     };
                     db::complete_task(conn, &key, TaskState::Waiting, None, TaskStatus::Skipped, Some(&reason), None)
                         .await?;
+                    let scope = EventScope::task(run, &task.id);
+                    let payload = json!({"status": TaskStatus::Skipped, "status_reason": reason});
+                    events::record(conn, &run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
                     states.insert(task.id.clone(), (TaskState::Complete, TaskStatus::Skipped));
                     changed = true;
                 }
@@ -67,6 +75,8 @@ pub(crate) async fn release_ready_tasks(
             _ => None,
         };
         db::complete_run(conn, run, status, reason.as_ref()).await?;
+        let payload = json!({"status": status, "status_reason": reason});
+        events::record(conn, &run.pipeline.tenant, EventKind::RunCompleted, EventScope::run(run), payload).await?;
         tracing::info!(run = %run.run, %status, "run complete");
     }
     Ok(())

@@ -8,7 +8,9 @@ use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use sqlx::{PgConnection, PgPool};
 
 use crate::logs::{LogKey, LogStore};
+use crate::events::{self, EventScope};
 use crate::{EngineError, db, release};
+use gofer_core::EventKind;
 
 /// Identifies a pipeline within a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,8 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, variables: BTreeMap<String,
     let config = db::get_config(&mut tx, key, version).await?;
     let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
     db::insert_run(&mut tx, &run_key, version, &variables).await?;
+    let payload = serde_json::json!({"config_version": version});
+    events::record(&mut tx, &key.tenant, EventKind::RunCreated, EventScope::run(&run_key), payload).await?;
     for task in &config.tasks {
         db::insert_task_execution(&mut tx, &run_key, &task.id, &task.image).await?;
     }

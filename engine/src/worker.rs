@@ -15,7 +15,10 @@ use tracing::Instrument;
 
 use crate::logs::LogStore;
 use crate::runs::{PipelineKey, RunKey, TaskKey};
+use crate::events::{self, EventScope};
 use crate::{EngineError, QUEUE_CHANNEL, db, release};
+use gofer_core::EventKind;
+use serde_json::json;
 
 /// How much log to read from the scheduler per call.
 const LOG_READ_BYTES: usize = 256 * 1024;
@@ -187,7 +190,12 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
         },
         task: row.task_id.parse().map_err(corrupt)?,
     };
-    db::start_run(&mut tx, &key.run).await?;
+    let tenant = key.run.pipeline.tenant.clone();
+    if db::start_run(&mut tx, &key.run).await? {
+        events::record(&mut tx, &tenant, EventKind::RunStarted, EventScope::run(&key.run), json!({})).await?;
+    }
+    let payload = json!({"attempt": row.attempt});
+    events::record(&mut tx, &tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await?;
     tx.commit().await?;
     Ok(Some(Claimed { key, attempt: u32::try_from(row.attempt).unwrap_or(1) }))
 }
@@ -354,6 +362,9 @@ async fn finish(
         tracing::warn!("the task execution was already finished elsewhere; leaving it");
         return Ok(());
     }
+    let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code});
+    let scope = EventScope::task(&key.run, &key.task);
+    events::record(&mut tx, &key.run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
     let config = db::get_config(&mut tx, &key.run.pipeline, run.config_version).await?;
     release::release_ready_tasks(&mut tx, &key.run, &config).await?;
     tx.commit().await?;

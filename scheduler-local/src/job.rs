@@ -1,4 +1,4 @@
-//! One sandboxed job: its live state, the task that waits for it, signalling, and the result file that outlives the server.
+//! One sandboxed job: its live state, the task that waits for it, stop, and the result file that outlives the server.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gofer_core::scheduler::{KillReason, SchedulerError, TaskObservation};
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::layout::JobPaths;
+use crate::process::{self, Reap};
 
 /// How long to wait for a SIGKILLed sandbox to be reaped before reporting the scheduler unavailable.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -111,11 +112,33 @@ impl Job {
                 detail: format!("waiting for the sandbox failed: {e}"),
             },
         };
+        self.reap_sandbox_init().await;
         if let Err(e) = write_result(&self.paths.result, &observation).await {
             tracing::warn!(job_id = %self.job_id, error = %e, "could not record the job's result on disk");
         }
         tracing::info!(job_id = %self.job_id, ?observation, "job finished");
         self.state.send_replace(observation);
+    }
+
+    /// Reaps the sandbox's pid 1 if it was orphaned to this process (see [`process::try_reap`]).
+    async fn reap_sandbox_init(&self) {
+        let Some(init) = self.init_pid().await else {
+            return;
+        };
+        let deadline = Instant::now() + process::REAP_WAIT;
+        while process::try_reap(init) == Reap::Pending {
+            if Instant::now() >= deadline {
+                tracing::warn!(job_id = %self.job_id, pid = %init.as_raw_nonzero(), "the sandbox's pid 1 did not exit");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The host pid of the sandbox's pid 1, once bwrap has written `info.json`.
+    async fn init_pid(&self) -> Option<Pid> {
+        let info = tokio::fs::read(&self.paths.info).await.ok()?;
+        process::init_pid_from_info(&info)
     }
 
     /// SIGKILLs bwrap; `--die-with-parent` and the end of its pid namespace take every task process with it.
@@ -171,51 +194,14 @@ impl Job {
         )
     }
 
-    /// Signals the task's main process: the child of the sandbox's pid 1.
-    ///
-    /// Not bwrap itself: on SIGTERM it dies at once and takes the sandbox with it. Not the sandbox's
-    /// pid 1 either: it is bwrap's reaper, and a pid-namespace init ignores signals it has no handler for.
+    /// Signals the task's main process (see [`process::signal_task`]).
     async fn signal_task(&self, signal: Signal) -> std::io::Result<()> {
-        let init = sandbox_init_pid(&self.paths.info).await?;
-        let children =
-            tokio::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).await?;
-        let main = children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-            .and_then(Pid::from_raw)
-            .ok_or_else(|| std::io::Error::other("the sandbox has no task process"))?;
-        // Open a pidfd first, then check the pid still belongs to this sandbox: from then on the
-        // signal can only reach that very process, even if the pid were recycled.
-        let pidfd = rustix::process::pidfd_open(main, PidfdFlags::empty())?;
-        if parent_pid(main.as_raw_nonzero().get()).await? != init {
-            return Err(std::io::Error::other("the task process changed under us"));
-        }
-        rustix::process::pidfd_send_signal(&pidfd, signal)?;
-        Ok(())
+        let init = self
+            .init_pid()
+            .await
+            .ok_or_else(|| std::io::Error::other("the sandbox has not reported its pid yet"))?;
+        process::signal_task(init, signal)
     }
-}
-
-/// The host pid of the sandbox's pid 1, from bwrap's `--info-fd` JSON.
-async fn sandbox_init_pid(info_path: &Path) -> std::io::Result<i32> {
-    #[derive(Deserialize)]
-    struct Info {
-        #[serde(rename = "child-pid")]
-        child_pid: i32,
-    }
-    let bytes = tokio::fs::read(info_path).await?;
-    let info: Info = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
-    Ok(info.child_pid)
-}
-
-/// A process's parent pid, from `/proc/<pid>/status`.
-async fn parent_pid(pid: i32) -> std::io::Result<i32> {
-    let status = tokio::fs::read_to_string(format!("/proc/{pid}/status")).await?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::other("no PPid in /proc status"))
 }
 
 /// The final observation as stored in `result.json`.

@@ -8,7 +8,8 @@
 //! directory read-write at `/job` (also the working directory and, by default, `HOME`). The
 //! environment is exactly the spec's `env` plus `PATH` and `HOME` unless it sets them. All namespaces
 //! are unshared, so there is only a loopback network unless [`LocalSchedulerConfig::share_network`].
-//! The task is uid/gid 65534 (nobody) with no capabilities.
+//! The task is uid/gid 65534 (nobody) with no capabilities; it can read what any host user can read
+//! in `/usr` and `/etc`, so keep secrets out of world-readable files there.
 //!
 //! # Root or not
 //! As root, bwrap is started through `setpriv` as host uid 65534: otherwise the sandbox user would
@@ -30,10 +31,17 @@
 //! `nsenter`); `result.json` keeps the final observation so a restarted server can still report it.
 //! A sandbox dies with the server (`--die-with-parent`): after a restart, a job without a result is
 //! [`TaskObservation::Unknown`].
+//!
+//! # Processes
+//! A job is `bwrap` (the launcher tokio waits for) → the sandbox's pid 1 (bwrap's reaper) → the task.
+//! The launcher exits with the task's status before pid 1 is gone, so pid 1 is orphaned and reaped by
+//! the host's init; when this server is itself pid 1 (a container without an init), it reaps them.
 
 mod job;
 mod layout;
 mod operations;
+mod probe;
+mod process;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -130,7 +138,7 @@ impl LocalScheduler {
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
         let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
         let config = LocalSchedulerConfig { work_dir, ..config };
-        sandbox::probe(&tools, &config, &config.work_dir)?;
+        probe::probe(&tools, &config, &config.work_dir)?;
         tracing::info!(
             work_dir = %config.work_dir.display(),
             privileged,

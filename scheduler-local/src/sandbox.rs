@@ -1,12 +1,10 @@
-//! The sandbox command line: `sh` (to open fds 3 and 4) → `setpriv` (when root) → `prlimit` → `bwrap`, and the start-up probe.
+//! The sandbox command line: `sh` (to open fds 3 and 4) → `setpriv` (when root) → `prlimit` → `bwrap`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use gofer_core::scheduler::{SchedulerError, TaskSpec};
 
@@ -224,60 +222,6 @@ pub(crate) fn check_spec(spec: &TaskSpec) -> Result<(), SchedulerError> {
         }
     }
     Ok(())
-}
-
-/// Runs `true` in a sandbox with `work_dir` at `/job`: proves that bwrap runs, user namespaces work
-/// and (as root) that uid 65534 can reach the work directory. Blocks for a few milliseconds.
-pub(crate) fn probe(
-    tools: &Tools,
-    config: &LocalSchedulerConfig,
-    work_dir: &Path,
-) -> Result<(), LocalSchedulerError> {
-    let command = ["true".to_owned()];
-    let env = BTreeMap::new();
-    let sandbox = SandboxCommand::new(
-        tools,
-        config,
-        &SandboxRequest {
-            job_dir: work_dir,
-            info_path: Path::new("/dev/null"),
-            command: &command,
-            env: &env,
-        },
-    );
-    let unusable = |detail: String| LocalSchedulerError::SandboxUnusable { detail };
-    let mut child = std::process::Command::new(&sandbox.program)
-        .args(&sandbox.args)
-        .env_clear()
-        .env("PATH", HOST_PATH)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| unusable(format!("could not run {}: {e}", sandbox.program.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A failed write shows up as bwrap's own error below.
-        let _ = stdin.write_all(&sandbox.options);
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| unusable(format!("waiting for the probe sandbox: {e}")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let mut detail = format!(
-        "a probe sandbox failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    if tools.privileged() {
-        detail.push_str(&format!(
-            " (as root, bwrap runs as uid {SANDBOX_UID}, which must be able to enter {}: every parent \
-             directory needs o+x)",
-            work_dir.display()
-        ));
-    }
-    Err(unusable(detail))
 }
 
 #[cfg(test)]

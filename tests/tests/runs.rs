@@ -64,6 +64,23 @@ async fn a_two_task_dag_runs_end_to_end_and_its_logs_read_back() {
     let test_log = sdk.task_logs(&ns, &p, run.id, &TaskId::parse("test").unwrap()).await.unwrap();
     assert_eq!(test_log, "testing run 1 of hello with hi there\n");
 
+    let events: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT kind, task_id FROM events WHERE tenant_id = 'acme' AND run_id = 1 ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let events: Vec<String> =
+        events.into_iter().map(|(kind, task)| format!("{kind}{}", task.map(|t| format!(":{t}")).unwrap_or_default())).collect();
+    assert_eq!(
+        events,
+        [
+            "run_created", "task_queued:build", "run_started", "task_started:build", "task_completed:build",
+            "task_queued:test", "task_started:test", "task_completed:test", "run_completed"
+        ],
+        "every transition is recorded, in order"
+    );
+
     let raw = acme.request("GET", "/api/v1/namespaces/builds/pipelines/hello/runs/1/tasks/test/logs", None).await;
     assert_eq!(raw.status, 200);
     assert!(raw.content_type.starts_with("text/plain"), "{}", raw.content_type);

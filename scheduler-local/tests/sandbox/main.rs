@@ -5,5 +5,7 @@
 
 mod support;
 
+mod ending;
 mod isolation;
 mod lifecycle;
+mod output;
