@@ -14,4 +14,7 @@ trap cleanup EXIT
 infra/postgres.sh start --dir "$pg_dir" --port "$pg_port" --db postgres --fast >/dev/null
 export GOFER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${pg_port}/postgres"
 
+# Lints first: they are quick and fail early.
+cargo fmt --all --check
+cargo clippy --workspace --tests --locked -- -D warnings
 cargo test --workspace --locked "$@"

@@ -78,6 +78,9 @@ pub struct EngineSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSettings {
+    /// Where per-task work directories live; default `<state_dir>/sandbox`. As root, the sandbox
+    /// user (uid 65534) must be able to enter it.
+    pub work_dir: Option<PathBuf>,
     /// The bubblewrap binary.
     pub bwrap_path: PathBuf,
     /// Give tasks the host's network (off: tasks only see their own loopback).
@@ -115,7 +118,7 @@ impl Default for EngineSettings {
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        Self { bwrap_path: "bwrap".into(), share_network: false, memory_limit_mb: 4096, max_processes: 512 }
+        Self { work_dir: None, bwrap_path: "bwrap".into(), share_network: false, memory_limit_mb: 4096, max_processes: 512 }
     }
 }
 
@@ -151,6 +154,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err, clippy::unwrap_used)] // figment's Jail closures return its own large error
 mod tests {
     use super::*;
 
@@ -169,7 +173,10 @@ mod tests {
     #[test]
     fn file_then_environment() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("gofer.toml", "listen = \"0.0.0.0:9000\"\nstate_dir = \"/srv/gofer\"\n[engine]\nlease_s = 10\n")?;
+            jail.create_file(
+                "gofer.toml",
+                "listen = \"0.0.0.0:9000\"\nstate_dir = \"/srv/gofer\"\n[engine]\nlease_s = 10\n",
+            )?;
             jail.set_env("GOFER_LISTEN", "127.0.0.1:9999");
             jail.set_env("GOFER_ENGINE__MAX_PARALLEL_TASKS", "3");
             jail.set_env("GOFER_HOST", "http://cli-only.example");

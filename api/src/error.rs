@@ -3,9 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
+use gofer_core::ConfigError;
 use gofer_core::id::IdError;
 use gofer_core::json::JsonError;
-use gofer_core::ConfigError;
 use gofer_engine::EngineError;
 use gofer_tenants::TenantsError;
 use serde::{Deserialize, Serialize};

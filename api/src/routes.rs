@@ -47,10 +47,9 @@ pub(crate) async fn read_json_body(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidBody(gofer_core::json::JsonError {
-            code: "invalid_json",
-            message: e.to_string(),
-        }))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::InvalidBody(gofer_core::json::JsonError { code: "invalid_json", message: e.to_string() })
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }

@@ -52,7 +52,9 @@ impl Application {
             .acquire_timeout(Duration::from_secs(10))
             .connect(&config.database_url)
             .await
-            .with_context(|| "connecting to Postgres (is it running? `infra/postgres.sh start` starts the private one)")?;
+            .with_context(
+                || "connecting to Postgres (is it running? `infra/postgres.sh start` starts the private one)",
+            )?;
         MIGRATOR.run(&pool).await.context("applying database migrations")?;
 
         let bootstrap_token = gofer_tenants::bootstrap(&pool, config.bootstrap_token.as_deref())
@@ -67,7 +69,7 @@ impl Application {
         let scheduler: Arc<dyn Scheduler> = match config.scheduler {
             SchedulerKind::Local => Arc::new(
                 LocalScheduler::new(LocalSchedulerConfig {
-                    work_dir: config.state_dir.join("sandbox"),
+                    work_dir: config.sandbox.work_dir.clone().unwrap_or_else(|| config.state_dir.join("sandbox")),
                     bwrap_path: config.sandbox.bwrap_path.clone(),
                     share_network: config.sandbox.share_network,
                     memory_limit_mb: config.sandbox.memory_limit_mb,

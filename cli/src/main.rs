@@ -56,7 +56,10 @@ async fn serve(config: gofer_api::Config) -> anyhow::Result<()> {
         println!("Bootstrap operator token (shown once, also saved to {}/bootstrap-token):", state_dir.display());
         println!("  {token}");
     } else {
-        println!("The bootstrap operator token was issued on an earlier start ({}/bootstrap-token).", state_dir.display());
+        println!(
+            "The bootstrap operator token was issued on an earlier start ({}/bootstrap-token).",
+            state_dir.display()
+        );
     }
     app.run_until_stopped().await.context("serving HTTP")
 }

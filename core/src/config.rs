@@ -213,7 +213,10 @@ pub fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), Conf
         check_env_key(&format!("{field}.{key}"), key)?;
         check_len(&format!("{field}.{key}"), value, MAX_STRING_LEN)?;
         if value.contains('\0') {
-            return Err(ConfigError::InvalidField { field: format!("{field}.{key}"), reason: "must not contain NUL".into() });
+            return Err(ConfigError::InvalidField {
+                field: format!("{field}.{key}"),
+                reason: "must not contain NUL".into(),
+            });
         }
     }
     Ok(())
@@ -251,7 +254,8 @@ impl ValidConfig {
     }
 
     fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        let invalid = |field: &str, reason: &str| ConfigError::InvalidField { field: field.into(), reason: reason.into() };
+        let invalid =
+            |field: &str, reason: &str| ConfigError::InvalidField { field: field.into(), reason: reason.into() };
         if raw.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
@@ -293,7 +297,10 @@ impl ValidConfig {
             }
             if let Some(entrypoint) = &task.entrypoint {
                 if entrypoint.is_empty() || entrypoint.len() > MAX_COMMAND_ARGS {
-                    return Err(invalid(&at("entrypoint"), &format!("needs between 1 and {MAX_COMMAND_ARGS} arguments")));
+                    return Err(invalid(
+                        &at("entrypoint"),
+                        &format!("needs between 1 and {MAX_COMMAND_ARGS} arguments"),
+                    ));
                 }
                 for (j, arg) in entrypoint.iter().enumerate() {
                     check_len(&format!("tasks[{i}].entrypoint[{j}]"), arg, MAX_STRING_LEN)?;
@@ -303,7 +310,10 @@ impl ValidConfig {
                 }
             }
             if task.cpu.is_some_and(|c| !CPU_RANGE.contains(&c)) {
-                return Err(invalid(&at("cpu"), &format!("millicores between {} and {}", CPU_RANGE.start(), CPU_RANGE.end())));
+                return Err(invalid(
+                    &at("cpu"),
+                    &format!("millicores between {} and {}", CPU_RANGE.start(), CPU_RANGE.end()),
+                ));
             }
             if task.memory_mb.is_some_and(|m| !MEMORY_MB_RANGE.contains(&m)) {
                 return Err(invalid(
@@ -323,14 +333,12 @@ impl ValidConfig {
                     return Err(ConfigError::UnknownDependency { task: task.id.clone(), dependency: parent });
                 }
                 // Known task ids were validated above, so this cannot fail.
-                let parent = TaskId::parse(parent).map_err(|source| ConfigError::InvalidIdentifier {
-                    field: at("depends_on"),
-                    source,
-                })?;
+                let parent = TaskId::parse(parent)
+                    .map_err(|source| ConfigError::InvalidIdentifier { field: at("depends_on"), source })?;
                 depends_on.insert(parent, condition);
             }
-            let id = TaskId::parse(task.id)
-                .map_err(|source| ConfigError::InvalidIdentifier { field: at("id"), source })?;
+            let id =
+                TaskId::parse(task.id).map_err(|source| ConfigError::InvalidIdentifier { field: at("id"), source })?;
             tasks.push(TaskConfig {
                 id,
                 image: task.image,
@@ -436,14 +444,32 @@ mod tests {
             (r#"{"tasks":[]}"#, "missing_field"),
             (r#"{"name":"x","tasks":[]}"#, "invalid_task_count"),
             (r#"{"name":"x","tasks":[{"id":"Bad","image":"i","command":["c"]}]}"#, "invalid_identifier"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"]},{"id":"abc","image":"i","command":["c"]}]}"#, "duplicate_task_id"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"nope":"success"}}]}"#, "unknown_dependency"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"def":"success"}},{"id":"def","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#, "dependency_cycle"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#, "dependency_cycle"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"abc":"sometimes"}}]}"#, "invalid_field"),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"]},{"id":"abc","image":"i","command":["c"]}]}"#,
+                "duplicate_task_id",
+            ),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"nope":"success"}}]}"#,
+                "unknown_dependency",
+            ),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"def":"success"}},{"id":"def","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#,
+                "dependency_cycle",
+            ),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"abc":"any"}}]}"#,
+                "dependency_cycle",
+            ),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"depends_on":{"abc":"sometimes"}}]}"#,
+                "invalid_field",
+            ),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":[]}]}"#, "invalid_field"),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"timeout_s":0}]}"#, "invalid_field"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"env":{"GOFER_X":"1"}}]}"#, "invalid_field"),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"env":{"GOFER_X":"1"}}]}"#,
+                "invalid_field",
+            ),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"env":{"1X":"1"}}]}"#, "invalid_field"),
             (r#"{"name":"","tasks":[{"id":"abc","image":"i","command":["c"]}]}"#, "invalid_field"),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"has space","command":["c"]}]}"#, "invalid_field"),
@@ -452,7 +478,10 @@ mod tests {
             (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"memory_mb":1}]}"#, "invalid_field"),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"retries":11}]}"#, "invalid_field"),
             (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"entrypoint":[]}]}"#, "invalid_field"),
-            (r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"registry_auth":"../x"}]}"#, "invalid_field"),
+            (
+                r#"{"name":"x","tasks":[{"id":"abc","image":"i","command":["c"],"registry_auth":"../x"}]}"#,
+                "invalid_field",
+            ),
             (r#"{"name":"x","run_timeout_s":0,"tasks":[{"id":"abc","image":"i","command":["c"]}]}"#, "invalid_field"),
         ];
         for (json, code) in cases {

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::state::{TaskState, TaskStatus};
 use crate::TaskId;
+use crate::state::{TaskState, TaskStatus};
 
 crate::state::wire_enum!(
     /// What a task requires of one parent before it runs.
@@ -57,11 +57,7 @@ pub fn readiness(
         match parent(parent_id) {
             Some((TaskState::Complete, status)) => {
                 if !condition.holds_for(status) {
-                    return Readiness::Skip {
-                        parent: parent_id.clone(),
-                        required: *condition,
-                        actual: status,
-                    };
+                    return Readiness::Skip { parent: parent_id.clone(), required: *condition, actual: status };
                 }
             }
             _ => all_complete = false,
@@ -137,9 +133,8 @@ mod tests {
     #[test]
     fn readiness_waits_then_decides() {
         let deps = BTreeMap::from([(id("aaa"), Condition::Success), (id("bbb"), Condition::Any)]);
-        let waiting = readiness(&deps, |p| {
-            (p.as_str() == "aaa").then_some((TaskState::Complete, TaskStatus::Successful))
-        });
+        let waiting =
+            readiness(&deps, |p| (p.as_str() == "aaa").then_some((TaskState::Complete, TaskStatus::Successful)));
         assert_eq!(waiting, Readiness::Wait);
         let ready = readiness(&deps, |_| Some((TaskState::Complete, TaskStatus::Successful)));
         assert_eq!(ready, Readiness::Ready);
@@ -151,17 +146,20 @@ mod tests {
             Readiness::Skip { parent: id("aaa"), required: Condition::Success, actual: TaskStatus::Failed }
         );
         // A broken condition skips at once, without waiting for the other parents.
-        let early = readiness(&deps, |p| {
-            (p.as_str() == "aaa").then_some((TaskState::Complete, TaskStatus::Failed))
-        });
+        let early = readiness(&deps, |p| (p.as_str() == "aaa").then_some((TaskState::Complete, TaskStatus::Failed)));
         assert!(matches!(early, Readiness::Skip { .. }));
     }
 
     #[test]
     fn cycles_are_found() {
-        let dag = BTreeMap::from([(id("aaa"), vec![]), (id("bbb"), vec![id("aaa")]), (id("ccc"), vec![id("aaa"), id("bbb")])]);
+        let dag = BTreeMap::from([
+            (id("aaa"), vec![]),
+            (id("bbb"), vec![id("aaa")]),
+            (id("ccc"), vec![id("aaa"), id("bbb")]),
+        ]);
         assert_eq!(find_cycle(&dag), None);
-        let cyclic = BTreeMap::from([(id("aaa"), vec![id("ccc")]), (id("bbb"), vec![id("aaa")]), (id("ccc"), vec![id("bbb")])]);
+        let cyclic =
+            BTreeMap::from([(id("aaa"), vec![id("ccc")]), (id("bbb"), vec![id("aaa")]), (id("ccc"), vec![id("bbb")])]);
         let cycle = find_cycle(&cyclic).unwrap();
         assert_eq!(cycle.first(), cycle.last());
         assert_eq!(cycle.len(), 4);

@@ -16,13 +16,7 @@ pub struct IdError {
 
 /// Checks `^[a-z][a-z0-9_-]{2,63}$`: the rule for every identifier a user chooses.
 pub fn validate_identifier(kind: &'static str, value: &str) -> Result<(), IdError> {
-    let fail = |reason| {
-        Err(IdError {
-            kind,
-            value: value.chars().take(80).collect(),
-            reason,
-        })
-    };
+    let fail = |reason| Err(IdError { kind, value: value.chars().take(80).collect(), reason });
     let bytes = value.as_bytes();
     if bytes.len() < 3 {
         return fail("must be at least 3 characters");
@@ -33,10 +27,7 @@ pub fn validate_identifier(kind: &'static str, value: &str) -> Result<(), IdErro
     if !bytes[0].is_ascii_lowercase() {
         return fail("must start with a lowercase letter a-z");
     }
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
-    {
+    if !bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-') {
         return fail("may only contain lowercase letters a-z, digits, '_' and '-'");
     }
     Ok(())

@@ -18,10 +18,7 @@ fn corrupt(what: impl std::fmt::Display) -> EngineError {
 
 fn reason(code: Option<String>, description: Option<String>) -> Result<Option<Reason>, EngineError> {
     code.map(|c| {
-        Ok(Reason {
-            reason: c.parse::<StatusReason>().map_err(corrupt)?,
-            description: description.unwrap_or_default(),
-        })
+        Ok(Reason { reason: c.parse::<StatusReason>().map_err(corrupt)?, description: description.unwrap_or_default() })
     })
     .transpose()
 }
@@ -228,10 +225,13 @@ macro_rules! run_columns {
 /// every transition of one run.
 pub(crate) async fn get_run(conn: &mut PgConnection, key: &RunKey, lock: bool) -> Result<Option<RunRow>, EngineError> {
     const BY_KEY: &str = concat!(
-        "SELECT ", run_columns!(), " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4"
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4"
     );
     const BY_KEY_LOCKED: &str = concat!(
-        "SELECT ", run_columns!(),
+        "SELECT ",
+        run_columns!(),
         " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 FOR UPDATE"
     );
     Ok(sqlx::query_as::<_, RunRow>(if lock { BY_KEY_LOCKED } else { BY_KEY })
@@ -251,16 +251,18 @@ pub(crate) async fn list_runs(
     limit: i64,
 ) -> Result<Vec<Run>, EngineError> {
     let rows = sqlx::query_as::<_, RunRow>(concat!(
-        "SELECT ", run_columns!(), " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
+        "SELECT ",
+        run_columns!(),
+        " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
          AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
     ))
-        .bind(key.tenant.as_str())
-        .bind(key.namespace.as_str())
-        .bind(key.pipeline.as_str())
-        .bind(before.map(RunId::get))
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .bind(before.map(RunId::get))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
     rows.into_iter().map(RunRow::into_run).collect()
 }
 
@@ -353,18 +355,20 @@ pub(crate) async fn list_task_executions(
     limit: i64,
 ) -> Result<Vec<TaskExecution>, EngineError> {
     let rows = sqlx::query_as::<_, TaskRow>(concat!(
-        "SELECT ", task_columns!(), " FROM task_executions
+        "SELECT ",
+        task_columns!(),
+        " FROM task_executions
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
          AND ($5::text IS NULL OR task_id > $5) ORDER BY task_id LIMIT $6"
     ))
-        .bind(key.pipeline.tenant.as_str())
-        .bind(key.pipeline.namespace.as_str())
-        .bind(key.pipeline.pipeline.as_str())
-        .bind(key.run.get())
-        .bind(after.map(TaskId::as_str))
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+    .bind(key.pipeline.tenant.as_str())
+    .bind(key.pipeline.namespace.as_str())
+    .bind(key.pipeline.pipeline.as_str())
+    .bind(key.run.get())
+    .bind(after.map(TaskId::as_str))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
     rows.into_iter().map(TaskRow::into_execution).collect()
 }
 
@@ -373,18 +377,20 @@ pub(crate) async fn get_task_execution(
     key: &TaskKey,
 ) -> Result<Option<TaskExecution>, EngineError> {
     sqlx::query_as::<_, TaskRow>(concat!(
-        "SELECT ", task_columns!(), " FROM task_executions
+        "SELECT ",
+        task_columns!(),
+        " FROM task_executions
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
     ))
-        .bind(key.run.pipeline.tenant.as_str())
-        .bind(key.run.pipeline.namespace.as_str())
-        .bind(key.run.pipeline.pipeline.as_str())
-        .bind(key.run.run.get())
-        .bind(key.task.as_str())
-        .fetch_optional(conn)
-        .await?
-        .map(TaskRow::into_execution)
-        .transpose()
+    .bind(key.run.pipeline.tenant.as_str())
+    .bind(key.run.pipeline.namespace.as_str())
+    .bind(key.run.pipeline.pipeline.as_str())
+    .bind(key.run.run.get())
+    .bind(key.task.as_str())
+    .fetch_optional(conn)
+    .await?
+    .map(TaskRow::into_execution)
+    .transpose()
 }
 
 pub(crate) async fn queue_task(conn: &mut PgConnection, key: &TaskKey) -> Result<(), EngineError> {
@@ -470,7 +476,11 @@ pub(crate) async fn claim_next(
     .await?)
 }
 
-pub(crate) async fn set_scheduler_id(conn: &mut PgConnection, key: &TaskKey, scheduler_id: &str) -> Result<(), EngineError> {
+pub(crate) async fn set_scheduler_id(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    scheduler_id: &str,
+) -> Result<(), EngineError> {
     sqlx::query(
         "UPDATE task_executions SET scheduler_id = $6
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5",
@@ -487,7 +497,12 @@ pub(crate) async fn set_scheduler_id(conn: &mut PgConnection, key: &TaskKey, sch
 }
 
 /// Extends this replica's lease; answers false when the lease was lost.
-pub(crate) async fn heartbeat(pool: &PgPool, key: &TaskKey, owner: uuid::Uuid, lease_s: f64) -> Result<bool, EngineError> {
+pub(crate) async fn heartbeat(
+    pool: &PgPool,
+    key: &TaskKey,
+    owner: uuid::Uuid,
+    lease_s: f64,
+) -> Result<bool, EngineError> {
     let done = sqlx::query(
         "UPDATE task_executions SET lease_until = now() + make_interval(secs => $7)
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
@@ -523,10 +538,7 @@ pub(crate) async fn task_states(
     .await?;
     rows.into_iter()
         .map(|(task, state, status)| {
-            Ok((
-                task.parse().map_err(corrupt)?,
-                (state.parse().map_err(corrupt)?, status.parse().map_err(corrupt)?),
-            ))
+            Ok((task.parse().map_err(corrupt)?, (state.parse().map_err(corrupt)?, status.parse().map_err(corrupt)?)))
         })
         .collect()
 }

@@ -2,6 +2,7 @@
 //! to a [`Scheduler`](gofer_core::scheduler::Scheduler), monitoring, DAG release and log capture.
 
 mod db;
+mod deployments;
 pub mod events;
 pub mod logs;
 pub mod pipelines;

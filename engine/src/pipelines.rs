@@ -3,8 +3,8 @@
 use gofer_core::ValidConfig;
 use sqlx::PgPool;
 
-use crate::runs::PipelineKey;
 use crate::events::{self, EventScope};
+use crate::runs::PipelineKey;
 use crate::{EngineError, db};
 use gofer_core::EventKind;
 

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 
 use crate::events::{self, EventScope};
 use crate::runs::{RunKey, TaskKey};
-use crate::{EngineError, db};
+use crate::{EngineError, db, deployments};
 use gofer_core::EventKind;
 use serde_json::json;
 
@@ -18,6 +18,7 @@ use serde_json::json;
 pub(crate) async fn release_ready_tasks(
     conn: &mut PgConnection,
     run: &RunKey,
+    config_version: i64,
     config: &PipelineConfig,
 ) -> Result<(), EngineError> {
     let mut states = db::task_states(conn, run).await?;
@@ -70,11 +71,15 @@ pub(crate) async fn release_ready_tasks(
                     .filter(|(_, (_, s))| *s == TaskStatus::Failed)
                     .map(|(id, _)| id.to_string())
                     .collect();
-                Some(Reason { reason: StatusReason::TaskFailed, description: format!("failed tasks: {}", failed.join(", ")) })
+                Some(Reason {
+                    reason: StatusReason::TaskFailed,
+                    description: format!("failed tasks: {}", failed.join(", ")),
+                })
             }
             _ => None,
         };
         db::complete_run(conn, run, status, reason.as_ref()).await?;
+        deployments::on_run_completed(conn, run, config_version, status).await?;
         let payload = json!({"status": status, "status_reason": reason});
         events::record(conn, &run.pipeline.tenant, EventKind::RunCompleted, EventScope::run(run), payload).await?;
         tracing::info!(run = %run.run, %status, "run complete");

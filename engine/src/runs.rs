@@ -7,9 +7,9 @@ use gofer_core::model::{PageRequest, Run, TaskExecution};
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use sqlx::{PgConnection, PgPool};
 
-use crate::logs::{LogKey, LogStore};
 use crate::events::{self, EventScope};
-use crate::{EngineError, db, release};
+use crate::logs::{LogKey, LogStore};
+use crate::{EngineError, db, deployments, release};
 use gofer_core::EventKind;
 
 /// Identifies a pipeline within a tenant.
@@ -60,10 +60,7 @@ async fn require_pipeline(conn: &mut PgConnection, key: &PipelineKey, lock: bool
     if !lookup.namespace_exists {
         return Err(EngineError::NamespaceNotFound(key.namespace.clone()));
     }
-    lookup
-        .pipeline
-        .and_then(|p| p.live_version)
-        .ok_or_else(|| EngineError::PipelineNotFound(key.pipeline.clone()))
+    lookup.pipeline.and_then(|p| p.live_version).ok_or_else(|| EngineError::PipelineNotFound(key.pipeline.clone()))
 }
 
 async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, EngineError> {
@@ -78,9 +75,10 @@ async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, Engin
 pub async fn start(pool: &PgPool, key: &PipelineKey, variables: BTreeMap<String, String>) -> Result<Run, EngineError> {
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = pool.begin().await?;
-    let version = require_pipeline(&mut tx, key, true).await?;
-    let config = db::get_config(&mut tx, key, version).await?;
+    let live_version = require_pipeline(&mut tx, key, true).await?;
     let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
+    let version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
+    let config = db::get_config(&mut tx, key, version).await?;
     db::insert_run(&mut tx, &run_key, version, &variables).await?;
     let payload = serde_json::json!({"config_version": version});
     events::record(&mut tx, &key.tenant, EventKind::RunCreated, EventScope::run(&run_key), payload).await?;
@@ -89,7 +87,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, variables: BTreeMap<String,
     }
     // Lock the new run like every other transition does before releasing its tasks.
     db::get_run(&mut tx, &run_key, true).await?;
-    release::release_ready_tasks(&mut tx, &run_key, &config).await?;
+    release::release_ready_tasks(&mut tx, &run_key, version, &config).await?;
     let run = db::get_run(&mut tx, &run_key, false).await?.ok_or(EngineError::RunNotFound(run_key.run))?.into_run()?;
     tx.commit().await?;
     tracing::info!(run = %run.id, version, "run started");

@@ -13,9 +13,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::Instrument;
 
+use crate::events::{self, EventScope};
 use crate::logs::LogStore;
 use crate::runs::{PipelineKey, RunKey, TaskKey};
-use crate::events::{self, EventScope};
 use crate::{EngineError, QUEUE_CHANNEL, db, release};
 use gofer_core::EventKind;
 use serde_json::json;
@@ -366,7 +366,7 @@ async fn finish(
     let scope = EventScope::task(&key.run, &key.task);
     events::record(&mut tx, &key.run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
     let config = db::get_config(&mut tx, &key.run.pipeline, run.config_version).await?;
-    release::release_ready_tasks(&mut tx, &key.run, &config).await?;
+    release::release_ready_tasks(&mut tx, &key.run, run.config_version, &config).await?;
     tx.commit().await?;
     tracing::info!(%status, ?exit_code, "task execution finished");
     Ok(())

@@ -95,22 +95,15 @@ impl Job {
                 () = self.kill_now.notified() => self.kill(&mut child),
             }
         };
-        let reason = *self
-            .kill_reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let reason = *self.kill_reason.lock().unwrap_or_else(PoisonError::into_inner);
         let observation = match (reason, status) {
             (Some(reason), _) => TaskObservation::Killed { reason },
             (None, Ok(status)) => TaskObservation::Exited {
                 // bwrap passes the task's code through (128+signal when the task died of a signal);
                 // bwrap itself dying of a signal nobody here sent is reported the same way.
-                exit_code: status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                exit_code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
             },
-            (None, Err(e)) => TaskObservation::Failed {
-                detail: format!("waiting for the sandbox failed: {e}"),
-            },
+            (None, Err(e)) => TaskObservation::Failed { detail: format!("waiting for the sandbox failed: {e}") },
         };
         self.reap_sandbox_init().await;
         if let Err(e) = write_result(&self.paths.result, &observation).await {
@@ -150,10 +143,7 @@ impl Job {
 
     /// Records why the scheduler is ending the job; the first reason wins.
     fn set_kill_reason(&self, reason: KillReason) {
-        self.kill_reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(reason);
+        self.kill_reason.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(reason);
     }
 
     /// Stops the job: SIGTERM to the task, SIGKILL to the sandbox after `grace`.
@@ -178,28 +168,20 @@ impl Job {
         if self.wait_final(KILL_WAIT).await {
             Ok(())
         } else {
-            Err(SchedulerError::Unavailable(format!(
-                "job {} did not end after SIGKILL",
-                self.job_id
-            )))
+            Err(SchedulerError::Unavailable(format!("job {} did not end after SIGKILL", self.job_id)))
         }
     }
 
     /// Waits up to `limit` for a final observation; true if there is one.
     async fn wait_final(&self, limit: Duration) -> bool {
         let mut rx = self.state.subscribe();
-        matches!(
-            tokio::time::timeout(limit, rx.wait_for(TaskObservation::is_final)).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(limit, rx.wait_for(TaskObservation::is_final)).await, Ok(Ok(_)))
     }
 
     /// Signals the task's main process (see [`process::signal_task`]).
     async fn signal_task(&self, signal: Signal) -> std::io::Result<()> {
-        let init = self
-            .init_pid()
-            .await
-            .ok_or_else(|| std::io::Error::other("the sandbox has not reported its pid yet"))?;
+        let init =
+            self.init_pid().await.ok_or_else(|| std::io::Error::other("the sandbox has not reported its pid yet"))?;
         process::signal_task(init, signal)
     }
 }
@@ -224,9 +206,7 @@ enum StoredKillReason {
 /// Writes `result.json` through a rename, so a reader never sees half a file.
 async fn write_result(path: &Path, observation: &TaskObservation) -> std::io::Result<()> {
     let stored = match observation {
-        TaskObservation::Exited { exit_code } => StoredResult::Exited {
-            exit_code: *exit_code,
-        },
+        TaskObservation::Exited { exit_code } => StoredResult::Exited { exit_code: *exit_code },
         TaskObservation::Killed { reason } => StoredResult::Killed {
             reason: match reason {
                 KillReason::Timeout => StoredKillReason::Timeout,
@@ -234,9 +214,7 @@ async fn write_result(path: &Path, observation: &TaskObservation) -> std::io::Re
                 KillReason::Stopped => StoredKillReason::Stopped,
             },
         },
-        TaskObservation::Failed { detail } => StoredResult::Failed {
-            detail: detail.clone(),
-        },
+        TaskObservation::Failed { detail } => StoredResult::Failed { detail: detail.clone() },
         // Only final observations are recorded.
         TaskObservation::Pending | TaskObservation::Running | TaskObservation::Unknown => {
             return Ok(());

@@ -87,37 +87,14 @@ mod tests {
         let long_b = format!("{}-1-t-2", "a".repeat(280));
         let (a, b) = (dir_name(&long_a), dir_name(&long_b));
         assert_ne!(a, b);
-        assert!(
-            a.len() <= 255 && a.len() > MAX_PLAIN_NAME_LEN,
-            "{}",
-            a.len()
-        );
+        assert!(a.len() <= 255 && a.len() > MAX_PLAIN_NAME_LEN, "{}", a.len());
         assert_eq!(dir_name(&long_a), a, "the name is deterministic");
     }
 
     #[test]
     fn ids_that_could_escape_the_work_directory_are_rejected() {
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../etc",
-            "a/b",
-            "/abs",
-            "A",
-            "a.b",
-            "a b",
-            "é",
-            "a\0b",
-            &"a".repeat(1025),
-        ] {
-            assert!(
-                matches!(
-                    JobPaths::new(Path::new("/w"), bad),
-                    Err(SchedulerError::Rejected(_))
-                ),
-                "{bad:?}"
-            );
+        for bad in ["", ".", "..", "../etc", "a/b", "/abs", "A", "a.b", "a b", "é", "a\0b", &"a".repeat(1025)] {
+            assert!(matches!(JobPaths::new(Path::new("/w"), bad), Err(SchedulerError::Rejected(_))), "{bad:?}");
         }
     }
 }

@@ -49,9 +49,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gofer_core::scheduler::{
-    BoxFuture, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec,
-};
+use gofer_core::scheduler::{BoxFuture, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec};
 
 use crate::job::Job;
 use crate::sandbox::Tools;
@@ -130,10 +128,7 @@ impl LocalScheduler {
     pub fn new(config: LocalSchedulerConfig) -> Result<Self, LocalSchedulerError> {
         let privileged = rustix::process::geteuid().is_root();
         let tools = Tools::find(&config.bwrap_path, privileged)?;
-        let work_dir_error = |source| LocalSchedulerError::WorkDir {
-            path: config.work_dir.clone(),
-            source,
-        };
+        let work_dir_error = |source| LocalSchedulerError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
         let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
@@ -145,11 +140,7 @@ impl LocalScheduler {
             share_network = config.share_network,
             "local sandbox scheduler ready"
         );
-        Ok(Self {
-            config,
-            tools,
-            jobs: tokio::sync::Mutex::new(HashMap::new()),
-        })
+        Ok(Self { config, tools, jobs: tokio::sync::Mutex::new(HashMap::new()) })
     }
 
     /// The configuration in use (`work_dir` made absolute).
@@ -167,10 +158,7 @@ impl Scheduler for LocalScheduler {
         Box::pin(self.start_job(spec))
     }
 
-    fn observe<'a>(
-        &'a self,
-        job_id: &'a str,
-    ) -> BoxFuture<'a, Result<TaskObservation, SchedulerError>> {
+    fn observe<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<TaskObservation, SchedulerError>> {
         Box::pin(self.observe_job(job_id))
     }
 
@@ -183,11 +171,7 @@ impl Scheduler for LocalScheduler {
         Box::pin(self.read_job_logs(job_id, offset, max_bytes))
     }
 
-    fn stop<'a>(
-        &'a self,
-        job_id: &'a str,
-        grace: Duration,
-    ) -> BoxFuture<'a, Result<(), SchedulerError>> {
+    fn stop<'a>(&'a self, job_id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.stop_job(job_id, grace))
     }
 

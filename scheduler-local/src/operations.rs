@@ -73,9 +73,7 @@ impl LocalScheduler {
         // files in it stay root's (0600). Otherwise the server's user owns everything.
         let root_mode = if privileged { 0o711 } else { 0o700 };
         set_mode(&paths.root, root_mode).await?;
-        tokio::fs::create_dir(&paths.job)
-            .await
-            .map_err(|e| unavailable("creating job/", e))?;
+        tokio::fs::create_dir(&paths.job).await.map_err(|e| unavailable("creating job/", e))?;
         if privileged {
             // chown rather than 0777: only the sandbox user can write there, and other host users
             // cannot read a job's files.
@@ -96,19 +94,12 @@ impl LocalScheduler {
             .mode(0o600)
             .open(&paths.output)
             .map_err(|e| unavailable("creating output.log", e))?;
-        let stderr = output
-            .try_clone()
-            .map_err(|e| unavailable("duplicating the output.log handle", e))?;
+        let stderr = output.try_clone().map_err(|e| unavailable("duplicating the output.log handle", e))?;
 
         let sandbox = SandboxCommand::new(
             &self.tools,
             &self.config,
-            &SandboxRequest {
-                job_dir: &paths.job,
-                info_path: &paths.info,
-                command: &spec.command,
-                env: &spec.env,
-            },
+            &SandboxRequest { job_dir: &paths.job, info_path: &paths.info, command: &spec.command, env: &spec.env },
         );
         let child = tokio::process::Command::new(&sandbox.program)
             .args(&sandbox.args)
@@ -125,28 +116,17 @@ impl LocalScheduler {
             .spawn()
             .map_err(|e| unavailable("spawning the sandbox", e))?;
         tracing::info!(pid = child.id(), timeout = ?spec.timeout, "sandbox started");
-        Ok(Job::track(
-            &spec.job_id,
-            paths.clone(),
-            child,
-            sandbox.options,
-            spec.timeout,
-        ))
+        Ok(Job::track(&spec.job_id, paths.clone(), child, sandbox.options, spec.timeout))
     }
 
     /// Reports a job from memory, else from its `result.json`, else `Unknown`.
     #[tracing::instrument(skip_all, fields(job_id = %job_id), err)]
-    pub(crate) async fn observe_job(
-        &self,
-        job_id: &str,
-    ) -> Result<TaskObservation, SchedulerError> {
+    pub(crate) async fn observe_job(&self, job_id: &str) -> Result<TaskObservation, SchedulerError> {
         let paths = self.paths(job_id)?;
         if let Some(job) = self.jobs.lock().await.get(job_id) {
             return Ok(job.observation());
         }
-        Ok(job::read_result(&paths.result)
-            .await
-            .unwrap_or(TaskObservation::Unknown))
+        Ok(job::read_result(&paths.result).await.unwrap_or(TaskObservation::Unknown))
     }
 
     /// Reads `output.log` from `offset`, at most `max_bytes`.
@@ -165,9 +145,7 @@ impl LocalScheduler {
             }
             Err(e) => return Err(unavailable("opening output.log", e)),
         };
-        file.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(|e| unavailable("seeking in output.log", e))?;
+        file.seek(SeekFrom::Start(offset)).await.map_err(|e| unavailable("seeking in output.log", e))?;
         let mut data = Vec::with_capacity(max_bytes.min(INITIAL_READ_CAPACITY));
         file.take(u64::try_from(max_bytes).unwrap_or(u64::MAX))
             .read_to_end(&mut data)
@@ -179,11 +157,7 @@ impl LocalScheduler {
 
     /// Stops a running job; finished and unknown jobs are left as they are.
     #[tracing::instrument(skip_all, fields(job_id = %job_id), err)]
-    pub(crate) async fn stop_job(
-        &self,
-        job_id: &str,
-        grace: Duration,
-    ) -> Result<(), SchedulerError> {
+    pub(crate) async fn stop_job(&self, job_id: &str, grace: Duration) -> Result<(), SchedulerError> {
         self.paths(job_id)?;
         // Cloned out so the lock is not held through the grace period.
         let job = self.jobs.lock().await.get(job_id).cloned();
@@ -201,13 +175,9 @@ impl LocalScheduler {
         if let Some(job) = jobs.get(job_id)
             && !job.observation().is_final()
         {
-            return Err(SchedulerError::Rejected(format!(
-                "job {job_id} is still running: stop it before purging it"
-            )));
+            return Err(SchedulerError::Rejected(format!("job {job_id} is still running: stop it before purging it")));
         }
-        let root = jobs
-            .get(job_id)
-            .map_or(paths.root, |job| job.paths().root.clone());
+        let root = jobs.get(job_id).map_or(paths.root, |job| job.paths().root.clone());
         tokio::task::spawn_blocking(move || remove_job_dir(&root))
             .await
             .map_err(|e| unavailable("removing the job directory", e))?

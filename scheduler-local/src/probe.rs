@@ -11,11 +11,7 @@ use crate::{LocalSchedulerConfig, LocalSchedulerError};
 
 /// Runs `true` in a sandbox with `work_dir` at `/job`: proves that bwrap runs, user namespaces work
 /// and (as root) that uid 65534 can reach the work directory. Blocks for a few milliseconds.
-pub(crate) fn probe(
-    tools: &Tools,
-    config: &LocalSchedulerConfig,
-    work_dir: &Path,
-) -> Result<(), LocalSchedulerError> {
+pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Path) -> Result<(), LocalSchedulerError> {
     let command = ["true".to_owned()];
     let env = BTreeMap::new();
     let sandbox = SandboxCommand::new(
@@ -43,20 +39,15 @@ pub(crate) fn probe(
         // A failed write shows up as bwrap's own error below.
         let _ = stdin.write_all(&sandbox.options);
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| unusable(format!("waiting for the probe sandbox: {e}")))?;
+    let output = child.wait_with_output().map_err(|e| unusable(format!("waiting for the probe sandbox: {e}")))?;
     if let Some(init) = process::init_pid_from_info(&output.stdout) {
         process::reap_blocking(init);
     }
     if output.status.success() {
         return Ok(());
     }
-    let mut detail = format!(
-        "a probe sandbox failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
+    let mut detail =
+        format!("a probe sandbox failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
     if tools.privileged() {
         detail.push_str(&format!(
             " (as root, bwrap runs as uid {SANDBOX_UID}, which must be able to enter {}: every parent \

@@ -25,10 +25,7 @@ pub(crate) fn init_pid_from_info(info: &[u8]) -> Option<Pid> {
 /// A process's parent, from `/proc/<pid>/status` (a small procfs read: fine on an async thread).
 fn parent_pid(pid: Pid) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw_nonzero())).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
+    status.lines().find_map(|line| line.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Signals the task's main process: the child of the sandbox's pid 1.

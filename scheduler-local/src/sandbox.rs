@@ -38,20 +38,14 @@ pub(crate) struct Tools {
 impl Tools {
     /// Finds `sh`, `prlimit`, `bwrap` and, when `privileged`, `setpriv`.
     pub(crate) fn find(bwrap: &Path, privileged: bool) -> Result<Self, LocalSchedulerError> {
-        let tool = |name: &'static str| {
-            find_program(Path::new(name)).ok_or(LocalSchedulerError::ToolNotFound { tool: name })
-        };
+        let tool =
+            |name: &'static str| find_program(Path::new(name)).ok_or(LocalSchedulerError::ToolNotFound { tool: name });
         Ok(Self {
             sh: tool("sh")?,
-            setpriv: if privileged {
-                Some(tool("setpriv")?)
-            } else {
-                None
-            },
+            setpriv: if privileged { Some(tool("setpriv")?) } else { None },
             prlimit: tool("prlimit")?,
-            bwrap: find_program(bwrap).ok_or_else(|| LocalSchedulerError::BwrapNotFound {
-                path: bwrap.to_path_buf(),
-            })?,
+            bwrap: find_program(bwrap)
+                .ok_or_else(|| LocalSchedulerError::BwrapNotFound { path: bwrap.to_path_buf() })?,
         })
     }
 
@@ -63,16 +57,13 @@ impl Tools {
 
 /// Looks a program up like `execvp`: a name with a `/` is taken as is, a bare name is searched on `PATH`.
 fn find_program(name: &Path) -> Option<PathBuf> {
-    let is_executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
+    let is_executable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if name.as_os_str().as_bytes().contains(&b'/') {
         return is_executable(name).then(|| name.to_path_buf());
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| HOST_PATH.into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
 }
 
 /// A sandbox ready to spawn: run `program` with `args`, and write `options` to its stdin.
@@ -96,11 +87,7 @@ pub(crate) struct SandboxRequest<'a> {
 
 impl SandboxCommand {
     /// Builds the full command line for one sandbox.
-    pub(crate) fn new(
-        tools: &Tools,
-        config: &LocalSchedulerConfig,
-        request: &SandboxRequest<'_>,
-    ) -> Self {
+    pub(crate) fn new(tools: &Tools, config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) -> Self {
         let mut args: Vec<OsString> = vec!["-c".into(), WRAPPER_SCRIPT.into(), "sh".into()];
         args.push(request.info_path.into());
         if let Some(setpriv) = &tools.setpriv {
@@ -108,32 +95,18 @@ impl SandboxCommand {
             // could read root-owned files such as /etc/shadow, and root is exempt from RLIMIT_NPROC.
             args.push(setpriv.into());
             args.extend(
-                [
-                    format!("--reuid={SANDBOX_UID}"),
-                    format!("--regid={SANDBOX_UID}"),
-                    "--clear-groups".to_owned(),
-                ]
-                .map(OsString::from),
+                [format!("--reuid={SANDBOX_UID}"), format!("--regid={SANDBOX_UID}"), "--clear-groups".to_owned()]
+                    .map(OsString::from),
             );
         }
         args.push(tools.prlimit.clone().into());
         args.push(format!("--nproc={}", config.max_processes).into());
-        args.push(
-            format!(
-                "--as={}",
-                config.memory_limit_mb.saturating_mul(1024 * 1024)
-            )
-            .into(),
-        );
+        args.push(format!("--as={}", config.memory_limit_mb.saturating_mul(1024 * 1024)).into());
         args.push("--".into());
         args.push(tools.bwrap.clone().into());
         args.extend(["--args", "4", "--"].map(OsString::from));
         args.extend(request.command.iter().map(OsString::from));
-        Self {
-            program: tools.sh.clone(),
-            args,
-            options: bwrap_options(config, request),
-        }
+        Self { program: tools.sh.clone(), args, options: bwrap_options(config, request) }
     }
 }
 
@@ -230,10 +203,7 @@ mod tests {
     use super::*;
 
     fn options(config: &LocalSchedulerConfig, env: &[(&str, &str)]) -> Vec<String> {
-        let env: BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let command = ["true".to_owned()];
         let request = SandboxRequest {
             job_dir: Path::new("/w/j/job"),
@@ -249,10 +219,7 @@ mod tests {
     }
 
     fn setenvs(opts: &[String]) -> Vec<(String, String)> {
-        opts.windows(3)
-            .filter(|w| w[0] == "--setenv")
-            .map(|w| (w[1].clone(), w[2].clone()))
-            .collect()
+        opts.windows(3).filter(|w| w[0] == "--setenv").map(|w| (w[1].clone(), w[2].clone())).collect()
     }
 
     #[test]
@@ -269,17 +236,8 @@ mod tests {
         let defaults = setenvs(&options(&config, &[("A", "1")]));
         assert!(defaults.contains(&("PATH".into(), SANDBOX_PATH.into())));
         assert!(defaults.contains(&("HOME".into(), "/job".into())));
-        let set = setenvs(&options(
-            &config,
-            &[("HOME", "/job/home"), ("PATH", "/bin")],
-        ));
-        assert_eq!(
-            set,
-            vec![
-                ("HOME".into(), "/job/home".into()),
-                ("PATH".into(), "/bin".into())
-            ]
-        );
+        let set = setenvs(&options(&config, &[("HOME", "/job/home"), ("PATH", "/bin")]));
+        assert_eq!(set, vec![("HOME".into(), "/job/home".into()), ("PATH".into(), "/bin".into())]);
     }
 
     #[test]
@@ -299,12 +257,7 @@ mod tests {
             env: &env,
         };
         let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request);
-        assert!(
-            !sandbox
-                .args
-                .iter()
-                .any(|a| a.to_string_lossy().contains("hunter2"))
-        );
+        assert!(!sandbox.args.iter().any(|a| a.to_string_lossy().contains("hunter2")));
         assert!(sandbox.options.windows(7).any(|w| w == b"hunter2"));
         assert!(sandbox.args.contains(&OsString::from("--as=4294967296")));
     }
@@ -332,10 +285,7 @@ mod tests {
         let mut bad_key = base.clone();
         bad_key.env.insert("A=B".into(), "x".into());
         for spec in [empty, nul, bad_key] {
-            assert!(
-                matches!(check_spec(&spec), Err(SchedulerError::Rejected(_))),
-                "{spec:?}"
-            );
+            assert!(matches!(check_spec(&spec), Err(SchedulerError::Rejected(_))), "{spec:?}");
         }
     }
 }

@@ -146,7 +146,8 @@ impl Client {
         variables: &BTreeMap<String, String>,
     ) -> Result<Run, Error> {
         let url = self.url(&format!("/namespaces/{namespace}/pipelines/{pipeline}/runs"));
-        let e: RunEnvelope = self.send(self.http.post(url).json(&serde_json::json!({ "variables": variables }))).await?;
+        let e: RunEnvelope =
+            self.send(self.http.post(url).json(&serde_json::json!({ "variables": variables }))).await?;
         Ok(e.run)
     }
 

@@ -49,19 +49,24 @@ pub async fn fresh_database() -> String {
         .unwrap_or_else(|_| panic!("{DATABASE_ENV} is not set: run the tests through infra/test.sh"));
     let name = format!("gofer_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin).await.expect("connect to the test cluster");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
 }
 
 /// A config that the test can adjust before the server starts.
 pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_api::Config {
-    let mut config = gofer_api::Config::default();
-    config.listen = "127.0.0.1:0".into();
-    config.database_url = database_url;
-    config.database_max_connections = 8;
-    config.state_dir = state_dir.to_path_buf();
-    config.bootstrap_token = Some(format!("gofer_test_operator_{}", uuid::Uuid::new_v4().simple()));
+    let mut config = gofer_api::Config {
+        listen: "127.0.0.1:0".into(),
+        database_url,
+        database_max_connections: 8,
+        state_dir: state_dir.to_path_buf(),
+        bootstrap_token: Some(format!("gofer_test_operator_{}", uuid::Uuid::new_v4().simple())),
+        ..gofer_api::Config::default()
+    };
     // Fast loops keep tests quick; NOTIFY does most of the waking anyway.
     config.engine.poll_interval_ms = 200;
     config.engine.monitor_interval_ms = 50;
@@ -110,7 +115,12 @@ impl TestApp {
     /// Creates a tenant as the operator and answers a client holding its admin token.
     pub async fn tenant(&self, id: &str) -> TenantClient<'_> {
         let answer = self
-            .request("POST", "/api/v1/tenants", Some(&self.operator_token), Some(&serde_json::json!({"id": id, "name": id})))
+            .request(
+                "POST",
+                "/api/v1/tenants",
+                Some(&self.operator_token),
+                Some(&serde_json::json!({"id": id, "name": id})),
+            )
             .await;
         assert_eq!(answer.status, 201, "{answer:?}");
         let token = answer.body["token"].as_str().expect("token").to_owned();
@@ -186,12 +196,11 @@ impl TenantClient<'_> {
 impl TestApp {
     /// Asserts the queue holds nothing unfinished: no task execution is waiting, queued or running.
     pub async fn assert_queue_drained(&self) {
-        let stuck: Vec<(String, i64, String, String)> = sqlx::query_as(
-            "SELECT pipeline_id, run_id, task_id, state FROM task_executions WHERE state <> 'complete'",
-        )
-        .fetch_all(&self.db)
-        .await
-        .expect("query queue");
+        let stuck: Vec<(String, i64, String, String)> =
+            sqlx::query_as("SELECT pipeline_id, run_id, task_id, state FROM task_executions WHERE state <> 'complete'")
+                .fetch_all(&self.db)
+                .await
+                .expect("query queue");
         assert!(stuck.is_empty(), "task executions left unfinished: {stuck:?}");
     }
 }

@@ -18,9 +18,10 @@ async fn health_ready_and_the_openapi_document_answer_without_a_token() {
     let doc = app.request("GET", "/api/v1/openapi.json", None, None).await;
     assert_eq!(doc.status, 200);
     assert!(doc.body["paths"]["/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs"].is_object());
-    let committed: Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap())
-            .unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(doc.body, committed, "the served document is the committed one");
 }
 
@@ -43,7 +44,10 @@ async fn the_bootstrap_token_is_issued_once_written_0600_and_stored_hashed() {
     let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM api_tokens").fetch_all(&db).await.unwrap();
     assert_eq!(hashes, vec![Sha256::digest(token.as_bytes()).to_vec()], "only the hash is stored");
     let issued: Option<String> =
-        sqlx::query_scalar("SELECT value FROM metadata WHERE key = 'bootstrap_token_issued_at'").fetch_one(&db).await.ok();
+        sqlx::query_scalar("SELECT value FROM metadata WHERE key = 'bootstrap_token_issued_at'")
+            .fetch_one(&db)
+            .await
+            .ok();
     assert!(issued.is_some_and(|v| v.starts_with("20")));
 
     // A second start on the same database issues nothing new, and the token still works.
@@ -68,7 +72,8 @@ async fn a_preset_bootstrap_token_is_used() {
     let preset = config.bootstrap_token.clone().unwrap();
     let app = spawn_with(config, state_dir).await;
     assert_eq!(app.operator_token, preset);
-    let answer = app.request("POST", "/api/v1/tenants", Some(&preset), Some(&json!({"id": "acme", "name": "Acme"}))).await;
+    let answer =
+        app.request("POST", "/api/v1/tenants", Some(&preset), Some(&json!({"id": "acme", "name": "Acme"}))).await;
     assert_eq!(answer.status, 201);
     assert!(answer.body["token"].as_str().unwrap().starts_with("gofer_"));
     assert_eq!(answer.body["tenant"]["id"], "acme");
@@ -100,18 +105,48 @@ async fn every_bad_input_is_refused_with_its_code() {
     let configs = "/api/v1/namespaces/builds/pipelines/demo/configs";
     let cases: Vec<(&str, String, Value, u16, &str)> = vec![
         ("POST", configs.into(), json!({"name": "x", "tasks": [task("abc")], "colour": "red"}), 400, "unknown_field"),
-        ("POST", configs.into(), json!({"name": "x", "tasks": [{"id": "abc", "image": "i", "command": ["c"], "retry": 1}]}), 400, "unknown_field"),
+        (
+            "POST",
+            configs.into(),
+            json!({"name": "x", "tasks": [{"id": "abc", "image": "i", "command": ["c"], "retry": 1}]}),
+            400,
+            "unknown_field",
+        ),
         ("POST", configs.into(), json!({"tasks": [task("abc")]}), 400, "missing_field"),
         ("POST", configs.into(), json!({"name": "x", "tasks": [task("abc"), task("abc")]}), 400, "duplicate_task_id"),
-        ("POST", configs.into(), json!({"name": "x", "tasks": [{"id": "abc", "image": "i", "command": ["c"], "depends_on": {"ghost": "success"}}]}), 400, "unknown_dependency"),
-        ("POST", configs.into(), json!({"name": "x", "tasks": [
+        (
+            "POST",
+            configs.into(),
+            json!({"name": "x", "tasks": [{"id": "abc", "image": "i", "command": ["c"], "depends_on": {"ghost": "success"}}]}),
+            400,
+            "unknown_dependency",
+        ),
+        (
+            "POST",
+            configs.into(),
+            json!({"name": "x", "tasks": [
             {"id": "aaa", "image": "i", "command": ["c"], "depends_on": {"ccc": "success"}},
             {"id": "bbb", "image": "i", "command": ["c"], "depends_on": {"aaa": "success"}},
-            {"id": "ccc", "image": "i", "command": ["c"], "depends_on": {"bbb": "any"}}]}), 400, "dependency_cycle"),
+            {"id": "ccc", "image": "i", "command": ["c"], "depends_on": {"bbb": "any"}}]}),
+            400,
+            "dependency_cycle",
+        ),
         ("POST", configs.into(), json!({"name": "x", "tasks": [task("Build")]}), 400, "invalid_identifier"),
         ("POST", configs.into(), json!({"name": "x", "tasks": []}), 400, "invalid_task_count"),
-        ("POST", "/api/v1/namespaces/Builds/pipelines/demo/configs".into(), json!({"name": "x", "tasks": [task("abc")]}), 400, "invalid_identifier"),
-        ("POST", "/api/v1/namespaces/builds/pipelines/de/configs".into(), json!({"name": "x", "tasks": [task("abc")]}), 400, "invalid_identifier"),
+        (
+            "POST",
+            "/api/v1/namespaces/Builds/pipelines/demo/configs".into(),
+            json!({"name": "x", "tasks": [task("abc")]}),
+            400,
+            "invalid_identifier",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/builds/pipelines/de/configs".into(),
+            json!({"name": "x", "tasks": [task("abc")]}),
+            400,
+            "invalid_identifier",
+        ),
         ("POST", "/api/v1/namespaces".into(), json!({"id": "9lives", "name": "x"}), 400, "invalid_identifier"),
         ("POST", "/api/v1/namespaces".into(), json!({"id": "fine", "name": "x", "owner": "me"}), 400, "unknown_field"),
         ("POST", "/api/v1/namespaces".into(), json!({"id": "builds", "name": "again"}), 409, "namespace_exists"),
@@ -121,8 +156,20 @@ async fn every_bad_input_is_refused_with_its_code() {
         ("GET", "/api/v1/namespaces/nope".into(), Value::Null, 404, "namespace_not_found"),
         ("GET", "/api/v1/namespaces/nope/pipelines/demo/runs".into(), Value::Null, 404, "namespace_not_found"),
         ("GET", "/api/v1/namespaces/builds/pipelines/demo/runs".into(), Value::Null, 404, "pipeline_not_found"),
-        ("POST", "/api/v1/namespaces/nope/pipelines/demo/runs".into(), json!({"variables": {}}), 404, "namespace_not_found"),
-        ("POST", "/api/v1/namespaces/nope/pipelines/demo/configs".into(), json!({"name": "x", "tasks": [task("abc")]}), 404, "namespace_not_found"),
+        (
+            "POST",
+            "/api/v1/namespaces/nope/pipelines/demo/runs".into(),
+            json!({"variables": {}}),
+            404,
+            "namespace_not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/nope/pipelines/demo/configs".into(),
+            json!({"name": "x", "tasks": [task("abc")]}),
+            404,
+            "namespace_not_found",
+        ),
         ("GET", "/api/v1/namespaces/builds/pipelines/demo/runs/0".into(), Value::Null, 400, "invalid_identifier"),
         ("GET", "/api/v1/namespaces/builds/pipelines/demo/runs/abc".into(), Value::Null, 400, "invalid_identifier"),
         ("GET", "/api/v1/nowhere".into(), Value::Null, 404, "route_not_found"),
@@ -150,7 +197,8 @@ async fn every_bad_input_is_refused_with_its_code() {
         .request("POST", "/api/v1/namespaces/builds/pipelines/demo/runs", Some(&json!({"variables": {"GOFER_X": "1"}})))
         .await;
     assert_eq!((bad_vars.status, bad_vars.code()), (400, "invalid_field"));
-    let unknown = acme.request("POST", "/api/v1/namespaces/builds/pipelines/demo/runs", Some(&json!({"vars": {}}))).await;
+    let unknown =
+        acme.request("POST", "/api/v1/namespaces/builds/pipelines/demo/runs", Some(&json!({"vars": {}}))).await;
     assert_eq!((unknown.status, unknown.code()), (400, "unknown_field"));
     assert!(unknown.body["detail"].as_str().unwrap().contains("vars"), "the field is named");
 
@@ -224,7 +272,11 @@ async fn another_tenants_objects_answer_404_exactly_like_missing_ones() {
         ("GET", format!("/api/v1/namespaces/secret-ns/pipelines/secret-p/runs/{run}/tasks"), None),
         ("GET", format!("/api/v1/namespaces/secret-ns/pipelines/secret-p/runs/{run}/tasks/abc/logs"), None),
         ("POST", "/api/v1/namespaces/secret-ns/pipelines/secret-p/runs".to_owned(), Some(json!({"variables": {}}))),
-        ("POST", "/api/v1/namespaces/secret-ns/pipelines/secret-p/configs".to_owned(), Some(json!({"name": "x", "tasks": [task("abc")]}))),
+        (
+            "POST",
+            "/api/v1/namespaces/secret-ns/pipelines/secret-p/configs".to_owned(),
+            Some(json!({"name": "x", "tasks": [task("abc")]})),
+        ),
     ];
     for (method, path, body) in probes {
         let theirs = umbrella.request(method, &path, body.as_ref()).await;
@@ -244,7 +296,8 @@ async fn another_tenants_objects_answer_404_exactly_like_missing_ones() {
     let runs = umbrella.request("GET", "/api/v1/namespaces/secret-ns/pipelines/secret-p/runs", None).await;
     assert_eq!((runs.status, runs.code()), (404, "pipeline_not_found"));
     // And nothing of Acme's changed.
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE tenant_id = 'acme'").fetch_one(&app.db).await.unwrap();
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE tenant_id = 'acme'").fetch_one(&app.db).await.unwrap();
     assert_eq!(count, 1);
 }
 
@@ -252,9 +305,11 @@ async fn another_tenants_objects_answer_404_exactly_like_missing_ones() {
 async fn a_duplicate_tenant_is_a_conflict() {
     let app = spawn_app().await;
     app.tenant("acme").await;
-    let again =
-        app.request("POST", "/api/v1/tenants", Some(&app.operator_token), Some(&json!({"id": "acme", "name": "Acme"}))).await;
+    let again = app
+        .request("POST", "/api/v1/tenants", Some(&app.operator_token), Some(&json!({"id": "acme", "name": "Acme"})))
+        .await;
     assert_eq!((again.status, again.code()), (409, "tenant_exists"));
-    let bad = app.request("POST", "/api/v1/tenants", Some(&app.operator_token), Some(&json!({"id": "A", "name": "x"}))).await;
+    let bad =
+        app.request("POST", "/api/v1/tenants", Some(&app.operator_token), Some(&json!({"id": "A", "name": "x"}))).await;
     assert_eq!((bad.status, bad.code()), (400, "invalid_identifier"));
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn ids(ns: &str, p: &str) -> (NamespaceId, PipelineId) {
-    (NamespaceId::parse(ns).unwrap(), PipelineId::parse(p).unwrap())
+    (NamespaceId::parse(ns).expect("valid"), PipelineId::parse(p).expect("valid"))
 }
 
 #[tokio::test]
@@ -64,19 +64,27 @@ async fn a_two_task_dag_runs_end_to_end_and_its_logs_read_back() {
     let test_log = sdk.task_logs(&ns, &p, run.id, &TaskId::parse("test").unwrap()).await.unwrap();
     assert_eq!(test_log, "testing run 1 of hello with hi there\n");
 
-    let events: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT kind, task_id FROM events WHERE tenant_id = 'acme' AND run_id = 1 ORDER BY id",
-    )
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
-    let events: Vec<String> =
-        events.into_iter().map(|(kind, task)| format!("{kind}{}", task.map(|t| format!(":{t}")).unwrap_or_default())).collect();
+    let events: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT kind, task_id FROM events WHERE tenant_id = 'acme' AND run_id = 1 ORDER BY id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let events: Vec<String> = events
+        .into_iter()
+        .map(|(kind, task)| format!("{kind}{}", task.map(|t| format!(":{t}")).unwrap_or_default()))
+        .collect();
     assert_eq!(
         events,
         [
-            "run_created", "task_queued:build", "run_started", "task_started:build", "task_completed:build",
-            "task_queued:test", "task_started:test", "task_completed:test", "run_completed"
+            "run_created",
+            "task_queued:build",
+            "run_started",
+            "task_started:build",
+            "task_completed:build",
+            "task_queued:test",
+            "task_started:test",
+            "task_completed:test",
+            "run_completed"
         ],
         "every transition is recorded, in order"
     );
@@ -203,8 +211,9 @@ async fn runs_are_numbered_per_pipeline_listed_newest_first_and_paginated() {
     let items: Vec<i64> = first.body["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(items, vec![3, 2]);
     let cursor = first.body["next_cursor"].as_str().expect("a second page exists").to_owned();
-    let second =
-        acme.request("GET", &format!("/api/v1/namespaces/builds/pipelines/quick/runs?limit=2&cursor={cursor}"), None).await;
+    let second = acme
+        .request("GET", &format!("/api/v1/namespaces/builds/pipelines/quick/runs?limit=2&cursor={cursor}"), None)
+        .await;
     let items: Vec<i64> = second.body["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(items, vec![1]);
     assert!(second.body["next_cursor"].is_null());

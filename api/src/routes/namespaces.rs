@@ -61,9 +61,13 @@ pub(crate) async fn create(
     let id = NamespaceId::parse(body.id)?;
     let name = display_name(&body.name)?;
     if body.description.len() > 4096 {
-        return Err(ApiError::InvalidParameter { code: "invalid_field", detail: "description: at most 4096 bytes".into() });
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: "description: at most 4096 bytes".into(),
+        });
     }
-    let namespace = gofer_tenants::namespaces::create(&state.pool, &access.tenant, &id, name, &body.description).await?;
+    let namespace =
+        gofer_tenants::namespaces::create(&state.pool, &access.tenant, &id, name, &body.description).await?;
     Ok(HttpResponse::Created().json(NamespaceResponse { namespace }))
 }
 

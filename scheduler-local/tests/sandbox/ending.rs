@@ -13,21 +13,9 @@ async fn a_task_past_its_timeout_is_killed() {
     slow.timeout = Duration::from_millis(500);
     let started = Instant::now();
     s.scheduler.start(&slow).await.unwrap();
-    assert_eq!(
-        s.scheduler.observe("slow").await.unwrap(),
-        TaskObservation::Running
-    );
-    assert_eq!(
-        s.wait_final("slow").await,
-        TaskObservation::Killed {
-            reason: KillReason::Timeout
-        }
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_eq!(s.scheduler.observe("slow").await.unwrap(), TaskObservation::Running);
+    assert_eq!(s.wait_final("slow").await, TaskObservation::Killed { reason: KillReason::Timeout });
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -36,43 +24,21 @@ async fn stop_sends_sigterm_to_the_task_first() {
     let script = "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
     s.scheduler.start(&sh("polite", script)).await.unwrap();
     s.wait_for_output("polite", "ready").await;
-    s.scheduler
-        .stop("polite", Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.scheduler.observe("polite").await.unwrap(),
-        TaskObservation::Killed {
-            reason: KillReason::Stopped
-        }
-    );
+    s.scheduler.stop("polite", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(s.scheduler.observe("polite").await.unwrap(), TaskObservation::Killed { reason: KillReason::Stopped });
     assert_eq!(s.logs("polite").await, "ready\ngot-term\n");
 }
 
 #[tokio::test]
 async fn stop_kills_a_task_that_ignores_sigterm_after_the_grace() {
     let s = scheduler();
-    s.scheduler
-        .start(&sh("stubborn", "trap '' TERM; echo ready; sleep 30"))
-        .await
-        .unwrap();
+    s.scheduler.start(&sh("stubborn", "trap '' TERM; echo ready; sleep 30")).await.unwrap();
     s.wait_for_output("stubborn", "ready").await;
     let started = Instant::now();
-    s.scheduler
-        .stop("stubborn", Duration::from_millis(300))
-        .await
-        .unwrap();
+    s.scheduler.stop("stubborn", Duration::from_millis(300)).await.unwrap();
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
-    assert_eq!(
-        s.scheduler.observe("stubborn").await.unwrap(),
-        TaskObservation::Killed {
-            reason: KillReason::Stopped
-        }
-    );
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(s.scheduler.observe("stubborn").await.unwrap(), TaskObservation::Killed { reason: KillReason::Stopped });
 }
 
 #[tokio::test]
@@ -80,18 +46,9 @@ async fn stopping_a_finished_or_unknown_job_succeeds_and_changes_nothing() {
     let s = scheduler();
     s.run(&sh("done", "exit 3")).await;
     s.scheduler.stop("done", Duration::ZERO).await.unwrap();
-    assert_eq!(
-        s.scheduler.observe("done").await.unwrap(),
-        TaskObservation::Exited { exit_code: 3 }
-    );
-    s.scheduler
-        .stop("never-started", Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.scheduler.observe("never-started").await.unwrap(),
-        TaskObservation::Unknown
-    );
+    assert_eq!(s.scheduler.observe("done").await.unwrap(), TaskObservation::Exited { exit_code: 3 });
+    s.scheduler.stop("never-started", Duration::ZERO).await.unwrap();
+    assert_eq!(s.scheduler.observe("never-started").await.unwrap(), TaskObservation::Unknown);
 }
 
 #[tokio::test]
@@ -100,23 +57,19 @@ async fn background_processes_end_with_the_task() {
     // A duration no other process on the host has, so the host can look for it.
     let duration = format!("3600.{}", std::process::id());
     let (observation, logs) = s
-        .run(&sh("bg", &format!(
-        // Waits until the background process really is `sleep`, then leaves it behind.
-        "sleep {duration} & until grep -q {duration} /proc/$!/cmdline; do sleep 0.01; done; echo started"
-    )))
+        .run(&sh(
+            "bg",
+            &format!(
+                // Waits until the background process really is `sleep`, then leaves it behind.
+                "sleep {duration} & until grep -q {duration} /proc/$!/cmdline; do sleep 0.01; done; echo started"
+            ),
+        ))
         .await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
     let cmdline = format!("sleep\0{duration}\0");
     let deadline = Instant::now() + Duration::from_secs(5);
     while host_has_process(cmdline.as_bytes()) {
-        assert!(
-            Instant::now() < deadline,
-            "the background sleep outlived its job"
-        );
+        assert!(Instant::now() < deadline, "the background sleep outlived its job");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -147,12 +100,8 @@ async fn finished_jobs_leave_no_zombies_behind_even_when_the_server_is_pid_1() {
         .flatten()
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
         .filter(|status| {
-            status
-                .lines()
-                .any(|l| l.starts_with("PPid:") && l.split_whitespace().nth(1) == Some(&me))
-                && status
-                    .lines()
-                    .any(|l| l.starts_with("State:") && l.contains("zombie"))
+            status.lines().any(|l| l.starts_with("PPid:") && l.split_whitespace().nth(1) == Some(&me))
+                && status.lines().any(|l| l.starts_with("State:") && l.contains("zombie"))
         })
         .collect();
     assert!(zombies.is_empty(), "{zombies:?}");

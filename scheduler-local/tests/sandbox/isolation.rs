@@ -12,18 +12,11 @@ async fn a_task_runs_as_nobody_with_no_capabilities() {
     let s = scheduler();
     let script = "id -u; id -g; grep -E '^Cap(Eff|Prm|Inh|Amb)' /proc/self/status; hostname";
     let (observation, logs) = s.run(&sh("whoami", script)).await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
     let lines: Vec<&str> = logs.lines().collect();
     assert_eq!(lines[..2], ["65534", "65534"], "{logs}");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
-        assert!(
-            logs.contains(&format!("{cap}:\t0000000000000000")),
-            "{cap} in {logs}"
-        );
+        assert!(logs.contains(&format!("{cap}:\t0000000000000000")), "{cap} in {logs}");
     }
     assert_eq!(lines.last(), Some(&"gofer-sandbox"));
 }
@@ -32,11 +25,7 @@ async fn a_task_runs_as_nobody_with_no_capabilities() {
 async fn a_task_cannot_read_root_only_host_files() {
     let s = scheduler();
     let (observation, logs) = s.run(&sh("shadow", "cat /etc/shadow")).await;
-    assert_ne!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
+    assert_ne!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
     assert!(logs.contains("Permission denied"), "{logs}");
 }
 
@@ -47,31 +36,16 @@ async fn only_declared_environment_variables_reach_the_task() {
     declared.env.insert("GOFER_RUN".into(), "7".into());
     declared.env.insert("WITH_SPACES".into(), "a b  c".into());
     let (observation, logs) = s.run(&declared).await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
-    let keys: BTreeSet<&str> = logs
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, _)| k)
-        .collect();
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
+    let keys: BTreeSet<&str> = logs.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k).collect();
     // PWD comes from bwrap's --chdir.
-    assert_eq!(
-        keys,
-        BTreeSet::from(["GOFER_RUN", "HOME", "PATH", "PWD", "WITH_SPACES"]),
-        "{logs}"
-    );
+    assert_eq!(keys, BTreeSet::from(["GOFER_RUN", "HOME", "PATH", "PWD", "WITH_SPACES"]), "{logs}");
     assert!(logs.contains("WITH_SPACES=a b  c\n"));
     assert!(logs.contains("HOME=/job\n"));
     assert!(logs.contains("PATH=/usr/local/bin:/usr/bin:/bin\n"));
     // None of the test process's own variables get in.
     for (key, _) in std::env::vars() {
-        assert!(
-            !logs.contains(&format!("{key}=")) || keys.contains(key.as_str()),
-            "{key} leaked: {logs}"
-        );
+        assert!(!logs.contains(&format!("{key}=")) || keys.contains(key.as_str()), "{key} leaked: {logs}");
     }
 
     let mut overridden = spec("env-home", &["sh", "-c", "echo $HOME"]);
@@ -82,11 +56,7 @@ async fn only_declared_environment_variables_reach_the_task() {
 #[tokio::test]
 async fn task_secrets_do_not_appear_in_host_process_lists() {
     let s = scheduler();
-    let secret = format!(
-        "s3cret-{}-{:?}",
-        std::process::id(),
-        std::time::Instant::now()
-    );
+    let secret = format!("s3cret-{}-{:?}", std::process::id(), std::time::Instant::now());
     let mut task = sh("secret", "echo ready; sleep 30");
     task.env.insert("TOKEN".into(), secret.clone());
     s.scheduler.start(&task).await.unwrap();
@@ -115,16 +85,10 @@ async fn the_task_has_only_a_loopback_network() {
     let port = listener.local_addr().unwrap().port();
     let script = connect_script(port);
     let (observation, logs) = s.run(&spec("offline", &["python3", "-c", &script])).await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
     assert!(logs.starts_with("refused"), "{logs}");
 
-    let (_, devices) = s
-        .run(&sh("devices", "tail -n +3 /proc/net/dev | cut -d: -f1"))
-        .await;
+    let (_, devices) = s.run(&sh("devices", "tail -n +3 /proc/net/dev | cut -d: -f1")).await;
     assert_eq!(devices.split_whitespace().collect::<Vec<_>>(), ["lo"]);
 }
 
@@ -153,43 +117,22 @@ async fn usr_is_read_only_tmp_is_private_and_job_is_writable() {
     );
     let (_, logs) = s.run(&sh("files", &script)).await;
     assert_eq!(logs, "tmp-writable\njob-writable\n/job\n");
-    assert_eq!(
-        std::fs::read_to_string(s.job_dir("files").join("out.txt")).unwrap(),
-        "result\n"
-    );
-    assert!(
-        !std::env::temp_dir().join(private_name).exists(),
-        "the sandbox's /tmp leaked to the host"
-    );
+    assert_eq!(std::fs::read_to_string(s.job_dir("files").join("out.txt")).unwrap(), "result\n");
+    assert!(!std::env::temp_dir().join(private_name).exists(), "the sandbox's /tmp leaked to the host");
 }
 
 #[tokio::test]
 async fn an_allocation_past_the_memory_limit_fails() {
     let s = scheduler_with(|c| c.memory_limit_mb = 200);
-    let allocate = |mb: u32| {
-        spec(
-            "alloc",
-            &[
-                "python3",
-                "-c",
-                &format!("b = bytearray({mb} * 1024 * 1024); print('ok')"),
-            ],
-        )
-    };
+    let allocate =
+        |mb: u32| spec("alloc", &["python3", "-c", &format!("b = bytearray({mb} * 1024 * 1024); print('ok')")]);
     let (observation, logs) = s.run(&allocate(300)).await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 1 },
-        "{logs}"
-    );
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 1 }, "{logs}");
     assert!(logs.contains("MemoryError"), "{logs}");
 
     let mut small = allocate(50);
     small.job_id = "alloc-small".into();
-    assert_eq!(
-        s.run(&small).await,
-        (TaskObservation::Exited { exit_code: 0 }, "ok\n".into())
-    );
+    assert_eq!(s.run(&small).await, (TaskObservation::Exited { exit_code: 0 }, "ok\n".into()));
 }
 
 #[tokio::test]
@@ -202,11 +145,7 @@ async fn a_task_cannot_fork_past_the_process_limit() {
                   time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('fork failed:', e)\n\
                   print('forked', n, flush=True)\nos._exit(0)";
     let (observation, logs) = s.run(&spec("forks", &["python3", "-c", script])).await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
     assert!(logs.contains("fork failed"), "{logs}");
     let forked: u32 = logs.trim().rsplit(' ').next().unwrap().parse().unwrap();
     assert!(forked < 150, "{logs}");
@@ -220,10 +159,6 @@ async fn environments_larger_than_a_pipe_buffer_reach_the_task() {
         task.env.insert(key.into(), "x".repeat(60_000));
     }
     let (observation, logs) = s.run(&task).await;
-    assert_eq!(
-        observation,
-        TaskObservation::Exited { exit_code: 0 },
-        "{logs}"
-    );
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 }, "{logs}");
     assert_eq!(logs.trim(), "180000");
 }

@@ -28,18 +28,11 @@ pub fn scheduler_with(configure: impl FnOnce(&mut LocalSchedulerConfig)) -> Test
     let dir = tempfile::tempdir().unwrap();
     // Not left to the umask: as root, sandboxes start as uid 65534, which must be able to enter it.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut config = LocalSchedulerConfig {
-        work_dir: dir.path().join("work"),
-        ..LocalSchedulerConfig::default()
-    };
+    let mut config = LocalSchedulerConfig { work_dir: dir.path().join("work"), ..LocalSchedulerConfig::default() };
     configure(&mut config);
     let scheduler = LocalScheduler::new(config).unwrap();
     let work_dir = scheduler.config().work_dir.clone();
-    TestScheduler {
-        scheduler,
-        work_dir,
-        _dir: dir,
-    }
+    TestScheduler { scheduler, work_dir, _dir: dir }
 }
 
 /// A spec running `command` with a generous timeout and no environment.
@@ -79,10 +72,7 @@ impl TestScheduler {
             if observation.is_final() {
                 return observation;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{job_id} still {observation:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "{job_id} still {observation:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -91,21 +81,14 @@ impl TestScheduler {
     pub async fn wait_for_output(&self, job_id: &str, needle: &str) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while !self.logs(job_id).await.contains(needle) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{job_id} never printed {needle:?}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "{job_id} never printed {needle:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// The job's whole output so far.
     pub async fn logs(&self, job_id: &str) -> String {
-        let chunk = self
-            .scheduler
-            .read_logs(job_id, 0, usize::MAX)
-            .await
-            .unwrap();
+        let chunk = self.scheduler.read_logs(job_id, 0, usize::MAX).await.unwrap();
         String::from_utf8(chunk.data).unwrap()
     }
 
