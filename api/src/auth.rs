@@ -89,6 +89,8 @@ impl Permission for Write {
 pub struct TenantAccess<P> {
     /// The tenant of the token.
     pub tenant: TenantId,
+    /// The token's id (recorded, for example, as the initiator of runs).
+    pub token_id: uuid::Uuid,
     _permission: std::marker::PhantomData<P>,
 }
 
@@ -100,8 +102,8 @@ impl<P: Permission + 'static> FromRequest for TenantAccess<P> {
         let auth = Authenticated::from_request(req, payload);
         Box::pin(async move {
             match auth.await?.0 {
-                Principal::Tenant { tenant, role, .. } if P::granted(role) => {
-                    Ok(TenantAccess { tenant, _permission: std::marker::PhantomData })
+                Principal::Tenant { tenant, role, token_id } if P::granted(role) => {
+                    Ok(TenantAccess { tenant, token_id, _permission: std::marker::PhantomData })
                 }
                 Principal::Tenant { .. } => {
                     Err(ApiError::Forbidden(format!("this route needs the {} permission", P::NAME)))

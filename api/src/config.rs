@@ -38,6 +38,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest pipeline config accepted, in bytes.
     pub max_config_bytes: usize,
+    /// The API's URL as tasks reach it (`GOFER_API_URL` in every task); default `http://<listen>`.
+    pub public_url: Option<String>,
 }
 
 /// Log output format.
@@ -70,8 +72,27 @@ pub struct EngineSettings {
     pub poll_interval_ms: u64,
     /// How often to read a running task's state and logs, in milliseconds.
     pub monitor_interval_ms: u64,
-    /// How long a claim on a task execution holds without a heartbeat, in seconds.
+    /// How long a claim on a task execution holds without a heartbeat, in seconds; a dead
+    /// replica's tasks are taken over after it.
     pub lease_s: u64,
+    /// Seconds a stopped task gets between SIGTERM and SIGKILL.
+    pub stop_grace_s: u64,
+    /// Timeout of a task that sets no `timeout_s`, in seconds.
+    pub default_task_timeout_s: u32,
+    /// The longest any task may run, in seconds (a task asking for more is stopped at this).
+    pub max_task_timeout_s: u32,
+    /// Timeout of a run whose pipeline sets no `run_timeout_s`, in seconds.
+    pub default_run_timeout_s: u32,
+    /// CPU of a task that sets none, in millicores.
+    pub default_cpu_millis: u32,
+    /// Memory of a task that sets none, in MiB.
+    pub default_memory_mb: u32,
+    /// Infrastructure failures (scheduler errors, lost tasks) retried per task execution.
+    pub infra_retries: u32,
+    /// First retry backoff in milliseconds, doubled per failure (capped at a minute).
+    pub retry_backoff_ms: u64,
+    /// Running task executions per tenant; 0 means no limit.
+    pub tenant_max_running_tasks: u32,
 }
 
 /// The local sandbox scheduler.
@@ -106,19 +127,40 @@ impl Default for Config {
             sandbox: SandboxSettings::default(),
             max_body_bytes: 64 * 1024,
             max_config_bytes: 1024 * 1024,
+            public_url: None,
         }
     }
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { max_parallel_tasks: 16, poll_interval_ms: 2000, monitor_interval_ms: 200, lease_s: 60 }
+        Self {
+            max_parallel_tasks: 16,
+            poll_interval_ms: 2000,
+            monitor_interval_ms: 200,
+            lease_s: 60,
+            stop_grace_s: 10,
+            default_task_timeout_s: 3600,
+            max_task_timeout_s: 24 * 3600,
+            default_run_timeout_s: 24 * 3600,
+            default_cpu_millis: 1000,
+            default_memory_mb: 2048,
+            infra_retries: 3,
+            retry_backoff_ms: 1000,
+            tenant_max_running_tasks: 0,
+        }
     }
 }
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        Self { work_dir: None, bwrap_path: "bwrap".into(), share_network: false, memory_limit_mb: 4096, max_processes: 512 }
+        Self {
+            work_dir: None,
+            bwrap_path: "bwrap".into(),
+            share_network: false,
+            memory_limit_mb: 4096,
+            max_processes: 512,
+        }
     }
 }
 

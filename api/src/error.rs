@@ -190,6 +190,10 @@ impl From<EngineError> for ApiError {
             EngineError::TaskNotFound(id) => {
                 ApiError::NotFound { code: "task_not_found", detail: format!("task {id} does not exist in this run") }
             }
+            EngineError::AttemptNotFound(n) => ApiError::NotFound {
+                code: "attempt_not_found",
+                detail: format!("attempt {n} does not exist for this task"),
+            },
             EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
             other @ (EngineError::Corrupt(_) | EngineError::Logs(_) | EngineError::Database(_)) => {
                 ApiError::internal(other)

@@ -22,12 +22,15 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(namespaces::list)
         .service(namespaces::get)
         .service(pipelines::register_config)
+        .service(runs::cancel_all)
         .service(runs::start)
         .service(runs::list)
         .service(runs::get)
         .service(runs::list_tasks)
         .service(runs::get_task)
-        .service(runs::task_logs);
+        .service(runs::task_logs)
+        .service(runs::list_attempts)
+        .service(runs::cancel);
 }
 
 /// Reads a raw JSON body of at most `limit` bytes, refusing other content types.

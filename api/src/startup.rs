@@ -78,23 +78,11 @@ impl Application {
                 .context("starting the local sandbox scheduler")?,
             ),
         };
-        let logs = LogStore::new(config.state_dir.join("logs"));
-        let engine = Engine::new(
-            pool.clone(),
-            scheduler,
-            logs.clone(),
-            EngineConfig {
-                max_parallel_tasks: config.engine.max_parallel_tasks,
-                poll_interval: Duration::from_millis(config.engine.poll_interval_ms),
-                monitor_interval: Duration::from_millis(config.engine.monitor_interval_ms),
-                lease: Duration::from_secs(config.engine.lease_s),
-                ..EngineConfig::default()
-            },
-        )
-        .spawn();
-
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
+        let logs = LogStore::new(config.state_dir.join("logs"));
+        let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port)).spawn();
+
         let max_body = config.max_body_bytes;
         let state = web::Data::new(AppState { pool, logs, config, migrator: &MIGRATOR });
         let server = HttpServer::new(move || {
@@ -140,6 +128,30 @@ impl actix_web::Responder for ApiError {
     type Body = actix_web::body::BoxBody;
     fn respond_to(self, _: &actix_web::HttpRequest) -> actix_web::HttpResponse {
         actix_web::ResponseError::error_response(&self)
+    }
+}
+
+/// The engine's settings from the service config; `port` is the bound port (for GOFER_API_URL).
+fn engine_config(config: &Config, port: u16) -> EngineConfig {
+    let e = &config.engine;
+    let host = config.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+    let host = if host == "0.0.0.0" || host == "[::]" { "127.0.0.1" } else { host };
+    EngineConfig {
+        max_parallel_tasks: e.max_parallel_tasks,
+        poll_interval: Duration::from_millis(e.poll_interval_ms),
+        monitor_interval: Duration::from_millis(e.monitor_interval_ms),
+        lease: Duration::from_secs(e.lease_s),
+        stop_grace: Duration::from_secs(e.stop_grace_s),
+        default_task_timeout: Duration::from_secs(u64::from(e.default_task_timeout_s)),
+        max_task_timeout: Duration::from_secs(u64::from(e.max_task_timeout_s)),
+        default_run_timeout: Duration::from_secs(u64::from(e.default_run_timeout_s)),
+        default_cpu_millis: e.default_cpu_millis,
+        default_memory_mb: e.default_memory_mb,
+        infra_retries: e.infra_retries,
+        retry_backoff: Duration::from_millis(e.retry_backoff_ms),
+        tenant_max_running_tasks: e.tenant_max_running_tasks,
+        api_url: config.public_url.clone().unwrap_or_else(|| format!("http://{host}:{port}")),
+        ..EngineConfig::default()
     }
 }
 

@@ -9,8 +9,6 @@ use crate::dag::{Condition, find_cycle};
 use crate::id::{IdError, TaskId, validate_identifier};
 use crate::json::{self, JsonError};
 
-/// Timeout applied to a task that does not set `timeout_s`.
-pub const DEFAULT_TASK_TIMEOUT_S: u32 = 3600;
 /// The longest timeout a task may ask for (plans set lower ceilings).
 pub const MAX_TASK_TIMEOUT_S: u32 = 7 * 24 * 3600;
 /// The most tasks one pipeline may hold.
@@ -67,8 +65,10 @@ pub struct TaskConfig {
     /// Parents and what each must end with before this task runs.
     #[serde(default)]
     pub depends_on: BTreeMap<TaskId, Condition>,
-    /// Seconds before the task is stopped and fails with reason `timeout`.
-    pub timeout_s: u32,
+    /// Seconds before the task is stopped and fails with reason `timeout`; `null` uses the
+    /// server's default. The server's ceiling applies either way.
+    #[serde(default)]
+    pub timeout_s: Option<u32>,
     /// Overrides the image's entrypoint.
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
@@ -291,8 +291,8 @@ impl ValidConfig {
                 }
             }
             check_env(&at("env"), &task.env)?;
-            let timeout_s = task.timeout_s.unwrap_or(DEFAULT_TASK_TIMEOUT_S);
-            if timeout_s == 0 || timeout_s > MAX_TASK_TIMEOUT_S {
+            let timeout_s = task.timeout_s;
+            if timeout_s.is_some_and(|t| t == 0 || t > MAX_TASK_TIMEOUT_S) {
                 return Err(invalid(&at("timeout_s"), &format!("must be between 1 and {MAX_TASK_TIMEOUT_S}")));
             }
             if let Some(entrypoint) = &task.entrypoint {
@@ -417,8 +417,8 @@ mod tests {
     #[test]
     fn a_valid_config_gets_defaults() {
         let cfg = parse(TWO_TASKS).unwrap();
-        assert_eq!(cfg.config().tasks[0].timeout_s, DEFAULT_TASK_TIMEOUT_S);
-        assert_eq!(cfg.config().tasks[1].timeout_s, 30);
+        assert_eq!(cfg.config().tasks[0].timeout_s, None);
+        assert_eq!(cfg.config().tasks[1].timeout_s, Some(30));
         assert_eq!(cfg.config().description, "");
         let task = &cfg.config().tasks[0];
         assert_eq!((task.retries, task.inject_api_token, task.cpu, task.memory_mb), (0, false, None, None));
@@ -502,7 +502,7 @@ mod tests {
     fn the_hash_ignores_key_order_and_explicit_defaults() {
         let a = parse(TWO_TASKS).unwrap();
         let b = parse(r#"{"tasks":[
-            {"command":["echo","hi"],"image":"debian:12","id":"build","timeout_s":3600,"env":{}},
+            {"command":["echo","hi"],"image":"debian:12","id":"build","retries":0,"env":{}},
             {"depends_on":{"build":"success"},"id":"test","image":"debian:12","command":["true"],"timeout_s":30}],"name":"Two","description":""}"#).unwrap();
         assert_eq!(a.canonical_hash(), b.canonical_hash());
         let c = parse(&TWO_TASKS.replace("\"hi\"", "\"ho\"")).unwrap();

@@ -12,4 +12,4 @@ pub mod state;
 pub use config::{ConfigError, PipelineConfig, TaskConfig, ValidConfig};
 pub use dag::Condition;
 pub use id::{IdError, NamespaceId, PipelineId, RunId, TaskId, TenantId};
-pub use state::{EventKind, RunState, RunStatus, StatusReason, TaskState, TaskStatus};
+pub use state::{EventKind, RunState, RunStatus, StatusReason, TaskState, TaskStatus, WaitingReason};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::id::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
-use crate::state::{RunState, RunStatus, StatusReason, TaskState, TaskStatus};
+use crate::state::{RunState, RunStatus, StatusReason, TaskState, TaskStatus, WaitingReason};
 
 /// A tenant: an isolated customer of the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,11 @@ pub struct Run {
     pub status_reason: Option<Reason>,
     /// Variables given at start; every task sees them as environment variables.
     pub variables: BTreeMap<String, String>,
+    /// Who started it.
+    pub initiator: Initiator,
+    /// When it is stopped and failed with reason `timeout` if still unfinished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deadline: Option<OffsetDateTime>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -90,8 +95,12 @@ pub struct TaskExecution {
     pub task_id: TaskId,
     /// The image the task asked for.
     pub image: String,
+    /// The current (or last) attempt, from 1. Earlier attempts are listed under `…/attempts`.
+    pub attempt: u32,
     /// Where it is in its life.
     pub state: TaskState,
+    /// Why it is not running yet, while it waits.
+    pub waiting_reason: Option<WaitingReason>,
     /// How it ended (`unknown` until complete).
     pub status: TaskStatus,
     /// Why it ended that way, when it did not succeed.
@@ -100,6 +109,8 @@ pub struct TaskExecution {
     pub exit_code: Option<i32>,
     /// The scheduler's id for the job (deterministic, see DESIGN.md).
     pub scheduler_id: Option<String>,
+    /// The node (host) the current attempt runs or ran on.
+    pub node: Option<String>,
     /// When the execution was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -107,6 +118,52 @@ pub struct TaskExecution {
     #[serde(with = "time::serde::rfc3339::option")]
     pub started: Option<OffsetDateTime>,
     /// When it completed.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended: Option<OffsetDateTime>,
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Initiator {
+    /// `token` (an API token), `extension` or `system`.
+    pub kind: String,
+    /// The token id, extension id, or system component.
+    pub id: String,
+}
+
+impl Initiator {
+    /// A run started with an API token.
+    pub fn token(id: impl std::fmt::Display) -> Self {
+        Self { kind: "token".into(), id: id.to_string() }
+    }
+}
+
+/// One attempt of a task execution: the engine runs a task again after an infrastructure failure,
+/// or after its own failure when the config asks for `retries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskAttempt {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The scheduler's job id of this attempt.
+    pub scheduler_id: String,
+    /// The node it ran on.
+    pub node: Option<String>,
+    /// `running` or `complete`.
+    pub state: TaskState,
+    /// How it ended.
+    pub status: TaskStatus,
+    /// Why it ended that way.
+    pub status_reason: Option<Reason>,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Whether the engine ran the task again after this attempt.
+    pub retried: bool,
+    /// When it was dispatched.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: OffsetDateTime,
+    /// When it ended.
     #[serde(with = "time::serde::rfc3339::option")]
     pub ended: Option<OffsetDateTime>,
 }

@@ -34,10 +34,33 @@ pub struct TaskSpec {
     pub image: String,
     /// Command and arguments.
     pub command: Vec<String>,
+    /// Overrides the image's entrypoint; the command follows it.
+    pub entrypoint: Option<Vec<String>>,
     /// The complete environment the task sees (task env, run variables and `GOFER_*`).
     pub env: BTreeMap<String, String>,
     /// Wall-clock limit; the scheduler stops the task when it passes.
     pub timeout: Duration,
+    /// CPU in millicores.
+    pub cpu_millis: u32,
+    /// Memory limit in MiB.
+    pub memory_mb: u32,
+    /// Credentials for pulling a private image, resolved from the task's `registry_auth` secret.
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// Registry credentials; never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryAuth({}, ***)", self.username)
+    }
 }
 
 impl TaskSpec {
@@ -145,4 +168,9 @@ pub trait Scheduler: Send + Sync + 'static {
 
     /// Forgets a finished job and frees what it held (work directory, stored output).
     fn purge<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>>;
+
+    /// The node (host) the job runs or ran on, once placed.
+    fn node<'a>(&'a self, _job_id: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
+    }
 }

@@ -121,7 +121,7 @@ wire_enum!(
         /// The task was stopped because it used more memory than allowed.
         OutOfMemory => "out_of_memory",
         /// The run or task was cancelled by a user.
-        Cancelled => "cancelled",
+        UserCancelled => "user_cancelled",
         /// The scheduler lost track of the task.
         Orphaned => "orphaned",
         /// A task of the run failed.
@@ -188,5 +188,27 @@ wire_enum!(
         TaskStarted => "task_started",
         /// A task execution completed (including skipped); the payload has its status.
         TaskCompleted => "task_completed",
+        /// An attempt failed and the task execution will run again; the payload says why and when.
+        TaskRetrying => "task_retrying",
+        /// A replica took over a task execution whose lease expired.
+        TaskTakenOver => "task_taken_over",
+        /// Cancelling a run was requested (by a user, or by its timeout).
+        RunCancelling => "run_cancelling",
+    }
+);
+
+wire_enum!(
+    /// Why a task execution that has not started running yet is waiting.
+    WaitingReason {
+        /// Some parent has not finished.
+        WaitingForDependencies => "waiting_for_dependencies",
+        /// Ready; waiting for a free slot (replica capacity or the tenant's concurrency limit).
+        WaitingForCapacity => "waiting_for_capacity",
+        /// Ready; the pipeline already runs as many runs as its `parallelism` allows.
+        WaitingForParallelism => "waiting_for_parallelism",
+        /// Dispatched; the scheduler has not started it yet (placing, pulling the image).
+        WaitingForScheduler => "waiting_for_scheduler",
+        /// A previous attempt failed; the next one starts after a backoff.
+        WaitingForRetry => "waiting_for_retry",
     }
 );

@@ -3,20 +3,24 @@
 
 use std::collections::BTreeMap;
 
-use gofer_core::model::{Reason, Run, TaskExecution};
-use gofer_core::{PipelineConfig, RunId, RunState, RunStatus, StatusReason, TaskId, TaskState, TaskStatus};
+use gofer_core::model::{Initiator, Reason, Run, TaskExecution};
+use gofer_core::{
+    PipelineConfig, RunId, RunState, RunStatus, StatusReason, TaskId, TaskState, TaskStatus, WaitingReason,
+};
+use sqlx::PgConnection;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use crate::EngineError;
 use crate::runs::{PipelineKey, RunKey, TaskKey};
 
-fn corrupt(what: impl std::fmt::Display) -> EngineError {
+pub(crate) mod queue;
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> EngineError {
     EngineError::Corrupt(what.to_string())
 }
 
-fn reason(code: Option<String>, description: Option<String>) -> Result<Option<Reason>, EngineError> {
+pub(crate) fn reason(code: Option<String>, description: Option<String>) -> Result<Option<Reason>, EngineError> {
     code.map(|c| {
         Ok(Reason { reason: c.parse::<StatusReason>().map_err(corrupt)?, description: description.unwrap_or_default() })
     })
@@ -142,10 +146,13 @@ pub(crate) async fn insert_run(
     key: &RunKey,
     config_version: i64,
     variables: &BTreeMap<String, String>,
+    initiator: &Initiator,
+    timeout_s: u32,
 ) -> Result<(), EngineError> {
     sqlx::query(
-        "INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6)",
+        "INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables,
+                           initiator, deadline_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8))",
     )
     .bind(key.pipeline.tenant.as_str())
     .bind(key.pipeline.namespace.as_str())
@@ -153,6 +160,8 @@ pub(crate) async fn insert_run(
     .bind(key.run.get())
     .bind(config_version)
     .bind(Json(variables))
+    .bind(Json(initiator))
+    .bind(f64::from(timeout_s))
     .execute(conn)
     .await?;
     Ok(())
@@ -165,8 +174,9 @@ pub(crate) async fn insert_task_execution(
     image: &str,
 ) -> Result<(), EngineError> {
     sqlx::query(
-        "INSERT INTO task_executions (tenant_id, namespace_id, pipeline_id, run_id, task_id, image, state, status)
-         VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 'unknown')",
+        "INSERT INTO task_executions (tenant_id, namespace_id, pipeline_id, run_id, task_id, image, state, status,
+                                      waiting_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 'unknown', 'waiting_for_dependencies')",
     )
     .bind(key.pipeline.tenant.as_str())
     .bind(key.pipeline.namespace.as_str())
@@ -190,12 +200,25 @@ pub(crate) struct RunRow {
     status_reason: Option<String>,
     status_description: Option<String>,
     variables: Json<BTreeMap<String, String>>,
+    initiator: Json<Initiator>,
+    deadline_at: Option<OffsetDateTime>,
+    pub cancel_reason: Option<String>,
     created_at: OffsetDateTime,
     started_at: Option<OffsetDateTime>,
     ended_at: Option<OffsetDateTime>,
 }
 
 impl RunRow {
+    /// Why the run is being stopped, when it is.
+    pub(crate) fn cancelling(&self) -> Option<crate::cancel::CancelReason> {
+        self.cancel_reason.as_deref().and_then(crate::cancel::CancelReason::parse)
+    }
+
+    /// The run's variables.
+    pub(crate) fn variables(&self) -> &BTreeMap<String, String> {
+        &self.variables.0
+    }
+
     pub(crate) fn into_run(self) -> Result<Run, EngineError> {
         Ok(Run {
             id: RunId::from_i64(self.id),
@@ -206,6 +229,8 @@ impl RunRow {
             status: self.status.parse::<RunStatus>().map_err(corrupt)?,
             status_reason: reason(self.status_reason, self.status_description)?,
             variables: self.variables.0,
+            initiator: self.initiator.0,
+            deadline: self.deadline_at,
             created: self.created_at,
             started: self.started_at,
             ended: self.ended_at,
@@ -217,7 +242,7 @@ impl RunRow {
 macro_rules! run_columns {
     () => {
         "namespace_id, pipeline_id, id, config_version, state, status, status_reason, \
-         status_description, variables, created_at, started_at, ended_at"
+         status_description, variables, initiator, deadline_at, cancel_reason, created_at, started_at, ended_at"
     };
 }
 
@@ -310,12 +335,15 @@ pub(crate) struct TaskRow {
     run_id: i64,
     task_id: String,
     image: String,
+    attempt: i32,
     state: String,
+    waiting_reason: Option<String>,
     status: String,
     status_reason: Option<String>,
     status_description: Option<String>,
     exit_code: Option<i32>,
     scheduler_id: Option<String>,
+    node: Option<String>,
     created_at: OffsetDateTime,
     started_at: Option<OffsetDateTime>,
     ended_at: Option<OffsetDateTime>,
@@ -327,11 +355,14 @@ impl TaskRow {
             run_id: RunId::from_i64(self.run_id),
             task_id: self.task_id.parse().map_err(corrupt)?,
             image: self.image,
+            attempt: u32::try_from(self.attempt).map_err(corrupt)?,
             state: self.state.parse::<TaskState>().map_err(corrupt)?,
+            waiting_reason: self.waiting_reason.map(|w| w.parse::<WaitingReason>()).transpose().map_err(corrupt)?,
             status: self.status.parse::<TaskStatus>().map_err(corrupt)?,
             status_reason: reason(self.status_reason, self.status_description)?,
             exit_code: self.exit_code,
             scheduler_id: self.scheduler_id,
+            node: self.node,
             created: self.created_at,
             started: self.started_at,
             ended: self.ended_at,
@@ -342,8 +373,8 @@ impl TaskRow {
 /// The columns [`TaskRow`] reads.
 macro_rules! task_columns {
     () => {
-        "run_id, task_id, image, state, status, status_reason, status_description, exit_code, \
-         scheduler_id, created_at, started_at, ended_at"
+        "run_id, task_id, image, attempt, state, waiting_reason, status, status_reason, status_description, \
+         exit_code, scheduler_id, node, created_at, started_at, ended_at"
     };
 }
 
@@ -393,9 +424,13 @@ pub(crate) async fn get_task_execution(
     .transpose()
 }
 
-pub(crate) async fn queue_task(conn: &mut PgConnection, key: &TaskKey) -> Result<(), EngineError> {
+pub(crate) async fn queue_task(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    reason: WaitingReason,
+) -> Result<(), EngineError> {
     sqlx::query(
-        "UPDATE task_executions SET state = 'queued', queued_at = now()
+        "UPDATE task_executions SET state = 'queued', queued_at = now(), waiting_reason = $6
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5 AND state = 'waiting'",
     )
     .bind(key.run.pipeline.tenant.as_str())
@@ -403,6 +438,7 @@ pub(crate) async fn queue_task(conn: &mut PgConnection, key: &TaskKey) -> Result
     .bind(key.run.pipeline.pipeline.as_str())
     .bind(key.run.run.get())
     .bind(key.task.as_str())
+    .bind(reason.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -422,7 +458,7 @@ pub(crate) async fn complete_task(
 ) -> Result<bool, EngineError> {
     let done = sqlx::query(
         "UPDATE task_executions SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
-             exit_code = $10, ended_at = now(), lease_owner = NULL, lease_until = NULL
+             exit_code = $10, ended_at = now(), lease_owner = NULL, lease_until = NULL, waiting_reason = NULL
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
            AND state = $6 AND ($11::uuid IS NULL OR lease_owner = $11)",
     )
@@ -438,84 +474,6 @@ pub(crate) async fn complete_task(
     .bind(exit_code)
     .bind(owner)
     .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(done == 1)
-}
-
-/// A task execution claimed from the queue.
-#[derive(sqlx::FromRow)]
-pub(crate) struct ClaimedRow {
-    pub tenant_id: String,
-    pub namespace_id: String,
-    pub pipeline_id: String,
-    pub run_id: i64,
-    pub task_id: String,
-    pub attempt: i32,
-}
-
-/// Cross-tenant: claims the oldest queued task execution for `owner`, leasing it until
-/// `now + lease_s`. SKIP LOCKED lets replicas claim side by side without waiting on each other.
-pub(crate) async fn claim_next(
-    conn: &mut PgConnection,
-    owner: uuid::Uuid,
-    lease_s: f64,
-) -> Result<Option<ClaimedRow>, EngineError> {
-    Ok(sqlx::query_as::<_, ClaimedRow>(
-        "UPDATE task_executions te SET state = 'running', started_at = now(), lease_owner = $1,
-             lease_until = now() + make_interval(secs => $2)
-         FROM (SELECT tenant_id, namespace_id, pipeline_id, run_id, task_id FROM task_executions
-               WHERE state = 'queued' ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED) next
-         WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
-             = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
-         RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt",
-    )
-    .bind(owner)
-    .bind(lease_s)
-    .fetch_optional(conn)
-    .await?)
-}
-
-pub(crate) async fn set_scheduler_id(
-    conn: &mut PgConnection,
-    key: &TaskKey,
-    scheduler_id: &str,
-) -> Result<(), EngineError> {
-    sqlx::query(
-        "UPDATE task_executions SET scheduler_id = $6
-         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5",
-    )
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
-    .bind(scheduler_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Extends this replica's lease; answers false when the lease was lost.
-pub(crate) async fn heartbeat(
-    pool: &PgPool,
-    key: &TaskKey,
-    owner: uuid::Uuid,
-    lease_s: f64,
-) -> Result<bool, EngineError> {
-    let done = sqlx::query(
-        "UPDATE task_executions SET lease_until = now() + make_interval(secs => $7)
-         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-           AND state = 'running' AND lease_owner = $6",
-    )
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
-    .bind(owner)
-    .bind(lease_s)
-    .execute(pool)
     .await?
     .rows_affected();
     Ok(done == 1)

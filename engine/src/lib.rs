@@ -1,10 +1,13 @@
 //! Gofer's run engine: pipelines and their config versions, runs, the Postgres run queue, dispatch
 //! to a [`Scheduler`](gofer_core::scheduler::Scheduler), monitoring, DAG release and log capture.
 
+mod cancel;
 mod db;
 mod deployments;
 pub mod events;
 pub mod logs;
+mod monitor;
+mod outcome;
 pub mod pipelines;
 mod release;
 pub mod runs;
@@ -33,6 +36,9 @@ pub enum EngineError {
     /// No such task in the run.
     #[error("task {0} does not exist in this run")]
     TaskNotFound(TaskId),
+    /// No such attempt of the task execution.
+    #[error("attempt {0} does not exist for this task")]
+    AttemptNotFound(u32),
     /// Run variables broke a rule.
     #[error(transparent)]
     InvalidVariables(ConfigError),

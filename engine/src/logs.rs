@@ -1,4 +1,5 @@
-//! Task execution logs on the local filesystem, keyed `tenants/<t>/namespaces/<ns>/pipelines/<p>/runs/<r>/tasks/<task>.log`.
+//! Task execution logs on the local filesystem, keyed
+//! `tenants/<t>/namespaces/<ns>/pipelines/<p>/runs/<r>/tasks/<task>/attempt-<n>.log`.
 //!
 //! The object-store backend (S3) replaces this in a later issue; the keys stay the same.
 
@@ -20,14 +21,16 @@ pub struct LogKey {
     pub run: RunId,
     /// Task.
     pub task: TaskId,
+    /// Attempt, from 1: each attempt keeps its own log.
+    pub attempt: u32,
 }
 
 impl LogKey {
     /// The relative path of the log; every component was validated, so it cannot escape the root.
     pub fn path(&self) -> String {
         format!(
-            "tenants/{}/namespaces/{}/pipelines/{}/runs/{}/tasks/{}.log",
-            self.tenant, self.namespace, self.pipeline, self.run, self.task
+            "tenants/{}/namespaces/{}/pipelines/{}/runs/{}/tasks/{}/attempt-{}.log",
+            self.tenant, self.namespace, self.pipeline, self.run, self.task, self.attempt
         )
     }
 }
@@ -60,6 +63,15 @@ impl LogStore {
         match tokio::fs::read(self.root.join(key.path())).await {
             Ok(data) => Ok(Some(data)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many bytes were ever appended to a log (where a re-attaching watcher resumes copying).
+    pub async fn written_len(&self, key: &LogKey) -> std::io::Result<u64> {
+        match tokio::fs::metadata(self.root.join(key.path())).await {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e),
         }
     }

@@ -2,9 +2,12 @@
 
 use gofer_core::dag::{Readiness, readiness};
 use gofer_core::model::Reason;
-use gofer_core::{PipelineConfig, RunStatus, StatusReason, TaskState, TaskStatus};
+use std::collections::BTreeMap;
+
+use gofer_core::{PipelineConfig, RunStatus, StatusReason, TaskId, TaskState, TaskStatus, WaitingReason};
 use sqlx::PgConnection;
 
+use crate::cancel::CancelReason;
 use crate::events::{self, EventScope};
 use crate::runs::{RunKey, TaskKey};
 use crate::{EngineError, db, deployments};
@@ -21,8 +24,10 @@ pub(crate) async fn release_ready_tasks(
     config_version: i64,
     config: &PipelineConfig,
 ) -> Result<(), EngineError> {
+    let cancelling = db::get_run(conn, run, false).await?.and_then(|r| r.cancelling());
     let mut states = db::task_states(conn, run).await?;
     let mut queued_any = false;
+    let reason_when_queued = queue_reason(conn, run, config).await?;
     loop {
         let mut changed = false;
         for task in &config.tasks {
@@ -30,29 +35,53 @@ pub(crate) async fn release_ready_tasks(
                 continue;
             }
             let key = TaskKey { run: run.clone(), task: task.id.clone() };
-            match readiness(&task.depends_on, |parent| states.get(parent).copied()) {
-                Readiness::Wait => {}
-                Readiness::Ready => {
-                    db::queue_task(conn, &key).await?;
+            let decision = match cancelling {
+                // A stopping run starts nothing new.
+                Some(cancel) => Err(cancel),
+                None => Ok(readiness(&task.depends_on, |parent| states.get(parent).copied())),
+            };
+            match decision {
+                Err(cancel) => {
+                    let (status, reason) = cancel.task_outcome(false);
+                    db::complete_task(conn, &key, TaskState::Waiting, None, status, Some(&reason), None).await?;
                     let scope = EventScope::task(run, &task.id);
-                    events::record(conn, &run.pipeline.tenant, EventKind::TaskQueued, scope, json!({})).await?;
-                    states.insert(task.id.clone(), (TaskState::Queued, TaskStatus::Unknown));
-                    queued_any = true;
-                    changed = true;
-                }
-                Readiness::Skip { parent, required, actual } => {
-                    let reason = Reason {
-                        reason: StatusReason::FailedPrecondition,
-                        description: format!("depends on {parent} ending {required}, but it ended {actual}"),
-                    };
-                    db::complete_task(conn, &key, TaskState::Waiting, None, TaskStatus::Skipped, Some(&reason), None)
-                        .await?;
-                    let scope = EventScope::task(run, &task.id);
-                    let payload = json!({"status": TaskStatus::Skipped, "status_reason": reason});
+                    let payload = json!({"status": status, "status_reason": reason});
                     events::record(conn, &run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
-                    states.insert(task.id.clone(), (TaskState::Complete, TaskStatus::Skipped));
+                    states.insert(task.id.clone(), (TaskState::Complete, status));
                     changed = true;
                 }
+                Ok(readiness) => match readiness {
+                    Readiness::Wait => {}
+                    Readiness::Ready => {
+                        db::queue_task(conn, &key, reason_when_queued).await?;
+                        let scope = EventScope::task(run, &task.id);
+                        events::record(conn, &run.pipeline.tenant, EventKind::TaskQueued, scope, json!({})).await?;
+                        states.insert(task.id.clone(), (TaskState::Queued, TaskStatus::Unknown));
+                        queued_any = true;
+                        changed = true;
+                    }
+                    Readiness::Skip { parent, required, actual } => {
+                        let reason = Reason {
+                            reason: StatusReason::FailedPrecondition,
+                            description: format!("depends on {parent} ending {required}, but it ended {actual}"),
+                        };
+                        db::complete_task(
+                            conn,
+                            &key,
+                            TaskState::Waiting,
+                            None,
+                            TaskStatus::Skipped,
+                            Some(&reason),
+                            None,
+                        )
+                        .await?;
+                        let scope = EventScope::task(run, &task.id);
+                        let payload = json!({"status": TaskStatus::Skipped, "status_reason": reason});
+                        events::record(conn, &run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
+                        states.insert(task.id.clone(), (TaskState::Complete, TaskStatus::Skipped));
+                        changed = true;
+                    }
+                },
             }
         }
         if !changed {
@@ -63,20 +92,25 @@ pub(crate) async fn release_ready_tasks(
         db::notify_queue(conn).await?;
     }
     if states.values().all(|(state, _)| *state == TaskState::Complete) {
-        let status = TaskStatus::run_status(states.values().map(|(_, status)| status));
-        let reason = match status {
-            RunStatus::Failed => {
-                let failed: Vec<String> = states
-                    .iter()
-                    .filter(|(_, (_, s))| *s == TaskStatus::Failed)
-                    .map(|(id, _)| id.to_string())
-                    .collect();
-                Some(Reason {
-                    reason: StatusReason::TaskFailed,
-                    description: format!("failed tasks: {}", failed.join(", ")),
-                })
+        let (status, reason) = match cancelling {
+            Some(CancelReason::User) => (
+                RunStatus::Cancelled,
+                Some(Reason { reason: StatusReason::UserCancelled, description: "cancelled by a user".into() }),
+            ),
+            Some(CancelReason::Timeout) => {
+                let timeout = config.run_timeout_s.map(|t| format!(" of {t}s")).unwrap_or_default();
+                (
+                    RunStatus::Failed,
+                    Some(Reason {
+                        reason: StatusReason::Timeout,
+                        description: format!("the run passed its timeout{timeout}"),
+                    }),
+                )
             }
-            _ => None,
+            None => {
+                let status = TaskStatus::run_status(states.values().map(|(_, status)| status));
+                (status, failure_reason(status, &states))
+            }
         };
         db::complete_run(conn, run, status, reason.as_ref()).await?;
         deployments::on_run_completed(conn, run, config_version, status).await?;
@@ -85,4 +119,27 @@ pub(crate) async fn release_ready_tasks(
         tracing::info!(run = %run.run, %status, "run complete");
     }
     Ok(())
+}
+
+/// The reason of a run that ended `status` on its own: the failed tasks, named.
+fn failure_reason(status: RunStatus, states: &BTreeMap<TaskId, (TaskState, TaskStatus)>) -> Option<Reason> {
+    if status != RunStatus::Failed {
+        return None;
+    }
+    let failed: Vec<String> =
+        states.iter().filter(|(_, (_, s))| *s == TaskStatus::Failed).map(|(id, _)| id.to_string()).collect();
+    Some(Reason { reason: StatusReason::TaskFailed, description: format!("failed tasks: {}", failed.join(", ")) })
+}
+
+/// Why a task queued now will wait: its pipeline's parallelism when the run has not started and
+/// the pipeline is full, otherwise capacity. The claim clears it.
+async fn queue_reason(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    config: &PipelineConfig,
+) -> Result<WaitingReason, EngineError> {
+    if config.parallelism > 0 && db::queue::pipeline_full(conn, run, config.parallelism).await? {
+        return Ok(WaitingReason::WaitingForParallelism);
+    }
+    Ok(WaitingReason::WaitingForCapacity)
 }

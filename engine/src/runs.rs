@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use gofer_core::config::check_env;
-use gofer_core::model::{PageRequest, Run, TaskExecution};
+use gofer_core::model::{Initiator, PageRequest, Run, TaskAttempt, TaskExecution};
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use sqlx::{PgConnection, PgPool};
 
@@ -42,16 +42,28 @@ pub struct TaskKey {
 }
 
 impl TaskKey {
-    /// Where this execution's log lives.
-    pub fn log_key(&self) -> LogKey {
+    /// Where the log of one attempt of this execution lives.
+    pub fn log_key(&self, attempt: u32) -> LogKey {
         LogKey {
             tenant: self.run.pipeline.tenant.clone(),
             namespace: self.run.pipeline.namespace.clone(),
             pipeline: self.run.pipeline.pipeline.clone(),
             run: self.run.run,
             task: self.task.clone(),
+            attempt,
         }
     }
+}
+
+/// What starting a run needs besides the pipeline.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// Run variables (override the tasks' env).
+    pub variables: BTreeMap<String, String>,
+    /// Who starts it.
+    pub initiator: Initiator,
+    /// Run timeout when the pipeline sets none.
+    pub default_timeout_s: u32,
 }
 
 /// Checks the namespace then the pipeline, answering the first that is missing; gives the live version.
@@ -72,14 +84,16 @@ async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, Engin
 /// written in one transaction, tasks whose conditions already hold are queued, and the queue is
 /// notified on commit.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
-pub async fn start(pool: &PgPool, key: &PipelineKey, variables: BTreeMap<String, String>) -> Result<Run, EngineError> {
+pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
+    let StartRequest { variables, initiator, default_timeout_s } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = pool.begin().await?;
     let live_version = require_pipeline(&mut tx, key, true).await?;
     let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
     let version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
     let config = db::get_config(&mut tx, key, version).await?;
-    db::insert_run(&mut tx, &run_key, version, &variables).await?;
+    let timeout_s = config.run_timeout_s.unwrap_or(default_timeout_s);
+    db::insert_run(&mut tx, &run_key, version, &variables, &initiator, timeout_s).await?;
     let payload = serde_json::json!({"config_version": version});
     events::record(&mut tx, &key.tenant, EventKind::RunCreated, EventScope::run(&run_key), payload).await?;
     for task in &config.tasks {
@@ -131,8 +145,43 @@ pub async fn get_task(pool: &PgPool, key: &TaskKey) -> Result<TaskExecution, Eng
     db::get_task_execution(&mut conn, key).await?.ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))
 }
 
-/// Reads a task execution's log as captured so far (empty before it starts).
-pub async fn read_log(pool: &PgPool, logs: &LogStore, key: &TaskKey) -> Result<Vec<u8>, EngineError> {
+/// Reads the log of one attempt (the current one by default) as captured so far (empty before it starts).
+pub async fn read_log(
+    pool: &PgPool,
+    logs: &LogStore,
+    key: &TaskKey,
+    attempt: Option<u32>,
+) -> Result<Vec<u8>, EngineError> {
+    let task = get_task(pool, key).await?;
+    let attempt = attempt.unwrap_or(task.attempt);
+    if attempt == 0 || attempt > task.attempt {
+        return Err(EngineError::AttemptNotFound(attempt));
+    }
+    Ok(logs.read(&key.log_key(attempt)).await?.unwrap_or_default())
+}
+
+/// Lists every attempt of a task execution, oldest first.
+pub async fn list_attempts(pool: &PgPool, key: &TaskKey) -> Result<Vec<TaskAttempt>, EngineError> {
     get_task(pool, key).await?;
-    Ok(logs.read(&key.log_key()).await?.unwrap_or_default())
+    let mut conn = pool.acquire().await?;
+    db::queue::list_attempts(&mut conn, key).await
+}
+
+/// Cancels a run: unstarted tasks end at once, running ones are stopped, status `cancelled`.
+/// Cancelling a complete run changes nothing.
+pub async fn cancel(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
+    {
+        let mut conn = pool.acquire().await?;
+        require_run(&mut conn, key).await?;
+    }
+    crate::cancel::stop_run(pool, key, crate::cancel::CancelReason::User).await
+}
+
+/// Cancels every unfinished run of a pipeline; answers the ids it cancelled.
+pub async fn cancel_all(pool: &PgPool, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
+    {
+        let mut conn = pool.acquire().await?;
+        require_pipeline(&mut conn, key, false).await?;
+    }
+    crate::cancel::stop_all(pool, key).await
 }

@@ -1,29 +1,22 @@
-//! The engine loop of one replica: claim queued task executions, dispatch them to the scheduler,
-//! watch them, capture their logs, record how they ended and release their dependants.
+//! The engine loop of one replica: claim queued task executions, take over those whose lease
+//! expired, stop overdue runs, and hand each task to a monitor (see `monitor.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gofer_core::model::Reason;
-use gofer_core::scheduler::{KillReason, Scheduler, TaskObservation, TaskSpec};
-use gofer_core::{RunId, StatusReason, TaskState, TaskStatus, TenantId};
+use gofer_core::scheduler::Scheduler;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::events::{self, EventScope};
+use crate::cancel::{CANCEL_CHANNEL, CancelReason, Signals};
 use crate::logs::LogStore;
-use crate::runs::{PipelineKey, RunKey, TaskKey};
-use crate::{EngineError, QUEUE_CHANNEL, db, release};
-use gofer_core::EventKind;
-use serde_json::json;
+use crate::monitor::{self, Claimed, Mode};
+use crate::{EngineError, QUEUE_CHANNEL, db};
 
-/// How much log to read from the scheduler per call.
-const LOG_READ_BYTES: usize = 256 * 1024;
-
-/// Tuning of one replica's engine.
+/// Tuning of one replica's engine. Defaults are the documented production values.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// This replica's identity, written as the lease owner of what it dispatches.
@@ -34,10 +27,30 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// How often to read a running task's state and logs.
     pub monitor_interval: Duration,
-    /// How long a claim holds without a heartbeat.
+    /// How long a claim holds without a heartbeat; a dead replica's tasks are taken over after it.
     pub lease: Duration,
     /// How long past its timeout a task may run before the engine stops it itself.
     pub timeout_grace: Duration,
+    /// How long a stopped task gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Timeout of a task that sets none.
+    pub default_task_timeout: Duration,
+    /// The longest a task may run, whatever it asks.
+    pub max_task_timeout: Duration,
+    /// Timeout of a run whose pipeline sets none.
+    pub default_run_timeout: Duration,
+    /// CPU of a task that sets none, in millicores.
+    pub default_cpu_millis: u32,
+    /// Memory of a task that sets none, in MiB.
+    pub default_memory_mb: u32,
+    /// Infrastructure failures (scheduler errors, lost tasks) retried per task execution.
+    pub infra_retries: u32,
+    /// First retry backoff, doubled per failure (capped at a minute).
+    pub retry_backoff: Duration,
+    /// Running task executions per tenant; 0 means no limit (plans set it per tenant later).
+    pub tenant_max_running_tasks: u32,
+    /// The API's URL as tasks reach it, given to them as `GOFER_API_URL`.
+    pub api_url: String,
 }
 
 impl Default for EngineConfig {
@@ -49,15 +62,26 @@ impl Default for EngineConfig {
             monitor_interval: Duration::from_millis(200),
             lease: Duration::from_secs(60),
             timeout_grace: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+            default_task_timeout: Duration::from_secs(3600),
+            max_task_timeout: Duration::from_secs(24 * 3600),
+            default_run_timeout: Duration::from_secs(24 * 3600),
+            default_cpu_millis: 1000,
+            default_memory_mb: 2048,
+            infra_retries: 3,
+            retry_backoff: Duration::from_secs(1),
+            tenant_max_running_tasks: 0,
+            api_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
 
-struct Inner {
-    pool: PgPool,
-    scheduler: Arc<dyn Scheduler>,
-    logs: LogStore,
-    config: EngineConfig,
+pub(crate) struct Inner {
+    pub pool: PgPool,
+    pub scheduler: Arc<dyn Scheduler>,
+    pub logs: LogStore,
+    pub config: EngineConfig,
+    pub signals: Arc<Signals>,
     /// Wakes the loop when a slot frees up.
     slot_freed: Notify,
 }
@@ -67,31 +91,26 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// A running engine; dropping it does not stop it, [`EngineHandle::shutdown`] does.
+/// A running engine.
 pub struct EngineHandle {
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<()>,
 }
 
 impl EngineHandle {
-    /// Stops claiming new work and waits for the loop to end. Tasks being watched keep their
-    /// leases until they expire, when another replica takes them over.
+    /// Stops claiming and watching, and waits for the loop to end. Tasks being watched are left
+    /// to the scheduler; their leases expire and another replica takes them over.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.join.await;
     }
 }
 
-/// A claimed task execution and what it needs to run.
-struct Claimed {
-    key: TaskKey,
-    attempt: u32,
-}
-
 impl Engine {
     /// Builds an engine over a pool, a scheduler and a log store.
     pub fn new(pool: PgPool, scheduler: Arc<dyn Scheduler>, logs: LogStore, config: EngineConfig) -> Self {
-        Self { inner: Arc::new(Inner { pool, scheduler, logs, config, slot_freed: Notify::new() }) }
+        let signals = Arc::new(Signals::default());
+        Self { inner: Arc::new(Inner { pool, scheduler, logs, config, signals, slot_freed: Notify::new() }) }
     }
 
     /// Starts the loop on the current tokio runtime.
@@ -102,47 +121,51 @@ impl Engine {
     }
 }
 
-async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(inner.config.max_parallel_tasks));
-    let mut listener = match PgListener::connect_with(&inner.pool).await {
-        Ok(mut l) => match l.listen(QUEUE_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "LISTEN failed; polling only");
-                None
-            }
-        },
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open a LISTEN connection; polling only");
-            None
+            return None;
         }
     };
+    match listener.listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL]).await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "LISTEN failed; polling only");
+            None
+        }
+    }
+}
+
+async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(inner.config.max_parallel_tasks));
+    let mut monitors = JoinSet::new();
+    let mut listener = listen(&inner.pool).await;
+    // Check for expired leases and overdue runs a few times per lease period.
+    let reap_every = (inner.config.lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
+    let mut last_reap = Instant::now() - reap_every;
     tracing::info!(replica = %inner.config.replica_id, scheduler = inner.scheduler.name(), "engine started");
     loop {
-        // Claim while there is room.
+        if last_reap.elapsed() >= reap_every {
+            last_reap = Instant::now();
+            if let Err(e) = stop_overdue_runs(&inner).await {
+                tracing::error!(error = %e, "stopping overdue runs failed");
+            }
+            while let Ok(slot) = slots.clone().try_acquire_owned() {
+                match take_over_expired(&inner).await {
+                    Ok(Some(claimed)) => spawn_monitor(&inner, &mut monitors, claimed, slot),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "taking over expired leases failed");
+                        break;
+                    }
+                }
+            }
+        }
         while let Ok(slot) = slots.clone().try_acquire_owned() {
             match claim(&inner).await {
-                Ok(Some(claimed)) => {
-                    let inner = inner.clone();
-                    let span = tracing::info_span!(
-                        "task_execution",
-                        tenant = %claimed.key.run.pipeline.tenant,
-                        namespace = %claimed.key.run.pipeline.namespace,
-                        pipeline = %claimed.key.run.pipeline.pipeline,
-                        run = %claimed.key.run.run,
-                        task = %claimed.key.task,
-                    );
-                    tokio::spawn(
-                        async move {
-                            if let Err(e) = execute(&inner, &claimed).await {
-                                tracing::error!(error = %e, "task execution failed inside the engine");
-                            }
-                            drop(slot);
-                            inner.slot_freed.notify_one();
-                        }
-                        .instrument(span),
-                    );
-                }
+                Ok(Some(claimed)) => spawn_monitor(&inner, &mut monitors, claimed, slot),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming from the queue failed");
@@ -152,12 +175,14 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
         }
         let notified = async {
             match listener.as_mut() {
-                Some(l) => {
-                    if let Err(e) = l.recv().await {
+                Some(l) => match l.recv().await {
+                    Ok(n) if n.channel() == CANCEL_CHANNEL => inner.signals.fire(n.payload()),
+                    Ok(_) => {}
+                    Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection failed; it reconnects on the next receive");
                         tokio::time::sleep(inner.config.poll_interval).await;
                     }
-                }
+                },
                 None => std::future::pending().await,
             }
         };
@@ -165,209 +190,84 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
             _ = stopped.changed() => break,
             _ = notified => {},
             _ = inner.slot_freed.notified() => {},
-            _ = tokio::time::sleep(inner.config.poll_interval) => {},
+            Some(_) = monitors.join_next(), if !monitors.is_empty() => {},
+            _ = tokio::time::sleep(inner.config.poll_interval.min(reap_every)) => {},
         }
     }
+    // Leave running tasks to the scheduler: their leases expire and another replica takes over.
+    monitors.abort_all();
     tracing::info!("engine stopped");
 }
 
-/// Claims the oldest queued task execution and marks its run running, in one transaction.
+fn spawn_monitor(
+    inner: &Arc<Inner>,
+    monitors: &mut JoinSet<()>,
+    claimed: Claimed,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let inner = inner.clone();
+    let span = tracing::info_span!(
+        "task_execution",
+        tenant = %claimed.key.run.pipeline.tenant,
+        namespace = %claimed.key.run.pipeline.namespace,
+        pipeline = %claimed.key.run.pipeline.pipeline,
+        run = %claimed.key.run.run,
+        task = %claimed.key.task,
+        attempt = claimed.attempt,
+    );
+    monitors.spawn(
+        async move {
+            if let Err(e) = monitor::watch(&inner, &claimed).await {
+                tracing::error!(error = %e, "watching the task execution failed; its lease will expire and be taken over");
+            }
+            drop(slot);
+            inner.slot_freed.notify_one();
+        }
+        .instrument(span),
+    );
+}
+
+/// Claims the oldest claimable task execution and marks its run running, in one transaction.
 async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
     let mut tx = inner.pool.begin().await?;
     let lease_s = inner.config.lease.as_secs_f64();
-    let Some(row) = db::claim_next(&mut tx, inner.config.replica_id, lease_s).await? else {
+    let limit = i64::from(inner.config.tenant_max_running_tasks);
+    let Some(row) = db::queue::claim_next(&mut tx, inner.config.replica_id, lease_s, limit).await? else {
         return Ok(None);
     };
-    let corrupt = |e: gofer_core::IdError| EngineError::Corrupt(e.to_string());
-    let key = TaskKey {
-        run: RunKey {
-            pipeline: PipelineKey {
-                tenant: TenantId::parse(row.tenant_id).map_err(corrupt)?,
-                namespace: row.namespace_id.parse().map_err(corrupt)?,
-                pipeline: row.pipeline_id.parse().map_err(corrupt)?,
-            },
-            run: RunId::from_i64(row.run_id),
-        },
-        task: row.task_id.parse().map_err(corrupt)?,
-    };
-    let tenant = key.run.pipeline.tenant.clone();
-    if db::start_run(&mut tx, &key.run).await? {
-        events::record(&mut tx, &tenant, EventKind::RunStarted, EventScope::run(&key.run), json!({})).await?;
+    if !db::queue::recheck_limits(&mut tx, &row, limit).await? {
+        // Another replica filled the pipeline or tenant first; leave the task queued.
+        tx.rollback().await?;
+        return Ok(None);
     }
-    let payload = json!({"attempt": row.attempt});
-    events::record(&mut tx, &tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await?;
+    let key = row.key()?;
+    monitor::record_claim(&mut tx, &key, row.attempt).await?;
     tx.commit().await?;
-    Ok(Some(Claimed { key, attempt: u32::try_from(row.attempt).unwrap_or(1) }))
+    Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: None, mode: Mode::Dispatch }))
 }
 
-/// The environment a task sees: its own env, then run variables, then Gofer's own variables
-/// (last, so nothing can shadow them; config validation already refuses the GOFER_ prefix).
-fn task_env(
-    key: &TaskKey,
-    image: &str,
-    task_env: &BTreeMap<String, String>,
-    run_variables: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut env = task_env.clone();
-    env.extend(run_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.insert("GOFER_NAMESPACE_ID".into(), key.run.pipeline.namespace.to_string());
-    env.insert("GOFER_PIPELINE_ID".into(), key.run.pipeline.pipeline.to_string());
-    env.insert("GOFER_RUN_ID".into(), key.run.run.to_string());
-    env.insert("GOFER_TASK_ID".into(), key.task.to_string());
-    env.insert("GOFER_TASK_IMAGE".into(), image.to_owned());
-    env
-}
-
-/// How an observation that will not change any more ends the task execution.
-fn outcome(observation: &TaskObservation, timeout_s: u64) -> (TaskStatus, Option<Reason>, Option<i32>) {
-    let reason = |reason, description: String| Some(Reason { reason, description });
-    match observation {
-        TaskObservation::Exited { exit_code: 0 } => (TaskStatus::Successful, None, Some(0)),
-        TaskObservation::Exited { exit_code } => (
-            TaskStatus::Failed,
-            reason(StatusReason::AbnormalExit, format!("exited with code {exit_code}")),
-            Some(*exit_code),
-        ),
-        TaskObservation::Killed { reason: KillReason::Timeout } => (
-            TaskStatus::Failed,
-            reason(StatusReason::Timeout, format!("ran longer than its timeout of {timeout_s}s")),
-            None,
-        ),
-        TaskObservation::Killed { reason: KillReason::OutOfMemory } => {
-            (TaskStatus::Failed, reason(StatusReason::OutOfMemory, "used more memory than allowed".into()), None)
-        }
-        TaskObservation::Killed { reason: KillReason::Stopped } => {
-            (TaskStatus::Cancelled, reason(StatusReason::Cancelled, "stopped".into()), None)
-        }
-        TaskObservation::Failed { detail } => {
-            (TaskStatus::Failed, reason(StatusReason::SchedulerError, detail.clone()), None)
-        }
-        TaskObservation::Unknown | TaskObservation::Pending | TaskObservation::Running => {
-            (TaskStatus::Failed, reason(StatusReason::Orphaned, "the scheduler lost track of the task".into()), None)
-        }
-    }
-}
-
-/// Dispatches a claimed task execution and watches it to the end.
-async fn execute(inner: &Inner, claimed: &Claimed) -> Result<(), EngineError> {
-    let key = &claimed.key;
-    let (run, config) = {
-        let mut conn = inner.pool.acquire().await?;
-        let run = db::get_run(&mut conn, &key.run, false).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
-        let config = db::get_config(&mut conn, &key.run.pipeline, run.config_version).await?;
-        (run.into_run()?, config)
-    };
-    let Some(task) = config.tasks.iter().find(|t| t.id == key.task) else {
-        return Err(EngineError::TaskNotFound(key.task.clone()));
-    };
-    let p = &key.run.pipeline;
-    let spec = TaskSpec {
-        job_id: TaskSpec::job_id_for(&p.tenant, &p.namespace, &p.pipeline, key.run.run, &key.task, claimed.attempt),
-        tenant: p.tenant.clone(),
-        namespace: p.namespace.clone(),
-        pipeline: p.pipeline.clone(),
-        run: key.run.run,
-        task: key.task.clone(),
-        attempt: claimed.attempt,
-        image: task.image.clone(),
-        command: task.command.clone(),
-        env: task_env(key, &task.image, &task.env, &run.variables),
-        timeout: Duration::from_secs(u64::from(task.timeout_s)),
-    };
-    {
-        let mut conn = inner.pool.acquire().await?;
-        db::set_scheduler_id(&mut conn, key, &spec.job_id).await?;
-    }
-    tracing::info!(job = %spec.job_id, "dispatching");
-    if let Err(e) = inner.scheduler.start(&spec).await {
-        let reason = Reason { reason: StatusReason::SchedulerError, description: e.to_string() };
-        return finish(inner, key, TaskStatus::Failed, Some(reason), None).await;
-    }
-
-    let started = Instant::now();
-    let deadline = spec.timeout + inner.config.timeout_grace;
-    let mut offset = 0u64;
-    let mut last_heartbeat = Instant::now();
-    let observation = loop {
-        tokio::time::sleep(inner.config.monitor_interval).await;
-        offset = copy_logs(inner, key, &spec.job_id, offset).await;
-        let observation = match inner.scheduler.observe(&spec.job_id).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, "observing the task failed; trying again");
-                continue;
-            }
-        };
-        if observation.is_final() {
-            break observation;
-        }
-        if started.elapsed() > deadline {
-            // The scheduler should have stopped it; do it ourselves and say why.
-            tracing::warn!("task outlived its timeout in the scheduler; stopping it");
-            let _ = inner.scheduler.stop(&spec.job_id, Duration::from_secs(5)).await;
-            break TaskObservation::Killed { reason: KillReason::Timeout };
-        }
-        if last_heartbeat.elapsed() > inner.config.lease / 3 {
-            last_heartbeat = Instant::now();
-            if !db::heartbeat(&inner.pool, key, inner.config.replica_id, inner.config.lease.as_secs_f64()).await? {
-                tracing::warn!("lease lost; another replica owns this task execution now");
-                return Ok(());
-            }
-        }
-    };
-    copy_logs(inner, key, &spec.job_id, offset).await;
-    let (status, reason, exit_code) = outcome(&observation, u64::from(task.timeout_s));
-    finish(inner, key, status, reason, exit_code).await?;
-    if let Err(e) = inner.scheduler.purge(&spec.job_id).await {
-        tracing::warn!(error = %e, "purging the finished job failed");
-    }
-    Ok(())
-}
-
-/// Copies everything new in the scheduler's output to the log store; answers the next offset.
-/// Failures are logged and retried on the next call: a log hiccup must not fail the task.
-async fn copy_logs(inner: &Inner, key: &TaskKey, job_id: &str, mut offset: u64) -> u64 {
-    let log_key = key.log_key();
-    loop {
-        match inner.scheduler.read_logs(job_id, offset, LOG_READ_BYTES).await {
-            Ok(chunk) if chunk.data.is_empty() => return offset,
-            Ok(chunk) => {
-                if let Err(e) = inner.logs.append(&log_key, &chunk.data).await {
-                    tracing::warn!(error = %e, "writing the task log failed");
-                    return offset;
-                }
-                offset = chunk.next_offset;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "reading task output failed");
-                return offset;
-            }
-        }
-    }
-}
-
-/// Records how a running task execution ended and releases its dependants, in one transaction
-/// fenced by this replica's lease.
-async fn finish(
-    inner: &Inner,
-    key: &TaskKey,
-    status: TaskStatus,
-    reason: Option<Reason>,
-    exit_code: Option<i32>,
-) -> Result<(), EngineError> {
+/// Takes over one task execution whose watcher stopped renewing its lease.
+async fn take_over_expired(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
     let mut tx = inner.pool.begin().await?;
-    let run = db::get_run(&mut tx, &key.run, true).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
-    let owner = Some(inner.config.replica_id);
-    if !db::complete_task(&mut tx, key, TaskState::Running, owner, status, reason.as_ref(), exit_code).await? {
-        tracing::warn!("the task execution was already finished elsewhere; leaving it");
-        return Ok(());
-    }
-    let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code});
-    let scope = EventScope::task(&key.run, &key.task);
-    events::record(&mut tx, &key.run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
-    let config = db::get_config(&mut tx, &key.run.pipeline, run.config_version).await?;
-    release::release_ready_tasks(&mut tx, &key.run, run.config_version, &config).await?;
+    let lease_s = inner.config.lease.as_secs_f64();
+    let Some(row) = db::queue::claim_expired(&mut tx, inner.config.replica_id, lease_s).await? else {
+        return Ok(None);
+    };
+    let key = row.key()?;
     tx.commit().await?;
-    tracing::info!(%status, ?exit_code, "task execution finished");
+    tracing::warn!(run = %key.run.run, task = %key.task, attempt = row.attempt, "taking over a task execution whose lease expired");
+    Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: row.scheduler_id, mode: Mode::Takeover }))
+}
+
+/// Stops runs that passed their deadline.
+async fn stop_overdue_runs(inner: &Inner) -> Result<(), EngineError> {
+    let overdue = {
+        let mut conn = inner.pool.acquire().await?;
+        db::queue::overdue_runs(&mut conn, 20).await?
+    };
+    for run in overdue {
+        tracing::warn!(run = %run.run, pipeline = %run.pipeline.pipeline, "run passed its deadline; stopping it");
+        crate::cancel::stop_run(&inner.pool, &run, CancelReason::Timeout).await?;
+    }
     Ok(())
 }

@@ -178,4 +178,11 @@ impl Scheduler for LocalScheduler {
     fn purge<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.purge_job(job_id))
     }
+
+    /// Every job runs on this host.
+    fn node<'a>(&'a self, _job_id: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async {
+            tokio::fs::read_to_string("/proc/sys/kernel/hostname").await.ok().map(|h| h.trim().to_owned())
+        })
+    }
 }

@@ -96,10 +96,19 @@ impl LocalScheduler {
             .map_err(|e| unavailable("creating output.log", e))?;
         let stderr = output.try_clone().map_err(|e| unavailable("duplicating the output.log handle", e))?;
 
+        // No images here: the entrypoint, when given, is simply the start of the argv.
+        let argv: Vec<String> = spec.entrypoint.iter().flatten().chain(&spec.command).cloned().collect();
         let sandbox = SandboxCommand::new(
             &self.tools,
             &self.config,
-            &SandboxRequest { job_dir: &paths.job, info_path: &paths.info, command: &spec.command, env: &spec.env },
+            &SandboxRequest {
+                job_dir: &paths.job,
+                info_path: &paths.info,
+                command: &argv,
+                env: &spec.env,
+                // The task's own memory, within the scheduler's ceiling.
+                memory_limit_mb: u64::from(spec.memory_mb).min(self.config.memory_limit_mb),
+            },
         );
         let child = tokio::process::Command::new(&sandbox.program)
             .args(&sandbox.args)

@@ -23,6 +23,7 @@ pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Pat
             info_path: Path::new("/dev/stdout"),
             command: &command,
             env: &env,
+            memory_limit_mb: config.memory_limit_mb,
         },
     );
     let unusable = |detail: String| LocalSchedulerError::SandboxUnusable { detail };

@@ -81,8 +81,11 @@ pub(crate) struct SandboxRequest<'a> {
     pub job_dir: &'a Path,
     /// Host file receiving bwrap's `--info-fd` JSON.
     pub info_path: &'a Path,
+    /// The argv run inside: the entrypoint (if any) followed by the command.
     pub command: &'a [String],
     pub env: &'a BTreeMap<String, String>,
+    /// Address-space limit for this task, in MiB.
+    pub memory_limit_mb: u64,
 }
 
 impl SandboxCommand {
@@ -101,7 +104,7 @@ impl SandboxCommand {
         }
         args.push(tools.prlimit.clone().into());
         args.push(format!("--nproc={}", config.max_processes).into());
-        args.push(format!("--as={}", config.memory_limit_mb.saturating_mul(1024 * 1024)).into());
+        args.push(format!("--as={}", request.memory_limit_mb.saturating_mul(1024 * 1024)).into());
         args.push("--".into());
         args.push(tools.bwrap.clone().into());
         args.extend(["--args", "4", "--"].map(OsString::from));
@@ -183,7 +186,10 @@ pub(crate) fn check_spec(spec: &TaskSpec) -> Result<(), SchedulerError> {
     if spec.command.is_empty() || spec.command[0].is_empty() {
         return reject("the command is empty".to_owned());
     }
-    if spec.command.iter().any(|arg| arg.contains('\0')) {
+    if spec.entrypoint.as_ref().is_some_and(|e| e.is_empty() || e[0].is_empty()) {
+        return reject("the entrypoint is empty".to_owned());
+    }
+    if spec.command.iter().chain(spec.entrypoint.iter().flatten()).any(|arg| arg.contains('\0')) {
         return reject("the command contains a NUL byte".to_owned());
     }
     for (key, value) in &spec.env {
@@ -210,6 +216,7 @@ mod tests {
             info_path: Path::new("/w/j/info.json"),
             command: &command,
             env: &env,
+            memory_limit_mb: 4096,
         };
         bwrap_options(config, &request)
             .split(|b| *b == 0)
@@ -255,6 +262,7 @@ mod tests {
             info_path: Path::new("/w/j/info.json"),
             command: &command,
             env: &env,
+            memory_limit_mb: 4096,
         };
         let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request);
         assert!(!sandbox.args.iter().any(|a| a.to_string_lossy().contains("hunter2")));
@@ -274,8 +282,12 @@ mod tests {
             attempt: 1,
             image: "debian".into(),
             command: vec!["true".into()],
+            entrypoint: None,
             env: BTreeMap::new(),
             timeout: std::time::Duration::from_secs(1),
+            cpu_millis: 1000,
+            memory_mb: 4096,
+            registry_auth: None,
         };
         assert!(check_spec(&base).is_ok());
         let mut empty = base.clone();

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, get, post, web};
-use gofer_core::model::{Page, Run, TaskExecution};
+use gofer_core::model::{Initiator, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::{RunId, TaskId};
-use gofer_engine::runs::{RunKey, TaskKey};
+use gofer_engine::runs::{RunKey, StartRequest, TaskKey};
 use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 use crate::auth::{Read, TenantAccess, Write};
@@ -87,7 +88,12 @@ pub(crate) async fn start(
     body: web::Json<StartRun>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let run = gofer_engine::runs::start(&state.pool, &key, body.into_inner().variables).await?;
+    let request = StartRequest {
+        variables: body.into_inner().variables,
+        initiator: Initiator::token(access.token_id),
+        default_timeout_s: state.config.engine.default_run_timeout_s,
+    };
+    let run = gofer_engine::runs::start(&state.pool, &key, request).await?;
     Ok(HttpResponse::Created().json(RunResponse { run }))
 }
 
@@ -173,7 +179,7 @@ pub(crate) async fn get_task(
 
 /// A task execution's combined stdout and stderr, as captured so far.
 #[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs", tag = "runs",
-    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id"), LogQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = String, content_type = "text/plain"),
@@ -184,8 +190,101 @@ pub(crate) async fn task_logs(
     access: TenantAccess<Read>,
     state: web::Data<AppState>,
     path: web::Path<TaskPath>,
+    query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let log = gofer_engine::runs::read_log(&state.pool, &state.logs, &key).await?;
+    let attempt = query.attempt.as_deref().map(parse_attempt).transpose()?;
+    let log = gofer_engine::runs::read_log(&state.pool, &state.logs, &key, attempt).await?;
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(log))
+}
+
+/// Query of the log route.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogQuery {
+    /// Which attempt's log (default: the current attempt).
+    attempt: Option<String>,
+}
+
+fn parse_attempt(text: &str) -> Result<u32, ApiError> {
+    match text.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ApiError::InvalidParameter {
+            code: "invalid_attempt",
+            detail: "attempt must be a positive integer".into(),
+        }),
+    }
+}
+
+/// Every attempt of a task execution.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AttemptList {
+    /// Attempts, oldest first (a task execution has at most a few, so this list is never paged).
+    pub items: Vec<TaskAttempt>,
+    /// Always null: the list is complete.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists the attempts of a task execution: each infrastructure retry or `retries` re-run is one.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AttemptList),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts")]
+pub(crate) async fn list_attempts(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<TaskPath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let items = gofer_engine::runs::list_attempts(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(AttemptList { items, next_cursor: None }))
+}
+
+/// Cancels a run: running tasks are stopped, the rest never start, status `cancelled`.
+/// Cancelling a complete run changes nothing and answers it.
+#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/cancel", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = RunResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/cancel")]
+pub(crate) async fn cancel(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<RunPath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let run = gofer_engine::runs::cancel(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(RunResponse { run }))
+}
+
+/// Runs cancelled by cancel-all.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CancelledRuns {
+    /// The runs that were unfinished and are now being cancelled.
+    pub cancelled: Vec<RunId>,
+}
+
+/// Cancels every unfinished run of a pipeline.
+#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/cancel-all", tag = "runs",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = CancelledRuns),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/cancel-all")]
+pub(crate) async fn cancel_all(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let cancelled = gofer_engine::runs::cancel_all(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(CancelledRuns { cancelled }))
 }

@@ -136,6 +136,28 @@ async fn an_allocation_past_the_memory_limit_fails() {
 }
 
 #[tokio::test]
+async fn a_task_gets_its_own_memory_limit_within_the_scheduler_ceiling() {
+    let s = scheduler();
+    let mut task = spec("own-limit", &["python3", "-c", "b = bytearray(300 * 1024 * 1024); print('ok')"]);
+    task.memory_mb = 200;
+    let (observation, logs) = s.run(&task).await;
+    assert_eq!(observation, TaskObservation::Exited { exit_code: 1 }, "{logs}");
+    assert!(logs.contains("MemoryError"), "{logs}");
+
+    let mut roomy = spec("own-limit-roomy", &["python3", "-c", "b = bytearray(300 * 1024 * 1024); print('ok')"]);
+    roomy.memory_mb = 1024;
+    assert_eq!(s.run(&roomy).await, (TaskObservation::Exited { exit_code: 0 }, "ok\n".into()));
+}
+
+#[tokio::test]
+async fn the_entrypoint_comes_before_the_command() {
+    let s = scheduler();
+    let mut task = spec("entry", &["echo from the command"]);
+    task.entrypoint = Some(vec!["sh".into(), "-c".into()]);
+    assert_eq!(s.run(&task).await, (TaskObservation::Exited { exit_code: 0 }, "from the command\n".into()));
+}
+
+#[tokio::test]
 async fn a_task_cannot_fork_past_the_process_limit() {
     // The limit counts every process of the sandbox's host uid, including other tests' sandboxes
     // and their not-yet-reaped zombies: leave them plenty of room, and fork far past it.

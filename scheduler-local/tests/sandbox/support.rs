@@ -47,8 +47,12 @@ pub fn spec(job_id: &str, command: &[&str]) -> TaskSpec {
         attempt: 1,
         image: "ignored:latest".to_owned(),
         command: command.iter().map(|s| s.to_string()).collect(),
+        entrypoint: None,
         env: BTreeMap::new(),
         timeout: Duration::from_secs(60),
+        cpu_millis: 1000,
+        memory_mb: 4096,
+        registry_auth: None,
     }
 }
 

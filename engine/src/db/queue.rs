@@ -1,0 +1,502 @@
+//! SQL of the run queue: claims, leases, attempts, retries, takeovers, cancellation, deadlines.
+//! Functions marked "cross-tenant" serve the engine's own work across tenants on purpose.
+
+use gofer_core::model::{Reason, TaskAttempt};
+use gofer_core::{RunId, TaskState, TaskStatus};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use super::corrupt;
+use crate::EngineError;
+use crate::runs::{PipelineKey, RunKey, TaskKey};
+
+/// A task execution taken from the queue (or over from a dead replica).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimedRow {
+    tenant_id: String,
+    namespace_id: String,
+    pipeline_id: String,
+    run_id: i64,
+    task_id: String,
+    pub attempt: i32,
+    pub scheduler_id: Option<String>,
+    pub run_pending: bool,
+    pub parallelism: i32,
+}
+
+impl ClaimedRow {
+    pub(crate) fn key(&self) -> Result<TaskKey, EngineError> {
+        Ok(TaskKey {
+            run: RunKey {
+                pipeline: PipelineKey {
+                    tenant: self.tenant_id.parse().map_err(corrupt)?,
+                    namespace: self.namespace_id.parse().map_err(corrupt)?,
+                    pipeline: self.pipeline_id.parse().map_err(corrupt)?,
+                },
+                run: RunId::from_i64(self.run_id),
+            },
+            task: self.task_id.parse().map_err(corrupt)?,
+        })
+    }
+}
+
+/// Cross-tenant: claims the oldest claimable queued task execution for `owner`, leasing it until
+/// `now + lease_s`. Claimable: past its retry backoff, its run not being cancelled, its pipeline
+/// under its `parallelism` (unless the run already runs), its tenant under `tenant_limit` running
+/// tasks (0: no limit). SKIP LOCKED lets replicas claim side by side; the limits are checked again
+/// under locks by [`recheck_limits`], because two replicas can pass this filter together.
+pub(crate) async fn claim_next(
+    conn: &mut PgConnection,
+    owner: uuid::Uuid,
+    lease_s: f64,
+    tenant_limit: i64,
+) -> Result<Option<ClaimedRow>, EngineError> {
+    Ok(sqlx::query_as::<_, ClaimedRow>(
+        "WITH next AS (
+             SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id,
+                    r.state = 'pending' AS run_pending,
+                    COALESCE((c.config->>'parallelism')::int, 0) AS parallelism
+             FROM task_executions t
+             JOIN runs r ON (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
+                          = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
+             JOIN pipeline_configs c ON (c.tenant_id, c.namespace_id, c.pipeline_id, c.version)
+                          = (r.tenant_id, r.namespace_id, r.pipeline_id, r.config_version)
+             WHERE t.state = 'queued' AND t.run_after <= now() AND r.cancel_requested_at IS NULL
+               AND (r.state = 'running' OR COALESCE((c.config->>'parallelism')::int, 0) = 0
+                    OR (SELECT count(*) FROM runs r2
+                        WHERE (r2.tenant_id, r2.namespace_id, r2.pipeline_id) = (r.tenant_id, r.namespace_id, r.pipeline_id)
+                          AND r2.state = 'running') < (c.config->>'parallelism')::int)
+               AND ($3 = 0 OR (SELECT count(*) FROM task_executions t2
+                               WHERE t2.tenant_id = t.tenant_id AND t2.state = 'running') < $3)
+             ORDER BY t.queued_at
+             LIMIT 1
+             FOR UPDATE OF t SKIP LOCKED
+         )
+         UPDATE task_executions te SET state = 'running', started_at = now(), lease_owner = $1,
+             lease_until = now() + make_interval(secs => $2), waiting_reason = 'waiting_for_scheduler'
+         FROM next
+         WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
+             = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
+         RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
+                   te.scheduler_id, next.run_pending, next.parallelism",
+    )
+    .bind(owner)
+    .bind(lease_s)
+    .bind(tenant_limit)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Checks the pipeline's parallelism and the tenant's limit again, under row locks that serialise
+/// claimers of the same pipeline and tenant (`FOR NO KEY UPDATE` does not block inserts that
+/// reference the rows). Answers whether the claim may stand.
+pub(crate) async fn recheck_limits(
+    conn: &mut PgConnection,
+    claimed: &ClaimedRow,
+    tenant_limit: i64,
+) -> Result<bool, EngineError> {
+    if claimed.run_pending && claimed.parallelism > 0 {
+        let running: i64 = sqlx::query_scalar(
+            "WITH locked AS (SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3
+                             FOR NO KEY UPDATE)
+             SELECT count(*) FROM runs, locked
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state = 'running'",
+        )
+        .bind(&claimed.tenant_id)
+        .bind(&claimed.namespace_id)
+        .bind(&claimed.pipeline_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if running >= i64::from(claimed.parallelism) {
+            return Ok(false);
+        }
+    }
+    if tenant_limit > 0 {
+        // Counts the row this transaction just claimed as well.
+        let running: i64 = sqlx::query_scalar(
+            "WITH locked AS (SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE)
+             SELECT count(*) FROM task_executions, locked WHERE tenant_id = $1 AND state = 'running'",
+        )
+        .bind(&claimed.tenant_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if running > tenant_limit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+macro_rules! bind_task {
+    ($query:expr, $key:expr) => {
+        $query
+            .bind($key.run.pipeline.tenant.as_str())
+            .bind($key.run.pipeline.namespace.as_str())
+            .bind($key.run.pipeline.pipeline.as_str())
+            .bind($key.run.run.get())
+            .bind($key.task.as_str())
+    };
+}
+
+/// Records the job id of the attempt being dispatched and opens its attempt row.
+pub(crate) async fn open_attempt(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    attempt: i32,
+    scheduler_id: &str,
+) -> Result<(), EngineError> {
+    bind_task!(
+        sqlx::query(
+            "UPDATE task_executions SET scheduler_id = $6, node = NULL
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
+        ),
+        key
+    )
+    .bind(scheduler_id)
+    .execute(&mut *conn)
+    .await?;
+    bind_task!(
+        sqlx::query(
+            "INSERT INTO task_attempts (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id,
+                                        state, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 'unknown') ON CONFLICT DO NOTHING"
+        ),
+        key
+    )
+    .bind(attempt)
+    .bind(scheduler_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The scheduler started the task: it no longer waits, and we know its node.
+pub(crate) async fn mark_started(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    attempt: i32,
+    node: Option<&str>,
+) -> Result<(), EngineError> {
+    bind_task!(
+        sqlx::query(
+            "UPDATE task_executions SET waiting_reason = NULL, node = COALESCE($6, node)
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+               AND state = 'running'"
+        ),
+        key
+    )
+    .bind(node)
+    .execute(&mut *conn)
+    .await?;
+    bind_task!(
+        sqlx::query(
+            "UPDATE task_attempts SET node = COALESCE($7, node)
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+               AND attempt = $6"
+        ),
+        key
+    )
+    .bind(attempt)
+    .bind(node)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Extends this replica's lease. Answers `None` when the lease was lost, otherwise whether the
+/// run is being cancelled (a safety net for a missed cancel notification).
+pub(crate) async fn heartbeat(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    owner: uuid::Uuid,
+    lease_s: f64,
+) -> Result<Option<bool>, EngineError> {
+    Ok(bind_task!(
+        sqlx::query_scalar::<_, bool>(
+            "UPDATE task_executions te SET lease_until = now() + make_interval(secs => $7)
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+               AND state = 'running' AND lease_owner = $6
+             RETURNING (SELECT r.cancel_requested_at IS NOT NULL FROM runs r
+                        WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
+                            = (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id))"
+        ),
+        key
+    )
+    .bind(owner)
+    .bind(lease_s)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Closes an attempt row with its outcome.
+pub(crate) async fn close_attempt(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    attempt: i32,
+    status: TaskStatus,
+    reason: Option<&Reason>,
+    exit_code: Option<i32>,
+    retried: bool,
+) -> Result<(), EngineError> {
+    bind_task!(
+        sqlx::query(
+            "UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
+                 exit_code = $10, retried = $11, ended_at = now()
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+               AND attempt = $6"
+        ),
+        key
+    )
+    .bind(attempt)
+    .bind(status.as_str())
+    .bind(reason.map(|r| r.reason.as_str()))
+    .bind(reason.map(|r| r.description.as_str()))
+    .bind(exit_code)
+    .bind(retried)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts a running task execution held by `owner` back in the queue for its next attempt after
+/// `backoff_s`, counting the failure. Answers false when another transition got there first.
+pub(crate) async fn requeue_for_retry(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    owner: uuid::Uuid,
+    backoff_s: f64,
+    infra_failure: bool,
+) -> Result<bool, EngineError> {
+    let done = bind_task!(
+        sqlx::query(
+            "UPDATE task_executions SET state = 'queued', attempt = attempt + 1, queued_at = now(),
+                 run_after = now() + make_interval(secs => $7), waiting_reason = 'waiting_for_retry',
+                 lease_owner = NULL, lease_until = NULL, scheduler_id = NULL, node = NULL, started_at = NULL,
+                 infra_failures = infra_failures + CASE WHEN $8 THEN 1 ELSE 0 END,
+                 own_failures = own_failures + CASE WHEN $8 THEN 0 ELSE 1 END
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+               AND state = 'running' AND lease_owner = $6"
+        ),
+        key
+    )
+    .bind(owner)
+    .bind(backoff_s)
+    .bind(infra_failure)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// How many failures of each kind a task execution has had.
+pub(crate) async fn failure_counts(conn: &mut PgConnection, key: &TaskKey) -> Result<(i32, i32), EngineError> {
+    Ok(bind_task!(
+        sqlx::query_as::<_, (i32, i32)>(
+            "SELECT infra_failures, own_failures FROM task_executions
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
+        ),
+        key
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Cross-tenant: takes over the running task execution whose lease expired longest ago.
+pub(crate) async fn claim_expired(
+    conn: &mut PgConnection,
+    owner: uuid::Uuid,
+    lease_s: f64,
+) -> Result<Option<ClaimedRow>, EngineError> {
+    Ok(sqlx::query_as::<_, ClaimedRow>(
+        "WITH expired AS (
+             SELECT tenant_id, namespace_id, pipeline_id, run_id, task_id FROM task_executions
+             WHERE state = 'running' AND lease_until < now()
+             ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED
+         )
+         UPDATE task_executions te SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
+         FROM expired
+         WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
+             = (expired.tenant_id, expired.namespace_id, expired.pipeline_id, expired.run_id, expired.task_id)
+         RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
+                   te.scheduler_id, false AS run_pending, 0 AS parallelism",
+    )
+    .bind(owner)
+    .bind(lease_s)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Cross-tenant: unfinished runs past their deadline that nobody is stopping yet.
+pub(crate) async fn overdue_runs(conn: &mut PgConnection, limit: i64) -> Result<Vec<RunKey>, EngineError> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT tenant_id, namespace_id, pipeline_id, id FROM runs
+         WHERE state <> 'complete' AND deadline_at < now() AND cancel_requested_at IS NULL
+         ORDER BY deadline_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(tenant, namespace, pipeline, run)| {
+            Ok(RunKey {
+                pipeline: PipelineKey {
+                    tenant: tenant.parse().map_err(corrupt)?,
+                    namespace: namespace.parse().map_err(corrupt)?,
+                    pipeline: pipeline.parse().map_err(corrupt)?,
+                },
+                run: RunId::from_i64(run),
+            })
+        })
+        .collect()
+}
+
+/// Marks an unfinished run as being stopped; answers false when it is complete or already stopping.
+pub(crate) async fn request_cancel(conn: &mut PgConnection, run: &RunKey, reason: &str) -> Result<bool, EngineError> {
+    let done = sqlx::query(
+        "UPDATE runs SET cancel_requested_at = now(), cancel_reason = $5
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
+           AND state <> 'complete' AND cancel_requested_at IS NULL",
+    )
+    .bind(run.pipeline.tenant.as_str())
+    .bind(run.pipeline.namespace.as_str())
+    .bind(run.pipeline.pipeline.as_str())
+    .bind(run.run.get())
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// Completes every task execution of the run that has not started (waiting or queued) with
+/// `status`; answers their task ids.
+pub(crate) async fn complete_unstarted(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    status: TaskStatus,
+    reason: &Reason,
+) -> Result<Vec<String>, EngineError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE task_executions SET state = 'complete', status = $5, status_reason = $6, status_description = $7,
+             ended_at = now(), waiting_reason = NULL
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
+           AND state IN ('waiting', 'queued')
+         RETURNING task_id",
+    )
+    .bind(run.pipeline.tenant.as_str())
+    .bind(run.pipeline.namespace.as_str())
+    .bind(run.pipeline.pipeline.as_str())
+    .bind(run.run.get())
+    .bind(status.as_str())
+    .bind(reason.reason.as_str())
+    .bind(&reason.description)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Whether any task execution of the run is still running.
+pub(crate) async fn has_running_tasks(conn: &mut PgConnection, run: &RunKey) -> Result<bool, EngineError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM task_executions
+                        WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
+                          AND state = 'running')",
+    )
+    .bind(run.pipeline.tenant.as_str())
+    .bind(run.pipeline.namespace.as_str())
+    .bind(run.pipeline.pipeline.as_str())
+    .bind(run.run.get())
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The unfinished runs of a pipeline, oldest first.
+pub(crate) async fn unfinished_runs(conn: &mut PgConnection, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state <> 'complete'
+         ORDER BY id",
+    )
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(ids.into_iter().map(RunId::from_i64).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i32,
+    scheduler_id: String,
+    node: Option<String>,
+    state: String,
+    status: String,
+    status_reason: Option<String>,
+    status_description: Option<String>,
+    exit_code: Option<i32>,
+    retried: bool,
+    started_at: OffsetDateTime,
+    ended_at: Option<OffsetDateTime>,
+}
+
+/// Every attempt of a task execution, oldest first.
+pub(crate) async fn list_attempts(conn: &mut PgConnection, key: &TaskKey) -> Result<Vec<TaskAttempt>, EngineError> {
+    let rows: Vec<AttemptRow> = bind_task!(
+        sqlx::query_as(
+            "SELECT attempt, scheduler_id, node, state, status, status_reason, status_description, exit_code, retried,
+                    started_at, ended_at
+             FROM task_attempts
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+             ORDER BY attempt"
+        ),
+        key
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(TaskAttempt {
+                attempt: u32::try_from(r.attempt).map_err(corrupt)?,
+                scheduler_id: r.scheduler_id,
+                node: r.node,
+                state: r.state.parse::<TaskState>().map_err(corrupt)?,
+                status: r.status.parse::<TaskStatus>().map_err(corrupt)?,
+                status_reason: super::reason(r.status_reason, r.status_description)?,
+                exit_code: r.exit_code,
+                retried: r.retried,
+                started: r.started_at,
+                ended: r.ended_at,
+            })
+        })
+        .collect()
+}
+
+/// Announces a cancelled run to every replica (payload: the run's key).
+pub(crate) async fn notify_cancel(conn: &mut PgConnection, run: &RunKey) -> Result<(), EngineError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::cancel::CANCEL_CHANNEL)
+        .bind(crate::cancel::run_signal_key(run))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether `run` has not started while its pipeline already runs `parallelism` runs.
+pub(crate) async fn pipeline_full(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    parallelism: u32,
+) -> Result<bool, EngineError> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT state FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4)
+                    = 'pending'
+            AND (SELECT count(*) FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
+                    AND state = 'running') >= $5",
+    )
+    .bind(run.pipeline.tenant.as_str())
+    .bind(run.pipeline.namespace.as_str())
+    .bind(run.pipeline.pipeline.as_str())
+    .bind(run.run.get())
+    .bind(i64::from(parallelism))
+    .fetch_one(conn)
+    .await?)
+}

@@ -1,0 +1,301 @@
+//! Watching one task execution: dispatch (or re-attach after a takeover), follow its state and
+//! output, stop it when its run is cancelled or it outlives its timeout, and record how the
+//! attempt ended — completing the task, or queueing its next attempt.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gofer_core::scheduler::{KillReason, SchedulerError, TaskObservation, TaskSpec};
+use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskState, TaskStatus};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use crate::events::{self, EventScope};
+use crate::outcome::{Ending, RetryPolicy, Verdict, verdict};
+use crate::runs::TaskKey;
+use crate::worker::Inner;
+use crate::{EngineError, db, release};
+
+/// How much log to read from the scheduler per call.
+const LOG_READ_BYTES: usize = 256 * 1024;
+
+/// How a monitor got its task execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Claimed from the queue: dispatch it.
+    Dispatch,
+    /// Taken over from a replica whose lease expired: find the job and re-attach.
+    Takeover,
+}
+
+/// A task execution this replica now holds the lease of.
+pub(crate) struct Claimed {
+    pub key: TaskKey,
+    pub attempt: i32,
+    /// The job id the previous holder dispatched, on takeover.
+    pub scheduler_id: Option<String>,
+    pub mode: Mode,
+}
+
+/// Writes what claiming means in the claim's transaction: the run starts and the events say so.
+pub(crate) async fn record_claim(conn: &mut PgConnection, key: &TaskKey, attempt: i32) -> Result<(), EngineError> {
+    let tenant = &key.run.pipeline.tenant;
+    if db::start_run(conn, &key.run).await? {
+        events::record(conn, tenant, EventKind::RunStarted, EventScope::run(&key.run), json!({})).await?;
+    }
+    let payload = json!({"attempt": attempt});
+    events::record(conn, tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await
+}
+
+/// The environment a task sees: system values, overridden by the task's env, overridden by run
+/// variables; Gofer's own `GOFER_*` variables last, so nothing can shadow them (config validation
+/// already refuses the prefix).
+fn task_env(
+    inner: &Inner,
+    key: &TaskKey,
+    task: &TaskConfig,
+    run_variables: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = task.env.clone();
+    env.extend(run_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("GOFER_API_URL".into(), inner.config.api_url.clone());
+    env.insert("GOFER_NAMESPACE_ID".into(), key.run.pipeline.namespace.to_string());
+    env.insert("GOFER_PIPELINE_ID".into(), key.run.pipeline.pipeline.to_string());
+    env.insert("GOFER_RUN_ID".into(), key.run.run.to_string());
+    env.insert("GOFER_TASK_ID".into(), key.task.to_string());
+    env.insert("GOFER_TASK_IMAGE".into(), task.image.clone());
+    env
+}
+
+fn build_spec(
+    inner: &Inner,
+    key: &TaskKey,
+    attempt: i32,
+    task: &TaskConfig,
+    variables: &BTreeMap<String, String>,
+) -> TaskSpec {
+    let p = &key.run.pipeline;
+    let attempt = u32::try_from(attempt).unwrap_or(1);
+    let timeout = task
+        .timeout_s
+        .map(|t| Duration::from_secs(u64::from(t)))
+        .unwrap_or(inner.config.default_task_timeout)
+        .min(inner.config.max_task_timeout);
+    TaskSpec {
+        job_id: TaskSpec::job_id_for(&p.tenant, &p.namespace, &p.pipeline, key.run.run, &key.task, attempt),
+        tenant: p.tenant.clone(),
+        namespace: p.namespace.clone(),
+        pipeline: p.pipeline.clone(),
+        run: key.run.run,
+        task: key.task.clone(),
+        attempt,
+        image: task.image.clone(),
+        command: task.command.clone(),
+        entrypoint: task.entrypoint.clone(),
+        env: task_env(inner, key, task, variables),
+        timeout,
+        cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
+        memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),
+        // Resolved from secrets once the secret store exists (issue 8).
+        registry_auth: None,
+    }
+}
+
+/// Watches a claimed task execution to the end of its current attempt.
+pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), EngineError> {
+    let key = &claimed.key;
+    let (run, config) = {
+        let mut conn = inner.pool.acquire().await?;
+        let run = db::get_run(&mut conn, &key.run, false).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
+        let config = db::get_config(&mut conn, &key.run.pipeline, run.config_version).await?;
+        (run, config)
+    };
+    let task =
+        config.tasks.iter().find(|t| t.id == key.task).ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
+    let spec = build_spec(inner, key, claimed.attempt, task, run.variables());
+    let job_id = claimed.scheduler_id.clone().unwrap_or_else(|| spec.job_id.clone());
+    let signal = inner.signals.subscribe(&key.run);
+    let log_key = key.log_key(u32::try_from(claimed.attempt).unwrap_or(1));
+    let mut offset = 0;
+
+    match claimed.mode {
+        Mode::Dispatch => {
+            {
+                let mut conn = inner.pool.acquire().await?;
+                db::queue::open_attempt(&mut conn, key, claimed.attempt, &job_id).await?;
+            }
+            if run.cancelling().is_some() {
+                return conclude(inner, claimed, &config, task, &job_id, Ending::NotStarted).await;
+            }
+            tracing::info!(job = %job_id, "dispatching");
+            match inner.scheduler.start(&spec).await {
+                Ok(()) => {}
+                Err(SchedulerError::Rejected(detail)) => {
+                    return conclude(inner, claimed, &config, task, &job_id, Ending::StartRejected(detail)).await;
+                }
+                Err(e) => {
+                    let ending = Ending::StartUnavailable(e.to_string());
+                    return conclude(inner, claimed, &config, task, &job_id, ending).await;
+                }
+            }
+        }
+        Mode::Takeover => {
+            let mut conn = inner.pool.acquire().await?;
+            let payload = json!({"attempt": claimed.attempt, "replica": inner.config.replica_id});
+            let scope = EventScope::task(&key.run, &key.task);
+            events::record(&mut conn, &key.run.pipeline.tenant, EventKind::TaskTakenOver, scope, payload).await?;
+            if claimed.scheduler_id.is_none() {
+                // The previous holder died before dispatching: the scheduler never got it.
+                drop(conn);
+                return conclude(inner, claimed, &config, task, &job_id, Ending::Observed(TaskObservation::Unknown))
+                    .await;
+            }
+            // Re-attach: continue the log where the previous holder stopped copying.
+            offset = inner.logs.written_len(&log_key).await?;
+        }
+    }
+
+    let started = Instant::now();
+    let deadline = spec.timeout + inner.config.timeout_grace;
+    let mut last_heartbeat = Instant::now();
+    let mut started_marked = false;
+    let mut stop_sent = false;
+    let mut cancel_seen = false;
+    let observation = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.monitor_interval) => {},
+            _ = signal.cancelled() => cancel_seen = true,
+        }
+        offset = copy_logs(inner, &log_key, &job_id, offset).await;
+        let observation = match inner.scheduler.observe(&job_id).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "observing the task failed; trying again");
+                TaskObservation::Pending
+            }
+        };
+        if observation.is_final() {
+            break observation;
+        }
+        if observation == TaskObservation::Running && !started_marked {
+            started_marked = true;
+            let node = inner.scheduler.node(&job_id).await;
+            let mut conn = inner.pool.acquire().await?;
+            db::queue::mark_started(&mut conn, key, claimed.attempt, node.as_deref()).await?;
+        }
+        if cancel_seen && !stop_sent {
+            stop_sent = true;
+            tracing::info!("the run is being stopped; stopping the task");
+            if let Err(e) = inner.scheduler.stop(&job_id, inner.config.stop_grace).await {
+                tracing::warn!(error = %e, "stopping the task failed; trying again on the next heartbeat");
+                stop_sent = false;
+            }
+        }
+        if started.elapsed() > deadline {
+            // The scheduler should have stopped it; do it ourselves and say why.
+            tracing::warn!("task outlived its timeout in the scheduler; stopping it");
+            let _ = inner.scheduler.stop(&job_id, Duration::from_secs(5)).await;
+            break TaskObservation::Killed { reason: KillReason::Timeout };
+        }
+        if last_heartbeat.elapsed() > inner.config.lease / 3 {
+            last_heartbeat = Instant::now();
+            let mut conn = inner.pool.acquire().await?;
+            match db::queue::heartbeat(&mut conn, key, inner.config.replica_id, inner.config.lease.as_secs_f64())
+                .await?
+            {
+                None => {
+                    tracing::warn!("lease lost; another replica owns this task execution now");
+                    return Ok(());
+                }
+                Some(cancelling) => cancel_seen |= cancelling,
+            }
+        }
+    };
+    copy_logs(inner, &log_key, &job_id, offset).await;
+    conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation)).await?;
+    if let Err(e) = inner.scheduler.purge(&job_id).await {
+        tracing::warn!(error = %e, "purging the finished job failed");
+    }
+    Ok(())
+}
+
+/// Copies everything new in the scheduler's output to the log store; answers the next offset.
+/// Failures are logged and retried on the next call: a log hiccup must not fail the task.
+async fn copy_logs(inner: &Inner, log_key: &crate::logs::LogKey, job_id: &str, mut offset: u64) -> u64 {
+    loop {
+        match inner.scheduler.read_logs(job_id, offset, LOG_READ_BYTES).await {
+            Ok(chunk) if chunk.data.is_empty() => return offset,
+            Ok(chunk) => {
+                if let Err(e) = inner.logs.append(log_key, &chunk.data).await {
+                    tracing::warn!(error = %e, "writing the task log failed");
+                    return offset;
+                }
+                offset = chunk.next_offset;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading task output failed");
+                return offset;
+            }
+        }
+    }
+}
+
+/// Records how the attempt ended, in one transaction fenced by this replica's lease: either the
+/// task execution completes (and its dependants are released), or it goes back to the queue for
+/// its next attempt.
+async fn conclude(
+    inner: &Inner,
+    claimed: &Claimed,
+    config: &PipelineConfig,
+    task: &TaskConfig,
+    job_id: &str,
+    ending: Ending,
+) -> Result<(), EngineError> {
+    let key = &claimed.key;
+    let owner = inner.config.replica_id;
+    let mut tx = inner.pool.begin().await?;
+    let run = db::get_run(&mut tx, &key.run, true).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
+    let (infra, own) = db::queue::failure_counts(&mut tx, key).await?;
+    let policy = RetryPolicy {
+        infra_limit: inner.config.infra_retries,
+        own_limit: task.retries,
+        backoff_base: inner.config.retry_backoff,
+    };
+    let timeout_s = task.timeout_s.map(u64::from).unwrap_or(inner.config.default_task_timeout.as_secs());
+    let failures = (u32::try_from(infra).unwrap_or(0), u32::try_from(own).unwrap_or(0));
+    let tenant = &key.run.pipeline.tenant;
+    let scope = EventScope::task(&key.run, &key.task);
+    match verdict(&ending, run.cancelling(), timeout_s, failures, policy) {
+        Verdict::Complete { status, reason, exit_code } => {
+            if !db::complete_task(&mut tx, key, TaskState::Running, Some(owner), status, reason.as_ref(), exit_code)
+                .await?
+            {
+                tracing::warn!("the task execution was already finished elsewhere; leaving it");
+                return Ok(());
+            }
+            let attempt_status = if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status };
+            db::queue::close_attempt(&mut tx, key, claimed.attempt, attempt_status, reason.as_ref(), exit_code, false)
+                .await?;
+            let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
+                                 "attempt": claimed.attempt, "job_id": job_id});
+            events::record(&mut tx, tenant, EventKind::TaskCompleted, scope, payload).await?;
+            release::release_ready_tasks(&mut tx, &key.run, run.config_version, config).await?;
+            tx.commit().await?;
+            tracing::info!(%status, ?exit_code, "task execution finished");
+        }
+        Verdict::Retry { infra, reason, exit_code, backoff } => {
+            if !db::queue::requeue_for_retry(&mut tx, key, owner, backoff.as_secs_f64(), infra).await? {
+                tracing::warn!("the task execution was already finished elsewhere; leaving it");
+                return Ok(());
+            }
+            db::queue::close_attempt(&mut tx, key, claimed.attempt, TaskStatus::Failed, Some(&reason), exit_code, true)
+                .await?;
+            let payload = json!({"attempt": claimed.attempt, "status_reason": reason, "exit_code": exit_code,
+                                 "infrastructure": infra, "backoff_ms": backoff.as_millis() as u64});
+            events::record(&mut tx, tenant, EventKind::TaskRetrying, scope, payload).await?;
+            tx.commit().await?;
+            tracing::warn!(reason = %reason.reason, backoff_ms = backoff.as_millis() as u64, "attempt failed; retrying");
+        }
+    }
+    Ok(())
+}
