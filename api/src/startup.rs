@@ -45,6 +45,12 @@ impl Application {
     /// Connects to Postgres, applies migrations, issues the bootstrap token on first start,
     /// starts the engine and binds the listener (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_scheduler(config, None).await
+    }
+
+    /// Like [`Application::build`], with a given scheduler instead of the configured one (tests
+    /// use schedulers that inject faults or outlive the replica).
+    pub async fn build_with_scheduler(config: Config, scheduler: Option<Arc<dyn Scheduler>>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
         let pool = PgPoolOptions::new()
@@ -66,8 +72,9 @@ impl Application {
             tracing::info!(file = %config.state_dir.join("bootstrap-token").display(), "issued the bootstrap operator token");
         }
 
-        let scheduler: Arc<dyn Scheduler> = match config.scheduler {
-            SchedulerKind::Local => Arc::new(
+        let scheduler: Arc<dyn Scheduler> = match (scheduler, config.scheduler) {
+            (Some(given), _) => given,
+            (None, SchedulerKind::Local) => Arc::new(
                 LocalScheduler::new(LocalSchedulerConfig {
                     work_dir: config.sandbox.work_dir.clone().unwrap_or_else(|| config.state_dir.join("sandbox")),
                     bwrap_path: config.sandbox.bwrap_path.clone(),
@@ -114,6 +121,11 @@ impl Application {
     /// The bootstrap operator token, when this start issued it (first start on an empty database).
     pub fn bootstrap_token(&self) -> Option<&str> {
         self.bootstrap_token.as_deref()
+    }
+
+    /// A handle that stops the HTTP server (the engine stops after it).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// Serves until the server stops (SIGINT/SIGTERM), then stops the engine.

@@ -53,6 +53,7 @@ pub(crate) async fn record_claim(conn: &mut PgConnection, key: &TaskKey, attempt
 fn task_env(
     inner: &Inner,
     key: &TaskKey,
+    attempt: u32,
     task: &TaskConfig,
     run_variables: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
@@ -64,6 +65,7 @@ fn task_env(
     env.insert("GOFER_RUN_ID".into(), key.run.run.to_string());
     env.insert("GOFER_TASK_ID".into(), key.task.to_string());
     env.insert("GOFER_TASK_IMAGE".into(), task.image.clone());
+    env.insert("GOFER_TASK_ATTEMPT".into(), attempt.to_string());
     env
 }
 
@@ -92,7 +94,7 @@ fn build_spec(
         image: task.image.clone(),
         command: task.command.clone(),
         entrypoint: task.entrypoint.clone(),
-        env: task_env(inner, key, task, variables),
+        env: task_env(inner, key, attempt, task, variables),
         timeout,
         cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),

@@ -1,7 +1,10 @@
 //! Test harness: spawns the real server on port 0 against a fresh Postgres database per test
 //! (zero2prod's spawn_app), with typed helpers so tests read as specifications.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub mod fake_scheduler;
 
 use gofer_core::model::Run;
 use gofer_core::{NamespaceId, PipelineId, RunId, RunState, TenantId};
@@ -23,6 +26,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The state dir (logs, sandbox work dirs), removed when the test ends.
     pub state_dir: tempfile::TempDir,
+    server: actix_web::dev::ServerHandle,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// An HTTP answer: status and body parsed as JSON (or the raw text under `"text"`).
@@ -82,17 +87,37 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the real server with a given config.
 pub async fn spawn_with(config: gofer_api::Config, state_dir: tempfile::TempDir) -> TestApp {
+    spawn_replica(config, state_dir, None).await
+}
+
+/// Starts the real server with a given config and, optionally, a given scheduler.
+pub async fn spawn_replica(
+    config: gofer_api::Config,
+    state_dir: tempfile::TempDir,
+    scheduler: Option<Arc<dyn gofer_core::scheduler::Scheduler>>,
+) -> TestApp {
     gofer_api::telemetry::init(gofer_api::config::LogFormat::Pretty, "warn");
     let database_url = config.database_url.clone();
     let operator_token = config.bootstrap_token.clone().expect("tests preset the bootstrap token");
-    let app = gofer_api::Application::build(config).await.expect("server builds");
+    let app = gofer_api::Application::build_with_scheduler(config, scheduler).await.expect("server builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let server = app.server_handle();
+    let running = tokio::spawn(app.run_until_stopped());
     let db = PgPool::connect(&database_url).await.expect("connect to the test database");
-    TestApp { address, operator_token, db, http: reqwest::Client::new(), state_dir }
+    TestApp { address, operator_token, db, http: reqwest::Client::new(), state_dir, server, running: Some(running) }
 }
 
 impl TestApp {
+    /// Stops this replica abruptly as far as the queue can tell: the HTTP server stops and the
+    /// engine drops every task it watches without recording anything, so their leases expire and
+    /// another replica must take them over.
+    pub async fn kill(&mut self) {
+        self.server.stop(false).await;
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+    }
+
     /// Sends a request with an optional token and JSON body.
     pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");

@@ -1,0 +1,135 @@
+//! A test double of a scheduler (test code only): jobs live in memory, outside any replica, the
+//! way Nomad jobs outlive the server that submitted them. It counts starts per job id, can fail
+//! starts on purpose, and "runs" commands it understands:
+//! `["sleep", "<seconds>"]` runs that long then exits 0, `["exit", "<code>"]` exits at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use gofer_core::scheduler::{BoxFuture, KillReason, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec};
+
+struct Job {
+    started: Instant,
+    runs_for: Duration,
+    exit_code: i32,
+    stopped: bool,
+    output: Vec<u8>,
+}
+
+/// An in-memory scheduler shared by every replica of a test.
+#[derive(Default)]
+pub struct FakeScheduler {
+    jobs: Mutex<HashMap<String, Job>>,
+    starts: Mutex<HashMap<String, u32>>,
+    /// How many of the next `start` calls fail as if the scheduler were down.
+    pub failing_starts: AtomicU32,
+}
+
+impl FakeScheduler {
+    /// How many times `start` created the job `job_id` (idempotent repeats not counted).
+    pub fn starts(&self, job_id: &str) -> u32 {
+        self.starts.lock().map(|s| s.get(job_id).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Forgets a job, as when the node it ran on is lost.
+    pub fn forget(&self, job_id: &str) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.remove(job_id);
+        }
+    }
+
+    /// Every job id ever started.
+    pub fn job_ids(&self) -> Vec<String> {
+        self.starts.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default()
+    }
+}
+
+fn parse(spec: &TaskSpec) -> (Duration, i32) {
+    match spec.command.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["sleep", secs] => (Duration::from_secs_f64(secs.parse().unwrap_or(0.0)), 0),
+        ["exit", code] => (Duration::ZERO, code.parse().unwrap_or(1)),
+        _ => (Duration::ZERO, 0),
+    }
+}
+
+impl Scheduler for FakeScheduler {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            let failing = self.failing_starts.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_starts.store(failing - 1, Ordering::SeqCst);
+                return Err(SchedulerError::Unavailable("injected: the scheduler is down".into()));
+            }
+            let mut jobs = self.jobs.lock().map_err(|_| SchedulerError::Unavailable("poisoned".into()))?;
+            if jobs.contains_key(&spec.job_id) {
+                return Ok(());
+            }
+            let (runs_for, exit_code) = parse(spec);
+            let output = format!("started {} attempt {}\n", spec.job_id, spec.attempt).into_bytes();
+            jobs.insert(
+                spec.job_id.clone(),
+                Job { started: Instant::now(), runs_for, exit_code, stopped: false, output },
+            );
+            if let Ok(mut starts) = self.starts.lock() {
+                *starts.entry(spec.job_id.clone()).or_default() += 1;
+            }
+            Ok(())
+        })
+    }
+
+    fn observe<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<TaskObservation, SchedulerError>> {
+        Box::pin(async move {
+            let jobs = self.jobs.lock().map_err(|_| SchedulerError::Unavailable("poisoned".into()))?;
+            Ok(match jobs.get(job_id) {
+                None => TaskObservation::Unknown,
+                Some(job) if job.stopped => TaskObservation::Killed { reason: KillReason::Stopped },
+                Some(job) if job.started.elapsed() >= job.runs_for => {
+                    TaskObservation::Exited { exit_code: job.exit_code }
+                }
+                Some(_) => TaskObservation::Running,
+            })
+        })
+    }
+
+    fn read_logs<'a>(
+        &'a self,
+        job_id: &'a str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<LogChunk, SchedulerError>> {
+        Box::pin(async move {
+            let jobs = self.jobs.lock().map_err(|_| SchedulerError::Unavailable("poisoned".into()))?;
+            let job = jobs.get(job_id).ok_or_else(|| SchedulerError::NotFound(job_id.to_owned()))?;
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(job.output.len());
+            let end = start.saturating_add(max_bytes).min(job.output.len());
+            Ok(LogChunk { data: job.output[start..end].to_vec(), next_offset: end as u64 })
+        })
+    }
+
+    fn stop<'a>(&'a self, job_id: &'a str, _grace: Duration) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            let mut jobs = self.jobs.lock().map_err(|_| SchedulerError::Unavailable("poisoned".into()))?;
+            if let Some(job) = jobs.get_mut(job_id)
+                && job.started.elapsed() < job.runs_for
+            {
+                job.stopped = true;
+            }
+            Ok(())
+        })
+    }
+
+    fn purge<'a>(&'a self, _job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        // Jobs are kept so tests can count them.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn node<'a>(&'a self, _job_id: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { Some("fake-node-1".to_owned()) })
+    }
+}

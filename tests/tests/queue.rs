@@ -1,0 +1,453 @@
+//! The queue under faults and limits: retries, takeovers, cancel, deadlines, parallelism.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gofer_core::{NamespaceId, PipelineId, RunId, RunStatus, StatusReason, TaskId, TaskStatus};
+use gofer_tests::fake_scheduler::FakeScheduler;
+use gofer_tests::{TestApp, fresh_database, spawn_app, spawn_replica, test_config};
+use serde_json::{Value, json};
+
+fn ids(ns: &str, p: &str) -> (NamespaceId, PipelineId) {
+    (NamespaceId::parse(ns).expect("valid"), PipelineId::parse(p).expect("valid"))
+}
+
+fn task(id: &str) -> TaskId {
+    TaskId::parse(id).expect("valid")
+}
+
+/// A config for quick engine loops in tests: short leases, fast retries.
+fn fast_config(database_url: String, state_dir: &std::path::Path) -> gofer_api::Config {
+    let mut config = test_config(database_url, state_dir);
+    config.engine.lease_s = 2;
+    config.engine.retry_backoff_ms = 100;
+    config
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn task_state(app: &TestApp, run: i64, task: &str) -> (String, Option<String>) {
+    sqlx::query_as("SELECT state, waiting_reason FROM task_executions WHERE run_id = $1 AND task_id = $2")
+        .bind(run)
+        .bind(task)
+        .fetch_one(&app.db)
+        .await
+        .expect("task row")
+}
+
+#[tokio::test]
+async fn cancelling_a_run_stops_its_running_task_and_never_starts_the_rest() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "long",
+        json!({"name": "Long", "tasks": [
+            {"id": "sleeper", "image": "debian:12", "command": ["sh", "-c", "echo started; sleep 60"]},
+            {"id": "after", "image": "debian:12", "command": ["true"], "depends_on": {"sleeper": "any"}}
+        ]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "long").await;
+    wait_until("the sleeper to run", Duration::from_secs(30), || async {
+        task_state(&app, run.get(), "sleeper").await.0 == "running"
+            && task_state(&app, run.get(), "sleeper").await.1.is_none()
+    })
+    .await;
+
+    let cancelled_at = Instant::now();
+    let answer =
+        acme.request("POST", &format!("/api/v1/namespaces/builds/pipelines/long/runs/{run}/cancel"), None).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let done = acme.wait_for_run("builds", "long", run, Duration::from_secs(30)).await;
+    assert!(cancelled_at.elapsed() < Duration::from_secs(20), "the sandbox was stopped promptly");
+    assert_eq!(done.status, RunStatus::Cancelled);
+    assert_eq!(done.status_reason.unwrap().reason, StatusReason::UserCancelled);
+
+    let (ns, p) = ids("builds", "long");
+    let tasks = acme.sdk().list_tasks(&ns, &p, run).await.unwrap();
+    for t in &tasks {
+        assert_eq!(t.status, TaskStatus::Cancelled, "{t:?}");
+        assert_eq!(t.status_reason.as_ref().unwrap().reason, StatusReason::UserCancelled);
+    }
+    let after = tasks.iter().find(|t| t.task_id.as_str() == "after").unwrap();
+    assert!(after.started.is_none(), "a dependant of a cancelled run never starts");
+
+    // Cancelling again changes nothing.
+    let again =
+        acme.request("POST", &format!("/api/v1/namespaces/builds/pipelines/long/runs/{run}/cancel"), None).await;
+    assert_eq!((again.status, again.body["run"]["status"].as_str()), (200, Some("cancelled")));
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn cancel_all_cancels_every_unfinished_run_of_the_pipeline() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeScheduler::default());
+    let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake.clone())).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "slow",
+        json!({"name": "Slow", "tasks": [{"id": "wait", "image": "x", "command": ["sleep", "60"]}]}),
+    )
+    .await;
+    for _ in 0..3 {
+        acme.start_run("builds", "slow").await;
+    }
+    let answer = acme.request("POST", "/api/v1/namespaces/builds/pipelines/slow/runs/cancel-all", None).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body["cancelled"], json!([1, 2, 3]));
+    for run in 1..=3 {
+        let done = acme.wait_for_run("builds", "slow", RunId::from_i64(run), Duration::from_secs(20)).await;
+        assert_eq!(done.status, RunStatus::Cancelled);
+    }
+    let none = acme.request("POST", "/api/v1/namespaces/builds/pipelines/slow/runs/cancel-all", None).await;
+    assert_eq!(none.body["cancelled"], json!([]));
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_run_past_its_deadline_is_stopped_and_fails_with_reason_timeout() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "slow",
+        json!({"name": "Slow", "run_timeout_s": 2, "tasks": [
+            {"id": "sleeper", "image": "debian:12", "command": ["sleep", "60"]},
+            {"id": "after", "image": "debian:12", "command": ["true"], "depends_on": {"sleeper": "success"}}
+        ]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "slow").await;
+    let done = acme.wait_for_run("builds", "slow", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.status_reason.unwrap().reason, StatusReason::Timeout);
+    assert!(done.ended.unwrap() - done.created < time::Duration::seconds(20));
+    let (ns, p) = ids("builds", "slow");
+    let sleeper = acme.sdk().get_task(&ns, &p, run, &task("sleeper")).await.unwrap();
+    assert_eq!((sleeper.status, sleeper.status_reason.unwrap().reason), (TaskStatus::Failed, StatusReason::Timeout));
+    let after = acme.sdk().get_task(&ns, &p, run, &task("after")).await.unwrap();
+    assert_eq!(after.status, TaskStatus::Cancelled);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_task_that_fails_is_run_again_as_configured_and_each_attempt_keeps_its_log() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, None).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "flaky",
+        json!({"name": "Flaky", "tasks": [
+            // Fails on attempts 1 and 2, succeeds on 3.
+            {"id": "flaky", "image": "debian:12", "retries": 2,
+             "command": ["sh", "-c", "echo try $GOFER_TASK_ATTEMPT; [ $GOFER_TASK_ATTEMPT -ge 3 ]"]},
+            {"id": "never", "image": "debian:12", "retries": 1, "command": ["sh", "-c", "echo no $GOFER_TASK_ATTEMPT; exit 4"]}
+        ]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "flaky").await;
+    let done = acme.wait_for_run("builds", "flaky", run, Duration::from_secs(60)).await;
+    assert_eq!(done.status, RunStatus::Failed, "never fails after its one retry");
+
+    let (ns, p) = ids("builds", "flaky");
+    let flaky = acme.sdk().get_task(&ns, &p, run, &task("flaky")).await.unwrap();
+    assert_eq!((flaky.status, flaky.attempt, flaky.exit_code), (TaskStatus::Successful, 3, Some(0)));
+    let attempts = acme
+        .request("GET", &format!("/api/v1/namespaces/builds/pipelines/flaky/runs/{run}/tasks/flaky/attempts"), None)
+        .await;
+    let attempts = attempts.body["items"].as_array().unwrap().clone();
+    let summary: Vec<(i64, &str, bool, Option<i64>)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_i64().unwrap(),
+                a["status"].as_str().unwrap(),
+                a["retried"].as_bool().unwrap(),
+                a["exit_code"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(1, "failed", true, Some(1)), (2, "failed", true, Some(1)), (3, "successful", false, Some(0))]
+    );
+    assert_eq!(attempts[0]["status_reason"]["reason"], "abnormal_exit");
+    assert_eq!(attempts[0]["scheduler_id"], format!("acme-builds-flaky-{run}-flaky-1"));
+    for n in 1..=3 {
+        let log = acme
+            .request(
+                "GET",
+                &format!("/api/v1/namespaces/builds/pipelines/flaky/runs/{run}/tasks/flaky/logs?attempt={n}"),
+                None,
+            )
+            .await;
+        assert_eq!(log.body["text"], format!("try {n}\n"), "attempt {n} keeps its own log");
+    }
+    let current = acme.sdk().task_logs(&ns, &p, run, &task("flaky")).await.unwrap();
+    assert_eq!(current, "try 3\n", "the log route shows the current attempt by default");
+    let missing = acme
+        .request(
+            "GET",
+            &format!("/api/v1/namespaces/builds/pipelines/flaky/runs/{run}/tasks/flaky/logs?attempt=9"),
+            None,
+        )
+        .await;
+    assert_eq!((missing.status, missing.code()), (404, "attempt_not_found"));
+
+    let never = acme.sdk().get_task(&ns, &p, run, &task("never")).await.unwrap();
+    assert_eq!((never.status, never.attempt, never.exit_code), (TaskStatus::Failed, 2, Some(4)));
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn infrastructure_failures_are_retried_and_a_task_exit_is_not() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeScheduler::default());
+    fake.failing_starts.store(2, Ordering::SeqCst);
+    let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake.clone())).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "infra",
+        json!({"name": "I", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "0.2"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "infra").await;
+    let done = acme.wait_for_run("builds", "infra", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    let (ns, p) = ids("builds", "infra");
+    let work = acme.sdk().get_task(&ns, &p, run, &task("work")).await.unwrap();
+    assert_eq!((work.attempt, work.node.as_deref()), (3, Some("fake-node-1")));
+    let attempts = acme
+        .request("GET", &format!("/api/v1/namespaces/builds/pipelines/infra/runs/{run}/tasks/work/attempts"), None)
+        .await;
+    let reasons: Vec<Value> =
+        attempts.body["items"].as_array().unwrap().iter().map(|a| a["status_reason"]["reason"].clone()).collect();
+    assert_eq!(reasons, [json!("scheduler_error"), json!("scheduler_error"), Value::Null]);
+
+    // A task's own failure is not an infrastructure failure: no retry without `retries`.
+    acme.register(
+        "builds",
+        "exits",
+        json!({"name": "E", "tasks": [{"id": "work", "image": "x", "command": ["exit", "3"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "exits").await;
+    let done = acme.wait_for_run("builds", "exits", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let (ns, p) = ids("builds", "exits");
+    let work = acme.sdk().get_task(&ns, &p, run, &task("work")).await.unwrap();
+    assert_eq!((work.attempt, work.exit_code), (1, Some(3)));
+}
+
+#[tokio::test]
+async fn a_dead_replicas_task_is_taken_over_and_runs_exactly_once() {
+    let database_url = fresh_database().await;
+    let fake = Arc::new(FakeScheduler::default());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = fast_config(database_url.clone(), dir_a.path());
+    let mut config_b = fast_config(database_url, dir_b.path());
+    config_b.bootstrap_token = config_a.bootstrap_token.clone();
+    // Only A claims at first: B starts after A has the task.
+    config_a.engine.max_parallel_tasks = 4;
+    config_b.engine.max_parallel_tasks = 4;
+    let mut a = spawn_replica(config_a, dir_a, Some(fake.clone())).await;
+    let acme = a.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "long",
+        json!({"name": "L", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "4"]}]}),
+    )
+    .await;
+    let token = acme.token.clone();
+    let run = acme.start_run("builds", "long").await;
+    let job = format!("acme-builds-long-{run}-work-1");
+    wait_until("replica A to dispatch", Duration::from_secs(10), || async { fake.starts(&job) == 1 }).await;
+    a.kill().await;
+
+    let b = spawn_replica(config_b, tempfile::tempdir().unwrap(), Some(fake.clone())).await;
+    let acme_b = gofer_tests::TenantClient { app: &b, tenant: "acme".parse().unwrap(), token };
+    let done = acme_b.wait_for_run("builds", "long", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    assert_eq!(fake.starts(&job), 1, "re-attached, not dispatched again");
+    assert_eq!(fake.job_ids().len(), 1, "no second attempt");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM events WHERE run_id = $1 ORDER BY id")
+        .bind(run.get())
+        .fetch_all(&b.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds,
+        [
+            "run_created",
+            "task_queued",
+            "run_started",
+            "task_started",
+            "task_taken_over",
+            "task_completed",
+            "run_completed"
+        ]
+    );
+    let log =
+        acme_b.sdk().task_logs(&ids("builds", "long").0, &ids("builds", "long").1, run, &task("work")).await.unwrap();
+    assert_eq!(log, format!("started {job} attempt 1\n"), "the log is not copied twice");
+    b.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_task_lost_with_its_replica_runs_again_as_a_new_attempt_marked_orphaned() {
+    let database_url = fresh_database().await;
+    let fake = Arc::new(FakeScheduler::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = fast_config(database_url, dir.path());
+    let app = spawn_replica(config, dir, Some(fake.clone())).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "lost",
+        json!({"name": "L", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "1"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "lost").await;
+    let job1 = format!("acme-builds-lost-{run}-work-1");
+    wait_until("dispatch", Duration::from_secs(10), || async { fake.starts(&job1) == 1 }).await;
+    // The job vanishes from the scheduler (its node died) and its watcher's lease expires, as if
+    // the replica watching it had died too.
+    fake.forget(&job1);
+    sqlx::query(
+        "UPDATE task_executions SET lease_owner = gen_random_uuid(), lease_until = now() - interval '1 second'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let done = acme.wait_for_run("builds", "lost", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    let attempts = acme
+        .request("GET", &format!("/api/v1/namespaces/builds/pipelines/lost/runs/{run}/tasks/work/attempts"), None)
+        .await;
+    let summary: Vec<(i64, &str, Option<&str>, bool)> = attempts.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_i64().unwrap(),
+                a["status"].as_str().unwrap(),
+                a["status_reason"]["reason"].as_str(),
+                a["retried"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(1, "failed", Some("orphaned"), true), (2, "successful", None, false)]);
+    assert_eq!(fake.starts(&job1), 1, "the job id of attempt 1 is never started twice");
+    assert_eq!(fake.starts(&format!("acme-builds-lost-{run}-work-2")), 1);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn pipeline_parallelism_keeps_runs_one_at_a_time_and_says_why_they_wait() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeScheduler::default());
+    let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake)).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "serial",
+        json!({"name": "S", "parallelism": 1, "tasks": [{"id": "work", "image": "x", "command": ["sleep", "0.8"]}]}),
+    )
+    .await;
+    let runs: Vec<RunId> = vec![
+        acme.start_run("builds", "serial").await,
+        acme.start_run("builds", "serial").await,
+        acme.start_run("builds", "serial").await,
+    ];
+    wait_until("run 1 to run", Duration::from_secs(10), || async { task_state(&app, 1, "work").await.0 == "running" })
+        .await;
+    let (state, reason) = task_state(&app, 3, "work").await;
+    assert_eq!((state.as_str(), reason.as_deref()), ("queued", Some("waiting_for_parallelism")));
+    let mut spans = Vec::new();
+    for run in runs {
+        let done = acme.wait_for_run("builds", "serial", run, Duration::from_secs(30)).await;
+        assert_eq!(done.status, RunStatus::Successful);
+        spans.push((done.started.unwrap(), done.ended.unwrap()));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs overlapped: {pair:?}");
+    }
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_tenant_concurrency_limit_holds_across_pipelines_and_runs() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeScheduler::default());
+    let mut config = fast_config(fresh_database().await, state_dir.path());
+    config.engine.tenant_max_running_tasks = 1;
+    let app = spawn_replica(config, state_dir, Some(fake)).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    let three = json!({"name": "T", "tasks": [
+        {"id": "one", "image": "x", "command": ["sleep", "0.5"]},
+        {"id": "two", "image": "x", "command": ["sleep", "0.5"]},
+        {"id": "three", "image": "x", "command": ["sleep", "0.5"]}]});
+    acme.register("builds", "three", three).await;
+    let run = acme.start_run("builds", "three").await;
+    let done = acme.wait_for_run("builds", "three", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    let (ns, p) = ids("builds", "three");
+    let mut spans: Vec<_> = acme
+        .sdk()
+        .list_tasks(&ns, &p, run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.started.unwrap(), t.ended.unwrap()))
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "tasks overlapped: {pair:?}");
+    }
+}
+
+#[tokio::test]
+async fn runs_record_their_initiator_and_tasks_get_the_api_url() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register("builds", "env", json!({"name": "E", "tasks": [{"id": "show", "image": "debian:12", "command": ["sh", "-c", "echo $GOFER_API_URL"]}]}))
+        .await;
+    let run = acme.start_run("builds", "env").await;
+    let done = acme.wait_for_run("builds", "env", run, Duration::from_secs(30)).await;
+    assert_eq!(done.initiator.kind, "token");
+    let token_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM api_tokens WHERE tenant_id = 'acme'").fetch_one(&app.db).await.unwrap();
+    assert_eq!(done.initiator.id, token_id.to_string());
+    assert!(done.deadline.is_some());
+    let (ns, p) = ids("builds", "env");
+    let log = acme.sdk().task_logs(&ns, &p, run, &task("show")).await.unwrap();
+    assert_eq!(log, format!("{}\n", app.address));
+}
