@@ -111,6 +111,10 @@ pub struct TaskExecution {
     pub scheduler_id: Option<String>,
     /// The node (host) the current attempt runs or ran on.
     pub node: Option<String>,
+    /// Until it completes: when it will be stopped (its own timeout once dispatched, otherwise its
+    /// run's deadline).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deadline: Option<OffsetDateTime>,
     /// When the execution was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,

@@ -347,6 +347,7 @@ pub(crate) struct TaskRow {
     created_at: OffsetDateTime,
     started_at: Option<OffsetDateTime>,
     ended_at: Option<OffsetDateTime>,
+    deadline_at: Option<OffsetDateTime>,
 }
 
 impl TaskRow {
@@ -363,6 +364,7 @@ impl TaskRow {
             exit_code: self.exit_code,
             scheduler_id: self.scheduler_id,
             node: self.node,
+            deadline: self.deadline_at,
             created: self.created_at,
             started: self.started_at,
             ended: self.ended_at,
@@ -374,7 +376,11 @@ impl TaskRow {
 macro_rules! task_columns {
     () => {
         "run_id, task_id, image, attempt, state, waiting_reason, status, status_reason, status_description, \
-         exit_code, scheduler_id, node, created_at, started_at, ended_at"
+         exit_code, scheduler_id, node, created_at, started_at, ended_at, \
+         CASE WHEN state = 'complete' THEN NULL ELSE COALESCE(deadline_at, (SELECT r.deadline_at FROM runs r \
+             WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = \
+                   (task_executions.tenant_id, task_executions.namespace_id, task_executions.pipeline_id, \
+                    task_executions.run_id))) END AS deadline_at"
     };
 }
 

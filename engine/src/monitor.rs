@@ -124,7 +124,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
         Mode::Dispatch => {
             {
                 let mut conn = inner.pool.acquire().await?;
-                db::queue::open_attempt(&mut conn, key, claimed.attempt, &job_id).await?;
+                db::queue::open_attempt(&mut conn, key, claimed.attempt, &job_id, spec.timeout.as_secs_f64()).await?;
             }
             if run.cancelling().is_some() {
                 return conclude(inner, claimed, &config, task, &job_id, Ending::NotStarted).await;

@@ -388,6 +388,9 @@ async fn pipeline_parallelism_keeps_runs_one_at_a_time_and_says_why_they_wait() 
         .await;
     let (state, reason) = task_state(&app, 3, "work").await;
     assert_eq!((state.as_str(), reason.as_deref()), ("queued", Some("waiting_for_parallelism")));
+    let waiting = acme.request("GET", "/api/v1/namespaces/builds/pipelines/serial/runs/3/tasks/work", None).await;
+    assert_eq!(waiting.body["task"]["waiting_reason"], "waiting_for_parallelism");
+    assert!(waiting.body["task"]["deadline"].is_string(), "a waiting task shows its deadline: {waiting:?}");
     let mut spans = Vec::new();
     for run in runs {
         let done = acme.wait_for_run("builds", "serial", run, Duration::from_secs(30)).await;

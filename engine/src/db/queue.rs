@@ -138,21 +138,23 @@ macro_rules! bind_task {
     };
 }
 
-/// Records the job id of the attempt being dispatched and opens its attempt row.
+/// Records the job id and deadline of the attempt being dispatched and opens its attempt row.
 pub(crate) async fn open_attempt(
     conn: &mut PgConnection,
     key: &TaskKey,
     attempt: i32,
     scheduler_id: &str,
+    timeout_s: f64,
 ) -> Result<(), EngineError> {
     bind_task!(
         sqlx::query(
-            "UPDATE task_executions SET scheduler_id = $6, node = NULL
+            "UPDATE task_executions SET scheduler_id = $6, node = NULL, deadline_at = now() + make_interval(secs => $7)
              WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
         ),
         key
     )
     .bind(scheduler_id)
+    .bind(timeout_s)
     .execute(&mut *conn)
     .await?;
     bind_task!(
@@ -272,6 +274,7 @@ pub(crate) async fn requeue_for_retry(
             "UPDATE task_executions SET state = 'queued', attempt = attempt + 1, queued_at = now(),
                  run_after = now() + make_interval(secs => $7), waiting_reason = 'waiting_for_retry',
                  lease_owner = NULL, lease_until = NULL, scheduler_id = NULL, node = NULL, started_at = NULL,
+                 deadline_at = NULL,
                  infra_failures = infra_failures + CASE WHEN $8 THEN 1 ELSE 0 END,
                  own_failures = own_failures + CASE WHEN $8 THEN 0 ELSE 1 END
              WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
