@@ -1,15 +1,22 @@
-//! Authentication and authorization in one place: extractors that turn the bearer token into a
-//! principal and refuse requests whose token lacks the route's permission.
+//! Authentication and authorization in one place: extractors turn the bearer token into a
+//! principal and refuse requests whose token lacks the route's declared permission. Handlers
+//! declare a permission by the extractor they take (`Operator`, `TenantAccess<Read|Write|Admin>`,
+//! `TokenManager`, `Authenticated`) and never check roles themselves. docs/permissions.md lists
+//! every route; a test proves the table against the running server.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use gofer_core::TenantId;
-use gofer_tenants::{Principal, Role};
+use gofer_core::{NamespaceId, TenantId};
+use gofer_tenants::tokens::TokenOwner;
+use gofer_tenants::{NamespaceGlobs, Principal, Role};
 
 use crate::error::ApiError;
 use crate::startup::AppState;
+
+type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
 /// The authenticated principal of a request.
 #[derive(Debug, Clone)]
@@ -21,18 +28,45 @@ fn bearer(req: &HttpRequest) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+/// The client's address: the socket peer (trusted proxies come with the rate-limit work).
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = Extracted<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer(req);
+        let ip = client_ip(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let token = token.ok_or(ApiError::Unauthorized)?;
-            let principal = gofer_tenants::authenticate(&state.pool, &token).await?.ok_or(ApiError::Unauthorized)?;
-            Ok(Authenticated(principal))
+            if let Some(ip) = ip {
+                state.auth_failures.check_blocked(ip)?;
+            }
+            let Some(token) = token else { return Err(ApiError::Unauthorized) };
+            let Some(auth) = gofer_tenants::authenticate(&state.pool, &token).await? else {
+                // Logged with the client's address, never with the token.
+                tracing::warn!(client_ip = ?ip, "authentication failed");
+                if let Some(ip) = ip {
+                    state.auth_failures.record_failure(ip)?;
+                }
+                return Err(ApiError::Unauthorized);
+            };
+            if auth.tenant_suspended {
+                return Err(ApiError::Forbidden { code: "tenant_suspended", detail: "the tenant is suspended".into() });
+            }
+            if !auth.allowed_cidrs.is_empty()
+                && !ip.is_some_and(|ip| auth.allowed_cidrs.iter().any(|n| n.contains(&ip)))
+            {
+                return Err(ApiError::Forbidden {
+                    code: "client_ip_not_allowed",
+                    detail: "this token may not be used from this address".into(),
+                });
+            }
+            Ok(Authenticated(auth.principal))
         })
     }
 }
@@ -43,14 +77,14 @@ pub struct Operator;
 
 impl FromRequest for Operator {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = Extracted<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let auth = Authenticated::from_request(req, payload);
         Box::pin(async move {
             match auth.await?.0 {
                 Principal::Operator { .. } => Ok(Operator),
-                Principal::Tenant { .. } => Err(ApiError::Forbidden("this route needs an operator token".into())),
+                Principal::Tenant { .. } => Err(ApiError::forbidden("this route needs an operator token")),
             }
         })
     }
@@ -60,14 +94,16 @@ impl FromRequest for Operator {
 pub trait Permission {
     /// Whether `role` grants it.
     fn granted(role: Role) -> bool;
-    /// Named in the 403 answer.
+    /// Named in the 403 answer and in docs/permissions.md.
     const NAME: &'static str;
 }
 
-/// Read anything in the tenant.
+/// Read anything in the tenant (within the token's namespaces).
 pub struct Read;
-/// Create and change pipelines, runs and namespaces.
+/// Create and change namespaces, pipelines and runs.
 pub struct Write;
+/// Everything, including the tenant's tokens.
+pub struct Admin;
 
 impl Permission for Read {
     fn granted(role: Role) -> bool {
@@ -83,33 +119,91 @@ impl Permission for Write {
     const NAME: &'static str = "write";
 }
 
+impl Permission for Admin {
+    fn granted(role: Role) -> bool {
+        role == Role::Admin
+    }
+    const NAME: &'static str = "admin";
+}
+
 /// A tenant member holding permission `P`. Handlers read the tenant from here, never from the
-/// request, so every query is scoped to the token's tenant.
+/// request, so every query is scoped to the token's tenant. When the route has a `{namespace}`
+/// segment, the token's namespace globs must allow it.
 #[derive(Debug, Clone)]
 pub struct TenantAccess<P> {
     /// The tenant of the token.
     pub tenant: TenantId,
     /// The token's id (recorded, for example, as the initiator of runs).
     pub token_id: uuid::Uuid,
+    /// The namespaces the token may reach.
+    pub namespaces: NamespaceGlobs,
     _permission: std::marker::PhantomData<P>,
+}
+
+impl<P> TenantAccess<P> {
+    /// Refuses a namespace named in a body that the token may not reach.
+    pub fn check_namespace(&self, namespace: &NamespaceId) -> Result<(), ApiError> {
+        if self.namespaces.allows(namespace.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                code: "namespace_forbidden",
+                detail: format!("this token may not reach namespace {namespace}"),
+            })
+        }
+    }
 }
 
 impl<P: Permission + 'static> FromRequest for TenantAccess<P> {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let auth = Authenticated::from_request(req, payload);
+        let namespace = req.match_info().get("namespace").map(str::to_owned);
+        Box::pin(async move {
+            match auth.await?.0 {
+                Principal::Tenant { tenant, role, token_id, namespaces } if P::granted(role) => {
+                    if let Some(ns) = namespace
+                        && !namespaces.allows(&ns)
+                    {
+                        return Err(ApiError::Forbidden {
+                            code: "namespace_forbidden",
+                            detail: format!("this token may not reach namespace {ns}"),
+                        });
+                    }
+                    Ok(TenantAccess { tenant, token_id, namespaces, _permission: std::marker::PhantomData })
+                }
+                Principal::Tenant { .. } => {
+                    Err(ApiError::forbidden(format!("this route needs the {} permission", P::NAME)))
+                }
+                Principal::Operator { .. } => {
+                    Err(ApiError::forbidden("operator tokens cannot act inside a tenant; use a tenant token"))
+                }
+            }
+        })
+    }
+}
+
+/// Whoever manages tokens: an operator (operator tokens) or a tenant admin whose token is not
+/// limited to some namespaces (the tenant's tokens).
+#[derive(Debug, Clone)]
+pub struct TokenManager(pub TokenOwner);
+
+impl FromRequest for TokenManager {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let auth = Authenticated::from_request(req, payload);
         Box::pin(async move {
             match auth.await?.0 {
-                Principal::Tenant { tenant, role, token_id } if P::granted(role) => {
-                    Ok(TenantAccess { tenant, token_id, _permission: std::marker::PhantomData })
+                Principal::Operator { .. } => Ok(TokenManager(TokenOwner::Operator)),
+                Principal::Tenant { tenant, role: Role::Admin, namespaces, .. } if !namespaces.is_limited() => {
+                    Ok(TokenManager(TokenOwner::Tenant(tenant)))
                 }
                 Principal::Tenant { .. } => {
-                    Err(ApiError::Forbidden(format!("this route needs the {} permission", P::NAME)))
-                }
-                Principal::Operator { .. } => {
-                    Err(ApiError::Forbidden("operator tokens cannot act inside a tenant; use a tenant token".into()))
+                    Err(ApiError::forbidden("managing tokens needs the admin permission on every namespace"))
                 }
             }
         })

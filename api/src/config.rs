@@ -40,6 +40,46 @@ pub struct Config {
     pub max_config_bytes: usize,
     /// The API's URL as tasks reach it (`GOFER_API_URL` in every task); default `http://<listen>`.
     pub public_url: Option<String>,
+    /// API tokens.
+    pub tokens: TokenSettings,
+    /// Authentication abuse limits.
+    pub auth: AuthSettings,
+}
+
+/// API tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Lifetime of a new token that asks for none, in days.
+    pub default_expiry_days: u32,
+    /// The longest lifetime a token may ask for, in days.
+    pub max_expiry_days: u32,
+    /// How often expired tokens are purged, in seconds.
+    pub purge_interval_s: u64,
+    /// How long expired or revoked tokens stay listed before the purge deletes them, in seconds.
+    pub purge_grace_s: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self { default_expiry_days: 90, max_expiry_days: 365, purge_interval_s: 3600, purge_grace_s: 86400 }
+    }
+}
+
+/// Authentication abuse limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Failed authentications a client address may make per minute before it is blocked.
+    pub failures_per_minute: u32,
+    /// How long a blocked client is refused, in seconds.
+    pub failure_block_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { failures_per_minute: 20, failure_block_s: 300 }
+    }
 }
 
 /// Log output format.
@@ -128,6 +168,8 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_config_bytes: 1024 * 1024,
             public_url: None,
+            tokens: TokenSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

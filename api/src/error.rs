@@ -33,9 +33,20 @@ pub enum ApiError {
     /// No or unknown bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
-    /// The token may not do this.
-    #[error("{0}")]
-    Forbidden(String),
+    /// The token may not do this; `code` says why (`forbidden`, `tenant_suspended`, `client_ip_not_allowed`).
+    #[error("{detail}")]
+    Forbidden {
+        /// Stable code.
+        code: &'static str,
+        /// What is missing.
+        detail: String,
+    },
+    /// Too many requests (or failed authentications) from this client; retry after the given seconds.
+    #[error("too many requests; retry after {retry_after_s}s")]
+    RateLimited {
+        /// Seconds until a retry can succeed.
+        retry_after_s: u64,
+    },
     /// A path or body identifier breaks the identifier rule.
     #[error(transparent)]
     InvalidIdentifier(#[from] IdError),
@@ -84,11 +95,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 403 with the generic `forbidden` code.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ApiError::Forbidden { code: "forbidden", detail: detail.into() }
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::InvalidIdentifier(_) => "invalid_identifier",
             ApiError::InvalidBody(e) => e.code,
             ApiError::InvalidConfig(e) => e.code(),
@@ -104,7 +121,8 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::RateLimited { .. } => "Too many requests",
             ApiError::InvalidIdentifier(_) => "Invalid identifier",
             ApiError::InvalidBody(_) => "Invalid request body",
             ApiError::InvalidConfig(_) => "Invalid pipeline config",
@@ -143,7 +161,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidIdentifier(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidConfig(_)
@@ -164,6 +183,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::RateLimited { retry_after_s } = self {
+            response.insert_header(("Retry-After", retry_after_s.to_string()));
         }
         response
             .content_type(ContentType(mime_problem()))
@@ -213,6 +235,9 @@ impl From<TenantsError> for ApiError {
             }
             TenantsError::NamespaceNotFound(id) => {
                 ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
+            }
+            TenantsError::TokenNotFound(id) => {
+                ApiError::NotFound { code: "token_not_found", detail: format!("token {id} does not exist") }
             }
             other @ (TenantsError::WeakBootstrapToken | TenantsError::Database(_)) => ApiError::internal(other),
         }

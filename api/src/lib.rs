@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod jobs;
+pub mod limits;
 pub mod openapi;
 pub mod pagination;
 mod routes;

@@ -7,6 +7,7 @@ pub(crate) mod namespaces;
 pub(crate) mod pipelines;
 pub(crate) mod runs;
 pub(crate) mod tenants;
+pub(crate) mod tokens;
 
 use futures_util::StreamExt;
 
@@ -18,6 +19,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(health::ready)
         .service(health::openapi_json)
         .service(tenants::create)
+        .service(tokens::create)
+        .service(tokens::list)
+        .service(tokens::whoami)
+        .service(tokens::get)
+        .service(tokens::revoke)
         .service(namespaces::create)
         .service(namespaces::list)
         .service(namespaces::get)

@@ -17,6 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{Config, SchedulerKind};
 use crate::error::ApiError;
+use crate::limits::AuthFailures;
 
 /// Schema migrations, embedded in the binary and applied at start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -31,6 +32,8 @@ pub struct AppState {
     pub config: Config,
     /// The migrations this build knows (readiness compares them with the database).
     pub migrator: &'static Migrator,
+    /// Failed authentications per client.
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 /// A built server, bound and ready to run.
@@ -39,6 +42,7 @@ pub struct Application {
     server: Server,
     engine: EngineHandle,
     bootstrap_token: Option<String>,
+    jobs: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -91,7 +95,19 @@ impl Application {
         let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port)).spawn();
 
         let max_body = config.max_body_bytes;
-        let state = web::Data::new(AppState { pool, logs, config, migrator: &MIGRATOR });
+        let auth_failures = Arc::new(AuthFailures::new(
+            config.auth.failures_per_minute,
+            Duration::from_secs(config.auth.failure_block_s),
+        ));
+        let jobs = crate::jobs::spawn_all(vec![
+            Arc::new(crate::jobs::PurgeExpiredTokens {
+                pool: pool.clone(),
+                every: Duration::from_secs(config.tokens.purge_interval_s),
+                grace: Duration::from_secs(config.tokens.purge_grace_s),
+            }),
+            Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone())),
+        ]);
+        let state = web::Data::new(AppState { pool, logs, config, migrator: &MIGRATOR, auth_failures });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
@@ -110,7 +126,7 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server, engine, bootstrap_token })
+        Ok(Self { port, server, engine, bootstrap_token, jobs })
     }
 
     /// The bound port.
@@ -131,6 +147,9 @@ impl Application {
     /// Serves until the server stops (SIGINT/SIGTERM), then stops the engine.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        for job in &self.jobs {
+            job.abort();
+        }
         self.engine.shutdown().await;
         result
     }

@@ -237,3 +237,32 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     pub emitted: OffsetDateTime,
 }
+
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenMetadata {
+    /// Token id (use it to revoke the token).
+    pub id: String,
+    /// `operator` or `tenant`.
+    pub kind: String,
+    /// The tenant, for tenant tokens.
+    pub tenant_id: Option<TenantId>,
+    /// `operator`, `admin`, `write` or `read`.
+    pub role: String,
+    /// Namespace globs the token is limited to (`team-*`); empty means every namespace.
+    pub namespaces: Vec<String>,
+    /// Client networks the token may be used from (CIDRs); empty means anywhere.
+    pub allowed_cidrs: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// When it stops working; `null` never (only the bootstrap operator token).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires: Option<OffsetDateTime>,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked: Option<OffsetDateTime>,
+}

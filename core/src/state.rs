@@ -194,6 +194,8 @@ wire_enum!(
         TaskTakenOver => "task_taken_over",
         /// Cancelling a run was requested (by a user, or by its timeout).
         RunCancelling => "run_cancelling",
+        /// Expired or revoked tokens were deleted; the payload has how many.
+        TokensPurged => "tokens_purged",
     }
 );
 

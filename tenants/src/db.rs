@@ -5,7 +5,9 @@ use gofer_core::{NamespaceId, TenantId};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::token::{Principal, Role, TokenSecret};
+use crate::token::{NamespaceGlobs, Principal, Role, TokenSecret};
+use crate::tokens::{NewToken, TokenOwner};
+use gofer_core::model::TokenMetadata;
 
 pub(crate) async fn insert_tenant(conn: &mut PgConnection, id: &TenantId, name: &str) -> Result<Tenant, sqlx::Error> {
     let created: OffsetDateTime =
@@ -39,24 +41,180 @@ pub(crate) async fn insert_token(
     Ok(id)
 }
 
-pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option<Principal>, sqlx::Error> {
-    let row: Option<(uuid::Uuid, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, tenant_id, role FROM api_tokens
-         WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+/// A live token's principal with what the extractor still checks: client networks, suspension.
+pub(crate) struct LiveToken {
+    pub principal: Principal,
+    pub allowed_cidrs: Vec<String>,
+    pub tenant_suspended: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveTokenRow {
+    id: uuid::Uuid,
+    tenant_id: Option<String>,
+    role: String,
+    namespaces: Vec<String>,
+    allowed_cidrs: Vec<String>,
+    suspended: bool,
+}
+
+pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option<LiveToken>, sqlx::Error> {
+    let row: Option<LiveTokenRow> = sqlx::query_as(
+        "SELECT t.id, t.tenant_id, t.role, t.namespaces, t.allowed_cidrs, (n.suspended_at IS NOT NULL) AS suspended
+         FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id
+         WHERE t.hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
     )
     .bind(hash)
     .fetch_optional(pool)
     .await?;
-    let Some((token_id, tenant, role)) = row else { return Ok(None) };
-    let role = Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?}").into()))?;
-    Ok(Some(match tenant {
-        None => Principal::Operator { token_id },
+    let Some(row) = row else { return Ok(None) };
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    let role = Role::parse(&row.role).ok_or_else(|| decode(format!("unknown role {:?}", row.role)))?;
+    let principal = match row.tenant_id {
+        None => Principal::Operator { token_id: row.id },
         Some(tenant) => Principal::Tenant {
-            token_id,
+            token_id: row.id,
             tenant: TenantId::parse(tenant).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             role,
+            namespaces: NamespaceGlobs::parse(row.namespaces).map_err(decode)?,
         },
-    }))
+    };
+    Ok(Some(LiveToken { principal, allowed_cidrs: row.allowed_cidrs, tenant_suspended: row.suspended }))
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: uuid::Uuid,
+    kind: String,
+    tenant_id: Option<String>,
+    role: String,
+    namespaces: Vec<String>,
+    allowed_cidrs: Vec<String>,
+    description: String,
+    created_at: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<TokenRow> for TokenMetadata {
+    type Error = sqlx::Error;
+    fn try_from(r: TokenRow) -> Result<Self, sqlx::Error> {
+        Ok(TokenMetadata {
+            id: r.id.to_string(),
+            kind: r.kind,
+            tenant_id: r.tenant_id.map(TenantId::parse).transpose().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            role: r.role,
+            namespaces: r.namespaces,
+            allowed_cidrs: r.allowed_cidrs,
+            description: r.description,
+            created: r.created_at,
+            expires: r.expires_at,
+            revoked: r.revoked_at,
+        })
+    }
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, kind, tenant_id, role, namespaces, allowed_cidrs, description, created_at, expires_at, revoked_at"
+    };
+}
+
+pub(crate) async fn insert_scoped_token(
+    pool: &PgPool,
+    secret: &TokenSecret,
+    tenant: Option<&TenantId>,
+    new: &NewToken,
+    expires: OffsetDateTime,
+) -> Result<TokenMetadata, sqlx::Error> {
+    let row: TokenRow = sqlx::query_as(concat!(
+        "INSERT INTO api_tokens (id, hash, kind, tenant_id, role, description, namespaces, allowed_cidrs, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+        token_columns!()
+    ))
+    .bind(uuid::Uuid::new_v4())
+    .bind(secret.hash())
+    .bind(if tenant.is_some() { "tenant" } else { "operator" })
+    .bind(tenant.map(TenantId::as_str))
+    .bind(new.role.as_str())
+    .bind(&new.description)
+    .bind(new.namespaces.as_slice())
+    .bind(new.allowed_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>())
+    .bind(expires)
+    .fetch_one(pool)
+    .await?;
+    row.try_into()
+}
+
+fn owner_tenant(owner: &TokenOwner) -> Option<&str> {
+    match owner {
+        TokenOwner::Operator => None,
+        TokenOwner::Tenant(t) => Some(t.as_str()),
+    }
+}
+
+pub(crate) async fn list_tokens(
+    pool: &PgPool,
+    owner: &TokenOwner,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TokenMetadata>, sqlx::Error> {
+    let after = after.map(uuid::Uuid::parse_str).transpose().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let rows: Vec<TokenRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM api_tokens WHERE tenant_id IS NOT DISTINCT FROM $1 AND ($2::uuid IS NULL OR id > $2)
+          ORDER BY id LIMIT $3"
+    ))
+    .bind(owner_tenant(owner))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub(crate) async fn get_token(
+    pool: &PgPool,
+    owner: &TokenOwner,
+    id: uuid::Uuid,
+) -> Result<Option<TokenMetadata>, sqlx::Error> {
+    let row: Option<TokenRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM api_tokens WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2"
+    ))
+    .bind(owner_tenant(owner))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+pub(crate) async fn revoke_token(pool: &PgPool, owner: &TokenOwner, id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now()
+         WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(owner_tenant(owner))
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Cross-tenant on purpose: the purge job serves every tenant.
+pub(crate) async fn purge_tokens(
+    pool: &PgPool,
+    before: OffsetDateTime,
+) -> Result<Vec<(Option<String>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH gone AS (DELETE FROM api_tokens WHERE expires_at < $1 OR revoked_at < $1 RETURNING tenant_id)
+         SELECT tenant_id, count(*) FROM gone GROUP BY tenant_id",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await
 }
 
 /// Records `key` with the current time unless it exists; answers whether this call recorded it.
@@ -121,16 +279,20 @@ pub(crate) async fn insert_namespace(
 pub(crate) async fn list_namespaces(
     pool: &PgPool,
     tenant: &TenantId,
+    like_patterns: &[String],
     after: Option<&NamespaceId>,
     limit: i64,
 ) -> Result<Vec<Namespace>, sqlx::Error> {
     let rows: Vec<NamespaceRow> = sqlx::query_as(
         "SELECT id, name, description, created_at, modified_at FROM namespaces
-         WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)
+           AND (cardinality($4::text[]) = 0 OR id LIKE ANY ($4))
+         ORDER BY id LIMIT $3",
     )
     .bind(tenant.as_str())
     .bind(after.map(NamespaceId::as_str))
     .bind(limit)
+    .bind(like_patterns)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()

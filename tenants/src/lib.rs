@@ -3,12 +3,13 @@
 mod db;
 pub mod namespaces;
 pub mod token;
+pub mod tokens;
 
 use gofer_core::TenantId;
 use gofer_core::model::Tenant;
 use sqlx::PgPool;
 
-pub use token::{Principal, Role, TokenSecret};
+pub use token::{NamespaceGlobs, Principal, Role, TokenSecret};
 
 /// Metadata key recording when the bootstrap operator token was issued.
 pub const BOOTSTRAP_ISSUED_KEY: &str = "bootstrap_token_issued_at";
@@ -25,6 +26,9 @@ pub enum TenantsError {
     /// No such namespace in the tenant.
     #[error("namespace {0} does not exist")]
     NamespaceNotFound(gofer_core::NamespaceId),
+    /// No such token (among the caller's).
+    #[error("token {0} does not exist")]
+    TokenNotFound(uuid::Uuid),
     /// A preset bootstrap token is too weak to accept.
     #[error("the preset bootstrap token must be at least 32 characters")]
     WeakBootstrapToken,
@@ -47,9 +51,28 @@ pub async fn create_tenant(pool: &PgPool, id: &TenantId, name: &str) -> Result<(
     Ok((tenant, secret))
 }
 
-/// Resolves a presented bearer secret to its principal; `None` for unknown, revoked or expired tokens.
-pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Principal>, TenantsError> {
-    Ok(db::find_live_token(pool, &token::hash_secret(presented)).await?)
+/// A presented token that exists, is not revoked and has not expired.
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    /// Who it acts as.
+    pub principal: Principal,
+    /// Client networks it may be used from; empty means anywhere.
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// Its tenant is suspended: the caller must refuse it.
+    pub tenant_suspended: bool,
+}
+
+/// Resolves a presented bearer secret; `None` for unknown, revoked or expired tokens.
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authentication>, TenantsError> {
+    let Some(live) = db::find_live_token(pool, &token::hash_secret(presented)).await? else { return Ok(None) };
+    // CIDRs were validated when the token was created; a stored one that no longer parses makes
+    // the token unusable rather than unrestricted.
+    let Ok(allowed_cidrs) = live.allowed_cidrs.iter().map(|c| c.parse::<ipnet::IpNet>()).collect::<Result<Vec<_>, _>>()
+    else {
+        tracing::error!("a token has an unparsable client network; refusing it");
+        return Ok(None);
+    };
+    Ok(Some(Authentication { principal: live.principal, allowed_cidrs, tenant_suspended: live.tenant_suspended }))
 }
 
 /// On a database that has never issued one, creates the operator bootstrap token (from `preset`

@@ -21,13 +21,15 @@ pub async fn create(
     })
 }
 
-/// Lists `tenant`'s namespaces ordered by id.
+/// Lists `tenant`'s namespaces that `globs` allow, ordered by id.
 pub async fn list(
     pool: &PgPool,
     tenant: &TenantId,
+    globs: &crate::NamespaceGlobs,
     page: &PageRequest<NamespaceId>,
 ) -> Result<(Vec<Namespace>, Option<NamespaceId>), TenantsError> {
-    let rows = db::list_namespaces(pool, tenant, page.after.as_ref(), i64::from(page.limit) + 1).await?;
+    let patterns = globs.like_patterns();
+    let rows = db::list_namespaces(pool, tenant, &patterns, page.after.as_ref(), i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |n| n.id.clone()))
 }
 

@@ -100,12 +100,69 @@ pub enum Principal {
         tenant: TenantId,
         /// What it may do there.
         role: Role,
+        /// Namespace globs it is limited to; empty means every namespace.
+        namespaces: NamespaceGlobs,
     },
+}
+
+/// The namespaces a token may reach, as globs (`*` any run of characters, `?` one character).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespaceGlobs(Vec<String>);
+
+impl NamespaceGlobs {
+    /// Validates globs: 1 to 64 characters of `a-z 0-9 _ - * ?`.
+    pub fn parse(globs: Vec<String>) -> Result<Self, String> {
+        if globs.len() > 32 {
+            return Err("at most 32 namespace globs".into());
+        }
+        for glob in &globs {
+            let ok = !glob.is_empty()
+                && glob.len() <= 64
+                && glob.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*?".contains(&b));
+            if !ok {
+                return Err(format!("namespace glob {glob:?} may only contain a-z, 0-9, '_', '-', '*' and '?'"));
+            }
+        }
+        Ok(Self(globs))
+    }
+
+    /// Whether the token may reach `namespace`.
+    pub fn allows(&self, namespace: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|g| wildmatch::WildMatch::new(g).matches(namespace))
+    }
+
+    /// Whether the token is limited at all.
+    pub fn is_limited(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The globs as SQL LIKE patterns (`*` → `%`, `?` → `_`; the allowed characters need no
+    /// escaping except `_`, which is escaped).
+    pub fn like_patterns(&self) -> Vec<String> {
+        self.0.iter().map(|g| g.replace('_', "\\_").replace('*', "%").replace('?', "_")).collect()
+    }
+
+    /// The globs as given.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_globs_match_and_translate_to_like() {
+        let globs = NamespaceGlobs::parse(vec!["team-*".into(), "ops_?".into()]).unwrap();
+        assert!(globs.allows("team-a") && globs.allows("team-") && globs.allows("ops_1"));
+        assert!(!globs.allows("teamx") && !globs.allows("ops_12") && !globs.allows("other"));
+        assert_eq!(globs.like_patterns(), vec!["team-%".to_owned(), "ops\\__".to_owned()]);
+        assert!(NamespaceGlobs::default().allows("anything"));
+        assert!(NamespaceGlobs::parse(vec!["Team".into()]).is_err());
+        assert!(NamespaceGlobs::parse(vec!["a%".into()]).is_err());
+        assert!(NamespaceGlobs::parse(vec![String::new()]).is_err());
+    }
 
     #[test]
     fn secrets_are_random_and_hashed() {

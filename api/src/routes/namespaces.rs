@@ -59,6 +59,7 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let id = NamespaceId::parse(body.id)?;
+    access.check_namespace(&id)?;
     let name = display_name(&body.name)?;
     if body.description.len() > 4096 {
         return Err(ApiError::InvalidParameter {
@@ -82,7 +83,7 @@ pub(crate) async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let request = query.parse::<NamespaceId>()?;
-    let result = gofer_tenants::namespaces::list(&state.pool, &access.tenant, &request).await?;
+    let result = gofer_tenants::namespaces::list(&state.pool, &access.tenant, &access.namespaces, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 

@@ -1,0 +1,242 @@
+//! API tokens: create (secret shown once), list, read, revoke, and whoami.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use gofer_core::id::IdError;
+use gofer_core::model::{Page, TokenMetadata};
+use gofer_tenants::tokens::{NewToken, TokenOwner};
+use gofer_tenants::{NamespaceGlobs, Principal, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Authenticated, TokenManager};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::startup::AppState;
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// `tenant` (a tenant admin creates it) or `operator` (an operator creates it); defaults to the caller's kind.
+    pub kind: Option<String>,
+    /// `admin`, `write` or `read` for tenant tokens; `operator` (the default) for operator tokens.
+    pub role: Option<String>,
+    /// Namespace globs the token is limited to, e.g. `["team-*"]`; empty means every namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Client networks (CIDRs) it may be used from; empty means anywhere.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Lifetime in days (default and maximum from the server's config).
+    pub expires_in_days: Option<u32>,
+}
+
+/// A new token: the secret is shown this once.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    /// The secret; store it now.
+    pub token: String,
+    /// What it is.
+    pub metadata: TokenMetadata,
+}
+
+/// One token's metadata.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The token (never its secret).
+    pub token: TokenMetadata,
+}
+
+/// Who the presented token is.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// `operator` or `tenant`.
+    pub kind: String,
+    /// The token's id.
+    pub token_id: String,
+    /// The tenant, for tenant tokens.
+    pub tenant_id: Option<String>,
+    /// The role.
+    pub role: String,
+    /// Namespace globs it is limited to; empty means every namespace.
+    pub namespaces: Vec<String>,
+}
+
+/// Answer of whoami.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct WhoamiResponse {
+    /// The caller.
+    pub whoami: Whoami,
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::InvalidParameter { code: "invalid_field", detail: detail.into() }
+}
+
+fn parse_token_id(text: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(text).map_err(|_| {
+        ApiError::InvalidIdentifier(IdError {
+            kind: "token",
+            value: text.chars().take(80).collect(),
+            reason: "must be a UUID",
+        })
+    })
+}
+
+/// Checks a creation request against the caller and the server's limits.
+fn new_token(owner: &TokenOwner, body: CreateToken, state: &AppState) -> Result<NewToken, ApiError> {
+    let kind = match owner {
+        TokenOwner::Operator => "operator",
+        TokenOwner::Tenant(_) => "tenant",
+    };
+    if body.kind.as_deref().is_some_and(|k| k != kind) {
+        return Err(invalid(format!("kind: a {kind} token can only create {kind} tokens")));
+    }
+    let role = match (owner, body.role.as_deref()) {
+        (TokenOwner::Operator, None | Some("operator")) => Role::Operator,
+        (TokenOwner::Operator, Some(other)) => {
+            return Err(invalid(format!("role: operator tokens have role operator, not {other:?}")));
+        }
+        (TokenOwner::Tenant(_), Some(r @ ("admin" | "write" | "read"))) => Role::parse(r).unwrap_or(Role::Read),
+        (TokenOwner::Tenant(_), other) => {
+            return Err(invalid(format!("role: one of admin, write, read (got {other:?})")));
+        }
+    };
+    if matches!(owner, TokenOwner::Operator) && !body.namespaces.is_empty() {
+        return Err(invalid("namespaces: operator tokens are not scoped to namespaces"));
+    }
+    let namespaces = NamespaceGlobs::parse(body.namespaces).map_err(|e| invalid(format!("namespaces: {e}")))?;
+    if body.allowed_cidrs.len() > 32 {
+        return Err(invalid("allowed_cidrs: at most 32 networks"));
+    }
+    let allowed_cidrs = body
+        .allowed_cidrs
+        .iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .map_err(|_| invalid(format!("allowed_cidrs: {c:?} is not a CIDR such as 10.0.0.0/8")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if body.description.len() > 1024 {
+        return Err(invalid("description: at most 1024 bytes"));
+    }
+    let max = state.config.tokens.max_expiry_days;
+    let days = body.expires_in_days.unwrap_or(state.config.tokens.default_expiry_days);
+    if days == 0 || days > max {
+        return Err(invalid(format!("expires_in_days: between 1 and {max}")));
+    }
+    Ok(NewToken {
+        role,
+        namespaces,
+        allowed_cidrs,
+        description: body.description,
+        lifetime: time::Duration::days(i64::from(days)),
+    })
+}
+
+/// Creates a token. Operators create operator tokens; tenant admins (not limited to some
+/// namespaces) create their tenant's tokens.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = TokenCreated),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/tokens")]
+pub(crate) async fn create(
+    manager: TokenManager,
+    state: web::Data<AppState>,
+    body: web::Json<CreateToken>,
+) -> Result<HttpResponse, ApiError> {
+    let new = new_token(&manager.0, body.into_inner(), &state)?;
+    let (metadata, secret) = gofer_tenants::tokens::create(&state.pool, &manager.0, &new).await?;
+    Ok(HttpResponse::Created().json(TokenCreated { token: secret.expose().to_owned(), metadata }))
+}
+
+/// Lists the caller's tokens (an operator: operator tokens; a tenant admin: the tenant's), never their secrets.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<TokenMetadata>)))]
+#[get("/api/v1/tokens")]
+pub(crate) async fn list(
+    manager: TokenManager,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.parse::<String>()?;
+    if let Some(after) = &request.after {
+        parse_token_id(after).map_err(|_| ApiError::InvalidParameter {
+            code: "invalid_cursor",
+            detail: "cursor is not one this list handed out".into(),
+        })?;
+    }
+    let result = gofer_tenants::tokens::list(&state.pool, &manager.0, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Says who the presented token is.
+#[utoipa::path(get, path = "/api/v1/tokens/whoami", tag = "tokens",
+    security(("bearer" = [])),
+    responses((status = 200, body = WhoamiResponse)))]
+#[get("/api/v1/tokens/whoami")]
+pub(crate) async fn whoami(auth: Authenticated) -> HttpResponse {
+    let whoami = match auth.0 {
+        Principal::Operator { token_id } => Whoami {
+            kind: "operator".into(),
+            token_id: token_id.to_string(),
+            tenant_id: None,
+            role: Role::Operator.as_str().into(),
+            namespaces: Vec::new(),
+        },
+        Principal::Tenant { token_id, tenant, role, namespaces } => Whoami {
+            kind: "tenant".into(),
+            token_id: token_id.to_string(),
+            tenant_id: Some(tenant.to_string()),
+            role: role.as_str().into(),
+            namespaces: namespaces.as_slice().to_vec(),
+        },
+    };
+    HttpResponse::Ok().json(WhoamiResponse { whoami })
+}
+
+/// Reads one of the caller's tokens.
+#[utoipa::path(get, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/tokens/{id}")]
+pub(crate) async fn get(
+    manager: TokenManager,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_token_id(&path)?;
+    let token = gofer_tenants::tokens::get(&state.pool, &manager.0, id).await?;
+    Ok(HttpResponse::Ok().json(TokenResponse { token }))
+}
+
+/// Revokes one of the caller's tokens at once. Revoking a revoked token changes nothing.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/tokens/{id}")]
+pub(crate) async fn revoke(
+    manager: TokenManager,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_token_id(&path)?;
+    let token = gofer_tenants::tokens::revoke(&state.pool, &manager.0, id).await?;
+    Ok(HttpResponse::Ok().json(TokenResponse { token }))
+}

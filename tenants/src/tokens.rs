@@ -1,0 +1,78 @@
+//! API tokens: creating scoped, expiring tokens, listing and revoking them, and purging expired ones.
+
+use gofer_core::TenantId;
+use gofer_core::model::{PageRequest, TokenMetadata};
+use ipnet::IpNet;
+use sqlx::PgPool;
+use time::{Duration, OffsetDateTime};
+
+use crate::token::{NamespaceGlobs, Role, TokenSecret};
+use crate::{TenantsError, db};
+
+/// Whose tokens: an operator manages operator tokens, a tenant admin its tenant's tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    /// Operator tokens.
+    Operator,
+    /// One tenant's tokens.
+    Tenant(TenantId),
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Its role (`operator` for operator tokens).
+    pub role: Role,
+    /// Namespace globs (tenant tokens only).
+    pub namespaces: NamespaceGlobs,
+    /// Client networks it may be used from; empty means anywhere.
+    pub allowed_cidrs: Vec<IpNet>,
+    /// Free text.
+    pub description: String,
+    /// How long it lives.
+    pub lifetime: Duration,
+}
+
+/// Creates a token; answers its metadata and its secret (shown once).
+#[tracing::instrument(skip_all, fields(owner = ?owner))]
+pub async fn create(
+    pool: &PgPool,
+    owner: &TokenOwner,
+    new: &NewToken,
+) -> Result<(TokenMetadata, TokenSecret), TenantsError> {
+    let secret = TokenSecret::generate();
+    let tenant = match owner {
+        TokenOwner::Operator => None,
+        TokenOwner::Tenant(t) => Some(t),
+    };
+    let expires = OffsetDateTime::now_utc() + new.lifetime;
+    let metadata = db::insert_scoped_token(pool, &secret, tenant, new, expires).await?;
+    Ok((metadata, secret))
+}
+
+/// Lists an owner's tokens, newest first (revoked ones included, marked).
+pub async fn list(
+    pool: &PgPool,
+    owner: &TokenOwner,
+    page: &PageRequest<String>,
+) -> Result<(Vec<TokenMetadata>, Option<String>), TenantsError> {
+    let rows = db::list_tokens(pool, owner, page.after.as_deref(), i64::from(page.limit) + 1).await?;
+    Ok(page.finish(rows, |t| t.id.clone()))
+}
+
+/// Reads one of an owner's tokens.
+pub async fn get(pool: &PgPool, owner: &TokenOwner, id: uuid::Uuid) -> Result<TokenMetadata, TenantsError> {
+    db::get_token(pool, owner, id).await?.ok_or(TenantsError::TokenNotFound(id))
+}
+
+/// Revokes one of an owner's tokens at once; revoking a revoked token changes nothing.
+pub async fn revoke(pool: &PgPool, owner: &TokenOwner, id: uuid::Uuid) -> Result<TokenMetadata, TenantsError> {
+    db::revoke_token(pool, owner, id).await?;
+    get(pool, owner, id).await
+}
+
+/// Deletes tokens that expired (or were revoked) more than `grace` ago; answers how many per
+/// tenant (`None`: operator tokens).
+pub async fn purge_expired(pool: &PgPool, grace: Duration) -> Result<Vec<(Option<String>, i64)>, TenantsError> {
+    Ok(db::purge_tokens(pool, OffsetDateTime::now_utc() - grace).await?)
+}
