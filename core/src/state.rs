@@ -188,5 +188,19 @@ wire_enum!(
         TaskStarted => "task_started",
         /// A task execution completed (including skipped); the payload has its status.
         TaskCompleted => "task_completed",
+        /// A deployment started (an immediate one completes in the same transaction); the payload
+        /// has its id, type and versions.
+        DeploymentStarted => "deployment_started",
+        /// A completed canary run was counted by its deployment; the payload has the run's status
+        /// and the counts so far.
+        CanaryRunCounted => "canary_run_counted",
+        /// A deployment completed; the payload has its status and reason.
+        DeploymentCompleted => "deployment_completed",
+        /// A pipeline was disabled: new runs are refused.
+        PipelineDisabled => "pipeline_disabled",
+        /// A pipeline was enabled again.
+        PipelineEnabled => "pipeline_enabled",
+        /// A pipeline was deleted with its configs, deployments, runs and logs.
+        PipelineDeleted => "pipeline_deleted",
     }
 );
