@@ -95,7 +95,7 @@ pub enum Verdict {
 }
 
 /// Formats a fraction as a percentage without useless decimals: 0.5 → `50%`, 1/3 → `33.33%`.
-fn percent(fraction: f64) -> String {
+pub fn percent(fraction: f64) -> String {
     let text = format!("{:.2}", fraction * 100.0);
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text}%")

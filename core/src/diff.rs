@@ -27,11 +27,11 @@ pub struct Change {
     pub path: String,
     /// What happened.
     pub op: ChangeOp,
-    /// The old value (`null` when added).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// The old value, any JSON (`null` when added).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub from: Value,
-    /// The new value (`null` when removed).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// The new value, any JSON (`null` when removed).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub to: Value,
 }
 
