@@ -118,7 +118,13 @@ impl Default for EngineSettings {
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        Self { work_dir: None, bwrap_path: "bwrap".into(), share_network: false, memory_limit_mb: 4096, max_processes: 512 }
+        Self {
+            work_dir: None,
+            bwrap_path: "bwrap".into(),
+            share_network: false,
+            memory_limit_mb: 4096,
+            max_processes: 512,
+        }
     }
 }
 
