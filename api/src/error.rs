@@ -197,7 +197,9 @@ impl From<EngineError> for ApiError {
             EngineError::DeploymentNotFound(id) => {
                 ApiError::NotFound { code: "deployment_not_found", detail: format!("deployment {id} does not exist") }
             }
-            EngineError::PipelineDisabled(_) => ApiError::Conflict { code: "pipeline_disabled", detail: err.to_string() },
+            EngineError::PipelineDisabled(_) => {
+                ApiError::Conflict { code: "pipeline_disabled", detail: err.to_string() }
+            }
             EngineError::NoLiveVersion(_) | EngineError::CanaryWithoutLiveVersion(_) => {
                 ApiError::Conflict { code: "no_live_version", detail: err.to_string() }
             }
@@ -207,7 +209,9 @@ impl From<EngineError> for ApiError {
             EngineError::DeploymentNotRunning(_) => {
                 ApiError::Conflict { code: "deployment_not_running", detail: err.to_string() }
             }
-            EngineError::PipelineHasRuns(_) => ApiError::Conflict { code: "pipeline_has_runs", detail: err.to_string() },
+            EngineError::PipelineHasRuns(_) => {
+                ApiError::Conflict { code: "pipeline_has_runs", detail: err.to_string() }
+            }
             EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
             EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
             other @ (EngineError::Corrupt(_) | EngineError::Logs(_) | EngineError::Database(_)) => {

@@ -54,7 +54,8 @@ pub async fn deploy(
     let id = match canary {
         None => deploy_immediately(&mut tx, key, pipeline.live_version, version.get()).await?,
         Some(policy) => {
-            let live = pipeline.live_version.ok_or_else(|| EngineError::CanaryWithoutLiveVersion(key.pipeline.clone()))?;
+            let live =
+                pipeline.live_version.ok_or_else(|| EngineError::CanaryWithoutLiveVersion(key.pipeline.clone()))?;
             start_canary(&mut tx, key, live, version.get(), &policy).await?
         }
     };
@@ -171,7 +172,12 @@ async fn start_canary(
 
 /// Deprecates `from` (when there is one) and makes `to` live, in that order (one live version per
 /// pipeline is enforced by a unique index).
-async fn switch_live(conn: &mut PgConnection, key: &PipelineKey, from: Option<i64>, to: i64) -> Result<(), EngineError> {
+async fn switch_live(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    from: Option<i64>,
+    to: i64,
+) -> Result<(), EngineError> {
     if let Some(from) = from {
         dbp::set_config_state(conn, key, from, ConfigState::Deprecated).await?;
     }
@@ -179,14 +185,24 @@ async fn switch_live(conn: &mut PgConnection, key: &PipelineKey, from: Option<i6
     dbp::set_live_version(conn, key, to).await
 }
 
-async fn promote(conn: &mut PgConnection, key: &DeploymentKey, row: &DeploymentRow, reason: &str) -> Result<(), EngineError> {
+async fn promote(
+    conn: &mut PgConnection,
+    key: &DeploymentKey,
+    row: &DeploymentRow,
+    reason: &str,
+) -> Result<(), EngineError> {
     switch_live(conn, &key.pipeline, row.from_version, row.to_version).await?;
     let deprecated = row.from_version.map(|v| format!(", version {v} is deprecated")).unwrap_or_default();
     dbd::append_log(conn, key, &format!("promoted: {reason}; version {} is live{deprecated}", row.to_version)).await?;
     complete(conn, key, row.to_version, DeploymentStatus::Successful, reason).await
 }
 
-async fn roll_back(conn: &mut PgConnection, key: &DeploymentKey, row: &DeploymentRow, reason: &str) -> Result<(), EngineError> {
+async fn roll_back(
+    conn: &mut PgConnection,
+    key: &DeploymentKey,
+    row: &DeploymentRow,
+    reason: &str,
+) -> Result<(), EngineError> {
     dbp::set_config_state(conn, &key.pipeline, row.to_version, ConfigState::Deprecated).await?;
     let live = row.from_version.map(|v| format!("version {v} stays live, ")).unwrap_or_default();
     let message = format!("rolled back: {reason}; {live}version {} is deprecated", row.to_version);
@@ -205,8 +221,14 @@ async fn complete(
         return Err(db::corrupt(format!("deployment {} was not running", key.deployment)));
     }
     let payload = json!({"deployment": key.deployment, "to_version": to, "status": status, "status_reason": reason});
-    events::record(conn, &key.pipeline.tenant, EventKind::DeploymentCompleted, EventScope::pipeline(&key.pipeline), payload)
-        .await?;
+    events::record(
+        conn,
+        &key.pipeline.tenant,
+        EventKind::DeploymentCompleted,
+        EventScope::pipeline(&key.pipeline),
+        payload,
+    )
+    .await?;
     tracing::info!(deployment = %key.deployment, %status, reason, "deployment complete");
     Ok(())
 }
@@ -219,8 +241,14 @@ async fn started_event(
     to: i64,
 ) -> Result<(), EngineError> {
     let payload = json!({"deployment": key.deployment, "type": kind, "from_version": from, "to_version": to});
-    events::record(conn, &key.pipeline.tenant, EventKind::DeploymentStarted, EventScope::pipeline(&key.pipeline), payload)
-        .await
+    events::record(
+        conn,
+        &key.pipeline.tenant,
+        EventKind::DeploymentStarted,
+        EventScope::pipeline(&key.pipeline),
+        payload,
+    )
+    .await
 }
 
 async fn load(conn: &mut PgConnection, key: &DeploymentKey) -> Result<Deployment, EngineError> {
@@ -233,7 +261,11 @@ async fn load(conn: &mut PgConnection, key: &DeploymentKey) -> Result<Deployment
 /// `live_version` is the pipeline's live version. While a canary runs, the run goes to the canary
 /// version whenever the canary is behind its share (see [`CanaryPolicy::routes_to_canary`]), and
 /// the routing is recorded.
-pub(crate) async fn choose_version(conn: &mut PgConnection, run: &RunKey, live_version: i64) -> Result<i64, EngineError> {
+pub(crate) async fn choose_version(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    live_version: i64,
+) -> Result<i64, EngineError> {
     let Some(deployment) = dbd::running_deployment(conn, &run.pipeline, true).await? else {
         return Ok(live_version);
     };
@@ -282,7 +314,8 @@ pub(crate) async fn on_run_completed(
         policy.min_runs()
     );
     dbd::append_log(conn, &key, &message).await?;
-    let payload = json!({"deployment": key.deployment, "status": status, "canary_runs": runs, "canary_failures": failures});
+    let payload =
+        json!({"deployment": key.deployment, "status": status, "canary_runs": runs, "canary_failures": failures});
     events::record(conn, &run.pipeline.tenant, EventKind::CanaryRunCounted, EventScope::run(run), payload).await?;
     let counts = (u64::try_from(runs).map_err(db::corrupt)?, u64::try_from(failures).map_err(db::corrupt)?);
     match policy.verdict(counts.0, counts.1) {

@@ -114,7 +114,8 @@ pub async fn list(
     if !dbp::namespace_exists(&mut conn, tenant, namespace).await? {
         return Err(EngineError::NamespaceNotFound(namespace.clone()));
     }
-    let rows = dbp::list_pipelines(&mut conn, tenant, namespace, page.after.as_ref(), i64::from(page.limit) + 1).await?;
+    let rows =
+        dbp::list_pipelines(&mut conn, tenant, namespace, page.after.as_ref(), i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |p| p.id.clone()))
 }
 
@@ -174,7 +175,11 @@ pub async fn list_configs(
     Ok(page.finish(rows, |c| Version::from_i64(c.version)))
 }
 
-async fn require_config(conn: &mut PgConnection, key: &PipelineKey, version: Version) -> Result<ConfigDetail, EngineError> {
+async fn require_config(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    version: Version,
+) -> Result<ConfigDetail, EngineError> {
     dbp::get_config_detail(conn, key, version).await?.ok_or(EngineError::ConfigNotFound(version))
 }
 
@@ -186,7 +191,12 @@ pub async fn get_config(pool: &PgPool, key: &PipelineKey, version: Version) -> R
 }
 
 /// What changed from version `from` to version `to`.
-pub async fn diff_configs(pool: &PgPool, key: &PipelineKey, from: Version, to: Version) -> Result<ConfigDiff, EngineError> {
+pub async fn diff_configs(
+    pool: &PgPool,
+    key: &PipelineKey,
+    from: Version,
+    to: Version,
+) -> Result<ConfigDiff, EngineError> {
     let mut conn = pool.acquire().await?;
     require(&mut conn, key, false).await?;
     let old = require_config(&mut conn, key, from).await?;

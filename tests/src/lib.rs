@@ -195,7 +195,8 @@ impl TenantClient<'_> {
 
     /// Reads a deployment, failing the test when it cannot.
     pub async fn deployment(&self, namespace: &str, pipeline: &str, id: i64) -> Value {
-        let answer = self.request("GET", &format!("{}/deployments/{id}", pipeline_path(namespace, pipeline)), None).await;
+        let answer =
+            self.request("GET", &format!("{}/deployments/{id}", pipeline_path(namespace, pipeline)), None).await;
         assert_eq!(answer.status, 200, "{answer:?}");
         answer.body["deployment"].clone()
     }

@@ -19,12 +19,17 @@ fn versions(list: &Value) -> Vec<(i64, String)> {
         .as_array()
         .expect("items")
         .iter()
-        .map(|c| (c["version"].as_i64().unwrap(), c["state"].as_str().unwrap().to_owned()))
+        .map(|c| (c["version"].as_i64().expect("version"), c["state"].as_str().expect("state").to_owned()))
         .collect()
 }
 
 fn log_messages(deployment: &Value) -> Vec<String> {
-    deployment["log"].as_array().expect("log").iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect()
+    deployment["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|e| e["message"].as_str().expect("message").to_owned())
+        .collect()
 }
 
 async fn event_kinds(app: &gofer_tests::TestApp, pipeline: &str) -> Vec<String> {
@@ -32,14 +37,17 @@ async fn event_kinds(app: &gofer_tests::TestApp, pipeline: &str) -> Vec<String> 
         .bind(pipeline)
         .fetch_all(&app.db)
         .await
-        .unwrap()
+        .expect("events")
 }
 
 /// Sets up `builds/<pipeline>` with version 1 (`true`) live and version 2 (`command`) unreleased.
 async fn live_and_unreleased(acme: &TenantClient<'_>, pipeline: &str, command: &[&str]) {
     assert_eq!(acme.register("builds", pipeline, config("One", &["true"])).await, 1);
     let two = acme.register_with("builds", pipeline, &config("Two", command), false).await;
-    assert_eq!((two.status, two.body["version"].as_i64(), two.body["state"].as_str()), (201, Some(2), Some("unreleased")));
+    assert_eq!(
+        (two.status, two.body["version"].as_i64(), two.body["state"].as_str()),
+        (201, Some(2), Some("unreleased"))
+    );
 }
 
 #[tokio::test]
@@ -68,7 +76,10 @@ async fn registering_the_same_config_again_creates_nothing_and_a_changed_one_cre
         {"depends_on": {"build": "success"}, "id": "test", "retries": 0, "command": ["make", "test"], "image": "debian:12"}],
         "description": "", "parallelism": 0, "name": "Demo"});
     let same = acme.request("POST", &path, Some(&shuffled)).await;
-    assert_eq!((same.status, same.body["version"].as_i64(), same.body["created"].as_bool()), (200, Some(1), Some(false)));
+    assert_eq!(
+        (same.status, same.body["version"].as_i64(), same.body["created"].as_bool()),
+        (200, Some(1), Some(false))
+    );
     assert_eq!(same.body["config_hash"], hash.as_str());
 
     let mut changed = original.clone();
@@ -81,7 +92,10 @@ async fn registering_the_same_config_again_creates_nothing_and_a_changed_one_cre
     // An older version's config again: nothing is created; with the default ?deploy=true that
     // version goes live again (an immediate deployment), with ?deploy=false nothing changes.
     let quiet = acme.register_with("builds", "demo", &original, false).await;
-    assert_eq!((quiet.status, quiet.body["version"].as_i64(), quiet.body["state"].as_str()), (200, Some(1), Some("deprecated")));
+    assert_eq!(
+        (quiet.status, quiet.body["version"].as_i64(), quiet.body["state"].as_str()),
+        (200, Some(1), Some("deprecated"))
+    );
     assert_eq!(acme.pipeline("builds", "demo").await["live_version"], 2);
     let back = acme.request("POST", &path, Some(&original)).await;
     assert_eq!((back.status, back.body["version"].as_i64(), back.body["state"].as_str()), (200, Some(1), Some("live")));
@@ -115,12 +129,18 @@ async fn a_version_registered_with_deploy_false_is_not_live_and_runs_use_the_liv
     let deployed = acme.deploy("builds", "quiet", json!({"version": 1})).await;
     assert_eq!(deployed.status, 201, "{deployed:?}");
     let d = &deployed.body["deployment"];
-    assert_eq!((d["id"].as_i64(), d["type"].as_str(), d["from_version"].clone(), d["to_version"].as_i64()), (Some(1), Some("immediate"), Value::Null, Some(1)));
+    assert_eq!(
+        (d["id"].as_i64(), d["type"].as_str(), d["from_version"].clone(), d["to_version"].as_i64()),
+        (Some(1), Some("immediate"), Value::Null, Some(1))
+    );
     assert_eq!((d["state"].as_str(), d["status"].as_str()), (Some("complete"), Some("successful")));
     assert_eq!(acme.run_to_completion("builds", "quiet", RUN_TIMEOUT).await.config_version, 1);
 
     let two = acme.register_with("builds", "quiet", &config("Two", &["sh", "-c", "true"]), false).await;
-    assert_eq!((two.status, two.body["version"].as_i64(), two.body["state"].as_str()), (201, Some(2), Some("unreleased")));
+    assert_eq!(
+        (two.status, two.body["version"].as_i64(), two.body["state"].as_str()),
+        (201, Some(2), Some("unreleased"))
+    );
     let run = acme.run_to_completion("builds", "quiet", RUN_TIMEOUT).await;
     assert_eq!((run.config_version, run.status), (1, RunStatus::Successful), "the live version, not the newest");
     let pipeline = acme.pipeline("builds", "quiet").await;
@@ -139,8 +159,14 @@ async fn an_immediate_deployment_switches_at_once_and_redeploying_the_live_versi
     let deployed = acme.deploy("builds", "demo", json!({"version": 2})).await;
     assert_eq!(deployed.status, 201, "{deployed:?}");
     let d = deployed.body["deployment"].clone();
-    assert_eq!((d["id"].as_i64(), d["type"].as_str(), d["from_version"].as_i64(), d["to_version"].as_i64()), (Some(2), Some("immediate"), Some(1), Some(2)));
-    assert_eq!((d["state"].as_str(), d["status"].as_str(), d["status_reason"].as_str()), (Some("complete"), Some("successful"), Some("deployed immediately")));
+    assert_eq!(
+        (d["id"].as_i64(), d["type"].as_str(), d["from_version"].as_i64(), d["to_version"].as_i64()),
+        (Some(2), Some("immediate"), Some(1), Some(2))
+    );
+    assert_eq!(
+        (d["state"].as_str(), d["status"].as_str(), d["status_reason"].as_str()),
+        (Some("complete"), Some("successful"), Some("deployed immediately"))
+    );
     assert!(d["ended"].is_string() && d["canary_percent"].is_null());
     assert_eq!(
         log_messages(&d),
@@ -160,8 +186,9 @@ async fn an_immediate_deployment_switches_at_once_and_redeploying_the_live_versi
     assert_eq!(ids, [2, 1], "newest first; the no-op added nothing");
     let page = acme.request("GET", &format!("{}/deployments?limit=1", pipeline_path("builds", "demo")), None).await;
     let cursor = page.body["next_cursor"].as_str().expect("a second page").to_owned();
-    let rest =
-        acme.request("GET", &format!("{}/deployments?limit=1&cursor={cursor}", pipeline_path("builds", "demo")), None).await;
+    let rest = acme
+        .request("GET", &format!("{}/deployments?limit=1&cursor={cursor}", pipeline_path("builds", "demo")), None)
+        .await;
     assert_eq!((rest.body["items"][0]["id"].as_i64(), rest.body["next_cursor"].clone()), (Some(1), Value::Null));
 
     // Back to version 1: a deprecated version can be deployed again.
@@ -246,12 +273,19 @@ async fn a_canary_whose_runs_succeed_is_promoted() {
     acme.namespace("builds").await;
     live_and_unreleased(&acme, "demo", &["sh", "-c", "true"]).await;
 
-    let started =
-        acme.deploy("builds", "demo", json!({"version": 2, "canary_percent": 50, "max_failure_rate": 0, "min_runs": 2})).await;
+    let started = acme
+        .deploy("builds", "demo", json!({"version": 2, "canary_percent": 50, "max_failure_rate": 0, "min_runs": 2}))
+        .await;
     assert_eq!(started.status, 201, "{started:?}");
     let d = &started.body["deployment"];
-    assert_eq!((d["type"].as_str(), d["state"].as_str(), d["status"].as_str()), (Some("canary"), Some("running"), Some("unknown")));
-    assert_eq!((d["canary_percent"].as_i64(), d["max_failure_rate"].as_f64(), d["min_runs"].as_i64()), (Some(50), Some(0.0), Some(2)));
+    assert_eq!(
+        (d["type"].as_str(), d["state"].as_str(), d["status"].as_str()),
+        (Some("canary"), Some("running"), Some("unknown"))
+    );
+    assert_eq!(
+        (d["canary_percent"].as_i64(), d["max_failure_rate"].as_f64(), d["min_runs"].as_i64()),
+        (Some(50), Some(0.0), Some(2))
+    );
     let id = d["id"].as_i64().unwrap();
     let configs = acme.request("GET", &format!("{}/configs", pipeline_path("builds", "demo")), None).await;
     assert_eq!(versions(&configs.body), [(2, "canary".into()), (1, "live".into())]);
@@ -268,7 +302,10 @@ async fn a_canary_whose_runs_succeed_is_promoted() {
     assert_eq!(seen, [2, 1, 2]);
 
     let done = acme.deployment("builds", "demo", id).await;
-    assert_eq!((done["status"].as_str(), done["canary_runs"].as_i64(), done["canary_failures"].as_i64()), (Some("successful"), Some(2), Some(0)));
+    assert_eq!(
+        (done["status"].as_str(), done["canary_runs"].as_i64(), done["canary_failures"].as_i64()),
+        (Some("successful"), Some(2), Some(0))
+    );
     assert_eq!((done["routed_runs"].as_i64(), done["routed_to_canary"].as_i64()), (Some(3), Some(2)));
     assert_eq!(done["status_reason"], "0 of 2 canary runs failed (0%), within the allowed 0%");
     assert!(done["ended"].is_string());
@@ -364,7 +401,11 @@ async fn a_canary_receives_exactly_its_share_of_new_runs() {
     for (percent, expected) in [(50, vec![2, 1, 2, 1, 2, 1, 2, 1, 2, 1]), (30, vec![2, 1, 1, 2, 1, 1, 2, 1, 1, 1])] {
         // min_runs high enough that the canary is still running after ten runs.
         let started = acme
-            .deploy("builds", "demo", json!({"version": 2, "canary_percent": percent, "max_failure_rate": 1, "min_runs": 1000}))
+            .deploy(
+                "builds",
+                "demo",
+                json!({"version": 2, "canary_percent": percent, "max_failure_rate": 1, "min_runs": 1000}),
+            )
             .await;
         assert_eq!(started.status, 201, "{started:?}");
         let id = started.body["deployment"]["id"].as_i64().unwrap();
@@ -387,11 +428,14 @@ async fn a_canary_receives_exactly_its_share_of_new_runs() {
         .await
         .unwrap();
         assert_eq!(recorded, canary);
-        let rolled = acme.request("POST", &format!("{}/deployments/{id}/rollback", pipeline_path("builds", "demo")), None).await;
+        let rolled =
+            acme.request("POST", &format!("{}/deployments/{id}/rollback", pipeline_path("builds", "demo")), None).await;
         assert_eq!(rolled.status, 200, "{rolled:?}");
     }
-    let runs: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = 'acme' ORDER BY id").fetch_all(&app.db).await.unwrap();
+    let runs: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = 'acme' ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
     for run in runs {
         acme.wait_for_run("builds", "demo", gofer_core::RunId::from_i64(run), RUN_TIMEOUT).await;
     }
@@ -425,7 +469,8 @@ async fn a_running_canary_can_be_rolled_back_by_hand_with_a_reason() {
 
     let again = acme.request("POST", &rollback, None).await;
     assert_eq!((again.status, again.body["deployment"].clone()), (200, d.clone()), "already rolled back: unchanged");
-    let immediate = acme.request("POST", &format!("{}/deployments/1/rollback", pipeline_path("builds", "demo")), None).await;
+    let immediate =
+        acme.request("POST", &format!("{}/deployments/1/rollback", pipeline_path("builds", "demo")), None).await;
     assert_eq!((immediate.status, immediate.code()), (409, "deployment_not_running"));
 
     // Without a body the reason says only that it was done by hand.
@@ -462,7 +507,9 @@ async fn only_one_deployment_runs_at_a_time_and_bad_deployments_are_refused() {
         assert!(refused.body["detail"].as_str().unwrap().contains(&running.to_string()), "names the running one");
     }
     // A new config would go live at once: refused too, and nothing is stored.
-    let new = acme.request("POST", &format!("{}/configs", pipeline_path("builds", "demo")), Some(&config("Four", &["ls"]))).await;
+    let new = acme
+        .request("POST", &format!("{}/configs", pipeline_path("builds", "demo")), Some(&config("Four", &["ls"])))
+        .await;
     assert_eq!((new.status, new.code()), (409, "deployment_in_progress"));
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM pipeline_configs").fetch_one(&app.db).await.unwrap();
     assert_eq!(stored, 3);
@@ -494,7 +541,9 @@ async fn only_one_deployment_runs_at_a_time_and_bad_deployments_are_refused() {
 
     // A canary needs a live version to run beside.
     acme.register_with("builds", "fresh", &config("One", &["true"]), false).await;
-    let lonely = acme.deploy("builds", "fresh", json!({"version": 1, "canary_percent": 10, "max_failure_rate": 0, "min_runs": 1})).await;
+    let lonely = acme
+        .deploy("builds", "fresh", json!({"version": 1, "canary_percent": 10, "max_failure_rate": 0, "min_runs": 1}))
+        .await;
     assert_eq!((lonely.status, lonely.code()), (409, "no_live_version"));
 
     let rollback = format!("{}/deployments/{running}/rollback", pipeline_path("builds", "demo"));
@@ -525,10 +574,9 @@ async fn a_disabled_pipeline_refuses_runs_until_it_is_enabled() {
     // Config versions can still be registered and deployed while disabled.
     assert_eq!(acme.register("builds", "demo", config("Two", &["sh", "-c", "true"])).await, 2);
 
-    for (body, code) in [
-        (json!({"state": "paused"}), "invalid_field"),
-        (json!({"state": "active", "colour": "red"}), "unknown_field"),
-    ] {
+    for (body, code) in
+        [(json!({"state": "paused"}), "invalid_field"), (json!({"state": "active", "colour": "red"}), "unknown_field")]
+    {
         let answer = acme.request("PATCH", &path, Some(&body)).await;
         assert_eq!((answer.status, answer.code()), (400, code), "{body}");
     }
@@ -578,7 +626,8 @@ async fn deleting_a_pipeline_is_refused_while_it_has_runs_and_otherwise_removes_
         let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&app.db).await.unwrap();
         assert_eq!(left, 0, "{table} rows of the pipeline are gone");
     }
-    let keep_runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE pipeline_id = 'keep'").fetch_one(&app.db).await.unwrap();
+    let keep_runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE pipeline_id = 'keep'").fetch_one(&app.db).await.unwrap();
     assert_eq!(keep_runs, 1);
     assert_eq!(acme.run_to_completion("builds", "keep", RUN_TIMEOUT).await.id.get(), kept.id.get() + 1);
     assert!(event_kinds(&app, "demo").await.contains(&"pipeline_deleted".to_owned()));
@@ -623,7 +672,8 @@ async fn pipelines_are_listed_in_pages_with_their_versions_and_state() {
     assert!(items[0]["created"].is_string() && items[0]["modified"].is_string());
     assert_eq!(items[0]["namespace_id"], "builds");
     let cursor = first.body["next_cursor"].as_str().expect("a second page").to_owned();
-    let second = acme.request("GET", &format!("/api/v1/namespaces/builds/pipelines?limit=2&cursor={cursor}"), None).await;
+    let second =
+        acme.request("GET", &format!("/api/v1/namespaces/builds/pipelines?limit=2&cursor={cursor}"), None).await;
     let items = second.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!((items[0]["id"].as_str(), items[0]["state"].as_str()), (Some("ccc"), Some("disabled")));

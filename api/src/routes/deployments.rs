@@ -74,9 +74,9 @@ impl CreateDeployment {
             .map_err(|_| body_error("invalid_field", "version: must be a positive integer"))?;
         let policy = match (self.canary_percent, self.max_failure_rate, self.min_runs) {
             (None, None, None) => None,
-            (Some(percent), Some(rate), Some(min_runs)) => Some(
-                CanaryPolicy::new(percent, rate, min_runs).map_err(|e| body_error(e.code(), e.to_string()))?,
-            ),
+            (Some(percent), Some(rate), Some(min_runs)) => {
+                Some(CanaryPolicy::new(percent, rate, min_runs).map_err(|e| body_error(e.code(), e.to_string()))?)
+            }
             (percent, rate, min_runs) => {
                 let missing: Vec<&str> = [
                     ("canary_percent", percent.is_none()),
@@ -88,7 +88,10 @@ impl CreateDeployment {
                 .collect();
                 return Err(body_error(
                     "missing_field",
-                    format!("a canary needs canary_percent, max_failure_rate and min_runs; missing: {}", missing.join(", ")),
+                    format!(
+                        "a canary needs canary_percent, max_failure_rate and min_runs; missing: {}",
+                        missing.join(", ")
+                    ),
                 ));
             }
         };
@@ -189,7 +192,8 @@ pub(crate) async fn rollback(
     let key = path.into_inner().key(&access.tenant)?;
     // The body is optional: no Content-Type (or an empty body) means no reason.
     let has_body = req.headers().contains_key(actix_web::http::header::CONTENT_TYPE);
-    let body = if has_body { read_json_body(&req, payload, state.config.max_body_bytes).await? } else { Default::default() };
+    let body =
+        if has_body { read_json_body(&req, payload, state.config.max_body_bytes).await? } else { Default::default() };
     let request: RollbackDeployment =
         if body.is_empty() { RollbackDeployment::default() } else { gofer_core::json::from_slice(&body)? };
     let reason = request.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());

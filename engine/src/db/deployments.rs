@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use gofer_core::model::{Deployment, DeploymentLogEntry};
-use gofer_core::{
-    CanaryPolicy, DeploymentId, DeploymentKind, DeploymentState, DeploymentStatus, RunId, RunStatus,
-};
+use gofer_core::{CanaryPolicy, DeploymentId, DeploymentKind, DeploymentState, DeploymentStatus, RunId, RunStatus};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
