@@ -799,3 +799,56 @@ async fn another_tenants_pipelines_configs_and_deployments_answer_404_like_missi
     let deployments: i64 = sqlx::query_scalar("SELECT count(*) FROM deployments").fetch_one(&app.db).await.unwrap();
     assert_eq!(deployments, 1);
 }
+
+#[tokio::test]
+async fn runs_started_concurrently_while_a_canary_is_decided_all_complete_and_the_counts_add_up() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    live_and_unreleased(&acme, "demo", &["sh", "-c", "true"]).await;
+    let started = acme
+        .deploy("builds", "demo", json!({"version": 2, "canary_percent": 50, "max_failure_rate": 0, "min_runs": 3}))
+        .await;
+    let id = started.body["deployment"]["id"].as_i64().expect("id");
+
+    // Starts and completions interleave: runs::start holds the pipeline's lock while routing,
+    // and completing canary runs take it to count (and finally promote). Neither may deadlock.
+    let mut starts = tokio::task::JoinSet::new();
+    for i in 0..12u64 {
+        let (http, url, token) =
+            (app.http.clone(), format!("{}{}/runs", app.address, pipeline_path("builds", "demo")), acme.token.clone());
+        starts.spawn(async move {
+            // Staggered, so that some runs start while earlier ones complete.
+            tokio::time::sleep(Duration::from_millis(60 * i)).await;
+            let answer = http.post(url).bearer_auth(token).json(&json!({"variables": {}})).send().await.expect("sent");
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.expect("json");
+            (status, body["run"]["id"].as_i64(), body["run"]["config_version"].as_i64())
+        });
+    }
+    let mut runs = Vec::new();
+    while let Some(result) = starts.join_next().await {
+        let (status, run, version) = result.expect("task");
+        assert_eq!(status, 201);
+        runs.push((run.expect("run id"), version.expect("version")));
+    }
+    for (run, _) in &runs {
+        let done = acme.wait_for_run("builds", "demo", gofer_core::RunId::from_i64(*run), RUN_TIMEOUT).await;
+        assert_eq!(done.status, RunStatus::Successful);
+    }
+    let d = acme.deployment("builds", "demo", id).await;
+    assert_eq!((d["state"].as_str(), d["status"].as_str()), (Some("complete"), Some("successful")), "{d}");
+    assert_eq!(
+        (d["canary_runs"].as_i64(), d["canary_failures"].as_i64()),
+        (Some(3), Some(0)),
+        "counted exactly min_runs"
+    );
+    let routed = d["routed_runs"].as_i64().expect("routed");
+    let to_canary = d["routed_to_canary"].as_i64().expect("to canary");
+    assert_eq!(to_canary, (routed + 1) / 2, "the share held while it ran");
+    let on_canary = runs.iter().filter(|(_, v)| *v == 2).count() as i64;
+    let after = runs.len() as i64 - routed;
+    assert_eq!(on_canary, to_canary + after, "runs after the promotion use the new live version");
+    assert_eq!(acme.pipeline("builds", "demo").await["live_version"], 2);
+    app.assert_queue_drained().await;
+}
