@@ -216,6 +216,29 @@ impl From<EngineError> for ApiError {
                 code: "attempt_not_found",
                 detail: format!("attempt {n} does not exist for this task"),
             },
+            EngineError::ConfigNotFound(version) => ApiError::NotFound {
+                code: "config_not_found",
+                detail: format!("config version {version} does not exist"),
+            },
+            EngineError::DeploymentNotFound(id) => {
+                ApiError::NotFound { code: "deployment_not_found", detail: format!("deployment {id} does not exist") }
+            }
+            EngineError::PipelineDisabled(_) => {
+                ApiError::Conflict { code: "pipeline_disabled", detail: err.to_string() }
+            }
+            EngineError::NoLiveVersion(_) | EngineError::CanaryWithoutLiveVersion(_) => {
+                ApiError::Conflict { code: "no_live_version", detail: err.to_string() }
+            }
+            EngineError::DeploymentInProgress(_) => {
+                ApiError::Conflict { code: "deployment_in_progress", detail: err.to_string() }
+            }
+            EngineError::DeploymentNotRunning(_) => {
+                ApiError::Conflict { code: "deployment_not_running", detail: err.to_string() }
+            }
+            EngineError::PipelineHasRuns(_) => {
+                ApiError::Conflict { code: "pipeline_has_runs", detail: err.to_string() }
+            }
+            EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
             EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
             other @ (EngineError::Corrupt(_) | EngineError::Logs(_) | EngineError::Database(_)) => {
                 ApiError::internal(other)

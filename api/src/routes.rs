@@ -2,6 +2,8 @@
 
 use actix_web::web;
 
+pub(crate) mod configs;
+pub(crate) mod deployments;
 pub(crate) mod health;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
@@ -29,6 +31,17 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(namespaces::get)
         .service(pipelines::register_config)
         .service(runs::cancel_all)
+        .service(pipelines::list)
+        .service(pipelines::get)
+        .service(pipelines::update)
+        .service(pipelines::remove)
+        .service(configs::list)
+        .service(configs::get)
+        .service(configs::diff)
+        .service(deployments::create)
+        .service(deployments::list)
+        .service(deployments::get)
+        .service(deployments::rollback)
         .service(runs::start)
         .service(runs::list)
         .service(runs::get)

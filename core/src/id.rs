@@ -144,6 +144,72 @@ impl fmt::Display for RunId {
     }
 }
 
+/// Parses a positive integer as typed by a user; `kind` names it in the error.
+fn parse_positive(kind: &'static str, value: &str) -> Result<i64, IdError> {
+    match value.parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(IdError { kind, value: value.chars().take(80).collect(), reason: "must be a positive integer" }),
+    }
+}
+
+macro_rules! positive_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(transparent)]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The kind of identifier, as named in errors.
+            pub const KIND: &'static str = $kind;
+
+            /// Parses a number as typed by a user (a path segment): a positive integer.
+            pub fn parse(value: &str) -> Result<Self, IdError> {
+                parse_positive($kind, value).map(Self)
+            }
+
+            /// Checks a number received as JSON: it must be positive.
+            pub fn new(value: i64) -> Result<Self, IdError> {
+                Self::parse(&value.to_string())
+            }
+
+            /// Wraps a number read back from storage.
+            pub fn from_i64(value: i64) -> Self {
+                Self(value)
+            }
+
+            /// The number.
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Self::new(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+positive_id!(
+    /// A config version of a pipeline, counted from 1.
+    Version,
+    "version"
+);
+positive_id!(
+    /// A deployment of a pipeline, counted from 1 per pipeline.
+    DeploymentId,
+    "deployment"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +242,19 @@ mod tests {
         for bad in ["0", "-1", "x", "", "1.5", "99999999999999999999"] {
             assert!(RunId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn versions_and_deployment_ids_are_positive_integers() {
+        assert_eq!(Version::parse("3").unwrap().get(), 3);
+        assert_eq!(DeploymentId::parse("12").unwrap().get(), 12);
+        for bad in ["0", "-1", "x", "", "1.5", "99999999999999999999"] {
+            let err = Version::parse(bad).unwrap_err();
+            assert_eq!(err.kind, "version", "{bad}");
+            assert_eq!(DeploymentId::parse(bad).unwrap_err().kind, "deployment", "{bad}");
+        }
+        assert!(serde_json::from_str::<Version>("0").is_err());
+        assert_eq!(serde_json::from_str::<Version>("4").unwrap().get(), 4);
+        assert_eq!(serde_json::to_string(&DeploymentId::from_i64(5)).unwrap(), "5");
     }
 }

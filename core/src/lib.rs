@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod dag;
+pub mod deployment;
+pub mod diff;
 pub mod id;
 pub mod json;
 pub mod model;
@@ -11,5 +13,6 @@ pub mod state;
 
 pub use config::{ConfigError, PipelineConfig, TaskConfig, ValidConfig};
 pub use dag::Condition;
-pub use id::{IdError, NamespaceId, PipelineId, RunId, TaskId, TenantId};
+pub use deployment::{CanaryPolicy, ConfigState, DeploymentKind, DeploymentState, DeploymentStatus, PipelineState};
+pub use id::{DeploymentId, IdError, NamespaceId, PipelineId, RunId, TaskId, TenantId, Version};
 pub use state::{EventKind, RunState, RunStatus, StatusReason, TaskState, TaskStatus, WaitingReason};

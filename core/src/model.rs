@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::id::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
+use crate::config::PipelineConfig;
+use crate::deployment::{ConfigState, DeploymentKind, DeploymentState, DeploymentStatus, PipelineState};
+use crate::diff::Change;
+use crate::id::{DeploymentId, NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use crate::state::{RunState, RunStatus, StatusReason, TaskState, TaskStatus, WaitingReason};
 
 /// A tenant: an isolated customer of the service.
@@ -37,6 +40,132 @@ pub struct Namespace {
     /// When it last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub modified: OffsetDateTime,
+}
+
+/// A pipeline: a sequence of config versions, one of them live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pipeline {
+    /// Pipeline id, unique within the namespace.
+    pub id: PipelineId,
+    /// Its namespace.
+    pub namespace_id: NamespaceId,
+    /// Whether new runs may start.
+    pub state: PipelineState,
+    /// The version new runs use; `null` until a version is deployed.
+    pub live_version: Option<i64>,
+    /// The newest registered version.
+    pub latest_version: Option<i64>,
+    /// When its first config was registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// When its state or live version last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub modified: OffsetDateTime,
+}
+
+/// One config version of a pipeline, without the config itself (as lists show it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigSummary {
+    /// Version number, counted from 1 per pipeline.
+    pub version: i64,
+    /// SHA-256 of the canonical config.
+    pub config_hash: String,
+    /// Where the version is in its life.
+    pub state: ConfigState,
+    /// When it was registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub registered: OffsetDateTime,
+    /// When it stopped being live (or was rolled back as a canary).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deprecated: Option<OffsetDateTime>,
+}
+
+/// One config version of a pipeline with the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigDetail {
+    /// Version number, counted from 1 per pipeline.
+    pub version: i64,
+    /// SHA-256 of the canonical config.
+    pub config_hash: String,
+    /// Where the version is in its life.
+    pub state: ConfigState,
+    /// When it was registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub registered: OffsetDateTime,
+    /// When it stopped being live (or was rolled back as a canary).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deprecated: Option<OffsetDateTime>,
+    /// The config, with defaults filled in.
+    pub config: PipelineConfig,
+}
+
+/// What changed from one config version to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigDiff {
+    /// The old version.
+    pub from: i64,
+    /// The new version.
+    pub to: i64,
+    /// The differences, in a stable order (see docs/api.md).
+    pub changes: Vec<Change>,
+}
+
+/// A switch of a pipeline's live version, immediate or through a canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Deployment {
+    /// Deployment number, counted from 1 per pipeline.
+    pub id: DeploymentId,
+    /// `immediate` or `canary`.
+    #[serde(rename = "type")]
+    pub kind: DeploymentKind,
+    /// The live version when it started; `null` when the pipeline had none.
+    pub from_version: Option<i64>,
+    /// The version being deployed.
+    pub to_version: i64,
+    /// `running` while a canary routes runs, then `complete`.
+    pub state: DeploymentState,
+    /// How it ended.
+    pub status: DeploymentStatus,
+    /// Why it ended that way, with the numbers for a canary.
+    pub status_reason: Option<String>,
+    /// Canary: share of new runs sent to `to_version`, in percent.
+    pub canary_percent: Option<u32>,
+    /// Canary: highest failure rate of its runs that still promotes it.
+    pub max_failure_rate: Option<f64>,
+    /// Canary: completed canary runs needed before it is promoted.
+    pub min_runs: Option<u32>,
+    /// Canary: runs started while it ran.
+    pub routed_runs: i64,
+    /// Canary: of those, the runs sent to `to_version`.
+    pub routed_to_canary: i64,
+    /// Canary: completed canary runs counted (cancelled runs are not counted).
+    pub canary_runs: i64,
+    /// Canary: of those, the failed ones.
+    pub canary_failures: i64,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: OffsetDateTime,
+    /// When it completed.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended: Option<OffsetDateTime>,
+    /// Its steps, oldest first.
+    pub log: Vec<DeploymentLogEntry>,
+}
+
+/// One step of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeploymentLogEntry {
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// What happened.
+    pub message: String,
 }
 
 /// A machine-readable reason with a human description.

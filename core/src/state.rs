@@ -196,6 +196,20 @@ wire_enum!(
         RunCancelling => "run_cancelling",
         /// Expired or revoked tokens were deleted; the payload has how many.
         TokensPurged => "tokens_purged",
+        /// A deployment started (an immediate one completes in the same transaction); the payload
+        /// has its id, type and versions.
+        DeploymentStarted => "deployment_started",
+        /// A completed canary run was counted by its deployment; the payload has the run's status
+        /// and the counts so far.
+        CanaryRunCounted => "canary_run_counted",
+        /// A deployment completed; the payload has its status and reason.
+        DeploymentCompleted => "deployment_completed",
+        /// A pipeline was disabled: new runs are refused.
+        PipelineDisabled => "pipeline_disabled",
+        /// A pipeline was enabled again.
+        PipelineEnabled => "pipeline_enabled",
+        /// A pipeline was deleted with its configs, deployments, runs and logs.
+        PipelineDeleted => "pipeline_deleted",
     }
 );
 

@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 use crate::EngineError;
 use crate::runs::{PipelineKey, RunKey, TaskKey};
 
+pub(crate) mod deployments;
+pub(crate) mod pipelines;
 pub(crate) mod queue;
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> EngineError {
@@ -36,6 +38,7 @@ pub(crate) struct PipelineLookup {
 #[derive(sqlx::FromRow)]
 pub(crate) struct PipelineRow {
     pub live_version: Option<i64>,
+    pub state: String,
 }
 
 /// Finds a pipeline, telling a missing namespace apart from a missing pipeline.
@@ -55,9 +58,9 @@ pub(crate) async fn lookup_pipeline(
         return Ok(PipelineLookup { namespace_exists, pipeline: None });
     }
     let sql = if lock {
-        "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 FOR UPDATE"
+        "SELECT live_version, state FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 FOR UPDATE"
     } else {
-        "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3"
+        "SELECT live_version, state FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3"
     };
     let pipeline = sqlx::query_as::<_, PipelineRow>(sql)
         .bind(key.tenant.as_str())
@@ -76,38 +79,6 @@ pub(crate) async fn insert_pipeline(conn: &mut PgConnection, key: &PipelineKey) 
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Inserts the next config version (the caller holds the pipeline's lock) and makes it live.
-pub(crate) async fn insert_live_config(
-    conn: &mut PgConnection,
-    key: &PipelineKey,
-    config: &PipelineConfig,
-    hash: &str,
-) -> Result<i64, EngineError> {
-    let version: i64 = sqlx::query_scalar(
-        "INSERT INTO pipeline_configs (tenant_id, namespace_id, pipeline_id, version, config, config_hash)
-         SELECT $1, $2, $3, COALESCE(MAX(version), 0) + 1, $4, $5 FROM pipeline_configs
-         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
-         RETURNING version",
-    )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .bind(Json(config))
-    .bind(hash)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE pipelines SET live_version = $4, modified_at = now() WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3",
-    )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .bind(version)
-    .execute(conn)
-    .await?;
-    Ok(version)
 }
 
 pub(crate) async fn get_config(

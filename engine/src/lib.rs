@@ -3,7 +3,7 @@
 
 mod cancel;
 mod db;
-mod deployments;
+pub mod deployments;
 pub mod events;
 pub mod logs;
 mod monitor;
@@ -13,7 +13,10 @@ mod release;
 pub mod runs;
 pub mod worker;
 
-use gofer_core::{ConfigError, NamespaceId, PipelineId, RunId, TaskId};
+pub use deployments::DeploymentKey;
+pub use pipelines::Registered;
+
+use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, TaskId, Version};
 
 pub use logs::LogStore;
 pub use worker::{Engine, EngineConfig, EngineHandle};
@@ -39,6 +42,33 @@ pub enum EngineError {
     /// No such attempt of the task execution.
     #[error("attempt {0} does not exist for this task")]
     AttemptNotFound(u32),
+    /// No such config version of the pipeline.
+    #[error("config version {0} does not exist")]
+    ConfigNotFound(Version),
+    /// No such deployment of the pipeline.
+    #[error("deployment {0} does not exist")]
+    DeploymentNotFound(DeploymentId),
+    /// The pipeline is disabled; runs cannot start.
+    #[error("pipeline {0} is disabled; enable it to start runs")]
+    PipelineDisabled(PipelineId),
+    /// The pipeline has no live version to run.
+    #[error("pipeline {0} has no live version; deploy a config version first")]
+    NoLiveVersion(PipelineId),
+    /// A canary needs a live version to send the other runs to.
+    #[error("pipeline {0} has no live version for a canary to run beside; deploy a version immediately first")]
+    CanaryWithoutLiveVersion(PipelineId),
+    /// Another deployment of the pipeline is still running.
+    #[error("deployment {0} of this pipeline is still running; wait for it or roll it back")]
+    DeploymentInProgress(DeploymentId),
+    /// Only a running canary can be rolled back.
+    #[error("deployment {0} is not running, so it cannot be rolled back")]
+    DeploymentNotRunning(DeploymentId),
+    /// Deleting the pipeline would delete runs, and the caller did not ask for that.
+    #[error("pipeline {0} has runs; delete with ?delete_runs=true to delete them too")]
+    PipelineHasRuns(PipelineId),
+    /// The pipeline has runs in progress.
+    #[error("pipeline {0} has runs in progress; wait for them to complete")]
+    PipelineBusy(PipelineId),
     /// Run variables broke a rule.
     #[error(transparent)]
     InvalidVariables(ConfigError),

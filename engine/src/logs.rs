@@ -58,6 +58,22 @@ impl LogStore {
         file.flush().await
     }
 
+    /// Removes every log of a pipeline: the directory `tenants/<t>/namespaces/<ns>/pipelines/<p>/`.
+    /// Removing logs that were never written is not an error.
+    pub async fn remove_pipeline(
+        &self,
+        tenant: &TenantId,
+        namespace: &NamespaceId,
+        pipeline: &PipelineId,
+    ) -> std::io::Result<()> {
+        // Every component was validated, so the path cannot escape the root.
+        let dir = self.root.join(format!("tenants/{tenant}/namespaces/{namespace}/pipelines/{pipeline}"));
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     /// Reads a whole log; `None` when nothing was written yet.
     pub async fn read(&self, key: &LogKey) -> std::io::Result<Option<Vec<u8>>> {
         match tokio::fs::read(self.root.join(key.path())).await {

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::events::{self, EventScope};
 use crate::logs::{LogKey, LogStore};
-use crate::{EngineError, db, deployments, release};
+use crate::{EngineError, db, deployments, pipelines, release};
 use gofer_core::EventKind;
 
 /// Identifies a pipeline within a tenant.
@@ -66,13 +66,9 @@ pub struct StartRequest {
     pub default_timeout_s: u32,
 }
 
-/// Checks the namespace then the pipeline, answering the first that is missing; gives the live version.
-async fn require_pipeline(conn: &mut PgConnection, key: &PipelineKey, lock: bool) -> Result<i64, EngineError> {
-    let lookup = db::lookup_pipeline(conn, key, lock).await?;
-    if !lookup.namespace_exists {
-        return Err(EngineError::NamespaceNotFound(key.namespace.clone()));
-    }
-    lookup.pipeline.and_then(|p| p.live_version).ok_or_else(|| EngineError::PipelineNotFound(key.pipeline.clone()))
+/// Checks the namespace then the pipeline, answering the first that is missing.
+async fn require_pipeline(conn: &mut PgConnection, key: &PipelineKey, lock: bool) -> Result<(), EngineError> {
+    pipelines::require(conn, key, lock).await.map(drop)
 }
 
 async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, EngineError> {
@@ -88,7 +84,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     let StartRequest { variables, initiator, default_timeout_s } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = pool.begin().await?;
-    let live_version = require_pipeline(&mut tx, key, true).await?;
+    let live_version = pipelines::require_startable(&mut tx, key).await?;
     let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
     let version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
     let config = db::get_config(&mut tx, key, version).await?;

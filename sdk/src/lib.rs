@@ -51,10 +51,16 @@ pub struct TenantCreated {
 /// Answer of a config registration.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConfigRegistered {
-    /// The new live version.
+    /// The version holding the config: new, or an existing one with the same canonical hash.
     pub version: i64,
     /// Canonical hash of the config.
     pub config_hash: String,
+    /// Whether a new version was created.
+    #[serde(default)]
+    pub created: bool,
+    /// The version's state (`live` unless registered with `?deploy=false`).
+    #[serde(default)]
+    pub state: Option<gofer_core::ConfigState>,
 }
 
 #[derive(Deserialize)]

@@ -158,6 +158,11 @@ impl TestApp {
     }
 }
 
+/// The API path of a pipeline: `/api/v1/namespaces/{namespace}/pipelines/{pipeline}`.
+pub fn pipeline_path(namespace: &str, pipeline: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")
+}
+
 /// A tenant's admin seen from the test.
 pub struct TenantClient<'a> {
     /// The app.
@@ -200,6 +205,38 @@ impl TenantClient<'_> {
         let answer = self.request("POST", &path, Some(&serde_json::json!({"variables": {}}))).await;
         assert_eq!(answer.status, 201, "{answer:?}");
         RunId::from_i64(answer.body["run"]["id"].as_i64().expect("run id"))
+    }
+
+    /// Registers a config with `?deploy=` and answers the raw answer (201 new, 200 deduplicated).
+    pub async fn register_with(&self, namespace: &str, pipeline: &str, config: &Value, deploy: bool) -> Answer {
+        let path = format!("{}/configs?deploy={deploy}", pipeline_path(namespace, pipeline));
+        self.request("POST", &path, Some(config)).await
+    }
+
+    /// Starts a deployment with `body` and answers the raw answer.
+    pub async fn deploy(&self, namespace: &str, pipeline: &str, body: Value) -> Answer {
+        self.request("POST", &format!("{}/deployments", pipeline_path(namespace, pipeline)), Some(&body)).await
+    }
+
+    /// Reads a deployment, failing the test when it cannot.
+    pub async fn deployment(&self, namespace: &str, pipeline: &str, id: i64) -> Value {
+        let answer =
+            self.request("GET", &format!("{}/deployments/{id}", pipeline_path(namespace, pipeline)), None).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.body["deployment"].clone()
+    }
+
+    /// Reads a pipeline, failing the test when it cannot.
+    pub async fn pipeline(&self, namespace: &str, pipeline: &str) -> Value {
+        let answer = self.request("GET", &pipeline_path(namespace, pipeline), None).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.body["pipeline"].clone()
+    }
+
+    /// Starts a run, waits until it is complete and answers it.
+    pub async fn run_to_completion(&self, namespace: &str, pipeline: &str, timeout: Duration) -> Run {
+        let run = self.start_run(namespace, pipeline).await;
+        self.wait_for_run(namespace, pipeline, run, timeout).await
     }
 
     /// Polls the run until it is complete, failing the test after `timeout`.

@@ -1,13 +1,15 @@
-//! Pipelines and their config versions.
+//! Pipelines: registering config versions, reading, disabling and deleting pipelines.
 
-use actix_web::{HttpRequest, HttpResponse, post, web};
-use gofer_core::{NamespaceId, PipelineConfig, PipelineId, ValidConfig};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use gofer_core::model::{Page, Pipeline};
+use gofer_core::{ConfigState, NamespaceId, PipelineConfig, PipelineId, PipelineState, ValidConfig};
 use gofer_engine::runs::PipelineKey;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{TenantAccess, Write};
+use crate::auth::{Read, TenantAccess, Write};
 use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
 use crate::routes::read_json_body;
 use crate::startup::AppState;
 
@@ -35,21 +37,61 @@ impl PipelinePath {
 /// Answer of a config registration.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ConfigRegistered {
-    /// The new version, now live.
+    /// The version holding the config: new, or the existing version with the same canonical hash.
     pub version: i64,
     /// SHA-256 of the canonical config.
     pub config_hash: String,
+    /// Whether a new version was created (201) or an existing one matched (200).
+    pub created: bool,
+    /// The version's state now: `live` unless `?deploy=false` (or a canary of it is running).
+    pub state: ConfigState,
 }
 
-/// Registers a pipeline config as the next version and makes it live; the first config creates the pipeline.
+/// Query of `POST …/configs`.
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct RegisterQuery {
+    /// Make the version live at once through an immediate deployment (default `true`). With
+    /// `false` a new version stays `unreleased` until it is deployed.
+    deploy: Option<bool>,
+}
+
+/// One pipeline.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PipelineResponse {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+}
+
+/// Body of `PATCH …/pipelines/{pipeline}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePipeline {
+    /// `disabled` refuses new runs (`pipeline_disabled`); `active` accepts them again.
+    pub state: Option<PipelineState>,
+}
+
+/// Query of `DELETE …/pipelines/{pipeline}`.
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct DeleteQuery {
+    /// Delete the pipeline's runs, task executions and logs too (default `false`: a pipeline with
+    /// runs is not deleted).
+    delete_runs: Option<bool>,
+}
+
+/// Registers a pipeline config (the first config creates the pipeline). A config whose canonical
+/// hash equals an existing version's creates nothing and answers that version with 200. Unless
+/// `?deploy=false`, the version goes live at once through an immediate deployment.
 #[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs", tag = "pipelines",
     request_body = PipelineConfig,
-    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), RegisterQuery),
     security(("bearer" = [])),
     responses(
-        (status = 201, body = ConfigRegistered),
+        (status = 201, description = "a new version", body = ConfigRegistered),
+        (status = 200, description = "an existing version has the same config", body = ConfigRegistered),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`deployment_in_progress`: a canary is running and the version would have to go live",
+            body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs")]
@@ -57,12 +99,108 @@ pub(crate) async fn register_config(
     access: TenantAccess<Write>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
+    query: web::Query<RegisterQuery>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
     let body = read_json_body(&req, payload, state.config.max_config_bytes).await?;
     let config = ValidConfig::parse(&body)?;
-    let version = gofer_engine::pipelines::register_config(&state.pool, &key, &config).await?;
-    Ok(HttpResponse::Created().json(ConfigRegistered { version, config_hash: config.canonical_hash() }))
+    let deploy = query.deploy.unwrap_or(true);
+    let registered = gofer_engine::pipelines::register_config(&state.pool, &key, &config, deploy).await?;
+    let answer = ConfigRegistered {
+        version: registered.version,
+        config_hash: registered.config_hash,
+        created: registered.created,
+        state: registered.state,
+    };
+    Ok(if registered.created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(answer))
+}
+
+/// Lists a namespace's pipelines, ordered by id.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines", tag = "pipelines",
+    params(("namespace" = String, Path, description = "Namespace id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Page<Pipeline>),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines")]
+pub(crate) async fn list(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let namespace = NamespaceId::parse(path.into_inner())?;
+    let request = query.parse::<PipelineId>()?;
+    let result = gofer_engine::pipelines::list(&state.pool, &access.tenant, &namespace, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads one pipeline.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PipelineResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
+pub(crate) async fn get(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let pipeline = gofer_engine::pipelines::get(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(PipelineResponse { pipeline }))
+}
+
+/// Disables or enables a pipeline. Setting the state it already has changes nothing (200).
+#[utoipa::path(patch, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
+    request_body = UpdatePipeline,
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PipelineResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[patch("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
+pub(crate) async fn update(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+    body: web::Json<UpdatePipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let pipeline = match body.into_inner().state {
+        Some(wanted) => gofer_engine::pipelines::set_state(&state.pool, &key, wanted).await?,
+        None => gofer_engine::pipelines::get(&state.pool, &key).await?,
+    };
+    Ok(HttpResponse::Ok().json(PipelineResponse { pipeline }))
+}
+
+/// Deletes a pipeline with its config versions, deployments, runs, task executions and logs.
+#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), DeleteQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`pipeline_busy` (a run is in progress) or `pipeline_has_runs` (without `?delete_runs=true`)",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
+pub(crate) async fn remove(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let delete_runs = query.delete_runs.unwrap_or(false);
+    gofer_engine::pipelines::delete(&state.pool, &state.logs, &key, delete_runs).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

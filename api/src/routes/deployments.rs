@@ -1,0 +1,210 @@
+//! Deployments of a pipeline: start one (immediate or canary), list, read, roll a canary back.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use gofer_core::json::JsonError;
+use gofer_core::model::{Deployment, Page};
+use gofer_core::{CanaryPolicy, DeploymentId, Version};
+use gofer_engine::DeploymentKey;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Read, TenantAccess, Write};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::routes::pipelines::PipelinePath;
+use crate::routes::read_json_body;
+use crate::startup::AppState;
+
+/// The longest reason a manual rollback may give, in bytes.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// Body of `POST …/deployments`. Without the canary fields the version goes live at once; with
+/// them (all three together) it runs as a canary.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    /// The config version to deploy.
+    pub version: i64,
+    /// Canary: share of new runs sent to the version, 1–99 percent.
+    pub canary_percent: Option<u32>,
+    /// Canary: highest failure rate of its runs that still promotes it, 0–1.
+    pub max_failure_rate: Option<f64>,
+    /// Canary: completed canary runs needed before it is promoted, 1–1000.
+    pub min_runs: Option<u32>,
+}
+
+/// Body of `POST …/deployments/{deployment}/rollback` (optional).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackDeployment {
+    /// Why, recorded in the deployment's status reason and log (at most 1024 bytes).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One deployment.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DeploymentResponse {
+    /// The deployment.
+    pub deployment: Deployment,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeploymentPath {
+    namespace: String,
+    pipeline: String,
+    deployment: String,
+}
+
+impl DeploymentPath {
+    fn key(self, tenant: &gofer_core::TenantId) -> Result<DeploymentKey, ApiError> {
+        let deployment = DeploymentId::parse(&self.deployment)?;
+        Ok(DeploymentKey { pipeline: PipelinePath::from_parts(self.namespace, self.pipeline).key(tenant)?, deployment })
+    }
+}
+
+fn body_error(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidBody(JsonError { code, message: message.into() })
+}
+
+impl CreateDeployment {
+    /// The version and, for a canary, its validated policy.
+    fn parse(&self) -> Result<(Version, Option<CanaryPolicy>), ApiError> {
+        let version = Version::new(self.version)
+            .map_err(|_| body_error("invalid_field", "version: must be a positive integer"))?;
+        let policy = match (self.canary_percent, self.max_failure_rate, self.min_runs) {
+            (None, None, None) => None,
+            (Some(percent), Some(rate), Some(min_runs)) => {
+                Some(CanaryPolicy::new(percent, rate, min_runs).map_err(|e| body_error(e.code(), e.to_string()))?)
+            }
+            (percent, rate, min_runs) => {
+                let missing: Vec<&str> = [
+                    ("canary_percent", percent.is_none()),
+                    ("max_failure_rate", rate.is_none()),
+                    ("min_runs", min_runs.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, missing)| missing.then_some(name))
+                .collect();
+                return Err(body_error(
+                    "missing_field",
+                    format!(
+                        "a canary needs canary_percent, max_failure_rate and min_runs; missing: {}",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        };
+        Ok((version, policy))
+    }
+}
+
+/// Deploys a config version: at once (`immediate`: it goes live, the previous live version is
+/// deprecated) or as a `canary` beside the live version. Deploying the live version while no
+/// deployment runs changes nothing and answers 200 with the deployment that made it live.
+#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments", tag = "deployments",
+    request_body = CreateDeployment,
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "a deployment started", body = DeploymentResponse),
+        (status = 200, description = "the version is live already; nothing changed", body = DeploymentResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`deployment_in_progress`, or `no_live_version` for a canary",
+            body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments")]
+pub(crate) async fn create(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+    body: web::Json<CreateDeployment>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let (version, policy) = body.parse()?;
+    let (deployment, created) = gofer_engine::deployments::deploy(&state.pool, &key, version, policy).await?;
+    Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(DeploymentResponse { deployment }))
+}
+
+/// Lists a pipeline's deployments, newest first, each with its log.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments", tag = "deployments",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Page<Deployment>),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments")]
+pub(crate) async fn list(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelinePath>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let request = query.parse::<DeploymentId>()?;
+    let result = gofer_engine::deployments::list(&state.pool, &key, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads one deployment with its log.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}", tag = "deployments",
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("deployment" = i64, Path, description = "Deployment number")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = DeploymentResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}")]
+pub(crate) async fn get(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<DeploymentPath>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    let deployment = gofer_engine::deployments::get(&state.pool, &key).await?;
+    Ok(HttpResponse::Ok().json(DeploymentResponse { deployment }))
+}
+
+/// Rolls a running canary back by hand: the live version stays, the canary version is deprecated,
+/// the deployment ends `rolled_back` with the reason. A deployment already rolled back answers
+/// 200 unchanged.
+#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}/rollback", tag = "deployments",
+    request_body(content = Option<RollbackDeployment>, description = "optional"),
+    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("deployment" = i64, Path, description = "Deployment number")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = DeploymentResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`deployment_not_running`", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}/rollback")]
+pub(crate) async fn rollback(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<DeploymentPath>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner().key(&access.tenant)?;
+    // The body is optional: no Content-Type (or an empty body) means no reason.
+    let has_body = req.headers().contains_key(actix_web::http::header::CONTENT_TYPE);
+    let body =
+        if has_body { read_json_body(&req, payload, state.config.max_body_bytes).await? } else { Default::default() };
+    let request: RollbackDeployment =
+        if body.is_empty() { RollbackDeployment::default() } else { gofer_core::json::from_slice(&body)? };
+    let reason = request.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if let Some(reason) = reason
+        && (reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control))
+    {
+        return Err(body_error(
+            "invalid_field",
+            format!("reason: at most {MAX_REASON_BYTES} bytes, no control characters"),
+        ));
+    }
+    let deployment = gofer_engine::deployments::rollback(&state.pool, &key, reason).await?;
+    Ok(HttpResponse::Ok().json(DeploymentResponse { deployment }))
+}
