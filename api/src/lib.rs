@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod pagination;
 mod routes;
@@ -11,4 +12,5 @@ pub mod startup;
 pub mod telemetry;
 
 pub use config::Config;
+pub use live::EventHub;
 pub use startup::Application;

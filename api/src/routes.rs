@@ -2,7 +2,9 @@
 
 use actix_web::web;
 
+pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
 pub(crate) mod runs;
@@ -27,7 +29,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(runs::get)
         .service(runs::list_tasks)
         .service(runs::get_task)
-        .service(runs::task_logs);
+        .service(logs::task_logs)
+        .service(events::list);
 }
 
 /// Reads a raw JSON body of at most `limit` bytes, refusing other content types.

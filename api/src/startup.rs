@@ -17,6 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{Config, SchedulerKind};
 use crate::error::ApiError;
+use crate::live::EventHub;
 
 /// Schema migrations, embedded in the binary and applied at start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -27,6 +28,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Where task logs are kept.
     pub logs: LogStore,
+    /// The shared events listener that wakes live streams.
+    pub hub: EventHub,
     /// The configuration the server started with.
     pub config: Config,
     /// The migrations this build knows (readiness compares them with the database).
@@ -38,6 +41,7 @@ pub struct Application {
     port: u16,
     server: Server,
     engine: EngineHandle,
+    hub: EventHub,
     bootstrap_token: Option<String>,
 }
 
@@ -78,7 +82,7 @@ impl Application {
                 .context("starting the local sandbox scheduler")?,
             ),
         };
-        let logs = LogStore::new(config.state_dir.join("logs"));
+        let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task);
         let engine = Engine::new(
             pool.clone(),
             scheduler,
@@ -96,7 +100,8 @@ impl Application {
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
         let max_body = config.max_body_bytes;
-        let state = web::Data::new(AppState { pool, logs, config, migrator: &MIGRATOR });
+        let hub = EventHub::start(pool.clone());
+        let state = web::Data::new(AppState { pool, logs, hub: hub.clone(), config, migrator: &MIGRATOR });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
@@ -115,7 +120,7 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server, engine, bootstrap_token })
+        Ok(Self { port, server, engine, hub, bootstrap_token })
     }
 
     /// The bound port.
@@ -128,9 +133,15 @@ impl Application {
         self.bootstrap_token.as_deref()
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the engine.
+    /// The shared events listener of this replica (tests count open streams through it).
+    pub fn event_hub(&self) -> EventHub {
+        self.hub.clone()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the events listener and the engine.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.hub.stop();
         self.engine.shutdown().await;
         result
     }

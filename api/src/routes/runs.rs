@@ -170,22 +170,3 @@ pub(crate) async fn get_task(
     let task = gofer_engine::runs::get_task(&state.pool, &key).await?;
     Ok(HttpResponse::Ok().json(TaskResponse { task }))
 }
-
-/// A task execution's combined stdout and stderr, as captured so far.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs", tag = "runs",
-    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, body = String, content_type = "text/plain"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs")]
-pub(crate) async fn task_logs(
-    access: TenantAccess<Read>,
-    state: web::Data<AppState>,
-    path: web::Path<TaskPath>,
-) -> Result<HttpResponse, ApiError> {
-    let key = path.into_inner().key(&access.tenant)?;
-    let log = gofer_engine::runs::read_log(&state.pool, &state.logs, &key).await?;
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(log))
-}
