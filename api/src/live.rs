@@ -6,7 +6,10 @@
 //! store) for what comes after it, a bounded batch at a time, and only when the client has taken
 //! the previous frame. A slow client therefore costs one small batch of memory, and a stream that
 //! falls behind the broadcast simply re-reads. Streams hold no task of their own: when a client
-//! goes away, actix drops the response body, and with it everything the stream holds.
+//! goes away, actix drops the response body, and with it everything the stream holds. When the
+//! server shuts down, [`EventHub::close`] ends them all at once rather than letting them hold the
+//! graceful shutdown open: event streams end (clients reconnect elsewhere with `Last-Event-ID`),
+//! log follows break off with an error, so that a client never mistakes them for a complete log.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use gofer_engine::events::{EVENTS_CHANNEL, EventFilter};
 use gofer_engine::runs::TaskKey;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::error::ApiError;
@@ -53,6 +56,8 @@ pub struct EventHub {
 
 struct HubInner {
     wake: broadcast::Sender<Wake>,
+    /// Set once by [`EventHub::close`]; every stream watches it.
+    closed: watch::Sender<bool>,
     open: AtomicUsize,
     listener: tokio::task::AbortHandle,
 }
@@ -63,7 +68,8 @@ impl EventHub {
     pub fn start(pool: PgPool) -> Self {
         let (wake, _) = broadcast::channel(WAKE_CAPACITY);
         let listener = tokio::spawn(listen(pool, wake.clone())).abort_handle();
-        Self { inner: Arc::new(HubInner { wake, open: AtomicUsize::new(0), listener }) }
+        let closed = watch::Sender::new(false);
+        Self { inner: Arc::new(HubInner { wake, closed, open: AtomicUsize::new(0), listener }) }
     }
 
     /// How many event streams and log follows are open on this replica.
@@ -71,13 +77,19 @@ impl EventHub {
         self.inner.open.load(Ordering::Relaxed)
     }
 
-    /// Stops the shared listener (streams still end only when their clients go).
-    pub fn stop(&self) {
+    /// Ends every open stream (and any opened later) and stops the shared listener: the server
+    /// is shutting down.
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
         self.inner.listener.abort();
     }
 
     fn subscribe(&self, tenant: &TenantId) -> Wakeups {
         Wakeups { rx: self.inner.wake.subscribe(), tenant: tenant.as_str().into() }
+    }
+
+    fn closing(&self) -> Closing {
+        Closing(self.inner.closed.subscribe())
     }
 
     fn guard(&self) -> OpenGuard {
@@ -152,6 +164,22 @@ impl Wakeups {
     }
 }
 
+/// Whether the hub closed (the server is shutting down), for a stream to end.
+struct Closing(watch::Receiver<bool>);
+
+impl Closing {
+    fn is_closed(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the hub closes.
+    async fn wait(&mut self) {
+        if self.0.wait_for(|closed| *closed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 fn interval(period: Duration) -> Interval {
     let period = period.max(Duration::from_millis(10));
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -184,16 +212,21 @@ struct EventStream {
     pending: VecDeque<Event>,
     look: bool,
     wake: Wakeups,
+    closing: Closing,
     poll: Interval,
     keepalive: Interval,
     _open: OpenGuard,
 }
 
 impl EventStream {
-    async fn next_frame(&mut self) -> Bytes {
+    /// The next frame to send; `None` once the hub closed.
+    async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
+            if self.closing.is_closed() {
+                return None;
+            }
             if let Some(event) = self.pending.pop_front() {
-                return sse_frame(&event);
+                return Some(sse_frame(&event));
             }
             if self.look {
                 self.look = false;
@@ -216,7 +249,8 @@ impl EventStream {
             tokio::select! {
                 () = self.wake.next() => self.look = true,
                 _ = self.poll.tick() => self.look = true,
-                _ = self.keepalive.tick() => return Bytes::from_static(b": keepalive\n\n"),
+                _ = self.keepalive.tick() => return Some(Bytes::from_static(b": keepalive\n\n")),
+                () = self.closing.wait() => {}
             }
         }
     }
@@ -234,6 +268,7 @@ pub(crate) fn event_stream(
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static {
     let state = EventStream {
         wake: hub.subscribe(&tenant),
+        closing: hub.closing(),
         _open: hub.guard(),
         pool,
         tenant,
@@ -247,7 +282,7 @@ pub(crate) fn event_stream(
     // A first comment, so the client sees the stream open before the first event.
     let open = futures_util::stream::once(async { Ok(Bytes::from_static(b": stream open\n\n")) });
     let frames = futures_util::stream::unfold(state, |mut state| async move {
-        let frame = state.next_frame().await;
+        let frame = state.next_frame().await?;
         Some((Ok(frame), state))
     });
     futures_util::StreamExt::chain(open, frames)
@@ -274,6 +309,7 @@ struct LogFollow {
     last_state_read: Instant,
     done: bool,
     wake: Wakeups,
+    closing: Closing,
     log_tick: Interval,
     state_tick: Interval,
     timing: FollowTiming,
@@ -293,6 +329,10 @@ impl LogFollow {
         loop {
             if self.done {
                 return None;
+            }
+            if self.closing.is_closed() {
+                self.done = true;
+                return Some(Err(std::io::Error::other("the server is shutting down; follow again to resume")));
             }
             if !self.complete && self.state_due && self.last_state_read.elapsed() >= self.timing.log_poll {
                 self.state_due = false;
@@ -321,6 +361,7 @@ impl LogFollow {
                 _ = self.log_tick.tick() => {}
                 () = self.wake.next() => self.state_due = true,
                 _ = self.state_tick.tick() => self.state_due = true,
+                () = self.closing.wait() => {}
             }
         }
     }
@@ -339,6 +380,7 @@ pub(crate) fn follow_log(
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
     let state = LogFollow {
         wake: hub.subscribe(&key.run.pipeline.tenant),
+        closing: hub.closing(),
         _open: hub.guard(),
         pool,
         logs,

@@ -140,11 +140,33 @@ impl Application {
 
     /// Serves until the server stops (SIGINT/SIGTERM), then stops the events listener and the engine.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let closer = tokio::spawn(close_on_signal(self.hub.clone()));
         let result = self.server.await;
-        self.hub.stop();
+        closer.abort();
+        self.hub.close();
         self.engine.shutdown().await;
         result
     }
+}
+
+/// Waits for SIGINT or SIGTERM, which actix also hears and acts on, then ends the live streams so
+/// that a graceful shutdown is not held open by them until its timeout.
+async fn close_on_signal(hub: EventHub) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => drop(signal.recv().await),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: closing live streams");
+    hub.close();
 }
 
 impl actix_web::Responder for ApiError {

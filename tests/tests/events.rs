@@ -364,3 +364,45 @@ async fn streams_frame_events_keep_alive_and_close_when_the_client_goes() {
     drop(stream);
     app.wait_for_open_streams(0, Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn shutting_down_ends_event_streams_and_breaks_off_log_follows() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "slow",
+        json!({"name": "Slow", "tasks": [{"id": "wait", "image": "debian:12", "command": ["sh", "-c", "echo started; sleep 5"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "slow").await;
+    let mut stream = acme.open_sse("", None).await;
+    let (ns, p, task) = (
+        NamespaceId::parse("builds").unwrap(),
+        PipelineId::parse("slow").unwrap(),
+        gofer_core::TaskId::parse("wait").unwrap(),
+    );
+    let mut log = acme.sdk().follow_logs(&ns, &p, run, &task, 0).await.unwrap();
+    app.wait_for_open_streams(2, EVENT_TIMEOUT).await;
+
+    // What `run_until_stopped` does on SIGTERM, before actix's graceful shutdown waits for requests.
+    app.hub.close();
+    loop {
+        match stream.next_frame(EVENT_TIMEOUT).await {
+            None => break,
+            Some(frame) => assert!(frame.is_comment() || frame.event().is_some(), "{frame:?}"),
+        }
+    }
+    let ended = loop {
+        let chunk =
+            tokio::time::timeout(EVENT_TIMEOUT, futures_util::StreamExt::next(&mut log)).await.expect("in time");
+        match chunk {
+            Some(Ok(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(ended, Some(Err(_))), "a follow cut short is an error, not the end of the log: {ended:?}");
+    app.wait_for_open_streams(0, EVENT_TIMEOUT).await;
+    acme.wait_for_run("builds", "slow", run, RUN_TIMEOUT).await;
+}
