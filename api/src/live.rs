@@ -162,6 +162,15 @@ impl Wakeups {
             }
         }
     }
+
+    /// Forgets the wake-ups already queued: the read about to happen covers them, so a busy
+    /// tenant costs a stream one read per batch of events rather than one per event.
+    fn drain(&mut self) {
+        while !matches!(
+            self.rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+        ) {}
+    }
 }
 
 /// Whether the hub closed (the server is shutting down), for a stream to end.
@@ -230,6 +239,7 @@ impl EventStream {
             }
             if self.look {
                 self.look = false;
+                self.wake.drain();
                 match gofer_engine::events::list(&self.pool, &self.tenant, &self.filter, self.cursor, EVENT_BATCH).await
                 {
                     Ok(events) => {
@@ -257,7 +267,7 @@ impl EventStream {
 }
 
 /// The SSE stream of a tenant's events passing `filter`, after the event `after`. It ends only
-/// when the client goes away.
+/// when the client goes away or the hub closes.
 pub(crate) fn event_stream(
     hub: &EventHub,
     pool: PgPool,
@@ -337,6 +347,7 @@ impl LogFollow {
             if !self.complete && self.state_due && self.last_state_read.elapsed() >= self.timing.log_poll {
                 self.state_due = false;
                 self.last_state_read = Instant::now();
+                self.wake.drain();
                 match gofer_engine::runs::get_task(&self.pool, &self.key).await {
                     Ok(task) => self.complete = task.state == TaskState::Complete,
                     Err(e) => tracing::warn!(error = %e, "reading a followed task's state failed; retrying"),
