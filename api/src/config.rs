@@ -34,6 +34,10 @@ pub struct Config {
     pub engine: EngineSettings,
     /// The local sandbox scheduler.
     pub sandbox: SandboxSettings,
+    /// Task execution logs.
+    pub logs: LogSettings,
+    /// Event streams (SSE).
+    pub events: EventSettings,
     /// Largest JSON body accepted by ordinary endpoints, in bytes.
     pub max_body_bytes: usize,
     /// Largest pipeline config accepted, in bytes.
@@ -152,6 +156,27 @@ pub struct SandboxSettings {
     pub max_processes: u64,
 }
 
+/// Task execution logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Bytes of output kept per task execution: the first half and the last half, with a marker
+    /// saying how many bytes were cut between them.
+    pub max_bytes_per_task: u64,
+}
+
+/// Event streams (SSE) and their safety nets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// How often a stream looks for new events when no NOTIFY arrives, in milliseconds (NOTIFY can
+    /// be missed while the listener reconnects, and an event becomes visible only once every older
+    /// transaction has ended).
+    pub poll_interval_ms: u64,
+    /// How often an idle stream sends a `: keepalive` comment, in seconds.
+    pub keepalive_s: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -165,6 +190,8 @@ impl Default for Config {
             scheduler: SchedulerKind::Local,
             engine: EngineSettings::default(),
             sandbox: SandboxSettings::default(),
+            logs: LogSettings::default(),
+            events: EventSettings::default(),
             max_body_bytes: 64 * 1024,
             max_config_bytes: 1024 * 1024,
             public_url: None,
@@ -191,6 +218,18 @@ impl Default for EngineSettings {
             retry_backoff_ms: 1000,
             tenant_max_running_tasks: 0,
         }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { max_bytes_per_task: gofer_engine::logs::DEFAULT_MAX_BYTES_PER_TASK }
+    }
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self { poll_interval_ms: 1000, keepalive_s: 15 }
     }
 }
 
@@ -250,6 +289,8 @@ mod tests {
             assert_eq!(config.state_dir, PathBuf::from("./.gofer"));
             assert_eq!(config.database_url, "postgres://postgres@127.0.0.1:54329/gofer");
             assert!(config.bootstrap_token.is_none());
+            assert_eq!(config.logs.max_bytes_per_task, 10 * 1024 * 1024);
+            assert_eq!((config.events.poll_interval_ms, config.events.keepalive_s), (1000, 15));
             Ok(())
         });
     }
@@ -264,11 +305,13 @@ mod tests {
             jail.set_env("GOFER_LISTEN", "127.0.0.1:9999");
             jail.set_env("GOFER_ENGINE__MAX_PARALLEL_TASKS", "3");
             jail.set_env("GOFER_HOST", "http://cli-only.example");
+            jail.set_env("GOFER_LOGS__MAX_BYTES_PER_TASK", "4096");
             let config = Config::load(Some(Path::new("gofer.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.listen, "127.0.0.1:9999");
             assert_eq!(config.state_dir, PathBuf::from("/srv/gofer"));
             assert_eq!(config.engine.lease_s, 10);
             assert_eq!(config.engine.max_parallel_tasks, 3);
+            assert_eq!(config.logs.max_bytes_per_task, 4096);
             Ok(())
         });
     }

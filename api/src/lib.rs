@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod live;
 pub mod openapi;
 pub mod pagination;
 mod routes;
@@ -13,4 +14,5 @@ pub mod startup;
 pub mod telemetry;
 
 pub use config::Config;
+pub use live::EventHub;
 pub use startup::Application;

@@ -19,6 +19,11 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    /// The parameters as read by a route with a query of its own.
+    pub(crate) fn from_parts(limit: Option<String>, cursor: Option<String>) -> Self {
+        Self { limit, cursor }
+    }
+
     /// Validates the parameters into a page request whose key is `K`.
     pub fn parse<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
         let limit = match &self.limit {

@@ -4,7 +4,9 @@ use actix_web::web;
 
 pub(crate) mod configs;
 pub(crate) mod deployments;
+pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
 pub(crate) mod runs;
@@ -47,9 +49,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(runs::get)
         .service(runs::list_tasks)
         .service(runs::get_task)
-        .service(runs::task_logs)
+        .service(logs::task_logs)
         .service(runs::list_attempts)
-        .service(runs::cancel);
+        .service(runs::cancel)
+        .service(events::list);
 }
 
 /// Reads a raw JSON body of at most `limit` bytes, refusing other content types.

@@ -18,6 +18,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::{Config, SchedulerKind};
 use crate::error::ApiError;
 use crate::limits::AuthFailures;
+use crate::live::EventHub;
 
 /// Schema migrations, embedded in the binary and applied at start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -28,6 +29,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Where task logs are kept.
     pub logs: LogStore,
+    /// The shared events listener that wakes live streams.
+    pub hub: EventHub,
     /// The configuration the server started with.
     pub config: Config,
     /// The migrations this build knows (readiness compares them with the database).
@@ -41,6 +44,7 @@ pub struct Application {
     port: u16,
     server: Server,
     engine: EngineHandle,
+    hub: EventHub,
     bootstrap_token: Option<String>,
     jobs: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -91,7 +95,7 @@ impl Application {
         };
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let logs = LogStore::new(config.state_dir.join("logs"));
+        let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task);
         let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port)).spawn();
 
         let max_body = config.max_body_bytes;
@@ -107,7 +111,9 @@ impl Application {
             }),
             Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone())),
         ]);
-        let state = web::Data::new(AppState { pool, logs, config, migrator: &MIGRATOR, auth_failures });
+        let hub = EventHub::start(pool.clone());
+        let state =
+            web::Data::new(AppState { pool, logs, hub: hub.clone(), config, migrator: &MIGRATOR, auth_failures });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
@@ -126,7 +132,7 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server, engine, bootstrap_token, jobs })
+        Ok(Self { port, server, engine, hub, bootstrap_token, jobs })
     }
 
     /// The bound port.
@@ -144,15 +150,43 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the engine.
+    /// The shared events listener of this replica (tests count open streams through it).
+    pub fn event_hub(&self) -> EventHub {
+        self.hub.clone()
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the events listener and the engine.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let closer = tokio::spawn(close_on_signal(self.hub.clone()));
         let result = self.server.await;
         for job in &self.jobs {
             job.abort();
         }
+        closer.abort();
+        self.hub.close();
         self.engine.shutdown().await;
         result
     }
+}
+
+/// Waits for SIGINT or SIGTERM, which actix also hears and acts on, then ends the live streams so
+/// that a graceful shutdown is not held open by them until its timeout.
+async fn close_on_signal(hub: EventHub) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => drop(signal.recv().await),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: closing live streams");
+    hub.close();
 }
 
 impl actix_web::Responder for ApiError {

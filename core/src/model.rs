@@ -347,7 +347,8 @@ impl<K> PageRequest<K> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
-    /// Increasing id; resume a stream after it.
+    /// Unique id; resume a stream or history after it. Events come in stream order (by writing
+    /// transaction, then id): increasing ids, except between transactions that overlapped.
     pub id: i64,
     /// What happened.
     pub kind: crate::EventKind,

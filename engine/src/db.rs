@@ -1,6 +1,8 @@
 //! SQL of the engine. Every function takes the tenant first and filters on it, except the queue
 //! functions marked "cross-tenant": the engine's own work spans tenants on purpose.
 
+pub(crate) mod events;
+
 use std::collections::BTreeMap;
 
 use gofer_core::model::{Initiator, Reason, Run, TaskExecution};
@@ -509,48 +511,4 @@ pub(crate) async fn insert_event(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    kind: String,
-    namespace_id: Option<String>,
-    pipeline_id: Option<String>,
-    run_id: Option<i64>,
-    task_id: Option<String>,
-    payload: Json<serde_json::Value>,
-    emitted_at: OffsetDateTime,
-}
-
-pub(crate) async fn list_events(
-    conn: &mut PgConnection,
-    tenant: &gofer_core::TenantId,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<gofer_core::model::Event>, EngineError> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT id, kind, namespace_id, pipeline_id, run_id, task_id, payload, emitted_at FROM events
-         WHERE tenant_id = $1 AND id > $2 AND xact_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY id LIMIT $3",
-    )
-    .bind(tenant.as_str())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(gofer_core::model::Event {
-                id: r.id,
-                kind: r.kind.parse().map_err(corrupt)?,
-                namespace_id: r.namespace_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
-                pipeline_id: r.pipeline_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
-                run_id: r.run_id.map(RunId::from_i64),
-                task_id: r.task_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
-                payload: r.payload.0,
-                emitted: r.emitted_at,
-            })
-        })
-        .collect()
 }

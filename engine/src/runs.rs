@@ -8,7 +8,7 @@ use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use sqlx::{PgConnection, PgPool};
 
 use crate::events::{self, EventScope};
-use crate::logs::{LogKey, LogStore};
+use crate::logs::LogKey;
 use crate::{EngineError, db, deployments, pipelines, release};
 use gofer_core::EventKind;
 
@@ -139,21 +139,6 @@ pub async fn get_task(pool: &PgPool, key: &TaskKey) -> Result<TaskExecution, Eng
     let mut conn = pool.acquire().await?;
     require_run(&mut conn, &key.run).await?;
     db::get_task_execution(&mut conn, key).await?.ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))
-}
-
-/// Reads the log of one attempt (the current one by default) as captured so far (empty before it starts).
-pub async fn read_log(
-    pool: &PgPool,
-    logs: &LogStore,
-    key: &TaskKey,
-    attempt: Option<u32>,
-) -> Result<Vec<u8>, EngineError> {
-    let task = get_task(pool, key).await?;
-    let attempt = attempt.unwrap_or(task.attempt);
-    if attempt == 0 || attempt > task.attempt {
-        return Err(EngineError::AttemptNotFound(attempt));
-    }
-    Ok(logs.read(&key.log_key(attempt)).await?.unwrap_or_default())
 }
 
 /// Lists every attempt of a task execution, oldest first.

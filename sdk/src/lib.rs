@@ -1,8 +1,11 @@
 //! A typed async client for the Gofer API. Errors carry the problem `code` the server answered.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 
-use gofer_core::model::{Namespace, Page, Run, TaskExecution, Tenant};
+pub use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use gofer_core::model::{Event, Namespace, Page, Run, TaskExecution, Tenant};
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,6 +30,9 @@ pub enum Error {
     /// The request did not complete, or the answer could not be read.
     #[error(transparent)]
     Transport(#[from] reqwest::Error),
+    /// A streamed answer held something this client cannot read.
+    #[error("unreadable stream data: {0}")]
+    Decode(String),
 }
 
 impl Error {
@@ -34,7 +40,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api(p) => Some(&p.code),
-            Error::Transport(_) => None,
+            Error::Transport(_) | Error::Decode(_) => None,
         }
     }
 }
@@ -76,6 +82,90 @@ struct RunEnvelope {
 #[derive(Deserialize)]
 struct TaskEnvelope {
     task: TaskExecution,
+}
+
+/// Which of the tenant's events to read; a narrower scope needs its parents (the server answers
+/// `invalid_filter` otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events inside this namespace.
+    pub namespace: Option<NamespaceId>,
+    /// Only events of this pipeline.
+    pub pipeline: Option<PipelineId>,
+    /// Only events of this run.
+    pub run: Option<RunId>,
+}
+
+impl EventFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        query.extend(self.namespace.as_ref().map(|n| ("namespace", n.to_string())));
+        query.extend(self.pipeline.as_ref().map(|p| ("pipeline", p.to_string())));
+        query.extend(self.run.map(|r| ("run", r.to_string())));
+        query
+    }
+}
+
+/// Chunks of a followed log, as the server sends them.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
+/// A live stream of events (Server-Sent Events). It does not end by itself; after a failure,
+/// follow again from [`EventStream::last_event_id`] to miss nothing.
+pub struct EventStream {
+    body: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+    buffer: Vec<u8>,
+    last_event_id: i64,
+}
+
+impl EventStream {
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Option<Result<Event, Error>> {
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = self.parse_frame(&frame) {
+                    return Some(event);
+                }
+            }
+            match self.body.next().await? {
+                // Line ends may be CRLF; the JSON in data lines never holds a raw CR.
+                Ok(chunk) => self.buffer.extend(chunk.iter().filter(|b| **b != b'\r')),
+                Err(e) => return Some(Err(Error::Transport(e))),
+            }
+        }
+    }
+
+    /// The id of the last event received (or the one the stream started after).
+    pub fn last_event_id(&self) -> i64 {
+        self.last_event_id
+    }
+
+    /// One frame: comments and frames without data (`retry:`) are skipped.
+    fn parse_frame(&mut self, frame: &[u8]) -> Option<Result<Event, Error>> {
+        let text = match std::str::from_utf8(frame) {
+            Ok(text) => text,
+            Err(e) => return Some(Err(Error::Decode(e.to_string()))),
+        };
+        let mut data = String::new();
+        for line in text.lines() {
+            if let Some(value) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+        if data.is_empty() {
+            return None;
+        }
+        match serde_json::from_str::<Event>(&data) {
+            Ok(event) => {
+                self.last_event_id = event.id;
+                Some(Ok(event))
+            }
+            Err(e) => Some(Err(Error::Decode(e.to_string()))),
+        }
+    }
 }
 
 /// A client bound to one server and token.
@@ -214,5 +304,55 @@ impl Client {
         } else {
             Err(Error::Api(response.json().await?))
         }
+    }
+
+    /// `GET /events`: one page of the tenant's events after the event `after` (0: from the
+    /// first), oldest first. Resume with the last item's id; `next_cursor` is null on the last
+    /// page available now.
+    pub async fn list_events(&self, after: i64, limit: u32) -> Result<Page<Event>, Error> {
+        self.list_events_filtered(&EventFilter::default(), after, limit).await
+    }
+
+    /// `GET /events` narrowed to a namespace, pipeline or run.
+    pub async fn list_events_filtered(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Page<Event>, Error> {
+        let mut query = filter.query();
+        query.extend([("after", after.to_string()), ("limit", limit.to_string())]);
+        self.send(self.http.get(self.url("/events")).query(&query)).await
+    }
+
+    /// `GET /events` as a live stream of the events after `after` (0: from the first).
+    pub async fn follow_events(&self, filter: &EventFilter, after: i64) -> Result<EventStream, Error> {
+        let mut query = filter.query();
+        query.push(("after", after.to_string()));
+        let request = self.http.get(self.url("/events")).query(&query).header("Accept", "text/event-stream");
+        let response = self.streaming(request).await?;
+        Ok(EventStream { body: Box::pin(response.bytes_stream()), buffer: Vec::new(), last_event_id: after })
+    }
+
+    /// `GET …/runs/{run}/tasks/{task}/logs?follow=true`: the log from byte `offset` as the task
+    /// writes it, in chunks; the stream ends once the task execution is complete and all was sent.
+    pub async fn follow_logs(
+        &self,
+        namespace: &NamespaceId,
+        pipeline: &PipelineId,
+        run: RunId,
+        task: &TaskId,
+        offset: u64,
+    ) -> Result<LogStream, Error> {
+        let url = self.url(&format!("/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs"));
+        let query = [("follow", "true".to_owned()), ("offset", offset.to_string())];
+        let response = self.streaming(self.http.get(url).query(&query)).await?;
+        Ok(Box::pin(response.bytes_stream().map(|chunk| chunk.map_err(Error::Transport))))
+    }
+
+    /// Sends a request whose successful answer is read as a stream.
+    async fn streaming(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+        let response = request.bearer_auth(&self.token).send().await?;
+        if response.status().is_success() { Ok(response) } else { Err(Error::Api(response.json().await?)) }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 pub mod fake_scheduler;
 
-use gofer_core::model::Run;
+use gofer_core::model::{Event, Run};
 use gofer_core::{NamespaceId, PipelineId, RunId, RunState, TenantId};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -28,6 +28,8 @@ pub struct TestApp {
     pub state_dir: tempfile::TempDir,
     server: actix_web::dev::ServerHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The server's events listener, to count its open streams.
+    pub hub: gofer_api::EventHub,
 }
 
 /// An HTTP answer: status and body parsed as JSON (or the raw text under `"text"`).
@@ -102,9 +104,19 @@ pub async fn spawn_replica(
     let app = gofer_api::Application::build_with_scheduler(config, scheduler).await.expect("server builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
+    let hub = app.event_hub();
     let running = tokio::spawn(app.run_until_stopped());
     let db = PgPool::connect(&database_url).await.expect("connect to the test database");
-    TestApp { address, operator_token, db, http: reqwest::Client::new(), state_dir, server, running: Some(running) }
+    TestApp {
+        address,
+        operator_token,
+        db,
+        http: reqwest::Client::new(),
+        state_dir,
+        server,
+        running: Some(running),
+        hub,
+    }
 }
 
 impl TestApp {
@@ -264,5 +276,131 @@ impl TestApp {
                 .await
                 .expect("query queue");
         assert!(stuck.is_empty(), "task executions left unfinished: {stuck:?}");
+    }
+}
+
+impl TestApp {
+    /// Polls until the server has exactly `n` open event streams and log follows, failing the
+    /// test after `timeout`.
+    pub async fn wait_for_open_streams(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.hub.open_streams() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} streams open after {timeout:?}, expected {n}",
+                self.hub.open_streams()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl TenantClient<'_> {
+    /// Every event of the tenant visible now, through the SDK's history pages.
+    pub async fn history(&self) -> Vec<Event> {
+        let sdk = self.sdk();
+        let mut events: Vec<Event> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e| e.id);
+            let page = sdk.list_events(after, 500).await.expect("list events");
+            let last_page = page.next_cursor.is_none();
+            events.extend(page.items);
+            if last_page {
+                return events;
+            }
+        }
+    }
+
+    /// Polls the history until an event satisfies `done`, failing the test after `timeout`; answers
+    /// the whole history then.
+    pub async fn wait_for_event(&self, timeout: Duration, done: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.history().await;
+            if events.iter().any(&done) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "no such event after {timeout:?}: {events:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Opens `GET /api/v1/events?<query>` as a raw Server-Sent Events connection.
+    pub async fn open_sse(&self, query: &str, last_event_id: Option<&str>) -> SseConnection {
+        let mut request = self
+            .app
+            .http
+            .get(format!("{}/api/v1/events?{query}", self.app.address))
+            .bearer_auth(&self.token)
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        SseConnection::from(request.send().await.expect("stream opened"))
+    }
+}
+
+/// A raw Server-Sent Events connection, read frame by frame.
+pub struct SseConnection {
+    /// The answer; its body is read by [`SseConnection::next_frame`].
+    pub response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+/// One frame of an SSE stream: its lines, without the blank line that ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseFrame(pub String);
+
+impl SseFrame {
+    /// The value of the first `field:` line.
+    pub fn field(&self, field: &str) -> Option<&str> {
+        self.0.lines().find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(": ")))
+    }
+
+    /// Whether the frame is only a comment.
+    pub fn is_comment(&self) -> bool {
+        self.0.lines().all(|l| l.starts_with(':'))
+    }
+
+    /// The event in the `data:` line, when the frame carries one.
+    pub fn event(&self) -> Option<Event> {
+        self.field("data").map(|data| serde_json::from_str(data).expect("data is an Event"))
+    }
+}
+
+impl From<reqwest::Response> for SseConnection {
+    fn from(response: reqwest::Response) -> Self {
+        Self { response, buffer: Vec::new() }
+    }
+}
+
+impl SseConnection {
+    /// The next frame, failing the test when none arrives within `timeout`; `None` when the
+    /// server ended the stream.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Option<SseFrame> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                return Some(SseFrame(String::from_utf8(frame[..end].to_vec()).expect("frames are UTF-8")));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no frame within {timeout:?}"))
+                .expect("stream readable")?;
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The next event, skipping comments, failing the test when none arrives within `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = self.next_frame(left).await.expect("the stream stays open");
+            if let Some(event) = frame.event() {
+                return event;
+            }
+        }
     }
 }

@@ -44,6 +44,16 @@ async fn a_tenant_admin_creates_a_scoped_read_token_shown_once() {
     assert_eq!((write.status, write.code()), (403, "forbidden"));
     let manage = app.request("GET", "/api/v1/tokens", Some(&secret), None).await;
     assert_eq!((manage.status, manage.code()), (403, "forbidden"));
+    let all_events = app.request("GET", "/api/v1/events", Some(&secret), None).await;
+    assert_eq!(
+        (all_events.status, all_events.code()),
+        (403, "namespace_forbidden"),
+        "a limited token must filter events"
+    );
+    let ops_events = app.request("GET", "/api/v1/events?namespace=ops", Some(&secret), None).await;
+    assert_eq!((ops_events.status, ops_events.code()), (403, "namespace_forbidden"));
+    let team_events = app.request("GET", "/api/v1/events?namespace=team-a", Some(&secret), None).await;
+    assert_eq!(team_events.status, 200);
 
     let who = app.request("GET", "/api/v1/tokens/whoami", Some(&secret), None).await;
     assert_eq!(who.body["whoami"]["tenant_id"], "acme");

@@ -7,7 +7,6 @@ use gofer_core::model::{Initiator, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::{RunId, TaskId};
 use gofer_engine::runs::{RunKey, StartRequest, TaskKey};
 use serde::{Deserialize, Serialize};
-use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 use crate::auth::{Read, TenantAccess, Write};
@@ -177,35 +176,8 @@ pub(crate) async fn get_task(
     Ok(HttpResponse::Ok().json(TaskResponse { task }))
 }
 
-/// A task execution's combined stdout and stderr, as captured so far.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs", tag = "runs",
-    params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id"), LogQuery),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, body = String, content_type = "text/plain"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs")]
-pub(crate) async fn task_logs(
-    access: TenantAccess<Read>,
-    state: web::Data<AppState>,
-    path: web::Path<TaskPath>,
-    query: web::Query<LogQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let key = path.into_inner().key(&access.tenant)?;
-    let attempt = query.attempt.as_deref().map(parse_attempt).transpose()?;
-    let log = gofer_engine::runs::read_log(&state.pool, &state.logs, &key, attempt).await?;
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(log))
-}
-
-/// Query of the log route.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct LogQuery {
-    /// Which attempt's log (default: the current attempt).
-    attempt: Option<String>,
-}
-
-fn parse_attempt(text: &str) -> Result<u32, ApiError> {
+/// Parses `?attempt=`: a positive integer.
+pub(crate) fn parse_attempt(text: &str) -> Result<u32, ApiError> {
     match text.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(ApiError::InvalidParameter {
