@@ -209,3 +209,29 @@ impl FromRequest for TokenManager {
         })
     }
 }
+
+/// Extracts `A` (a permission) and only then `B` (typically the JSON body). actix polls a
+/// handler's extractors together, so a body error would otherwise race the permission check and
+/// tell an unauthorized caller about the body's shape before saying it may not call the route.
+pub struct Guarded<A, B>(pub A, pub B);
+
+impl<A, B> FromRequest for Guarded<A, B>
+where
+    A: FromRequest<Error = ApiError> + 'static,
+    B: FromRequest + 'static,
+    B::Error: Into<actix_web::Error>,
+{
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        let first = A::from_request(&req, &mut Payload::None);
+        Box::pin(async move {
+            let a = first.await?;
+            let b = B::from_request(&req, &mut payload).await.map_err(Into::into)?;
+            Ok(Guarded(a, b))
+        })
+    }
+}

@@ -259,6 +259,9 @@ impl From<TenantsError> for ApiError {
             TenantsError::NamespaceNotFound(id) => {
                 ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
             }
+            TenantsError::TenantNotFound(id) => {
+                ApiError::NotFound { code: "tenant_not_found", detail: format!("tenant {id} does not exist") }
+            }
             TenantsError::TokenNotFound(id) => {
                 ApiError::NotFound { code: "token_not_found", detail: format!("token {id} does not exist") }
             }

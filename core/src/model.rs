@@ -22,6 +22,9 @@ pub struct Tenant {
     /// When it was created (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// When it was suspended: its tokens are refused and its runs were stopped. `null` when active.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub suspended: Option<OffsetDateTime>,
 }
 
 /// A namespace: a group of pipelines inside a tenant.

@@ -162,9 +162,22 @@ impl LogStore {
         namespace: &NamespaceId,
         pipeline: &PipelineId,
     ) -> std::io::Result<()> {
+        self.remove_dir(&format!("tenants/{tenant}/namespaces/{namespace}/pipelines/{pipeline}")).await
+    }
+
+    /// Removes every log of a namespace.
+    pub async fn remove_namespace(&self, tenant: &TenantId, namespace: &NamespaceId) -> std::io::Result<()> {
+        self.remove_dir(&format!("tenants/{tenant}/namespaces/{namespace}")).await
+    }
+
+    /// Removes every log of a tenant.
+    pub async fn remove_tenant(&self, tenant: &TenantId) -> std::io::Result<()> {
+        self.remove_dir(&format!("tenants/{tenant}")).await
+    }
+
+    async fn remove_dir(&self, relative: &str) -> std::io::Result<()> {
         // Every component was validated, so the path cannot escape the root.
-        let dir = self.root.join(format!("tenants/{tenant}/namespaces/{namespace}/pipelines/{pipeline}"));
-        match tokio::fs::remove_dir_all(&dir).await {
+        match tokio::fs::remove_dir_all(self.root.join(relative)).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
         }

@@ -166,3 +166,26 @@ pub async fn cancel_all(pool: &PgPool, key: &PipelineKey) -> Result<Vec<RunId>, 
     }
     crate::cancel::stop_all(pool, key).await
 }
+
+/// The unfinished runs of a tenant, or of one of its namespaces.
+pub async fn unfinished_runs(
+    pool: &PgPool,
+    tenant: &TenantId,
+    namespace: Option<&NamespaceId>,
+) -> Result<Vec<RunKey>, EngineError> {
+    let mut conn = pool.acquire().await?;
+    db::queue::unfinished_runs_of(&mut conn, tenant, namespace).await
+}
+
+/// Cancels every unfinished run of a tenant, or of one of its namespaces (suspension, deletion).
+pub async fn cancel_everything(
+    pool: &PgPool,
+    tenant: &TenantId,
+    namespace: Option<&NamespaceId>,
+) -> Result<usize, EngineError> {
+    let runs = unfinished_runs(pool, tenant, namespace).await?;
+    for run in &runs {
+        crate::cancel::stop_run(pool, run, crate::cancel::CancelReason::User).await?;
+    }
+    Ok(runs.len())
+}

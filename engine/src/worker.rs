@@ -241,6 +241,11 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
         return Ok(None);
     }
     let key = row.key()?;
+    if !db::queue::lock_run_nowait(&mut tx, &key.run).await? {
+        // The run is being cancelled or finished right now; claim again on the next pass.
+        tx.rollback().await?;
+        return Ok(None);
+    }
     monitor::record_claim(&mut tx, &key, row.attempt).await?;
     tx.commit().await?;
     Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: None, mode: Mode::Dispatch }))

@@ -16,7 +16,105 @@ pub(crate) async fn insert_tenant(conn: &mut PgConnection, id: &TenantId, name: 
             .bind(name)
             .fetch_one(conn)
             .await?;
-    Ok(Tenant { id: id.clone(), name: name.to_owned(), created })
+    Ok(Tenant { id: id.clone(), name: name.to_owned(), created, suspended: None })
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    created_at: OffsetDateTime,
+    suspended_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<TenantRow> for Tenant {
+    type Error = sqlx::Error;
+    fn try_from(r: TenantRow) -> Result<Self, sqlx::Error> {
+        Ok(Tenant {
+            id: TenantId::parse(r.id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            name: r.name,
+            created: r.created_at,
+            suspended: r.suspended_at,
+        })
+    }
+}
+
+/// Operator scope: lists every tenant, by id.
+pub(crate) async fn list_tenants(
+    pool: &PgPool,
+    after: Option<&TenantId>,
+    limit: i64,
+) -> Result<Vec<Tenant>, sqlx::Error> {
+    let rows: Vec<TenantRow> = sqlx::query_as(
+        "SELECT id, name, created_at, suspended_at FROM tenants WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
+    )
+    .bind(after.map(TenantId::as_str))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+pub(crate) async fn get_tenant(pool: &PgPool, id: &TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+    let row: Option<TenantRow> = sqlx::query_as("SELECT id, name, created_at, suspended_at FROM tenants WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// Suspends (or resumes) a tenant; suspending keeps the first suspension time.
+pub(crate) async fn set_suspended(pool: &PgPool, id: &TenantId, suspended: bool) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE tenants SET suspended_at = CASE WHEN $2 THEN COALESCE(suspended_at, now()) ELSE NULL END WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(suspended)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// Deletes a tenant and, through foreign keys, everything it owns.
+pub(crate) async fn delete_tenant(pool: &PgPool, id: &TenantId) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_str()).execute(pool).await?.rows_affected() == 1)
+}
+
+/// Changes a namespace's name and description; answers whether it exists.
+pub(crate) async fn update_namespace(
+    pool: &PgPool,
+    tenant: &TenantId,
+    id: &NamespaceId,
+    name: Option<&str>,
+    description: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE namespaces SET name = COALESCE($3, name), description = COALESCE($4, description),
+             modified_at = CASE WHEN COALESCE($3, name) IS DISTINCT FROM name
+                                  OR COALESCE($4, description) IS DISTINCT FROM description
+                                THEN now() ELSE modified_at END
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .bind(name)
+    .bind(description)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// Deletes a namespace and, through foreign keys, its pipelines, runs and task executions.
+pub(crate) async fn delete_namespace(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM namespaces WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(done == 1)
 }
 
 pub(crate) async fn insert_token(

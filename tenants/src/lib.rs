@@ -26,6 +26,9 @@ pub enum TenantsError {
     /// No such namespace in the tenant.
     #[error("namespace {0} does not exist")]
     NamespaceNotFound(gofer_core::NamespaceId),
+    /// No such tenant.
+    #[error("tenant {0} does not exist")]
+    TenantNotFound(TenantId),
     /// No such token (among the caller's).
     #[error("token {0} does not exist")]
     TokenNotFound(uuid::Uuid),
@@ -94,6 +97,36 @@ pub async fn bootstrap(pool: &PgPool, preset: Option<&str>) -> Result<Option<Tok
     db::insert_token(&mut tx, &secret, None, Role::Operator, "bootstrap operator token").await?;
     tx.commit().await?;
     Ok(Some(secret))
+}
+
+/// Operator scope: lists tenants by id.
+pub async fn list_tenants(
+    pool: &PgPool,
+    page: &gofer_core::model::PageRequest<TenantId>,
+) -> Result<(Vec<Tenant>, Option<TenantId>), TenantsError> {
+    let rows = db::list_tenants(pool, page.after.as_ref(), i64::from(page.limit) + 1).await?;
+    Ok(page.finish(rows, |t| t.id.clone()))
+}
+
+/// Operator scope: reads one tenant.
+pub async fn get_tenant(pool: &PgPool, id: &TenantId) -> Result<Tenant, TenantsError> {
+    db::get_tenant(pool, id).await?.ok_or_else(|| TenantsError::TenantNotFound(id.clone()))
+}
+
+/// Operator scope: suspends or resumes a tenant (its tokens are refused while it is suspended).
+pub async fn set_suspended(pool: &PgPool, id: &TenantId, suspended: bool) -> Result<Tenant, TenantsError> {
+    if !db::set_suspended(pool, id, suspended).await? {
+        return Err(TenantsError::TenantNotFound(id.clone()));
+    }
+    get_tenant(pool, id).await
+}
+
+/// Operator scope: deletes a tenant and every row it owns.
+pub async fn delete_tenant(pool: &PgPool, id: &TenantId) -> Result<(), TenantsError> {
+    if !db::delete_tenant(pool, id).await? {
+        return Err(TenantsError::TenantNotFound(id.clone()));
+    }
+    Ok(())
 }
 
 /// Reads a metadata fact.

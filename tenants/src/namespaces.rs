@@ -37,3 +37,25 @@ pub async fn list(
 pub async fn get(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<Namespace, TenantsError> {
     db::get_namespace(pool, tenant, id).await?.ok_or_else(|| TenantsError::NamespaceNotFound(id.clone()))
 }
+
+/// Changes a namespace's name or description; a change to nothing answers it unchanged.
+pub async fn update(
+    pool: &PgPool,
+    tenant: &TenantId,
+    id: &NamespaceId,
+    name: Option<&str>,
+    description: Option<&str>,
+) -> Result<Namespace, TenantsError> {
+    if !db::update_namespace(pool, tenant, id, name, description).await? {
+        return Err(TenantsError::NamespaceNotFound(id.clone()));
+    }
+    get(pool, tenant, id).await
+}
+
+/// Deletes a namespace with its pipelines and runs (the caller stops live runs first).
+pub async fn delete(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<(), TenantsError> {
+    if !db::delete_namespace(pool, tenant, id).await? {
+        return Err(TenantsError::NamespaceNotFound(id.clone()));
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@ use gofer_engine::DeploymentKey;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Read, TenantAccess, Write};
+use crate::auth::{Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
@@ -116,11 +116,11 @@ impl CreateDeployment {
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments")]
 pub(crate) async fn create(
-    access: TenantAccess<Write>,
+    guarded: Guarded<TenantAccess<Write>, web::Json<CreateDeployment>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
-    body: web::Json<CreateDeployment>,
 ) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
     let (version, policy) = body.parse()?;
     let (deployment, created) = gofer_engine::deployments::deploy(&state.pool, &key, version, policy).await?;

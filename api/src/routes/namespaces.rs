@@ -1,12 +1,12 @@
 //! Namespaces of the caller's tenant.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use gofer_core::NamespaceId;
 use gofer_core::model::{Namespace, Page};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Read, TenantAccess, Write};
+use crate::auth::{Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::startup::AppState;
@@ -53,10 +53,10 @@ pub(crate) fn display_name(name: &str) -> Result<&str, ApiError> {
     ))]
 #[post("/api/v1/namespaces")]
 pub(crate) async fn create(
-    access: TenantAccess<Write>,
+    guarded: Guarded<TenantAccess<Write>, web::Json<CreateNamespace>>,
     state: web::Data<AppState>,
-    body: web::Json<CreateNamespace>,
 ) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
     let body = body.into_inner();
     let id = NamespaceId::parse(body.id)?;
     access.check_namespace(&id)?;
@@ -104,4 +104,85 @@ pub(crate) async fn get(
     let id = NamespaceId::parse(path.into_inner())?;
     let namespace = gofer_tenants::namespaces::get(&state.pool, &access.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(NamespaceResponse { namespace }))
+}
+
+/// Body of `PATCH /api/v1/namespaces/{namespace}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNamespace {
+    /// New display name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+}
+
+/// Changes a namespace's name or description; a change to nothing answers it unchanged.
+#[utoipa::path(patch, path = "/api/v1/namespaces/{namespace}", tag = "namespaces", request_body = UpdateNamespace,
+    params(("namespace" = String, Path, description = "Namespace id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = NamespaceResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[patch("/api/v1/namespaces/{namespace}")]
+pub(crate) async fn update(
+    guarded: Guarded<TenantAccess<Write>, web::Json<UpdateNamespace>>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
+    let id = NamespaceId::parse(path.into_inner())?;
+    let body = body.into_inner();
+    let name = body.name.as_deref().map(display_name).transpose()?;
+    if body.description.as_ref().is_some_and(|d| d.len() > 4096) {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: "description: at most 4096 bytes".into(),
+        });
+    }
+    let namespace =
+        gofer_tenants::namespaces::update(&state.pool, &access.tenant, &id, name, body.description.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(NamespaceResponse { namespace }))
+}
+
+/// Query of the namespace delete route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeleteNamespaceQuery {
+    /// Cancel live runs and delete anyway (`true`); without it, a namespace with live runs is refused.
+    force: Option<bool>,
+}
+
+/// Deletes a namespace with its pipelines, runs and logs. Refused (409 `namespace_busy`) while
+/// runs are live, unless `?force=true`, which cancels them first.
+#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+    params(("namespace" = String, Path, description = "Namespace id"), DeleteNamespaceQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/namespaces/{namespace}")]
+pub(crate) async fn remove(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DeleteNamespaceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = NamespaceId::parse(path.into_inner())?;
+    gofer_tenants::namespaces::get(&state.pool, &access.tenant, &id).await?;
+    let live = gofer_engine::runs::unfinished_runs(&state.pool, &access.tenant, Some(&id)).await?;
+    if !live.is_empty() {
+        if query.force != Some(true) {
+            return Err(ApiError::Conflict {
+                code: "namespace_busy",
+                detail: format!("namespace {id} has {} live runs; delete with ?force=true to cancel them", live.len()),
+            });
+        }
+        gofer_engine::runs::cancel_everything(&state.pool, &access.tenant, Some(&id)).await?;
+    }
+    gofer_tenants::namespaces::delete(&state.pool, &access.tenant, &id).await?;
+    state.logs.remove_namespace(&access.tenant, &id).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::NoContent().finish())
 }

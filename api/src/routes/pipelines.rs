@@ -7,7 +7,7 @@ use gofer_engine::runs::PipelineKey;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Read, TenantAccess, Write};
+use crate::auth::{Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::read_json_body;
@@ -169,11 +169,11 @@ pub(crate) async fn get(
     ))]
 #[patch("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
 pub(crate) async fn update(
-    access: TenantAccess<Write>,
+    guarded: Guarded<TenantAccess<Write>, web::Json<UpdatePipeline>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
-    body: web::Json<UpdatePipeline>,
 ) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
     let pipeline = match body.into_inner().state {
         Some(wanted) => gofer_engine::pipelines::set_state(&state.pool, &key, wanted).await?,

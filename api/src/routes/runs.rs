@@ -9,7 +9,7 @@ use gofer_engine::runs::{RunKey, StartRequest, TaskKey};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Read, TenantAccess, Write};
+use crate::auth::{Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
@@ -81,11 +81,11 @@ impl TaskPath {
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
 pub(crate) async fn start(
-    access: TenantAccess<Write>,
+    guarded: Guarded<TenantAccess<Write>, web::Json<StartRun>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
-    body: web::Json<StartRun>,
 ) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
     let request = StartRequest {
         variables: body.into_inner().variables,

@@ -1,13 +1,14 @@
 //! Tenants (operator routes).
 
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpResponse, delete, get, post, web};
 use gofer_core::TenantId;
-use gofer_core::model::Tenant;
+use gofer_core::model::{Page, Tenant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::Operator;
+use crate::auth::{Guarded, Operator};
 use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
 use crate::startup::AppState;
 
 /// Body of `POST /api/v1/tenants`.
@@ -41,13 +42,120 @@ pub struct TenantCreated {
     ))]
 #[post("/api/v1/tenants")]
 pub(crate) async fn create(
-    _: Operator,
+    guarded: Guarded<Operator, web::Json<CreateTenant>>,
     state: web::Data<AppState>,
-    body: web::Json<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
+    let Guarded(_, body) = guarded;
     let body = body.into_inner();
     let id = TenantId::parse(body.id)?;
     let name = super::namespaces::display_name(&body.name)?;
     let (tenant, secret) = gofer_tenants::create_tenant(&state.pool, &id, name).await?;
     Ok(HttpResponse::Created().json(TenantCreated { tenant, token: secret.expose().to_owned() }))
+}
+
+/// One tenant.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TenantResponse {
+    /// The tenant.
+    pub tenant: Tenant,
+}
+
+/// Lists tenants, by id.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<Tenant>)))]
+#[get("/api/v1/tenants")]
+pub(crate) async fn list(
+    _: Operator,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.parse::<TenantId>()?;
+    let result = gofer_tenants::list_tenants(&state.pool, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads one tenant.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TenantResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/tenants/{tenant}")]
+pub(crate) async fn get(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TenantId::parse(path.into_inner())?;
+    let tenant = gofer_tenants::get_tenant(&state.pool, &id).await?;
+    Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
+}
+
+/// Suspends a tenant: its tokens are refused (`tenant_suspended`) and its unfinished runs are
+/// cancelled. Suspending a suspended tenant changes nothing.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/suspend", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TenantResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/tenants/{tenant}/suspend")]
+pub(crate) async fn suspend(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TenantId::parse(path.into_inner())?;
+    // Suspend first, so no new run can start while the running ones are being cancelled.
+    let tenant = gofer_tenants::set_suspended(&state.pool, &id, true).await?;
+    let cancelled = gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
+    tracing::warn!(tenant = %id, cancelled, "tenant suspended");
+    Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
+}
+
+/// Resumes a suspended tenant.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/resume", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TenantResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/tenants/{tenant}/resume")]
+pub(crate) async fn resume(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TenantId::parse(path.into_inner())?;
+    let tenant = gofer_tenants::set_suspended(&state.pool, &id, false).await?;
+    Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
+}
+
+/// Deletes a tenant and everything it owns: its unfinished runs are cancelled, then its tokens,
+/// namespaces, pipelines, runs, events and logs are removed.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/tenants/{tenant}")]
+pub(crate) async fn remove(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TenantId::parse(path.into_inner())?;
+    gofer_tenants::set_suspended(&state.pool, &id, true).await?;
+    gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
+    gofer_tenants::delete_tenant(&state.pool, &id).await?;
+    state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
+    tracing::warn!(tenant = %id, "tenant deleted");
+    Ok(HttpResponse::NoContent().finish())
 }

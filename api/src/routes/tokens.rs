@@ -8,7 +8,7 @@ use gofer_tenants::{NamespaceGlobs, Principal, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Authenticated, TokenManager};
+use crate::auth::{Authenticated, Guarded, TokenManager};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::startup::AppState;
@@ -148,10 +148,10 @@ fn new_token(owner: &TokenOwner, body: CreateToken, state: &AppState) -> Result<
     ))]
 #[post("/api/v1/tokens")]
 pub(crate) async fn create(
-    manager: TokenManager,
+    guarded: Guarded<TokenManager, web::Json<CreateToken>>,
     state: web::Data<AppState>,
-    body: web::Json<CreateToken>,
 ) -> Result<HttpResponse, ApiError> {
+    let Guarded(manager, body) = guarded;
     let new = new_token(&manager.0, body.into_inner(), &state)?;
     let (metadata, secret) = gofer_tenants::tokens::create(&state.pool, &manager.0, &new).await?;
     Ok(HttpResponse::Created().json(TokenCreated { token: secret.expose().to_owned(), metadata }))

@@ -503,3 +503,52 @@ pub(crate) async fn pipeline_full(
     .fetch_one(conn)
     .await?)
 }
+
+/// The unfinished runs of a tenant, or of one of its namespaces.
+pub(crate) async fn unfinished_runs_of(
+    conn: &mut PgConnection,
+    tenant: &gofer_core::TenantId,
+    namespace: Option<&gofer_core::NamespaceId>,
+) -> Result<Vec<RunKey>, EngineError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT namespace_id, pipeline_id, id FROM runs
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR namespace_id = $2) AND state <> 'complete' ORDER BY id",
+    )
+    .bind(tenant.as_str())
+    .bind(namespace.map(gofer_core::NamespaceId::as_str))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(namespace, pipeline, run)| {
+            Ok(RunKey {
+                pipeline: PipelineKey {
+                    tenant: tenant.clone(),
+                    namespace: namespace.parse().map_err(corrupt)?,
+                    pipeline: pipeline.parse().map_err(corrupt)?,
+                },
+                run: RunId::from_i64(run),
+            })
+        })
+        .collect()
+}
+
+/// Locks a run row without waiting; answers false when another transaction holds it. The claim
+/// holds a task row when it needs its run, while cancel and finish lock the run before its task
+/// rows: waiting here could deadlock, so the claim backs off instead.
+pub(crate) async fn lock_run_nowait(conn: &mut PgConnection, run: &RunKey) -> Result<bool, EngineError> {
+    let locked = sqlx::query(
+        "SELECT 1 FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
+         FOR UPDATE NOWAIT",
+    )
+    .bind(run.pipeline.tenant.as_str())
+    .bind(run.pipeline.namespace.as_str())
+    .bind(run.pipeline.pipeline.as_str())
+    .bind(run.run.get())
+    .execute(conn)
+    .await;
+    match locked {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
