@@ -47,6 +47,9 @@ impl FromRequest for Authenticated {
                 state.auth_failures.check_blocked(ip)?;
             }
             let Some(token) = token else { return Err(ApiError::Unauthorized) };
+            if gofer_tenants::run_tokens::looks_like_jwt(&token) {
+                return run_token(&state, &token, ip).await;
+            }
             let Some(auth) = gofer_tenants::authenticate(&state.pool, &token).await? else {
                 // Logged with the client's address, never with the token.
                 tracing::warn!(client_ip = ?ip, "authentication failed");
@@ -71,6 +74,37 @@ impl FromRequest for Authenticated {
     }
 }
 
+/// A run token is valid while its signature and expiry hold and its run is live (checked on
+/// every use, so it stops working the moment the run completes).
+async fn run_token(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<Authenticated, ApiError> {
+    let refuse = |ip: Option<IpAddr>| -> Result<Authenticated, ApiError> {
+        tracing::warn!(client_ip = ?ip, "run token refused");
+        if let Some(ip) = ip {
+            state.auth_failures.record_failure(ip)?;
+        }
+        Err(ApiError::Unauthorized)
+    };
+    let Some(scope) = state.run_tokens.verify(token) else { return refuse(ip) };
+    let key = gofer_engine::runs::RunKey {
+        pipeline: gofer_engine::runs::PipelineKey {
+            tenant: scope.tenant.clone(),
+            namespace: scope.namespace.clone(),
+            pipeline: scope.pipeline.clone(),
+        },
+        run: scope.run,
+    };
+    match gofer_engine::runs::get(&state.pool, &key).await {
+        Ok(run) if run.state != gofer_core::RunState::Complete => Ok(Authenticated(Principal::Run(scope))),
+        Ok(_)
+        | Err(
+            gofer_engine::EngineError::NamespaceNotFound(_)
+            | gofer_engine::EngineError::PipelineNotFound(_)
+            | gofer_engine::EngineError::RunNotFound(_),
+        ) => refuse(ip),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// An operator of the service.
 #[derive(Debug, Clone)]
 pub struct Operator;
@@ -84,7 +118,9 @@ impl FromRequest for Operator {
         Box::pin(async move {
             match auth.await?.0 {
                 Principal::Operator { .. } => Ok(Operator),
-                Principal::Tenant { .. } => Err(ApiError::forbidden("this route needs an operator token")),
+                Principal::Tenant { .. } | Principal::Run(_) => {
+                    Err(ApiError::forbidden("this route needs an operator token"))
+                }
             }
         })
     }
@@ -161,8 +197,27 @@ impl<P: Permission + 'static> FromRequest for TenantAccess<P> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let auth = Authenticated::from_request(req, payload);
         let namespace = req.match_info().get("namespace").map(str::to_owned);
+        let pipeline = req.match_info().get("pipeline").map(str::to_owned);
+        let run = req.match_info().get("run").map(str::to_owned);
         Box::pin(async move {
             match auth.await?.0 {
+                // A run token reads its own run, nothing else.
+                Principal::Run(scope) => {
+                    let own = P::NAME == Read::NAME
+                        && namespace.as_deref() == Some(scope.namespace.as_str())
+                        && pipeline.as_deref() == Some(scope.pipeline.as_str())
+                        && run.as_deref() == Some(scope.run.to_string().as_str());
+                    if !own {
+                        return Err(ApiError::forbidden("a run token may only read its own run"));
+                    }
+                    let namespaces = NamespaceGlobs::parse(vec![scope.namespace.to_string()]).unwrap_or_default();
+                    Ok(TenantAccess {
+                        tenant: scope.tenant,
+                        token_id: uuid::Uuid::nil(),
+                        namespaces,
+                        _permission: std::marker::PhantomData,
+                    })
+                }
                 Principal::Tenant { tenant, role, token_id, namespaces } if P::granted(role) => {
                     if let Some(ns) = namespace
                         && !namespaces.allows(&ns)
@@ -202,7 +257,7 @@ impl FromRequest for TokenManager {
                 Principal::Tenant { tenant, role: Role::Admin, namespaces, .. } if !namespaces.is_limited() => {
                     Ok(TokenManager(TokenOwner::Tenant(tenant)))
                 }
-                Principal::Tenant { .. } => {
+                Principal::Tenant { .. } | Principal::Run(_) => {
                     Err(ApiError::forbidden("managing tokens needs the admin permission on every namespace"))
                 }
             }

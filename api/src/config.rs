@@ -48,6 +48,20 @@ pub struct Config {
     pub tokens: TokenSettings,
     /// Authentication abuse limits.
     pub auth: AuthSettings,
+    /// Run tokens (JWTs given to tasks that set `inject_api_token`).
+    pub run_tokens: RunTokenSettings,
+}
+
+/// Run token signing keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunTokenSettings {
+    /// Keys by id: base64 secrets of at least 32 bytes. Every key verifies; keep an old key here
+    /// after rotating so tokens it signed keep working until they expire. Empty: a key is created
+    /// once in `<state_dir>/run-token-keys.json` (fine for one host; set keys for several replicas).
+    pub keys: std::collections::BTreeMap<String, String>,
+    /// The id of the key that signs new tokens (required when `keys` is set).
+    pub active_kid: Option<String>,
 }
 
 /// API tokens.
@@ -197,6 +211,7 @@ impl Default for Config {
             public_url: None,
             tokens: TokenSettings::default(),
             auth: AuthSettings::default(),
+            run_tokens: RunTokenSettings::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::config::{Config, SchedulerKind};
 use crate::error::ApiError;
 use crate::limits::AuthFailures;
 use crate::live::EventHub;
+use gofer_tenants::run_tokens::RunTokenKeys;
 
 /// Schema migrations, embedded in the binary and applied at start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -37,6 +38,8 @@ pub struct AppState {
     pub migrator: &'static Migrator,
     /// Failed authentications per client.
     pub auth_failures: Arc<AuthFailures>,
+    /// Run token keys.
+    pub run_tokens: Arc<RunTokenKeys>,
 }
 
 /// A built server, bound and ready to run.
@@ -96,7 +99,10 @@ impl Application {
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task);
-        let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port)).spawn();
+        let run_tokens = Arc::new(run_token_keys(&config)?);
+        let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port))
+            .with_run_tokens(run_tokens.clone())
+            .spawn();
 
         let max_body = config.max_body_bytes;
         let auth_failures = Arc::new(AuthFailures::new(
@@ -112,8 +118,15 @@ impl Application {
             Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone())),
         ]);
         let hub = EventHub::start(pool.clone());
-        let state =
-            web::Data::new(AppState { pool, logs, hub: hub.clone(), config, migrator: &MIGRATOR, auth_failures });
+        let state = web::Data::new(AppState {
+            pool,
+            logs,
+            hub: hub.clone(),
+            config,
+            migrator: &MIGRATOR,
+            auth_failures,
+            run_tokens,
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
@@ -218,6 +231,35 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         api_url: config.public_url.clone().unwrap_or_else(|| format!("http://{host}:{port}")),
         ..EngineConfig::default()
     }
+}
+
+/// The run token keys from the config, or the ones kept in the state dir (created on first start).
+fn run_token_keys(config: &Config) -> anyhow::Result<RunTokenKeys> {
+    let settings = &config.run_tokens;
+    if !settings.keys.is_empty() {
+        let active =
+            settings.active_kid.as_deref().context("run_tokens.active_kid is required with run_tokens.keys")?;
+        return Ok(RunTokenKeys::new(&settings.keys, active)?);
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Stored {
+        active: String,
+        keys: std::collections::BTreeMap<String, String>,
+    }
+    let path = config.state_dir.join("run-token-keys.json");
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str::<Stored>(&text).with_context(|| format!("reading {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let stored = Stored {
+                active: "k1".into(),
+                keys: std::collections::BTreeMap::from([("k1".to_owned(), RunTokenKeys::generate_secret())]),
+            };
+            write_secret_file(&path, &serde_json::to_string(&stored)?)?;
+            stored
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(RunTokenKeys::new(&stored.keys, &stored.active)?)
 }
 
 /// Writes a secret readable by its owner only (0600), replacing any older file.

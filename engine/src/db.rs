@@ -192,6 +192,11 @@ impl RunRow {
         &self.variables.0
     }
 
+    /// When the run will be stopped if still unfinished.
+    pub(crate) fn deadline(&self) -> Option<OffsetDateTime> {
+        self.deadline_at
+    }
+
     pub(crate) fn into_run(self) -> Result<Run, EngineError> {
         Ok(Run {
             id: RunId::from_i64(self.id),

@@ -114,7 +114,22 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     };
     let task =
         config.tasks.iter().find(|t| t.id == key.task).ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
-    let spec = build_spec(inner, key, claimed.attempt, task, run.variables());
+    let mut spec = build_spec(inner, key, claimed.attempt, task, run.variables());
+    if task.inject_api_token {
+        // Valid until the run's deadline at most; the API also refuses it once the run completes.
+        let expires =
+            run.deadline().unwrap_or_else(|| time::OffsetDateTime::now_utc() + inner.config.default_run_timeout);
+        match &inner.run_tokens {
+            Some(minter) => {
+                let p = &key.run.pipeline;
+                let token = minter
+                    .mint(&p.tenant, &p.namespace, &p.pipeline, key.run.run, expires)
+                    .map_err(|e| EngineError::Corrupt(format!("minting a run token: {e}")))?;
+                spec.env.insert("GOFER_API_TOKEN".into(), token);
+            }
+            None => tracing::warn!("the task asks for a run token, but this engine mints none"),
+        }
+    }
     let job_id = claimed.scheduler_id.clone().unwrap_or_else(|| spec.job_id.clone());
     let signal = inner.signals.subscribe(&key.run);
     let log_key = key.log_key(u32::try_from(claimed.attempt).unwrap_or(1));

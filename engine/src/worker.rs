@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     pub logs: LogStore,
     pub config: EngineConfig,
     pub signals: Arc<Signals>,
+    /// Mints run tokens for tasks that ask for one.
+    pub run_tokens: Option<Arc<dyn gofer_core::tokens::RunTokenMinter>>,
     /// Wakes the loop when a slot frees up.
     slot_freed: Notify,
 }
@@ -110,7 +112,24 @@ impl Engine {
     /// Builds an engine over a pool, a scheduler and a log store.
     pub fn new(pool: PgPool, scheduler: Arc<dyn Scheduler>, logs: LogStore, config: EngineConfig) -> Self {
         let signals = Arc::new(Signals::default());
-        Self { inner: Arc::new(Inner { pool, scheduler, logs, config, signals, slot_freed: Notify::new() }) }
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                scheduler,
+                logs,
+                config,
+                signals,
+                run_tokens: None,
+                slot_freed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Lets tasks that set `inject_api_token` get a run token as `GOFER_API_TOKEN`.
+    pub fn with_run_tokens(self, minter: Arc<dyn gofer_core::tokens::RunTokenMinter>) -> Self {
+        let Inner { pool, scheduler, logs, config, signals, slot_freed, .. } =
+            Arc::into_inner(self.inner).expect("an engine is configured before it is spawned");
+        Self { inner: Arc::new(Inner { pool, scheduler, logs, config, signals, run_tokens: Some(minter), slot_freed }) }
     }
 
     /// Starts the loop on the current tokio runtime.

@@ -2,6 +2,7 @@
 
 mod db;
 pub mod namespaces;
+pub mod run_tokens;
 pub mod token;
 pub mod tokens;
 

@@ -103,6 +103,8 @@ pub enum Principal {
         /// Namespace globs it is limited to; empty means every namespace.
         namespaces: NamespaceGlobs,
     },
+    /// A run token: may read its own run while the run is live.
+    Run(crate::run_tokens::RunScope),
 }
 
 /// The namespaces a token may reach, as globs (`*` any run of characters, `?` one character).

@@ -192,6 +192,13 @@ pub(crate) async fn whoami(auth: Authenticated) -> HttpResponse {
             role: Role::Operator.as_str().into(),
             namespaces: Vec::new(),
         },
+        Principal::Run(scope) => Whoami {
+            kind: "run".into(),
+            token_id: format!("run:{}/{}/{}/{}", scope.tenant, scope.namespace, scope.pipeline, scope.run),
+            tenant_id: Some(scope.tenant.to_string()),
+            role: "run".into(),
+            namespaces: vec![scope.namespace.to_string()],
+        },
         Principal::Tenant { token_id, tenant, role, namespaces } => Whoami {
             kind: "tenant".into(),
             token_id: token_id.to_string(),
