@@ -121,7 +121,7 @@ impl Drop for SignalGuard {
 #[tracing::instrument(skip_all, fields(tenant = %run.pipeline.tenant, namespace = %run.pipeline.namespace,
     pipeline = %run.pipeline.pipeline, run = %run.run))]
 pub(crate) async fn stop_run(pool: &PgPool, run: &RunKey, reason: CancelReason) -> Result<Run, EngineError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &run.pipeline.tenant).await?;
     let row = db::get_run(&mut tx, run, true).await?.ok_or(EngineError::RunNotFound(run.run))?;
     if db::queue::request_cancel(&mut tx, run, reason.as_str()).await? {
         let tenant = &run.pipeline.tenant;
@@ -148,7 +148,7 @@ pub(crate) async fn stop_run(pool: &PgPool, run: &RunKey, reason: CancelReason) 
 /// Cancels every unfinished run of a pipeline; answers the runs it cancelled.
 pub(crate) async fn stop_all(pool: &PgPool, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
     let ids = {
-        let mut conn = pool.acquire().await?;
+        let mut conn = db::scoped(pool, &key.tenant).await?;
         db::queue::unfinished_runs(&mut conn, key).await?
     };
     for id in &ids {

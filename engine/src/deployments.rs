@@ -38,7 +38,7 @@ pub async fn deploy(
     version: Version,
     canary: Option<CanaryPolicy>,
 ) -> Result<(Deployment, bool), EngineError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &key.tenant).await?;
     let pipeline = pipelines::require(&mut tx, key, true).await?;
     if dbp::config_state(&mut tx, key, version.get()).await?.is_none() {
         return Err(EngineError::ConfigNotFound(version));
@@ -67,7 +67,7 @@ pub async fn deploy(
 
 /// Reads one deployment with its log.
 pub async fn get(pool: &PgPool, key: &DeploymentKey) -> Result<Deployment, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.pipeline.tenant).await?;
     pipelines::require(&mut conn, &key.pipeline, false).await?;
     load(&mut conn, key).await
 }
@@ -78,7 +78,7 @@ pub async fn list(
     key: &PipelineKey,
     page: &PageRequest<DeploymentId>,
 ) -> Result<(Vec<Deployment>, Option<DeploymentId>), EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.tenant).await?;
     pipelines::require(&mut conn, key, false).await?;
     let rows = dbd::list_deployments(&mut conn, key, page.after, i64::from(page.limit) + 1).await?;
     let (rows, next) = page.finish(rows, |d| DeploymentId::from_i64(d.id));
@@ -98,7 +98,7 @@ pub async fn list(
 /// Rolling back a deployment that was already rolled back changes nothing.
 #[tracing::instrument(skip_all, fields(tenant = %key.pipeline.tenant, pipeline = %key.pipeline.pipeline, deployment = %key.deployment))]
 pub async fn rollback(pool: &PgPool, key: &DeploymentKey, reason: Option<&str>) -> Result<Deployment, EngineError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &key.pipeline.tenant).await?;
     pipelines::require(&mut tx, &key.pipeline, true).await?;
     let row = dbd::get_deployment(&mut tx, key, true).await?.ok_or(EngineError::DeploymentNotFound(key.deployment))?;
     match (row.state()?, row.status()?) {

@@ -92,7 +92,7 @@ pub async fn list(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Event>, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = crate::db::scoped(pool, tenant).await?;
     crate::db::events::list(&mut conn, tenant, filter, after, limit).await
 }
 

@@ -63,7 +63,7 @@ pub async fn register_config(
     deploy: bool,
 ) -> Result<Registered, EngineError> {
     let config_hash = config.canonical_hash();
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &key.tenant).await?;
     let lookup = db::lookup_pipeline(&mut tx, key, false).await?;
     if !lookup.namespace_exists {
         return Err(EngineError::NamespaceNotFound(key.namespace.clone()));
@@ -98,7 +98,7 @@ pub async fn register_config(
 
 /// Reads one pipeline.
 pub async fn get(pool: &PgPool, key: &PipelineKey) -> Result<Pipeline, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.tenant).await?;
     require(&mut conn, key, false).await?;
     dbp::get_pipeline(&mut conn, key).await?.ok_or_else(|| EngineError::PipelineNotFound(key.pipeline.clone()))
 }
@@ -110,7 +110,7 @@ pub async fn list(
     namespace: &NamespaceId,
     page: &PageRequest<PipelineId>,
 ) -> Result<(Vec<Pipeline>, Option<PipelineId>), EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &tenant).await?;
     if !dbp::namespace_exists(&mut conn, tenant, namespace).await? {
         return Err(EngineError::NamespaceNotFound(namespace.clone()));
     }
@@ -122,7 +122,7 @@ pub async fn list(
 /// Disables or enables a pipeline; setting the state it has already changes nothing.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
 pub async fn set_state(pool: &PgPool, key: &PipelineKey, state: PipelineState) -> Result<Pipeline, EngineError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &key.tenant).await?;
     require(&mut tx, key, true).await?;
     if dbp::set_pipeline_state(&mut tx, key, state).await? {
         let kind = match state {
@@ -142,7 +142,7 @@ pub async fn set_state(pool: &PgPool, key: &PipelineKey, state: PipelineState) -
 /// while a run is in progress, and when it has runs unless `delete_runs`.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
 pub async fn delete(pool: &PgPool, logs: &LogStore, key: &PipelineKey, delete_runs: bool) -> Result<(), EngineError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &key.tenant).await?;
     // The lock keeps new runs from starting while we look.
     require(&mut tx, key, true).await?;
     let (runs, unfinished) = dbp::run_counts(&mut tx, key).await?;
@@ -169,7 +169,7 @@ pub async fn list_configs(
     key: &PipelineKey,
     page: &PageRequest<Version>,
 ) -> Result<(Vec<ConfigSummary>, Option<Version>), EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.tenant).await?;
     require(&mut conn, key, false).await?;
     let rows = dbp::list_configs(&mut conn, key, page.after, i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |c| Version::from_i64(c.version)))
@@ -185,7 +185,7 @@ async fn require_config(
 
 /// Reads one config version with its config.
 pub async fn get_config(pool: &PgPool, key: &PipelineKey, version: Version) -> Result<ConfigDetail, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.tenant).await?;
     require(&mut conn, key, false).await?;
     require_config(&mut conn, key, version).await
 }
@@ -197,7 +197,7 @@ pub async fn diff_configs(
     from: Version,
     to: Version,
 ) -> Result<ConfigDiff, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.tenant).await?;
     require(&mut conn, key, false).await?;
     let old = require_config(&mut conn, key, from).await?;
     let new = require_config(&mut conn, key, to).await?;

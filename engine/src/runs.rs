@@ -83,7 +83,7 @@ async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, Engin
 pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
     let StartRequest { variables, initiator, default_timeout_s } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = db::scoped(pool, &key.tenant).await?;
     let live_version = pipelines::require_startable(&mut tx, key).await?;
     let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
     let version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
@@ -106,7 +106,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
 
 /// Reads one run.
 pub async fn get(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.pipeline.tenant).await?;
     require_run(&mut conn, key).await
 }
 
@@ -116,7 +116,7 @@ pub async fn list(
     key: &PipelineKey,
     page: &PageRequest<RunId>,
 ) -> Result<(Vec<Run>, Option<RunId>), EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.tenant).await?;
     require_pipeline(&mut conn, key, false).await?;
     let rows = db::list_runs(&mut conn, key, page.after, i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |r| r.id))
@@ -128,7 +128,7 @@ pub async fn list_tasks(
     key: &RunKey,
     page: &PageRequest<TaskId>,
 ) -> Result<(Vec<TaskExecution>, Option<TaskId>), EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.pipeline.tenant).await?;
     require_run(&mut conn, key).await?;
     let rows = db::list_task_executions(&mut conn, key, page.after.as_ref(), i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |t| t.task_id.clone()))
@@ -136,7 +136,7 @@ pub async fn list_tasks(
 
 /// Reads one task execution.
 pub async fn get_task(pool: &PgPool, key: &TaskKey) -> Result<TaskExecution, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.run.pipeline.tenant).await?;
     require_run(&mut conn, &key.run).await?;
     db::get_task_execution(&mut conn, key).await?.ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))
 }
@@ -144,7 +144,7 @@ pub async fn get_task(pool: &PgPool, key: &TaskKey) -> Result<TaskExecution, Eng
 /// Lists every attempt of a task execution, oldest first.
 pub async fn list_attempts(pool: &PgPool, key: &TaskKey) -> Result<Vec<TaskAttempt>, EngineError> {
     get_task(pool, key).await?;
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &key.run.pipeline.tenant).await?;
     db::queue::list_attempts(&mut conn, key).await
 }
 
@@ -152,7 +152,7 @@ pub async fn list_attempts(pool: &PgPool, key: &TaskKey) -> Result<Vec<TaskAttem
 /// Cancelling a complete run changes nothing.
 pub async fn cancel(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
     {
-        let mut conn = pool.acquire().await?;
+        let mut conn = db::scoped(pool, &key.pipeline.tenant).await?;
         require_run(&mut conn, key).await?;
     }
     crate::cancel::stop_run(pool, key, crate::cancel::CancelReason::User).await
@@ -161,7 +161,7 @@ pub async fn cancel(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
 /// Cancels every unfinished run of a pipeline; answers the ids it cancelled.
 pub async fn cancel_all(pool: &PgPool, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
     {
-        let mut conn = pool.acquire().await?;
+        let mut conn = db::scoped(pool, &key.tenant).await?;
         require_pipeline(&mut conn, key, false).await?;
     }
     crate::cancel::stop_all(pool, key).await
@@ -173,7 +173,7 @@ pub async fn unfinished_runs(
     tenant: &TenantId,
     namespace: Option<&NamespaceId>,
 ) -> Result<Vec<RunKey>, EngineError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = db::scoped(pool, &tenant).await?;
     db::queue::unfinished_runs_of(&mut conn, tenant, namespace).await
 }
 

@@ -9,6 +9,32 @@ use crate::token::{NamespaceGlobs, Principal, Role, TokenSecret};
 use crate::tokens::{NewToken, TokenOwner};
 use gofer_core::model::TokenMetadata;
 
+/// Begins a transaction scoped to one tenant (role `gofer_tenant`, `app.tenant_id` set): row-level
+/// security lets it reach only that tenant's rows, whatever its queries forget.
+pub(crate) async fn scoped(
+    pool: &PgPool,
+    tenant: &TenantId,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// A transaction for an owner's tokens: tenant-scoped for a tenant; operators' tokens belong to no
+/// tenant, so theirs is not.
+pub(crate) async fn begin_for(
+    pool: &PgPool,
+    owner: &TokenOwner,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    match owner {
+        TokenOwner::Tenant(tenant) => scoped(pool, tenant).await,
+        TokenOwner::Operator => pool.begin().await,
+    }
+}
+
 pub(crate) async fn insert_tenant(conn: &mut PgConnection, id: &TenantId, name: &str) -> Result<Tenant, sqlx::Error> {
     let created: OffsetDateTime =
         sqlx::query_scalar("INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING created_at")
@@ -83,7 +109,7 @@ pub(crate) async fn delete_tenant(pool: &PgPool, id: &TenantId) -> Result<bool, 
 
 /// Changes a namespace's name and description; answers whether it exists.
 pub(crate) async fn update_namespace(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     id: &NamespaceId,
     name: Option<&str>,
@@ -100,18 +126,22 @@ pub(crate) async fn update_namespace(
     .bind(id.as_str())
     .bind(name)
     .bind(description)
-    .execute(pool)
+    .execute(conn)
     .await?
     .rows_affected();
     Ok(done == 1)
 }
 
 /// Deletes a namespace and, through foreign keys, its pipelines, runs and task executions.
-pub(crate) async fn delete_namespace(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete_namespace(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    id: &NamespaceId,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM namespaces WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.as_str())
         .bind(id.as_str())
-        .execute(pool)
+        .execute(conn)
         .await?
         .rows_affected();
     Ok(done == 1)
@@ -219,7 +249,7 @@ macro_rules! token_columns {
 }
 
 pub(crate) async fn insert_scoped_token(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     secret: &TokenSecret,
     tenant: Option<&TenantId>,
     new: &NewToken,
@@ -239,7 +269,7 @@ pub(crate) async fn insert_scoped_token(
     .bind(new.namespaces.as_slice())
     .bind(new.allowed_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>())
     .bind(expires)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     row.try_into()
 }
@@ -252,7 +282,7 @@ fn owner_tenant(owner: &TokenOwner) -> Option<&str> {
 }
 
 pub(crate) async fn list_tokens(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     owner: &TokenOwner,
     after: Option<&str>,
     limit: i64,
@@ -267,13 +297,13 @@ pub(crate) async fn list_tokens(
     .bind(owner_tenant(owner))
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 pub(crate) async fn get_token(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     owner: &TokenOwner,
     id: uuid::Uuid,
 ) -> Result<Option<TokenMetadata>, sqlx::Error> {
@@ -284,19 +314,23 @@ pub(crate) async fn get_token(
     ))
     .bind(owner_tenant(owner))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     row.map(TryInto::try_into).transpose()
 }
 
-pub(crate) async fn revoke_token(pool: &PgPool, owner: &TokenOwner, id: uuid::Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn revoke_token(
+    conn: &mut PgConnection,
+    owner: &TokenOwner,
+    id: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE api_tokens SET revoked_at = now()
          WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND revoked_at IS NULL",
     )
     .bind(owner_tenant(owner))
     .bind(id)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -355,7 +389,7 @@ impl TryFrom<NamespaceRow> for Namespace {
 }
 
 pub(crate) async fn insert_namespace(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     id: &NamespaceId,
     name: &str,
@@ -369,13 +403,13 @@ pub(crate) async fn insert_namespace(
     .bind(id.as_str())
     .bind(name)
     .bind(description)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     row.try_into()
 }
 
 pub(crate) async fn list_namespaces(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     like_patterns: &[String],
     after: Option<&NamespaceId>,
@@ -391,13 +425,13 @@ pub(crate) async fn list_namespaces(
     .bind(after.map(NamespaceId::as_str))
     .bind(limit)
     .bind(like_patterns)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 pub(crate) async fn get_namespace(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     id: &NamespaceId,
 ) -> Result<Option<Namespace>, sqlx::Error> {
@@ -406,7 +440,7 @@ pub(crate) async fn get_namespace(
     )
     .bind(tenant.as_str())
     .bind(id.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     row.map(TryInto::try_into).transpose()
 }

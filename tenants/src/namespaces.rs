@@ -15,10 +15,13 @@ pub async fn create(
     name: &str,
     description: &str,
 ) -> Result<Namespace, TenantsError> {
-    db::insert_namespace(pool, tenant, id, name, description).await.map_err(|e| match e {
+    let mut tx = db::scoped(pool, tenant).await?;
+    let namespace = db::insert_namespace(&mut tx, tenant, id, name, description).await.map_err(|e| match e {
         sqlx::Error::Database(d) if d.is_unique_violation() => TenantsError::NamespaceExists(id.clone()),
         other => TenantsError::Database(other),
-    })
+    })?;
+    tx.commit().await?;
+    Ok(namespace)
 }
 
 /// Lists `tenant`'s namespaces that `globs` allow, ordered by id.
@@ -29,13 +32,15 @@ pub async fn list(
     page: &PageRequest<NamespaceId>,
 ) -> Result<(Vec<Namespace>, Option<NamespaceId>), TenantsError> {
     let patterns = globs.like_patterns();
-    let rows = db::list_namespaces(pool, tenant, &patterns, page.after.as_ref(), i64::from(page.limit) + 1).await?;
+    let mut tx = db::scoped(pool, tenant).await?;
+    let rows = db::list_namespaces(&mut tx, tenant, &patterns, page.after.as_ref(), i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |n| n.id.clone()))
 }
 
 /// Reads one namespace.
 pub async fn get(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<Namespace, TenantsError> {
-    db::get_namespace(pool, tenant, id).await?.ok_or_else(|| TenantsError::NamespaceNotFound(id.clone()))
+    let mut tx = db::scoped(pool, tenant).await?;
+    db::get_namespace(&mut tx, tenant, id).await?.ok_or_else(|| TenantsError::NamespaceNotFound(id.clone()))
 }
 
 /// Changes a namespace's name or description; a change to nothing answers it unchanged.
@@ -46,16 +51,22 @@ pub async fn update(
     name: Option<&str>,
     description: Option<&str>,
 ) -> Result<Namespace, TenantsError> {
-    if !db::update_namespace(pool, tenant, id, name, description).await? {
+    let mut tx = db::scoped(pool, tenant).await?;
+    if !db::update_namespace(&mut tx, tenant, id, name, description).await? {
         return Err(TenantsError::NamespaceNotFound(id.clone()));
     }
-    get(pool, tenant, id).await
+    let namespace =
+        db::get_namespace(&mut tx, tenant, id).await?.ok_or_else(|| TenantsError::NamespaceNotFound(id.clone()))?;
+    tx.commit().await?;
+    Ok(namespace)
 }
 
 /// Deletes a namespace with its pipelines and runs (the caller stops live runs first).
 pub async fn delete(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<(), TenantsError> {
-    if !db::delete_namespace(pool, tenant, id).await? {
+    let mut tx = db::scoped(pool, tenant).await?;
+    if !db::delete_namespace(&mut tx, tenant, id).await? {
         return Err(TenantsError::NamespaceNotFound(id.clone()));
     }
+    tx.commit().await?;
     Ok(())
 }

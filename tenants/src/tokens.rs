@@ -46,7 +46,9 @@ pub async fn create(
         TokenOwner::Tenant(t) => Some(t),
     };
     let expires = OffsetDateTime::now_utc() + new.lifetime;
-    let metadata = db::insert_scoped_token(pool, &secret, tenant, new, expires).await?;
+    let mut tx = db::begin_for(pool, owner).await?;
+    let metadata = db::insert_scoped_token(&mut tx, &secret, tenant, new, expires).await?;
+    tx.commit().await?;
     Ok((metadata, secret))
 }
 
@@ -56,19 +58,24 @@ pub async fn list(
     owner: &TokenOwner,
     page: &PageRequest<String>,
 ) -> Result<(Vec<TokenMetadata>, Option<String>), TenantsError> {
-    let rows = db::list_tokens(pool, owner, page.after.as_deref(), i64::from(page.limit) + 1).await?;
+    let mut tx = db::begin_for(pool, owner).await?;
+    let rows = db::list_tokens(&mut tx, owner, page.after.as_deref(), i64::from(page.limit) + 1).await?;
     Ok(page.finish(rows, |t| t.id.clone()))
 }
 
 /// Reads one of an owner's tokens.
 pub async fn get(pool: &PgPool, owner: &TokenOwner, id: uuid::Uuid) -> Result<TokenMetadata, TenantsError> {
-    db::get_token(pool, owner, id).await?.ok_or(TenantsError::TokenNotFound(id))
+    let mut tx = db::begin_for(pool, owner).await?;
+    db::get_token(&mut tx, owner, id).await?.ok_or(TenantsError::TokenNotFound(id))
 }
 
 /// Revokes one of an owner's tokens at once; revoking a revoked token changes nothing.
 pub async fn revoke(pool: &PgPool, owner: &TokenOwner, id: uuid::Uuid) -> Result<TokenMetadata, TenantsError> {
-    db::revoke_token(pool, owner, id).await?;
-    get(pool, owner, id).await
+    let mut tx = db::begin_for(pool, owner).await?;
+    db::revoke_token(&mut tx, owner, id).await?;
+    let token = db::get_token(&mut tx, owner, id).await?.ok_or(TenantsError::TokenNotFound(id))?;
+    tx.commit().await?;
+    Ok(token)
 }
 
 /// Deletes tokens that expired (or were revoked) more than `grace` ago; answers how many per
