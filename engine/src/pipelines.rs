@@ -110,7 +110,7 @@ pub async fn list(
     namespace: &NamespaceId,
     page: &PageRequest<PipelineId>,
 ) -> Result<(Vec<Pipeline>, Option<PipelineId>), EngineError> {
-    let mut conn = db::scoped(pool, &tenant).await?;
+    let mut conn = db::scoped(pool, tenant).await?;
     if !dbp::namespace_exists(&mut conn, tenant, namespace).await? {
         return Err(EngineError::NamespaceNotFound(namespace.clone()));
     }

@@ -173,7 +173,7 @@ pub async fn unfinished_runs(
     tenant: &TenantId,
     namespace: Option<&NamespaceId>,
 ) -> Result<Vec<RunKey>, EngineError> {
-    let mut conn = db::scoped(pool, &tenant).await?;
+    let mut conn = db::scoped(pool, tenant).await?;
     db::queue::unfinished_runs_of(&mut conn, tenant, namespace).await
 }
 
