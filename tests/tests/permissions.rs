@@ -110,53 +110,107 @@ async fn every_route_is_listed_and_its_permission_holds() {
     }
 }
 
-#[tokio::test]
-async fn a_second_tenant_probing_every_route_with_the_first_tenants_ids_finds_nothing() {
-    let app = spawn_app().await;
-    let [(_, acme_admin), _, _] = seed(&app).await;
-    let umbrella = app.tenant("umbrella").await;
-    umbrella.namespace("mine").await;
-    let acme_token_id: String = sqlx::query_scalar("SELECT id::text FROM api_tokens WHERE tenant_id = 'acme' LIMIT 1")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+/// The ids one tenant's objects have.
+struct Ids {
+    tenant: &'static str,
+    namespace: &'static str,
+    pipeline: &'static str,
+    task: &'static str,
+}
 
+fn concrete_for(route: &str, ids: &Ids, token_id: &str) -> String {
+    route
+        .replace("{tenant}", ids.tenant)
+        .replace("{namespace}", ids.namespace)
+        .replace("{pipeline}", ids.pipeline)
+        .replace("{run}", "1")
+        .replace("{task}", ids.task)
+        .replace("{version}", "1")
+        .replace("{from}", "1")
+        .replace("{to}", "1")
+        .replace("{deployment}", "1")
+        .replace("{id}", token_id)
+}
+
+/// Gives the tenant a namespace, a pipeline with a completed run; answers its admin client.
+async fn seed_tenant<'a>(app: &'a TestApp, ids: &Ids) -> gofer_tests::TenantClient<'a> {
+    let client = app.tenant(ids.tenant).await;
+    client.namespace(ids.namespace).await;
+    let config = json!({"name": "P", "tasks": [{"id": ids.task, "image": "debian:12", "command": ["true"]}]});
+    client.register(ids.namespace, ids.pipeline, config).await;
+    let run = client.start_run(ids.namespace, ids.pipeline).await;
+    client.wait_for_run(ids.namespace, ids.pipeline, run, std::time::Duration::from_secs(60)).await;
+    client
+}
+
+/// Probes every tenant route as `prober` with `owner`'s ids: each answer must be exactly the
+/// answer for ids that exist nowhere, and lists must not show the owner's data.
+async fn probe(prober: &gofer_tests::TenantClient<'_>, owner: &Ids, owner_token_id: &str) {
     for (method, route, permission) in permission_table() {
         if !["read", "write", "admin", "token_manager"].contains(&permission.as_str()) {
             continue;
         }
-        let path = concrete(&route).replace("00000000-0000-4000-8000-000000000000", &acme_token_id);
+        let path = concrete_for(&route, owner, owner_token_id);
         let body = matches!(method.as_str(), "POST" | "PATCH").then(|| json!({}));
-        let answer = umbrella.request(&method, &path, body.as_ref()).await;
+        let answer = prober.request(&method, &path, body.as_ref()).await;
         let text = answer.body.to_string();
-        match route.as_str() {
-            // Lists and the caller's own objects: whatever answers, none of acme's data.
-            "/api/v1/namespaces" | "/api/v1/tokens" | "/api/v1/events" | "/api/v1/tokens/whoami" => {
-                assert!(answer.status < 500, "{method} {route}: {answer:?}");
-                assert!(
-                    !text.contains("builds") && !text.contains("\"acme\"") && !text.contains(&acme_token_id),
-                    "{method} {route} leaked: {text}"
-                );
-            }
-            _ => {
-                // Exactly the answer for ids that exist nowhere.
-                let nowhere = concrete(&route)
-                    .replace("builds", "nowhere")
-                    .replace("00000000-0000-4000-8000-000000000000", "00000000-0000-4000-8000-00000000beef");
-                let missing = umbrella.request(&method, &nowhere, body.as_ref()).await;
-                assert!(
-                    answer.status == 404 || (answer.status == 400 && body.is_some()),
-                    "{method} {route} as another tenant must not find acme's objects: {answer:?}"
-                );
-                assert_eq!(
-                    (answer.status, answer.code()),
-                    (missing.status, missing.code()),
-                    "{method} {route}: another tenant's object must look missing"
-                );
-            }
+        let leaks = [owner.namespace, owner.pipeline, owner_token_id];
+        if route.matches('{').count() == 0 {
+            // Lists and the caller's own objects: whatever answers, none of the owner's data.
+            assert!(answer.status < 500, "{method} {route}: {answer:?}");
+            assert!(!leaks.iter().any(|l| text.contains(l)), "{method} {route} leaked {}'s data: {text}", owner.tenant);
+            continue;
         }
+        let nowhere = Ids { tenant: "nowhere", namespace: "nowhere", pipeline: "nothing", task: "nobody" };
+        let missing = prober
+            .request(&method, &concrete_for(&route, &nowhere, "00000000-0000-4000-8000-00000000beef"), body.as_ref())
+            .await;
+        assert!(
+            answer.status == 404 || (answer.status == 400 && body.is_some()),
+            "{method} {route} as {} must not find {}'s objects: {answer:?}",
+            prober.tenant,
+            owner.tenant
+        );
+        assert_eq!(
+            (answer.status, answer.code()),
+            (missing.status, missing.code()),
+            "{method} {route}: another tenant's object must look missing"
+        );
     }
-    // And acme's objects are all still there, untouched.
-    let acme = app.request("GET", "/api/v1/namespaces/builds/pipelines/demo/runs/1", Some(&acme_admin), None).await;
-    assert_eq!((acme.status, acme.body["run"]["status"].as_str()), (200, Some("successful")));
+}
+
+#[tokio::test]
+async fn each_tenant_probing_every_route_with_the_other_tenants_ids_finds_nothing() {
+    let app = spawn_app().await;
+    let acme_ids = Ids { tenant: "acme", namespace: "builds", pipeline: "demo", task: "work" };
+    let umbrella_ids = Ids { tenant: "umbrella", namespace: "storage", pipeline: "vault", task: "keep" };
+    let acme = seed_tenant(&app, &acme_ids).await;
+    let umbrella = seed_tenant(&app, &umbrella_ids).await;
+    let token_of = |tenant: &str| {
+        sqlx::query_scalar::<_, String>("SELECT id::text FROM api_tokens WHERE tenant_id = $1 LIMIT 1")
+            .bind(tenant.to_owned())
+    };
+    let acme_token = token_of("acme").fetch_one(&app.db).await.unwrap();
+    let umbrella_token = token_of("umbrella").fetch_one(&app.db).await.unwrap();
+
+    probe(&umbrella, &acme_ids, &acme_token).await;
+    probe(&acme, &umbrella_ids, &umbrella_token).await;
+
+    // Both tenants' objects are all still there, untouched.
+    for (client, ids) in [(&acme, &acme_ids), (&umbrella, &umbrella_ids)] {
+        let path = format!("/api/v1/namespaces/{}/pipelines/{}/runs/1", ids.namespace, ids.pipeline);
+        let run = client.request("GET", &path, None).await;
+        assert_eq!((run.status, run.body["run"]["status"].as_str()), (200, Some("successful")), "{}", ids.tenant);
+        assert_eq!(
+            client
+                .request(
+                    "GET",
+                    &format!("/api/v1/tokens/{}", if ids.tenant == "acme" { &acme_token } else { &umbrella_token }),
+                    None
+                )
+                .await
+                .status,
+            200
+        );
+    }
 }
