@@ -28,9 +28,11 @@ fn bearer(req: &HttpRequest) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
-/// The client's address: the socket peer (trusted proxies come with the rate-limit work).
+/// The client's address as the rate-limit middleware resolved it (trusted proxies applied), or
+/// the socket peer.
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|a| a.ip())
+    use actix_web::HttpMessage;
+    req.extensions().get::<crate::limits::ClientIp>().map(|c| c.0).or_else(|| req.peer_addr().map(|a| a.ip()))
 }
 
 impl FromRequest for Authenticated {

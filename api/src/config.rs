@@ -50,6 +50,29 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Run tokens (JWTs given to tasks that set `inject_api_token`).
     pub run_tokens: RunTokenSettings,
+    /// Request rate limits.
+    pub rate_limits: RateLimitSettings,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs); the client is the right-most entry
+    /// that is not one of them. Empty: the socket peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Request rate limits (plans refine them per tenant later).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Requests per minute per token.
+    pub per_token_per_minute: u32,
+    /// Requests per minute per client address (IPv6: /64) without a token.
+    pub anonymous_per_minute: u32,
+    /// Run starts per minute per token (or address), on top of the general limit.
+    pub start_runs_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { per_token_per_minute: 1200, anonymous_per_minute: 120, start_runs_per_minute: 120 }
+    }
 }
 
 /// Run token signing keys.
@@ -212,6 +235,8 @@ impl Default for Config {
             tokens: TokenSettings::default(),
             auth: AuthSettings::default(),
             run_tokens: RunTokenSettings::default(),
+            rate_limits: RateLimitSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

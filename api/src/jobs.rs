@@ -75,12 +75,12 @@ impl PeriodicJob for PurgeExpiredTokens {
     }
 }
 
-/// Keeps the failed-authentication limiter's memory bounded.
-pub struct SweepAuthFailures(pub Arc<AuthFailures>);
+/// Keeps the limiters' memory bounded (failed authentications, request rates).
+pub struct SweepAuthFailures(pub Arc<AuthFailures>, pub Arc<crate::limits::RequestLimits>);
 
 impl PeriodicJob for SweepAuthFailures {
     fn name(&self) -> &'static str {
-        "sweep_auth_failures"
+        "sweep_limiters"
     }
 
     fn interval(&self) -> Duration {
@@ -90,6 +90,7 @@ impl PeriodicJob for SweepAuthFailures {
     fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
         Box::pin(async move {
             self.0.sweep();
+            self.1.sweep();
             Ok(())
         })
     }

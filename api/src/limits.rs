@@ -123,3 +123,247 @@ mod tests {
         assert_eq!(failures.tracked(), 0);
     }
 }
+
+/// Which bucket a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// Ordinary requests.
+    General,
+    /// Expensive requests: starting runs.
+    StartRuns,
+}
+
+/// The outcome of a rate-limit check, with what the `RateLimit-*` headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Requests per window.
+    pub limit: u32,
+    /// Requests left now.
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset_s: u64,
+    /// Set when refused: seconds until a request can pass.
+    pub retry_after_s: Option<u64>,
+}
+
+type InformedLimiter = RateLimiter<
+    String,
+    governor::state::keyed::DefaultKeyedStateStore<String>,
+    governor::clock::DefaultClock,
+    governor::middleware::StateInformationMiddleware,
+>;
+
+struct Limit {
+    limiter: InformedLimiter,
+    per_minute: u32,
+}
+
+impl Limit {
+    fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        Self { limiter: RateLimiter::keyed(quota).with_middleware(), per_minute }
+    }
+
+    fn check(&self, key: &str) -> Decision {
+        use governor::clock::Clock;
+        let interval = Duration::from_secs(60) / self.per_minute;
+        match self.limiter.check_key(&key.to_owned()) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let reset = interval * (self.per_minute - remaining.min(self.per_minute));
+                Decision { limit: self.per_minute, remaining, reset_s: reset.as_secs(), retry_after_s: None }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                Decision {
+                    limit: self.per_minute,
+                    remaining: 0,
+                    reset_s: (interval * self.per_minute).as_secs(),
+                    retry_after_s: Some(wait.as_secs().max(1)),
+                }
+            }
+        }
+    }
+}
+
+/// Request rate limits: per token for authenticated requests, per client address (IPv6: /64)
+/// otherwise, with a stricter bucket for starting runs.
+pub struct RequestLimits {
+    token: Limit,
+    anonymous: Limit,
+    start_runs: Limit,
+}
+
+impl RequestLimits {
+    /// Limits per minute: per token, per anonymous client, and for starting runs.
+    pub fn new(per_token: u32, per_anonymous_client: u32, start_runs: u32) -> Self {
+        Self {
+            token: Limit::new(per_token),
+            anonymous: Limit::new(per_anonymous_client),
+            start_runs: Limit::new(start_runs),
+        }
+    }
+
+    /// Checks one request. `token_key` identifies the presented token (a hash, never the
+    /// secret), `ip` the client.
+    pub fn check(&self, bucket: Bucket, token_key: Option<&str>, ip: IpAddr) -> Decision {
+        let key = match token_key {
+            Some(token) => format!("t:{token}"),
+            None => format!("ip:{}", client_key(ip)),
+        };
+        let general = match token_key {
+            Some(_) => self.token.check(&key),
+            None => self.anonymous.check(&key),
+        };
+        if general.retry_after_s.is_some() || bucket == Bucket::General {
+            return general;
+        }
+        self.start_runs.check(&key)
+    }
+
+    /// Forgets idle clients, so memory stays bounded however many have been seen.
+    pub fn sweep(&self) {
+        for limit in [&self.token, &self.anonymous, &self.start_runs] {
+            limit.limiter.retain_recent();
+            limit.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Clients tracked across buckets (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.token.limiter.len() + self.anonymous.limiter.len() + self.start_runs.limiter.len()
+    }
+}
+
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn resolve_client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else { return peer };
+    let mut client = peer;
+    for entry in header.rsplit(',') {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // A malformed entry ends what can be believed.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_addresses_have_their_own_buckets_and_runs_a_stricter_one() {
+        let limits = RequestLimits::new(3, 2, 1);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let first = limits.check(Bucket::General, Some("aaa"), ip);
+        assert_eq!((first.limit, first.remaining, first.retry_after_s), (3, 2, None));
+        assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 1);
+        assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 0);
+        let refused = limits.check(Bucket::General, Some("aaa"), ip);
+        assert!(refused.retry_after_s.is_some_and(|s| (1..=20).contains(&s)), "{refused:?}");
+        assert_eq!(limits.check(Bucket::General, Some("bbb"), ip).retry_after_s, None, "another token");
+        assert_eq!(limits.check(Bucket::General, None, ip).limit, 2, "anonymous clients have their own limit");
+        assert_eq!(limits.check(Bucket::StartRuns, Some("ccc"), ip).retry_after_s, None);
+        assert!(limits.check(Bucket::StartRuns, Some("ccc"), ip).retry_after_s.is_some(), "one run start per minute");
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_a_million_addresses() {
+        let limits = RequestLimits::new(600, 6000, 60);
+        for i in 0..1_000_000u32 {
+            limits.check(Bucket::General, None, IpAddr::from(i.to_be_bytes()));
+        }
+        assert_eq!(limits.tracked(), 1_000_000);
+        // One request refills in 10 ms at 6000/min; governor keeps an entry one interval longer.
+        std::thread::sleep(Duration::from_millis(50));
+        limits.sweep();
+        assert_eq!(limits.tracked(), 0);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(resolve_client_ip(stranger, Some("1.2.3.4"), &trusted), stranger);
+        assert_eq!(resolve_client_ip(proxy, Some("1.2.3.4"), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        // Spoofed left entries are ignored: the right-most untrusted entry is the client.
+        assert_eq!(
+            resolve_client_ip(proxy, Some("6.6.6.6, 1.2.3.4, 10.9.9.9"), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(resolve_client_ip(proxy, None, &trusted), proxy);
+        assert_eq!(resolve_client_ip(proxy, Some("garbage"), &trusted), proxy);
+    }
+}
+
+/// The client address of a request, as resolved by [`rate_limit`] (trusted proxies applied).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+fn bucket_of(method: &actix_web::http::Method, path: &str) -> Bucket {
+    if method == actix_web::http::Method::POST && path.starts_with("/api/v1/") && path.ends_with("/runs") {
+        Bucket::StartRuns
+    } else {
+        Bucket::General
+    }
+}
+
+fn set_headers(headers: &mut actix_web::http::header::HeaderMap, decision: &Decision) {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    for (name, value) in [
+        ("ratelimit-limit", decision.limit.to_string()),
+        ("ratelimit-remaining", decision.remaining.to_string()),
+        ("ratelimit-reset", decision.reset_s.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Middleware: resolves the client address, then limits the request per token (or per address
+/// without one); answers 429 `rate_limited` with `Retry-After` over the limit, and puts
+/// `RateLimit-Limit/Remaining/Reset` on every limited route's answer. Health probes are exempt.
+pub async fn rate_limit(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let Some(state) = req.app_data::<actix_web::web::Data<crate::startup::AppState>>().cloned() else {
+        return next.call(req).await;
+    };
+    let peer = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = resolve_client_ip(peer, forwarded, &state.config.trusted_proxies);
+    req.extensions_mut().insert(ClientIp(ip));
+    let path = req.path();
+    if path == "/health" || path == "/ready" {
+        return next.call(req).await;
+    }
+    let token_key = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
+        .filter(|t| !t.is_empty())
+        .map(|t| hex::encode(&gofer_tenants::token::hash_secret(t)[..16]));
+    let decision = state.request_limits.check(bucket_of(req.method(), path), token_key.as_deref(), ip);
+    if let Some(retry_after_s) = decision.retry_after_s {
+        let mut response = actix_web::ResponseError::error_response(&ApiError::RateLimited { retry_after_s });
+        set_headers(response.headers_mut(), &decision);
+        return Ok(req.into_response(response));
+    }
+    let mut response = next.call(req).await?;
+    set_headers(response.headers_mut(), &decision);
+    Ok(response)
+}

@@ -17,7 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{Config, SchedulerKind};
 use crate::error::ApiError;
-use crate::limits::AuthFailures;
+use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
 use gofer_tenants::run_tokens::RunTokenKeys;
 
@@ -40,6 +40,8 @@ pub struct AppState {
     pub auth_failures: Arc<AuthFailures>,
     /// Run token keys.
     pub run_tokens: Arc<RunTokenKeys>,
+    /// Request rate limits.
+    pub request_limits: Arc<RequestLimits>,
 }
 
 /// A built server, bound and ready to run.
@@ -109,13 +111,18 @@ impl Application {
             config.auth.failures_per_minute,
             Duration::from_secs(config.auth.failure_block_s),
         ));
+        let request_limits = Arc::new(RequestLimits::new(
+            config.rate_limits.per_token_per_minute,
+            config.rate_limits.anonymous_per_minute,
+            config.rate_limits.start_runs_per_minute,
+        ));
         let jobs = crate::jobs::spawn_all(vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
                 every: Duration::from_secs(config.tokens.purge_interval_s),
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
-            Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone())),
+            Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone(), request_limits.clone())),
         ]);
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
@@ -126,9 +133,11 @@ impl Application {
             migrator: &MIGRATOR,
             auth_failures,
             run_tokens,
+            request_limits,
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::limits::rate_limit))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _| ApiError::from(err).into()))

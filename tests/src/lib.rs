@@ -74,6 +74,10 @@ pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_a
         bootstrap_token: Some(format!("gofer_test_operator_{}", uuid::Uuid::new_v4().simple())),
         ..gofer_api::Config::default()
     };
+    // Tests poll hard from one address: only the rate-limit tests set real limits.
+    config.rate_limits.per_token_per_minute = 1_000_000;
+    config.rate_limits.anonymous_per_minute = 1_000_000;
+    config.rate_limits.start_runs_per_minute = 1_000_000;
     // Fast loops keep tests quick; NOTIFY does most of the waking anyway.
     config.engine.poll_interval_ms = 200;
     config.engine.monitor_interval_ms = 50;
