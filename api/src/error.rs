@@ -239,6 +239,7 @@ impl From<EngineError> for ApiError {
                 ApiError::Conflict { code: "pipeline_has_runs", detail: err.to_string() }
             }
             EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
+            EngineError::QuotaExceeded(e) => ApiError::Forbidden { code: "quota_exceeded", detail: e.to_string() },
             EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
             other @ (EngineError::Corrupt(_) | EngineError::Logs(_) | EngineError::Database(_)) => {
                 ApiError::internal(other)
@@ -278,6 +279,26 @@ impl From<actix_web::error::JsonPayloadError> for ApiError {
             E::ContentType => ApiError::UnsupportedMediaType,
             E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::PayloadTooLarge(limit),
             other => ApiError::InvalidBody(JsonError { code: "invalid_json", message: other.to_string() }),
+        }
+    }
+}
+
+impl From<gofer_billing::BillingError> for ApiError {
+    fn from(err: gofer_billing::BillingError) -> Self {
+        use gofer_billing::BillingError as B;
+        match err {
+            B::PlanNotFound(id) => {
+                ApiError::NotFound { code: "plan_not_found", detail: format!("plan {id} does not exist") }
+            }
+            B::TenantNotFound(id) => {
+                ApiError::NotFound { code: "tenant_not_found", detail: format!("tenant {id} does not exist") }
+            }
+            B::PlanExists(id) => {
+                ApiError::Conflict { code: "plan_exists", detail: format!("plan {id} already exists") }
+            }
+            e @ B::PlanInUse(..) => ApiError::Conflict { code: "plan_in_use", detail: e.to_string() },
+            B::Invalid(detail) => ApiError::InvalidParameter { code: "invalid_field", detail },
+            e @ B::Database(_) => ApiError::internal(e),
         }
     }
 }

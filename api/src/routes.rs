@@ -9,6 +9,7 @@ pub(crate) mod health;
 pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
+pub(crate) mod plans;
 pub(crate) mod runs;
 pub(crate) mod tenants;
 pub(crate) mod tokens;
@@ -28,6 +29,12 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(tenants::suspend)
         .service(tenants::resume)
         .service(tenants::remove)
+        .service(plans::create)
+        .service(plans::list)
+        .service(plans::get)
+        .service(plans::update)
+        .service(plans::remove)
+        .service(plans::assign)
         .service(tokens::create)
         .service(tokens::list)
         .service(tokens::whoami)

@@ -399,3 +399,119 @@ pub struct TokenMetadata {
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked: Option<OffsetDateTime>,
 }
+
+/// A plan: what a tenant may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Plan id (`^[a-z][a-z0-9_-]{2,63}$`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Task executions of the tenant running at once.
+    pub max_concurrent_tasks: u32,
+    /// The longest timeout a task may have, in seconds.
+    pub max_task_timeout_s: u32,
+    /// The longest a run may take, in seconds.
+    pub max_run_duration_s: u32,
+    /// CPU ceiling per task, in millicores.
+    pub max_cpu_millis: u32,
+    /// Memory ceiling per task, in MiB.
+    pub max_memory_mb: u32,
+    /// Task-seconds per calendar month.
+    pub task_seconds_per_month: u64,
+    /// Object storage, in bytes.
+    pub object_storage_bytes: u64,
+    /// API requests per minute per token.
+    pub requests_per_minute: u32,
+}
+
+/// What a run asks of its plan, task by task, with the server's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDemand {
+    /// Per task: (task id, timeout s, cpu millicores, memory MiB).
+    pub tasks: Vec<(TaskId, u32, u32, u32)>,
+    /// The run's timeout, in seconds.
+    pub run_timeout_s: u32,
+}
+
+/// A run its plan cannot admit: which limit, what was asked, what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{subject} asks for {limit} {requested}, above the plan's {allowed}")]
+pub struct QuotaExceeded {
+    /// The limit's name (`max_task_timeout_s`, …).
+    pub limit: &'static str,
+    /// What asked (a task, or the run).
+    pub subject: String,
+    /// What was asked.
+    pub requested: u64,
+    /// What the plan allows.
+    pub allowed: u64,
+}
+
+impl Plan {
+    /// Admits a run or names the first limit it breaks.
+    pub fn admit(&self, demand: &RunDemand) -> Result<(), QuotaExceeded> {
+        let over = |limit, subject: String, requested: u32, allowed: u32| {
+            (requested > allowed).then(|| QuotaExceeded {
+                limit,
+                subject,
+                requested: u64::from(requested),
+                allowed: u64::from(allowed),
+            })
+        };
+        if let Some(e) = over("max_run_duration_s", "the run".into(), demand.run_timeout_s, self.max_run_duration_s) {
+            return Err(e);
+        }
+        for (task, timeout, cpu, memory) in &demand.tasks {
+            let subject = format!("task {task}");
+            let broken = over("max_task_timeout_s", subject.clone(), *timeout, self.max_task_timeout_s)
+                .or_else(|| over("max_cpu_millis", subject.clone(), *cpu, self.max_cpu_millis))
+                .or_else(|| over("max_memory_mb", subject.clone(), *memory, self.max_memory_mb));
+            if let Some(e) = broken {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            id: "small".into(),
+            name: "Small".into(),
+            max_concurrent_tasks: 1,
+            max_task_timeout_s: 60,
+            max_run_duration_s: 300,
+            max_cpu_millis: 500,
+            max_memory_mb: 128,
+            task_seconds_per_month: 600,
+            object_storage_bytes: 0,
+            requests_per_minute: 60,
+        }
+    }
+
+    #[test]
+    fn a_plan_admits_what_fits_and_names_the_first_limit_broken() {
+        let task = |t: u32, c: u32, m: u32| (TaskId::parse("work").unwrap(), t, c, m);
+        assert_eq!(plan().admit(&RunDemand { tasks: vec![task(60, 500, 128)], run_timeout_s: 300 }), Ok(()));
+        let over = plan().admit(&RunDemand { tasks: vec![task(61, 500, 128)], run_timeout_s: 300 }).unwrap_err();
+        assert_eq!((over.limit, over.requested, over.allowed), ("max_task_timeout_s", 61, 60));
+        assert_eq!(over.to_string(), "task work asks for max_task_timeout_s 61, above the plan's 60");
+        let run = plan().admit(&RunDemand { tasks: vec![], run_timeout_s: 301 }).unwrap_err();
+        assert_eq!(run.limit, "max_run_duration_s");
+        assert_eq!(
+            plan().admit(&RunDemand { tasks: vec![task(1, 1, 129)], run_timeout_s: 1 }).unwrap_err().limit,
+            "max_memory_mb"
+        );
+        assert_eq!(
+            plan().admit(&RunDemand { tasks: vec![task(1, 501, 1)], run_timeout_s: 1 }).unwrap_err().limit,
+            "max_cpu_millis"
+        );
+    }
+}

@@ -69,6 +69,9 @@ pub enum EngineError {
     /// The pipeline has runs in progress.
     #[error("pipeline {0} has runs in progress; wait for them to complete")]
     PipelineBusy(PipelineId),
+    /// The tenant's plan cannot admit the run.
+    #[error(transparent)]
+    QuotaExceeded(gofer_core::model::QuotaExceeded),
     /// Run variables broke a rule.
     #[error(transparent)]
     InvalidVariables(ConfigError),

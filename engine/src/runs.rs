@@ -64,6 +64,10 @@ pub struct StartRequest {
     pub initiator: Initiator,
     /// Run timeout when the pipeline sets none.
     pub default_timeout_s: u32,
+    /// The tenant's plan, which must admit the run; `None` admits everything.
+    pub plan: Option<gofer_core::model::Plan>,
+    /// Task timeout, CPU and memory of tasks that set none (to check them against the plan).
+    pub task_defaults: (u32, u32, u32),
 }
 
 /// Checks the namespace then the pipeline, answering the first that is missing.
@@ -81,7 +85,7 @@ async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, Engin
 /// notified on commit.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
 pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
-    let StartRequest { variables, initiator, default_timeout_s } = request;
+    let StartRequest { variables, initiator, default_timeout_s, plan, task_defaults } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = db::scoped(pool, &key.tenant).await?;
     let live_version = pipelines::require_startable(&mut tx, key).await?;
@@ -89,6 +93,25 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     let version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
     let config = db::get_config(&mut tx, key, version).await?;
     let timeout_s = config.run_timeout_s.unwrap_or(default_timeout_s);
+    if let Some(plan) = &plan {
+        let (task_timeout, cpu, memory) = task_defaults;
+        let demand = gofer_core::model::RunDemand {
+            tasks: config
+                .tasks
+                .iter()
+                .map(|t| {
+                    (
+                        t.id.clone(),
+                        t.timeout_s.unwrap_or(task_timeout),
+                        t.cpu.unwrap_or(cpu),
+                        t.memory_mb.unwrap_or(memory),
+                    )
+                })
+                .collect(),
+            run_timeout_s: timeout_s,
+        };
+        plan.admit(&demand).map_err(EngineError::QuotaExceeded)?;
+    }
     db::insert_run(&mut tx, &run_key, version, &variables, &initiator, timeout_s).await?;
     let payload = serde_json::json!({"config_version": version});
     events::record(&mut tx, &key.tenant, EventKind::RunCreated, EventScope::run(&run_key), payload).await?;

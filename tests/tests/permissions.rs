@@ -39,6 +39,7 @@ fn openapi_routes() -> BTreeSet<(String, String)> {
 fn concrete(route: &str) -> String {
     route
         .replace("{tenant}", "acme")
+        .replace("{plan}", "default")
         .replace("{namespace}", "builds")
         .replace("{pipeline}", "demo")
         .replace("{run}", "1")
@@ -87,7 +88,7 @@ async fn every_route_is_listed_and_its_permission_holds() {
     let operator = app.operator_token.clone();
     for (method, route, permission) in &table {
         let path = concrete(route);
-        let body = matches!(method.as_str(), "POST" | "PATCH").then(|| json!({}));
+        let body = matches!(method.as_str(), "POST" | "PATCH" | "PUT").then(|| json!({}));
         let anonymous = app.request(method, &path, None, body.as_ref()).await;
         if permission == "public" {
             assert_ne!(anonymous.status, 401, "{method} {route} is public");
@@ -121,6 +122,7 @@ struct Ids {
 fn concrete_for(route: &str, ids: &Ids, token_id: &str) -> String {
     route
         .replace("{tenant}", ids.tenant)
+        .replace("{plan}", "default")
         .replace("{namespace}", ids.namespace)
         .replace("{pipeline}", ids.pipeline)
         .replace("{run}", "1")
@@ -151,7 +153,7 @@ async fn probe(prober: &gofer_tests::TenantClient<'_>, owner: &Ids, owner_token_
             continue;
         }
         let path = concrete_for(&route, owner, owner_token_id);
-        let body = matches!(method.as_str(), "POST" | "PATCH").then(|| json!({}));
+        let body = matches!(method.as_str(), "POST" | "PATCH" | "PUT").then(|| json!({}));
         let answer = prober.request(&method, &path, body.as_ref()).await;
         let text = answer.body.to_string();
         let leaks = [owner.namespace, owner.pipeline, owner_token_id];

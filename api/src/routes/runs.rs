@@ -87,10 +87,14 @@ pub(crate) async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
+    let plan = gofer_billing::tenant_plan(&state.pool, &access.tenant).await?;
+    let engine = &state.config.engine;
     let request = StartRequest {
         variables: body.into_inner().variables,
         initiator: Initiator::token(access.token_id),
-        default_timeout_s: state.config.engine.default_run_timeout_s,
+        default_timeout_s: engine.default_run_timeout_s,
+        plan: Some(plan),
+        task_defaults: (engine.default_task_timeout_s, engine.default_cpu_millis, engine.default_memory_mb),
     };
     let run = gofer_engine::runs::start(&state.pool, &key, request).await?;
     Ok(HttpResponse::Created().json(RunResponse { run }))

@@ -1,0 +1,144 @@
+//! Plans (operator routes) and a tenant's plan.
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use gofer_core::TenantId;
+use gofer_core::model::{Page, Plan};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Guarded, Operator};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::startup::AppState;
+
+/// One plan.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PlanResponse {
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// Body of `PUT /api/v1/tenants/{tenant}/plan`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignPlan {
+    /// The plan's id.
+    pub plan: String,
+}
+
+/// Creates a plan.
+#[utoipa::path(post, path = "/api/v1/plans", tag = "plans", request_body = Plan,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = PlanResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/plans")]
+pub(crate) async fn create(
+    guarded: Guarded<Operator, web::Json<Plan>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(_, body) = guarded;
+    let plan = gofer_billing::create(&state.pool, &body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(PlanResponse { plan }))
+}
+
+/// Lists plans by id.
+#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<Plan>)))]
+#[get("/api/v1/plans")]
+pub(crate) async fn list(
+    _: Operator,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.parse::<String>()?;
+    let result = gofer_billing::list(&state.pool, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Reads a plan.
+#[utoipa::path(get, path = "/api/v1/plans/{plan}", tag = "plans",
+    params(("plan" = String, Path, description = "Plan id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PlanResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/plans/{plan}")]
+pub(crate) async fn get(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let plan = gofer_billing::get(&state.pool, &path).await?;
+    Ok(HttpResponse::Ok().json(PlanResponse { plan }))
+}
+
+/// Replaces a plan's limits; every tenant on it gets them at once. The body's id must be the path's.
+#[utoipa::path(put, path = "/api/v1/plans/{plan}", tag = "plans", request_body = Plan,
+    params(("plan" = String, Path, description = "Plan id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PlanResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[put("/api/v1/plans/{plan}")]
+pub(crate) async fn update(
+    guarded: Guarded<Operator, web::Json<Plan>>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(_, body) = guarded;
+    let body = body.into_inner();
+    if body.id != *path {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: "id: must be the plan in the path".into(),
+        });
+    }
+    let plan = gofer_billing::update(&state.pool, &body).await?;
+    Ok(HttpResponse::Ok().json(PlanResponse { plan }))
+}
+
+/// Deletes a plan that no tenant uses.
+#[utoipa::path(delete, path = "/api/v1/plans/{plan}", tag = "plans",
+    params(("plan" = String, Path, description = "Plan id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/plans/{plan}")]
+pub(crate) async fn remove(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    gofer_billing::delete(&state.pool, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Moves a tenant to a plan, effective at once.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/plan", tag = "plans", request_body = AssignPlan,
+    params(("tenant" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PlanResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[put("/api/v1/tenants/{tenant}/plan")]
+pub(crate) async fn assign(
+    guarded: Guarded<Operator, web::Json<AssignPlan>>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(_, body) = guarded;
+    let tenant = TenantId::parse(path.into_inner())?;
+    let plan = gofer_billing::assign(&state.pool, &tenant, &body.plan).await?;
+    Ok(HttpResponse::Ok().json(PlanResponse { plan }))
+}

@@ -1,0 +1,93 @@
+//! Plans: operators manage them, a tenant has one, and a run its plan cannot admit is refused
+//! with quota_exceeded naming the limit and the numbers.
+
+use gofer_tests::spawn_app;
+use serde_json::{Value, json};
+
+fn plan(id: &str, task_timeout: u32) -> Value {
+    json!({"id": id, "name": "Small", "max_concurrent_tasks": 2, "max_task_timeout_s": task_timeout,
+           "max_run_duration_s": 600, "max_cpu_millis": 1000, "max_memory_mb": 512,
+           "task_seconds_per_month": 3600, "object_storage_bytes": 1048576, "requests_per_minute": 60})
+}
+
+#[tokio::test]
+async fn operators_manage_plans() {
+    let app = spawn_app().await;
+    let op = Some(app.operator_token.as_str());
+    let created = app.request("POST", "/api/v1/plans", op, Some(&plan("small", 120))).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["plan"]["max_task_timeout_s"], 120);
+    let again = app.request("POST", "/api/v1/plans", op, Some(&plan("small", 120))).await;
+    assert_eq!((again.status, again.code()), (409, "plan_exists"));
+    let bad = app.request("POST", "/api/v1/plans", op, Some(&plan("small-2", 0))).await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_field"));
+    let unknown = app.request("POST", "/api/v1/plans", op, Some(&json!({"id": "x"}))).await;
+    assert_eq!(unknown.status, 400);
+    let listed = app.request("GET", "/api/v1/plans", op, None).await;
+    let ids: Vec<&str> = listed.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["default", "small", "trial"]);
+    let updated = app.request("PUT", "/api/v1/plans/small", op, Some(&plan("small", 300))).await;
+    assert_eq!(updated.body["plan"]["max_task_timeout_s"], 300);
+    let mismatch = app.request("PUT", "/api/v1/plans/small", op, Some(&plan("other", 300))).await;
+    assert_eq!(mismatch.status, 400);
+    let acme = app.tenant("acme").await;
+    let assigned = app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "small"}))).await;
+    assert_eq!((assigned.status, assigned.body["plan"]["id"].as_str()), (200, Some("small")));
+    let in_use = app.request("DELETE", "/api/v1/plans/small", op, None).await;
+    assert_eq!((in_use.status, in_use.code()), (409, "plan_in_use"));
+    app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "default"}))).await;
+    assert_eq!(app.request("DELETE", "/api/v1/plans/small", op, None).await.status, 204);
+    let gone = app.request("GET", "/api/v1/plans/small", op, None).await;
+    assert_eq!((gone.status, gone.code()), (404, "plan_not_found"));
+    let tenant_cannot = acme.request("GET", "/api/v1/plans", None).await;
+    assert_eq!(tenant_cannot.status, 403);
+}
+
+#[tokio::test]
+async fn a_run_its_plan_cannot_admit_is_refused_naming_the_limit_and_a_plan_change_applies_at_once() {
+    let app = spawn_app().await;
+    let op = Some(app.operator_token.as_str());
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "trial"}))).await;
+    // No timeout_s: the server's default (3600 s) is above the trial plan's 60 s.
+    acme.register(
+        "builds",
+        "long",
+        json!({"name": "L", "tasks": [{"id": "work", "image": "debian:12", "command": ["true"]}]}),
+    )
+    .await;
+    let refused = acme.request("POST", "/api/v1/namespaces/builds/pipelines/long/runs", Some(&json!({}))).await;
+    assert_eq!((refused.status, refused.code()), (403, "quota_exceeded"));
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.contains("max_run_duration_s") || detail.contains("max_task_timeout_s"), "{detail}");
+    assert!(detail.contains("86400") || detail.contains("3600"), "the numbers are named: {detail}");
+
+    acme.register(
+        "builds",
+        "fits",
+        json!({"name": "F", "run_timeout_s": 300, "tasks": [{"id": "work", "image": "debian:12", "command": ["true"], "timeout_s": 60, "memory_mb": 128, "cpu": 500}]}),
+    )
+    .await;
+    acme.start_run("builds", "fits").await;
+    acme.register(
+        "builds",
+        "hungry",
+        json!({"name": "H", "run_timeout_s": 300, "tasks": [{"id": "work", "image": "debian:12", "command": ["true"], "timeout_s": 60, "memory_mb": 1024, "cpu": 500}]}),
+    )
+    .await;
+    let hungry = acme.request("POST", "/api/v1/namespaces/builds/pipelines/hungry/runs", Some(&json!({}))).await;
+    assert_eq!(hungry.code(), "quota_exceeded");
+    assert!(hungry.body["detail"].as_str().unwrap().contains("max_memory_mb 1024, above the plan's 128"), "{hungry:?}");
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE pipeline_id = 'hungry'").fetch_one(&app.db).await.unwrap();
+    assert_eq!(runs, 0, "a refused run leaves nothing behind");
+
+    // Raise the trial plan's memory: the same run is admitted at once.
+    let trial = app.request("GET", "/api/v1/plans/trial", op, None).await.body["plan"].clone();
+    let mut roomier = trial.clone();
+    roomier["max_memory_mb"] = json!(2048);
+    app.request("PUT", "/api/v1/plans/trial", op, Some(&roomier)).await;
+    acme.start_run("builds", "hungry").await;
+    app.request("PUT", "/api/v1/plans/trial", op, Some(&trial)).await;
+}
