@@ -16,6 +16,9 @@ use crate::logs::LogStore;
 use crate::monitor::{self, Claimed, Mode};
 use crate::{EngineError, QUEUE_CHANNEL, db};
 
+/// Claims one pass of the loop makes before it looks at stop signals and notifications again.
+const CLAIMS_PER_PASS: usize = 32;
+
 /// Tuning of one replica's engine. Defaults are the documented production values.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -182,15 +185,30 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
                 }
             }
         }
+        // Claim in bounded passes: under a backlog with quick tasks, slots free up as fast as they
+        // are filled, and an unbounded loop would never get back to the stop signal, cancel
+        // notifications, takeovers or deadlines.
+        let mut more_work = false;
+        let mut claimed_this_pass = 0;
         while let Ok(slot) = slots.clone().try_acquire_owned() {
+            if claimed_this_pass == CLAIMS_PER_PASS {
+                more_work = true;
+                break;
+            }
             match claim(&inner).await {
-                Ok(Some(claimed)) => spawn_monitor(&inner, &mut monitors, claimed, slot),
+                Ok(Some(claimed)) => {
+                    claimed_this_pass += 1;
+                    spawn_monitor(&inner, &mut monitors, claimed, slot);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming from the queue failed");
                     break;
                 }
             }
+        }
+        if *stopped.borrow() {
+            break;
         }
         let notified = async {
             match listener.as_mut() {
@@ -210,7 +228,8 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
             _ = notified => {},
             _ = inner.slot_freed.notified() => {},
             Some(_) = monitors.join_next(), if !monitors.is_empty() => {},
-            _ = tokio::time::sleep(inner.config.poll_interval.min(reap_every)) => {},
+            // With work left over, only look at what is pending and go on claiming.
+            _ = tokio::time::sleep(if more_work { Duration::ZERO } else { inner.config.poll_interval.min(reap_every) }) => {},
         }
     }
     // Leave running tasks to the scheduler: their leases expire and another replica takes over.
