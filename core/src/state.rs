@@ -222,6 +222,8 @@ wire_enum!(
         WaitingForCapacity => "waiting_for_capacity",
         /// Ready; the pipeline already runs as many runs as its `parallelism` allows.
         WaitingForParallelism => "waiting_for_parallelism",
+        /// Ready; the tenant already runs as many tasks as its plan allows.
+        WaitingForQuota => "waiting_for_quota",
         /// Dispatched; the scheduler has not started it yet (placing, pulling the image).
         WaitingForScheduler => "waiting_for_scheduler",
         /// A previous attempt failed; the next one starts after a backoff.

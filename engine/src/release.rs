@@ -141,5 +141,8 @@ async fn queue_reason(
     if config.parallelism > 0 && db::queue::pipeline_full(conn, run, config.parallelism).await? {
         return Ok(WaitingReason::WaitingForParallelism);
     }
+    if db::queue::tenant_at_capacity(conn, &run.pipeline.tenant).await? {
+        return Ok(WaitingReason::WaitingForQuota);
+    }
     Ok(WaitingReason::WaitingForCapacity)
 }

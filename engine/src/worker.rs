@@ -273,7 +273,7 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
     let Some(row) = db::queue::claim_next(&mut tx, inner.config.replica_id, lease_s, limit).await? else {
         return Ok(None);
     };
-    if !db::queue::recheck_limits(&mut tx, &row, limit).await? {
+    if !db::queue::recheck_limits(&mut tx, &row).await? {
         // Another replica filled the pipeline or tenant first; leave the task queued.
         tx.rollback().await?;
         return Ok(None);

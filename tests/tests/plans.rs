@@ -91,3 +91,47 @@ async fn a_run_its_plan_cannot_admit_is_refused_naming_the_limit_and_a_plan_chan
     acme.start_run("builds", "hungry").await;
     app.request("PUT", "/api/v1/plans/trial", op, Some(&trial)).await;
 }
+
+#[tokio::test]
+async fn a_plans_concurrency_keeps_the_tenants_tasks_waiting_for_quota() {
+    use std::sync::Arc;
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let config = gofer_tests::test_config(gofer_tests::fresh_database().await, state_dir.path());
+    let fake = Arc::new(gofer_tests::fake_scheduler::FakeScheduler::default());
+    let app = gofer_tests::spawn_replica(config, state_dir, Some(fake)).await;
+    let op = Some(app.operator_token.as_str());
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    // The trial plan runs one task at a time.
+    app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "trial"}))).await;
+    let task = |id: &str| json!({"id": id, "image": "x", "command": ["sleep", "0.6"], "timeout_s": 60, "cpu": 500, "memory_mb": 128});
+    acme.register(
+        "builds",
+        "three",
+        json!({"name": "T", "run_timeout_s": 300, "tasks": [task("one"), task("two"), task("three")]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "three").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut saw_quota_wait = false;
+    while std::time::Instant::now() < deadline && !saw_quota_wait {
+        let tasks =
+            acme.request("GET", &format!("/api/v1/namespaces/builds/pipelines/three/runs/{run}/tasks"), None).await;
+        saw_quota_wait =
+            tasks.body["items"].as_array().unwrap().iter().any(|t| t["waiting_reason"] == "waiting_for_quota");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(saw_quota_wait, "tasks over the plan's concurrency say they wait for quota");
+    let done = acme.wait_for_run("builds", "three", run, std::time::Duration::from_secs(30)).await;
+    assert_eq!(done.status, gofer_core::RunStatus::Successful);
+    let spans: Vec<(String, String)> = sqlx::query_as(
+        "SELECT started_at::text, ended_at::text FROM task_executions WHERE run_id = $1 ORDER BY started_at",
+    )
+    .bind(run.get())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "tasks overlapped under a one-task plan: {pair:?}");
+    }
+}

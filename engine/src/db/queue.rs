@@ -22,6 +22,8 @@ pub(crate) struct ClaimedRow {
     pub scheduler_id: Option<String>,
     pub run_pending: bool,
     pub parallelism: i32,
+    /// The tenant's running-task limit: its plan's, or the config's when that is lower.
+    pub tenant_limit: i32,
 }
 
 impl ClaimedRow {
@@ -55,19 +57,25 @@ pub(crate) async fn claim_next(
         "WITH next AS (
              SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id,
                     r.state = 'pending' AS run_pending,
-                    COALESCE((c.config->>'parallelism')::int, 0) AS parallelism
+                    COALESCE((c.config->>'parallelism')::int, 0) AS parallelism,
+                    lim.tenant_limit
              FROM task_executions t
              JOIN runs r ON (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
                           = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
              JOIN pipeline_configs c ON (c.tenant_id, c.namespace_id, c.pipeline_id, c.version)
                           = (r.tenant_id, r.namespace_id, r.pipeline_id, r.config_version)
+             CROSS JOIN LATERAL (
+                 SELECT CASE WHEN $3 = 0 THEN p.max_concurrent_tasks ELSE LEAST(p.max_concurrent_tasks, $3::int) END
+                        AS tenant_limit
+                 FROM tenants n JOIN plans p ON p.id = n.plan_id WHERE n.id = t.tenant_id
+             ) lim
              WHERE t.state = 'queued' AND t.run_after <= now() AND r.cancel_requested_at IS NULL
                AND (r.state = 'running' OR COALESCE((c.config->>'parallelism')::int, 0) = 0
                     OR (SELECT count(*) FROM runs r2
                         WHERE (r2.tenant_id, r2.namespace_id, r2.pipeline_id) = (r.tenant_id, r.namespace_id, r.pipeline_id)
                           AND r2.state = 'running') < (c.config->>'parallelism')::int)
-               AND ($3 = 0 OR (SELECT count(*) FROM task_executions t2
-                               WHERE t2.tenant_id = t.tenant_id AND t2.state = 'running') < $3)
+               AND (SELECT count(*) FROM task_executions t2
+                    WHERE t2.tenant_id = t.tenant_id AND t2.state = 'running') < lim.tenant_limit
              ORDER BY t.queued_at
              LIMIT 1
              FOR UPDATE OF t SKIP LOCKED
@@ -78,7 +86,7 @@ pub(crate) async fn claim_next(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, next.run_pending, next.parallelism",
+                   te.scheduler_id, next.run_pending, next.parallelism, next.tenant_limit",
     )
     .bind(owner)
     .bind(lease_s)
@@ -90,11 +98,8 @@ pub(crate) async fn claim_next(
 /// Checks the pipeline's parallelism and the tenant's limit again, under row locks that serialise
 /// claimers of the same pipeline and tenant (`FOR NO KEY UPDATE` does not block inserts that
 /// reference the rows). Answers whether the claim may stand.
-pub(crate) async fn recheck_limits(
-    conn: &mut PgConnection,
-    claimed: &ClaimedRow,
-    tenant_limit: i64,
-) -> Result<bool, EngineError> {
+pub(crate) async fn recheck_limits(conn: &mut PgConnection, claimed: &ClaimedRow) -> Result<bool, EngineError> {
+    let tenant_limit = i64::from(claimed.tenant_limit);
     if claimed.run_pending && claimed.parallelism > 0 {
         let running: i64 = sqlx::query_scalar(
             "WITH locked AS (SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3
@@ -122,6 +127,16 @@ pub(crate) async fn recheck_limits(
         .await?;
         if running > tenant_limit {
             return Ok(false);
+        }
+        if running == tenant_limit {
+            // This claim fills the tenant's quota: whatever else it has queued now waits for it.
+            sqlx::query(
+                "UPDATE task_executions SET waiting_reason = 'waiting_for_quota'
+                 WHERE tenant_id = $1 AND state = 'queued' AND waiting_reason = 'waiting_for_capacity'",
+            )
+            .bind(&claimed.tenant_id)
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(true)
@@ -321,7 +336,7 @@ pub(crate) async fn claim_expired(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (expired.tenant_id, expired.namespace_id, expired.pipeline_id, expired.run_id, expired.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, false AS run_pending, 0 AS parallelism",
+                   te.scheduler_id, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit",
     )
     .bind(owner)
     .bind(lease_s)
@@ -551,4 +566,20 @@ pub(crate) async fn lock_run_nowait(conn: &mut PgConnection, run: &RunKey) -> Re
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the tenant already runs as many task executions as its plan (or the config) allows.
+pub(crate) async fn tenant_at_capacity(
+    conn: &mut PgConnection,
+    tenant: &gofer_core::TenantId,
+) -> Result<bool, EngineError> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM task_executions WHERE tenant_id = $1 AND state = 'running')
+                >= (SELECT p.max_concurrent_tasks FROM tenants n JOIN plans p ON p.id = n.plan_id WHERE n.id = $1)",
+    )
+    .bind(tenant.as_str())
+    .fetch_optional(conn)
+    .await?
+    .flatten()
+    .unwrap_or(false))
 }
