@@ -513,9 +513,13 @@ pub(crate) async fn insert_event(
     scope: &crate::events::EventScope<'_>,
     payload: &serde_json::Value,
 ) -> Result<(), EngineError> {
+    // One round trip: the insert and its notification (delivered on commit) together.
     sqlx::query(
-        "INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH inserted AS (
+             INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING tenant_id
+         )
+         SELECT pg_notify($8, tenant_id) FROM inserted",
     )
     .bind(tenant.as_str())
     .bind(kind.as_str())
@@ -524,12 +528,8 @@ pub(crate) async fn insert_event(
     .bind(scope.run.map(RunId::get))
     .bind(scope.task.map(TaskId::as_str))
     .bind(Json(payload))
-    .execute(&mut *conn)
+    .bind(crate::events::EVENTS_CHANNEL)
+    .execute(conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::events::EVENTS_CHANNEL)
-        .bind(tenant.as_str())
-        .execute(conn)
-        .await?;
     Ok(())
 }
