@@ -218,11 +218,17 @@ impl actix_web::Responder for ApiError {
     }
 }
 
+/// `http://<host>:<port>` for a listen address, with a wildcard host replaced by loopback so the
+/// URL can be dialled on this machine.
+pub fn local_url(listen: &str, port: u16) -> String {
+    let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+    let host = if host == "0.0.0.0" || host == "[::]" { "127.0.0.1" } else { host };
+    format!("http://{host}:{port}")
+}
+
 /// The engine's settings from the service config; `port` is the bound port (for GOFER_API_URL).
 fn engine_config(config: &Config, port: u16) -> EngineConfig {
     let e = &config.engine;
-    let host = config.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-    let host = if host == "0.0.0.0" || host == "[::]" { "127.0.0.1" } else { host };
     EngineConfig {
         max_parallel_tasks: e.max_parallel_tasks,
         poll_interval: Duration::from_millis(e.poll_interval_ms),
@@ -237,7 +243,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         infra_retries: e.infra_retries,
         retry_backoff: Duration::from_millis(e.retry_backoff_ms),
         tenant_max_running_tasks: e.tenant_max_running_tasks,
-        api_url: config.public_url.clone().unwrap_or_else(|| format!("http://{host}:{port}")),
+        api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         ..EngineConfig::default()
     }
 }

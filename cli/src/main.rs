@@ -48,10 +48,9 @@ async fn serve(config: gofer_api::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let state_dir = config.state_dir.clone();
     let app = gofer_api::Application::build(config).await?;
-    let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
-    let host = if host == "0.0.0.0" || host == "[::]" { "127.0.0.1" } else { host };
-    println!("Gofer is listening on http://{host}:{}", app.port());
-    println!("  health:  curl http://{host}:{}/health", app.port());
+    let url = gofer_api::startup::local_url(&listen, app.port());
+    println!("Gofer is listening on {url}");
+    println!("  health:  curl {url}/health");
     if let Some(token) = app.bootstrap_token() {
         println!("Bootstrap operator token (shown once, also saved to {}/bootstrap-token):", state_dir.display());
         println!("  {token}");

@@ -37,18 +37,8 @@ fn openapi_routes() -> BTreeSet<(String, String)> {
 
 /// Fills a route's path parameters with ids that exist for tenant "acme" (see `seed`).
 fn concrete(route: &str) -> String {
-    route
-        .replace("{tenant}", "acme")
-        .replace("{plan}", "default")
-        .replace("{namespace}", "builds")
-        .replace("{pipeline}", "demo")
-        .replace("{run}", "1")
-        .replace("{task}", "work")
-        .replace("{version}", "1")
-        .replace("{from}", "1")
-        .replace("{to}", "1")
-        .replace("{deployment}", "1")
-        .replace("{id}", "00000000-0000-4000-8000-000000000000")
+    let acme = Ids { tenant: "acme", namespace: "builds", pipeline: "demo", task: "work" };
+    concrete_for(route, &acme, "00000000-0000-4000-8000-000000000000")
 }
 
 /// Tenant "acme" with a namespace, a pipeline, a complete run; answers tokens by role.
