@@ -47,6 +47,31 @@ pub(crate) async fn record_claim(conn: &mut PgConnection, key: &TaskKey, attempt
     events::record(conn, tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await
 }
 
+/// [`record_claim`] for a batch: the events of the runs it started, then one per claimed task,
+/// in one statement.
+pub(crate) async fn record_claims<'a>(
+    conn: &mut PgConnection,
+    started_runs: &'a [crate::runs::RunKey],
+    claimed: impl Iterator<Item = (&'a TaskKey, i32)>,
+) -> Result<(), EngineError> {
+    let mut batch: Vec<db::NewEvent<'a>> = started_runs
+        .iter()
+        .map(|run| db::NewEvent {
+            tenant: &run.pipeline.tenant,
+            kind: EventKind::RunStarted,
+            scope: EventScope::run(run),
+            payload: json!({}),
+        })
+        .collect();
+    batch.extend(claimed.map(|(key, attempt)| db::NewEvent {
+        tenant: &key.run.pipeline.tenant,
+        kind: EventKind::TaskStarted,
+        scope: EventScope::task(&key.run, &key.task),
+        payload: json!({"attempt": attempt}),
+    }));
+    db::insert_events(conn, &batch).await
+}
+
 /// The environment a task sees: system values, overridden by the task's env, overridden by run
 /// variables; Gofer's own `GOFER_*` variables last, so nothing can shadow them (config validation
 /// already refuses the prefix).
