@@ -68,6 +68,18 @@ impl Application {
             .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
+            // sqlx pings every connection on release anyway; pinging again on acquire is a round
+            // trip per query for nothing, except after a connection sat idle, when Postgres may
+            // have restarted or a proxy dropped it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(Duration::from_secs(10))
             .connect(&config.database_url)
             .await
