@@ -319,7 +319,13 @@ async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, 
     Ok(Some(
         keys.into_iter()
             .zip(rows)
-            .map(|(key, row)| Claimed { key, attempt: row.attempt, scheduler_id: None, mode: Mode::Dispatch })
+            .map(|(key, row)| Claimed {
+                key,
+                attempt: row.attempt,
+                scheduler_id: None,
+                mode: Mode::Dispatch,
+                queued_at: Some(row.queued_at),
+            })
             .collect(),
     ))
 }
@@ -344,7 +350,13 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
         db::queue::mark_waiting_for_parallelism(&mut tx, &key.run, row.parallelism).await?;
     }
     tx.commit().await?;
-    Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: None, mode: Mode::Dispatch }))
+    Ok(Some(Claimed {
+        key,
+        attempt: row.attempt,
+        scheduler_id: None,
+        mode: Mode::Dispatch,
+        queued_at: Some(row.queued_at),
+    }))
 }
 
 /// Takes over one task execution whose watcher stopped renewing its lease.
@@ -357,7 +369,14 @@ async fn take_over_expired(inner: &Inner) -> Result<Option<Claimed>, EngineError
     let key = row.key()?;
     tx.commit().await?;
     tracing::warn!(run = %key.run.run, task = %key.task, attempt = row.attempt, "taking over a task execution whose lease expired");
-    Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: row.scheduler_id, mode: Mode::Takeover }))
+    crate::measure::lease_taken_over();
+    Ok(Some(Claimed {
+        key,
+        attempt: row.attempt,
+        scheduler_id: row.scheduler_id,
+        mode: Mode::Takeover,
+        queued_at: None,
+    }))
 }
 
 /// Stops runs that passed their deadline.

@@ -20,6 +20,7 @@ pub(crate) struct ClaimedRow {
     task_id: String,
     pub attempt: i32,
     pub scheduler_id: Option<String>,
+    pub queued_at: OffsetDateTime,
     pub run_pending: bool,
     pub parallelism: i32,
     /// The tenant's running-task limit: its plan's, or the config's when that is lower.
@@ -128,7 +129,7 @@ pub(crate) async fn claim_batch(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, next.run_pending, next.parallelism, next.tenant_limit",
+                   te.scheduler_id, te.queued_at, next.run_pending, next.parallelism, next.tenant_limit",
     )
     .bind(owner)
     .bind(lease_s)
@@ -483,7 +484,7 @@ pub(crate) async fn claim_expired(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (expired.tenant_id, expired.namespace_id, expired.pipeline_id, expired.run_id, expired.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit",
+                   te.scheduler_id, te.queued_at, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit",
     )
     .bind(owner)
     .bind(lease_s)
