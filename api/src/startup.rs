@@ -202,6 +202,8 @@ impl Application {
         closer.abort();
         self.hub.close();
         self.engine.shutdown().await;
+        // Send the spans still queued; the exporter blocks, so off the async workers.
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
         result
     }
 }

@@ -140,8 +140,8 @@ pub(crate) async fn insert_run(
 ) -> Result<(), EngineError> {
     sqlx::query(
         "INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables,
-                           initiator, deadline_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8))",
+                           initiator, deadline_at, trace_parent)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8), $9)",
     )
     .bind(key.pipeline.tenant.as_str())
     .bind(key.pipeline.namespace.as_str())
@@ -151,6 +151,7 @@ pub(crate) async fn insert_run(
     .bind(Json(variables))
     .bind(Json(initiator))
     .bind(f64::from(timeout_s))
+    .bind(crate::measure::current_trace_parent())
     .execute(conn)
     .await?;
     Ok(())

@@ -70,3 +70,22 @@ pub(crate) fn scheduler_error(operation: &'static str) {
 pub(crate) fn log_bytes(bytes: usize) {
     metrics::counter!("gofer_log_bytes_total").increment(bytes as u64);
 }
+
+/// The W3C `traceparent` of the current span, when OpenTelemetry export is on (stored with a run,
+/// so its task executions' spans join the trace of the request that started it). The global
+/// propagator is a no-op unless the API's telemetry set one, so this is `None` with tracing off.
+pub(crate) fn current_trace_parent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the span `trace_parent` names.
+pub(crate) fn set_parent(span: &tracing::Span, trace_parent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), trace_parent.to_owned())]);
+    let context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(context);
+}

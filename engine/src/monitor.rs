@@ -9,6 +9,7 @@ use gofer_core::scheduler::{KillReason, SchedulerError, TaskObservation, TaskSpe
 use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskState, TaskStatus};
 use serde_json::json;
 use sqlx::PgConnection;
+use tracing::Instrument;
 
 use crate::events::{self, EventScope};
 use crate::outcome::{Ending, RetryPolicy, Verdict, verdict};
@@ -37,6 +38,8 @@ pub(crate) struct Claimed {
     pub mode: Mode,
     /// When it was queued (for the dispatch latency), on a claim from the queue.
     pub queued_at: Option<time::OffsetDateTime>,
+    /// The traceparent of the request that started the run, when tracing was on.
+    pub trace_parent: Option<String>,
 }
 
 /// Writes what claiming means in the claim's transaction: the run starts and the events say so.
@@ -172,7 +175,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                 return conclude(inner, claimed, &config, task, &job_id, Ending::NotStarted).await;
             }
             tracing::info!(job = %job_id, "dispatching");
-            match inner.scheduler.start(&spec).await {
+            match inner.scheduler.start(&spec).instrument(tracing::info_span!("scheduler.start", job = %job_id)).await {
                 Ok(()) => {
                     if let Some(queued_at) = claimed.queued_at {
                         crate::measure::dispatched((time::OffsetDateTime::now_utc() - queued_at).as_seconds_f64());
@@ -237,7 +240,8 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
         if cancel_seen && !stop_sent {
             stop_sent = true;
             tracing::info!("the run is being stopped; stopping the task");
-            if let Err(e) = inner.scheduler.stop(&job_id, inner.config.stop_grace).await {
+            let stopping = inner.scheduler.stop(&job_id, inner.config.stop_grace);
+            if let Err(e) = stopping.instrument(tracing::info_span!("scheduler.stop", job = %job_id)).await {
                 crate::measure::scheduler_error("stop");
                 tracing::warn!(error = %e, "stopping the task failed; trying again on the next heartbeat");
                 stop_sent = false;
@@ -264,8 +268,12 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
         }
     };
     copy_logs(inner, &log_key, &job_id, offset).await;
-    conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation)).await?;
-    if let Err(e) = inner.scheduler.purge(&job_id).await {
+    conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation))
+        .instrument(tracing::info_span!("engine.conclude"))
+        .await?;
+    if let Err(e) =
+        inner.scheduler.purge(&job_id).instrument(tracing::info_span!("scheduler.purge", job = %job_id)).await
+    {
         crate::measure::scheduler_error("purge");
         tracing::warn!(error = %e, "purging the finished job failed");
     }

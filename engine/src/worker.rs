@@ -274,6 +274,9 @@ fn spawn_monitor(
         task = %claimed.key.task,
         attempt = claimed.attempt,
     );
+    if let Some(parent) = &claimed.trace_parent {
+        crate::measure::set_parent(&span, parent);
+    }
     monitors.spawn(
         async move {
             if let Err(e) = monitor::watch(&inner, &claimed).await {
@@ -325,6 +328,7 @@ async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, 
                 scheduler_id: None,
                 mode: Mode::Dispatch,
                 queued_at: Some(row.queued_at),
+                trace_parent: row.trace_parent,
             })
             .collect(),
     ))
@@ -356,6 +360,7 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
         scheduler_id: None,
         mode: Mode::Dispatch,
         queued_at: Some(row.queued_at),
+        trace_parent: row.trace_parent,
     }))
 }
 
@@ -376,6 +381,7 @@ async fn take_over_expired(inner: &Inner) -> Result<Option<Claimed>, EngineError
         scheduler_id: row.scheduler_id,
         mode: Mode::Takeover,
         queued_at: None,
+        trace_parent: row.trace_parent,
     }))
 }
 

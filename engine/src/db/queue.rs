@@ -21,6 +21,8 @@ pub(crate) struct ClaimedRow {
     pub attempt: i32,
     pub scheduler_id: Option<String>,
     pub queued_at: OffsetDateTime,
+    /// The traceparent of the request that started the run, when tracing was on.
+    pub trace_parent: Option<String>,
     pub run_pending: bool,
     pub parallelism: i32,
     /// The tenant's running-task limit: its plan's, or the config's when that is lower.
@@ -80,7 +82,7 @@ pub(crate) async fn claim_batch(
              SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id, t.queued_at,
                     r.state = 'pending' AS run_pending,
                     COALESCE((c.config->>'parallelism')::int, 0) AS parallelism,
-                    lim.tenant_limit
+                    lim.tenant_limit, r.trace_parent
              FROM task_executions t
              JOIN runs r ON (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
                           = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
@@ -129,7 +131,8 @@ pub(crate) async fn claim_batch(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, te.queued_at, next.run_pending, next.parallelism, next.tenant_limit",
+                   te.scheduler_id, te.queued_at, next.run_pending, next.parallelism, next.tenant_limit,
+                   next.trace_parent",
     )
     .bind(owner)
     .bind(lease_s)
@@ -484,7 +487,10 @@ pub(crate) async fn claim_expired(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (expired.tenant_id, expired.namespace_id, expired.pipeline_id, expired.run_id, expired.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, te.queued_at, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit",
+                   te.scheduler_id, te.queued_at, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit,
+                   (SELECT r.trace_parent FROM runs r
+                    WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id))
+                   AS trace_parent",
     )
     .bind(owner)
     .bind(lease_s)
