@@ -39,6 +39,7 @@ use crate::routes;
         routes::pipelines::register_config,
         routes::pipelines::list,
         routes::pipelines::get,
+        routes::pipelines::stats,
         routes::pipelines::update,
         routes::pipelines::remove,
         routes::configs::list,

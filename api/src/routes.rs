@@ -50,6 +50,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(runs::cancel_all)
         .service(pipelines::list)
         .service(pipelines::get)
+        .service(pipelines::stats)
         .service(pipelines::update)
         .service(pipelines::remove)
         .service(configs::list)

@@ -515,3 +515,39 @@ mod plan_tests {
         );
     }
 }
+
+/// How a pipeline's runs ended and how long they took, over the last 7 and 30 days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PipelineStats {
+    /// Runs that ended today (UTC) or in the 6 days before.
+    pub last_7_days: RunWindowStats,
+    /// Runs that ended today (UTC) or in the 29 days before.
+    pub last_30_days: RunWindowStats,
+}
+
+/// Run outcomes and durations over a window of days. Durations are measured from a run's start
+/// to its end; percentiles are the upper bound of the duration bucket they fall in (buckets end at
+/// 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600 and 7200 s; above that, the longest run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunWindowStats {
+    /// Runs that completed in the window.
+    pub runs: u64,
+    /// Of which successful.
+    pub successful: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Of which cancelled.
+    pub cancelled: u64,
+    /// `successful / runs`; null without runs.
+    pub success_rate: Option<f64>,
+    /// Mean duration in seconds; null without runs.
+    pub duration_mean_s: Option<f64>,
+    /// Median duration (bucket upper bound) in seconds; null without runs.
+    pub duration_p50_s: Option<f64>,
+    /// 95th percentile duration (bucket upper bound) in seconds; null without runs.
+    pub duration_p95_s: Option<f64>,
+    /// Longest run in seconds; null without runs.
+    pub duration_max_s: Option<f64>,
+}

@@ -19,6 +19,7 @@ use crate::runs::{PipelineKey, RunKey, TaskKey};
 pub(crate) mod deployments;
 pub(crate) mod pipelines;
 pub(crate) mod queue;
+pub(crate) mod stats;
 
 /// Begins a transaction scoped to one tenant: it runs as the role `gofer_tenant`, whose
 /// row-level security policies only let it see and change rows of `tenant` (see the migration
@@ -308,10 +309,30 @@ pub(crate) async fn complete_run(
     status: RunStatus,
     reason: Option<&Reason>,
 ) -> Result<(), EngineError> {
+    // The run's day in the pipeline's stats is counted in the same statement (see the
+    // pipeline_daily_stats migration for the buckets).
     sqlx::query(
-        "UPDATE runs SET state = 'complete', status = $5, status_reason = $6, status_description = $7,
-             started_at = COALESCE(started_at, now()), ended_at = now()
-         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state <> 'complete'",
+        "WITH done AS (
+             UPDATE runs SET state = 'complete', status = $5, status_reason = $6, status_description = $7,
+                 started_at = COALESCE(started_at, now()), ended_at = now()
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state <> 'complete'
+             RETURNING tenant_id, namespace_id, pipeline_id, status, (ended_at AT TIME ZONE 'UTC')::date AS day,
+                       EXTRACT(EPOCH FROM ended_at - started_at)::float8 AS seconds
+         )
+         INSERT INTO pipeline_daily_stats AS s (tenant_id, namespace_id, pipeline_id, day, runs, successful, failed,
+                                                cancelled, duration_sum_s, duration_max_s, duration_buckets)
+         SELECT tenant_id, namespace_id, pipeline_id, day, 1, (status = 'successful')::int, (status = 'failed')::int,
+                (status = 'cancelled')::int, seconds, seconds,
+                (SELECT array_agg((g = width_bucket(seconds, ARRAY[1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200]::float8[]))::int::bigint
+                                  ORDER BY g)
+                 FROM generate_series(0, 12) g)
+         FROM done
+         ON CONFLICT (tenant_id, namespace_id, pipeline_id, day) DO UPDATE SET
+             runs = s.runs + 1, successful = s.successful + EXCLUDED.successful, failed = s.failed + EXCLUDED.failed,
+             cancelled = s.cancelled + EXCLUDED.cancelled, duration_sum_s = s.duration_sum_s + EXCLUDED.duration_sum_s,
+             duration_max_s = greatest(s.duration_max_s, EXCLUDED.duration_max_s),
+             duration_buckets = (SELECT array_agg(a + b ORDER BY i)
+                                 FROM unnest(s.duration_buckets, EXCLUDED.duration_buckets) WITH ORDINALITY AS u(a, b, i))",
     )
     .bind(key.pipeline.tenant.as_str())
     .bind(key.pipeline.namespace.as_str())

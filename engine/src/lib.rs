@@ -12,6 +12,7 @@ mod outcome;
 pub mod pipelines;
 mod release;
 pub mod runs;
+pub mod stats;
 pub mod worker;
 
 pub use deployments::DeploymentKey;

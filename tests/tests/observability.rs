@@ -52,3 +52,58 @@ async fn metrics_count_requests_by_route_and_report_tasks_and_the_queue() {
     assert_eq!(sample(&text, "gofer_queue_depth", &[r#"reason="waiting_for_capacity""#]), Some(0.0));
     assert_eq!(sample(&text, "gofer_queue_depth", &[r#"reason="waiting_for_quota""#]), Some(0.0));
 }
+
+#[tokio::test]
+async fn pipeline_stats_count_outcomes_and_durations_of_the_last_7_and_30_days() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "mixed",
+        json!({"name": "M", "tasks": [{"id": "work", "image": "x", "command": ["sh", "-c", "exit $CODE"]}]}),
+    )
+    .await;
+    let path = "/api/v1/namespaces/builds/pipelines/mixed/stats";
+    let empty = acme.request("GET", path, None).await;
+    assert_eq!(empty.status, 200, "{empty:?}");
+    assert_eq!(empty.body["stats"]["last_7_days"]["runs"], 0);
+    assert!(empty.body["stats"]["last_7_days"]["success_rate"].is_null());
+    for code in ["0", "0", "0", "1"] {
+        let run = acme
+            .request(
+                "POST",
+                "/api/v1/namespaces/builds/pipelines/mixed/runs",
+                Some(&json!({"variables": {"CODE": code}})),
+            )
+            .await;
+        assert_eq!(run.status, 201, "{run:?}");
+        let id = run.body["run"]["id"].as_i64().unwrap();
+        acme.wait_for_run("builds", "mixed", gofer_core::RunId::from_i64(id), Duration::from_secs(30)).await;
+    }
+    // A run that ended 10 days ago counts in the 30-day window only (rollup rows are per day).
+    sqlx::query(
+        "INSERT INTO pipeline_daily_stats (tenant_id, namespace_id, pipeline_id, day, runs, successful, failed,
+                                           cancelled, duration_sum_s, duration_max_s, duration_buckets)
+         VALUES ('acme', 'builds', 'mixed', (now() AT TIME ZONE 'UTC')::date - 10, 1, 0, 0, 1, 900, 900,
+                 '{0,0,0,0,0,0,0,0,0,1,0,0,0}')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let stats = acme.request("GET", path, None).await.body["stats"].clone();
+    let week = &stats["last_7_days"];
+    assert_eq!(
+        (week["runs"].as_u64(), week["successful"].as_u64(), week["failed"].as_u64()),
+        (Some(4), Some(3), Some(1))
+    );
+    assert_eq!(week["success_rate"].as_f64(), Some(0.75));
+    let p50 = week["duration_p50_s"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= 1.0, "sandboxed `exit` runs take well under a second: {week}");
+    let month = &stats["last_30_days"];
+    assert_eq!((month["runs"].as_u64(), month["cancelled"].as_u64()), (Some(5), Some(1)));
+    assert_eq!(month["duration_max_s"].as_f64(), Some(900.0));
+    // Missing parents answer like every pipeline route.
+    let missing = acme.request("GET", "/api/v1/namespaces/builds/pipelines/nope/stats", None).await;
+    assert_eq!((missing.status, missing.body["code"].as_str()), (404, Some("pipeline_not_found")));
+}
