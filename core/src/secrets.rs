@@ -11,7 +11,7 @@ use crate::id::{IdError, NamespaceId, PipelineId, TenantId};
 use crate::scheduler::BoxFuture;
 
 /// The largest secret value accepted, in bytes.
-pub const MAX_SECRET_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_SECRET_VALUE_BYTES: usize = 32 * 1024;
 
 /// A secret's key: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`, the shape of an environment variable name,
 /// so a key reads the same in `secret{{ KEY }}`, in paths and in store paths.
