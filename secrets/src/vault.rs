@@ -99,7 +99,8 @@ fn describe(e: &ClientError) -> String {
 }
 
 impl VaultStore {
-    /// Connects (logging in with AppRole when configured) and checks that the server answers.
+    /// Builds the client, logging in first when AppRole is configured (a token is used as given:
+    /// an unreachable server shows on first use, as `Unavailable`).
     pub async fn connect(settings: VaultSettings) -> Result<Self, SecretStoreError> {
         let mut prefix = settings.prefix.trim_matches('/').to_owned();
         if !prefix.is_empty() {
