@@ -13,19 +13,20 @@ use crate::scheduler::BoxFuture;
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_VALUE_BYTES: usize = 32 * 1024;
 
-/// A secret's key: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`, the shape of an environment variable name,
-/// so a key reads the same in `secret{{ KEY }}`, in paths and in store paths.
+/// A secret's key: `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$` (the rule pipeline configs already use
+/// for secret names such as `registry_auth`), so a key reads the same in `secret{{ KEY }}`, in API
+/// paths and in store paths, and never holds a `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
-#[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,127}$"))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
 pub struct SecretKey(String);
 
 impl SecretKey {
     /// The kind of identifier, as named in errors.
     pub const KIND: &'static str = "secret";
 
-    /// Checks `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.
+    /// Checks `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`.
     pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
         let value = value.into();
         let fail = |reason| Err(IdError { kind: Self::KIND, value: value.chars().take(80).collect(), reason });
@@ -36,11 +37,11 @@ impl SecretKey {
         if bytes.len() > 128 {
             return fail("must be at most 128 characters");
         }
-        if !(bytes[0].is_ascii_alphabetic() || bytes[0] == b'_') {
-            return fail("must start with a letter or _");
+        if !(bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_') {
+            return fail("must start with a letter, a digit or _");
         }
-        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
-            return fail("may only contain letters, digits and _");
+        if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+            return fail("may only contain letters, digits, _, . and -");
         }
         Ok(Self(value))
     }
@@ -257,11 +258,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_look_like_environment_variable_names() {
-        for ok in ["A", "_", "API_KEY", "a1", "x".repeat(128).as_str()] {
+    fn keys_are_safe_in_references_and_paths() {
+        for ok in ["A", "_", "API_KEY", "a1", "1A", "docker-hub", "a.b", "x".repeat(128).as_str()] {
             assert!(SecretKey::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1A", "A-B", "a.b", "a/b", "é", "x".repeat(129).as_str(), "A B"] {
+        for bad in ["", "-A", ".a", "a/b", "..", "é", "x".repeat(129).as_str(), "A B", "a{b"] {
             assert!(SecretKey::parse(bad).is_err(), "{bad}");
         }
     }

@@ -236,6 +236,6 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(resolve(&[("A", "secret{{ DOWN }}")]).await.1, Err(ReferenceError::Unavailable(_))));
-        assert!(matches!(resolve(&[("A", "secret{{ bad-key }}")]).await.1, Err(ReferenceError::Unresolvable(_))));
+        assert!(matches!(resolve(&[("A", "secret{{ -bad }}")]).await.1, Err(ReferenceError::Unresolvable(_))));
     }
 }

@@ -291,7 +291,7 @@ async fn secret_routes_are_write_only_and_paginate_metadata() {
     }
 
     // Refusals: bad key, oversized or empty value, unknown field, missing pipeline.
-    let bad = put(&acme, &secret_path("team-a", "build", "bad-key"), json!({"value": "x"})).await;
+    let bad = put(&acme, &secret_path("team-a", "build", "-bad"), json!({"value": "x"})).await;
     assert_eq!((bad.status, bad.code()), (400, "invalid_identifier"));
     let big = put(&acme, &secret_path("team-a", "build", "BIG"), json!({"value": "x".repeat(40_000)})).await;
     assert_eq!(big.status, 400, "{big:?}");

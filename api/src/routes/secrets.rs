@@ -85,7 +85,7 @@ fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
     request_body = PutSecret,
     params(("namespace" = String, Path, description = "Namespace id"),
            ("pipeline" = String, Path, description = "Pipeline id"),
-           ("key" = String, Path, description = "Secret key, `^[A-Za-z_][A-Za-z0-9_]{0,127}$`")),
+           ("key" = String, Path, description = "Secret key, `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = SecretResponse),
@@ -186,7 +186,7 @@ fn require_unlimited<P>(access: &TenantAccess<P>) -> Result<(), ApiError> {
 /// Sets a tenant-global secret (creates or replaces it, with its grants). Answers 201 when
 /// created, 200 when replaced.
 #[utoipa::path(put, path = "/api/v1/secrets/{key}", tag = "secrets", request_body = PutGlobalSecret,
-    params(("key" = String, Path, description = "Secret key, `^[A-Za-z_][A-Za-z0-9_]{0,127}$`")),
+    params(("key" = String, Path, description = "Secret key, `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = SecretResponse),
