@@ -9,7 +9,10 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`. Safe to call twice
 /// (tests start many apps in one process): later calls do nothing.
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // vaultrs and rustify log every non-2xx answer as an error, including the 404s that mean "no
+    // such secret" to the Vault store; the store reports real failures itself.
+    let quiet = format!("{default_filter},vaultrs=off,rustify=off");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
