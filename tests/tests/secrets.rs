@@ -496,3 +496,55 @@ async fn deleting_a_pipeline_a_namespace_or_a_tenant_removes_its_secrets_from_th
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets").fetch_one(&app.db).await.unwrap();
     assert_eq!(left, 1);
 }
+
+#[tokio::test]
+async fn the_vault_store_logs_in_with_approle_and_again_when_its_token_expired() {
+    let Some((addr, root)) = vault_server() else { return };
+    let prefix = unique_prefix();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mount = format!("approle-{id}");
+    let post = reqwest::Method::POST;
+    vault_call(&addr, &root, post.clone(), &format!("sys/auth/{mount}"), json!({"type": "approle"})).await;
+    let policy = format!("gofer-{id}");
+    vault_call(
+        &addr,
+        &root,
+        reqwest::Method::PUT,
+        &format!("sys/policies/acl/{policy}"),
+        json!({"policy": tenant_policy(&prefix, "acme")}),
+    )
+    .await;
+    // Tokens that expire after 2 s, so the store must log in again mid-test.
+    let role = format!("auth/{mount}/role/gofer");
+    vault_call(
+        &addr,
+        &root,
+        post.clone(),
+        &role,
+        json!({"token_policies": [policy], "token_ttl": "2s", "token_max_ttl": "2s"}),
+    )
+    .await;
+    let role_id =
+        vault_call(&addr, &root, reqwest::Method::GET, &format!("{role}/role-id"), json!({})).await["data"]["role_id"]
+            .as_str()
+            .expect("role id")
+            .to_owned();
+    let secret_id = vault_call(&addr, &root, post, &format!("{role}/secret-id"), json!({})).await["data"]["secret_id"]
+        .as_str()
+        .expect("secret id")
+        .to_owned();
+    let settings = VaultSettings {
+        addr: addr.clone(),
+        auth: VaultAuth::AppRole { mount, role_id, secret_id },
+        mount: "secret".into(),
+        prefix: prefix.clone(),
+    };
+    let store = VaultStore::connect(settings).await.expect("AppRole login");
+    let scope = pipeline_scope("team-a", "build");
+    store.put(&tenant("acme"), &scope, &key("API_KEY"), &SecretValue::new("approle-value")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(store.get(&tenant("acme"), &scope, &key("API_KEY")).await.unwrap().unwrap().expose(), "approle-value");
+    // The policy still confines it to its tenant.
+    let other = store.get(&tenant("globex"), &scope, &key("API_KEY")).await;
+    assert!(matches!(other, Err(SecretStoreError::Unavailable(_))), "{other:?}");
+}
