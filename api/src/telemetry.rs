@@ -49,7 +49,10 @@ fn otlp_provider() -> Option<SdkTracerProvider> {
 /// (tests start many apps in one process): later calls do nothing.
 pub fn init(format: LogFormat, default_filter: &str) {
     let provider = PROVIDER.get_or_init(otlp_provider);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // vaultrs and rustify log every non-2xx answer as an error, including the 404s that mean "no
+    // such secret" to the Vault store; the store reports real failures itself.
+    let quiet = format!("{default_filter},vaultrs=off,rustify=off");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

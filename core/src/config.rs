@@ -224,15 +224,10 @@ pub fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), Conf
 
 /// Checks the name of a secret: `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`.
 pub fn check_secret_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !first_ok || name.len() > 128 || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(ConfigError::InvalidField {
-            field: field.to_owned(),
-            reason: "secret names match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$".into(),
-        });
-    }
-    Ok(())
+    crate::secrets::SecretKey::parse(name).map(drop).map_err(|_| ConfigError::InvalidField {
+        field: field.to_owned(),
+        reason: "secret names match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$".into(),
+    })
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ConfigError> {

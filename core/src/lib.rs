@@ -1,5 +1,5 @@
 //! Gofer's domain: validated identifiers, the pipeline config model, DAG conditions,
-//! run and task state machines, wire models, and the `Scheduler` trait. No IO, no async runtime.
+//! run and task state machines, wire models, and the `Scheduler` and `SecretStore` traits. No IO, no async runtime.
 
 pub mod config;
 pub mod dag;
@@ -9,6 +9,7 @@ pub mod id;
 pub mod json;
 pub mod model;
 pub mod scheduler;
+pub mod secrets;
 pub mod state;
 pub mod tokens;
 

@@ -126,6 +126,9 @@ wire_enum!(
         Orphaned => "orphaned",
         /// A task of the run failed.
         TaskFailed => "task_failed",
+        /// A `secret{{ key }}` reference in the task's env could not be resolved (not set for the
+        /// pipeline, not granted to its namespace); the task did not start.
+        SecretUnavailable => "secret_unavailable",
     }
 );
 

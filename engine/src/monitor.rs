@@ -12,7 +12,9 @@ use sqlx::PgConnection;
 use tracing::Instrument;
 
 use crate::events::{self, EventScope};
+use crate::masking::Masker;
 use crate::outcome::{Ending, RetryPolicy, Verdict, verdict};
+use crate::references::{self, ReferenceError};
 use crate::runs::TaskKey;
 use crate::worker::Inner;
 use crate::{EngineError, db, release};
@@ -160,10 +162,17 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             None => tracing::warn!("the task asks for a run token, but this engine mints none"),
         }
     }
+    // References resolve into the spec only: nothing resolved is written to Postgres or events.
+    let resolution = {
+        let p = &key.run.pipeline;
+        let ctx = references::Context { tenant: &p.tenant, namespace: &p.namespace, pipeline: &p.pipeline };
+        inner.resolvers.resolve_env(&mut spec.env, &ctx).await
+    };
     let job_id = claimed.scheduler_id.clone().unwrap_or_else(|| spec.job_id.clone());
     let signal = inner.signals.subscribe(&key.run);
     let log_key = key.log_key(u32::try_from(claimed.attempt).unwrap_or(1));
     let mut offset = 0;
+    let secrets: Vec<String>;
 
     match claimed.mode {
         Mode::Dispatch => {
@@ -174,6 +183,17 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             if run.cancelling().is_some() {
                 return conclude(inner, claimed, &config, task, &job_id, Ending::NotStarted).await;
             }
+            secrets = match resolution {
+                Ok(secrets) => secrets,
+                Err(ReferenceError::Unresolvable(reason)) => {
+                    tracing::warn!(reason = %reason.description, "the task's env does not resolve; failing it");
+                    return conclude(inner, claimed, &config, task, &job_id, Ending::Unresolvable(reason)).await;
+                }
+                Err(ReferenceError::Unavailable(detail)) => {
+                    let ending = Ending::StartUnavailable(detail);
+                    return conclude(inner, claimed, &config, task, &job_id, ending).await;
+                }
+            };
             tracing::info!(job = %job_id, "dispatching");
             match inner.scheduler.start(&spec).instrument(tracing::info_span!("scheduler.start", job = %job_id)).await {
                 Ok(()) => {
@@ -203,11 +223,18 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                 return conclude(inner, claimed, &config, task, &job_id, Ending::Observed(TaskObservation::Unknown))
                     .await;
             }
-            // Re-attach: continue the log where the previous holder stopped copying.
+            // Re-attach: continue the log where the previous holder stopped copying. The secrets
+            // are resolved again only to mask them.
+            secrets = resolution.unwrap_or_else(|e| {
+                tracing::warn!(error = ?e, "cannot resolve the task's secrets again; its further output is not masked");
+                Vec::new()
+            });
             offset = inner.logs.written_len(&log_key).await?;
         }
     }
 
+    let mut masker = Masker::new(secrets.iter().map(String::as_str));
+    drop(secrets);
     let started = Instant::now();
     let deadline = spec.timeout + inner.config.timeout_grace;
     let mut last_heartbeat = Instant::now();
@@ -219,7 +246,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             _ = tokio::time::sleep(inner.config.monitor_interval) => {},
             _ = signal.cancelled() => cancel_seen = true,
         }
-        offset = copy_logs(inner, &log_key, &job_id, offset).await;
+        offset = copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
         let observation = match inner.scheduler.observe(&job_id).await {
             Ok(o) => o,
             Err(e) => {
@@ -267,7 +294,10 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             }
         }
     };
-    copy_logs(inner, &log_key, &job_id, offset).await;
+    copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
+    if let Err(e) = inner.logs.append(&log_key, &masker.finish()).await {
+        tracing::warn!(error = %e, "writing the task log failed");
+    }
     conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation))
         .instrument(tracing::info_span!("engine.conclude"))
         .await?;
@@ -280,15 +310,24 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     Ok(())
 }
 
-/// Copies everything new in the scheduler's output to the log store; answers the next offset.
-/// Failures are logged and retried on the next call: a log hiccup must not fail the task.
-async fn copy_logs(inner: &Inner, log_key: &crate::logs::LogKey, job_id: &str, mut offset: u64) -> u64 {
+/// Copies everything new in the scheduler's output to the log store, masking secrets; answers the
+/// next offset. Failures are logged and retried on the next call: a log hiccup must not fail the task.
+async fn copy_logs(
+    inner: &Inner,
+    log_key: &crate::logs::LogKey,
+    job_id: &str,
+    mut offset: u64,
+    masker: &mut Masker,
+) -> u64 {
     loop {
         match inner.scheduler.read_logs(job_id, offset, LOG_READ_BYTES).await {
             Ok(chunk) if chunk.data.is_empty() => return offset,
             Ok(chunk) => {
-                if let Err(e) = inner.logs.append(log_key, &chunk.data).await {
+                let held = masker.held_back().to_vec();
+                if let Err(e) = inner.logs.append(log_key, &masker.feed(&chunk.data)).await {
                     tracing::warn!(error = %e, "writing the task log failed");
+                    // The chunk is read again next time: put the masker back as it was.
+                    masker.restore(held);
                     return offset;
                 }
                 crate::measure::log_bytes(chunk.data.len());

@@ -20,6 +20,9 @@ pub(crate) enum Ending {
     StartUnavailable(String),
     /// The run was being stopped before this attempt started.
     NotStarted,
+    /// The task cannot start as configured (a `secret{{ key }}` that does not resolve): it
+    /// fails at once, without retries.
+    Unresolvable(Reason),
 }
 
 /// What to do with the task execution.
@@ -106,6 +109,7 @@ pub(crate) fn verdict(
         }
         Ending::StartRejected(detail) => failed(reason(StatusReason::SchedulerError, detail.clone()), None),
         Ending::StartUnavailable(detail) => infra(reason(StatusReason::SchedulerError, detail.clone())),
+        Ending::Unresolvable(r) => failed(r.clone(), None),
     }
 }
 

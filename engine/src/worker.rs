@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub signals: Arc<Signals>,
     /// Mints run tokens for tasks that ask for one.
     pub run_tokens: Option<Arc<dyn gofer_core::tokens::RunTokenMinter>>,
+    /// Resolve references (`secret{{ key }}`) in env values before a task starts.
+    pub resolvers: crate::references::Resolvers,
     /// Wakes the loop when a slot frees up.
     slot_freed: Notify,
 }
@@ -123,6 +125,7 @@ impl Engine {
                 config,
                 signals,
                 run_tokens: None,
+                resolvers: crate::references::Resolvers::default(),
                 slot_freed: Notify::new(),
             }),
         }
@@ -130,9 +133,18 @@ impl Engine {
 
     /// Lets tasks that set `inject_api_token` get a run token as `GOFER_API_TOKEN`.
     pub fn with_run_tokens(self, minter: Arc<dyn gofer_core::tokens::RunTokenMinter>) -> Self {
-        let Inner { pool, scheduler, logs, config, signals, slot_freed, .. } =
-            Arc::into_inner(self.inner).expect("an engine is configured before it is spawned");
-        Self { inner: Arc::new(Inner { pool, scheduler, logs, config, signals, run_tokens: Some(minter), slot_freed }) }
+        self.configure(|inner| inner.run_tokens = Some(minter))
+    }
+
+    /// Lets tasks reference secrets in env values as `secret{{ key }}`.
+    pub fn with_secrets(self, resolver: Arc<dyn gofer_core::secrets::SecretResolver>) -> Self {
+        self.configure(|inner| inner.resolvers.secrets = Some(resolver))
+    }
+
+    fn configure(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::into_inner(self.inner).expect("an engine is configured before it is spawned");
+        change(&mut inner);
+        Self { inner: Arc::new(inner) }
     }
 
     /// Starts the loop on the current tokio runtime.

@@ -122,6 +122,7 @@ fn concrete_for(route: &str, ids: &Ids, token_id: &str) -> String {
         .replace("{to}", "1")
         .replace("{deployment}", "1")
         .replace("{id}", token_id)
+        .replace("{key}", "API_KEY")
 }
 
 /// Gives the tenant a namespace, a pipeline with a completed run; answers its admin client.
@@ -130,6 +131,8 @@ async fn seed_tenant<'a>(app: &'a TestApp, ids: &Ids) -> gofer_tests::TenantClie
     client.namespace(ids.namespace).await;
     let config = json!({"name": "P", "tasks": [{"id": ids.task, "image": "debian:12", "command": ["true"]}]});
     client.register(ids.namespace, ids.pipeline, config).await;
+    let secret = format!("/api/v1/namespaces/{}/pipelines/{}/secrets/API_KEY", ids.namespace, ids.pipeline);
+    assert_eq!(client.request("PUT", &secret, Some(&json!({"value": "s3cr3t-value"}))).await.status, 201);
     let run = client.start_run(ids.namespace, ids.pipeline).await;
     client.wait_for_run(ids.namespace, ids.pipeline, run, std::time::Duration::from_secs(60)).await;
     client

@@ -153,7 +153,7 @@ pub struct DeleteNamespaceQuery {
     force: Option<bool>,
 }
 
-/// Deletes a namespace with its pipelines, runs and logs. Refused (409 `namespace_busy`) while
+/// Deletes a namespace with its pipelines, runs, logs and secrets. Refused (409 `namespace_busy`) while
 /// runs are live, unless `?force=true`, which cancels them first.
 #[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
     params(("namespace" = String, Path, description = "Namespace id"), DeleteNamespaceQuery),
@@ -184,5 +184,6 @@ pub(crate) async fn remove(
     }
     gofer_tenants::namespaces::delete(&state.pool, &access.tenant, &id).await?;
     state.logs.remove_namespace(&access.tenant, &id).await.map_err(ApiError::internal)?;
+    state.secrets.purge(&access.tenant, &gofer_core::secrets::SecretPrefix::Namespace(id.clone())).await?;
     Ok(HttpResponse::NoContent().finish())
 }

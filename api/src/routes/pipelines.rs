@@ -209,7 +209,7 @@ pub(crate) async fn update(
     Ok(HttpResponse::Ok().json(PipelineResponse { pipeline }))
 }
 
-/// Deletes a pipeline with its config versions, deployments, runs, task executions and logs.
+/// Deletes a pipeline with its config versions, deployments, runs, task executions, logs and secrets.
 #[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), DeleteQuery),
     security(("bearer" = [])),
@@ -229,5 +229,8 @@ pub(crate) async fn remove(
     let key = path.into_inner().key(&access.tenant)?;
     let delete_runs = query.delete_runs.unwrap_or(false);
     gofer_engine::pipelines::delete(&state.pool, &state.logs, &key, delete_runs).await?;
+    // Its secrets' metadata went with the pipeline's row; their values leave the store now.
+    let prefix = gofer_core::secrets::SecretPrefix::Pipeline(key.namespace.clone(), key.pipeline.clone());
+    state.secrets.purge(&key.tenant, &prefix).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -137,7 +137,7 @@ pub(crate) async fn resume(
 }
 
 /// Deletes a tenant and everything it owns: its unfinished runs are cancelled, then its tokens,
-/// namespaces, pipelines, runs, events and logs are removed.
+/// namespaces, pipelines, runs, events, logs and secrets are removed.
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}", tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
@@ -156,6 +156,7 @@ pub(crate) async fn remove(
     gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
     gofer_tenants::delete_tenant(&state.pool, &id).await?;
     state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
+    state.secrets.purge(&id, &gofer_core::secrets::SecretPrefix::Tenant).await?;
     tracing::warn!(tenant = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,268 @@
+//! Secrets of the caller's tenant: a pipeline's own secrets, and tenant-global secrets granted to
+//! namespaces by glob. Values are write-only: every answer carries metadata, never a value.
+
+use actix_web::{HttpResponse, delete, get, put, web};
+use gofer_core::model::Page;
+use gofer_core::secrets::{SecretKey, SecretMetadata, SecretScope, SecretValue};
+use gofer_core::{NamespaceId, PipelineId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Admin, Guarded, Read, TenantAccess, Write};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::startup::AppState;
+
+/// Body of `PUT …/pipelines/{pipeline}/secrets/{key}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    /// The value: 1 byte up to `secret_max_value_bytes` (32 KiB by default), no NUL. Never shown again.
+    pub value: String,
+}
+
+/// Body of `PUT /api/v1/secrets/{key}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutGlobalSecret {
+    /// The value: 1 byte up to `secret_max_value_bytes` (32 KiB by default), no NUL. Never shown again.
+    pub value: String,
+    /// Namespace globs (`team-*`) whose pipelines may use the secret; none: no namespace may.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// One secret's metadata.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecretResponse {
+    /// The secret, without its value.
+    pub secret: SecretMetadata,
+}
+
+/// `{namespace}/{pipeline}/{key}` path segments.
+#[derive(Deserialize)]
+pub(crate) struct PipelineSecretPath {
+    namespace: String,
+    pipeline: String,
+    key: String,
+}
+
+/// `{namespace}/{pipeline}` path segments.
+#[derive(Deserialize)]
+pub(crate) struct PipelineSecretsPath {
+    namespace: String,
+    pipeline: String,
+}
+
+fn pipeline_scope(namespace: String, pipeline: String) -> Result<SecretScope, ApiError> {
+    Ok(SecretScope::Pipeline { namespace: NamespaceId::parse(namespace)?, pipeline: PipelineId::parse(pipeline)? })
+}
+
+impl PipelineSecretPath {
+    fn parse(self) -> Result<(SecretScope, SecretKey), ApiError> {
+        Ok((pipeline_scope(self.namespace, self.pipeline)?, SecretKey::parse(self.key)?))
+    }
+}
+
+fn value(state: &AppState, value: String) -> Result<SecretValue, ApiError> {
+    let max = state.config.secret_max_value_bytes;
+    if value.is_empty() || value.len() > max || value.contains('\0') {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: format!("value: 1 to {max} bytes, no NUL character"),
+        });
+    }
+    Ok(SecretValue::new(value))
+}
+
+fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
+    let mut response = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    response.json(SecretResponse { secret })
+}
+
+/// Sets a pipeline secret (creates or replaces it). Answers 201 when created, 200 when replaced.
+#[utoipa::path(put, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}", tag = "secrets",
+    request_body = PutSecret,
+    params(("namespace" = String, Path, description = "Namespace id"),
+           ("pipeline" = String, Path, description = "Pipeline id"),
+           ("key" = String, Path, description = "Secret key, `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SecretResponse),
+        (status = 201, body = SecretResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
+pub(crate) async fn put_pipeline_secret(
+    guarded: Guarded<TenantAccess<Write>, web::Json<PutSecret>>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelineSecretPath>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
+    let (scope, key) = path.into_inner().parse()?;
+    let value = value(&state, body.into_inner().value)?;
+    let (secret, created) = state.secrets.put(&access.tenant, &scope, &key, &value, &[], Some(access.token_id)).await?;
+    Ok(answer(secret, created))
+}
+
+/// Reads a pipeline secret's metadata (never its value).
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}", tag = "secrets",
+    params(("namespace" = String, Path, description = "Namespace id"),
+           ("pipeline" = String, Path, description = "Pipeline id"),
+           ("key" = String, Path, description = "Secret key")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SecretResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
+pub(crate) async fn get_pipeline_secret(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelineSecretPath>,
+) -> Result<HttpResponse, ApiError> {
+    let (scope, key) = path.into_inner().parse()?;
+    let secret = state.secrets.get(&access.tenant, &scope, &key).await?;
+    Ok(HttpResponse::Ok().json(SecretResponse { secret }))
+}
+
+/// Deletes a pipeline secret and its value.
+#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}", tag = "secrets",
+    params(("namespace" = String, Path, description = "Namespace id"),
+           ("pipeline" = String, Path, description = "Pipeline id"),
+           ("key" = String, Path, description = "Secret key")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
+pub(crate) async fn delete_pipeline_secret(
+    access: TenantAccess<Write>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelineSecretPath>,
+) -> Result<HttpResponse, ApiError> {
+    let (scope, key) = path.into_inner().parse()?;
+    state.secrets.delete(&access.tenant, &scope, &key).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Lists a pipeline's secrets (metadata only), by key.
+#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets", tag = "secrets",
+    params(("namespace" = String, Path, description = "Namespace id"),
+           ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Page<SecretMetadata>),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets")]
+pub(crate) async fn list_pipeline_secrets(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<PipelineSecretsPath>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let path = path.into_inner();
+    let scope = pipeline_scope(path.namespace, path.pipeline)?;
+    let request = query.parse::<SecretKey>()?;
+    let result = state.secrets.list(&access.tenant, &scope, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// A global secret reaches pipelines in every namespace it is granted to, so a token limited to
+/// some namespaces may not change global secrets.
+fn require_unlimited<P>(access: &TenantAccess<P>) -> Result<(), ApiError> {
+    if access.namespaces.is_limited() {
+        return Err(ApiError::Forbidden {
+            code: "namespace_forbidden",
+            detail: "global secrets need a token that is not limited to some namespaces".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Sets a tenant-global secret (creates or replaces it, with its grants). Answers 201 when
+/// created, 200 when replaced.
+#[utoipa::path(put, path = "/api/v1/secrets/{key}", tag = "secrets", request_body = PutGlobalSecret,
+    params(("key" = String, Path, description = "Secret key, `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SecretResponse),
+        (status = 201, body = SecretResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[put("/api/v1/secrets/{key}")]
+pub(crate) async fn put_global_secret(
+    guarded: Guarded<TenantAccess<Admin>, web::Json<PutGlobalSecret>>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(access, body) = guarded;
+    require_unlimited(&access)?;
+    let key = SecretKey::parse(path.into_inner())?;
+    let body = body.into_inner();
+    let globs = gofer_tenants::NamespaceGlobs::parse(body.namespaces)
+        .map_err(|detail| ApiError::InvalidParameter { code: "invalid_field", detail })?;
+    let value = value(&state, body.value)?;
+    let (secret, created) = state
+        .secrets
+        .put(&access.tenant, &SecretScope::Global, &key, &value, globs.as_slice(), Some(access.token_id))
+        .await?;
+    Ok(answer(secret, created))
+}
+
+/// Reads a global secret's metadata and grants (never its value).
+#[utoipa::path(get, path = "/api/v1/secrets/{key}", tag = "secrets",
+    params(("key" = String, Path, description = "Secret key")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SecretResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/api/v1/secrets/{key}")]
+pub(crate) async fn get_global_secret(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = SecretKey::parse(path.into_inner())?;
+    let secret = state.secrets.get(&access.tenant, &SecretScope::Global, &key).await?;
+    Ok(HttpResponse::Ok().json(SecretResponse { secret }))
+}
+
+/// Deletes a global secret and its value.
+#[utoipa::path(delete, path = "/api/v1/secrets/{key}", tag = "secrets",
+    params(("key" = String, Path, description = "Secret key")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/secrets/{key}")]
+pub(crate) async fn delete_global_secret(
+    access: TenantAccess<Admin>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_unlimited(&access)?;
+    let key = SecretKey::parse(path.into_inner())?;
+    state.secrets.delete(&access.tenant, &SecretScope::Global, &key).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Lists the tenant's global secrets (metadata and grants only), by key.
+#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<SecretMetadata>)))]
+#[get("/api/v1/secrets")]
+pub(crate) async fn list_global_secrets(
+    access: TenantAccess<Read>,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.parse::<SecretKey>()?;
+    let result = state.secrets.list(&access.tenant, &SecretScope::Global, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
