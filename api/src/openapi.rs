@@ -55,6 +55,7 @@ use crate::routes;
         routes::runs::list_attempts,
         routes::runs::cancel,
         routes::runs::cancel_all,
+        routes::timeline::get,
         routes::logs::task_logs,
         routes::events::list,
     ),

@@ -12,6 +12,7 @@ pub(crate) mod pipelines;
 pub(crate) mod plans;
 pub(crate) mod runs;
 pub(crate) mod tenants;
+pub(crate) mod timeline;
 pub(crate) mod tokens;
 
 use futures_util::StreamExt;
@@ -66,6 +67,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(logs::task_logs)
         .service(runs::list_attempts)
         .service(runs::cancel)
+        .service(timeline::get)
         .service(events::list);
 }
 

@@ -10,6 +10,7 @@ pub mod json;
 pub mod model;
 pub mod scheduler;
 pub mod state;
+pub mod timeline;
 pub mod tokens;
 
 pub use config::{ConfigError, PipelineConfig, TaskConfig, ValidConfig};
