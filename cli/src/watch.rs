@@ -46,7 +46,8 @@ pub(crate) async fn watch(ctx: &Ctx, ns: &NamespaceId, p: &PipelineId, run: RunI
                 let now = (t.state, t.status);
                 if seen.insert(t.task_id.clone(), now) != Some(now) {
                     let status = if t.status == TaskStatus::Unknown { String::new() } else { format!(" {}", t.status) };
-                    println!("{:<20} {}{status}  {}", t.task_id.as_str(), t.state, reason_or_blank(t));
+                    let line = format!("{:<20} {}{status}  {}", t.task_id.as_str(), t.state, reason_or_blank(t));
+                    println!("{}", line.trim_end());
                 }
             }
         }

@@ -211,3 +211,68 @@ fn docs_cli_md_names_every_command() {
     walk(&gofer_cli::Cli::command(), "gofer", docs, &mut missing);
     assert!(missing.is_empty(), "docs/cli.md does not document: {missing:#?}");
 }
+
+#[tokio::test]
+async fn every_resource_has_working_commands() {
+    let app = spawn_app().await;
+    let acme = setup(&app).await;
+    let op = |args: &'static [&'static str]| gofer_as(&app.address, &app.operator_token, args, None);
+
+    let globex = op(&["tenant", "create", "globex", "-o", "json"]).await;
+    assert_eq!(globex.json()["tenant"]["id"], "globex", "{globex:?}");
+    assert!(globex.json()["token"].as_str().is_some_and(|t| !t.is_empty()));
+    let tenants = op(&["tenant", "list", "-o", "json"]).await.json();
+    assert!(tenants.as_array().expect("array").iter().any(|t| t["id"] == "globex"));
+    assert!(op(&["tenant", "suspend", "globex", "-o", "json"]).await.json()["suspended"].is_string());
+    assert!(op(&["tenant", "resume", "globex", "-o", "json"]).await.json()["suspended"].is_null());
+    assert_eq!(op(&["tenant", "set-plan", "globex", "trial", "-o", "json"]).await.json()["id"], "trial");
+    assert_eq!(op(&["plan", "get", "trial", "-o", "json"]).await.json()["id"], "trial");
+    let forbidden = gofer(&acme, &["plan", "list"]).await;
+    assert_eq!(forbidden.code, 3, "{forbidden:?}");
+    assert!(forbidden.stderr.contains("forbidden"), "{forbidden:?}");
+
+    assert_eq!(gofer(&acme, &["whoami", "-o", "json"]).await.json()["kind"], "tenant");
+    let token = gofer(&acme, &["token", "create", "--role", "read", "--description", "ci", "-o", "json"]).await.json();
+    assert_eq!(token["metadata"]["role"], "read", "{token}");
+    let id = token["metadata"]["id"].as_str().expect("id").to_owned();
+    let tokens = gofer(&acme, &["token", "list", "-o", "json"]).await.json();
+    assert!(tokens.as_array().expect("array").iter().any(|t| t["id"] == id.as_str()));
+    assert!(gofer(&acme, &["token", "revoke", &id, "-o", "json"]).await.json()["revoked"].is_string());
+    let described =
+        gofer(&acme, &["namespace", "update", "builds", "--description", "team builds", "-o", "json"]).await;
+    assert_eq!(described.json()["description"], "team builds");
+
+    let slow = json!({"name": "Slow", "tasks": [{"id": "wait", "image": "debian:12", "command": ["sleep", "30"]}]});
+    let args = ["pipeline", "register", "ship", "--file", "-", "--no-deploy", "-o", "json"];
+    let registered = gofer_as(&app.address, &acme.token, &args, Some(&slow.to_string())).await.json();
+    assert_ne!(registered["state"], "live", "{registered}");
+    let deployed = gofer(&acme, &["pipeline", "deploy", "ship", "1", "-o", "json"]).await.json();
+    assert_eq!(deployed["to_version"], 1, "{deployed}");
+    assert_eq!(
+        gofer(&acme, &["pipeline", "deployments", "ship", "-o", "json"]).await.json().as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(gofer(&acme, &["pipeline", "disable", "ship", "-o", "json"]).await.json()["state"], "disabled");
+    let refused = gofer(&acme, &["run", "start", "ship"]).await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("pipeline_disabled"), "{refused:?}");
+    assert_eq!(gofer(&acme, &["pipeline", "enable", "ship", "-o", "json"]).await.json()["state"], "active");
+
+    let run = gofer(&acme, &["run", "start", "ship", "-o", "json"]).await.json();
+    assert_eq!(run["id"], 1, "{run}");
+    assert_eq!(
+        gofer(&acme, &["task", "list", "ship", "1", "-o", "json"]).await.json().as_array().map(Vec::len),
+        Some(1)
+    );
+    let cancelled = gofer(&acme, &["run", "cancel", "ship", "1", "-o", "json"]).await;
+    assert_eq!(cancelled.code, 0, "{cancelled:?}");
+    let watched = gofer(&acme, &["run", "watch", "ship", "1"]).await;
+    assert_eq!(watched.code, 1, "a cancelled run is not a success: {watched:?}");
+    assert!(watched.stdout.contains("cancelled"), "{watched:?}");
+    let events = gofer(&acme, &["event", "list", "--pipeline", "ship", "-o", "json"]).await.json();
+    assert!(events.as_array().expect("array").iter().any(|e| e["kind"] == "run_completed"));
+
+    assert_eq!(gofer(&acme, &["pipeline", "delete", "ship", "--delete-runs"]).await.code, 0);
+    assert_eq!(gofer(&acme, &["pipeline", "get", "ship"]).await.code, 3);
+    assert_eq!(gofer(&acme, &["namespace", "delete", "builds"]).await.code, 0);
+}

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use futures_util::StreamExt;
 use gofer_core::model::{Event, Run, TaskAttempt, TaskExecution};
-use gofer_core::{PipelineId, RunId};
+use gofer_core::{PipelineId, RunId, TaskState};
 use gofer_sdk::{EventFilter, PageOptions};
 
 use crate::args::{EventCommand, RunCommand, TaskCommand};
@@ -117,10 +117,11 @@ pub(crate) fn tasks_table(items: &[TaskExecution]) -> String {
 
 /// Why a task is waiting, or why it ended the way it did.
 pub(crate) fn task_reason(t: &TaskExecution) -> String {
-    if let Some(reason) = &t.status_reason {
-        format!("{}: {}", reason.reason, reason.description)
-    } else {
-        opt(t.waiting_reason)
+    match (&t.status_reason, t.state) {
+        (Some(reason), _) => format!("{}: {}", reason.reason, reason.description),
+        // The engine keeps the last waiting reason after dispatch; it only means something before.
+        (None, TaskState::Waiting | TaskState::Queued) => opt(t.waiting_reason),
+        (None, _) => "-".into(),
     }
 }
 
