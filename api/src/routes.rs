@@ -6,13 +6,13 @@ pub(crate) mod configs;
 pub(crate) mod deployments;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod inspect;
 pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
 pub(crate) mod plans;
 pub(crate) mod runs;
 pub(crate) mod tenants;
-pub(crate) mod timeline;
 pub(crate) mod tokens;
 
 use futures_util::StreamExt;
@@ -67,7 +67,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(logs::task_logs)
         .service(runs::list_attempts)
         .service(runs::cancel)
-        .service(timeline::get)
+        .service(inspect::timeline_of)
+        .service(inspect::debug)
         .service(events::list);
 }
 

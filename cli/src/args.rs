@@ -27,7 +27,8 @@ pub struct Global {
     /// The API token [env: GOFER_TOKEN, then GOFER_API_TOKEN; default: the login config].
     #[arg(long, global = true)]
     pub token: Option<String>,
-    /// The namespace of pipeline commands [env: GOFER_NAMESPACE; default: the login config].
+    /// The namespace of pipeline commands [env: GOFER_NAMESPACE; default: the login config, then
+    /// GOFER_NAMESPACE_ID].
     #[arg(long, short = 'n', global = true)]
     pub namespace: Option<String>,
     /// `table` for people, `json` for scripts (exactly the API's objects; lists as arrays).

@@ -45,7 +45,8 @@ pub fn config_path(global: &Global) -> Option<PathBuf> {
 
 impl Settings {
     /// Flags win over the environment, which wins over the saved file. The task environment's
-    /// `GOFER_API_URL` and `GOFER_API_TOKEN` (a run token) serve when nothing else is set.
+    /// `GOFER_API_URL`, `GOFER_API_TOKEN` (a run token) and `GOFER_NAMESPACE_ID` serve when
+    /// nothing else is set, so `gofer` inside a task needs no setup.
     pub fn resolve(global: &Global) -> Result<Self, CliError> {
         let file = config_path(global);
         let saved: Saved = match &file {
@@ -69,7 +70,12 @@ impl Settings {
                 .or_else(|| env(&["GOFER_TOKEN"]))
                 .or(saved.token)
                 .or_else(|| env(&["GOFER_API_TOKEN"])),
-            namespace: global.namespace.clone().or_else(|| env(&["GOFER_NAMESPACE"])).or(saved.namespace),
+            namespace: global
+                .namespace
+                .clone()
+                .or_else(|| env(&["GOFER_NAMESPACE"]))
+                .or(saved.namespace)
+                .or_else(|| env(&["GOFER_NAMESPACE_ID"])),
             file,
         })
     }

@@ -173,6 +173,8 @@ async fn a_watched_run_exits_with_its_status_and_its_timeline_and_dump_read_back
     assert_eq!(tasks[0]["attempts"][0]["attempt"]["attempt"], 1, "{doc}");
     assert_eq!(tasks[0]["scheduler"]["job_ids"][0], "acme-builds-ship-1-build-1");
     assert!(doc["events"].as_array().is_some_and(|e| !e.is_empty()));
+    assert_eq!(doc["quota"]["plan"]["id"], "default", "{doc}");
+    assert_eq!(doc["config_version"]["config"]["tasks"][0]["env"]["DEPLOY_PASSWORD"], "<redacted>");
     let task_dump = gofer(&acme, &["debug", "dump", "task", "ship", "1", "test"]).await.json();
     assert_eq!(task_dump["tasks"][0]["attempts"][0]["last_log_lines"], json!(["ok hello"]));
 
@@ -275,4 +277,23 @@ async fn every_resource_has_working_commands() {
     assert_eq!(gofer(&acme, &["pipeline", "delete", "ship", "--delete-runs"]).await.code, 0);
     assert_eq!(gofer(&acme, &["pipeline", "get", "ship"]).await.code, 3);
     assert_eq!(gofer(&acme, &["namespace", "delete", "builds"]).await.code, 0);
+}
+
+#[tokio::test]
+async fn inside_a_task_the_injected_url_token_and_namespace_are_enough() {
+    let app = spawn_app().await;
+    let acme = setup(&app).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gofer"))
+        .args(["pipeline", "list", "-o", "json"])
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("GOFER_API_URL", &app.address)
+        .env("GOFER_API_TOKEN", &acme.token)
+        .env("GOFER_NAMESPACE_ID", "builds")
+        .output()
+        .await
+        .expect("gofer ran");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(serde_json::from_slice::<Value>(&output.stdout).expect("json"), json!([]));
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dag;
+pub mod debug;
 pub mod deployment;
 pub mod diff;
 pub mod id;

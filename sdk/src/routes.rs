@@ -112,6 +112,8 @@ routes! {
     GET_RUN = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}";
     /// Cancel a run.
     CANCEL_RUN = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/cancel";
+    /// Everything stored about a run that helps debug it.
+    RUN_DEBUG = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/debug";
     /// Queue wait and run time per task, and the critical path.
     RUN_TIMELINE = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/timeline";
     /// Task executions of a run.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
+use gofer_core::debug::RunDebug;
 use gofer_core::model::{Event, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::timeline::RunTimeline;
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId};
@@ -79,6 +80,12 @@ impl Client {
     /// `GET …/runs/{run}/timeline`: queue wait and run time per task, and the critical path.
     pub async fn run_timeline(&self, ns: &NamespaceId, p: &PipelineId, run: RunId) -> Result<RunTimeline, Error> {
         self.send(self.request(RUN_TIMELINE, &[ns, p, &run])).await
+    }
+
+    /// `GET …/runs/{run}/debug`: the run, its config version, every task execution with every
+    /// attempt, its events and the tenant's quota state.
+    pub async fn run_debug(&self, ns: &NamespaceId, p: &PipelineId, run: RunId) -> Result<RunDebug, Error> {
+        self.send(self.request(RUN_DEBUG, &[ns, p, &run])).await
     }
 
     /// `GET …/runs/{run}/tasks`, one page.

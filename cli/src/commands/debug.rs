@@ -1,10 +1,11 @@
-//! `gofer debug dump`: one JSON document with everything needed to debug a run or a task,
-//! assembled from the API (never secret values: the API never returns them, and environment
-//! values of the config are masked here since users sometimes paste credentials into them).
+//! `gofer debug dump`: one JSON document with everything needed to debug a run or a task: the
+//! API's debug document (`GET …/runs/{run}/debug`) plus the last log lines of every attempt.
+//! Secret values are never in it: the API never returns them, and the config's environment
+//! values are masked here too, since users sometimes paste credentials into them.
 
-use gofer_core::model::TaskExecution;
-use gofer_core::{NamespaceId, PipelineId, RunId};
-use gofer_sdk::{Client, EventFilter};
+use gofer_core::debug::TaskDebug;
+use gofer_core::{NamespaceId, PipelineId, RunId, TaskId};
+use gofer_sdk::Client;
 use serde_json::{Value, json};
 
 use crate::args::{DebugCommand, DumpCommand};
@@ -12,15 +13,15 @@ use crate::output;
 use crate::{CliError, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, command: DebugCommand) -> Result<(), CliError> {
-    let DebugCommand::Dump(dump) = command;
-    let document = match dump {
+    let DebugCommand::Dump(what) = command;
+    let document = match what {
         DumpCommand::Run { pipeline, run, log_lines } => {
             let (ns, p, r) = ctx.run(&pipeline, &run)?;
-            dump_run(&ctx.client, &ns, &p, r, None, log_lines).await?
+            dump(&ctx.client, &ns, &p, r, None, log_lines).await?
         }
         DumpCommand::Task { pipeline, run, task, log_lines } => {
             let (ns, p, r, t) = ctx.task(&pipeline, &run, &task)?;
-            dump_run(&ctx.client, &ns, &p, r, Some(t), log_lines).await?
+            dump(&ctx.client, &ns, &p, r, Some(t), log_lines).await?
         }
     };
     // A dump is a JSON document whatever --output says.
@@ -45,80 +46,70 @@ fn mask_env(config: &mut Value) {
     }
 }
 
+/// One task: the execution, each attempt with its last log lines, its scheduler jobs and nodes.
 async fn task_section(
     client: &Client,
-    ns: &NamespaceId,
-    p: &PipelineId,
-    run: RunId,
-    task: &TaskExecution,
+    (ns, p, run): (&NamespaceId, &PipelineId, RunId),
+    task: &TaskDebug,
     log_lines: usize,
-) -> Result<Value, CliError> {
-    let attempts = client.list_attempts(ns, p, run, &task.task_id).await?;
-    let mut with_logs = Vec::new();
-    for attempt in &attempts {
-        let log = client.attempt_logs(ns, p, run, &task.task_id, attempt.attempt).await.unwrap_or_default();
-        with_logs.push(json!({ "attempt": attempt, "last_log_lines": tail(&log, log_lines) }));
+) -> Value {
+    let id = &task.execution.task_id;
+    let mut attempts = Vec::new();
+    for attempt in &task.attempts {
+        let log = match client.attempt_logs(ns, p, run, id, attempt.attempt).await {
+            Ok(log) => json!(tail(&log, log_lines)),
+            Err(e) => json!({ "unavailable": e.to_string() }),
+        };
+        attempts.push(json!({ "attempt": attempt, "last_log_lines": log }));
     }
-    Ok(json!({
-        "execution": task,
-        "attempts": with_logs,
+    json!({
+        "execution": task.execution,
+        "attempts": attempts,
         "scheduler": {
-            "job_ids": attempts.iter().map(|a| &a.scheduler_id).collect::<Vec<_>>(),
-            "nodes": attempts.iter().filter_map(|a| a.node.as_ref()).collect::<Vec<_>>(),
+            "job_ids": task.attempts.iter().map(|a| &a.scheduler_id).collect::<Vec<_>>(),
+            "nodes": task.attempts.iter().filter_map(|a| a.node.as_ref()).collect::<Vec<_>>(),
         },
-    }))
+    })
 }
 
-async fn dump_run(
+async fn dump(
     client: &Client,
     ns: &NamespaceId,
     p: &PipelineId,
     run: RunId,
-    only: Option<gofer_core::TaskId>,
+    only: Option<TaskId>,
     log_lines: usize,
 ) -> Result<Value, CliError> {
-    let current = client.get_run(ns, p, run).await?;
-    let config = client.get_config(ns, p, current.config_version).await?;
-    let mut config_value = serde_json::to_value(&config).expect("configs serialize");
-    if let Some(inner) = config_value.get_mut("config") {
-        mask_env(inner);
-    }
-    let tasks = client.list_tasks(ns, p, run).await?;
-    let mut sections = Vec::new();
-    for task in tasks.iter().filter(|t| only.as_ref().is_none_or(|id| &t.task_id == id)) {
-        sections.push(task_section(client, ns, p, run, task, log_lines).await?);
-    }
+    let debug = client.run_debug(ns, p, run).await?;
     if let Some(id) = &only
-        && sections.is_empty()
+        && !debug.tasks.iter().any(|t| &t.execution.task_id == id)
     {
         // The API's own not-found answer, with its code.
         client.get_task(ns, p, run, id).await?;
     }
-    let events: Vec<_> = client
-        .all_events(&EventFilter::run(ns, p, run), 0)
-        .await?
-        .into_iter()
+    let mut config = serde_json::to_value(&debug.config).expect("configs serialize");
+    if let Some(inner) = config.get_mut("config") {
+        mask_env(inner);
+    }
+    let mut tasks = Vec::new();
+    for task in debug.tasks.iter().filter(|t| only.as_ref().is_none_or(|id| &t.execution.task_id == id)) {
+        tasks.push(task_section(client, (ns, p, run), task, log_lines).await);
+    }
+    let events: Vec<_> = debug
+        .events
+        .iter()
         .filter(|e| only.as_ref().is_none_or(|id| e.task_id.is_none() || e.task_id.as_ref() == Some(id)))
         .collect();
-    let waiting: Vec<Value> = tasks
-        .iter()
-        .filter_map(|t| t.waiting_reason.map(|w| json!({ "task_id": t.task_id, "waiting_reason": w })))
-        .collect();
-    let whoami = client.whoami().await.ok();
     Ok(json!({
         "gofer_debug_dump": 1,
         "generated": output::time(Some(time::OffsetDateTime::now_utc())),
         "server": client.base(),
-        "caller": whoami,
-        "pipeline": client.get_pipeline(ns, p).await?,
-        "config_version": config_value,
-        "run": current,
-        "tasks": sections,
+        "caller": client.whoami().await.ok(),
+        "config_version": config,
+        "run": debug.run,
+        "tasks": tasks,
         "events": events,
-        "quota": {
-            "tasks_waiting": waiting,
-            "note": "tasks waiting with waiting_for_quota are held by the tenant's plan (max_concurrent_tasks)",
-        },
+        "quota": debug.quota,
     }))
 }
 
