@@ -24,6 +24,8 @@ routes! {
     HEALTH = "GET" "/health";
     /// Readiness (database reachable).
     READY = "GET" "/ready";
+    /// Prometheus metrics of the replica (operator).
+    METRICS = "GET" "/metrics";
     /// The OpenAPI document.
     OPENAPI = "GET" "/api/v1/openapi.json";
     /// Events of the tenant, as a page or a live stream.

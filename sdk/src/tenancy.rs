@@ -74,6 +74,11 @@ impl Client {
         self.send(self.request(READY, &[])).await
     }
 
+    /// `GET /metrics` (operator): Prometheus text exposition of the replica that answered.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        Ok(self.raw(self.request(METRICS, &[])).await?.text().await?)
+    }
+
     /// `GET /api/v1/openapi.json`.
     pub async fn openapi(&self) -> Result<serde_json::Value, Error> {
         self.send(self.request(OPENAPI, &[])).await
