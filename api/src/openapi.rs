@@ -57,6 +57,8 @@ use crate::routes;
         routes::runs::list_attempts,
         routes::runs::cancel,
         routes::runs::cancel_all,
+        routes::inspect::timeline_of,
+        routes::inspect::debug,
         routes::logs::task_logs,
         routes::events::list,
         routes::secrets::list_pipeline_secrets,

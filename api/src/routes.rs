@@ -6,6 +6,7 @@ pub(crate) mod configs;
 pub(crate) mod deployments;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod inspect;
 pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
@@ -77,7 +78,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(secrets::list_global_secrets)
         .service(secrets::put_global_secret)
         .service(secrets::get_global_secret)
-        .service(secrets::delete_global_secret);
+        .service(secrets::delete_global_secret)
+        .service(inspect::timeline_of)
+        .service(inspect::debug);
 }
 
 /// Reads a raw JSON body of at most `limit` bytes, refusing other content types.

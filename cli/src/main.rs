@@ -1,47 +1,36 @@
-//! The `gofer` binary: parses arguments and hands over to the library crates.
+//! The `gofer` binary: parses arguments, starts the service or hands over to the CLI library.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use gofer_cli::args::{Cli, Command, ServiceCommand};
 
-/// Gofer: a hosted, multi-tenant pipeline runner.
-#[derive(Parser)]
-#[command(name = "gofer", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run and manage the Gofer service.
-    Service {
-        #[command(subcommand)]
-        command: ServiceCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum ServiceCommand {
-    /// Start the API server and engine (configured by --config and GOFER_* variables; see docs/config.md).
-    Start {
-        /// A TOML config file; GOFER_* environment variables override it.
-        #[arg(long, env = "GOFER_CONFIG")]
-        config: Option<PathBuf>,
-    },
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Service { command: ServiceCommand::Start { config } } => {
-            let config = gofer_api::Config::load(config.as_deref())?;
-            gofer_api::telemetry::init(config.log_format, &config.log_level);
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(config))
-        }
+        Command::Service { command: ServiceCommand::Start { config } } => match start_service(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
+        command => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(gofer_cli::run(cli.global, command)),
+            Err(e) => {
+                eprintln!("error: starting the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn start_service(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let config = gofer_api::Config::load(config.as_deref())?;
+    gofer_api::telemetry::init(config.log_format, &config.log_level);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(config))
 }
 
 async fn serve(config: gofer_api::Config) -> anyhow::Result<()> {

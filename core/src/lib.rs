@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dag;
+pub mod debug;
 pub mod deployment;
 pub mod diff;
 pub mod id;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod scheduler;
 pub mod secrets;
 pub mod state;
+pub mod timeline;
 pub mod tokens;
 
 pub use config::{ConfigError, PipelineConfig, TaskConfig, ValidConfig};

@@ -400,6 +400,22 @@ pub struct TokenMetadata {
     pub revoked: Option<OffsetDateTime>,
 }
 
+/// Who the presented token is (`GET /tokens/whoami`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Whoami {
+    /// `operator`, `tenant` or `run`.
+    pub kind: String,
+    /// The token's id.
+    pub token_id: String,
+    /// The tenant, for tenant tokens.
+    pub tenant_id: Option<String>,
+    /// The role.
+    pub role: String,
+    /// Namespace globs it is limited to; empty means every namespace.
+    pub namespaces: Vec<String>,
+}
+
 /// A plan: what a tenant may use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -46,7 +46,7 @@ pub(crate) struct RunPath {
 }
 
 impl RunPath {
-    fn key(self, tenant: &gofer_core::TenantId) -> Result<RunKey, ApiError> {
+    pub(crate) fn key(self, tenant: &gofer_core::TenantId) -> Result<RunKey, ApiError> {
         let run = RunId::parse(&self.run)?;
         let pipeline = PipelinePath::from_parts(self.namespace, self.pipeline).key(tenant)?;
         Ok(RunKey { pipeline, run })

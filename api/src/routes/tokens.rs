@@ -50,20 +50,7 @@ pub struct TokenResponse {
     pub token: TokenMetadata,
 }
 
-/// Who the presented token is.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Whoami {
-    /// `operator` or `tenant`.
-    pub kind: String,
-    /// The token's id.
-    pub token_id: String,
-    /// The tenant, for tenant tokens.
-    pub tenant_id: Option<String>,
-    /// The role.
-    pub role: String,
-    /// Namespace globs it is limited to; empty means every namespace.
-    pub namespaces: Vec<String>,
-}
+pub use gofer_core::model::Whoami;
 
 /// Answer of whoami.
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -1,0 +1,388 @@
+//! The command line, as clap parses it. `docs/cli.md` is checked against this (see cli/tests).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Gofer: a hosted, multi-tenant pipeline runner.
+///
+/// Exit codes: 0 success; 1 a run that ended unsuccessful (`--watch`, `run watch`); 2 a usage
+/// error (bad arguments, missing host, token or namespace, an invalid config file); 3 an API
+/// error (the server refused the request or could not be reached).
+#[derive(Debug, Parser)]
+#[command(name = "gofer", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where and as whom to connect, and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The server's URL [env: GOFER_HOST, then GOFER_API_URL; default: the login config].
+    #[arg(long, global = true)]
+    pub host: Option<String>,
+    /// The API token [env: GOFER_TOKEN, then GOFER_API_TOKEN; default: the login config].
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+    /// The namespace of pipeline commands [env: GOFER_NAMESPACE; default: the login config, then
+    /// GOFER_NAMESPACE_ID].
+    #[arg(long, short = 'n', global = true)]
+    pub namespace: Option<String>,
+    /// `table` for people, `json` for scripts (exactly the API's objects; lists as arrays).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The CLI config file `gofer login` writes [env: GOFER_CLI_CONFIG; default:
+    /// $XDG_CONFIG_HOME/gofer/config.json or ~/.config/gofer/config.json].
+    #[arg(long, global = true, env = "GOFER_CLI_CONFIG")]
+    pub cli_config: Option<PathBuf>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// The API's JSON objects, pretty-printed.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run and manage the Gofer service.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Check --host and --token, and save them (and --namespace) to the CLI config file.
+    Login,
+    /// Show who the token is.
+    Whoami,
+    /// Tenants (operator tokens).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Namespaces.
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Plans (operator tokens).
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Pipelines, their config versions and deployments.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// Runs of a pipeline.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Task executions of a run.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// A task execution's log.
+    Logs {
+        pipeline: String,
+        run: String,
+        task: String,
+        /// Keep streaming as the task writes, until it completes.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// An earlier attempt's log (default: the current attempt).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// The tenant's events.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Debugging aids.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Start the API server and engine (configured by --config and GOFER_* variables; see docs/config.md).
+    Start {
+        /// A TOML config file; GOFER_* environment variables override it.
+        #[arg(long, env = "GOFER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Every tenant.
+    List,
+    /// One tenant.
+    Get { tenant: String },
+    /// Create a tenant; prints its first admin token once.
+    Create {
+        tenant: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a tenant and everything it owns.
+    Delete { tenant: String },
+    /// Refuse the tenant's tokens and stop its runs.
+    Suspend { tenant: String },
+    /// Accept the tenant's tokens again.
+    Resume { tenant: String },
+    /// Give the tenant a plan.
+    SetPlan { tenant: String, plan: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Every namespace the token sees.
+    List,
+    /// One namespace.
+    Get { namespace: String },
+    /// Create a namespace.
+    Create {
+        namespace: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Rename or describe a namespace.
+    Update {
+        namespace: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a namespace (and its pipelines).
+    Delete {
+        namespace: String,
+        /// Cancel its live runs first instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Tokens the caller may see.
+    List,
+    /// One token.
+    Get { id: String },
+    /// Create a token; prints its secret once.
+    Create {
+        /// `tenant` or `operator` (default: the caller's kind).
+        #[arg(long)]
+        kind: Option<String>,
+        /// `admin`, `write`, `read` (tenant) or `operator`.
+        #[arg(long)]
+        role: Option<String>,
+        /// Limit to namespaces matching this glob (repeatable).
+        #[arg(long = "namespace-glob")]
+        namespaces: Vec<String>,
+        /// Only usable from this network (CIDR, repeatable).
+        #[arg(long = "cidr")]
+        allowed_cidrs: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke a token.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Every plan.
+    List,
+    /// One plan.
+    Get { plan: String },
+    /// Create a plan from a JSON file (`-`: stdin).
+    Create {
+        #[arg(long, short = 'f')]
+        file: String,
+    },
+    /// Replace a plan from a JSON file (`-`: stdin).
+    Update {
+        #[arg(long, short = 'f')]
+        file: String,
+    },
+    /// Delete a plan.
+    Delete { plan: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Register a config version from a JSON file (`-`: stdin); it goes live unless --no-deploy.
+    Register {
+        pipeline: String,
+        #[arg(long, short = 'f')]
+        file: String,
+        /// Only register the version; deploy it later with `pipeline deploy`.
+        #[arg(long)]
+        no_deploy: bool,
+    },
+    /// Pipelines of the namespace.
+    List,
+    /// One pipeline.
+    Get { pipeline: String },
+    /// Config versions of a pipeline.
+    Versions { pipeline: String },
+    /// One config version, with its config.
+    Config { pipeline: String, version: i64 },
+    /// What changed from version <a> to version <b>.
+    Diff { pipeline: String, a: i64, b: i64 },
+    /// Make a version live at once.
+    Deploy { pipeline: String, version: i64 },
+    /// Send a share of new runs to a version, promoting or rolling back on their failure rate.
+    Canary {
+        pipeline: String,
+        version: i64,
+        /// Share of new runs sent to the version, in percent.
+        #[arg(long, default_value_t = 10)]
+        percent: u32,
+        /// Highest failure rate that still promotes it (0.0 to 1.0).
+        #[arg(long)]
+        max_failure_rate: Option<f64>,
+        /// Completed canary runs needed before it is promoted.
+        #[arg(long)]
+        min_runs: Option<u32>,
+    },
+    /// Deployments of a pipeline.
+    Deployments { pipeline: String },
+    /// One deployment.
+    Deployment { pipeline: String, deployment: String },
+    /// Stop a running canary.
+    Rollback {
+        pipeline: String,
+        deployment: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse new runs.
+    Disable { pipeline: String },
+    /// Accept new runs again.
+    Enable { pipeline: String },
+    /// Delete a pipeline.
+    Delete {
+        pipeline: String,
+        /// Also delete its finished runs instead of refusing.
+        #[arg(long)]
+        delete_runs: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Start a run.
+    Start {
+        pipeline: String,
+        /// A variable for every task, as KEY=VALUE (repeatable).
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Show the run live until it ends; the exit code is 1 unless it succeeded.
+        #[arg(long, short = 'w')]
+        watch: bool,
+    },
+    /// Runs of a pipeline, newest first.
+    List {
+        pipeline: String,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run.
+    Get { pipeline: String, run: String },
+    /// Cancel a run.
+    Cancel { pipeline: String, run: String },
+    /// Cancel every unfinished run of a pipeline.
+    CancelAll { pipeline: String },
+    /// Show a run live until it ends; the exit code is 1 unless it succeeded.
+    Watch { pipeline: String, run: String },
+    /// A text Gantt chart of a run: queue wait and run time per task, critical path marked.
+    Timeline {
+        pipeline: String,
+        run: String,
+        /// Width of the chart in characters.
+        #[arg(long, default_value_t = 50)]
+        width: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Task executions of a run.
+    List { pipeline: String, run: String },
+    /// One task execution.
+    Get { pipeline: String, run: String, task: String },
+    /// Every attempt of a task execution.
+    Attempts { pipeline: String, run: String, task: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// Events so far (of the namespace given, narrowed by --pipeline and --run).
+    List {
+        #[command(flatten)]
+        filter: EventArgs,
+    },
+    /// Stream events as they happen, until interrupted.
+    Follow {
+        #[command(flatten)]
+        filter: EventArgs,
+    },
+}
+
+/// Which events.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Only this pipeline's events (needs a namespace).
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Only this run's events (needs --pipeline).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Start after this event id.
+    #[arg(long, default_value_t = 0)]
+    pub after: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// One JSON document with everything needed to debug a run or a task (never secrets).
+    #[command(subcommand)]
+    Dump(DumpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DumpCommand {
+    /// A whole run.
+    Run {
+        pipeline: String,
+        run: String,
+        /// Log lines kept per task.
+        #[arg(long, default_value_t = 50)]
+        log_lines: usize,
+    },
+    /// One task execution of a run.
+    Task {
+        pipeline: String,
+        run: String,
+        task: String,
+        /// Log lines kept per attempt.
+        #[arg(long, default_value_t = 200)]
+        log_lines: usize,
+    },
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    if key.is_empty() {
+        return Err(format!("expected KEY=VALUE, got {text:?}"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}

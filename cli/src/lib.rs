@@ -1,0 +1,134 @@
+//! The `gofer` command line: every API resource as a command, live run views, timelines and
+//! debug dumps. `main.rs` parses the arguments and calls [`run`] (or starts the service).
+
+use std::process::ExitCode;
+
+use gofer_core::{NamespaceId, PipelineId, RunId, TaskId};
+
+pub mod args;
+mod commands;
+mod output;
+mod settings;
+mod timeline;
+mod watch;
+
+pub use args::{Cli, Command};
+use args::{Global, Output};
+
+/// Exit code: a run that ended unsuccessful (with `--watch` or `run watch`).
+pub const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code: bad arguments, missing settings, an invalid input file (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the server refused the request or could not be reached.
+pub const EXIT_API: u8 = 3;
+
+/// Why a command did not succeed; each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line or an input was wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The API answered with a problem, or could not be reached.
+    #[error(transparent)]
+    Api(#[from] gofer_sdk::Error),
+    /// A local file could not be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// The watched run ended without success.
+    #[error("run {run} ended {status}")]
+    RunUnsuccessful {
+        /// The run.
+        run: RunId,
+        /// How it ended.
+        status: gofer_core::RunStatus,
+    },
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Io(_) => EXIT_USAGE,
+            CliError::Api(_) => EXIT_API,
+            CliError::RunUnsuccessful { .. } => EXIT_RUN_FAILED,
+        }
+    }
+}
+
+impl From<gofer_core::IdError> for CliError {
+    fn from(e: gofer_core::IdError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+/// What every command needs: a client, the namespace (when given) and the output format.
+pub(crate) struct Ctx {
+    pub client: gofer_sdk::Client,
+    pub namespace: Option<String>,
+    pub output: Output,
+}
+
+impl Ctx {
+    /// The namespace pipeline commands work in.
+    pub fn ns(&self) -> Result<NamespaceId, CliError> {
+        let ns = self.namespace.as_deref().ok_or_else(|| {
+            CliError::Usage("no namespace: pass --namespace, set GOFER_NAMESPACE, or `gofer login --namespace`".into())
+        })?;
+        Ok(NamespaceId::parse(ns)?)
+    }
+
+    /// Namespace and pipeline.
+    pub fn pipeline(&self, pipeline: &str) -> Result<(NamespaceId, PipelineId), CliError> {
+        Ok((self.ns()?, PipelineId::parse(pipeline)?))
+    }
+
+    /// Namespace, pipeline and run.
+    pub fn run(&self, pipeline: &str, run: &str) -> Result<(NamespaceId, PipelineId, RunId), CliError> {
+        let (ns, p) = self.pipeline(pipeline)?;
+        Ok((ns, p, RunId::parse(run)?))
+    }
+
+    /// Namespace, pipeline, run and task.
+    pub fn task(
+        &self,
+        pipeline: &str,
+        run: &str,
+        task: &str,
+    ) -> Result<(NamespaceId, PipelineId, RunId, TaskId), CliError> {
+        let (ns, p, r) = self.run(pipeline, run)?;
+        Ok((ns, p, r, TaskId::parse(task)?))
+    }
+
+    /// Whether tables (and live views) are wanted rather than JSON.
+    pub fn human(&self) -> bool {
+        self.output == Output::Table
+    }
+}
+
+/// Runs a client command (anything but `service start`) and answers the process exit code,
+/// after printing the error, if any, to stderr.
+pub async fn run(global: Global, command: Command) -> ExitCode {
+    match dispatch(global, command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                // The live view already said how the run ended.
+                CliError::RunUnsuccessful { .. } => {}
+                CliError::Api(gofer_sdk::Error::Api(problem)) => {
+                    eprintln!("error: {} ({}): {}", problem.code, problem.status, problem.detail)
+                }
+                other => eprintln!("error: {other}"),
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(global: Global, command: Command) -> Result<(), CliError> {
+    let settings = settings::Settings::resolve(&global)?;
+    if let Command::Login = command {
+        return commands::login(&settings, &global).await;
+    }
+    let ctx = Ctx { client: settings.client()?, namespace: settings.namespace.clone(), output: global.output };
+    commands::dispatch(&ctx, command).await
+}

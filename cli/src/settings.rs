@@ -1,0 +1,119 @@
+//! Where the CLI connects and as whom: flags, then environment, then the config file that
+//! `gofer login` writes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::CliError;
+use crate::args::Global;
+
+/// What `gofer login` saves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The server's URL.
+    pub host: Option<String>,
+    /// The API token.
+    pub token: Option<String>,
+    /// The default namespace.
+    pub namespace: Option<String>,
+}
+
+/// The resolved settings of one invocation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: Option<String>,
+    pub token: Option<String>,
+    pub namespace: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+fn env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+/// The config file: `--cli-config`, or `gofer/config.json` in the user's config directory.
+pub fn config_path(global: &Global) -> Option<PathBuf> {
+    if let Some(path) = &global.cli_config {
+        return Some(path.clone());
+    }
+    let dir = env(&["XDG_CONFIG_HOME"])
+        .map(PathBuf::from)
+        .or_else(|| env(&["HOME"]).map(|h| PathBuf::from(h).join(".config")))?;
+    Some(dir.join("gofer").join("config.json"))
+}
+
+impl Settings {
+    /// Flags win over the environment, which wins over the saved file. The task environment's
+    /// `GOFER_API_URL`, `GOFER_API_TOKEN` (a run token) and `GOFER_NAMESPACE_ID` serve when
+    /// nothing else is set, so `gofer` inside a task needs no setup.
+    pub fn resolve(global: &Global) -> Result<Self, CliError> {
+        let file = config_path(global);
+        let saved: Saved = match &file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Io(format!("reading {}: {e}", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+            }
+            _ => Saved::default(),
+        };
+        Ok(Self {
+            host: global
+                .host
+                .clone()
+                .or_else(|| env(&["GOFER_HOST"]))
+                .or(saved.host)
+                .or_else(|| env(&["GOFER_API_URL"])),
+            token: global
+                .token
+                .clone()
+                .or_else(|| env(&["GOFER_TOKEN"]))
+                .or(saved.token)
+                .or_else(|| env(&["GOFER_API_TOKEN"])),
+            namespace: global
+                .namespace
+                .clone()
+                .or_else(|| env(&["GOFER_NAMESPACE"]))
+                .or(saved.namespace)
+                .or_else(|| env(&["GOFER_NAMESPACE_ID"])),
+            file,
+        })
+    }
+
+    /// A client, when host and token are known.
+    pub fn client(&self) -> Result<gofer_sdk::Client, CliError> {
+        let host = self.host.as_deref().ok_or_else(|| {
+            CliError::Usage("no host: pass --host, set GOFER_HOST, or run `gofer login --host … --token …`".into())
+        })?;
+        let token = self.token.as_deref().ok_or_else(|| {
+            CliError::Usage("no token: pass --token, set GOFER_TOKEN, or run `gofer login --host … --token …`".into())
+        })?;
+        Ok(gofer_sdk::Client::new(host, token))
+    }
+
+    /// Writes host, token and namespace to the config file, readable by the user only.
+    pub fn save(&self) -> Result<PathBuf, CliError> {
+        let path = self.file.clone().ok_or_else(|| CliError::Usage("no config directory: pass --cli-config".into()))?;
+        let saved = Saved { host: self.host.clone(), token: self.token.clone(), namespace: self.namespace.clone() };
+        let io = |e: std::io::Error| CliError::Io(format!("writing {}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(&saved).expect("settings serialize");
+        write_private(&path, text.as_bytes()).map_err(io)?;
+        Ok(path)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}

@@ -1,0 +1,162 @@
+//! Every API operation the client implements, as (method, path template). The client builds each
+//! URL from these constants, and a test compares [`ALL`] with `docs/openapi.json`, so a route
+//! added to the server without a client method (or the other way round) fails the build's tests.
+
+/// One API operation: an HTTP method and a path template whose `{placeholders}` are filled in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: &'static str,
+    /// The path as `docs/openapi.json` writes it.
+    pub path: &'static str,
+}
+
+macro_rules! routes {
+    ($($(#[$doc:meta])* $name:ident = $method:literal $path:literal;)+) => {
+        $($(#[$doc])* pub const $name: Route = Route { method: $method, path: $path };)+
+        /// Every operation, in the order above.
+        pub const ALL: &[Route] = &[$($name),+];
+    };
+}
+
+routes! {
+    /// Liveness.
+    HEALTH = "GET" "/health";
+    /// Readiness (database reachable).
+    READY = "GET" "/ready";
+    /// Prometheus metrics of the replica (operator).
+    METRICS = "GET" "/metrics";
+    /// The OpenAPI document.
+    OPENAPI = "GET" "/api/v1/openapi.json";
+    /// Events of the tenant, as a page or a live stream.
+    LIST_EVENTS = "GET" "/api/v1/events";
+
+    /// Tenants (operator).
+    LIST_TENANTS = "GET" "/api/v1/tenants";
+    /// Create a tenant and its first admin token.
+    CREATE_TENANT = "POST" "/api/v1/tenants";
+    /// One tenant.
+    GET_TENANT = "GET" "/api/v1/tenants/{tenant}";
+    /// Delete a tenant and everything it owns.
+    DELETE_TENANT = "DELETE" "/api/v1/tenants/{tenant}";
+    /// Give a tenant a plan.
+    ASSIGN_PLAN = "PUT" "/api/v1/tenants/{tenant}/plan";
+    /// Resume a suspended tenant.
+    RESUME_TENANT = "POST" "/api/v1/tenants/{tenant}/resume";
+    /// Suspend a tenant.
+    SUSPEND_TENANT = "POST" "/api/v1/tenants/{tenant}/suspend";
+
+    /// Tokens visible to the caller.
+    LIST_TOKENS = "GET" "/api/v1/tokens";
+    /// Create a token.
+    CREATE_TOKEN = "POST" "/api/v1/tokens";
+    /// The caller's own token.
+    WHOAMI = "GET" "/api/v1/tokens/whoami";
+    /// One token.
+    GET_TOKEN = "GET" "/api/v1/tokens/{id}";
+    /// Revoke a token.
+    REVOKE_TOKEN = "DELETE" "/api/v1/tokens/{id}";
+
+    /// Plans (operator).
+    LIST_PLANS = "GET" "/api/v1/plans";
+    /// Create a plan.
+    CREATE_PLAN = "POST" "/api/v1/plans";
+    /// One plan.
+    GET_PLAN = "GET" "/api/v1/plans/{plan}";
+    /// Replace a plan.
+    UPDATE_PLAN = "PUT" "/api/v1/plans/{plan}";
+    /// Delete a plan.
+    DELETE_PLAN = "DELETE" "/api/v1/plans/{plan}";
+
+    /// Namespaces.
+    LIST_NAMESPACES = "GET" "/api/v1/namespaces";
+    /// Create a namespace.
+    CREATE_NAMESPACE = "POST" "/api/v1/namespaces";
+    /// One namespace.
+    GET_NAMESPACE = "GET" "/api/v1/namespaces/{namespace}";
+    /// Delete a namespace.
+    DELETE_NAMESPACE = "DELETE" "/api/v1/namespaces/{namespace}";
+    /// Rename or describe a namespace.
+    UPDATE_NAMESPACE = "PATCH" "/api/v1/namespaces/{namespace}";
+
+    /// Pipelines of a namespace.
+    LIST_PIPELINES = "GET" "/api/v1/namespaces/{namespace}/pipelines";
+    /// One pipeline.
+    GET_PIPELINE = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}";
+    /// Delete a pipeline.
+    DELETE_PIPELINE = "DELETE" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}";
+    /// Disable or enable a pipeline.
+    UPDATE_PIPELINE = "PATCH" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}";
+    /// Config versions.
+    LIST_CONFIGS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs";
+    /// Register a config.
+    REGISTER_CONFIG = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs";
+    /// Diff of two config versions.
+    DIFF_CONFIGS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{from}/diff/{to}";
+    /// One config version.
+    GET_CONFIG = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{version}";
+    /// Deployments.
+    LIST_DEPLOYMENTS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments";
+    /// Deploy a version (immediately or as a canary).
+    CREATE_DEPLOYMENT = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments";
+    /// One deployment.
+    GET_DEPLOYMENT = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}";
+    /// Roll a canary back.
+    ROLLBACK_DEPLOYMENT = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}/rollback";
+
+    /// Runs of a pipeline.
+    LIST_RUNS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs";
+    /// Start a run.
+    START_RUN = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs";
+    /// Cancel every unfinished run.
+    CANCEL_ALL_RUNS = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/cancel-all";
+    /// One run.
+    GET_RUN = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}";
+    /// Cancel a run.
+    CANCEL_RUN = "POST" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/cancel";
+    /// Everything stored about a run that helps debug it.
+    RUN_DEBUG = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/debug";
+    /// Queue wait and run time per task, and the critical path.
+    RUN_TIMELINE = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/timeline";
+    /// Task executions of a run.
+    LIST_TASKS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks";
+    /// One task execution.
+    GET_TASK = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}";
+    /// Every attempt of a task execution.
+    LIST_ATTEMPTS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts";
+    /// A task execution's log, whole or followed.
+    TASK_LOGS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs";
+}
+
+impl Route {
+    /// The path with its placeholders replaced by `args`, in order.
+    ///
+    /// # Panics
+    /// When the number of arguments differs from the number of placeholders: a bug in the client.
+    pub fn fill(&self, args: &[&dyn std::fmt::Display]) -> String {
+        let mut out = String::with_capacity(self.path.len() + 32);
+        let mut rest = self.path;
+        let mut args = args.iter();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').map(|c| open + c).unwrap_or(rest.len() - 1);
+            let arg = args.next().unwrap_or_else(|| panic!("{}: too few arguments", self.path));
+            out.push_str(&arg.to_string());
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        assert!(args.next().is_none(), "{}: too many arguments", self.path);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_is_filled_in_order() {
+        assert_eq!(GET_TASK.fill(&[&"ns", &"p", &7, &"build"]), "/api/v1/namespaces/ns/pipelines/p/runs/7/tasks/build");
+        assert_eq!(HEALTH.fill(&[]), "/health");
+    }
+}
