@@ -174,6 +174,9 @@ pub struct EngineSettings {
     pub retry_backoff_ms: u64,
     /// Running task executions per tenant; 0 means no limit.
     pub tenant_max_running_tasks: u32,
+    /// How often each replica looks for tenants whose task-seconds ran out while their tasks
+    /// run (and stops those runs), in milliseconds.
+    pub quota_check_interval_ms: u64,
 }
 
 /// The local sandbox scheduler.
@@ -257,6 +260,7 @@ impl Default for EngineSettings {
             infra_retries: 3,
             retry_backoff_ms: 1000,
             tenant_max_running_tasks: 0,
+            quota_check_interval_ms: 5000,
         }
     }
 }

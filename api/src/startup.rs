@@ -243,6 +243,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         infra_retries: e.infra_retries,
         retry_backoff: Duration::from_millis(e.retry_backoff_ms),
         tenant_max_running_tasks: e.tenant_max_running_tasks,
+        quota_check_interval: Duration::from_millis(e.quota_check_interval_ms),
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         ..EngineConfig::default()
     }

@@ -438,7 +438,7 @@ pub struct RunDemand {
 
 /// A run its plan cannot admit: which limit, what was asked, what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{subject} asks for {limit} {requested}, above the plan's {allowed}")]
+#[error("{}", self.describe())]
 pub struct QuotaExceeded {
     /// The limit's name (`max_task_timeout_s`, …).
     pub limit: &'static str,
@@ -448,6 +448,27 @@ pub struct QuotaExceeded {
     pub requested: u64,
     /// What the plan allows.
     pub allowed: u64,
+}
+
+impl QuotaExceeded {
+    /// The limit on task-seconds per month.
+    pub const TASK_SECONDS: &'static str = "task_seconds_per_month";
+
+    /// Refuses a run because the tenant used `used_s` of its `allowed_s` task-seconds this month.
+    pub fn task_seconds(used_s: u64, allowed_s: u64) -> Self {
+        Self { limit: Self::TASK_SECONDS, subject: "the tenant".into(), requested: used_s, allowed: allowed_s }
+    }
+
+    fn describe(&self) -> String {
+        if self.limit == Self::TASK_SECONDS {
+            format!(
+                "{} used {} of the plan's {} task-seconds this month ({}); no task-seconds are left",
+                self.subject, self.requested, self.allowed, self.limit
+            )
+        } else {
+            format!("{} asks for {} {}, above the plan's {}", self.subject, self.limit, self.requested, self.allowed)
+        }
+    }
 }
 
 impl Plan {
@@ -503,6 +524,11 @@ mod plan_tests {
         let over = plan().admit(&RunDemand { tasks: vec![task(61, 500, 128)], run_timeout_s: 300 }).unwrap_err();
         assert_eq!((over.limit, over.requested, over.allowed), ("max_task_timeout_s", 61, 60));
         assert_eq!(over.to_string(), "task work asks for max_task_timeout_s 61, above the plan's 60");
+        assert_eq!(
+            QuotaExceeded::task_seconds(612, 600).to_string(),
+            "the tenant used 612 of the plan's 600 task-seconds this month (task_seconds_per_month); \
+             no task-seconds are left"
+        );
         let run = plan().admit(&RunDemand { tasks: vec![], run_timeout_s: 301 }).unwrap_err();
         assert_eq!(run.limit, "max_run_duration_s");
         assert_eq!(

@@ -126,6 +126,8 @@ wire_enum!(
         Orphaned => "orphaned",
         /// A task of the run failed.
         TaskFailed => "task_failed",
+        /// The tenant's task-seconds for the month ran out, so the run or task was stopped.
+        QuotaExhausted => "quota_exhausted",
     }
 );
 

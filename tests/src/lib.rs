@@ -50,6 +50,19 @@ impl Answer {
     }
 }
 
+/// Polls `check` every 50 ms until it holds, failing the test after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates a fresh database in the test cluster and answers its URL.
 pub async fn fresh_database() -> String {
     let admin = std::env::var(DATABASE_ENV)
