@@ -57,21 +57,29 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-/// Request rate limits (plans refine them per tenant later).
+/// Request rate limits. A tenant token is limited at its plan's `requests_per_minute` once it
+/// has authenticated; these apply to operator tokens and a token's first request on a replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
-    /// Requests per minute per token.
+    /// Requests per minute per token (operator tokens; tenant tokens until their plan is known).
     pub per_token_per_minute: u32,
     /// Requests per minute per client address (IPv6: /64) without a token.
     pub anonymous_per_minute: u32,
     /// Run starts per minute per token (or address), on top of the general limit.
     pub start_runs_per_minute: u32,
+    /// Trial signups (`POST /api/v1/trial`) per minute per client address.
+    pub trial_signups_per_minute: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { per_token_per_minute: 1200, anonymous_per_minute: 120, start_runs_per_minute: 120 }
+        Self {
+            per_token_per_minute: 1200,
+            anonymous_per_minute: 120,
+            start_runs_per_minute: 120,
+            trial_signups_per_minute: 3,
+        }
     }
 }
 

@@ -115,6 +115,7 @@ impl Application {
             config.rate_limits.per_token_per_minute,
             config.rate_limits.anonymous_per_minute,
             config.rate_limits.start_runs_per_minute,
+            config.rate_limits.trial_signups_per_minute,
         ));
         let jobs = crate::jobs::spawn_all(vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {

@@ -174,6 +174,10 @@ pub(crate) struct LiveToken {
     pub principal: Principal,
     pub allowed_cidrs: Vec<String>,
     pub tenant_suspended: bool,
+    /// The tenant's plan's request rate (tenant tokens).
+    pub requests_per_minute: Option<i32>,
+    /// A trial tenant's token (`kind = 'trial'`).
+    pub trial: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -184,12 +188,15 @@ struct LiveTokenRow {
     namespaces: Vec<String>,
     allowed_cidrs: Vec<String>,
     suspended: bool,
+    requests_per_minute: Option<i32>,
+    trial: bool,
 }
 
 pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option<LiveToken>, sqlx::Error> {
     let row: Option<LiveTokenRow> = sqlx::query_as(
-        "SELECT t.id, t.tenant_id, t.role, t.namespaces, t.allowed_cidrs, (n.suspended_at IS NOT NULL) AS suspended
-         FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id
+        "SELECT t.id, t.tenant_id, t.role, t.namespaces, t.allowed_cidrs, (n.suspended_at IS NOT NULL) AS suspended,
+                p.requests_per_minute, t.kind = 'trial' AS trial
+         FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id LEFT JOIN plans p ON p.id = n.plan_id
          WHERE t.hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
     )
     .bind(hash)
@@ -207,7 +214,13 @@ pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option
             namespaces: NamespaceGlobs::parse(row.namespaces).map_err(decode)?,
         },
     };
-    Ok(Some(LiveToken { principal, allowed_cidrs: row.allowed_cidrs, tenant_suspended: row.suspended }))
+    Ok(Some(LiveToken {
+        principal,
+        allowed_cidrs: row.allowed_cidrs,
+        tenant_suspended: row.suspended,
+        requests_per_minute: row.requests_per_minute,
+        trial: row.trial,
+    }))
 }
 
 #[derive(sqlx::FromRow)]

@@ -64,6 +64,10 @@ pub struct Authentication {
     pub allowed_cidrs: Vec<ipnet::IpNet>,
     /// Its tenant is suspended: the caller must refuse it.
     pub tenant_suspended: bool,
+    /// Requests per minute its tenant's plan allows (tenant tokens).
+    pub requests_per_minute: Option<u32>,
+    /// A trial tenant's token: rate limited per client address, not per token.
+    pub trial: bool,
 }
 
 /// Resolves a presented bearer secret; `None` for unknown, revoked or expired tokens.
@@ -76,7 +80,13 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
         tracing::error!("a token has an unparsable client network; refusing it");
         return Ok(None);
     };
-    Ok(Some(Authentication { principal: live.principal, allowed_cidrs, tenant_suspended: live.tenant_suspended }))
+    Ok(Some(Authentication {
+        principal: live.principal,
+        allowed_cidrs,
+        tenant_suspended: live.tenant_suspended,
+        requests_per_minute: live.requests_per_minute.and_then(|r| u32::try_from(r).ok()),
+        trial: live.trial,
+    }))
 }
 
 /// On a database that has never issued one, creates the operator bootstrap token (from `preset`
