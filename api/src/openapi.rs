@@ -25,6 +25,8 @@ use crate::routes;
         routes::plans::update,
         routes::plans::remove,
         routes::plans::assign,
+        routes::usage::tenant_usage,
+        routes::usage::operator_usage,
         routes::tokens::create,
         routes::tokens::list,
         routes::tokens::whoami,

@@ -13,6 +13,7 @@ pub(crate) mod plans;
 pub(crate) mod runs;
 pub(crate) mod tenants;
 pub(crate) mod tokens;
+pub(crate) mod usage;
 
 use futures_util::StreamExt;
 
@@ -35,6 +36,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(plans::update)
         .service(plans::remove)
         .service(plans::assign)
+        .service(usage::tenant_usage)
+        .service(usage::operator_usage)
         .service(tokens::create)
         .service(tokens::list)
         .service(tokens::whoami)

@@ -1,8 +1,11 @@
 //! SQL of the billing crate. Plans are not tenant-owned; operators' work uses the owner role.
 
 use gofer_core::TenantId;
-use gofer_core::model::Plan;
-use sqlx::PgPool;
+use gofer_core::model::{Plan, UsageGroup};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use crate::usage::GroupBy;
 
 #[derive(sqlx::FromRow)]
 struct PlanRow {
@@ -145,4 +148,76 @@ pub(crate) async fn tenant_plan(pool: &PgPool, tenant: &TenantId) -> Result<Opti
     .fetch_optional(pool)
     .await?;
     Ok(row.map(Into::into))
+}
+
+/// Scopes a transaction to one tenant (role `gofer_tenant`, `app.tenant_id`): row-level security
+/// then lets it read only that tenant's rows.
+pub(crate) async fn scope_to(conn: &mut PgConnection, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
+        .bind(tenant.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    key: String,
+    attempts: i64,
+    task_seconds: f64,
+    cpu_core_seconds: f64,
+    memory_mb_seconds: f64,
+}
+
+/// Usage groups of the ledger, keyed by `$key`, after `$5`, ordered by key.
+macro_rules! usage_groups_sql {
+    ($key:literal) => {
+        concat!(
+            "SELECT * FROM (
+                 SELECT ",
+            $key,
+            " AS key, count(*) AS attempts, (sum(task_ms) / 1000.0)::double precision AS task_seconds,
+                        (sum(task_ms::numeric * cpu_millis) / 1000000.0)::double precision AS cpu_core_seconds,
+                        (sum(task_ms::numeric * memory_mb) / 1000.0)::double precision AS memory_mb_seconds
+                 FROM usage_records
+                 WHERE tenant_id = $1 AND finished_at >= $2 AND finished_at < $3
+                 GROUP BY 1
+             ) g
+             WHERE ($4::text IS NULL OR g.key > $4) ORDER BY g.key LIMIT $5"
+        )
+    };
+}
+
+pub(crate) async fn usage_groups(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    group_by: GroupBy,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UsageGroup>, sqlx::Error> {
+    const BY_DAY: &str = usage_groups_sql!("to_char(date_trunc('day', finished_at, 'UTC'), 'YYYY-MM-DD')");
+    const BY_PIPELINE: &str = usage_groups_sql!("namespace_id || '/' || pipeline_id");
+    let rows: Vec<UsageRow> = sqlx::query_as(match group_by {
+        GroupBy::Day => BY_DAY,
+        GroupBy::Pipeline => BY_PIPELINE,
+    })
+    .bind(tenant.as_str())
+    .bind(from)
+    .bind(to)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageGroup {
+            key: r.key,
+            attempts: r.attempts,
+            task_seconds: r.task_seconds,
+            cpu_core_seconds: r.cpu_core_seconds,
+            memory_mb_seconds: r.memory_mb_seconds,
+        })
+        .collect())
 }

@@ -1,6 +1,7 @@
 //! Plans: what a tenant may use. Operators manage them; every tenant has one.
 
 mod db;
+pub mod usage;
 
 use gofer_core::TenantId;
 use gofer_core::id::validate_identifier;

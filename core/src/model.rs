@@ -427,6 +427,22 @@ pub struct Plan {
     pub requests_per_minute: u32,
 }
 
+/// Metered usage of one group (a day, or a pipeline) over a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageGroup {
+    /// The group: a UTC day (`2026-11-25`) or a pipeline (`namespace/pipeline`).
+    pub key: String,
+    /// Finished task attempts.
+    pub attempts: i64,
+    /// Wall-clock task time, in seconds.
+    pub task_seconds: f64,
+    /// Task time weighted by the CPU each task asked for, in core-seconds.
+    pub cpu_core_seconds: f64,
+    /// Task time weighted by the memory each task asked for, in MiB-seconds.
+    pub memory_mb_seconds: f64,
+}
+
 /// What a run asks of its plan, task by task, with the server's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDemand {

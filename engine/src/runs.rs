@@ -218,3 +218,10 @@ pub async fn cancel_everything(
     }
     Ok(runs.len())
 }
+
+/// Task time the tenant used this calendar month (UTC), in milliseconds, counting attempts still
+/// running: what admission and the quota check compare with the plan's task-seconds.
+pub async fn task_ms_this_month(pool: &PgPool, tenant: &TenantId) -> Result<i64, EngineError> {
+    let mut tx = db::scoped(pool, tenant).await?;
+    db::usage::used_ms(&mut tx, tenant).await
+}
