@@ -55,6 +55,69 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` is believed (CIDRs); the client is the right-most entry
     /// that is not one of them. Empty: the socket peer is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Anonymous trials (`POST /api/v1/trial`).
+    pub trial: TrialSettings,
+    /// Blocking abusive client addresses.
+    pub ip_blocks: IpBlockSettings,
+}
+
+/// Anonymous trials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrialSettings {
+    /// Whether `POST /api/v1/trial` creates trials (off: 404 `route_not_found`).
+    pub enabled: bool,
+    /// The plan trial tenants get.
+    pub plan: String,
+    /// How long a trial lasts, in seconds; then it is suspended.
+    pub lifetime_s: u64,
+    /// How long a suspended trial is kept before it is removed with all its data, in seconds.
+    pub removal_grace_s: u64,
+    /// Trials one client address (IPv6: /64) may start per 24 hours; one more blocks the address.
+    pub max_per_address_per_day: u32,
+    /// How long an address whose trial used up its task-seconds is refused new trials, in seconds.
+    pub exhausted_refusal_s: u64,
+    /// How often expired trials are suspended and removed, in seconds.
+    pub job_interval_s: u64,
+}
+
+impl Default for TrialSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            plan: "trial".into(),
+            lifetime_s: 24 * 3600,
+            removal_grace_s: 24 * 3600,
+            max_per_address_per_day: 3,
+            exhausted_refusal_s: 7 * 24 * 3600,
+            job_interval_s: 60,
+        }
+    }
+}
+
+/// Blocking abusive client addresses (403 `ip_blocked`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpBlockSettings {
+    /// How long an address that asks for more trials than allowed is blocked, in seconds.
+    pub trial_abuse_block_s: u64,
+    /// Rate-limited (429) answers an address may get per minute before it is blocked; 0 never blocks.
+    pub rate_limited_per_minute: u32,
+    /// How long an address that keeps hitting rate limits is blocked, in seconds.
+    pub rate_limit_block_s: u64,
+    /// How often each replica reloads the blocks from Postgres besides NOTIFY, in milliseconds.
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for IpBlockSettings {
+    fn default() -> Self {
+        Self {
+            trial_abuse_block_s: 24 * 3600,
+            rate_limited_per_minute: 60,
+            rate_limit_block_s: 3600,
+            refresh_interval_ms: 30_000,
+        }
+    }
 }
 
 /// Request rate limits. A tenant token is limited at its plan's `requests_per_minute` once it
@@ -248,6 +311,8 @@ impl Default for Config {
             run_tokens: RunTokenSettings::default(),
             rate_limits: RateLimitSettings::default(),
             trusted_proxies: Vec::new(),
+            trial: TrialSettings::default(),
+            ip_blocks: IpBlockSettings::default(),
         }
     }
 }

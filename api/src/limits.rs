@@ -461,6 +461,12 @@ pub async fn rate_limit(
     if path == "/health" || path == "/ready" {
         return next.call(req).await;
     }
+    // Operators can always reach the blocks themselves (the route still needs an operator token).
+    if !path.starts_with("/api/v1/ip-blocks")
+        && let Some(until) = state.ip_blocks.blocked_until(ip)
+    {
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&ip_blocked(until))));
+    }
     let token_key = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -473,6 +479,9 @@ pub async fn rate_limit(
     }
     let decision = state.request_limits.check(bucket_of(req.method(), path), token_key.as_deref(), ip);
     if let Some(retry_after_s) = decision.retry_after_s {
+        if state.ip_blocks.strike(ip) {
+            block_client(&state, ip, "rate_limits", state.config.ip_blocks.rate_limit_block_s);
+        }
         let mut response = actix_web::ResponseError::error_response(&ApiError::RateLimited { retry_after_s });
         set_headers(response.headers_mut(), &decision);
         return Ok(req.into_response(response));
@@ -480,4 +489,82 @@ pub async fn rate_limit(
     let mut response = next.call(req).await?;
     set_headers(response.headers_mut(), &decision);
     Ok(response)
+}
+
+/// The client addresses blocked right now, in memory: checking a request costs one map lookup.
+/// Reloaded from Postgres when a replica announces a change (NOTIFY) and periodically; also
+/// counts each address's rate-limited answers, to block one that keeps hitting the limits.
+pub struct IpBlocks {
+    blocked: RwLock<HashMap<IpAddr, time::OffsetDateTime>>,
+    strikes: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl IpBlocks {
+    /// `strikes_per_minute` rate-limited answers per address are tolerated; 0 never blocks.
+    pub fn new(strikes_per_minute: u32) -> Self {
+        Self {
+            blocked: RwLock::default(),
+            strikes: NonZeroU32::new(strikes_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// When the client's block ends, if it is blocked.
+    pub fn blocked_until(&self, ip: IpAddr) -> Option<time::OffsetDateTime> {
+        let until = self.blocked.read().ok()?.get(&client_key(ip)).copied()?;
+        (until > time::OffsetDateTime::now_utc()).then_some(until)
+    }
+
+    /// Replaces the blocks with the active ones from the database.
+    pub fn replace(&self, active: impl IntoIterator<Item = (IpAddr, time::OffsetDateTime)>) {
+        let map: HashMap<IpAddr, time::OffsetDateTime> = active.into_iter().collect();
+        if let Ok(mut blocked) = self.blocked.write() {
+            *blocked = map;
+        }
+    }
+
+    /// Blocks a client here at once (the database and other replicas follow).
+    pub fn insert(&self, ip: IpAddr, until: time::OffsetDateTime) {
+        if let Ok(mut blocked) = self.blocked.write() {
+            blocked.insert(client_key(ip), until);
+        }
+    }
+
+    /// Counts a rate-limited answer; true when the client has now had too many and must be blocked.
+    pub fn strike(&self, ip: IpAddr) -> bool {
+        self.strikes.as_ref().is_some_and(|s| s.check_key(&client_key(ip)).is_err())
+    }
+
+    /// Forgets idle strike counters and ended blocks.
+    pub fn sweep(&self) {
+        if let Some(strikes) = &self.strikes {
+            strikes.retain_recent();
+            strikes.shrink_to_fit();
+        }
+        let now = time::OffsetDateTime::now_utc();
+        if let Ok(mut blocked) = self.blocked.write() {
+            blocked.retain(|_, until| *until > now);
+        }
+    }
+}
+
+/// The 403 `ip_blocked` answer, saying when the block ends.
+fn ip_blocked(until: time::OffsetDateTime) -> ApiError {
+    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    ApiError::Forbidden { code: "ip_blocked", detail: format!("this client address is blocked until {until}") }
+}
+
+/// Blocks `ip` here and in the database (which tells the other replicas), without holding up
+/// the request that caused it.
+pub(crate) fn block_client(state: &crate::startup::AppState, ip: IpAddr, reason: &'static str, for_s: u64) {
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(for_s);
+    state.ip_blocks.insert(ip, until);
+    let pool = state.pool.clone();
+    let address = client_key(ip).to_string();
+    tracing::warn!(client = %address, reason, block_s = for_s, "blocking a client address");
+    tokio::spawn(async move {
+        let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
+        if let Err(e) = gofer_billing::ip_blocks::block(&pool, &address, reason, duration).await {
+            tracing::error!(error = %e, client = %address, "recording an IP block failed");
+        }
+    });
 }

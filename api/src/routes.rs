@@ -6,6 +6,7 @@ pub(crate) mod configs;
 pub(crate) mod deployments;
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod ip_blocks;
 pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
@@ -13,6 +14,7 @@ pub(crate) mod plans;
 pub(crate) mod runs;
 pub(crate) mod tenants;
 pub(crate) mod tokens;
+pub(crate) mod trial;
 pub(crate) mod usage;
 
 use futures_util::StreamExt;
@@ -30,6 +32,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(tenants::suspend)
         .service(tenants::resume)
         .service(tenants::remove)
+        .service(tenants::convert)
+        .service(trial::start)
+        .service(ip_blocks::list)
+        .service(ip_blocks::create)
+        .service(ip_blocks::remove)
         .service(plans::create)
         .service(plans::list)
         .service(plans::get)

@@ -42,6 +42,8 @@ pub struct AppState {
     pub run_tokens: Arc<RunTokenKeys>,
     /// Request rate limits.
     pub request_limits: Arc<RequestLimits>,
+    /// Blocked client addresses.
+    pub ip_blocks: Arc<crate::limits::IpBlocks>,
 }
 
 /// A built server, bound and ready to run.
@@ -117,14 +119,28 @@ impl Application {
             config.rate_limits.start_runs_per_minute,
             config.rate_limits.trial_signups_per_minute,
         ));
-        let jobs = crate::jobs::spawn_all(vec![
+        let ip_blocks = Arc::new(crate::limits::IpBlocks::new(config.ip_blocks.rate_limited_per_minute));
+        crate::jobs::reload_ip_blocks(&pool, &ip_blocks).await.context("loading IP blocks")?;
+        let mut jobs = crate::jobs::spawn_all(vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
                 every: Duration::from_secs(config.tokens.purge_interval_s),
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
             Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone(), request_limits.clone())),
+            Arc::new(crate::jobs::RefreshIpBlocks {
+                pool: pool.clone(),
+                blocks: ip_blocks.clone(),
+                every: Duration::from_millis(config.ip_blocks.refresh_interval_ms.max(100)),
+            }),
+            Arc::new(crate::jobs::EndTrials {
+                pool: pool.clone(),
+                logs: logs.clone(),
+                every: Duration::from_secs(config.trial.job_interval_s.max(1)),
+                grace: Duration::from_secs(config.trial.removal_grace_s),
+            }),
         ]);
+        jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
             pool,
@@ -135,6 +151,7 @@ impl Application {
             auth_failures,
             run_tokens,
             request_limits,
+            ip_blocks,
         });
         let server = HttpServer::new(move || {
             App::new()

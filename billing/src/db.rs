@@ -221,3 +221,183 @@ pub(crate) async fn usage_groups(
         })
         .collect())
 }
+
+// Trials and IP blocks are not tenant-owned: operators' and the service's own bookkeeping (owner role).
+
+/// Serialises trial signups of one client address for the rest of the transaction.
+pub(crate) async fn lock_address(conn: &mut PgConnection, address: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trial:' || $1))").bind(address).execute(conn).await?;
+    Ok(())
+}
+
+/// When a trial of `address` (not converted) last ran out of task-seconds, within `window`.
+pub(crate) async fn last_exhausted_trial(
+    conn: &mut PgConnection,
+    address: &str,
+    window: time::Duration,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT max(COALESCE(t.exhausted_at, n.quota_exhausted_at)) FROM trials t LEFT JOIN tenants n ON n.id = t.tenant_id
+         WHERE t.client_ip = $1 AND t.converted_at IS NULL
+           AND COALESCE(t.exhausted_at, n.quota_exhausted_at) > now() - make_interval(secs => $2)",
+    )
+    .bind(address)
+    .bind(window.as_seconds_f64())
+    .fetch_one(conn)
+    .await
+}
+
+/// Trials of `address` started within `window`, and when the oldest of them started.
+pub(crate) async fn trials_since(
+    conn: &mut PgConnection,
+    address: &str,
+    window: time::Duration,
+) -> Result<(i64, Option<OffsetDateTime>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(created_at) FROM trials
+         WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2)",
+    )
+    .bind(address)
+    .bind(window.as_seconds_f64())
+    .fetch_one(conn)
+    .await
+}
+
+pub(crate) async fn insert_trial(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    address: &str,
+    expires: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO trials (tenant_id, client_ip, expires_at) VALUES ($1, $2, $3)")
+        .bind(tenant.as_str())
+        .bind(address)
+        .bind(expires)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn mark_exhausted(pool: &PgPool, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET quota_exhausted_at = now() WHERE id = $1")
+        .bind(tenant.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn mark_converted(pool: &PgPool, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE trials SET converted_at = now() WHERE tenant_id = $1 AND converted_at IS NULL")
+        .bind(tenant.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Trial tenants whose trial ended: not yet suspended (`grace` unset), or ended more than
+/// `grace` ago (due for removal).
+pub(crate) async fn ended_trials(
+    pool: &PgPool,
+    grace: Option<time::Duration>,
+    limit: i64,
+) -> Result<Vec<TenantId>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM tenants
+         WHERE trial_expires_at IS NOT NULL
+           AND CASE WHEN $1::float8 IS NULL THEN trial_expires_at <= now() AND suspended_at IS NULL
+                    ELSE trial_expires_at <= now() - make_interval(secs => $1) END
+         ORDER BY trial_expires_at LIMIT $2",
+    )
+    .bind(grace.map(|g| g.as_seconds_f64()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    ids.into_iter().map(|id| TenantId::parse(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))).collect()
+}
+
+pub(crate) async fn mark_removed(pool: &PgPool, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE trials t SET removed_at = now(),
+             exhausted_at = COALESCE(t.exhausted_at, (SELECT n.quota_exhausted_at FROM tenants n WHERE n.id = t.tenant_id))
+         WHERE t.tenant_id = $1",
+    )
+    .bind(tenant.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct BlockRow {
+    client_ip: String,
+    reason: String,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl From<BlockRow> for gofer_core::model::IpBlock {
+    fn from(r: BlockRow) -> Self {
+        Self { address: r.client_ip, reason: r.reason, created: r.created_at, expires: r.expires_at }
+    }
+}
+
+/// Blocks an address (extending an existing block) and tells every replica, in one statement.
+pub(crate) async fn upsert_block(
+    pool: &PgPool,
+    address: &str,
+    reason: &str,
+    duration: time::Duration,
+) -> Result<gofer_core::model::IpBlock, sqlx::Error> {
+    let row: BlockRow = sqlx::query_as(
+        "WITH upserted AS (
+             INSERT INTO ip_blocks (client_ip, reason, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (client_ip) DO UPDATE
+                 SET reason = EXCLUDED.reason, expires_at = GREATEST(ip_blocks.expires_at, EXCLUDED.expires_at)
+             RETURNING client_ip, reason, created_at, expires_at
+         )
+         SELECT u.*, pg_notify($4, u.client_ip) IS NULL AS notified FROM upserted u",
+    )
+    .bind(address)
+    .bind(reason)
+    .bind(duration.as_seconds_f64())
+    .bind(crate::ip_blocks::CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.into())
+}
+
+pub(crate) async fn delete_block(pool: &PgPool, address: &str) -> Result<bool, sqlx::Error> {
+    let deleted: Option<String> = sqlx::query_scalar(
+        "WITH deleted AS (DELETE FROM ip_blocks WHERE client_ip = $1 AND expires_at > now() RETURNING client_ip)
+         SELECT pg_notify($2, d.client_ip)::text FROM deleted d",
+    )
+    .bind(address)
+    .bind(crate::ip_blocks::CHANNEL)
+    .fetch_optional(pool)
+    .await?;
+    Ok(deleted.is_some())
+}
+
+pub(crate) async fn list_blocks(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<gofer_core::model::IpBlock>, sqlx::Error> {
+    let rows: Vec<BlockRow> = sqlx::query_as(
+        "SELECT client_ip, reason, created_at, expires_at FROM ip_blocks
+         WHERE expires_at > now() AND ($1::text IS NULL OR client_ip > $1) ORDER BY client_ip LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+pub(crate) async fn active_blocks(pool: &PgPool) -> Result<Vec<(String, OffsetDateTime)>, sqlx::Error> {
+    sqlx::query_as("SELECT client_ip, expires_at FROM ip_blocks WHERE expires_at > now()").fetch_all(pool).await
+}
+
+pub(crate) async fn purge_blocks(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM ip_blocks WHERE expires_at <= now()").execute(pool).await?.rows_affected())
+}

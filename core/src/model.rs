@@ -25,6 +25,13 @@ pub struct Tenant {
     /// When it was suspended: its tokens are refused and its runs were stopped. `null` when active.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub suspended: Option<OffsetDateTime>,
+    /// Its plan's id.
+    #[serde(default)]
+    pub plan: String,
+    /// For a trial tenant, when the trial ends (it is then suspended, and later removed with all
+    /// its data); `null` for other tenants.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub trial_expires: Option<OffsetDateTime>,
 }
 
 /// A namespace: a group of pipelines inside a tenant.
@@ -425,6 +432,22 @@ pub struct Plan {
     pub object_storage_bytes: u64,
     /// API requests per minute per token.
     pub requests_per_minute: u32,
+}
+
+/// A client address refused with 403 `ip_blocked` until the block expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IpBlock {
+    /// The blocked client: an IPv4 address, or an IPv6 /64 as its network address.
+    pub address: String,
+    /// Why (`trial_signups`, `rate_limits`, or an operator's text).
+    pub reason: String,
+    /// When the block was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// When it ends by itself.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
 }
 
 /// Metered usage of one group (a day, or a pipeline) over a period.
