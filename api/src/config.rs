@@ -125,6 +125,9 @@ impl Default for IpBlockSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
+    /// Whether requests are rate limited at all (off only to measure the limiter's cost; IP
+    /// blocks still apply).
+    pub enabled: bool,
     /// Requests per minute per token (operator tokens; tenant tokens until their plan is known).
     pub per_token_per_minute: u32,
     /// Requests per minute per client address (IPv6: /64) without a token.
@@ -138,6 +141,7 @@ pub struct RateLimitSettings {
 impl Default for RateLimitSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             per_token_per_minute: 1200,
             anonymous_per_minute: 120,
             start_runs_per_minute: 120,

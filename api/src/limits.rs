@@ -467,6 +467,9 @@ pub async fn rate_limit(
     {
         return Ok(req.into_response(actix_web::ResponseError::error_response(&ip_blocked(until))));
     }
+    if !state.config.rate_limits.enabled {
+        return next.call(req).await;
+    }
     let token_key = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
