@@ -483,7 +483,7 @@ pub async fn rate_limit(
     let decision = state.request_limits.check(bucket_of(req.method(), path), token_key.as_deref(), ip);
     if let Some(retry_after_s) = decision.retry_after_s {
         if state.ip_blocks.strike(ip) {
-            block_client(&state, ip, "rate_limits", state.config.ip_blocks.rate_limit_block_s);
+            block_client(&state, ip, "rate_limits", state.config.ip_blocks.rate_limit_block_s).await;
         }
         let mut response = actix_web::ResponseError::error_response(&ApiError::RateLimited { retry_after_s });
         set_headers(response.headers_mut(), &decision);
@@ -556,18 +556,15 @@ fn ip_blocked(until: time::OffsetDateTime) -> ApiError {
     ApiError::Forbidden { code: "ip_blocked", detail: format!("this client address is blocked until {until}") }
 }
 
-/// Blocks `ip` here and in the database (which tells the other replicas), without holding up
-/// the request that caused it.
-pub(crate) fn block_client(state: &crate::startup::AppState, ip: IpAddr, reason: &'static str, for_s: u64) {
+/// Blocks `ip` here at once and in the database (which tells the other replicas) before the
+/// answer goes out, so an operator listing blocks right after sees it. Rare: only abusers pay it.
+pub(crate) async fn block_client(state: &crate::startup::AppState, ip: IpAddr, reason: &'static str, for_s: u64) {
     let until = time::OffsetDateTime::now_utc() + Duration::from_secs(for_s);
     state.ip_blocks.insert(ip, until);
-    let pool = state.pool.clone();
     let address = client_key(ip).to_string();
     tracing::warn!(client = %address, reason, block_s = for_s, "blocking a client address");
-    tokio::spawn(async move {
-        let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
-        if let Err(e) = gofer_billing::ip_blocks::block(&pool, &address, reason, duration).await {
-            tracing::error!(error = %e, client = %address, "recording an IP block failed");
-        }
-    });
+    let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
+    if let Err(e) = gofer_billing::ip_blocks::block(&state.pool, &address, reason, duration).await {
+        tracing::error!(error = %e, client = %address, "recording an IP block failed");
+    }
 }

@@ -38,7 +38,7 @@ pub(crate) async fn start(req: HttpRequest, state: web::Data<AppState>) -> Resul
         }
         Err(gofer_billing::BillingError::TrialRefused { abuse: true, .. }) => {
             let block_s = state.config.ip_blocks.trial_abuse_block_s;
-            crate::limits::block_client(&state, ip, "trial_signups", block_s);
+            crate::limits::block_client(&state, ip, "trial_signups", block_s).await;
             let until = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(block_s);
             let until = until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
             Err(ApiError::Forbidden {
