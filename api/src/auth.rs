@@ -42,6 +42,10 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer(req);
         let ip = client_ip(req);
+        let rate_key = {
+            use actix_web::HttpMessage;
+            req.extensions().get::<crate::limits::TokenRateKey>().cloned()
+        };
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
@@ -60,6 +64,10 @@ impl FromRequest for Authenticated {
                 }
                 return Err(ApiError::Unauthorized);
             };
+            if let (Some(rpm), Some(key)) = (auth.requests_per_minute, rate_key) {
+                // The next requests of this token are limited at its plan's rate.
+                state.request_limits.learn(&key.0, rpm, auth.trial);
+            }
             if auth.tenant_suspended {
                 return Err(ApiError::Forbidden { code: "tenant_suspended", detail: "the tenant is suspended".into() });
             }

@@ -79,6 +79,10 @@ pub struct Config {
     pub vault_mount: String,
     /// Path prefix inside the mount; values live under `<prefix>tenants/<tenant>/…`.
     pub vault_prefix: String,
+    /// Anonymous trials (`POST /api/v1/trial`).
+    pub trial: TrialSettings,
+    /// Blocking abusive client addresses.
+    pub ip_blocks: IpBlockSettings,
 }
 
 /// Where secret values are kept.
@@ -91,21 +95,92 @@ pub enum SecretStoreKind {
     Vault,
 }
 
-/// Request rate limits (plans refine them per tenant later).
+/// Anonymous trials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrialSettings {
+    /// Whether `POST /api/v1/trial` creates trials (off: 404 `route_not_found`).
+    pub enabled: bool,
+    /// The plan trial tenants get.
+    pub plan: String,
+    /// How long a trial lasts, in seconds; then it is suspended.
+    pub lifetime_s: u64,
+    /// How long a suspended trial is kept before it is removed with all its data, in seconds.
+    pub removal_grace_s: u64,
+    /// Trials one client address (IPv6: /64) may start per 24 hours; one more blocks the address.
+    pub max_per_address_per_day: u32,
+    /// How long an address whose trial used up its task-seconds is refused new trials, in seconds.
+    pub exhausted_refusal_s: u64,
+    /// How often expired trials are suspended and removed, in seconds.
+    pub job_interval_s: u64,
+}
+
+impl Default for TrialSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            plan: "trial".into(),
+            lifetime_s: 24 * 3600,
+            removal_grace_s: 24 * 3600,
+            max_per_address_per_day: 3,
+            exhausted_refusal_s: 7 * 24 * 3600,
+            job_interval_s: 60,
+        }
+    }
+}
+
+/// Blocking abusive client addresses (403 `ip_blocked`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpBlockSettings {
+    /// How long an address that asks for more trials than allowed is blocked, in seconds.
+    pub trial_abuse_block_s: u64,
+    /// Rate-limited (429) answers an address may get per minute before it is blocked; 0 never blocks.
+    pub rate_limited_per_minute: u32,
+    /// How long an address that keeps hitting rate limits is blocked, in seconds.
+    pub rate_limit_block_s: u64,
+    /// How often each replica reloads the blocks from Postgres besides NOTIFY, in milliseconds.
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for IpBlockSettings {
+    fn default() -> Self {
+        Self {
+            trial_abuse_block_s: 24 * 3600,
+            rate_limited_per_minute: 60,
+            rate_limit_block_s: 3600,
+            refresh_interval_ms: 30_000,
+        }
+    }
+}
+
+/// Request rate limits. A tenant token is limited at its plan's `requests_per_minute` once it
+/// has authenticated; these apply to operator tokens and a token's first request on a replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
-    /// Requests per minute per token.
+    /// Whether requests are rate limited at all (off only to measure the limiter's cost; IP
+    /// blocks still apply).
+    pub enabled: bool,
+    /// Requests per minute per token (operator tokens; tenant tokens until their plan is known).
     pub per_token_per_minute: u32,
     /// Requests per minute per client address (IPv6: /64) without a token.
     pub anonymous_per_minute: u32,
     /// Run starts per minute per token (or address), on top of the general limit.
     pub start_runs_per_minute: u32,
+    /// Trial signups (`POST /api/v1/trial`) per minute per client address.
+    pub trial_signups_per_minute: u32,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { per_token_per_minute: 1200, anonymous_per_minute: 120, start_runs_per_minute: 120 }
+        Self {
+            enabled: true,
+            per_token_per_minute: 1200,
+            anonymous_per_minute: 120,
+            start_runs_per_minute: 120,
+            trial_signups_per_minute: 3,
+        }
     }
 }
 
@@ -208,6 +283,9 @@ pub struct EngineSettings {
     pub retry_backoff_ms: u64,
     /// Running task executions per tenant; 0 means no limit.
     pub tenant_max_running_tasks: u32,
+    /// How often each replica looks for tenants whose task-seconds ran out while their tasks
+    /// run (and stops those runs), in milliseconds.
+    pub quota_check_interval_ms: u64,
 }
 
 /// The local sandbox scheduler.
@@ -282,6 +360,8 @@ impl Default for Config {
             vault_approle_mount: "approle".into(),
             vault_mount: "secret".into(),
             vault_prefix: "gofer/".into(),
+            trial: TrialSettings::default(),
+            ip_blocks: IpBlockSettings::default(),
         }
     }
 }
@@ -302,6 +382,7 @@ impl Default for EngineSettings {
             infra_retries: 3,
             retry_backoff_ms: 1000,
             tenant_max_running_tasks: 0,
+            quota_check_interval_ms: 5000,
         }
     }
 }

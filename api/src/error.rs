@@ -265,6 +265,9 @@ impl From<TenantsError> for ApiError {
             TenantsError::TenantNotFound(id) => {
                 ApiError::NotFound { code: "tenant_not_found", detail: format!("tenant {id} does not exist") }
             }
+            TenantsError::PlanNotFound(id) => {
+                ApiError::NotFound { code: "plan_not_found", detail: format!("plan {id} does not exist") }
+            }
             TenantsError::TokenNotFound(id) => {
                 ApiError::NotFound { code: "token_not_found", detail: format!("token {id} does not exist") }
             }
@@ -300,6 +303,9 @@ impl From<gofer_billing::BillingError> for ApiError {
             }
             e @ B::PlanInUse(..) => ApiError::Conflict { code: "plan_in_use", detail: e.to_string() },
             B::Invalid(detail) => ApiError::InvalidParameter { code: "invalid_field", detail },
+            e @ B::TrialRefused { .. } => ApiError::Forbidden { code: "trial_refused", detail: e.to_string() },
+            e @ B::IpBlockNotFound(_) => ApiError::NotFound { code: "ip_block_not_found", detail: e.to_string() },
+            B::Tenants(e) => e.into(),
             e @ B::Database(_) => ApiError::internal(e),
         }
     }

@@ -95,3 +95,103 @@ impl PeriodicJob for SweepAuthFailures {
         })
     }
 }
+
+/// Loads the active IP blocks into the in-memory cache.
+pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::limits::IpBlocks) -> anyhow::Result<()> {
+    let active = gofer_billing::ip_blocks::active(pool).await?;
+    blocks.replace(active.into_iter().filter_map(|(address, until)| Some((address.parse().ok()?, until))));
+    Ok(())
+}
+
+/// Reloads IP blocks whenever a replica changes them (NOTIFY); the periodic job covers missed
+/// notifications.
+pub async fn follow_ip_blocks(pool: PgPool, blocks: Arc<crate::limits::IpBlocks>) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => {
+                if listener.listen(gofer_billing::ip_blocks::CHANNEL).await.is_ok() {
+                    while listener.recv().await.is_ok() {
+                        if let Err(e) = reload_ip_blocks(&pool, &blocks).await {
+                            tracing::warn!(error = %e, "reloading IP blocks failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for IP block changes; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Reloads IP blocks, deletes ended ones, and forgets idle strike counters.
+pub struct RefreshIpBlocks {
+    /// The database.
+    pub pool: PgPool,
+    /// The cache.
+    pub blocks: Arc<crate::limits::IpBlocks>,
+    /// How often.
+    pub every: Duration,
+}
+
+impl PeriodicJob for RefreshIpBlocks {
+    fn name(&self) -> &'static str {
+        "refresh_ip_blocks"
+    }
+
+    fn interval(&self) -> Duration {
+        self.every
+    }
+
+    fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            gofer_billing::ip_blocks::purge_expired(&self.pool).await?;
+            reload_ip_blocks(&self.pool, &self.blocks).await?;
+            self.blocks.sweep();
+            Ok(())
+        })
+    }
+}
+
+/// Ends trials: a trial past its end is suspended (its runs stopped; it can no longer be used),
+/// and removed with all its data `grace` later. Idempotent, so every replica may run it.
+pub struct EndTrials {
+    /// The database.
+    pub pool: PgPool,
+    /// Task logs (removed with the tenant).
+    pub logs: gofer_engine::LogStore,
+    /// How often.
+    pub every: Duration,
+    /// How long a suspended trial is kept.
+    pub grace: Duration,
+}
+
+impl PeriodicJob for EndTrials {
+    fn name(&self) -> &'static str {
+        "end_trials"
+    }
+
+    fn interval(&self) -> Duration {
+        self.every
+    }
+
+    fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            for tenant in gofer_billing::trials::ended_unsuspended(&self.pool, 100).await? {
+                gofer_tenants::set_suspended(&self.pool, &tenant, true).await?;
+                gofer_engine::runs::cancel_everything(&self.pool, &tenant, None).await?;
+                tracing::info!(%tenant, "trial ended; tenant suspended");
+            }
+            let grace = time::Duration::try_from(self.grace)?;
+            for tenant in gofer_billing::trials::due_for_removal(&self.pool, grace, 100).await? {
+                gofer_engine::runs::cancel_everything(&self.pool, &tenant, None).await?;
+                match gofer_tenants::delete_tenant(&self.pool, &tenant).await {
+                    Ok(()) | Err(gofer_tenants::TenantsError::TenantNotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.logs.remove_tenant(&tenant).await?;
+                tracing::info!(%tenant, "trial removed with all its data");
+            }
+            Ok(())
+        })
+    }
+}

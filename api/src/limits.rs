@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -131,6 +131,8 @@ pub enum Bucket {
     General,
     /// Expensive requests: starting runs.
     StartRuns,
+    /// Trial signups, per client address.
+    TrialSignup,
 }
 
 /// The outcome of a rate-limit check, with what the `RateLimit-*` headers say.
@@ -187,52 +189,130 @@ impl Limit {
     }
 }
 
-/// Request rate limits: per token for authenticated requests, per client address (IPv6: /64)
-/// otherwise, with a stricter bucket for starting runs.
+/// What a token's plan allows, as its last authentication said.
+struct Learned {
+    per_minute: u32,
+    per_address: bool,
+    at: Instant,
+}
+
+/// Request rate limits: per token for authenticated requests (at the rate of the tenant's plan
+/// once the token has authenticated), per client address (IPv6: /64) for requests without a
+/// token and for trial tokens, with stricter buckets for starting runs and trial signups.
 pub struct RequestLimits {
     token: Limit,
     anonymous: Limit,
     start_runs: Limit,
+    trial_signups: Limit,
+    /// Plan rates by token key, refreshed by every authentication (which reads the plan anyway),
+    /// so a plan change applies from a token's next request on.
+    learned: RwLock<HashMap<String, Learned>>,
+    /// One limiter per plan rate in use.
+    by_rate: RwLock<HashMap<u32, Arc<Limit>>>,
 }
 
+/// How long a learned plan rate is used without a fresh authentication confirming it.
+const LEARNED_FOR: Duration = Duration::from_secs(300);
+
 impl RequestLimits {
-    /// Limits per minute: per token, per anonymous client, and for starting runs.
-    pub fn new(per_token: u32, per_anonymous_client: u32, start_runs: u32) -> Self {
+    /// Limits per minute: per token (before its plan is known, and for operators), per anonymous
+    /// client, for starting runs, and for trial signups (per address).
+    pub fn new(per_token: u32, per_anonymous_client: u32, start_runs: u32, trial_signups: u32) -> Self {
         Self {
             token: Limit::new(per_token),
             anonymous: Limit::new(per_anonymous_client),
             start_runs: Limit::new(start_runs),
+            trial_signups: Limit::new(trial_signups),
+            learned: RwLock::default(),
+            by_rate: RwLock::default(),
         }
+    }
+
+    /// Records the plan rate of a token that just authenticated; `per_address` for trial tokens.
+    /// Writes only when something changed or the entry is getting old, so readers rarely wait.
+    pub fn learn(&self, token_key: &str, per_minute: u32, per_address: bool) {
+        let fresh = self.learned.read().ok().is_some_and(|map| {
+            map.get(token_key).is_some_and(|l| {
+                l.per_minute == per_minute && l.per_address == per_address && l.at.elapsed() < LEARNED_FOR / 2
+            })
+        });
+        if fresh {
+            return;
+        }
+        if let Ok(mut map) = self.learned.write() {
+            map.insert(token_key.to_owned(), Learned { per_minute, per_address, at: Instant::now() });
+        }
+    }
+
+    fn plan_limit(&self, token_key: &str) -> Option<(Arc<Limit>, bool)> {
+        let (per_minute, per_address) = self.learned.read().ok().and_then(|map| {
+            map.get(token_key).filter(|l| l.at.elapsed() < LEARNED_FOR).map(|l| (l.per_minute, l.per_address))
+        })?;
+        if let Some(limit) = self.by_rate.read().ok().and_then(|m| m.get(&per_minute).cloned()) {
+            return Some((limit, per_address));
+        }
+        let mut by_rate = self.by_rate.write().ok()?;
+        Some((by_rate.entry(per_minute).or_insert_with(|| Arc::new(Limit::new(per_minute))).clone(), per_address))
     }
 
     /// Checks one request. `token_key` identifies the presented token (a hash, never the
     /// secret), `ip` the client.
     pub fn check(&self, bucket: Bucket, token_key: Option<&str>, ip: IpAddr) -> Decision {
-        let key = match token_key {
-            Some(token) => format!("t:{token}"),
-            None => format!("ip:{}", client_key(ip)),
+        let plan = token_key.and_then(|t| self.plan_limit(t));
+        let (key, general) = match (token_key, &plan) {
+            (Some(_), Some((limit, true))) => {
+                let key = format!("trial-ip:{}", client_key(ip));
+                let decision = limit.check(&key);
+                (key, decision)
+            }
+            (Some(token), Some((limit, false))) => {
+                let key = format!("t:{token}");
+                let decision = limit.check(&key);
+                (key, decision)
+            }
+            (Some(token), None) => {
+                let key = format!("t:{token}");
+                let decision = self.token.check(&key);
+                (key, decision)
+            }
+            (None, _) => {
+                let key = format!("ip:{}", client_key(ip));
+                let decision = self.anonymous.check(&key);
+                (key, decision)
+            }
         };
-        let general = match token_key {
-            Some(_) => self.token.check(&key),
-            None => self.anonymous.check(&key),
-        };
-        if general.retry_after_s.is_some() || bucket == Bucket::General {
-            return general;
+        match bucket {
+            _ if general.retry_after_s.is_some() => general,
+            Bucket::General => general,
+            Bucket::StartRuns => self.start_runs.check(&key),
+            Bucket::TrialSignup => self.trial_signups.check(&format!("ip:{}", client_key(ip))),
         }
-        self.start_runs.check(&key)
     }
 
-    /// Forgets idle clients, so memory stays bounded however many have been seen.
+    /// Forgets idle clients and old plan rates, so memory stays bounded however many have been seen.
     pub fn sweep(&self) {
-        for limit in [&self.token, &self.anonymous, &self.start_runs] {
+        let by_rate: Vec<Arc<Limit>> = self.by_rate.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        for limit in [&self.token, &self.anonymous, &self.start_runs, &self.trial_signups]
+            .into_iter()
+            .chain(by_rate.iter().map(|l| l.as_ref()))
+        {
             limit.limiter.retain_recent();
             limit.limiter.shrink_to_fit();
+        }
+        if let Ok(mut learned) = self.learned.write() {
+            learned.retain(|_, l| l.at.elapsed() < LEARNED_FOR);
+            learned.shrink_to_fit();
         }
     }
 
     /// Clients tracked across buckets (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.token.limiter.len() + self.anonymous.limiter.len() + self.start_runs.limiter.len()
+        let by_rate: usize = self.by_rate.read().map(|m| m.values().map(|l| l.limiter.len()).sum()).unwrap_or(0);
+        self.token.limiter.len()
+            + self.anonymous.limiter.len()
+            + self.start_runs.limiter.len()
+            + self.trial_signups.limiter.len()
+            + by_rate
     }
 }
 
@@ -262,7 +342,7 @@ mod request_tests {
 
     #[test]
     fn tokens_and_addresses_have_their_own_buckets_and_runs_a_stricter_one() {
-        let limits = RequestLimits::new(3, 2, 1);
+        let limits = RequestLimits::new(3, 2, 1, 1);
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         let first = limits.check(Bucket::General, Some("aaa"), ip);
         assert_eq!((first.limit, first.remaining, first.retry_after_s), (3, 2, None));
@@ -277,8 +357,30 @@ mod request_tests {
     }
 
     #[test]
+    fn a_token_whose_plan_is_known_is_limited_at_the_plans_rate_and_trial_tokens_per_address() {
+        let limits = RequestLimits::new(100, 100, 100, 100);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).limit, 100, "plan not known yet");
+        limits.learn("aaa", 2, false);
+        assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 1);
+        assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 0);
+        assert!(limits.check(Bucket::General, Some("aaa"), ip).retry_after_s.is_some());
+        // A plan change applies from the next authentication on.
+        limits.learn("aaa", 50, false);
+        assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).limit, 50);
+        // Two trial tokens from one address share the address's bucket.
+        limits.learn("t1", 2, true);
+        limits.learn("t2", 2, true);
+        assert!(limits.check(Bucket::General, Some("t1"), ip).retry_after_s.is_none());
+        assert!(limits.check(Bucket::General, Some("t2"), ip).retry_after_s.is_none());
+        assert!(limits.check(Bucket::General, Some("t1"), ip).retry_after_s.is_some());
+        let elsewhere: IpAddr = "198.51.100.2".parse().unwrap();
+        assert!(limits.check(Bucket::General, Some("t1"), elsewhere).retry_after_s.is_none());
+    }
+
+    #[test]
     fn memory_stays_bounded_under_a_million_addresses() {
-        let limits = RequestLimits::new(600, 6000, 60);
+        let limits = RequestLimits::new(600, 6000, 60, 60);
         for i in 0..1_000_000u32 {
             limits.check(Bucket::General, None, IpAddr::from(i.to_be_bytes()));
         }
@@ -310,8 +412,17 @@ mod request_tests {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
+/// The key of the presented token in the rate limiter (a hash prefix, never the secret), put in
+/// the request's extensions so authentication can tell the limiter the token's plan rate.
+#[derive(Debug, Clone)]
+pub struct TokenRateKey(pub String);
+
 fn bucket_of(method: &actix_web::http::Method, path: &str) -> Bucket {
-    if method == actix_web::http::Method::POST && path.starts_with("/api/v1/") && path.ends_with("/runs") {
+    if method != actix_web::http::Method::POST {
+        Bucket::General
+    } else if path == "/api/v1/trial" {
+        Bucket::TrialSignup
+    } else if path.starts_with("/api/v1/") && path.ends_with("/runs") {
         Bucket::StartRuns
     } else {
         Bucket::General
@@ -350,6 +461,15 @@ pub async fn rate_limit(
     if path == "/health" || path == "/ready" {
         return next.call(req).await;
     }
+    // Operators can always reach the blocks themselves (the route still needs an operator token).
+    if !path.starts_with("/api/v1/ip-blocks")
+        && let Some(until) = state.ip_blocks.blocked_until(ip)
+    {
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&ip_blocked(until))));
+    }
+    if !state.config.rate_limits.enabled {
+        return next.call(req).await;
+    }
     let token_key = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -357,8 +477,14 @@ pub async fn rate_limit(
         .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
         .filter(|t| !t.is_empty())
         .map(|t| hex::encode(&gofer_tenants::token::hash_secret(t)[..16]));
+    if let Some(key) = &token_key {
+        req.extensions_mut().insert(TokenRateKey(key.clone()));
+    }
     let decision = state.request_limits.check(bucket_of(req.method(), path), token_key.as_deref(), ip);
     if let Some(retry_after_s) = decision.retry_after_s {
+        if state.ip_blocks.strike(ip) {
+            block_client(&state, ip, "rate_limits", state.config.ip_blocks.rate_limit_block_s).await;
+        }
         let mut response = actix_web::ResponseError::error_response(&ApiError::RateLimited { retry_after_s });
         set_headers(response.headers_mut(), &decision);
         return Ok(req.into_response(response));
@@ -366,4 +492,79 @@ pub async fn rate_limit(
     let mut response = next.call(req).await?;
     set_headers(response.headers_mut(), &decision);
     Ok(response)
+}
+
+/// The client addresses blocked right now, in memory: checking a request costs one map lookup.
+/// Reloaded from Postgres when a replica announces a change (NOTIFY) and periodically; also
+/// counts each address's rate-limited answers, to block one that keeps hitting the limits.
+pub struct IpBlocks {
+    blocked: RwLock<HashMap<IpAddr, time::OffsetDateTime>>,
+    strikes: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl IpBlocks {
+    /// `strikes_per_minute` rate-limited answers per address are tolerated; 0 never blocks.
+    pub fn new(strikes_per_minute: u32) -> Self {
+        Self {
+            blocked: RwLock::default(),
+            strikes: NonZeroU32::new(strikes_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// When the client's block ends, if it is blocked.
+    pub fn blocked_until(&self, ip: IpAddr) -> Option<time::OffsetDateTime> {
+        let until = self.blocked.read().ok()?.get(&client_key(ip)).copied()?;
+        (until > time::OffsetDateTime::now_utc()).then_some(until)
+    }
+
+    /// Replaces the blocks with the active ones from the database.
+    pub fn replace(&self, active: impl IntoIterator<Item = (IpAddr, time::OffsetDateTime)>) {
+        let map: HashMap<IpAddr, time::OffsetDateTime> = active.into_iter().collect();
+        if let Ok(mut blocked) = self.blocked.write() {
+            *blocked = map;
+        }
+    }
+
+    /// Blocks a client here at once (the database and other replicas follow).
+    pub fn insert(&self, ip: IpAddr, until: time::OffsetDateTime) {
+        if let Ok(mut blocked) = self.blocked.write() {
+            blocked.insert(client_key(ip), until);
+        }
+    }
+
+    /// Counts a rate-limited answer; true when the client has now had too many and must be blocked.
+    pub fn strike(&self, ip: IpAddr) -> bool {
+        self.strikes.as_ref().is_some_and(|s| s.check_key(&client_key(ip)).is_err())
+    }
+
+    /// Forgets idle strike counters and ended blocks.
+    pub fn sweep(&self) {
+        if let Some(strikes) = &self.strikes {
+            strikes.retain_recent();
+            strikes.shrink_to_fit();
+        }
+        let now = time::OffsetDateTime::now_utc();
+        if let Ok(mut blocked) = self.blocked.write() {
+            blocked.retain(|_, until| *until > now);
+        }
+    }
+}
+
+/// The 403 `ip_blocked` answer, saying when the block ends.
+fn ip_blocked(until: time::OffsetDateTime) -> ApiError {
+    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    ApiError::Forbidden { code: "ip_blocked", detail: format!("this client address is blocked until {until}") }
+}
+
+/// Blocks `ip` here at once and in the database (which tells the other replicas) before the
+/// answer goes out, so an operator listing blocks right after sees it. Rare: only abusers pay it.
+pub(crate) async fn block_client(state: &crate::startup::AppState, ip: IpAddr, reason: &'static str, for_s: u64) {
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(for_s);
+    state.ip_blocks.insert(ip, until);
+    let address = client_key(ip).to_string();
+    tracing::warn!(client = %address, reason, block_s = for_s, "blocking a client address");
+    let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
+    if let Err(e) = gofer_billing::ip_blocks::block(&state.pool, &address, reason, duration).await {
+        tracing::error!(error = %e, client = %address, "recording an IP block failed");
+    }
 }

@@ -7,6 +7,7 @@ pub(crate) mod deployments;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod inspect;
+pub(crate) mod ip_blocks;
 pub(crate) mod logs;
 pub(crate) mod namespaces;
 pub(crate) mod pipelines;
@@ -15,6 +16,8 @@ pub(crate) mod runs;
 pub(crate) mod secrets;
 pub(crate) mod tenants;
 pub(crate) mod tokens;
+pub(crate) mod trial;
+pub(crate) mod usage;
 
 use futures_util::StreamExt;
 
@@ -32,12 +35,19 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(tenants::suspend)
         .service(tenants::resume)
         .service(tenants::remove)
+        .service(tenants::convert)
+        .service(trial::start)
+        .service(ip_blocks::list)
+        .service(ip_blocks::create)
+        .service(ip_blocks::remove)
         .service(plans::create)
         .service(plans::list)
         .service(plans::get)
         .service(plans::update)
         .service(plans::remove)
         .service(plans::assign)
+        .service(usage::tenant_usage)
+        .service(usage::operator_usage)
         .service(tokens::create)
         .service(tokens::list)
         .service(tokens::whoami)

@@ -44,6 +44,8 @@ pub struct AppState {
     pub request_limits: Arc<RequestLimits>,
     /// Secret metadata and the store holding the values.
     pub secrets: Arc<gofer_secrets::Secrets>,
+    /// Blocked client addresses.
+    pub ip_blocks: Arc<crate::limits::IpBlocks>,
 }
 
 /// A built server, bound and ready to run.
@@ -133,15 +135,30 @@ impl Application {
             config.rate_limits.per_token_per_minute,
             config.rate_limits.anonymous_per_minute,
             config.rate_limits.start_runs_per_minute,
+            config.rate_limits.trial_signups_per_minute,
         ));
-        let jobs = crate::jobs::spawn_all(vec![
+        let ip_blocks = Arc::new(crate::limits::IpBlocks::new(config.ip_blocks.rate_limited_per_minute));
+        crate::jobs::reload_ip_blocks(&pool, &ip_blocks).await.context("loading IP blocks")?;
+        let mut jobs = crate::jobs::spawn_all(vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
                 every: Duration::from_secs(config.tokens.purge_interval_s),
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
             Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone(), request_limits.clone())),
+            Arc::new(crate::jobs::RefreshIpBlocks {
+                pool: pool.clone(),
+                blocks: ip_blocks.clone(),
+                every: Duration::from_millis(config.ip_blocks.refresh_interval_ms.max(100)),
+            }),
+            Arc::new(crate::jobs::EndTrials {
+                pool: pool.clone(),
+                logs: logs.clone(),
+                every: Duration::from_secs(config.trial.job_interval_s.max(1)),
+                grace: Duration::from_secs(config.trial.removal_grace_s),
+            }),
         ]);
+        jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
             pool,
@@ -153,6 +170,7 @@ impl Application {
             run_tokens,
             request_limits,
             secrets,
+            ip_blocks,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -265,6 +283,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         infra_retries: e.infra_retries,
         retry_backoff: Duration::from_millis(e.retry_backoff_ms),
         tenant_max_running_tasks: e.tenant_max_running_tasks,
+        quota_check_interval: Duration::from_millis(e.quota_check_interval_ms),
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         ..EngineConfig::default()
     }

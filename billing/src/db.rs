@@ -1,8 +1,11 @@
 //! SQL of the billing crate. Plans are not tenant-owned; operators' work uses the owner role.
 
 use gofer_core::TenantId;
-use gofer_core::model::Plan;
-use sqlx::PgPool;
+use gofer_core::model::{Plan, UsageGroup};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use crate::usage::GroupBy;
 
 #[derive(sqlx::FromRow)]
 struct PlanRow {
@@ -145,4 +148,256 @@ pub(crate) async fn tenant_plan(pool: &PgPool, tenant: &TenantId) -> Result<Opti
     .fetch_optional(pool)
     .await?;
     Ok(row.map(Into::into))
+}
+
+/// Scopes a transaction to one tenant (role `gofer_tenant`, `app.tenant_id`): row-level security
+/// then lets it read only that tenant's rows.
+pub(crate) async fn scope_to(conn: &mut PgConnection, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
+        .bind(tenant.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    key: String,
+    attempts: i64,
+    task_seconds: f64,
+    cpu_core_seconds: f64,
+    memory_mb_seconds: f64,
+}
+
+/// Usage groups of the ledger, keyed by `$key`, after `$5`, ordered by key.
+macro_rules! usage_groups_sql {
+    ($key:literal) => {
+        concat!(
+            "SELECT * FROM (
+                 SELECT ",
+            $key,
+            " AS key, count(*) AS attempts, (sum(task_ms) / 1000.0)::double precision AS task_seconds,
+                        (sum(task_ms::numeric * cpu_millis) / 1000000.0)::double precision AS cpu_core_seconds,
+                        (sum(task_ms::numeric * memory_mb) / 1000.0)::double precision AS memory_mb_seconds
+                 FROM usage_records
+                 WHERE tenant_id = $1 AND finished_at >= $2 AND finished_at < $3
+                 GROUP BY 1
+             ) g
+             WHERE ($4::text IS NULL OR g.key > $4) ORDER BY g.key LIMIT $5"
+        )
+    };
+}
+
+pub(crate) async fn usage_groups(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    group_by: GroupBy,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UsageGroup>, sqlx::Error> {
+    const BY_DAY: &str = usage_groups_sql!("to_char(date_trunc('day', finished_at, 'UTC'), 'YYYY-MM-DD')");
+    const BY_PIPELINE: &str = usage_groups_sql!("namespace_id || '/' || pipeline_id");
+    let rows: Vec<UsageRow> = sqlx::query_as(match group_by {
+        GroupBy::Day => BY_DAY,
+        GroupBy::Pipeline => BY_PIPELINE,
+    })
+    .bind(tenant.as_str())
+    .bind(from)
+    .bind(to)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageGroup {
+            key: r.key,
+            attempts: r.attempts,
+            task_seconds: r.task_seconds,
+            cpu_core_seconds: r.cpu_core_seconds,
+            memory_mb_seconds: r.memory_mb_seconds,
+        })
+        .collect())
+}
+
+// Trials and IP blocks are not tenant-owned: operators' and the service's own bookkeeping (owner role).
+
+/// Serialises trial signups of one client address for the rest of the transaction.
+pub(crate) async fn lock_address(conn: &mut PgConnection, address: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trial:' || $1))").bind(address).execute(conn).await?;
+    Ok(())
+}
+
+/// When a trial of `address` (not converted) last ran out of task-seconds, within `window`.
+pub(crate) async fn last_exhausted_trial(
+    conn: &mut PgConnection,
+    address: &str,
+    window: time::Duration,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT max(COALESCE(t.exhausted_at, n.quota_exhausted_at)) FROM trials t LEFT JOIN tenants n ON n.id = t.tenant_id
+         WHERE t.client_ip = $1 AND t.converted_at IS NULL
+           AND COALESCE(t.exhausted_at, n.quota_exhausted_at) > now() - make_interval(secs => $2)",
+    )
+    .bind(address)
+    .bind(window.as_seconds_f64())
+    .fetch_one(conn)
+    .await
+}
+
+/// Trials of `address` started within `window`, and when the oldest of them started.
+pub(crate) async fn trials_since(
+    conn: &mut PgConnection,
+    address: &str,
+    window: time::Duration,
+) -> Result<(i64, Option<OffsetDateTime>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(created_at) FROM trials
+         WHERE client_ip = $1 AND created_at > now() - make_interval(secs => $2)",
+    )
+    .bind(address)
+    .bind(window.as_seconds_f64())
+    .fetch_one(conn)
+    .await
+}
+
+pub(crate) async fn insert_trial(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    address: &str,
+    expires: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO trials (tenant_id, client_ip, expires_at) VALUES ($1, $2, $3)")
+        .bind(tenant.as_str())
+        .bind(address)
+        .bind(expires)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn mark_exhausted(pool: &PgPool, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET quota_exhausted_at = now() WHERE id = $1")
+        .bind(tenant.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn mark_converted(pool: &PgPool, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE trials SET converted_at = now() WHERE tenant_id = $1 AND converted_at IS NULL")
+        .bind(tenant.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Trial tenants whose trial ended: not yet suspended (`grace` unset), or ended more than
+/// `grace` ago (due for removal).
+pub(crate) async fn ended_trials(
+    pool: &PgPool,
+    grace: Option<time::Duration>,
+    limit: i64,
+) -> Result<Vec<TenantId>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM tenants
+         WHERE trial_expires_at IS NOT NULL
+           AND CASE WHEN $1::float8 IS NULL THEN trial_expires_at <= now() AND suspended_at IS NULL
+                    ELSE trial_expires_at <= now() - make_interval(secs => $1) END
+         ORDER BY trial_expires_at LIMIT $2",
+    )
+    .bind(grace.map(|g| g.as_seconds_f64()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    ids.into_iter().map(|id| TenantId::parse(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))).collect()
+}
+
+pub(crate) async fn mark_removed(pool: &PgPool, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE trials t SET removed_at = now(),
+             exhausted_at = COALESCE(t.exhausted_at, (SELECT n.quota_exhausted_at FROM tenants n WHERE n.id = t.tenant_id))
+         WHERE t.tenant_id = $1",
+    )
+    .bind(tenant.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct BlockRow {
+    client_ip: String,
+    reason: String,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl From<BlockRow> for gofer_core::model::IpBlock {
+    fn from(r: BlockRow) -> Self {
+        Self { address: r.client_ip, reason: r.reason, created: r.created_at, expires: r.expires_at }
+    }
+}
+
+/// Blocks an address (extending an existing block) and tells every replica, in one statement.
+pub(crate) async fn upsert_block(
+    pool: &PgPool,
+    address: &str,
+    reason: &str,
+    duration: time::Duration,
+) -> Result<gofer_core::model::IpBlock, sqlx::Error> {
+    let row: BlockRow = sqlx::query_as(
+        "WITH upserted AS (
+             INSERT INTO ip_blocks (client_ip, reason, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (client_ip) DO UPDATE
+                 SET reason = EXCLUDED.reason, expires_at = GREATEST(ip_blocks.expires_at, EXCLUDED.expires_at)
+             RETURNING client_ip, reason, created_at, expires_at
+         )
+         SELECT u.*, pg_notify($4, u.client_ip) IS NULL AS notified FROM upserted u",
+    )
+    .bind(address)
+    .bind(reason)
+    .bind(duration.as_seconds_f64())
+    .bind(crate::ip_blocks::CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.into())
+}
+
+pub(crate) async fn delete_block(pool: &PgPool, address: &str) -> Result<bool, sqlx::Error> {
+    let deleted: Option<String> = sqlx::query_scalar(
+        "WITH deleted AS (DELETE FROM ip_blocks WHERE client_ip = $1 AND expires_at > now() RETURNING client_ip)
+         SELECT pg_notify($2, d.client_ip)::text FROM deleted d",
+    )
+    .bind(address)
+    .bind(crate::ip_blocks::CHANNEL)
+    .fetch_optional(pool)
+    .await?;
+    Ok(deleted.is_some())
+}
+
+pub(crate) async fn list_blocks(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<gofer_core::model::IpBlock>, sqlx::Error> {
+    let rows: Vec<BlockRow> = sqlx::query_as(
+        "SELECT client_ip, reason, created_at, expires_at FROM ip_blocks
+         WHERE expires_at > now() AND ($1::text IS NULL OR client_ip > $1) ORDER BY client_ip LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+pub(crate) async fn active_blocks(pool: &PgPool) -> Result<Vec<(String, OffsetDateTime)>, sqlx::Error> {
+    sqlx::query_as("SELECT client_ip, expires_at FROM ip_blocks WHERE expires_at > now()").fetch_all(pool).await
+}
+
+pub(crate) async fn purge_blocks(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM ip_blocks WHERE expires_at <= now()").execute(pool).await?.rows_affected())
 }

@@ -1,6 +1,9 @@
 //! Plans: what a tenant may use. Operators manage them; every tenant has one.
 
 mod db;
+pub mod ip_blocks;
+pub mod trials;
+pub mod usage;
 
 use gofer_core::TenantId;
 use gofer_core::id::validate_identifier;
@@ -25,6 +28,22 @@ pub enum BillingError {
     /// A plan breaks a rule.
     #[error("{0}")]
     Invalid(String),
+    /// This client address may not start another trial now.
+    #[error("{reason}; no new trial from this address before {until}")]
+    TrialRefused {
+        /// Why.
+        reason: String,
+        /// Until when (RFC 3339).
+        until: String,
+        /// The address made too many trials: block it.
+        abuse: bool,
+    },
+    /// No block for this address.
+    #[error("no block for address {0}")]
+    IpBlockNotFound(String),
+    /// Creating the trial tenant failed.
+    #[error(transparent)]
+    Tenants(#[from] gofer_tenants::TenantsError),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),

@@ -25,6 +25,13 @@ pub struct Tenant {
     /// When it was suspended: its tokens are refused and its runs were stopped. `null` when active.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub suspended: Option<OffsetDateTime>,
+    /// Its plan's id.
+    #[serde(default)]
+    pub plan: String,
+    /// For a trial tenant, when the trial ends (it is then suspended, and later removed with all
+    /// its data); `null` for other tenants.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub trial_expires: Option<OffsetDateTime>,
 }
 
 /// A namespace: a group of pipelines inside a tenant.
@@ -443,6 +450,38 @@ pub struct Plan {
     pub requests_per_minute: u32,
 }
 
+/// A client address refused with 403 `ip_blocked` until the block expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IpBlock {
+    /// The blocked client: an IPv4 address, or an IPv6 /64 as its network address.
+    pub address: String,
+    /// Why (`trial_signups`, `rate_limits`, or an operator's text).
+    pub reason: String,
+    /// When the block was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// When it ends by itself.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+}
+
+/// Metered usage of one group (a day, or a pipeline) over a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageGroup {
+    /// The group: a UTC day (`2026-11-25`) or a pipeline (`namespace/pipeline`).
+    pub key: String,
+    /// Finished task attempts.
+    pub attempts: i64,
+    /// Wall-clock task time, in seconds.
+    pub task_seconds: f64,
+    /// Task time weighted by the CPU each task asked for, in core-seconds.
+    pub cpu_core_seconds: f64,
+    /// Task time weighted by the memory each task asked for, in MiB-seconds.
+    pub memory_mb_seconds: f64,
+}
+
 /// What a run asks of its plan, task by task, with the server's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDemand {
@@ -454,7 +493,7 @@ pub struct RunDemand {
 
 /// A run its plan cannot admit: which limit, what was asked, what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{subject} asks for {limit} {requested}, above the plan's {allowed}")]
+#[error("{}", self.describe())]
 pub struct QuotaExceeded {
     /// The limit's name (`max_task_timeout_s`, …).
     pub limit: &'static str,
@@ -464,6 +503,27 @@ pub struct QuotaExceeded {
     pub requested: u64,
     /// What the plan allows.
     pub allowed: u64,
+}
+
+impl QuotaExceeded {
+    /// The limit on task-seconds per month.
+    pub const TASK_SECONDS: &'static str = "task_seconds_per_month";
+
+    /// Refuses a run because the tenant used `used_s` of its `allowed_s` task-seconds this month.
+    pub fn task_seconds(used_s: u64, allowed_s: u64) -> Self {
+        Self { limit: Self::TASK_SECONDS, subject: "the tenant".into(), requested: used_s, allowed: allowed_s }
+    }
+
+    fn describe(&self) -> String {
+        if self.limit == Self::TASK_SECONDS {
+            format!(
+                "{} used {} of the plan's {} task-seconds this month ({}); no task-seconds are left",
+                self.subject, self.requested, self.allowed, self.limit
+            )
+        } else {
+            format!("{} asks for {} {}, above the plan's {}", self.subject, self.limit, self.requested, self.allowed)
+        }
+    }
 }
 
 impl Plan {
@@ -519,6 +579,11 @@ mod plan_tests {
         let over = plan().admit(&RunDemand { tasks: vec![task(61, 500, 128)], run_timeout_s: 300 }).unwrap_err();
         assert_eq!((over.limit, over.requested, over.allowed), ("max_task_timeout_s", 61, 60));
         assert_eq!(over.to_string(), "task work asks for max_task_timeout_s 61, above the plan's 60");
+        assert_eq!(
+            QuotaExceeded::task_seconds(612, 600).to_string(),
+            "the tenant used 612 of the plan's 600 task-seconds this month (task_seconds_per_month); \
+             no task-seconds are left"
+        );
         let run = plan().admit(&RunDemand { tasks: vec![], run_timeout_s: 301 }).unwrap_err();
         assert_eq!(run.limit, "max_run_duration_s");
         assert_eq!(

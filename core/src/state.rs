@@ -129,6 +129,8 @@ wire_enum!(
         /// A `secret{{ key }}` reference in the task's env could not be resolved (not set for the
         /// pipeline, not granted to its namespace); the task did not start.
         SecretUnavailable => "secret_unavailable",
+        /// The tenant's task-seconds for the month ran out, so the run or task was stopped.
+        QuotaExhausted => "quota_exhausted",
     }
 );
 

@@ -24,6 +24,8 @@ pub enum CancelReason {
     User,
     /// The run passed its deadline.
     Timeout,
+    /// The tenant's task-seconds for the month ran out.
+    Quota,
 }
 
 impl CancelReason {
@@ -31,6 +33,7 @@ impl CancelReason {
         match self {
             CancelReason::User => "user",
             CancelReason::Timeout => "timeout",
+            CancelReason::Quota => "quota",
         }
     }
 
@@ -38,6 +41,7 @@ impl CancelReason {
         match text {
             "user" => Some(CancelReason::User),
             "timeout" => Some(CancelReason::Timeout),
+            "quota" => Some(CancelReason::Quota),
             _ => None,
         }
     }
@@ -52,6 +56,13 @@ impl CancelReason {
             CancelReason::Timeout => (
                 if started { TaskStatus::Failed } else { TaskStatus::Cancelled },
                 Reason { reason: StatusReason::Timeout, description: "the run passed its deadline".into() },
+            ),
+            CancelReason::Quota => (
+                if started { TaskStatus::Failed } else { TaskStatus::Cancelled },
+                Reason {
+                    reason: StatusReason::QuotaExhausted,
+                    description: "the tenant's task-seconds for this month ran out".into(),
+                },
             ),
         }
     }

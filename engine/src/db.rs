@@ -20,6 +20,7 @@ pub(crate) mod deployments;
 pub(crate) mod pipelines;
 pub(crate) mod queue;
 pub(crate) mod stats;
+pub(crate) mod usage;
 
 /// Begins a transaction scoped to one tenant: it runs as the role `gofer_tenant`, whose
 /// row-level security policies only let it see and change rows of `tenant` (see the migration

@@ -366,6 +366,8 @@ async fn conclude(
     let failures = (u32::try_from(infra).unwrap_or(0), u32::try_from(own).unwrap_or(0));
     let tenant = &key.run.pipeline.tenant;
     let scope = EventScope::task(&key.run, &key.task);
+    let requested =
+        (task.cpu.unwrap_or(inner.config.default_cpu_millis), task.memory_mb.unwrap_or(inner.config.default_memory_mb));
     match verdict(&ending, run.cancelling(), timeout_s, failures, policy) {
         Verdict::Complete { status, reason, exit_code } => {
             if !db::complete_task(&mut tx, key, TaskState::Running, Some(owner), status, reason.as_ref(), exit_code)
@@ -375,8 +377,17 @@ async fn conclude(
                 return Ok(());
             }
             let attempt_status = if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status };
-            db::queue::close_attempt(&mut tx, key, claimed.attempt, attempt_status, reason.as_ref(), exit_code, false)
-                .await?;
+            db::queue::close_attempt(
+                &mut tx,
+                key,
+                claimed.attempt,
+                attempt_status,
+                reason.as_ref(),
+                exit_code,
+                false,
+                requested,
+            )
+            .await?;
             let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
                                  "attempt": claimed.attempt, "job_id": job_id});
             events::record(&mut tx, tenant, EventKind::TaskCompleted, scope, payload).await?;
@@ -390,8 +401,17 @@ async fn conclude(
                 tracing::warn!("the task execution was already finished elsewhere; leaving it");
                 return Ok(());
             }
-            db::queue::close_attempt(&mut tx, key, claimed.attempt, TaskStatus::Failed, Some(&reason), exit_code, true)
-                .await?;
+            db::queue::close_attempt(
+                &mut tx,
+                key,
+                claimed.attempt,
+                TaskStatus::Failed,
+                Some(&reason),
+                exit_code,
+                true,
+                requested,
+            )
+            .await?;
             let payload = json!({"attempt": claimed.attempt, "status_reason": reason, "exit_code": exit_code,
                                  "infrastructure": infra, "backoff_ms": backoff.as_millis() as u64});
             events::record(&mut tx, tenant, EventKind::TaskRetrying, scope, payload).await?;

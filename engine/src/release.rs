@@ -107,6 +107,13 @@ pub(crate) async fn release_ready_tasks(
                     }),
                 )
             }
+            Some(CancelReason::Quota) => (
+                RunStatus::Failed,
+                Some(Reason {
+                    reason: StatusReason::QuotaExhausted,
+                    description: "the tenant's task-seconds for this month ran out".into(),
+                }),
+            ),
             None => {
                 let status = TaskStatus::run_status(states.values().map(|(_, status)| status));
                 (status, failure_reason(status, &states))

@@ -111,6 +111,12 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
             run_timeout_s: timeout_s,
         };
         plan.admit(&demand).map_err(EngineError::QuotaExceeded)?;
+        // Task-seconds of the month, counting tasks still running: none left, no new run.
+        let used_ms = u64::try_from(db::usage::used_ms(&mut tx, &key.tenant).await?).unwrap_or(0);
+        if used_ms >= plan.task_seconds_per_month.saturating_mul(1000) {
+            let exceeded = gofer_core::model::QuotaExceeded::task_seconds(used_ms / 1000, plan.task_seconds_per_month);
+            return Err(EngineError::QuotaExceeded(exceeded));
+        }
     }
     db::insert_run(&mut tx, &run_key, version, &variables, &initiator, timeout_s).await?;
     let payload = serde_json::json!({"config_version": version});
@@ -211,4 +217,11 @@ pub async fn cancel_everything(
         crate::cancel::stop_run(pool, run, crate::cancel::CancelReason::User).await?;
     }
     Ok(runs.len())
+}
+
+/// Task time the tenant used this calendar month (UTC), in milliseconds, counting attempts still
+/// running: what admission and the quota check compare with the plan's task-seconds.
+pub async fn task_ms_this_month(pool: &PgPool, tenant: &TenantId) -> Result<i64, EngineError> {
+    let mut tx = db::scoped(pool, tenant).await?;
+    db::usage::used_ms(&mut tx, tenant).await
 }

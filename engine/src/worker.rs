@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub retry_backoff: Duration,
     /// Running task executions per tenant; 0 means no limit (plans set it per tenant later).
     pub tenant_max_running_tasks: u32,
+    /// How often to look for tenants whose task-seconds ran out while their tasks run.
+    pub quota_check_interval: Duration,
     /// The API's URL as tasks reach it, given to them as `GOFER_API_URL`.
     pub api_url: String,
 }
@@ -74,6 +76,7 @@ impl Default for EngineConfig {
             infra_retries: 3,
             retry_backoff: Duration::from_secs(1),
             tenant_max_running_tasks: 0,
+            quota_check_interval: Duration::from_secs(5),
             api_url: "http://127.0.0.1:8080".into(),
         }
     }
@@ -179,6 +182,8 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
     // Check for expired leases and overdue runs a few times per lease period.
     let reap_every = (inner.config.lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
     let mut last_reap = Instant::now() - reap_every;
+    let quota_every = inner.config.quota_check_interval.max(Duration::from_millis(50));
+    let mut last_quota_check = Instant::now() - quota_every;
     tracing::info!(replica = %inner.config.replica_id, scheduler = inner.scheduler.name(), "engine started");
     loop {
         if last_reap.elapsed() >= reap_every {
@@ -195,6 +200,12 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
                         break;
                     }
                 }
+            }
+        }
+        if last_quota_check.elapsed() >= quota_every {
+            last_quota_check = Instant::now();
+            if let Err(e) = stop_exhausted_tenants(&inner).await {
+                tracing::error!(error = %e, "stopping runs of tenants out of task-seconds failed");
             }
         }
         // Claim in bounded passes: under a backlog with quick tasks, slots free up as fast as they
@@ -262,7 +273,7 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
             _ = inner.slot_freed.notified() => {},
             Some(_) = monitors.join_next(), if !monitors.is_empty() => {},
             // With work left over, only look at what is pending and go on claiming.
-            _ = tokio::time::sleep(if more_work { Duration::ZERO } else { inner.config.poll_interval.min(reap_every) }) => {},
+            _ = tokio::time::sleep(if more_work { Duration::ZERO } else { inner.config.poll_interval.min(reap_every).min(quota_every) }) => {},
         }
     }
     // Leave running tasks to the scheduler: their leases expire and another replica takes over.
@@ -406,6 +417,21 @@ async fn stop_overdue_runs(inner: &Inner) -> Result<(), EngineError> {
     for run in overdue {
         tracing::warn!(run = %run.run, pipeline = %run.pipeline.pipeline, "run passed its deadline; stopping it");
         crate::cancel::stop_run(&inner.pool, &run, CancelReason::Timeout).await?;
+    }
+    Ok(())
+}
+
+/// Stops the runs of tenants whose task-seconds for the month ran out while their tasks run:
+/// running tasks are stopped and end `failed` with reason `quota_exhausted`.
+async fn stop_exhausted_tenants(inner: &Inner) -> Result<(), EngineError> {
+    let runs = {
+        // Cross-tenant on purpose: the engine watches every tenant's usage.
+        let mut conn = inner.pool.acquire().await?;
+        db::usage::exhausted_runs(&mut conn, 20).await?
+    };
+    for run in runs {
+        tracing::warn!(tenant = %run.pipeline.tenant, run = %run.run, "the tenant's task-seconds ran out; stopping the run");
+        crate::cancel::stop_run(&inner.pool, &run, CancelReason::Quota).await?;
     }
     Ok(())
 }

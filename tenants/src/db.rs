@@ -35,14 +35,25 @@ pub(crate) async fn begin_for(
     }
 }
 
-pub(crate) async fn insert_tenant(conn: &mut PgConnection, id: &TenantId, name: &str) -> Result<Tenant, sqlx::Error> {
-    let created: OffsetDateTime =
-        sqlx::query_scalar("INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING created_at")
-            .bind(id.as_str())
-            .bind(name)
-            .fetch_one(conn)
-            .await?;
-    Ok(Tenant { id: id.clone(), name: name.to_owned(), created, suspended: None })
+macro_rules! tenant_columns {
+    () => {
+        "id, name, created_at, suspended_at, plan_id, trial_expires_at"
+    };
+}
+
+pub(crate) async fn insert_tenant(conn: &mut PgConnection, new: &crate::NewTenant<'_>) -> Result<Tenant, sqlx::Error> {
+    let row: TenantRow = sqlx::query_as(concat!(
+        "INSERT INTO tenants (id, name, plan_id, trial_expires_at) VALUES ($1, $2, COALESCE($3, 'default'), $4)
+         RETURNING ",
+        tenant_columns!()
+    ))
+    .bind(new.id.as_str())
+    .bind(new.name)
+    .bind(new.plan)
+    .bind(new.trial_expires)
+    .fetch_one(conn)
+    .await?;
+    row.try_into()
 }
 
 #[derive(sqlx::FromRow)]
@@ -51,6 +62,8 @@ struct TenantRow {
     name: String,
     created_at: OffsetDateTime,
     suspended_at: Option<OffsetDateTime>,
+    plan_id: String,
+    trial_expires_at: Option<OffsetDateTime>,
 }
 
 impl TryFrom<TenantRow> for Tenant {
@@ -61,6 +74,8 @@ impl TryFrom<TenantRow> for Tenant {
             name: r.name,
             created: r.created_at,
             suspended: r.suspended_at,
+            plan: r.plan_id,
+            trial_expires: r.trial_expires_at,
         })
     }
 }
@@ -71,9 +86,11 @@ pub(crate) async fn list_tenants(
     after: Option<&TenantId>,
     limit: i64,
 ) -> Result<Vec<Tenant>, sqlx::Error> {
-    let rows: Vec<TenantRow> = sqlx::query_as(
-        "SELECT id, name, created_at, suspended_at FROM tenants WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
-    )
+    let rows: Vec<TenantRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        tenant_columns!(),
+        " FROM tenants WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
     .bind(after.map(TenantId::as_str))
     .bind(limit)
     .fetch_all(pool)
@@ -82,7 +99,7 @@ pub(crate) async fn list_tenants(
 }
 
 pub(crate) async fn get_tenant(pool: &PgPool, id: &TenantId) -> Result<Option<Tenant>, sqlx::Error> {
-    let row: Option<TenantRow> = sqlx::query_as("SELECT id, name, created_at, suspended_at FROM tenants WHERE id = $1")
+    let row: Option<TenantRow> = sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
         .bind(id.as_str())
         .fetch_optional(pool)
         .await?;
@@ -147,26 +164,61 @@ pub(crate) async fn delete_namespace(
     Ok(done == 1)
 }
 
+/// Inserts a token; a trial token (`expires` set, tenant set) has kind `trial`.
 pub(crate) async fn insert_token(
     conn: &mut PgConnection,
     secret: &TokenSecret,
     tenant: Option<&TenantId>,
     role: Role,
     description: &str,
+    trial_expires: Option<OffsetDateTime>,
 ) -> Result<uuid::Uuid, sqlx::Error> {
     let id = uuid::Uuid::new_v4();
+    let kind = match (tenant, trial_expires) {
+        (None, _) => "operator",
+        (Some(_), None) => "tenant",
+        (Some(_), Some(_)) => "trial",
+    };
     sqlx::query(
-        "INSERT INTO api_tokens (id, hash, kind, tenant_id, role, description) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_tokens (id, hash, kind, tenant_id, role, description, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(secret.hash())
-    .bind(if tenant.is_some() { "tenant" } else { "operator" })
+    .bind(kind)
     .bind(tenant.map(TenantId::as_str))
     .bind(role.as_str())
     .bind(description)
+    .bind(trial_expires)
     .execute(conn)
     .await?;
     Ok(id)
+}
+
+/// Makes a trial tenant a regular one on `plan`: no trial end, its trial tokens become tenant
+/// tokens valid for `token_days` more days. Answers false when the tenant does not exist.
+pub(crate) async fn convert_trial(
+    conn: &mut PgConnection,
+    id: &TenantId,
+    plan: &str,
+    token_days: u32,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE tenants SET plan_id = $2, trial_expires_at = NULL, suspended_at = NULL WHERE id = $1")
+            .bind(id.as_str())
+            .bind(plan)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    sqlx::query(
+        "UPDATE api_tokens SET kind = 'tenant', expires_at = GREATEST(expires_at, now() + make_interval(days => $2))
+         WHERE tenant_id = $1 AND kind = 'trial'",
+    )
+    .bind(id.as_str())
+    .bind(i32::try_from(token_days).unwrap_or(i32::MAX))
+    .execute(conn)
+    .await?;
+    Ok(done == 1)
 }
 
 /// A live token's principal with what the extractor still checks: client networks, suspension.
@@ -174,6 +226,10 @@ pub(crate) struct LiveToken {
     pub principal: Principal,
     pub allowed_cidrs: Vec<String>,
     pub tenant_suspended: bool,
+    /// The tenant's plan's request rate (tenant tokens).
+    pub requests_per_minute: Option<i32>,
+    /// A trial tenant's token (`kind = 'trial'`).
+    pub trial: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -184,12 +240,15 @@ struct LiveTokenRow {
     namespaces: Vec<String>,
     allowed_cidrs: Vec<String>,
     suspended: bool,
+    requests_per_minute: Option<i32>,
+    trial: bool,
 }
 
 pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option<LiveToken>, sqlx::Error> {
     let row: Option<LiveTokenRow> = sqlx::query_as(
-        "SELECT t.id, t.tenant_id, t.role, t.namespaces, t.allowed_cidrs, (n.suspended_at IS NOT NULL) AS suspended
-         FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id
+        "SELECT t.id, t.tenant_id, t.role, t.namespaces, t.allowed_cidrs, (n.suspended_at IS NOT NULL) AS suspended,
+                p.requests_per_minute, t.kind = 'trial' AS trial
+         FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id LEFT JOIN plans p ON p.id = n.plan_id
          WHERE t.hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
     )
     .bind(hash)
@@ -207,7 +266,13 @@ pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option
             namespaces: NamespaceGlobs::parse(row.namespaces).map_err(decode)?,
         },
     };
-    Ok(Some(LiveToken { principal, allowed_cidrs: row.allowed_cidrs, tenant_suspended: row.suspended }))
+    Ok(Some(LiveToken {
+        principal,
+        allowed_cidrs: row.allowed_cidrs,
+        tenant_suspended: row.suspended,
+        requests_per_minute: row.requests_per_minute,
+        trial: row.trial,
+    }))
 }
 
 #[derive(sqlx::FromRow)]

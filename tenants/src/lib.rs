@@ -30,6 +30,9 @@ pub enum TenantsError {
     /// No such tenant.
     #[error("tenant {0} does not exist")]
     TenantNotFound(TenantId),
+    /// No such plan.
+    #[error("plan {0} does not exist")]
+    PlanNotFound(String),
     /// No such token (among the caller's).
     #[error("token {0} does not exist")]
     TokenNotFound(uuid::Uuid),
@@ -41,18 +44,59 @@ pub enum TenantsError {
     Database(#[from] sqlx::Error),
 }
 
+/// A tenant to create.
+#[derive(Debug, Clone)]
+pub struct NewTenant<'a> {
+    /// Its id.
+    pub id: &'a TenantId,
+    /// Display name.
+    pub name: &'a str,
+    /// Its plan; `None` is the default plan.
+    pub plan: Option<&'a str>,
+    /// For a trial: when it ends (its first token is a `trial` token expiring then).
+    pub trial_expires: Option<time::OffsetDateTime>,
+}
+
 /// Creates a tenant and its first admin token; answers the tenant and the token's secret (shown once).
-#[tracing::instrument(skip_all, fields(tenant = %id))]
-pub async fn create_tenant(pool: &PgPool, id: &TenantId, name: &str) -> Result<(Tenant, TokenSecret), TenantsError> {
+pub async fn create_tenant(pool: &PgPool, new: &NewTenant<'_>) -> Result<(Tenant, TokenSecret), TenantsError> {
     let mut tx = pool.begin().await?;
-    let tenant = db::insert_tenant(&mut tx, id, name).await.map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => TenantsError::TenantExists(id.clone()),
+    let created = create_tenant_in(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`create_tenant`] inside the caller's transaction (trial signups record the trial with it).
+#[tracing::instrument(skip_all, fields(tenant = %new.id))]
+pub async fn create_tenant_in(
+    conn: &mut sqlx::PgConnection,
+    new: &NewTenant<'_>,
+) -> Result<(Tenant, TokenSecret), TenantsError> {
+    let tenant = db::insert_tenant(&mut *conn, new).await.map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => TenantsError::TenantExists(new.id.clone()),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            TenantsError::PlanNotFound(new.plan.unwrap_or("default").to_owned())
+        }
         other => TenantsError::Database(other),
     })?;
     let secret = TokenSecret::generate();
-    db::insert_token(&mut tx, &secret, Some(id), Role::Admin, "initial tenant admin token").await?;
-    tx.commit().await?;
+    let description = if new.trial_expires.is_some() { "trial token" } else { "initial tenant admin token" };
+    db::insert_token(conn, &secret, Some(new.id), Role::Admin, description, new.trial_expires).await?;
     Ok((tenant, secret))
+}
+
+/// Operator scope: makes a trial tenant a regular tenant on `plan`, keeping everything it has;
+/// its trial tokens become tenant tokens valid for `token_days` more days.
+pub async fn convert_trial(pool: &PgPool, id: &TenantId, plan: &str, token_days: u32) -> Result<Tenant, TenantsError> {
+    let mut tx = pool.begin().await?;
+    let converted = db::convert_trial(&mut tx, id, plan, token_days).await.map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => TenantsError::PlanNotFound(plan.to_owned()),
+        other => TenantsError::Database(other),
+    })?;
+    if !converted {
+        return Err(TenantsError::TenantNotFound(id.clone()));
+    }
+    tx.commit().await?;
+    get_tenant(pool, id).await
 }
 
 /// A presented token that exists, is not revoked and has not expired.
@@ -64,6 +108,10 @@ pub struct Authentication {
     pub allowed_cidrs: Vec<ipnet::IpNet>,
     /// Its tenant is suspended: the caller must refuse it.
     pub tenant_suspended: bool,
+    /// Requests per minute its tenant's plan allows (tenant tokens).
+    pub requests_per_minute: Option<u32>,
+    /// A trial tenant's token: rate limited per client address, not per token.
+    pub trial: bool,
 }
 
 /// Resolves a presented bearer secret; `None` for unknown, revoked or expired tokens.
@@ -76,7 +124,13 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
         tracing::error!("a token has an unparsable client network; refusing it");
         return Ok(None);
     };
-    Ok(Some(Authentication { principal: live.principal, allowed_cidrs, tenant_suspended: live.tenant_suspended }))
+    Ok(Some(Authentication {
+        principal: live.principal,
+        allowed_cidrs,
+        tenant_suspended: live.tenant_suspended,
+        requests_per_minute: live.requests_per_minute.and_then(|r| u32::try_from(r).ok()),
+        trial: live.trial,
+    }))
 }
 
 /// On a database that has never issued one, creates the operator bootstrap token (from `preset`
@@ -95,7 +149,7 @@ pub async fn bootstrap(pool: &PgPool, preset: Option<&str>) -> Result<Option<Tok
     if !db::insert_metadata_once(&mut tx, BOOTSTRAP_ISSUED_KEY).await? {
         return Ok(None);
     }
-    db::insert_token(&mut tx, &secret, None, Role::Operator, "bootstrap operator token").await?;
+    db::insert_token(&mut tx, &secret, None, Role::Operator, "bootstrap operator token", None).await?;
     tx.commit().await?;
     Ok(Some(secret))
 }

@@ -50,6 +50,19 @@ impl Answer {
     }
 }
 
+/// Polls `check` every 50 ms until it holds, failing the test after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Creates a fresh database in the test cluster and answers its URL.
 pub async fn fresh_database() -> String {
     let admin = std::env::var(DATABASE_ENV)
@@ -111,6 +124,11 @@ pub async fn spawn_replica(
     let hub = app.event_hub();
     let running = tokio::spawn(app.run_until_stopped());
     let db = PgPool::connect(&database_url).await.expect("connect to the test database");
+    // Tests poll hard with tenant tokens too: plans' request rates only where a test sets them.
+    sqlx::query("UPDATE plans SET requests_per_minute = 1000000 WHERE id IN ('default', 'trial')")
+        .execute(&db)
+        .await
+        .expect("lift plan request rates");
     TestApp {
         address,
         operator_token,

@@ -28,12 +28,13 @@ fn header(response: &reqwest::Response, name: &str) -> String {
 
 #[tokio::test]
 async fn each_token_has_its_own_limit_and_every_answer_says_what_is_left() {
-    let app = app_with(|c| c.rate_limits.per_token_per_minute = 5).await;
+    let app = app_with(|_| {}).await;
+    sqlx::query("UPDATE plans SET requests_per_minute = 5 WHERE id = 'default'").execute(&app.db).await.unwrap();
     let acme = app.tenant("acme").await;
     let other = acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read"}))).await;
     let other = other.body["token"].as_str().unwrap().to_owned();
-    // Creating the second token used one of acme's admin token's five requests.
-    for expected_remaining in [3, 2, 1, 0] {
+    // The token's first request taught the limiter its plan's rate (five a minute).
+    for expected_remaining in [4, 3, 2, 1, 0] {
         let response = get(&app, "/api/v1/namespaces", Some(&acme.token), None).await;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "ratelimit-limit"), "5");
@@ -48,6 +49,11 @@ async fn each_token_has_its_own_limit_and_every_answer_says_what_is_left() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "rate_limited");
     assert_eq!(get(&app, "/api/v1/namespaces", Some(&other), None).await.status(), 200, "another token is not limited");
+    // Raising the plan's rate applies from the token's next authentication on.
+    sqlx::query("UPDATE plans SET requests_per_minute = 600 WHERE id = 'default'").execute(&app.db).await.unwrap();
+    get(&app, "/api/v1/namespaces", Some(&other), None).await;
+    let raised = get(&app, "/api/v1/namespaces", Some(&other), None).await;
+    assert_eq!(header(&raised, "ratelimit-limit"), "600");
     assert_eq!(get(&app, "/health", Some(&acme.token), None).await.status(), 200, "health probes are never limited");
 }
 

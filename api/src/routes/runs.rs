@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, get, post, web};
+use gofer_core::model::QuotaExceeded;
 use gofer_core::model::{Initiator, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::{RunId, TaskId};
 use gofer_engine::runs::{RunKey, StartRequest, TaskKey};
@@ -96,7 +97,15 @@ pub(crate) async fn start(
         plan: Some(plan),
         task_defaults: (engine.default_task_timeout_s, engine.default_cpu_millis, engine.default_memory_mb),
     };
-    let run = gofer_engine::runs::start(&state.pool, &key, request).await?;
+    let run = match gofer_engine::runs::start(&state.pool, &key, request).await {
+        Ok(run) => run,
+        Err(gofer_engine::EngineError::QuotaExceeded(e)) if e.limit == QuotaExceeded::TASK_SECONDS => {
+            // Out of task-seconds: a trial's address is refused new trials for a while.
+            gofer_billing::trials::mark_exhausted(&state.pool, &access.tenant).await?;
+            return Err(gofer_engine::EngineError::QuotaExceeded(e).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(HttpResponse::Created().json(RunResponse { run }))
 }
 

@@ -19,6 +19,17 @@ pub struct CreateTenant {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// The tenant's plan (default: `default`).
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// Body of `POST /api/v1/tenants/{tenant}/convert`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertTrial {
+    /// The plan the tenant moves to.
+    pub plan: String,
 }
 
 /// A new tenant and its first admin token (shown once).
@@ -38,6 +49,7 @@ pub struct TenantCreated {
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tenants")]
@@ -49,7 +61,8 @@ pub(crate) async fn create(
     let body = body.into_inner();
     let id = TenantId::parse(body.id)?;
     let name = super::namespaces::display_name(&body.name)?;
-    let (tenant, secret) = gofer_tenants::create_tenant(&state.pool, &id, name).await?;
+    let new = gofer_tenants::NewTenant { id: &id, name, plan: body.plan.as_deref(), trial_expires: None };
+    let (tenant, secret) = gofer_tenants::create_tenant(&state.pool, &new).await?;
     Ok(HttpResponse::Created().json(TenantCreated { tenant, token: secret.expose().to_owned() }))
 }
 
@@ -159,4 +172,29 @@ pub(crate) async fn remove(
     state.secrets.purge(&id, &gofer_core::secrets::SecretPrefix::Tenant).await?;
     tracing::warn!(tenant = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Makes a trial tenant a paying one on `plan`: the trial no longer ends, its tokens become
+/// ordinary tenant tokens, and everything it made stays. A suspended (expired, not yet removed)
+/// trial is resumed.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/convert", tag = "tenants", request_body = ConvertTrial,
+    params(("tenant" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TenantResponse),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/tenants/{tenant}/convert")]
+pub(crate) async fn convert(
+    guarded: Guarded<Operator, web::Json<ConvertTrial>>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(_, body) = guarded;
+    let id = TenantId::parse(path.into_inner())?;
+    let days = state.config.tokens.default_expiry_days;
+    let tenant = gofer_tenants::convert_trial(&state.pool, &id, &body.plan, days).await?;
+    gofer_billing::trials::mark_converted(&state.pool, &id).await?;
+    tracing::info!(tenant = %id, plan = %body.plan, "trial converted");
+    Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
 }

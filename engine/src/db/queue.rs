@@ -396,7 +396,9 @@ pub(crate) async fn heartbeat(
     .await?)
 }
 
-/// Closes an attempt row with its outcome.
+/// Closes an attempt row with its outcome and meters it: `requested` is the task's (cpu
+/// millicores, memory MiB), written to the usage ledger in the same transaction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn close_attempt(
     conn: &mut PgConnection,
     key: &TaskKey,
@@ -405,7 +407,9 @@ pub(crate) async fn close_attempt(
     reason: Option<&Reason>,
     exit_code: Option<i32>,
     retried: bool,
+    requested: (u32, u32),
 ) -> Result<(), EngineError> {
+    super::usage::record(&mut *conn, key, attempt, requested.0, requested.1).await?;
     bind_task!(
         sqlx::query(
             "UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
@@ -508,6 +512,11 @@ pub(crate) async fn overdue_runs(conn: &mut PgConnection, limit: i64) -> Result<
     .bind(limit)
     .fetch_all(conn)
     .await?;
+    run_keys(rows)
+}
+
+/// Run keys from (tenant, namespace, pipeline, run) rows of cross-tenant queries.
+pub(crate) fn run_keys(rows: Vec<(String, String, String, i64)>) -> Result<Vec<RunKey>, EngineError> {
     rows.into_iter().map(|(tenant, namespace, pipeline, run)| run_key(&tenant, &namespace, &pipeline, run)).collect()
 }
 

@@ -1,0 +1,104 @@
+//! IP blocks (operator routes): client addresses refused with 403 `ip_blocked` until they expire.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use gofer_core::model::{IpBlock, Page};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Guarded, Operator};
+use crate::error::ApiError;
+use crate::pagination::{PageQuery, page};
+use crate::startup::AppState;
+
+/// Body of `POST /api/v1/ip-blocks`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIpBlock {
+    /// An IPv4 or IPv6 address (IPv6 blocks its whole /64).
+    pub address: String,
+    /// How long, in seconds (1 to 31536000).
+    pub duration_s: u64,
+    /// Why (free text, up to 200 characters; default `operator`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One block.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct IpBlockResponse {
+    /// The block.
+    pub block: IpBlock,
+}
+
+fn client(address: &str) -> Result<std::net::IpAddr, ApiError> {
+    address.parse::<std::net::IpAddr>().map(crate::limits::client_key).map_err(|_| ApiError::InvalidParameter {
+        code: "invalid_field",
+        detail: format!("address: {address:?} is not an IP address"),
+    })
+}
+
+/// Lists active blocks, by address.
+#[utoipa::path(get, path = "/api/v1/ip-blocks", tag = "ip-blocks", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<IpBlock>)))]
+#[get("/api/v1/ip-blocks")]
+pub(crate) async fn list(
+    _: Operator,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let request = query.parse::<String>()?;
+    let result = gofer_billing::ip_blocks::list(&state.pool, &request).await?;
+    Ok(HttpResponse::Ok().json(page(result)))
+}
+
+/// Blocks a client address for a while (an existing block is only extended); every replica
+/// refuses it at once.
+#[utoipa::path(post, path = "/api/v1/ip-blocks", tag = "ip-blocks", request_body = CreateIpBlock,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = IpBlockResponse),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/api/v1/ip-blocks")]
+pub(crate) async fn create(
+    guarded: Guarded<Operator, web::Json<CreateIpBlock>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Guarded(_, body) = guarded;
+    let ip = client(&body.address)?;
+    if !(1..=365 * 24 * 3600).contains(&body.duration_s) {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: "duration_s: from 1 to 31536000".into(),
+        });
+    }
+    let reason = body.reason.clone().unwrap_or_else(|| "operator".into());
+    if reason.is_empty() || reason.len() > 200 {
+        return Err(ApiError::InvalidParameter { code: "invalid_field", detail: "reason: 1 to 200 characters".into() });
+    }
+    let duration = time::Duration::seconds(i64::try_from(body.duration_s).unwrap_or(i64::MAX));
+    let block = gofer_billing::ip_blocks::block(&state.pool, &ip.to_string(), &reason, duration).await?;
+    state.ip_blocks.insert(ip, block.expires);
+    Ok(HttpResponse::Created().json(IpBlockResponse { block }))
+}
+
+/// Removes a block at once, on every replica.
+#[utoipa::path(delete, path = "/api/v1/ip-blocks/{address}", tag = "ip-blocks",
+    params(("address" = String, Path, description = "The blocked address")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/api/v1/ip-blocks/{address}")]
+pub(crate) async fn remove(
+    _: Operator,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = client(&path)?;
+    gofer_billing::ip_blocks::unblock(&state.pool, &ip.to_string()).await?;
+    crate::jobs::reload_ip_blocks(&state.pool, &state.ip_blocks).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,45 @@
+//! IP blocks: client addresses refused with 403 `ip_blocked` until the block expires. Replicas
+//! keep the active blocks in memory, reloaded on [`CHANNEL`] notifications.
+
+use gofer_core::model::{IpBlock, PageRequest};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::BillingError;
+
+/// The Postgres channel announcing block changes.
+pub const CHANNEL: &str = "gofer_ip_blocks";
+
+/// Blocks `address` until now + `duration` (an existing block is only ever extended).
+pub async fn block(
+    pool: &PgPool,
+    address: &str,
+    reason: &str,
+    duration: time::Duration,
+) -> Result<IpBlock, BillingError> {
+    Ok(crate::db::upsert_block(pool, address, reason, duration).await?)
+}
+
+/// Removes a block.
+pub async fn unblock(pool: &PgPool, address: &str) -> Result<(), BillingError> {
+    if !crate::db::delete_block(pool, address).await? {
+        return Err(BillingError::IpBlockNotFound(address.to_owned()));
+    }
+    Ok(())
+}
+
+/// Active blocks, by address.
+pub async fn list(pool: &PgPool, page: &PageRequest<String>) -> Result<(Vec<IpBlock>, Option<String>), BillingError> {
+    let rows = crate::db::list_blocks(pool, page.after.as_deref(), i64::from(page.limit) + 1).await?;
+    Ok(page.finish(rows, |b| b.address.clone()))
+}
+
+/// Every active block: (address, until), for the in-memory cache.
+pub async fn active(pool: &PgPool) -> Result<Vec<(String, OffsetDateTime)>, BillingError> {
+    Ok(crate::db::active_blocks(pool).await?)
+}
+
+/// Deletes blocks that ended.
+pub async fn purge_expired(pool: &PgPool) -> Result<u64, BillingError> {
+    Ok(crate::db::purge_blocks(pool).await?)
+}

@@ -1,0 +1,70 @@
+//! Usage reports from the metering ledger (`usage_records`, written by the engine).
+
+use gofer_core::TenantId;
+use gofer_core::model::{PageRequest, UsageGroup};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::BillingError;
+
+/// How usage is grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One group per UTC day.
+    Day,
+    /// One group per pipeline (`namespace/pipeline`).
+    Pipeline,
+}
+
+impl GroupBy {
+    /// Parses `day` or `pipeline`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "day" => Some(GroupBy::Day),
+            "pipeline" => Some(GroupBy::Pipeline),
+            _ => None,
+        }
+    }
+}
+
+/// A usage question: whose, which finished attempts (`from <= finished < to`), grouped how.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Start of the period (inclusive).
+    pub from: OffsetDateTime,
+    /// End of the period (exclusive).
+    pub to: OffsetDateTime,
+    /// Grouping.
+    pub group_by: GroupBy,
+}
+
+/// One page of usage groups, ordered by key. `scoped`: run as the tenant (row-level security),
+/// for tenant routes; operators' reports use the owner role.
+pub async fn report(
+    pool: &PgPool,
+    query: &UsageQuery,
+    page: &PageRequest<String>,
+    scoped: bool,
+) -> Result<(Vec<UsageGroup>, Option<String>), BillingError> {
+    if query.to <= query.from {
+        return Err(BillingError::Invalid("to must be after from".into()));
+    }
+    let mut tx = pool.begin().await?;
+    if scoped {
+        crate::db::scope_to(&mut tx, &query.tenant).await?;
+    }
+    let rows = crate::db::usage_groups(
+        &mut tx,
+        &query.tenant,
+        query.from,
+        query.to,
+        query.group_by,
+        page.after.as_deref(),
+        i64::from(page.limit) + 1,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(page.finish(rows, |g| g.key.clone()))
+}
