@@ -9,10 +9,19 @@ infra/deps.sh
 
 pg_dir=$(mktemp -d /tmp/gofer-test-pg.XXXXXX)
 pg_port=${GOFER_TEST_PG_PORT:-54339}
-cleanup() { infra/postgres.sh stop --dir "$pg_dir" || true; rm -rf "$pg_dir"; }
+s3_dir=$(mktemp -d /tmp/gofer-test-s3.XXXXXX)
+s3_port=${GOFER_TEST_S3_PORT:-9339}
+cleanup() {
+    infra/s3.sh stop --dir "$s3_dir" || true
+    infra/postgres.sh stop --dir "$pg_dir" || true
+    rm -rf "$pg_dir" "$s3_dir"
+}
 trap cleanup EXIT
 infra/postgres.sh start --dir "$pg_dir" --port "$pg_port" --db postgres --fast >/dev/null
 export GOFER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${pg_port}/postgres"
+# A real S3 server for the object store tests (each test uses a bucket of its own).
+GOFER_TEST_S3_ENDPOINT=$(infra/s3.sh start --dir "$s3_dir" --port "$s3_port")
+export GOFER_TEST_S3_ENDPOINT GOFER_TEST_S3_ACCESS_KEY=AKIDTEST GOFER_TEST_S3_SECRET_KEY=SECRETTEST
 
 # Lints first: they are quick and fail early.
 cargo fmt --all --check

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::config::{Config, SchedulerKind};
+use crate::config::{Config, ObjectStoreKind, SchedulerKind};
 use crate::error::ApiError;
 use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
@@ -42,6 +42,8 @@ pub struct AppState {
     pub run_tokens: Arc<RunTokenKeys>,
     /// Request rate limits.
     pub request_limits: Arc<RequestLimits>,
+    /// Pipeline and run objects.
+    pub objects: gofer_objects::Objects,
 }
 
 /// A built server, bound and ready to run.
@@ -98,9 +100,11 @@ impl Application {
                 .context("starting the local sandbox scheduler")?,
             ),
         };
+        let store = object_store(&config).await?;
+        let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), object_limits(&config));
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task);
+        let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
         let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port))
             .with_run_tokens(run_tokens.clone())
@@ -123,6 +127,14 @@ impl Application {
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
             Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone(), request_limits.clone())),
+            Arc::new(crate::jobs::StoreMaintenance {
+                objects: objects.clone(),
+                pool: pool.clone(),
+                logs: logs.clone(),
+                every: Duration::from_secs(config.objects.expiry_interval_s.max(1)),
+                archive_after: Duration::from_secs(config.logs.archive_after_s),
+                retention: (config.logs.retention_s > 0).then(|| Duration::from_secs(config.logs.retention_s)),
+            }),
         ]);
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
@@ -134,6 +146,7 @@ impl Application {
             auth_failures,
             run_tokens,
             request_limits,
+            objects,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -224,6 +237,39 @@ pub fn local_url(listen: &str, port: u16) -> String {
     let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
     let host = if host == "0.0.0.0" || host == "[::]" { "127.0.0.1" } else { host };
     format!("http://{host}:{port}")
+}
+
+/// The configured object store (an S3 bucket is created when missing).
+async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::objects::ObjectStore>> {
+    Ok(match config.object_store {
+        ObjectStoreKind::Local => Arc::new(gofer_objects::LocalStore::new(config.state_dir.join("objects"))),
+        ObjectStoreKind::S3 => {
+            let credentials = match (&config.s3_access_key_id, &config.s3_secret_access_key) {
+                (Some(key), Some(secret)) => Some((key.clone(), secret.clone())),
+                (None, None) => None,
+                _ => anyhow::bail!("set both s3_access_key_id and s3_secret_access_key, or neither"),
+            };
+            let store = gofer_objects::S3Store::connect(&gofer_objects::S3Config {
+                endpoint: config.s3_endpoint.clone(),
+                bucket: config.s3_bucket.clone(),
+                region: config.s3_region.clone(),
+                path_style: config.s3_path_style,
+                credentials,
+                part_size: config.s3_part_size_bytes,
+            })
+            .await;
+            store.ensure_bucket().await.context("reaching the S3 bucket")?;
+            Arc::new(store)
+        }
+    })
+}
+
+fn object_limits(config: &Config) -> gofer_objects::ObjectLimits {
+    gofer_objects::ObjectLimits {
+        max_object_bytes: config.objects.max_object_bytes,
+        max_pipeline_objects: config.objects.max_pipeline_objects,
+        keep_run_objects_for_runs: config.objects.keep_run_objects_for_runs,
+    }
 }
 
 /// The engine's settings from the service config; `port` is the bound port (for GOFER_API_URL).

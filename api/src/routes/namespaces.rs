@@ -184,5 +184,6 @@ pub(crate) async fn remove(
     }
     gofer_tenants::namespaces::delete(&state.pool, &access.tenant, &id).await?;
     state.logs.remove_namespace(&access.tenant, &id).await.map_err(ApiError::internal)?;
+    state.objects.remove_namespace(&access.tenant, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -202,5 +202,7 @@ pub(crate) async fn remove(
     let key = path.into_inner().key(&access.tenant)?;
     let delete_runs = query.delete_runs.unwrap_or(false);
     gofer_engine::pipelines::delete(&state.pool, &state.logs, &key, delete_runs).await?;
+    // The rows went with the pipeline; its objects and archived logs leave the store now.
+    state.objects.remove_pipeline(&key).await?;
     Ok(HttpResponse::NoContent().finish())
 }

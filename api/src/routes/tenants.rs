@@ -156,6 +156,7 @@ pub(crate) async fn remove(
     gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
     gofer_tenants::delete_tenant(&state.pool, &id).await?;
     state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
+    state.objects.remove_tenant(&id).await?;
     tracing::warn!(tenant = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
 }
