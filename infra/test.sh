@@ -22,6 +22,7 @@ export GOFER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${pg_port}/postgre
 # A real S3 server for the object store tests (each test uses a bucket of its own).
 GOFER_TEST_S3_ENDPOINT=$(infra/s3.sh start --dir "$s3_dir" --port "$s3_port")
 export GOFER_TEST_S3_ENDPOINT GOFER_TEST_S3_ACCESS_KEY=AKIDTEST GOFER_TEST_S3_SECRET_KEY=SECRETTEST
+export GOFER_TEST_S3_DATA_DIR="$s3_dir/data"
 
 # Lints first: they are quick and fail early.
 cargo fmt --all --check

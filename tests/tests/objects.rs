@@ -309,3 +309,73 @@ async fn a_task_uploads_a_binary_as_a_run_object_and_a_dependant_downloads_and_r
     assert_eq!(field("write-pipeline"), "403");
     assert_eq!(field("delete-own"), "403");
 }
+
+#[tokio::test]
+async fn finished_logs_move_to_the_store_read_the_same_and_expire_with_logs_expired() {
+    let app = app_with(Backend::S3, |c| {
+        c.logs.max_bytes_per_task = 100;
+        c.logs.archive_after_s = 0;
+        c.logs.retention_s = 6;
+        c.objects.expiry_interval_s = 1;
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "hello",
+        json!({"name": "H", "tasks": [
+            {"id": "short", "image": "debian:12", "command": ["sh", "-c", "echo hello; echo world"]},
+            {"id": "long", "image": "debian:12", "command": ["seq", "1", "200"]}
+        ]}),
+    )
+    .await;
+    let run = acme.run_to_completion("builds", "hello", Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Successful);
+    let base = pipeline_path("builds", "hello");
+    let log = |task: &'static str, offset: u64| {
+        let (acme, base, id) = (&acme, &base, run.id);
+        async move { acme.request("GET", &format!("{base}/runs/{id}/tasks/{task}/logs?offset={offset}"), None).await }
+    };
+
+    // Wait until both logs moved to the store (and left the local disk).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE log_archived_at IS NOT NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        if archived == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "logs were never archived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(walk(&app.state_dir.path().join("logs")).is_empty(), "local copies are removed");
+    assert_eq!(log("short", 0).await.body["text"], "hello\nworld\n");
+    assert_eq!(log("short", 6).await.body["text"], "world\n");
+    let all: Vec<u8> = (1..=200).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let mut expected = all[..50].to_vec();
+    expected.extend(format!("\n[gofer: {} bytes cut]\n", all.len() - 100).into_bytes());
+    expected.extend(&all[all.len() - 50..]);
+    assert_eq!(log("long", 0).await.body["text"], String::from_utf8(expected).unwrap());
+    let from_cut = log("long", 60).await.body["text"].as_str().unwrap().to_owned();
+    assert_eq!(
+        from_cut,
+        format!("\n[gofer: {} bytes cut]\n{}", all.len() - 50 - 60, String::from_utf8_lossy(&all[all.len() - 50..]))
+    );
+    let followed = log("long", 0).await;
+    assert_eq!(followed.status, 200);
+
+    // After the retention period they are gone, and reads say so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = log("short", 0).await;
+        if answer.status == 410 {
+            assert_eq!(answer.code(), "logs_expired");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "logs never expired: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
