@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod events;
 pub mod logs;
 mod monitor;
+pub mod object_refs;
 mod outcome;
 pub mod pipelines;
 mod release;

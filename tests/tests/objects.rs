@@ -379,3 +379,43 @@ async fn finished_logs_move_to_the_store_read_the_same_and_expire_with_logs_expi
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn env_references_to_objects_resolve_to_their_content_and_name_a_missing_key() {
+    use gofer_core::objects::{ObjectKey, ObjectScope, ObjectStore, object_store_key};
+    use gofer_engine::object_refs::{ObjectRefError, resolve_object_references};
+    let dir = tempfile::tempdir().unwrap();
+    let store = gofer_objects::LocalStore::new(dir.path());
+    let run = gofer_engine::runs::RunKey {
+        pipeline: gofer_engine::runs::PipelineKey {
+            tenant: "acme".parse().unwrap(),
+            namespace: "builds".parse().unwrap(),
+            pipeline: "hello".parse().unwrap(),
+        },
+        run: gofer_core::RunId::from_i64(3),
+    };
+    let p = &run.pipeline;
+    for (scope, key, content) in
+        [(ObjectScope::Pipeline, "cfg/name", "gofer"), (ObjectScope::Run(run.run), "version", "1.2.3")]
+    {
+        let store_key = object_store_key(&p.tenant, &p.namespace, &p.pipeline, scope, &ObjectKey::parse(key).unwrap());
+        let body: gofer_core::objects::ByteStream = Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from(content.as_bytes().to_vec()),
+        )]));
+        store.put(&store_key, body, 1024).await.unwrap();
+    }
+    let mut env = std::collections::BTreeMap::from([
+        ("GREETING".to_owned(), "hello pipeline_object{{ cfg/name }} v=run_object{{version}}!".to_owned()),
+        ("PLAIN".to_owned(), "as is".to_owned()),
+    ]);
+    resolve_object_references(&store, &run, &mut env, 1024).await.unwrap();
+    assert_eq!(env["GREETING"], "hello gofer v=1.2.3!");
+    assert_eq!(env["PLAIN"], "as is");
+
+    let mut missing = std::collections::BTreeMap::from([("X".to_owned(), "run_object{{ nope }}".to_owned())]);
+    let err = resolve_object_references(&store, &run, &mut missing, 1024).await.unwrap_err();
+    assert!(matches!(&err, ObjectRefError::Missing { key, .. } if key == "nope"), "{err}");
+    let mut big = std::collections::BTreeMap::from([("X".to_owned(), "run_object{{ version }}".to_owned())]);
+    let err = resolve_object_references(&store, &run, &mut big, 3).await.unwrap_err();
+    assert!(matches!(err, ObjectRefError::Unusable { .. }), "{err}");
+}
