@@ -290,6 +290,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         retry_backoff: Duration::from_millis(e.retry_backoff_ms),
         tenant_max_running_tasks: e.tenant_max_running_tasks,
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
+        max_env_object_bytes: config.objects.max_env_object_bytes,
         ..EngineConfig::default()
     }
 }

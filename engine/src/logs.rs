@@ -132,6 +132,11 @@ impl LogStore {
         self
     }
 
+    /// The object store finished logs move to (also where env object references are read).
+    pub fn archive(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.archive.as_ref()
+    }
+
     /// What a log holds now: raw bytes written, bytes of the head, and the raw position where the
     /// shown tail starts (the head's length when nothing was cut). `None`: nothing written.
     async fn shape(&self, key: &LogKey) -> std::io::Result<Option<(u64, u64, u64)>> {

@@ -11,6 +11,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use crate::events::{self, EventScope};
+use crate::object_refs::{has_object_references, resolve_object_references};
 use crate::outcome::{Ending, RetryPolicy, Verdict, verdict};
 use crate::runs::TaskKey;
 use crate::worker::Inner;
@@ -143,6 +144,14 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             }
             if run.cancelling().is_some() {
                 return conclude(inner, claimed, &config, task, &job_id, Ending::NotStarted).await;
+            }
+            // Object references in env values, just before the start; a missing one fails the task.
+            if let Some(store) = inner.logs.archive().filter(|_| has_object_references(&spec.env)) {
+                let max = inner.config.max_env_object_bytes;
+                if let Err(e) = resolve_object_references(store.as_ref(), &key.run, &mut spec.env, max).await {
+                    return conclude(inner, claimed, &config, task, &job_id, Ending::StartRejected(e.to_string()))
+                        .await;
+                }
             }
             tracing::info!(job = %job_id, "dispatching");
             match inner.scheduler.start(&spec).await {

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub tenant_max_running_tasks: u32,
     /// The API's URL as tasks reach it, given to them as `GOFER_API_URL`.
     pub api_url: String,
+    /// Largest object an env value may reference (`pipeline_object{{ key }}`, `run_object{{ key }}`).
+    pub max_env_object_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +77,7 @@ impl Default for EngineConfig {
             retry_backoff: Duration::from_secs(1),
             tenant_max_running_tasks: 0,
             api_url: "http://127.0.0.1:8080".into(),
+            max_env_object_bytes: 64 * 1024,
         }
     }
 }

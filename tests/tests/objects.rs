@@ -419,3 +419,28 @@ async fn env_references_to_objects_resolve_to_their_content_and_name_a_missing_k
     let err = resolve_object_references(&store, &run, &mut big, 3).await.unwrap_err();
     assert!(matches!(err, ObjectRefError::Unusable { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_task_env_referencing_an_object_sees_its_content_and_a_missing_one_fails_the_task_naming_it() {
+    let app = app_with(Backend::Local, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "hello",
+        json!({"name": "H", "tasks": [
+            {"id": "greet", "image": "debian:12", "env": {"GREETING": "hello pipeline_object{{ name }}"},
+             "command": ["sh", "-c", "echo \"$GREETING\""]},
+            {"id": "broken", "image": "debian:12", "env": {"X": "run_object{{ nope }}"}, "command": ["true"]}
+        ]}),
+    )
+    .await;
+    let base = pipeline_path("builds", "hello");
+    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/name"), b"gofer".to_vec()).await.0, 201);
+    let run = acme.run_to_completion("builds", "hello", Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let greet = acme.request("GET", &format!("{base}/runs/{}/tasks/greet/logs", run.id), None).await;
+    assert_eq!(greet.body["text"], "hello gofer\n");
+    let broken = acme.request("GET", &format!("{base}/runs/{}/tasks/broken", run.id), None).await;
+    assert!(broken.body.to_string().contains("nope"), "the reason names the key: {}", broken.body);
+}
