@@ -39,3 +39,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2
     exit 1
 fi
+
+# s3s-fs: a real S3 server for the object store tests (~2 minutes to build, once).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "installing s3s-fs 0.14.1 (cargo install, about 2 minutes once)" >&2
+    cargo install --locked --quiet s3s-fs --version 0.14.1 --features binary
+fi

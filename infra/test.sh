@@ -12,16 +12,23 @@ pg_dir=$(mktemp -d /tmp/gofer-test-pg.XXXXXX)
 pg_port=${GOFER_TEST_PG_PORT:-54339}
 bao_dir="$pg_dir/openbao"
 bao_port=${GOFER_TEST_VAULT_PORT:-8209}
+s3_dir=$(mktemp -d /tmp/gofer-test-s3.XXXXXX)
+s3_port=${GOFER_TEST_S3_PORT:-9339}
 cleanup() {
     infra/openbao.sh stop --dir "$bao_dir" || true
+    infra/s3.sh stop --dir "$s3_dir" || true
     infra/postgres.sh stop --dir "$pg_dir" || true
-    rm -rf "$pg_dir"
+    rm -rf "$pg_dir" "$s3_dir"
 }
 trap cleanup EXIT
 infra/postgres.sh start --dir "$pg_dir" --port "$pg_port" --db postgres --fast >/dev/null
 export GOFER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:${pg_port}/postgres"
 GOFER_TEST_VAULT_ADDR=$(infra/openbao.sh start --dir "$bao_dir" --port "$bao_port" --token root)
 export GOFER_TEST_VAULT_ADDR GOFER_TEST_VAULT_TOKEN=root
+# A real S3 server for the object store tests (each test uses a bucket of its own).
+GOFER_TEST_S3_ENDPOINT=$(infra/s3.sh start --dir "$s3_dir" --port "$s3_port")
+export GOFER_TEST_S3_ENDPOINT GOFER_TEST_S3_ACCESS_KEY=AKIDTEST GOFER_TEST_S3_SECRET_KEY=SECRETTEST
+export GOFER_TEST_S3_DATA_DIR="$s3_dir/data"
 
 # Lints first: they are quick and fail early.
 cargo fmt --all --check

@@ -136,12 +136,25 @@ impl FromRequest for Operator {
     }
 }
 
+/// What a run token may reach through a route, besides tenant tokens holding the permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTokenGrant {
+    /// Nothing.
+    Nothing,
+    /// Its own run: the route's `{namespace}`, `{pipeline}` and `{run}` must be the token's.
+    OwnRun,
+    /// Its own pipeline: the route's `{namespace}` and `{pipeline}` must be the token's.
+    OwnPipeline,
+}
+
 /// What a tenant route needs of the token's role.
 pub trait Permission {
     /// Whether `role` grants it.
     fn granted(role: Role) -> bool;
     /// Named in the 403 answer and in docs/permissions.md.
     const NAME: &'static str;
+    /// What a run token may reach with it (reading its own run, unless a route says otherwise).
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::Nothing;
 }
 
 /// Read anything in the tenant (within the token's namespaces).
@@ -156,6 +169,28 @@ impl Permission for Read {
         matches!(role, Role::Admin | Role::Write | Role::Read)
     }
     const NAME: &'static str = "read";
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnRun;
+}
+
+/// `read`, and for run tokens their own pipeline's objects (`GET` of pipeline objects).
+pub struct ReadPipelineObjects;
+/// `write`, and for run tokens their own run's objects (`PUT` of run objects).
+pub struct WriteRunObjects;
+
+impl Permission for ReadPipelineObjects {
+    fn granted(role: Role) -> bool {
+        Read::granted(role)
+    }
+    const NAME: &'static str = Read::NAME;
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnPipeline;
+}
+
+impl Permission for WriteRunObjects {
+    fn granted(role: Role) -> bool {
+        Write::granted(role)
+    }
+    const NAME: &'static str = Write::NAME;
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnRun;
 }
 
 impl Permission for Write {
@@ -211,14 +246,19 @@ impl<P: Permission + 'static> FromRequest for TenantAccess<P> {
         let run = req.match_info().get("run").map(str::to_owned);
         Box::pin(async move {
             match auth.await?.0 {
-                // A run token reads its own run, nothing else.
+                // A run token reaches its own run (or pipeline) through the routes that say so.
                 Principal::Run(scope) => {
-                    let own = P::NAME == Read::NAME
-                        && namespace.as_deref() == Some(scope.namespace.as_str())
-                        && pipeline.as_deref() == Some(scope.pipeline.as_str())
-                        && run.as_deref() == Some(scope.run.to_string().as_str());
+                    let own_pipeline = namespace.as_deref() == Some(scope.namespace.as_str())
+                        && pipeline.as_deref() == Some(scope.pipeline.as_str());
+                    let own = match P::RUN_TOKEN {
+                        RunTokenGrant::Nothing => false,
+                        RunTokenGrant::OwnPipeline => own_pipeline && run.is_none(),
+                        RunTokenGrant::OwnRun => own_pipeline && run.as_deref() == Some(scope.run.to_string().as_str()),
+                    };
                     if !own {
-                        return Err(ApiError::forbidden("a run token may only read its own run"));
+                        return Err(ApiError::forbidden(
+                            "a run token may only read its own run, write its run's objects and read its pipeline's objects",
+                        ));
                     }
                     let namespaces = NamespaceGlobs::parse(vec![scope.namespace.to_string()]).unwrap_or_default();
                     Ok(TenantAccess {

@@ -83,6 +83,65 @@ pub struct Config {
     pub trial: TrialSettings,
     /// Blocking abusive client addresses.
     pub ip_blocks: IpBlockSettings,
+    /// Where objects and finished task logs are kept: `local` (content-addressed, under
+    /// `<state_dir>/objects`) or `s3`.
+    pub object_store: ObjectStoreKind,
+    /// S3 endpoint URL; unset: AWS's endpoint for `s3_region`.
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket (created at start-up when missing).
+    pub s3_bucket: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// Path-style S3 addressing (`<endpoint>/<bucket>/<key>`), which most non-AWS servers need.
+    pub s3_path_style: bool,
+    /// S3 access key id; with `s3_secret_access_key`. Unset: the default AWS credential chain.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub s3_secret_access_key: Option<String>,
+    /// Multipart part size in bytes (at least 5 MiB); bodies longer than one part go up in parts.
+    pub s3_part_size_bytes: u64,
+    /// Object limits and expiry.
+    pub objects: ObjectSettings,
+}
+
+/// The object store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectStoreKind {
+    /// The local content-addressed store under the state dir.
+    Local,
+    /// An S3 bucket.
+    S3,
+}
+
+/// Object limits and expiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectSettings {
+    /// Largest object accepted, in bytes (pipeline objects are also bounded by the plan's
+    /// `object_storage_bytes`).
+    pub max_object_bytes: u64,
+    /// Most pipeline objects per pipeline; the oldest are evicted past it (with an event).
+    pub max_pipeline_objects: u32,
+    /// Run objects of each pipeline's last this many runs are kept; older ones expire.
+    pub keep_run_objects_for_runs: u32,
+    /// How often the run-object expiry and log retention job runs, in seconds.
+    pub expiry_interval_s: u64,
+    /// Largest object an env value may reference with `pipeline_object{{ key }}` or
+    /// `run_object{{ key }}`, in bytes.
+    pub max_env_object_bytes: u64,
+}
+
+impl Default for ObjectSettings {
+    fn default() -> Self {
+        Self {
+            max_object_bytes: 5 * 1024 * 1024 * 1024,
+            max_pipeline_objects: 1000,
+            keep_run_objects_for_runs: 10,
+            expiry_interval_s: 600,
+            max_env_object_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// Where secret values are kept.
@@ -312,6 +371,13 @@ pub struct LogSettings {
     /// Bytes of output kept per task execution: the first half and the last half, with a marker
     /// saying how many bytes were cut between them.
     pub max_bytes_per_task: u64,
+    /// How long logs of finished task attempts are kept, in seconds (default 30 days); the
+    /// periodic job (`objects.expiry_interval_s`) removes older ones and reads answer 410
+    /// `logs_expired`. 0 keeps them forever.
+    pub retention_s: u64,
+    /// Seconds after a task attempt ends before its log moves from local disk to the object store
+    /// (live followers have finished by then).
+    pub archive_after_s: u64,
 }
 
 /// Event streams (SSE) and their safety nets.
@@ -362,6 +428,15 @@ impl Default for Config {
             vault_prefix: "gofer/".into(),
             trial: TrialSettings::default(),
             ip_blocks: IpBlockSettings::default(),
+            object_store: ObjectStoreKind::Local,
+            s3_endpoint: None,
+            s3_bucket: "gofer".into(),
+            s3_region: "us-east-1".into(),
+            s3_path_style: true,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_part_size_bytes: 8 * 1024 * 1024,
+            objects: ObjectSettings::default(),
         }
     }
 }
@@ -389,7 +464,11 @@ impl Default for EngineSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { max_bytes_per_task: gofer_engine::logs::DEFAULT_MAX_BYTES_PER_TASK }
+        Self {
+            max_bytes_per_task: gofer_engine::logs::DEFAULT_MAX_BYTES_PER_TASK,
+            retention_s: 30 * 24 * 3600,
+            archive_after_s: 30,
+        }
     }
 }
 

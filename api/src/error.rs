@@ -86,6 +86,17 @@ pub enum ApiError {
         /// Which object.
         detail: String,
     },
+    /// It existed, and its content is gone for good (`object_expired`, `logs_expired`).
+    #[error("{detail}")]
+    Gone {
+        /// Stable code.
+        code: &'static str,
+        /// What is gone.
+        detail: String,
+    },
+    /// The object store is out of space.
+    #[error("the object store is out of space")]
+    InsufficientStorage,
     /// The service cannot answer now (database down, migrations missing).
     #[error("{0}")]
     Unavailable(String),
@@ -112,7 +123,8 @@ impl ApiError {
             ApiError::InvalidParameter { code, .. } => code,
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
+            ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -131,6 +143,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::NotFound { .. } => "Not found",
             ApiError::Conflict { .. } => "Conflict",
+            ApiError::Gone { .. } => "Gone",
+            ApiError::InsufficientStorage => "Insufficient storage",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }
@@ -171,6 +185,8 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -179,8 +195,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         // One counter for every refusal by code: rate limits, quota refusals, blocks, bad input.
         metrics::counter!("gofer_problem_responses_total", "code" => self.code()).increment(1);
-        if let ApiError::Internal(detail) = self {
-            tracing::error!(%detail, "internal error");
+        match self {
+            ApiError::Internal(detail) => tracing::error!(%detail, "internal error"),
+            ApiError::Unavailable(detail) => tracing::warn!(%detail, "service unavailable"),
+            _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
@@ -218,6 +236,7 @@ impl From<EngineError> for ApiError {
                 code: "attempt_not_found",
                 detail: format!("attempt {n} does not exist for this task"),
             },
+            EngineError::LogsExpired(_) => ApiError::Gone { code: "logs_expired", detail: err.to_string() },
             EngineError::ConfigNotFound(version) => ApiError::NotFound {
                 code: "config_not_found",
                 detail: format!("config version {version} does not exist"),
@@ -332,5 +351,44 @@ impl From<gofer_secrets::SecretsError> for ApiError {
             }
             e @ (S::Store(SecretStoreError::Corrupt(_)) | S::Database(_)) => ApiError::internal(e),
         }
+    }
+}
+
+impl From<gofer_objects::ObjectsError> for ApiError {
+    fn from(err: gofer_objects::ObjectsError) -> Self {
+        use gofer_core::objects::ObjectStoreError;
+        use gofer_objects::ObjectsError as E;
+        match err {
+            E::PipelineNotFound(id) => {
+                ApiError::NotFound { code: "pipeline_not_found", detail: format!("pipeline {id} does not exist") }
+            }
+            E::RunNotFound(id) => {
+                ApiError::NotFound { code: "run_not_found", detail: format!("run {id} does not exist") }
+            }
+            E::ObjectNotFound(key) => {
+                ApiError::NotFound { code: "object_not_found", detail: format!("object {key} does not exist") }
+            }
+            E::Expired(_) => ApiError::Gone { code: "object_expired", detail: err.to_string() },
+            E::TooLarge(limit) => ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX)),
+            E::Store(ObjectStoreError::StorageFull) => ApiError::InsufficientStorage,
+            E::Store(ObjectStoreError::Body(detail)) => {
+                ApiError::InvalidBody(JsonError { code: "body_incomplete", message: detail })
+            }
+            E::Store(ObjectStoreError::TooLarge(limit)) => {
+                ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX))
+            }
+            E::Store(ObjectStoreError::Backend(detail)) => {
+                // Logged by error_response; clients only learn that the store is unavailable.
+                tracing::warn!(%detail, "object store failure");
+                ApiError::Unavailable("the object store is unavailable; try again".into())
+            }
+            other @ (E::Corrupt(_) | E::Database(_) | E::Events(_)) => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<gofer_core::objects::ObjectKeyError> for ApiError {
+    fn from(err: gofer_core::objects::ObjectKeyError) -> Self {
+        ApiError::InvalidParameter { code: "invalid_object_key", detail: err.to_string() }
     }
 }

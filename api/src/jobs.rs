@@ -195,3 +195,50 @@ impl PeriodicJob for EndTrials {
         })
     }
 }
+
+/// The object store's upkeep: moves finished task logs to it, removes logs past retention, and
+/// expires run objects of runs older than each pipeline's last `keep_run_objects_for_runs`.
+pub struct StoreMaintenance {
+    /// The objects.
+    pub objects: gofer_objects::Objects,
+    /// The database.
+    pub pool: PgPool,
+    /// Task logs.
+    pub logs: gofer_engine::LogStore,
+    /// How often.
+    pub every: Duration,
+    /// How long after an attempt ends its log moves to the store.
+    pub archive_after: Duration,
+    /// How long logs are kept; `None`: forever.
+    pub retention: Option<Duration>,
+}
+
+impl PeriodicJob for StoreMaintenance {
+    fn name(&self) -> &'static str {
+        "store_maintenance"
+    }
+
+    fn interval(&self) -> Duration {
+        self.every
+    }
+
+    fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(retention) = self.retention {
+                let removed = gofer_engine::logs::expire_finished(&self.pool, &self.logs, retention).await?;
+                if removed > 0 {
+                    tracing::info!(count = removed, "removed task logs past retention");
+                }
+            }
+            let moved = gofer_engine::logs::archive_finished(&self.pool, &self.logs, self.archive_after).await?;
+            if moved > 0 {
+                tracing::debug!(count = moved, "moved finished task logs to the object store");
+            }
+            let expired = self.objects.expire_run_objects().await?;
+            if expired > 0 {
+                tracing::info!(count = expired, "expired run objects");
+            }
+            Ok(())
+        })
+    }
+}

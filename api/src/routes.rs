@@ -10,6 +10,7 @@ pub(crate) mod inspect;
 pub(crate) mod ip_blocks;
 pub(crate) mod logs;
 pub(crate) mod namespaces;
+pub(crate) mod objects;
 pub(crate) mod pipelines;
 pub(crate) mod plans;
 pub(crate) mod runs;
@@ -78,6 +79,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(runs::list_tasks)
         .service(runs::get_task)
         .service(logs::task_logs)
+        .service(objects::list_pipeline_objects)
+        .service(objects::put_pipeline_object)
+        .service(objects::get_pipeline_object)
+        .service(objects::delete_pipeline_object)
+        .service(objects::list_run_objects)
+        .service(objects::put_run_object)
+        .service(objects::get_run_object)
+        .service(objects::delete_run_object)
         .service(runs::list_attempts)
         .service(runs::cancel)
         .service(events::list)

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::config::{Config, SchedulerKind, SecretStoreKind};
+use crate::config::{Config, ObjectStoreKind, SchedulerKind, SecretStoreKind};
 use crate::error::ApiError;
 use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub secrets: Arc<gofer_secrets::Secrets>,
     /// Blocked client addresses.
     pub ip_blocks: Arc<crate::limits::IpBlocks>,
+    /// Pipeline and run objects.
+    pub objects: gofer_objects::Objects,
 }
 
 /// A built server, bound and ready to run.
@@ -116,9 +118,11 @@ impl Application {
                 .context("starting the local sandbox scheduler")?,
             ),
         };
+        let store = object_store(&config).await?;
+        let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), object_limits(&config));
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task);
+        let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
         let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port))
@@ -157,6 +161,14 @@ impl Application {
                 every: Duration::from_secs(config.trial.job_interval_s.max(1)),
                 grace: Duration::from_secs(config.trial.removal_grace_s),
             }),
+            Arc::new(crate::jobs::StoreMaintenance {
+                objects: objects.clone(),
+                pool: pool.clone(),
+                logs: logs.clone(),
+                every: Duration::from_secs(config.objects.expiry_interval_s.max(1)),
+                archive_after: Duration::from_secs(config.logs.archive_after_s),
+                retention: (config.logs.retention_s > 0).then(|| Duration::from_secs(config.logs.retention_s)),
+            }),
         ]);
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
         let hub = EventHub::start(pool.clone());
@@ -171,6 +183,7 @@ impl Application {
             request_limits,
             secrets,
             ip_blocks,
+            objects,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -266,6 +279,39 @@ pub fn local_url(listen: &str, port: u16) -> String {
     format!("http://{host}:{port}")
 }
 
+/// The configured object store (an S3 bucket is created when missing).
+async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::objects::ObjectStore>> {
+    Ok(match config.object_store {
+        ObjectStoreKind::Local => Arc::new(gofer_objects::LocalStore::new(config.state_dir.join("objects"))),
+        ObjectStoreKind::S3 => {
+            let credentials = match (&config.s3_access_key_id, &config.s3_secret_access_key) {
+                (Some(key), Some(secret)) => Some((key.clone(), secret.clone())),
+                (None, None) => None,
+                _ => anyhow::bail!("set both s3_access_key_id and s3_secret_access_key, or neither"),
+            };
+            let store = gofer_objects::S3Store::connect(&gofer_objects::S3Config {
+                endpoint: config.s3_endpoint.clone(),
+                bucket: config.s3_bucket.clone(),
+                region: config.s3_region.clone(),
+                path_style: config.s3_path_style,
+                credentials,
+                part_size: config.s3_part_size_bytes,
+            })
+            .await;
+            store.ensure_bucket().await.context("reaching the S3 bucket")?;
+            Arc::new(store)
+        }
+    })
+}
+
+fn object_limits(config: &Config) -> gofer_objects::ObjectLimits {
+    gofer_objects::ObjectLimits {
+        max_object_bytes: config.objects.max_object_bytes,
+        max_pipeline_objects: config.objects.max_pipeline_objects,
+        keep_run_objects_for_runs: config.objects.keep_run_objects_for_runs,
+    }
+}
+
 /// The engine's settings from the service config; `port` is the bound port (for GOFER_API_URL).
 fn engine_config(config: &Config, port: u16) -> EngineConfig {
     let e = &config.engine;
@@ -285,6 +331,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         tenant_max_running_tasks: e.tenant_max_running_tasks,
         quota_check_interval: Duration::from_millis(e.quota_check_interval_ms),
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
+        max_env_object_bytes: config.objects.max_env_object_bytes,
         ..EngineConfig::default()
     }
 }

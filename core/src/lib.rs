@@ -9,6 +9,7 @@ pub mod diff;
 pub mod id;
 pub mod json;
 pub mod model;
+pub mod objects;
 pub mod scheduler;
 pub mod secrets;
 pub mod state;

@@ -215,6 +215,11 @@ wire_enum!(
         PipelineEnabled => "pipeline_enabled",
         /// A pipeline was deleted with its configs, deployments, runs and logs.
         PipelineDeleted => "pipeline_deleted",
+        /// A pipeline object was evicted to keep the pipeline under its object count or the tenant
+        /// under its plan's object storage; the payload has its key, size and why.
+        ObjectEvicted => "object_evicted",
+        /// Run objects of old runs expired; the payload has the run and how many.
+        RunObjectsExpired => "run_objects_expired",
     }
 );
 

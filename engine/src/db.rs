@@ -2,6 +2,7 @@
 //! functions marked "cross-tenant": the engine's own work spans tenants on purpose.
 
 pub(crate) mod events;
+pub(crate) mod logs;
 
 use std::collections::BTreeMap;
 

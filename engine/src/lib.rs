@@ -9,6 +9,7 @@ pub mod logs;
 pub mod masking;
 mod measure;
 mod monitor;
+pub mod object_refs;
 mod outcome;
 pub mod pipelines;
 mod references;
@@ -25,6 +26,15 @@ use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, Task
 pub use logs::LogStore;
 pub use measure::{QueueDepth, queue_depth};
 pub use worker::{Engine, EngineConfig, EngineHandle};
+
+/// Begins a transaction scoped to one tenant (role `gofer_tenant`, `app.tenant_id` set), for crates
+/// that keep tenant-owned tables of their own (objects): row-level security keeps it in the tenant.
+pub async fn tenant_transaction(
+    pool: &sqlx::PgPool,
+    tenant: &gofer_core::TenantId,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, EngineError> {
+    db::scoped(pool, tenant).await
+}
 
 /// The Postgres channel on which queue changes are announced.
 pub const QUEUE_CHANNEL: &str = "gofer_queue";
@@ -47,6 +57,9 @@ pub enum EngineError {
     /// No such attempt of the task execution.
     #[error("attempt {0} does not exist for this task")]
     AttemptNotFound(u32),
+    /// The attempt's log was removed after the retention period.
+    #[error("the log of attempt {0} was removed after the retention period")]
+    LogsExpired(u32),
     /// No such config version of the pipeline.
     #[error("config version {0} does not exist")]
     ConfigNotFound(Version),

@@ -15,11 +15,19 @@
 //! where it stopped; bytes that were cut are replaced by the marker in what it receives.
 //!
 //! One writer per log is assumed (the engine replica holding the task execution's lease).
-//! The object-store backend (S3) replaces this in a later issue; the keys stay the same.
+//!
+//! **Archive and retention.** Once an attempt has ended (and `archive_after` has passed, so live
+//! followers have finished), a periodic job moves its log to the object store under the same key,
+//! as it reads (head, marker, tail), records its shape on the attempt row and removes the local
+//! files; reads of an archived log come from the store. After the retention period the job removes
+//! the log and reads answer `logs_expired`.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use gofer_core::objects::ObjectStore;
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -78,14 +86,27 @@ pub struct LogSlice {
     pub exists: bool,
 }
 
-/// Stores logs as files under a root directory, each capped at `max_bytes_per_task`.
-#[derive(Debug, Clone)]
+/// Stores logs as files under a root directory, each capped at `max_bytes_per_task`, and
+/// finished ones in an object store when one is attached.
+#[derive(Clone)]
 pub struct LogStore {
     root: PathBuf,
     /// Bytes kept from the start of the output.
     head_cap: u64,
     /// Bytes kept from the end of the output.
     tail_cap: u64,
+    /// Where finished logs move.
+    archive: Option<Arc<dyn ObjectStore>>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("root", &self.root)
+            .field("cap", &(self.head_cap + self.tail_cap))
+            .field("archive", &self.archive.as_ref().map(|a| a.name()))
+            .finish()
+    }
 }
 
 /// What the tail file held when it was opened.
@@ -102,7 +123,47 @@ impl LogStore {
     /// bytes of each task execution's output: the first half and the last half.
     pub fn new(root: impl Into<PathBuf>, max_bytes_per_task: u64) -> Self {
         let head_cap = max_bytes_per_task / 2;
-        Self { root: root.into(), head_cap, tail_cap: max_bytes_per_task - head_cap }
+        Self { root: root.into(), head_cap, tail_cap: max_bytes_per_task - head_cap, archive: None }
+    }
+
+    /// Moves finished logs to `store` (see [`archive_finished`]) and reads them from there.
+    pub fn with_archive(mut self, store: Arc<dyn ObjectStore>) -> Self {
+        self.archive = Some(store);
+        self
+    }
+
+    /// The object store finished logs move to (also where env object references are read).
+    pub fn archive(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.archive.as_ref()
+    }
+
+    /// What a log holds now: raw bytes written, bytes of the head, and the raw position where the
+    /// shown tail starts (the head's length when nothing was cut). `None`: nothing written.
+    async fn shape(&self, key: &LogKey) -> std::io::Result<Option<(u64, u64, u64)>> {
+        let tail = open_tail(&self.tail_path(key)).await?;
+        let head = file_len(&self.head_path(key)).await?;
+        match (head, tail) {
+            (None, None) => Ok(None),
+            (head, None) => {
+                let head = head.unwrap_or(0);
+                Ok(Some((head, head, head)))
+            }
+            (head, Some(tail)) => {
+                let head = head.unwrap_or(0);
+                let end = tail.start + tail.len;
+                Ok(Some((end, head, tail.start.max(end.saturating_sub(self.tail_cap)).max(head))))
+            }
+        }
+    }
+
+    async fn remove_local(&self, key: &LogKey) -> std::io::Result<()> {
+        for path in [self.tail_path(key), self.head_path(key)] {
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The cap of one task execution's stored log.
@@ -295,7 +356,125 @@ pub async fn read_task_log(
     if attempt == 0 || attempt > task.attempt {
         return Err(EngineError::AttemptNotFound(attempt));
     }
-    Ok(store.read_all_from(&key.log_key(attempt), offset).await?)
+    let log_key = key.log_key(attempt);
+    // Twice at most: the archive job may move the log between the row read and the file read.
+    for _ in 0..2 {
+        let where_ = {
+            let mut conn = pool.acquire().await?;
+            crate::db::logs::attempt_log(&mut conn, key, attempt).await?
+        };
+        match where_ {
+            Some(log) if log.expired => return Err(EngineError::LogsExpired(attempt)),
+            Some(log) if log.archived => return read_archived(store, &log_key, log, offset).await,
+            _ => {}
+        }
+        let slice = store.read_all_from(&log_key, offset).await?;
+        if slice.exists || store.archive.is_none() {
+            return Ok(slice);
+        }
+    }
+    Ok(LogSlice { data: Vec::new(), next_offset: offset, exists: false })
+}
+
+/// Reads an archived log from raw position `offset`, with the same cut marker as a local one.
+async fn read_archived(
+    store: &LogStore,
+    key: &LogKey,
+    log: crate::db::logs::AttemptLog,
+    offset: u64,
+) -> Result<LogSlice, EngineError> {
+    use futures_util::StreamExt;
+    let archive =
+        store.archive.as_ref().ok_or_else(|| EngineError::Corrupt("an archived log without an archive".into()))?;
+    let fetched =
+        archive.get(&key.path()).await.map_err(|e| EngineError::Logs(std::io::Error::other(e.to_string())))?;
+    let Some(mut fetched) = fetched else {
+        return Ok(LogSlice { data: Vec::new(), next_offset: offset, exists: false });
+    };
+    let mut shown = Vec::with_capacity(usize::try_from(fetched.size).unwrap_or(0));
+    while let Some(chunk) = fetched.body.next().await {
+        shown.extend_from_slice(&chunk?);
+    }
+    let n = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+    let (raw, head, tail_start) = (n(log.raw_bytes), n(log.head_bytes), n(log.tail_start));
+    // Shown = head, then (when bytes were cut) the marker, then the tail from `tail_start`.
+    let tail_at = shown.len().saturating_sub(usize::try_from(raw - tail_start.min(raw)).unwrap_or(0));
+    let data = if offset >= raw {
+        Vec::new()
+    } else if offset < head {
+        shown[usize::try_from(offset).unwrap_or(0)..].to_vec()
+    } else if offset < tail_start {
+        let mut data = cut_marker(tail_start - offset);
+        data.extend_from_slice(&shown[tail_at..]);
+        data
+    } else {
+        shown[tail_at + usize::try_from(offset - tail_start).unwrap_or(0)..].to_vec()
+    };
+    Ok(LogSlice { data, next_offset: offset.max(raw), exists: true })
+}
+
+/// Moves the logs of attempts that ended over `after` ago to the store's archive: uploads what a
+/// read shows, records its shape, removes the local files. Cross-tenant work of the periodic job.
+/// Answers how many logs moved.
+pub async fn archive_finished(pool: &PgPool, store: &LogStore, after: Duration) -> Result<u64, EngineError> {
+    let Some(archive) = &store.archive else { return Ok(0) };
+    let mut moved = 0;
+    loop {
+        let due = crate::db::logs::due_for_archive(pool, after.as_secs_f64(), 200).await?;
+        if due.is_empty() {
+            return Ok(moved);
+        }
+        for log in &due {
+            let key = due_key(log)?;
+            let (raw, head, tail_start) = store.shape(&key).await?.unwrap_or((0, 0, 0));
+            let shown = store.read_all_from(&key, 0).await?.data;
+            let body: gofer_core::objects::ByteStream =
+                Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(shown))]));
+            archive
+                .put(&key.path(), body, u64::MAX)
+                .await
+                .map_err(|e| EngineError::Logs(std::io::Error::other(e.to_string())))?;
+            crate::db::logs::mark_archived(pool, log, raw, head, tail_start).await?;
+            store.remove_local(&key).await?;
+            moved += 1;
+        }
+    }
+}
+
+/// Removes the logs of attempts that ended over `retention` ago (archived or not); reads then
+/// answer `logs_expired`. Answers how many.
+pub async fn expire_finished(pool: &PgPool, store: &LogStore, retention: Duration) -> Result<u64, EngineError> {
+    let mut removed = 0;
+    loop {
+        let due = crate::db::logs::due_for_expiry(pool, retention.as_secs_f64(), 200).await?;
+        if due.is_empty() {
+            return Ok(removed);
+        }
+        for log in &due {
+            let key = due_key(log)?;
+            if let Some(archive) = &store.archive {
+                archive
+                    .delete(&key.path())
+                    .await
+                    .map_err(|e| EngineError::Logs(std::io::Error::other(e.to_string())))?;
+            }
+            store.remove_local(&key).await?;
+            crate::db::logs::mark_expired(pool, log).await?;
+            removed += 1;
+        }
+    }
+}
+
+fn due_key(log: &crate::db::logs::DueLog) -> Result<LogKey, EngineError> {
+    let corrupt = |e: gofer_core::IdError| EngineError::Corrupt(e.to_string());
+    Ok(LogKey {
+        tenant: TenantId::parse(log.tenant_id.as_str()).map_err(corrupt)?,
+        namespace: NamespaceId::parse(log.namespace_id.as_str()).map_err(corrupt)?,
+        pipeline: PipelineId::parse(log.pipeline_id.as_str()).map_err(corrupt)?,
+        run: RunId::from_i64(log.run_id),
+        task: TaskId::parse(log.task_id.as_str()).map_err(corrupt)?,
+        attempt: u32::try_from(log.attempt).unwrap_or(1),
+    })
 }
 
 fn tail_header(start: u64) -> Vec<u8> {

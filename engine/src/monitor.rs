@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::events::{self, EventScope};
 use crate::masking::Masker;
+use crate::object_refs::{has_object_references, resolve_object_references};
 use crate::outcome::{Ending, RetryPolicy, Verdict, verdict};
 use crate::references::{self, ReferenceError};
 use crate::runs::TaskKey;
@@ -194,6 +195,14 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                     return conclude(inner, claimed, &config, task, &job_id, ending).await;
                 }
             };
+            // Object references in env values, just before the start; a missing one fails the task.
+            if let Some(store) = inner.logs.archive().filter(|_| has_object_references(&spec.env)) {
+                let max = inner.config.max_env_object_bytes;
+                if let Err(e) = resolve_object_references(store.as_ref(), &key.run, &mut spec.env, max).await {
+                    return conclude(inner, claimed, &config, task, &job_id, Ending::StartRejected(e.to_string()))
+                        .await;
+                }
+            }
             tracing::info!(job = %job_id, "dispatching");
             match inner.scheduler.start(&spec).instrument(tracing::info_span!("scheduler.start", job = %job_id)).await {
                 Ok(()) => {

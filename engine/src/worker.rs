@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub quota_check_interval: Duration,
     /// The API's URL as tasks reach it, given to them as `GOFER_API_URL`.
     pub api_url: String,
+    /// Largest object an env value may reference (`pipeline_object{{ key }}`, `run_object{{ key }}`).
+    pub max_env_object_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +80,7 @@ impl Default for EngineConfig {
             tenant_max_running_tasks: 0,
             quota_check_interval: Duration::from_secs(5),
             api_url: "http://127.0.0.1:8080".into(),
+            max_env_object_bytes: 64 * 1024,
         }
     }
 }

@@ -121,6 +121,7 @@ fn concrete_for(route: &str, ids: &Ids, token_id: &str) -> String {
         .replace("{from}", "1")
         .replace("{to}", "1")
         .replace("{deployment}", "1")
+        .replace("{key}", "dist/app")
         .replace("{id}", token_id)
         .replace("{key}", "API_KEY")
 }

@@ -87,7 +87,11 @@ pub(crate) async fn task_logs(
     let key = path.into_inner().key(&access.tenant)?;
     let offset = offset_param(query.offset.as_deref())?;
     let attempt = query.attempt.as_deref().map(crate::routes::runs::parse_attempt).transpose()?;
-    if !follow_param(query.follow.as_deref())? {
+    let follow = follow_param(query.follow.as_deref())?;
+    // A complete task's log does not grow: following it is reading it (from wherever it is now,
+    // local disk or the object store).
+    let complete = follow && gofer_engine::runs::get_task(&state.pool, &key).await?.state == TaskState::Complete;
+    if !follow || complete {
         let slice = gofer_engine::logs::read_task_log(&state.pool, &state.logs, &key, attempt, offset).await?;
         return Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")

@@ -185,5 +185,6 @@ pub(crate) async fn remove(
     gofer_tenants::namespaces::delete(&state.pool, &access.tenant, &id).await?;
     state.logs.remove_namespace(&access.tenant, &id).await.map_err(ApiError::internal)?;
     state.secrets.purge(&access.tenant, &gofer_core::secrets::SecretPrefix::Namespace(id.clone())).await?;
+    state.objects.remove_namespace(&access.tenant, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

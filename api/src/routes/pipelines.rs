@@ -232,5 +232,7 @@ pub(crate) async fn remove(
     // Its secrets' metadata went with the pipeline's row; their values leave the store now.
     let prefix = gofer_core::secrets::SecretPrefix::Pipeline(key.namespace.clone(), key.pipeline.clone());
     state.secrets.purge(&key.tenant, &prefix).await?;
+    // The rows went with the pipeline; its objects and archived logs leave the store now.
+    state.objects.remove_pipeline(&key).await?;
     Ok(HttpResponse::NoContent().finish())
 }

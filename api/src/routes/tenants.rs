@@ -170,6 +170,7 @@ pub(crate) async fn remove(
     gofer_tenants::delete_tenant(&state.pool, &id).await?;
     state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
     state.secrets.purge(&id, &gofer_core::secrets::SecretPrefix::Tenant).await?;
+    state.objects.remove_tenant(&id).await?;
     tracing::warn!(tenant = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,364 @@
+//! Object storage for Gofer: the two [`ObjectStore`] backends (S3 and a local
+//! content-addressed store), object metadata in Postgres, and the rules on top: size limits,
+//! per-plan quotas with eviction of the oldest pipeline objects, and run-object expiry.
+//!
+//! The store holds content; Postgres holds what exists (key, size, SHA-256, when, expired), so
+//! lists paginate and quotas are summed without listing the store. A put streams into the store
+//! first and records the row after, so a row always names complete content; a delete removes the
+//! row first, so a reader never finds a row whose content is being removed.
+
+mod db;
+pub mod local;
+pub mod s3;
+
+use std::sync::Arc;
+
+use gofer_core::objects::{
+    ByteStream, Fetched, ObjectInfo, ObjectKey, ObjectScope, ObjectStore, ObjectStoreError, object_store_key,
+};
+use gofer_core::{EventKind, NamespaceId, PipelineId, TenantId};
+use gofer_engine::events::{self, EventScope};
+use gofer_engine::runs::PipelineKey;
+use sqlx::PgPool;
+
+pub use local::LocalStore;
+pub use s3::{S3Config, S3Store};
+
+/// Everything that can go wrong with objects, as callers need to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    /// No such pipeline in the tenant.
+    #[error("pipeline {0} does not exist")]
+    PipelineNotFound(PipelineId),
+    /// No such run of the pipeline.
+    #[error("run {0} does not exist")]
+    RunNotFound(gofer_core::RunId),
+    /// No such object.
+    #[error("object {0} does not exist")]
+    ObjectNotFound(ObjectKey),
+    /// The run object's content was removed by expiry.
+    #[error("object {0} expired with its run; only its metadata remains")]
+    Expired(ObjectKey),
+    /// The body is larger than allowed.
+    #[error("the object is larger than the {0} bytes allowed")]
+    TooLarge(u64),
+    /// The store failed.
+    #[error(transparent)]
+    Store(ObjectStoreError),
+    /// A stored row could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Recording an event failed.
+    #[error(transparent)]
+    Events(#[from] gofer_engine::EngineError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<ObjectStoreError> for ObjectsError {
+    fn from(e: ObjectStoreError) -> Self {
+        match e {
+            ObjectStoreError::TooLarge(n) => ObjectsError::TooLarge(n),
+            other => ObjectsError::Store(other),
+        }
+    }
+}
+
+/// A collection of objects: a pipeline's, or one run's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// Owner, always from the authenticated token.
+    pub tenant: TenantId,
+    /// Namespace.
+    pub namespace: NamespaceId,
+    /// Pipeline.
+    pub pipeline: PipelineId,
+    /// Pipeline objects or one run's.
+    pub scope: ObjectScope,
+}
+
+impl Collection {
+    fn store_key(&self, key: &ObjectKey) -> String {
+        object_store_key(&self.tenant, &self.namespace, &self.pipeline, self.scope, key)
+    }
+}
+
+/// Limits on objects.
+#[derive(Debug, Clone)]
+pub struct ObjectLimits {
+    /// Largest object, in bytes.
+    pub max_object_bytes: u64,
+    /// Most pipeline objects per pipeline; the oldest are evicted past it.
+    pub max_pipeline_objects: u32,
+    /// Run objects of a pipeline's last this many runs are kept; older ones expire.
+    pub keep_run_objects_for_runs: u32,
+}
+
+impl Default for ObjectLimits {
+    fn default() -> Self {
+        Self { max_object_bytes: 5 * 1024 * 1024 * 1024, max_pipeline_objects: 1000, keep_run_objects_for_runs: 10 }
+    }
+}
+
+/// Objects: the store and the metadata together.
+#[derive(Clone)]
+pub struct Objects {
+    pool: PgPool,
+    store: Arc<dyn ObjectStore>,
+    limits: ObjectLimits,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Objects({})", self.store.name())
+    }
+}
+
+impl Objects {
+    /// Objects kept in `store`, described in `pool`.
+    pub fn new(pool: PgPool, store: Arc<dyn ObjectStore>, limits: ObjectLimits) -> Self {
+        Self { pool, store, limits }
+    }
+
+    /// The store (the engine keeps finished logs in it too).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &ObjectLimits {
+        &self.limits
+    }
+
+    async fn require(&self, at: &Collection) -> Result<(), ObjectsError> {
+        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let (pipeline, run) = db::collection_exists(&mut tx, at).await?;
+        tx.commit().await?;
+        match at.scope {
+            _ if !pipeline => Err(ObjectsError::PipelineNotFound(at.pipeline.clone())),
+            ObjectScope::Run(id) if !run => Err(ObjectsError::RunNotFound(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Streams `body` into the object `key` of `at` (replacing an older one), then records it;
+    /// pipeline objects past the pipeline's count or the tenant's plan bytes evict the oldest.
+    #[tracing::instrument(skip_all, fields(tenant = %at.tenant, key = %key))]
+    pub async fn put(&self, at: &Collection, key: &ObjectKey, body: ByteStream) -> Result<ObjectInfo, ObjectsError> {
+        self.require(at).await?;
+        let mut max = self.limits.max_object_bytes;
+        let plan_bytes = if at.scope == ObjectScope::Pipeline {
+            let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+            let bytes = db::plan_object_bytes(&mut tx, &at.tenant).await?;
+            tx.commit().await?;
+            bytes.map(|b| u64::try_from(b).unwrap_or(0))
+        } else {
+            None
+        };
+        if let Some(plan) = plan_bytes {
+            max = max.min(plan);
+        }
+        let store_key = at.store_key(key);
+        let stored = self.store.put(&store_key, body, max).await?;
+        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let row = match db::upsert(&mut tx, at, key, stored.size, &stored.sha256).await {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                // The pipeline was deleted while the body streamed in.
+                drop(tx);
+                self.store.delete(&store_key).await?;
+                return Err(ObjectsError::PipelineNotFound(at.pipeline.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut evicted = Vec::new();
+        if at.scope == ObjectScope::Pipeline {
+            let max_count = i64::from(self.limits.max_pipeline_objects.max(1));
+            for (reason, rows) in [
+                ("max_pipeline_objects", db::evict_over_count(&mut tx, at, key, max_count).await?),
+                (
+                    "object_storage_bytes",
+                    match plan_bytes {
+                        Some(plan) => {
+                            db::evict_over_bytes(&mut tx, at, key, i64::try_from(plan).unwrap_or(i64::MAX)).await?
+                        }
+                        None => Vec::new(),
+                    },
+                ),
+            ] {
+                for row in rows {
+                    let (namespace, pipeline) = db::ids(&row.namespace_id, &row.pipeline_id)?;
+                    let owner = PipelineKey { tenant: at.tenant.clone(), namespace, pipeline };
+                    let payload = serde_json::json!({"key": row.key, "size": row.size, "reason": reason});
+                    events::record(
+                        &mut tx,
+                        &at.tenant,
+                        EventKind::ObjectEvicted,
+                        EventScope::pipeline(&owner),
+                        payload,
+                    )
+                    .await?;
+                    evicted.push((owner, row.key));
+                }
+            }
+        }
+        tx.commit().await?;
+        for (owner, key) in evicted {
+            let collection = Collection {
+                tenant: owner.tenant,
+                namespace: owner.namespace,
+                pipeline: owner.pipeline,
+                scope: ObjectScope::Pipeline,
+            };
+            let key = ObjectKey::parse(key).map_err(|e| ObjectsError::Corrupt(e.to_string()))?;
+            if let Err(e) = self.store.delete(&collection.store_key(&key)).await {
+                tracing::warn!(error = %e, key = %key, "removing an evicted object from the store failed");
+            }
+        }
+        row.into_info()
+    }
+
+    /// An object's metadata.
+    pub async fn info(&self, at: &Collection, key: &ObjectKey) -> Result<ObjectInfo, ObjectsError> {
+        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let row = db::get(&mut tx, at, key).await?;
+        tx.commit().await?;
+        match row {
+            Some(row) => row.into_info(),
+            None => {
+                self.require(at).await?;
+                Err(ObjectsError::ObjectNotFound(key.clone()))
+            }
+        }
+    }
+
+    /// Opens an object for reading.
+    pub async fn get(&self, at: &Collection, key: &ObjectKey) -> Result<(ObjectInfo, Fetched), ObjectsError> {
+        let info = self.info(at, key).await?;
+        if info.expired {
+            return Err(ObjectsError::Expired(key.clone()));
+        }
+        match self.store.get(&at.store_key(key)).await? {
+            Some(fetched) => Ok((info, fetched)),
+            None => Err(ObjectsError::ObjectNotFound(key.clone())),
+        }
+    }
+
+    /// Reads a whole small object (at most `max_bytes`), for env references.
+    pub async fn read_small(&self, at: &Collection, key: &ObjectKey, max_bytes: u64) -> Result<Vec<u8>, ObjectsError> {
+        use futures_util::StreamExt;
+        let (info, mut fetched) = self.get(at, key).await?;
+        if info.size > max_bytes {
+            return Err(ObjectsError::TooLarge(max_bytes));
+        }
+        let mut out = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
+        while let Some(chunk) = fetched.body.next().await {
+            let chunk = chunk.map_err(|e| ObjectsError::Store(ObjectStoreError::Backend(e.to_string())))?;
+            if (out.len() + chunk.len()) as u64 > max_bytes {
+                return Err(ObjectsError::TooLarge(max_bytes));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, at: &Collection, key: &ObjectKey) -> Result<(), ObjectsError> {
+        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let existed = db::delete(&mut tx, at, key).await?;
+        tx.commit().await?;
+        if !existed {
+            self.require(at).await?;
+            return Err(ObjectsError::ObjectNotFound(key.clone()));
+        }
+        self.store.delete(&at.store_key(key)).await?;
+        Ok(())
+    }
+
+    /// A page of a collection, in key order.
+    pub async fn list(
+        &self,
+        at: &Collection,
+        page: &gofer_core::model::PageRequest<ObjectKey>,
+    ) -> Result<(Vec<ObjectInfo>, Option<ObjectKey>), ObjectsError> {
+        self.require(at).await?;
+        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let rows = db::list(&mut tx, at, page.after.as_ref(), page.limit + 1).await?;
+        tx.commit().await?;
+        let mut items = rows.into_iter().map(db::ObjectRow::into_info).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|i| i.key.clone())
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// Removes a pipeline's content from the store (its rows go with the pipeline's).
+    pub async fn remove_pipeline(&self, key: &PipelineKey) -> Result<u64, ObjectsError> {
+        let prefix = gofer_core::objects::pipeline_prefix(&key.tenant, &key.namespace, &key.pipeline);
+        Ok(self.store.delete_prefix(&prefix).await?)
+    }
+
+    /// Removes a namespace's content from the store.
+    pub async fn remove_namespace(&self, tenant: &TenantId, namespace: &NamespaceId) -> Result<u64, ObjectsError> {
+        Ok(self.store.delete_prefix(&gofer_core::objects::namespace_prefix(tenant, namespace)).await?)
+    }
+
+    /// Removes a tenant's content from the store.
+    pub async fn remove_tenant(&self, tenant: &TenantId) -> Result<u64, ObjectsError> {
+        Ok(self.store.delete_prefix(&gofer_core::objects::tenant_prefix(tenant)).await?)
+    }
+
+    /// Expires run objects of complete runs older than each pipeline's last
+    /// `keep_run_objects_for_runs` runs: content removed, rows marked, one event per run. Answers
+    /// how many objects expired. Cross-tenant work of the periodic job, on the owner role.
+    pub async fn expire_run_objects(&self) -> Result<u64, ObjectsError> {
+        let keep = i64::from(self.limits.keep_run_objects_for_runs);
+        let mut total = 0;
+        loop {
+            let due = db::due_run_objects(&self.pool, keep, 500).await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let mut runs: std::collections::BTreeMap<(String, String, String, i64), u64> = Default::default();
+            for object in &due {
+                let tenant = TenantId::parse(&object.tenant_id).map_err(|e| ObjectsError::Corrupt(e.to_string()))?;
+                let (namespace, pipeline) = db::ids(&object.namespace_id, &object.pipeline_id)?;
+                let run = gofer_core::RunId::from_i64(object.run_id);
+                let key = ObjectKey::parse(object.key.as_str()).map_err(|e| ObjectsError::Corrupt(e.to_string()))?;
+                let at = Collection { tenant, namespace, pipeline, scope: ObjectScope::Run(run) };
+                self.store.delete(&at.store_key(&key)).await?;
+                db::mark_expired(&self.pool, object).await?;
+                *runs
+                    .entry((
+                        object.tenant_id.clone(),
+                        object.namespace_id.clone(),
+                        object.pipeline_id.clone(),
+                        object.run_id,
+                    ))
+                    .or_default() += 1;
+                total += 1;
+            }
+            for ((tenant, namespace, pipeline, run), count) in runs {
+                let tenant = TenantId::parse(tenant).map_err(|e| ObjectsError::Corrupt(e.to_string()))?;
+                let (namespace, pipeline) = db::ids(&namespace, &pipeline)?;
+                let run_key = gofer_engine::runs::RunKey {
+                    pipeline: PipelineKey { tenant: tenant.clone(), namespace, pipeline },
+                    run: gofer_core::RunId::from_i64(run),
+                };
+                let mut conn = self.pool.acquire().await?;
+                events::record(
+                    &mut conn,
+                    &tenant,
+                    EventKind::RunObjectsExpired,
+                    EventScope::run(&run_key),
+                    serde_json::json!({"count": count}),
+                )
+                .await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Objects: pipeline and run objects through the API against both stores (the local
+//! content-addressed store and a real S3 server), limits, eviction, expiry, isolation, deletion
+//! with their pipeline, and run tokens.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::time::Duration;
+
+use gofer_core::RunStatus;
+use gofer_tests::{TestApp, fresh_database, pipeline_path, spawn_with, test_config, use_test_s3};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Local,
+    S3,
+}
+
+async fn app_with(backend: Backend, adjust: impl FnOnce(&mut gofer_api::Config)) -> TestApp {
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(fresh_database().await, state_dir.path());
+    if let Backend::S3 = backend {
+        use_test_s3(&mut config);
+    }
+    adjust(&mut config);
+    spawn_with(config, state_dir).await
+}
+
+async fn put(app: &TestApp, token: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = app.http.put(format!("{}{path}", app.address)).bearer_auth(token).body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> (u16, Vec<u8>, Option<String>) {
+    let response = app.http.get(format!("{}{path}", app.address)).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    let sha = response.headers().get("gofer-object-sha256").map(|v| v.to_str().unwrap().to_owned());
+    (status, response.bytes().await.unwrap().to_vec(), sha)
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const NOOP: &str = r#"{"name": "N", "tasks": [{"id": "noop", "image": "debian:12", "command": ["true"]}]}"#;
+
+async fn objects_round_trip(backend: Backend) {
+    let app = app_with(backend, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
+    let base = pipeline_path("builds", "hello");
+
+    // Pipeline objects: put, read back, list in key order, replace, delete.
+    let content = b"#!/bin/sh\necho hello\n".to_vec();
+    let (status, body) = put(&app, &acme.token, &format!("{base}/objects/bin/hello.sh"), content.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["object"]["size"], content.len());
+    assert_eq!(body["object"]["sha256"], sha256(&content));
+    assert_eq!(body["object"]["expired"], false);
+    let (status, read, sha) = get(&app, &acme.token, &format!("{base}/objects/bin/hello.sh")).await;
+    assert_eq!((status, read.as_slice(), sha.as_deref()), (200, content.as_slice(), Some(sha256(&content).as_str())));
+    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/a"), vec![]).await.0, 201, "empty objects are fine");
+    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/a"), b"again".to_vec()).await.0, 201);
+    assert_eq!(get(&app, &acme.token, &format!("{base}/objects/a")).await.1, b"again");
+
+    let page = acme.request("GET", &format!("{base}/objects?limit=1"), None).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(page.body["items"][0]["key"], "a");
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+    let rest = acme.request("GET", &format!("{base}/objects?limit=1&cursor={cursor}"), None).await;
+    assert_eq!(rest.body["items"][0]["key"], "bin/hello.sh");
+    assert_eq!(rest.body["next_cursor"], Value::Null);
+
+    let gone = acme.request("DELETE", &format!("{base}/objects/a"), None).await;
+    assert_eq!(gone.status, 204);
+    let missing = acme.request("GET", &format!("{base}/objects/a"), None).await;
+    assert_eq!((missing.status, missing.code()), (404, "object_not_found"));
+    assert_eq!(acme.request("DELETE", &format!("{base}/objects/a"), None).await.code(), "object_not_found");
+
+    // Run objects live under their run.
+    let run = acme.start_run("builds", "hello").await;
+    let (status, _) = put(&app, &acme.token, &format!("{base}/runs/{run}/objects/out.txt"), b"result".to_vec()).await;
+    assert_eq!(status, 201);
+    assert_eq!(get(&app, &acme.token, &format!("{base}/runs/{run}/objects/out.txt")).await.1, b"result");
+    let list = acme.request("GET", &format!("{base}/runs/{run}/objects"), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    let no_run = acme.request("GET", &format!("{base}/runs/99/objects"), None).await;
+    assert_eq!((no_run.status, no_run.code()), (404, "run_not_found"));
+    let (status, body) = put(&app, &acme.token, &format!("{base}/runs/99/objects/x"), b"x".to_vec()).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("run_not_found")));
+
+    // Bad keys are refused by the one rule.
+    for bad in ["a//b", "sp%20ace", "a%5Cb"] {
+        let (status, body) = put(&app, &acme.token, &format!("{base}/objects/{bad}"), b"x".to_vec()).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_object_key")), "{bad}");
+    }
+
+    // Deleting the pipeline removes its objects from the store.
+    acme.wait_for_run("builds", "hello", run, Duration::from_secs(60)).await;
+    let deleted = acme.request("DELETE", &format!("{base}?delete_runs=true"), None).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    if let Backend::Local = backend {
+        let refs = app.state_dir.path().join("objects/refs/tenants/acme");
+        let left: Vec<_> = walk(&refs);
+        assert!(left.is_empty(), "nothing of the pipeline left in the store: {left:?}");
+        let blobs = walk(&app.state_dir.path().join("objects/blobs"));
+        assert!(blobs.is_empty(), "unreferenced blobs are collected: {blobs:?}");
+    }
+    acme.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
+    let again = acme.request("GET", &format!("{base}/objects/bin/hello.sh"), None).await;
+    assert_eq!(again.code(), "object_not_found", "a recreated pipeline starts empty");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn objects_round_trip_through_the_local_store() {
+    objects_round_trip(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn objects_round_trip_through_s3() {
+    objects_round_trip(Backend::S3).await;
+}
+
+#[tokio::test]
+async fn another_tenants_objects_are_not_found() {
+    let app = app_with(Backend::Local, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
+    let base = pipeline_path("builds", "hello");
+    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/secret"), b"acme's".to_vec()).await.0, 201);
+    let run = acme.start_run("builds", "hello").await;
+    assert_eq!(put(&app, &acme.token, &format!("{base}/runs/{run}/objects/r"), b"acme's".to_vec()).await.0, 201);
+
+    let evil = app.tenant("evil").await;
+    evil.namespace("builds").await;
+    for path in [
+        format!("{base}/objects/secret"),
+        format!("{base}/objects"),
+        format!("{base}/runs/{run}/objects/r"),
+        format!("{base}/runs/{run}/objects"),
+    ] {
+        let answer = evil.request("GET", &path, None).await;
+        assert_eq!((answer.status, answer.code()), (404, "pipeline_not_found"), "{path}");
+    }
+    let (status, _) = put(&app, &evil.token, &format!("{base}/objects/secret"), b"evil".to_vec()).await;
+    assert_eq!(status, 404);
+    assert_eq!(evil.request("DELETE", &format!("{base}/objects/secret"), None).await.status, 404);
+    // Same names in evil's own pipeline are a different object.
+    evil.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
+    assert_eq!(evil.request("GET", &format!("{base}/objects/secret"), None).await.code(), "object_not_found");
+    assert_eq!(get(&app, &acme.token, &format!("{base}/objects/secret")).await.1, b"acme's");
+
+    // Deleting a tenant removes its objects from the store.
+    let removed = app.request("DELETE", "/api/v1/tenants/acme?force=true", Some(&app.operator_token), None).await;
+    assert!(removed.status == 204, "{removed:?}");
+    assert!(walk(&app.state_dir.path().join("objects/refs/tenants/acme")).is_empty());
+}
+
+#[tokio::test]
+async fn pipeline_objects_past_the_count_or_the_plan_evict_the_oldest_with_an_event() {
+    let app = app_with(Backend::Local, |c| c.objects.max_pipeline_objects = 2).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
+    let base = pipeline_path("builds", "hello");
+    for key in ["one", "two", "three"] {
+        assert_eq!(put(&app, &acme.token, &format!("{base}/objects/{key}"), key.as_bytes().to_vec()).await.0, 201);
+    }
+    let list = acme.request("GET", &format!("{base}/objects"), None).await;
+    let keys: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["three", "two"]);
+    let events = acme.wait_for_event(Duration::from_secs(5), |e| e.kind.as_str() == "object_evicted").await;
+    let evicted = events.iter().find(|e| e.kind.as_str() == "object_evicted").unwrap();
+    assert_eq!(evicted.payload["key"], "one");
+    assert_eq!(evicted.payload["reason"], "max_pipeline_objects");
+
+    // The plan's object_storage_bytes bounds the tenant's pipeline objects.
+    let plan = json!({"id": "tiny", "name": "Tiny", "max_concurrent_tasks": 1, "max_task_timeout_s": 60,
+        "max_run_duration_s": 60, "max_cpu_millis": 1000, "max_memory_mb": 128, "task_seconds_per_month": 1000,
+        "object_storage_bytes": 10, "requests_per_minute": 1000});
+    let created = app.request("POST", "/api/v1/plans", Some(&app.operator_token), Some(&plan)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let assigned = app
+        .request("PUT", "/api/v1/tenants/acme/plan", Some(&app.operator_token), Some(&json!({"plan": "tiny"})))
+        .await;
+    assert!(assigned.status < 300, "{assigned:?}");
+    let (status, body) = put(&app, &acme.token, &format!("{base}/objects/big"), vec![0u8; 11]).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/six"), vec![1u8; 6]).await.0, 201);
+    let list = acme.request("GET", &format!("{base}/objects"), None).await;
+    let keys: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["six"], "5 + 3 + 6 bytes is over 10: the oldest went, 'three' (5) and 'two' (3)");
+}
+
+#[tokio::test]
+async fn run_objects_of_older_runs_expire_and_say_so() {
+    let app = app_with(Backend::S3, |c| {
+        c.objects.keep_run_objects_for_runs = 1;
+        c.objects.expiry_interval_s = 1;
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
+    let base = pipeline_path("builds", "hello");
+    let first = acme.start_run("builds", "hello").await;
+    assert_eq!(put(&app, &acme.token, &format!("{base}/runs/{first}/objects/out"), b"1".to_vec()).await.0, 201);
+    acme.wait_for_run("builds", "hello", first, Duration::from_secs(60)).await;
+    let second = acme.run_to_completion("builds", "hello", Duration::from_secs(60)).await;
+    assert_eq!(second.status, RunStatus::Successful);
+    assert_eq!(put(&app, &acme.token, &format!("{base}/runs/{}/objects/out", second.id), b"2".to_vec()).await.0, 201);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = acme.request("GET", &format!("{base}/runs/{first}/objects/out"), None).await;
+        if answer.status == 410 {
+            assert_eq!(answer.code(), "object_expired");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "run 1's object never expired: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = acme.request("GET", &format!("{base}/runs/{first}/objects"), None).await;
+    assert_eq!(list.body["items"][0]["expired"], true);
+    assert_eq!(get(&app, &acme.token, &format!("{base}/runs/{}/objects/out", second.id)).await.1, b"2");
+    let events = acme.wait_for_event(Duration::from_secs(5), |e| e.kind.as_str() == "run_objects_expired").await;
+    assert!(events.iter().any(|e| e.kind.as_str() == "run_objects_expired"));
+}
+
+#[tokio::test]
+async fn a_task_uploads_a_binary_as_a_run_object_and_a_dependant_downloads_and_runs_it() {
+    let app = app_with(Backend::Local, |c| c.sandbox.share_network = true).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register("builds", "other", serde_json::from_str(NOOP).unwrap()).await;
+    let base = pipeline_path("builds", "hello");
+    let build = r#"
+        set -e
+        api="$GOFER_API_URL/api/v1/namespaces/builds/pipelines/$GOFER_PIPELINE_ID"
+        auth="Authorization: Bearer $GOFER_API_TOKEN"
+        printf '#!/bin/sh\necho built-and-ran "$@"\n' > app.sh
+        curl -sf -X PUT -H "$auth" --data-binary @app.sh "$api/runs/$GOFER_RUN_ID/objects/dist/app.sh" >/dev/null
+        echo "pipeline-object=$(curl -s -H "$auth" "$api/objects/greeting")"
+        echo "other-run=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "$auth" --data-binary x "$api/runs/1/objects/x")"
+        echo "other-pipeline=$(curl -s -o /dev/null -w '%{http_code}' -H "$auth" "$GOFER_API_URL/api/v1/namespaces/builds/pipelines/other/objects")"
+        echo "write-pipeline=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "$auth" --data-binary x "$api/objects/x")"
+        echo "delete-own=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H "$auth" "$api/runs/$GOFER_RUN_ID/objects/dist/app.sh")"
+    "#;
+    let run_it = r#"
+        set -e
+        api="$GOFER_API_URL/api/v1/namespaces/builds/pipelines/$GOFER_PIPELINE_ID"
+        curl -sf -H "Authorization: Bearer $GOFER_API_TOKEN" -o app.sh "$api/runs/$GOFER_RUN_ID/objects/dist/app.sh"
+        chmod +x app.sh && ./app.sh now
+    "#;
+    acme.register(
+        "builds",
+        "hello",
+        json!({"name": "H", "tasks": [
+            {"id": "build", "image": "debian:12", "inject_api_token": true, "command": ["sh", "-c", build]},
+            {"id": "run", "image": "debian:12", "inject_api_token": true, "depends_on": {"build": "success"},
+             "command": ["sh", "-c", run_it]}
+        ]}),
+    )
+    .await;
+    let greeting = put(&app, &acme.token, &format!("{base}/objects/greeting"), b"hi".to_vec()).await;
+    assert_eq!(greeting.0, 201);
+    let first = acme.start_run("builds", "hello").await;
+    acme.wait_for_run("builds", "hello", first, Duration::from_secs(60)).await;
+    let run = acme.start_run("builds", "hello").await;
+    let done = acme.wait_for_run("builds", "hello", run, Duration::from_secs(60)).await;
+    let logs = |task: &'static str| {
+        let (acme, base) = (&acme, &base);
+        async move {
+            let answer = acme.request("GET", &format!("{base}/runs/{run}/tasks/{task}/logs"), None).await;
+            answer.body["text"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let build_log = logs("build").await;
+    assert_eq!(done.status, RunStatus::Successful, "{build_log}\n{}", logs("run").await);
+    assert!(logs("run").await.contains("built-and-ran now"));
+    let field =
+        |name: &str| build_log.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or("").to_owned();
+    assert_eq!(field("pipeline-object"), "hi", "{build_log}");
+    assert_eq!(field("other-run"), "403", "{build_log}");
+    assert_eq!(field("other-pipeline"), "403");
+    assert_eq!(field("write-pipeline"), "403");
+    assert_eq!(field("delete-own"), "403");
+}
+
+#[tokio::test]
+async fn finished_logs_move_to_the_store_read_the_same_and_expire_with_logs_expired() {
+    let app = app_with(Backend::S3, |c| {
+        c.logs.max_bytes_per_task = 100;
+        c.logs.archive_after_s = 0;
+        c.logs.retention_s = 6;
+        c.objects.expiry_interval_s = 1;
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "hello",
+        json!({"name": "H", "tasks": [
+            {"id": "short", "image": "debian:12", "command": ["sh", "-c", "echo hello; echo world"]},
+            {"id": "long", "image": "debian:12", "command": ["seq", "1", "200"]}
+        ]}),
+    )
+    .await;
+    let run = acme.run_to_completion("builds", "hello", Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Successful);
+    let base = pipeline_path("builds", "hello");
+    let log = |task: &'static str, offset: u64| {
+        let (acme, base, id) = (&acme, &base, run.id);
+        async move { acme.request("GET", &format!("{base}/runs/{id}/tasks/{task}/logs?offset={offset}"), None).await }
+    };
+
+    // Wait until both logs moved to the store (and left the local disk).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE log_archived_at IS NOT NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        if archived == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "logs were never archived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(walk(&app.state_dir.path().join("logs")).is_empty(), "local copies are removed");
+    assert_eq!(log("short", 0).await.body["text"], "hello\nworld\n");
+    assert_eq!(log("short", 6).await.body["text"], "world\n");
+    let all: Vec<u8> = (1..=200).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let mut expected = all[..50].to_vec();
+    expected.extend(format!("\n[gofer: {} bytes cut]\n", all.len() - 100).into_bytes());
+    expected.extend(&all[all.len() - 50..]);
+    assert_eq!(log("long", 0).await.body["text"], String::from_utf8(expected).unwrap());
+    let from_cut = log("long", 60).await.body["text"].as_str().unwrap().to_owned();
+    assert_eq!(
+        from_cut,
+        format!("\n[gofer: {} bytes cut]\n{}", all.len() - 50 - 60, String::from_utf8_lossy(&all[all.len() - 50..]))
+    );
+    let followed = log("long", 0).await;
+    assert_eq!(followed.status, 200);
+
+    // After the retention period they are gone, and reads say so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = log("short", 0).await;
+        if answer.status == 410 {
+            assert_eq!(answer.code(), "logs_expired");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "logs never expired: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn env_references_to_objects_resolve_to_their_content_and_name_a_missing_key() {
+    use gofer_core::objects::{ObjectKey, ObjectScope, ObjectStore, object_store_key};
+    use gofer_engine::object_refs::{ObjectRefError, resolve_object_references};
+    let dir = tempfile::tempdir().unwrap();
+    let store = gofer_objects::LocalStore::new(dir.path());
+    let run = gofer_engine::runs::RunKey {
+        pipeline: gofer_engine::runs::PipelineKey {
+            tenant: "acme".parse().unwrap(),
+            namespace: "builds".parse().unwrap(),
+            pipeline: "hello".parse().unwrap(),
+        },
+        run: gofer_core::RunId::from_i64(3),
+    };
+    let p = &run.pipeline;
+    for (scope, key, content) in
+        [(ObjectScope::Pipeline, "cfg/name", "gofer"), (ObjectScope::Run(run.run), "version", "1.2.3")]
+    {
+        let store_key = object_store_key(&p.tenant, &p.namespace, &p.pipeline, scope, &ObjectKey::parse(key).unwrap());
+        let body: gofer_core::objects::ByteStream = Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from(content.as_bytes().to_vec()),
+        )]));
+        store.put(&store_key, body, 1024).await.unwrap();
+    }
+    let mut env = std::collections::BTreeMap::from([
+        ("GREETING".to_owned(), "hello pipeline_object{{ cfg/name }} v=run_object{{version}}!".to_owned()),
+        ("PLAIN".to_owned(), "as is".to_owned()),
+    ]);
+    resolve_object_references(&store, &run, &mut env, 1024).await.unwrap();
+    assert_eq!(env["GREETING"], "hello gofer v=1.2.3!");
+    assert_eq!(env["PLAIN"], "as is");
+
+    let mut missing = std::collections::BTreeMap::from([("X".to_owned(), "run_object{{ nope }}".to_owned())]);
+    let err = resolve_object_references(&store, &run, &mut missing, 1024).await.unwrap_err();
+    assert!(matches!(&err, ObjectRefError::Missing { key, .. } if key == "nope"), "{err}");
+    let mut big = std::collections::BTreeMap::from([("X".to_owned(), "run_object{{ version }}".to_owned())]);
+    let err = resolve_object_references(&store, &run, &mut big, 3).await.unwrap_err();
+    assert!(matches!(err, ObjectRefError::Unusable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_task_env_referencing_an_object_sees_its_content_and_a_missing_one_fails_the_task_naming_it() {
+    let app = app_with(Backend::Local, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "hello",
+        json!({"name": "H", "tasks": [
+            {"id": "greet", "image": "debian:12", "env": {"GREETING": "hello pipeline_object{{ name }}"},
+             "command": ["sh", "-c", "echo \"$GREETING\""]},
+            {"id": "broken", "image": "debian:12", "env": {"X": "run_object{{ nope }}"}, "command": ["true"]}
+        ]}),
+    )
+    .await;
+    let base = pipeline_path("builds", "hello");
+    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/name"), b"gofer".to_vec()).await.0, 201);
+    let run = acme.run_to_completion("builds", "hello", Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let greet = acme.request("GET", &format!("{base}/runs/{}/tasks/greet/logs", run.id), None).await;
+    assert_eq!(greet.body["text"], "hello gofer\n");
+    let broken = acme.request("GET", &format!("{base}/runs/{}/tasks/broken", run.id), None).await;
+    assert!(broken.body.to_string().contains("nope"), "the reason names the key: {}", broken.body);
+}
