@@ -97,6 +97,10 @@ impl Application {
                 })
                 .context("starting the local sandbox scheduler")?,
             ),
+            (None, SchedulerKind::Nomad) => Arc::new(
+                gofer_scheduler_nomad::NomadScheduler::new(config.nomad.clone())
+                    .context("setting up the Nomad scheduler")?,
+            ),
         };
         let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
@@ -243,6 +247,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         infra_retries: e.infra_retries,
         retry_backoff: Duration::from_millis(e.retry_backoff_ms),
         tenant_max_running_tasks: e.tenant_max_running_tasks,
+        scheduler_outage_tolerance: Duration::from_secs(e.scheduler_outage_tolerance_s),
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         ..EngineConfig::default()
     }
