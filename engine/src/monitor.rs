@@ -241,6 +241,13 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
         }
     };
     copy_logs(inner, &log_key, &job_id, offset).await;
+    if !started_marked && observation != TaskObservation::Unknown {
+        // A task quicker than one monitor interval was never seen running: record its node now.
+        if let Some(node) = inner.scheduler.node(&job_id).await {
+            let mut conn = inner.pool.acquire().await?;
+            db::queue::mark_started(&mut conn, key, claimed.attempt, Some(&node)).await?;
+        }
+    }
     conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation)).await?;
     if let Err(e) = inner.scheduler.purge(&job_id).await {
         tracing::warn!(error = %e, "purging the finished job failed");
