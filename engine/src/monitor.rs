@@ -293,7 +293,8 @@ async fn start_through_outages(
             _ = tokio::time::sleep(backoff) => {},
             _ = signal.cancelled() => return Ok(Start::Cancelled),
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Never sleep through a lease renewal.
+        backoff = (backoff * 2).min(Duration::from_secs(5)).min(inner.config.lease / 4);
         if last_heartbeat.elapsed() > inner.config.lease / 3 {
             last_heartbeat = Instant::now();
             let mut conn = inner.pool.acquire().await?;

@@ -152,7 +152,16 @@ impl NomadScheduler {
             Known { namespace: namespace.clone(), variable: spec.registry_auth.is_some() },
         );
         self.tracker.track(&spec.job_id);
-        let created = self.client.register(&namespace, job::job_spec(spec, &self.config)).await?;
+        let created = match self.client.register(&namespace, job::job_spec(spec, &self.config)).await {
+            Ok(created) => created,
+            Err(e) => {
+                if matches!(&e, NomadError::Status { message, .. } if message.contains("nonexistent namespace")) {
+                    // Deleted behind our back: create it again on the retry.
+                    self.namespaces.lock().await.remove(&namespace);
+                }
+                return Err(e.into());
+            }
+        };
         tracing::info!(namespace, created, node_pool = job::node_pool(spec, &self.config), "Nomad job registered");
         Ok(())
     }

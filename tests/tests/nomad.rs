@@ -16,7 +16,7 @@ async fn double() -> NomadDouble {
 }
 
 async fn nomad_app(double: &NomadDouble, tweak: impl FnOnce(&mut gofer_api::Config)) -> TestApp {
-    let state_dir = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(fresh_database().await, state_dir.path());
     config.scheduler = SchedulerKind::Nomad;
     config.nomad.addr = double.address.clone();
@@ -27,19 +27,25 @@ async fn nomad_app(double: &NomadDouble, tweak: impl FnOnce(&mut gofer_api::Conf
 }
 
 fn ids(ns: &str, p: &str) -> (NamespaceId, PipelineId) {
-    (NamespaceId::parse(ns).unwrap(), PipelineId::parse(p).unwrap())
+    (NamespaceId::parse(ns).expect("valid"), PipelineId::parse(p).expect("valid"))
 }
 
 async fn task_of(acme: &TenantClient<'_>, p: &str, run: RunId, task: &str) -> gofer_core::model::TaskExecution {
     let (ns, p) = ids("builds", p);
-    acme.sdk().get_task(&ns, &p, run, &TaskId::parse(task).unwrap()).await.unwrap()
+    acme.sdk().get_task(&ns, &p, run, &TaskId::parse(task).expect("valid")).await.expect("the task")
 }
 
 async fn logs(acme: &TenantClient<'_>, p: &str, run: RunId, task: &str) -> String {
     let path = format!("/api/v1/namespaces/builds/pipelines/{p}/runs/{run}/tasks/{task}/logs");
-    let answer =
-        acme.app.http.get(format!("{}{path}", acme.app.address)).bearer_auth(&acme.token).send().await.unwrap();
-    answer.text().await.unwrap()
+    let answer = acme
+        .app
+        .http
+        .get(format!("{}{path}", acme.app.address))
+        .bearer_auth(&acme.token)
+        .send()
+        .await
+        .expect("logs answer");
+    answer.text().await.expect("logs body")
 }
 
 fn registered(requests: &[Recorded], task: &str) -> Value {
