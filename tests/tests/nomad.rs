@@ -360,3 +360,28 @@ async fn a_wrong_nomad_token_is_refused_and_said_so() {
     assert!(double.jobs().is_empty());
     assert_within_spec(&double);
 }
+
+#[tokio::test]
+async fn a_nomad_that_stops_answering_only_delays_the_task() {
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "hung",
+        json!({"name": "Hung", "tasks": [{"id": "work", "image": "alpine:3", "command": ["sleep", "1"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "hung").await;
+    wait_until("the task runs", RUN_TIMEOUT, async || task_of(&acme, "hung", run, "work").await.node.is_some()).await;
+    // Calls hang past the client's 2 s timeout, and the event stream goes silent.
+    double.outage(Duration::from_secs(5), OutageKind::Hang);
+    let done = acme.wait_for_run("builds", "hung", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    let work = task_of(&acme, "hung", run, "work").await;
+    assert_eq!((work.status, work.attempt), (TaskStatus::Successful, 1));
+    assert_eq!(logs(&acme, "hung", run, "work").await, "sleeping 1\n");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
