@@ -177,6 +177,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        // One counter for every refusal by code: rate limits, quota refusals, blocks, bad input.
+        metrics::counter!("gofer_problem_responses_total", "code" => self.code()).increment(1);
         if let ApiError::Internal(detail) = self {
             tracing::error!(%detail, "internal error");
         }

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod live;
 pub mod openapi;
 pub mod pagination;
+mod prometheus;
 mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use crate::routes;
     paths(
         routes::health::health,
         routes::health::ready,
+        crate::prometheus::scrape,
         routes::health::openapi_json,
         routes::tenants::create,
         routes::tenants::list,

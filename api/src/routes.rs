@@ -23,6 +23,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health::health)
         .service(health::ready)
         .service(health::openapi_json)
+        .service(crate::prometheus::scrape)
         .service(tenants::create)
         .service(tenants::list)
         .service(tenants::get)

@@ -64,10 +64,24 @@ impl Application {
     /// Like [`Application::build`], with a given scheduler instead of the configured one (tests
     /// use schedulers that inject faults or outlive the replica).
     pub async fn build_with_scheduler(config: Config, scheduler: Option<Arc<dyn Scheduler>>) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything records.
+        crate::prometheus::handle();
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
+            // sqlx pings every connection on release anyway; pinging again on acquire is a round
+            // trip per query for nothing, except after a connection sat idle, when Postgres may
+            // have restarted or a proxy dropped it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(Duration::from_secs(10))
             .connect(&config.database_url)
             .await
@@ -142,6 +156,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::limits::rate_limit))
+                .wrap(actix_web::middleware::from_fn(crate::prometheus::record_request))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _| ApiError::from(err).into()))

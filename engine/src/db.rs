@@ -548,3 +548,48 @@ pub(crate) async fn insert_event(
     .await?;
     Ok(())
 }
+
+/// One event of a batch written by [`insert_events`].
+pub(crate) struct NewEvent<'a> {
+    pub tenant: &'a gofer_core::TenantId,
+    pub kind: gofer_core::EventKind,
+    pub scope: crate::events::EventScope<'a>,
+    pub payload: serde_json::Value,
+}
+
+/// Inserts a batch of events in the given order, with one notification per tenant (delivered on
+/// commit), in one round trip.
+pub(crate) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), EngineError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let namespaces: Vec<Option<&str>> = events.iter().map(|e| e.scope.pipeline.map(|p| p.namespace.as_str())).collect();
+    let pipelines: Vec<Option<&str>> = events.iter().map(|e| e.scope.pipeline.map(|p| p.pipeline.as_str())).collect();
+    let runs: Vec<Option<i64>> = events.iter().map(|e| e.scope.run.map(RunId::get)).collect();
+    let tasks: Vec<Option<&str>> = events.iter().map(|e| e.scope.task.map(TaskId::as_str)).collect();
+    let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.payload)).collect();
+    sqlx::query(
+        "WITH inserted AS (
+             INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
+             SELECT tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[])
+                  WITH ORDINALITY AS e(tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload, position)
+             ORDER BY position
+             RETURNING tenant_id
+         )
+         SELECT pg_notify($8, tenant_id) FROM (SELECT DISTINCT tenant_id FROM inserted) notified",
+    )
+    .bind(&tenants)
+    .bind(&kinds)
+    .bind(&namespaces)
+    .bind(&pipelines)
+    .bind(&runs)
+    .bind(&tasks)
+    .bind(&payloads)
+    .bind(crate::events::EVENTS_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

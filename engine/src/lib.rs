@@ -6,6 +6,7 @@ mod db;
 pub mod deployments;
 pub mod events;
 pub mod logs;
+mod measure;
 mod monitor;
 mod outcome;
 pub mod pipelines;
@@ -19,6 +20,7 @@ pub use pipelines::Registered;
 use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, TaskId, Version};
 
 pub use logs::LogStore;
+pub use measure::{QueueDepth, queue_depth};
 pub use worker::{Engine, EngineConfig, EngineHandle};
 
 /// The Postgres channel on which queue changes are announced.

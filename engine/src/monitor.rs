@@ -35,6 +35,8 @@ pub(crate) struct Claimed {
     /// The job id the previous holder dispatched, on takeover.
     pub scheduler_id: Option<String>,
     pub mode: Mode,
+    /// When it was queued (for the dispatch latency), on a claim from the queue.
+    pub queued_at: Option<time::OffsetDateTime>,
 }
 
 /// Writes what claiming means in the claim's transaction: the run starts and the events say so.
@@ -45,6 +47,31 @@ pub(crate) async fn record_claim(conn: &mut PgConnection, key: &TaskKey, attempt
     }
     let payload = json!({"attempt": attempt});
     events::record(conn, tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await
+}
+
+/// [`record_claim`] for a batch: the events of the runs it started, then one per claimed task,
+/// in one statement.
+pub(crate) async fn record_claims<'a>(
+    conn: &mut PgConnection,
+    started_runs: &'a [crate::runs::RunKey],
+    claimed: impl Iterator<Item = (&'a TaskKey, i32)>,
+) -> Result<(), EngineError> {
+    let mut batch: Vec<db::NewEvent<'a>> = started_runs
+        .iter()
+        .map(|run| db::NewEvent {
+            tenant: &run.pipeline.tenant,
+            kind: EventKind::RunStarted,
+            scope: EventScope::run(run),
+            payload: json!({}),
+        })
+        .collect();
+    batch.extend(claimed.map(|(key, attempt)| db::NewEvent {
+        tenant: &key.run.pipeline.tenant,
+        kind: EventKind::TaskStarted,
+        scope: EventScope::task(&key.run, &key.task),
+        payload: json!({"attempt": attempt}),
+    }));
+    db::insert_events(conn, &batch).await
 }
 
 /// The environment a task sees: system values, overridden by the task's env, overridden by run
@@ -152,7 +179,12 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             }
             tracing::info!(job = %job_id, "dispatching");
             let ending = match start_through_outages(inner, claimed, &spec, &signal).await? {
-                Start::Started => None,
+                Start::Started => {
+                    if let Some(queued_at) = claimed.queued_at {
+                        crate::measure::dispatched((time::OffsetDateTime::now_utc() - queued_at).as_seconds_f64());
+                    }
+                    None
+                }
                 Start::LeaseLost => return Ok(()),
                 Start::Cancelled => {
                     // A start that timed out may still have created the job.
@@ -199,6 +231,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
         let observation = match inner.scheduler.observe(&job_id).await {
             Ok(o) => o,
             Err(e) => {
+                crate::measure::scheduler_error("observe");
                 tracing::warn!(error = %e, "observing the task failed; trying again");
                 TaskObservation::Pending
             }
@@ -216,6 +249,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             stop_sent = true;
             tracing::info!("the run is being stopped; stopping the task");
             if let Err(e) = inner.scheduler.stop(&job_id, inner.config.stop_grace).await {
+                crate::measure::scheduler_error("stop");
                 tracing::warn!(error = %e, "stopping the task failed; trying again on the next heartbeat");
                 stop_sent = false;
             }
@@ -250,6 +284,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     }
     conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation)).await?;
     if let Err(e) = inner.scheduler.purge(&job_id).await {
+        crate::measure::scheduler_error("purge");
         tracing::warn!(error = %e, "purging the finished job failed");
     }
     Ok(())
@@ -282,8 +317,14 @@ async fn start_through_outages(
     loop {
         let error = match inner.scheduler.start(spec).await {
             Ok(()) => return Ok(Start::Started),
-            Err(e @ SchedulerError::Rejected(_)) => return Ok(Start::Failed(e)),
-            Err(e) => e,
+            Err(e @ SchedulerError::Rejected(_)) => {
+                crate::measure::scheduler_error("start");
+                return Ok(Start::Failed(e));
+            }
+            Err(e) => {
+                crate::measure::scheduler_error("start");
+                e
+            }
         };
         if began.elapsed() >= inner.config.scheduler_outage_tolerance {
             return Ok(Start::Failed(error));
@@ -324,6 +365,7 @@ async fn copy_logs(inner: &Inner, log_key: &crate::logs::LogKey, job_id: &str, m
                     tracing::warn!(error = %e, "writing the task log failed");
                     return offset;
                 }
+                crate::measure::log_bytes(chunk.data.len());
                 offset = chunk.next_offset;
             }
             Err(e) => {
@@ -375,6 +417,7 @@ async fn conclude(
             events::record(&mut tx, tenant, EventKind::TaskCompleted, scope, payload).await?;
             release::release_ready_tasks(&mut tx, &key.run, run.config_version, config).await?;
             tx.commit().await?;
+            crate::measure::task_completed(status);
             tracing::info!(%status, ?exit_code, "task execution finished");
         }
         Verdict::Retry { infra, reason, exit_code, backoff } => {
@@ -388,6 +431,7 @@ async fn conclude(
                                  "infrastructure": infra, "backoff_ms": backoff.as_millis() as u64});
             events::record(&mut tx, tenant, EventKind::TaskRetrying, scope, payload).await?;
             tx.commit().await?;
+            crate::measure::task_retried(infra);
             tracing::warn!(reason = %reason.reason, backoff_ms = backoff.as_millis() as u64, "attempt failed; retrying");
         }
     }

@@ -194,7 +194,28 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
         // notifications, takeovers or deadlines.
         let mut more_work = false;
         let mut claimed_this_pass = 0;
-        while let Ok(slot) = slots.clone().try_acquire_owned() {
+        let wanted = slots.available_permits().min(CLAIMS_PER_PASS);
+        let mut contended = false;
+        if wanted > 0 {
+            match claim_batch(&inner, wanted).await {
+                Ok(Some(batch)) => {
+                    claimed_this_pass = batch.len();
+                    for claimed in batch {
+                        match slots.clone().try_acquire_owned() {
+                            Ok(slot) => spawn_monitor(&inner, &mut monitors, claimed, slot),
+                            // Only this loop takes slots, so the batch fits; should it not, the
+                            // lease expires and the task is taken over.
+                            Err(_) => tracing::error!("no slot left for a claimed task execution"),
+                        }
+                    }
+                    more_work = claimed_this_pass == CLAIMS_PER_PASS && slots.available_permits() > 0;
+                }
+                Ok(None) => contended = true,
+                Err(e) => tracing::error!(error = %e, "claiming a batch from the queue failed"),
+            }
+        }
+        // Another replica raced this batch past a limit: claim one at a time, each checked alone.
+        while contended && let Ok(slot) = slots.clone().try_acquire_owned() {
             if claimed_this_pass == CLAIMS_PER_PASS {
                 more_work = true;
                 break;
@@ -269,6 +290,50 @@ fn spawn_monitor(
     );
 }
 
+/// Claims up to `max` of the oldest claimable task executions and starts their runs, in one
+/// transaction. Answers `None` when the batch lost a race with another replica past a tenant's or
+/// pipeline's limit (it is rolled back; the caller claims one at a time instead).
+async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, EngineError> {
+    let mut tx = inner.pool.begin().await?;
+    let lease_s = inner.config.lease.as_secs_f64();
+    let limit = i64::from(inner.config.tenant_max_running_tasks);
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let rows = db::queue::claim_batch(&mut tx, inner.config.replica_id, lease_s, limit, max).await?;
+    if rows.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    if !db::queue::recheck_batch(&mut tx, &rows).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let keys = rows.iter().map(|row| row.key()).collect::<Result<Vec<_>, _>>()?;
+    let pending: Vec<_> = rows.iter().filter(|row| row.run_pending).collect();
+    let started = if pending.is_empty() { Vec::new() } else { db::queue::start_runs(&mut tx, &pending).await? };
+    let mut filled: Vec<(&crate::runs::RunKey, i32)> = Vec::new();
+    for (key, row) in keys.iter().zip(&rows) {
+        if row.run_pending && row.parallelism > 0 && !filled.iter().any(|(run, _)| run.pipeline == key.run.pipeline) {
+            filled.push((&key.run, row.parallelism));
+        }
+    }
+    for (run, parallelism) in filled {
+        db::queue::mark_waiting_for_parallelism(&mut tx, run, parallelism).await?;
+    }
+    monitor::record_claims(&mut tx, &started, keys.iter().zip(rows.iter().map(|row| row.attempt))).await?;
+    tx.commit().await?;
+    Ok(Some(
+        keys.into_iter()
+            .zip(rows)
+            .map(|(key, row)| Claimed {
+                key,
+                attempt: row.attempt,
+                scheduler_id: None,
+                mode: Mode::Dispatch,
+                queued_at: Some(row.queued_at),
+            })
+            .collect(),
+    ))
+}
+
 /// Claims the oldest claimable task execution and marks its run running, in one transaction.
 async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
     let mut tx = inner.pool.begin().await?;
@@ -282,15 +347,20 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
         tx.rollback().await?;
         return Ok(None);
     }
+    // The claim locked the run row too (it starts the run).
     let key = row.key()?;
-    if !db::queue::lock_run_nowait(&mut tx, &key.run).await? {
-        // The run is being cancelled or finished right now; claim again on the next pass.
-        tx.rollback().await?;
-        return Ok(None);
-    }
     monitor::record_claim(&mut tx, &key, row.attempt).await?;
+    if row.run_pending && row.parallelism > 0 {
+        db::queue::mark_waiting_for_parallelism(&mut tx, &key.run, row.parallelism).await?;
+    }
     tx.commit().await?;
-    Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: None, mode: Mode::Dispatch }))
+    Ok(Some(Claimed {
+        key,
+        attempt: row.attempt,
+        scheduler_id: None,
+        mode: Mode::Dispatch,
+        queued_at: Some(row.queued_at),
+    }))
 }
 
 /// Takes over one task execution whose watcher stopped renewing its lease.
@@ -303,7 +373,14 @@ async fn take_over_expired(inner: &Inner) -> Result<Option<Claimed>, EngineError
     let key = row.key()?;
     tx.commit().await?;
     tracing::warn!(run = %key.run.run, task = %key.task, attempt = row.attempt, "taking over a task execution whose lease expired");
-    Ok(Some(Claimed { key, attempt: row.attempt, scheduler_id: row.scheduler_id, mode: Mode::Takeover }))
+    crate::measure::lease_taken_over();
+    Ok(Some(Claimed {
+        key,
+        attempt: row.attempt,
+        scheduler_id: row.scheduler_id,
+        mode: Mode::Takeover,
+        queued_at: None,
+    }))
 }
 
 /// Stops runs that passed their deadline.

@@ -481,3 +481,65 @@ async fn runs_record_their_initiator_and_tasks_get_the_api_url() {
     let log = acme.sdk().task_logs(&ns, &p, run, &task("show")).await.unwrap();
     assert_eq!(log, format!("{}\n", app.address));
 }
+
+/// The most intervals of `spans` that overlap at any instant.
+fn max_overlap(spans: &[(time::OffsetDateTime, time::OffsetDateTime)]) -> usize {
+    let mut edges: Vec<(time::OffsetDateTime, i32)> = spans.iter().flat_map(|(s, e)| [(*s, 1), (*e, -1)]).collect();
+    // Ends sort before starts at the same instant: touching spans do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn two_replicas_claiming_in_batches_keep_the_tenant_limit_and_the_pipeline_parallelism() {
+    let database_url = fresh_database().await;
+    let fake = Arc::new(FakeScheduler::default());
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let state_dir = tempfile::tempdir().unwrap();
+        let mut config = fast_config(database_url.clone(), state_dir.path());
+        config.engine.tenant_max_running_tasks = 3;
+        let scheduler: Arc<dyn gofer_core::scheduler::Scheduler> = fake.clone();
+        replicas.push(spawn_replica(config, state_dir, Some(scheduler)).await);
+    }
+    let acme = replicas[0].tenant("acme").await;
+    acme.namespace("builds").await;
+    let wide = json!({"name": "W", "tasks": (0..4).map(|i| json!({"id": format!("task{i}"), "image": "x", "command": ["sleep", "0.3"]})).collect::<Vec<_>>()});
+    acme.register("builds", "wide", wide).await;
+    let serial =
+        json!({"name": "S", "parallelism": 2, "tasks": [{"id": "work", "image": "x", "command": ["sleep", "0.3"]}]});
+    acme.register("builds", "serial", serial).await;
+    let mut wide_runs = Vec::new();
+    let mut serial_runs = Vec::new();
+    for _ in 0..4 {
+        wide_runs.push(acme.start_run("builds", "wide").await);
+        serial_runs.push(acme.start_run("builds", "serial").await);
+    }
+    let mut all_tasks = Vec::new();
+    let mut serial_spans = Vec::new();
+    for (pipeline, runs) in [("wide", &wide_runs), ("serial", &serial_runs)] {
+        let (ns, p) = ids("builds", pipeline);
+        for run in runs {
+            let done = acme.wait_for_run("builds", pipeline, *run, Duration::from_secs(60)).await;
+            assert_eq!(done.status, RunStatus::Successful, "{pipeline} run {run}");
+            if pipeline == "serial" {
+                serial_spans.push((done.started.unwrap(), done.ended.unwrap()));
+            }
+            for t in acme.sdk().list_tasks(&ns, &p, *run).await.unwrap() {
+                all_tasks.push((t.started.unwrap(), t.ended.unwrap()));
+            }
+        }
+    }
+    assert_eq!(all_tasks.len(), 20);
+    assert!(max_overlap(&all_tasks) <= 3, "more than 3 tasks of the tenant ran at once");
+    assert!(max_overlap(&serial_spans) <= 2, "more than 2 runs of a parallelism-2 pipeline ran at once");
+    for job in fake.job_ids() {
+        assert_eq!(fake.starts(&job), 1, "{job} started more than once");
+    }
+    replicas[0].assert_queue_drained().await;
+}

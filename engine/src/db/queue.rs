@@ -20,6 +20,7 @@ pub(crate) struct ClaimedRow {
     task_id: String,
     pub attempt: i32,
     pub scheduler_id: Option<String>,
+    pub queued_at: OffsetDateTime,
     pub run_pending: bool,
     pub parallelism: i32,
     /// The tenant's running-task limit: its plan's, or the config's when that is lower.
@@ -29,33 +30,54 @@ pub(crate) struct ClaimedRow {
 impl ClaimedRow {
     pub(crate) fn key(&self) -> Result<TaskKey, EngineError> {
         Ok(TaskKey {
-            run: RunKey {
-                pipeline: PipelineKey {
-                    tenant: self.tenant_id.parse().map_err(corrupt)?,
-                    namespace: self.namespace_id.parse().map_err(corrupt)?,
-                    pipeline: self.pipeline_id.parse().map_err(corrupt)?,
-                },
-                run: RunId::from_i64(self.run_id),
-            },
+            run: run_key(&self.tenant_id, &self.namespace_id, &self.pipeline_id, self.run_id)?,
             task: self.task_id.parse().map_err(corrupt)?,
         })
     }
 }
 
+fn run_key(tenant: &str, namespace: &str, pipeline: &str, run: i64) -> Result<RunKey, EngineError> {
+    Ok(RunKey {
+        pipeline: PipelineKey {
+            tenant: tenant.parse().map_err(corrupt)?,
+            namespace: namespace.parse().map_err(corrupt)?,
+            pipeline: pipeline.parse().map_err(corrupt)?,
+        },
+        run: RunId::from_i64(run),
+    })
+}
+
 /// Cross-tenant: claims the oldest claimable queued task execution for `owner`, leasing it until
-/// `now + lease_s`. Claimable: past its retry backoff, its run not being cancelled, its pipeline
-/// under its `parallelism` (unless the run already runs), its tenant under `tenant_limit` running
-/// tasks (0: no limit). SKIP LOCKED lets replicas claim side by side; the limits are checked again
-/// under locks by [`recheck_limits`], because two replicas can pass this filter together.
+/// `now + lease_s` ([`claim_batch`] of one). The limits are checked again under locks by
+/// [`recheck_limits`], because two replicas can pass the claim's filter together.
 pub(crate) async fn claim_next(
     conn: &mut PgConnection,
     owner: uuid::Uuid,
     lease_s: f64,
     tenant_limit: i64,
 ) -> Result<Option<ClaimedRow>, EngineError> {
+    Ok(claim_batch(conn, owner, lease_s, tenant_limit, 1).await?.pop())
+}
+
+/// Cross-tenant: claims up to `max` claimable queued task executions for `owner` in one
+/// statement, oldest first, leasing them until `now + lease_s`. Claimable: past its retry backoff,
+/// its run not being cancelled, its pipeline under its `parallelism` (unless the run already
+/// runs), its tenant under `tenant_limit` running tasks (0: the plan's limit alone). The same
+/// limits then hold within the batch: a tenant gets no more rows than its free capacity, and a
+/// pipeline no more pending runs than it has room for. Each row's run is locked with it (`SKIP LOCKED`, never
+/// waiting: cancel and finish lock the run before its tasks, so waiting could deadlock), because
+/// claiming starts the run. The limits hold against this replica's own batch; against other
+/// replicas they are checked again by [`recheck_batch`].
+pub(crate) async fn claim_batch(
+    conn: &mut PgConnection,
+    owner: uuid::Uuid,
+    lease_s: f64,
+    tenant_limit: i64,
+    max: i64,
+) -> Result<Vec<ClaimedRow>, EngineError> {
     Ok(sqlx::query_as::<_, ClaimedRow>(
-        "WITH next AS (
-             SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id,
+        "WITH candidates AS (
+             SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id, t.queued_at,
                     r.state = 'pending' AS run_pending,
                     COALESCE((c.config->>'parallelism')::int, 0) AS parallelism,
                     lim.tenant_limit
@@ -77,8 +99,29 @@ pub(crate) async fn claim_next(
                AND (SELECT count(*) FROM task_executions t2
                     WHERE t2.tenant_id = t.tenant_id AND t2.state = 'running') < lim.tenant_limit
              ORDER BY t.queued_at
-             LIMIT 1
+             LIMIT $4
              FOR UPDATE OF t SKIP LOCKED
+             FOR NO KEY UPDATE OF r SKIP LOCKED
+         ),
+         ranked AS (
+             SELECT cd.*,
+                    row_number() OVER (PARTITION BY cd.tenant_id ORDER BY cd.queued_at) AS tenant_rank,
+                    (SELECT count(*) FROM task_executions t2
+                     WHERE t2.tenant_id = cd.tenant_id AND t2.state = 'running') AS tenant_running,
+                    dense_rank() OVER (PARTITION BY cd.tenant_id, cd.namespace_id, cd.pipeline_id,
+                                                    cd.run_pending AND cd.parallelism > 0
+                                       ORDER BY cd.run_id) AS run_rank,
+                    CASE WHEN cd.run_pending AND cd.parallelism > 0 THEN
+                        (SELECT count(*) FROM runs r2
+                         WHERE (r2.tenant_id, r2.namespace_id, r2.pipeline_id) = (cd.tenant_id, cd.namespace_id, cd.pipeline_id)
+                           AND r2.state = 'running')
+                    ELSE 0 END AS pipeline_running
+             FROM candidates cd
+         ),
+         next AS (
+             SELECT * FROM ranked
+             WHERE tenant_running + tenant_rank <= tenant_limit
+               AND (NOT (run_pending AND parallelism > 0) OR pipeline_running + run_rank <= parallelism)
          )
          UPDATE task_executions te SET state = 'running', started_at = now(), lease_owner = $1,
              lease_until = now() + make_interval(secs => $2), waiting_reason = 'waiting_for_scheduler'
@@ -86,13 +129,118 @@ pub(crate) async fn claim_next(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (next.tenant_id, next.namespace_id, next.pipeline_id, next.run_id, next.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, next.run_pending, next.parallelism, next.tenant_limit",
+                   te.scheduler_id, te.queued_at, next.run_pending, next.parallelism, next.tenant_limit",
     )
     .bind(owner)
     .bind(lease_s)
     .bind(tenant_limit)
-    .fetch_optional(conn)
+    .bind(max)
+    .fetch_all(conn)
     .await?)
+}
+
+/// Checks a batch from [`claim_batch`] against what other replicas claimed meanwhile, under the
+/// same row locks as [`recheck_limits`] (taken in id order, so two batches cannot deadlock):
+/// answers false when a tenant or a pipeline would now be over its limit, and the caller rolls the
+/// batch back. Tenants the batch fills get their other queued tasks marked `waiting_for_quota`.
+pub(crate) async fn recheck_batch(conn: &mut PgConnection, batch: &[ClaimedRow]) -> Result<bool, EngineError> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut limits: BTreeMap<&str, i64> = BTreeMap::new();
+    // Pending runs being started, per pipeline with a parallelism.
+    let mut starting: BTreeMap<(&str, &str, &str), (i64, BTreeSet<i64>)> = BTreeMap::new();
+    for row in batch {
+        limits.insert(&row.tenant_id, i64::from(row.tenant_limit));
+        if row.run_pending && row.parallelism > 0 {
+            let entry = starting
+                .entry((&row.tenant_id, &row.namespace_id, &row.pipeline_id))
+                .or_insert_with(|| (i64::from(row.parallelism), BTreeSet::new()));
+            entry.1.insert(row.run_id);
+        }
+    }
+    let tenants: Vec<&str> = limits.keys().copied().collect();
+    // Counts this transaction's own claims as well.
+    let running: Vec<(String, i64)> = sqlx::query_as(
+        "WITH locked AS (SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)
+         SELECT l.id, (SELECT count(*) FROM task_executions te WHERE te.tenant_id = l.id AND te.state = 'running')
+         FROM locked l",
+    )
+    .bind(&tenants)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut full = Vec::new();
+    for (tenant, count) in &running {
+        let limit = limits.get(tenant.as_str()).copied().unwrap_or(0);
+        if *count > limit {
+            return Ok(false);
+        }
+        if *count == limit {
+            full.push(tenant.as_str());
+        }
+    }
+    for ((tenant, namespace, pipeline), (parallelism, runs)) in &starting {
+        // The runs of this batch are still pending here: they start after this check.
+        let running: i64 = sqlx::query_scalar(
+            "WITH locked AS (SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3
+                             FOR NO KEY UPDATE)
+             SELECT count(*) FROM runs, locked
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state = 'running'",
+        )
+        .bind(tenant)
+        .bind(namespace)
+        .bind(pipeline)
+        .fetch_one(&mut *conn)
+        .await?;
+        if running + i64::try_from(runs.len()).unwrap_or(i64::MAX) > *parallelism {
+            return Ok(false);
+        }
+    }
+    if !full.is_empty() {
+        sqlx::query(
+            "UPDATE task_executions SET waiting_reason = 'waiting_for_quota'
+             WHERE tenant_id = ANY($1) AND state = 'queued' AND waiting_reason = 'waiting_for_capacity'",
+        )
+        .bind(&full)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Starts the pending runs among `runs` (locked by the claim); answers the ones it started.
+pub(crate) async fn start_runs(conn: &mut PgConnection, runs: &[&ClaimedRow]) -> Result<Vec<RunKey>, EngineError> {
+    let tenants: Vec<&str> = runs.iter().map(|r| r.tenant_id.as_str()).collect();
+    let namespaces: Vec<&str> = runs.iter().map(|r| r.namespace_id.as_str()).collect();
+    let pipelines: Vec<&str> = runs.iter().map(|r| r.pipeline_id.as_str()).collect();
+    let ids: Vec<i64> = runs.iter().map(|r| r.run_id).collect();
+    let started: Vec<ClaimedRunRow> = sqlx::query_as(
+        "UPDATE runs SET state = 'running', started_at = now()
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(tenant_id, namespace_id, pipeline_id, id)
+         WHERE (runs.tenant_id, runs.namespace_id, runs.pipeline_id, runs.id)
+             = (k.tenant_id, k.namespace_id, k.pipeline_id, k.id)
+           AND runs.state = 'pending'
+         RETURNING runs.tenant_id, runs.namespace_id, runs.pipeline_id, runs.id",
+    )
+    .bind(&tenants)
+    .bind(&namespaces)
+    .bind(&pipelines)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    started.into_iter().map(ClaimedRunRow::key).collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRunRow {
+    tenant_id: String,
+    namespace_id: String,
+    pipeline_id: String,
+    id: i64,
+}
+
+impl ClaimedRunRow {
+    fn key(self) -> Result<RunKey, EngineError> {
+        run_key(&self.tenant_id, &self.namespace_id, &self.pipeline_id, self.id)
+    }
 }
 
 /// Checks the pipeline's parallelism and the tenant's limit again, under row locks that serialise
@@ -336,7 +484,7 @@ pub(crate) async fn claim_expired(
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
              = (expired.tenant_id, expired.namespace_id, expired.pipeline_id, expired.run_id, expired.task_id)
          RETURNING te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id, te.attempt,
-                   te.scheduler_id, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit",
+                   te.scheduler_id, te.queued_at, false AS run_pending, 0 AS parallelism, 0 AS tenant_limit",
     )
     .bind(owner)
     .bind(lease_s)
@@ -354,18 +502,7 @@ pub(crate) async fn overdue_runs(conn: &mut PgConnection, limit: i64) -> Result<
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|(tenant, namespace, pipeline, run)| {
-            Ok(RunKey {
-                pipeline: PipelineKey {
-                    tenant: tenant.parse().map_err(corrupt)?,
-                    namespace: namespace.parse().map_err(corrupt)?,
-                    pipeline: pipeline.parse().map_err(corrupt)?,
-                },
-                run: RunId::from_i64(run),
-            })
-        })
-        .collect()
+    rows.into_iter().map(|(tenant, namespace, pipeline, run)| run_key(&tenant, &namespace, &pipeline, run)).collect()
 }
 
 /// Marks an unfinished run as being stopped; answers false when it is complete or already stopping.
@@ -498,6 +635,32 @@ pub(crate) async fn notify_cancel(conn: &mut PgConnection, run: &RunKey) -> Resu
     Ok(())
 }
 
+/// After a claim started `run`: when its pipeline now runs `parallelism` runs, the queued tasks
+/// of its other pending runs wait for parallelism, and say so (they were queued before the
+/// pipeline filled up, as `waiting_for_capacity`).
+pub(crate) async fn mark_waiting_for_parallelism(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    parallelism: i32,
+) -> Result<(), EngineError> {
+    sqlx::query(
+        "UPDATE task_executions t SET waiting_reason = 'waiting_for_parallelism'
+         FROM runs r
+         WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
+           AND t.tenant_id = $1 AND t.namespace_id = $2 AND t.pipeline_id = $3
+           AND r.state = 'pending' AND t.state = 'queued' AND t.waiting_reason = 'waiting_for_capacity'
+           AND (SELECT count(*) FROM runs r2 WHERE r2.tenant_id = $1 AND r2.namespace_id = $2 AND r2.pipeline_id = $3
+                  AND r2.state = 'running') >= $4",
+    )
+    .bind(run.pipeline.tenant.as_str())
+    .bind(run.pipeline.namespace.as_str())
+    .bind(run.pipeline.pipeline.as_str())
+    .bind(i64::from(parallelism))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Whether `run` has not started while its pipeline already runs `parallelism` runs.
 pub(crate) async fn pipeline_full(
     conn: &mut PgConnection,
@@ -545,27 +708,6 @@ pub(crate) async fn unfinished_runs_of(
             })
         })
         .collect()
-}
-
-/// Locks a run row without waiting; answers false when another transaction holds it. The claim
-/// holds a task row when it needs its run, while cancel and finish lock the run before its task
-/// rows: waiting here could deadlock, so the claim backs off instead.
-pub(crate) async fn lock_run_nowait(conn: &mut PgConnection, run: &RunKey) -> Result<bool, EngineError> {
-    let locked = sqlx::query(
-        "SELECT 1 FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
-         FOR UPDATE NOWAIT",
-    )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
-    .execute(conn)
-    .await;
-    match locked {
-        Ok(_) => Ok(true),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Whether the tenant already runs as many task executions as its plan (or the config) allows.

@@ -1,0 +1,72 @@
+//! What the engine reports to the process's metrics recorder (see the api crate's `prometheus`
+//! module for the exporter), and the queue sample `/metrics` takes from Postgres.
+
+use gofer_core::WaitingReason;
+use sqlx::PgPool;
+
+use crate::EngineError;
+
+/// Queued task executions waiting for one reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDepth {
+    /// The waiting reason (`waiting_for_capacity`, …), or `none`.
+    pub reason: String,
+    /// How many wait for it.
+    pub count: i64,
+    /// How long the oldest of them has been queued, in seconds (0 when none).
+    pub oldest_age_s: f64,
+}
+
+/// Cross-tenant on purpose (operators' view): the queue by waiting reason, every known reason
+/// listed even when nothing waits for it, so a gauge drops to 0 instead of keeping its last value.
+pub async fn queue_depth(pool: &PgPool) -> Result<Vec<QueueDepth>, EngineError> {
+    let rows: Vec<(Option<String>, i64, f64)> = sqlx::query_as(
+        "SELECT waiting_reason, count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(queued_at))::float8, 0)
+         FROM task_executions WHERE state = 'queued' GROUP BY waiting_reason",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut depths: Vec<QueueDepth> = WaitingReason::ALL
+        .iter()
+        .map(|r| QueueDepth { reason: r.as_str().to_owned(), count: 0, oldest_age_s: 0.0 })
+        .collect();
+    for (reason, count, oldest_age_s) in rows {
+        let reason = reason.unwrap_or_else(|| "none".to_owned());
+        match depths.iter_mut().find(|d| d.reason == reason) {
+            Some(d) => (d.count, d.oldest_age_s) = (count, oldest_age_s),
+            None => depths.push(QueueDepth { reason, count, oldest_age_s }),
+        }
+    }
+    Ok(depths)
+}
+
+/// A task execution was handed to the scheduler `seconds` after it was queued.
+pub(crate) fn dispatched(seconds: f64) {
+    metrics::histogram!("gofer_dispatch_latency_seconds").record(seconds);
+}
+
+/// A task execution completed with `status`.
+pub(crate) fn task_completed(status: gofer_core::TaskStatus) {
+    metrics::counter!("gofer_task_outcomes_total", "status" => status.as_str()).increment(1);
+}
+
+/// An attempt failed and goes back to the queue.
+pub(crate) fn task_retried(infrastructure: bool) {
+    let kind = if infrastructure { "infrastructure" } else { "task" };
+    metrics::counter!("gofer_task_retries_total", "kind" => kind).increment(1);
+}
+
+/// This replica took over a task execution whose lease expired.
+pub(crate) fn lease_taken_over() {
+    metrics::counter!("gofer_lease_takeovers_total").increment(1);
+}
+
+/// A scheduler call failed.
+pub(crate) fn scheduler_error(operation: &'static str) {
+    metrics::counter!("gofer_scheduler_errors_total", "operation" => operation).increment(1);
+}
+
+/// Task output copied to the log store.
+pub(crate) fn log_bytes(bytes: usize) {
+    metrics::counter!("gofer_log_bytes_total").increment(bytes as u64);
+}
