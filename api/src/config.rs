@@ -28,12 +28,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Default log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.
     pub log_level: String,
-    /// Which scheduler runs tasks. Only `local` exists so far.
+    /// Which scheduler runs tasks: `local` (default) or `nomad`.
     pub scheduler: SchedulerKind,
     /// Engine tuning.
     pub engine: EngineSettings,
     /// The local sandbox scheduler.
     pub sandbox: SandboxSettings,
+    /// The Nomad scheduler (docs/nomad.md).
+    pub nomad: gofer_scheduler_nomad::NomadConfig,
     /// Task execution logs.
     pub logs: LogSettings,
     /// Event streams (SSE).
@@ -309,6 +311,8 @@ pub enum LogFormat {
 pub enum SchedulerKind {
     /// The embedded bubblewrap sandbox on this host.
     Local,
+    /// A Nomad cluster (the `nomad` section).
+    Nomad,
 }
 
 /// Engine tuning.
@@ -345,6 +349,9 @@ pub struct EngineSettings {
     /// How often each replica looks for tenants whose task-seconds ran out while their tasks
     /// run (and stops those runs), in milliseconds.
     pub quota_check_interval_ms: u64,
+    /// How long a dispatch keeps retrying while the scheduler is unavailable, holding the task's
+    /// lease, before the attempt counts as an infrastructure failure, in seconds.
+    pub scheduler_outage_tolerance_s: u64,
 }
 
 /// The local sandbox scheduler.
@@ -405,6 +412,7 @@ impl Default for Config {
             scheduler: SchedulerKind::Local,
             engine: EngineSettings::default(),
             sandbox: SandboxSettings::default(),
+            nomad: gofer_scheduler_nomad::NomadConfig::default(),
             logs: LogSettings::default(),
             events: EventSettings::default(),
             max_body_bytes: 64 * 1024,
@@ -458,6 +466,7 @@ impl Default for EngineSettings {
             retry_backoff_ms: 1000,
             tenant_max_running_tasks: 0,
             quota_check_interval_ms: 5000,
+            scheduler_outage_tolerance_s: 300,
         }
     }
 }
@@ -509,7 +518,13 @@ impl Config {
             Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        let env = env.split("__").filter(move |key| {
+        // Nomad's own variable names, as operators know them, are accepted beside the nested form.
+        let env = env.split("__").map(|key| match key.as_str() {
+            k if k.eq_ignore_ascii_case("nomad_addr") => "nomad.addr".into(),
+            k if k.eq_ignore_ascii_case("nomad_token") => "nomad.token".into(),
+            k => k.to_owned().into(),
+        });
+        let env = env.filter(move |key| {
             let top = key.as_str().split('.').next().unwrap_or_default();
             known.iter().any(|k| k.eq_ignore_ascii_case(top))
         });
@@ -557,6 +572,30 @@ mod tests {
             assert_eq!(config.engine.lease_s, 10);
             assert_eq!(config.engine.max_parallel_tasks, 3);
             assert_eq!(config.logs.max_bytes_per_task, 4096);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_nomad_scheduler_is_configured_by_file_and_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gofer.toml",
+                "scheduler = \"nomad\"\n[nomad]\ndatacenters = [\"dc1\"]\ndriver = \"podman\"\nallowed_registries = [\"ghcr.io\"]\n[nomad.tls]\nca_cert = \"/etc/nomad/ca.pem\"\n",
+            )?;
+            jail.set_env("GOFER_NOMAD_ADDR", "https://nomad.internal:4646");
+            jail.set_env("GOFER_NOMAD_TOKEN", "secret-token");
+            jail.set_env("GOFER_NOMAD__REGION", "eu");
+            let config = Config::load(Some(Path::new("gofer.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.scheduler, SchedulerKind::Nomad);
+            assert_eq!(config.nomad.addr, "https://nomad.internal:4646");
+            assert_eq!(config.nomad.token.as_deref(), Some("secret-token"));
+            assert_eq!(config.nomad.region.as_deref(), Some("eu"));
+            assert_eq!(config.nomad.datacenters, ["dc1"]);
+            assert_eq!(config.nomad.driver, gofer_scheduler_nomad::Driver::Podman);
+            assert_eq!(config.nomad.allowed_registries, ["ghcr.io"]);
+            assert_eq!(config.nomad.tls.ca_cert.as_deref(), Some(Path::new("/etc/nomad/ca.pem")));
+            assert_eq!(config.engine.scheduler_outage_tolerance_s, 300);
             Ok(())
         });
     }

@@ -117,6 +117,10 @@ impl Application {
                 })
                 .context("starting the local sandbox scheduler")?,
             ),
+            (None, SchedulerKind::Nomad) => Arc::new(
+                gofer_scheduler_nomad::NomadScheduler::new(config.nomad.clone())
+                    .context("setting up the Nomad scheduler")?,
+            ),
         };
         let store = object_store(&config).await?;
         let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), object_limits(&config));
@@ -330,6 +334,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         retry_backoff: Duration::from_millis(e.retry_backoff_ms),
         tenant_max_running_tasks: e.tenant_max_running_tasks,
         quota_check_interval: Duration::from_millis(e.quota_check_interval_ms),
+        scheduler_outage_tolerance: Duration::from_secs(e.scheduler_outage_tolerance_s),
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         max_env_object_bytes: config.objects.max_env_object_bytes,
         ..EngineConfig::default()

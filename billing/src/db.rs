@@ -19,6 +19,8 @@ struct PlanRow {
     task_seconds_per_month: i64,
     object_storage_bytes: i64,
     requests_per_minute: i32,
+    node_pool: Option<String>,
+    allow_network: bool,
 }
 
 impl From<PlanRow> for Plan {
@@ -35,6 +37,8 @@ impl From<PlanRow> for Plan {
             task_seconds_per_month: u64::try_from(r.task_seconds_per_month).unwrap_or(0),
             object_storage_bytes: u64::try_from(r.object_storage_bytes).unwrap_or(0),
             requests_per_minute: u(r.requests_per_minute),
+            node_pool: r.node_pool,
+            allow_network: r.allow_network,
         }
     }
 }
@@ -42,7 +46,7 @@ impl From<PlanRow> for Plan {
 macro_rules! plan_columns {
     () => {
         "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
-         task_seconds_per_month, object_storage_bytes, requests_per_minute"
+         task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network"
     };
 }
 
@@ -55,19 +59,25 @@ fn l(v: u64) -> i64 {
 }
 
 pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
-    sqlx::query(concat!("INSERT INTO plans (", plan_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-        .bind(&p.id)
-        .bind(&p.name)
-        .bind(i(p.max_concurrent_tasks))
-        .bind(i(p.max_task_timeout_s))
-        .bind(i(p.max_run_duration_s))
-        .bind(i(p.max_cpu_millis))
-        .bind(i(p.max_memory_mb))
-        .bind(l(p.task_seconds_per_month))
-        .bind(l(p.object_storage_bytes))
-        .bind(i(p.requests_per_minute))
-        .execute(pool)
-        .await?;
+    sqlx::query(concat!(
+        "INSERT INTO plans (",
+        plan_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(&p.id)
+    .bind(&p.name)
+    .bind(i(p.max_concurrent_tasks))
+    .bind(i(p.max_task_timeout_s))
+    .bind(i(p.max_run_duration_s))
+    .bind(i(p.max_cpu_millis))
+    .bind(i(p.max_memory_mb))
+    .bind(l(p.task_seconds_per_month))
+    .bind(l(p.object_storage_bytes))
+    .bind(i(p.requests_per_minute))
+    .bind(&p.node_pool)
+    .bind(p.allow_network)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -75,10 +85,11 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
     let done = sqlx::query(
         "UPDATE plans SET name = $2, max_concurrent_tasks = $3, max_task_timeout_s = $4, max_run_duration_s = $5,
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
-             requests_per_minute = $10,
+             requests_per_minute = $10, node_pool = $11, allow_network = $12,
              modified_at = CASE WHEN (name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis,
-                                      max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute)
-                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                      max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute,
+                                      node_pool, allow_network)
+                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
     )
@@ -92,6 +103,8 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
     .bind(l(p.task_seconds_per_month))
     .bind(l(p.object_storage_bytes))
     .bind(i(p.requests_per_minute))
+    .bind(&p.node_pool)
+    .bind(p.allow_network)
     .execute(pool)
     .await?
     .rows_affected();

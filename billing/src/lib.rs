@@ -49,7 +49,8 @@ pub enum BillingError {
     Database(#[from] sqlx::Error),
 }
 
-/// Checks a plan: a valid id, a name, and every limit at least 1 (storage and task-seconds may be 0).
+/// Checks a plan: a valid id, a name, every limit at least 1 (storage and task-seconds may be 0),
+/// and a node pool name Nomad accepts.
 pub fn validate(plan: &Plan) -> Result<(), BillingError> {
     validate_identifier("plan", &plan.id).map_err(|e| BillingError::Invalid(e.to_string()))?;
     if plan.name.trim().is_empty() || plan.name.len() > 128 {
@@ -66,6 +67,13 @@ pub fn validate(plan: &Plan) -> Result<(), BillingError> {
         if value == 0 || value > i32::MAX as u32 {
             return Err(BillingError::Invalid(format!("{field}: between 1 and {}", i32::MAX)));
         }
+    }
+    if let Some(pool) = &plan.node_pool
+        && (pool.is_empty()
+            || pool.len() > 127
+            || !pool.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    {
+        return Err(BillingError::Invalid("node_pool: 1 to 127 letters, digits, '_' or '-'".into()));
     }
     if plan.task_seconds_per_month > i64::MAX as u64 || plan.object_storage_bytes > i64::MAX as u64 {
         return Err(BillingError::Invalid("task_seconds_per_month and object_storage_bytes fit in 63 bits".into()));

@@ -448,6 +448,17 @@ pub struct Plan {
     pub object_storage_bytes: u64,
     /// API requests per minute per token.
     pub requests_per_minute: u32,
+    /// The scheduler's node pool for the tenant's tasks (Nomad `NodePool`); `null`: the
+    /// scheduler's configured default pool.
+    #[serde(default)]
+    pub node_pool: Option<String>,
+    /// Whether tasks may reach the network (false on the trial plan: Nomad `network_mode = "none"`).
+    #[serde(default = "default_allow_network")]
+    pub allow_network: bool,
+}
+
+fn default_allow_network() -> bool {
+    true
 }
 
 /// A client address refused with 403 `ip_blocked` until the block expires.
@@ -569,6 +580,8 @@ mod plan_tests {
             task_seconds_per_month: 600,
             object_storage_bytes: 0,
             requests_per_minute: 60,
+            node_pool: None,
+            allow_network: true,
         }
     }
 

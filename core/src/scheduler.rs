@@ -46,6 +46,10 @@ pub struct TaskSpec {
     pub memory_mb: u32,
     /// Credentials for pulling a private image, resolved from the task's `registry_auth` secret.
     pub registry_auth: Option<RegistryAuth>,
+    /// Whether the task may reach the network (from the tenant's plan; trial plans say no).
+    pub allow_network: bool,
+    /// The scheduler's node pool for the task (from the tenant's plan); `None`: the scheduler's default.
+    pub node_pool: Option<String>,
 }
 
 /// Registry credentials; never logged.

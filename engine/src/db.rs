@@ -102,6 +102,21 @@ pub(crate) async fn insert_pipeline(conn: &mut PgConnection, key: &PipelineKey) 
     Ok(())
 }
 
+/// Where the tenant's plan places its tasks: (node pool, network allowed). A tenant without a
+/// plan row (impossible with the foreign key) gets the defaults.
+pub(crate) async fn plan_placement(
+    conn: &mut PgConnection,
+    tenant: &gofer_core::TenantId,
+) -> Result<(Option<String>, bool), EngineError> {
+    let row: Option<(Option<String>, bool)> = sqlx::query_as(
+        "SELECT p.node_pool, p.allow_network FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1",
+    )
+    .bind(tenant.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.unwrap_or((None, true)))
+}
+
 pub(crate) async fn get_config(
     conn: &mut PgConnection,
     key: &PipelineKey,

@@ -133,21 +133,27 @@ fn build_spec(
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),
         // Resolved from secrets once the secret store exists (issue 8).
         registry_auth: None,
+        allow_network: true,
+        node_pool: None,
     }
 }
 
 /// Watches a claimed task execution to the end of its current attempt.
 pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), EngineError> {
     let key = &claimed.key;
-    let (run, config) = {
+    let (run, config, (node_pool, allow_network)) = {
         let mut conn = inner.pool.acquire().await?;
         let run = db::get_run(&mut conn, &key.run, false).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
         let config = db::get_config(&mut conn, &key.run.pipeline, run.config_version).await?;
-        (run, config)
+        // The plan as it is at dispatch: a plan change applies to the next task dispatched.
+        let placement = db::plan_placement(&mut conn, &key.run.pipeline.tenant).await?;
+        (run, config, placement)
     };
     let task =
         config.tasks.iter().find(|t| t.id == key.task).ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
     let mut spec = build_spec(inner, key, claimed.attempt, task, run.variables());
+    spec.node_pool = node_pool;
+    spec.allow_network = allow_network;
     if task.inject_api_token {
         // Valid until the run's deadline at most; the API also refuses it once the run completes.
         let expires =
@@ -204,21 +210,27 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                 }
             }
             tracing::info!(job = %job_id, "dispatching");
-            match inner.scheduler.start(&spec).instrument(tracing::info_span!("scheduler.start", job = %job_id)).await {
-                Ok(()) => {
+            let starting = start_through_outages(inner, claimed, &spec, &signal);
+            let ending = match starting.instrument(tracing::info_span!("scheduler.start", job = %job_id)).await? {
+                Start::Started => {
                     if let Some(queued_at) = claimed.queued_at {
                         crate::measure::dispatched((time::OffsetDateTime::now_utc() - queued_at).as_seconds_f64());
                     }
+                    None
                 }
-                Err(SchedulerError::Rejected(detail)) => {
-                    crate::measure::scheduler_error("start");
-                    return conclude(inner, claimed, &config, task, &job_id, Ending::StartRejected(detail)).await;
+                Start::LeaseLost => return Ok(()),
+                Start::Cancelled => {
+                    // A start that timed out may still have created the job.
+                    if let Err(e) = inner.scheduler.stop(&job_id, inner.config.stop_grace).await {
+                        tracing::warn!(error = %e, "stopping a job whose start was abandoned failed");
+                    }
+                    Some(Ending::NotStarted)
                 }
-                Err(e) => {
-                    crate::measure::scheduler_error("start");
-                    let ending = Ending::StartUnavailable(e.to_string());
-                    return conclude(inner, claimed, &config, task, &job_id, ending).await;
-                }
+                Start::Failed(SchedulerError::Rejected(detail)) => Some(Ending::StartRejected(detail)),
+                Start::Failed(e) => Some(Ending::StartUnavailable(e.to_string())),
+            };
+            if let Some(ending) = ending {
+                return conclude(inner, claimed, &config, task, &job_id, ending).await;
             }
         }
         Mode::Takeover => {
@@ -307,6 +319,13 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     if let Err(e) = inner.logs.append(&log_key, &masker.finish()).await {
         tracing::warn!(error = %e, "writing the task log failed");
     }
+    if !started_marked && observation != TaskObservation::Unknown {
+        // A task quicker than one monitor interval was never seen running: record its node now.
+        if let Some(node) = inner.scheduler.node(&job_id).await {
+            let mut conn = inner.pool.acquire().await?;
+            db::queue::mark_started(&mut conn, key, claimed.attempt, Some(&node)).await?;
+        }
+    }
     conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation))
         .instrument(tracing::info_span!("engine.conclude"))
         .await?;
@@ -317,6 +336,70 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
         tracing::warn!(error = %e, "purging the finished job failed");
     }
     Ok(())
+}
+
+/// How dispatching went.
+enum Start {
+    Started,
+    /// Refused, or still unavailable after the outage tolerance.
+    Failed(SchedulerError),
+    /// The run is being stopped; the task was not started.
+    Cancelled,
+    /// Another replica holds the lease now.
+    LeaseLost,
+}
+
+/// Starts the job, retrying in place while the scheduler is unavailable (an outage, a slow
+/// scheduler) for up to `scheduler_outage_tolerance`: the lease is renewed meanwhile, so the task
+/// neither fails nor moves to another replica because the scheduler was briefly away. Starts are
+/// idempotent on the job id, so a start that timed out after creating the job is harmless to repeat.
+async fn start_through_outages(
+    inner: &Inner,
+    claimed: &Claimed,
+    spec: &TaskSpec,
+    signal: &crate::cancel::SignalGuard,
+) -> Result<Start, EngineError> {
+    let began = Instant::now();
+    let mut last_heartbeat = Instant::now();
+    let mut backoff = inner.config.monitor_interval.max(Duration::from_millis(100));
+    loop {
+        let error = match inner.scheduler.start(spec).await {
+            Ok(()) => return Ok(Start::Started),
+            Err(e @ SchedulerError::Rejected(_)) => {
+                crate::measure::scheduler_error("start");
+                return Ok(Start::Failed(e));
+            }
+            Err(e) => {
+                crate::measure::scheduler_error("start");
+                e
+            }
+        };
+        if began.elapsed() >= inner.config.scheduler_outage_tolerance {
+            return Ok(Start::Failed(error));
+        }
+        tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "the scheduler is unavailable; retrying the start");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {},
+            _ = signal.cancelled() => return Ok(Start::Cancelled),
+        }
+        // Never sleep through a lease renewal.
+        backoff = (backoff * 2).min(Duration::from_secs(5)).min(inner.config.lease / 4);
+        if last_heartbeat.elapsed() > inner.config.lease / 3 {
+            last_heartbeat = Instant::now();
+            let mut conn = inner.pool.acquire().await?;
+            let key = &claimed.key;
+            match db::queue::heartbeat(&mut conn, key, inner.config.replica_id, inner.config.lease.as_secs_f64())
+                .await?
+            {
+                None => {
+                    tracing::warn!("lease lost while the scheduler was unavailable");
+                    return Ok(Start::LeaseLost);
+                }
+                Some(true) => return Ok(Start::Cancelled),
+                Some(false) => {}
+            }
+        }
+    }
 }
 
 /// Copies everything new in the scheduler's output to the log store, masking secrets; answers the

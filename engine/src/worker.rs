@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub infra_retries: u32,
     /// First retry backoff, doubled per failure (capped at a minute).
     pub retry_backoff: Duration,
+    /// How long a dispatch keeps retrying a start while the scheduler is unavailable (holding the
+    /// lease) before the attempt counts as an infrastructure failure.
+    pub scheduler_outage_tolerance: Duration,
     /// Running task executions per tenant; 0 means no limit (plans set it per tenant later).
     pub tenant_max_running_tasks: u32,
     /// How often to look for tenants whose task-seconds ran out while their tasks run.
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             default_memory_mb: 2048,
             infra_retries: 3,
             retry_backoff: Duration::from_secs(1),
+            scheduler_outage_tolerance: Duration::from_secs(300),
             tenant_max_running_tasks: 0,
             quota_check_interval: Duration::from_secs(5),
             api_url: "http://127.0.0.1:8080".into(),

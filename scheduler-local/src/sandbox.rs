@@ -288,6 +288,8 @@ mod tests {
             cpu_millis: 1000,
             memory_mb: 4096,
             registry_auth: None,
+            allow_network: true,
+            node_pool: None,
         };
         assert!(check_spec(&base).is_ok());
         let mut empty = base.clone();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod fake_scheduler;
+pub mod nomad_double;
 
 use gofer_core::model::{Event, Run};
 use gofer_core::{NamespaceId, PipelineId, RunId, RunState, TenantId};

@@ -26,8 +26,24 @@ async fn operators_manage_plans() {
     let listed = app.request("GET", "/api/v1/plans", op, None).await;
     let ids: Vec<&str> = listed.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["default", "small", "trial"]);
+    assert_eq!(
+        (created.body["plan"]["node_pool"].clone(), created.body["plan"]["allow_network"].clone()),
+        (Value::Null, json!(true))
+    );
     let updated = app.request("PUT", "/api/v1/plans/small", op, Some(&plan("small", 300))).await;
     assert_eq!(updated.body["plan"]["max_task_timeout_s"], 300);
+    // Where its tasks run: a node pool Nomad accepts, and whether they get a network.
+    let mut placed = plan("small", 300);
+    placed["node_pool"] = json!("gofer-small");
+    placed["allow_network"] = json!(false);
+    let moved = app.request("PUT", "/api/v1/plans/small", op, Some(&placed)).await;
+    assert_eq!(
+        (moved.body["plan"]["node_pool"].clone(), moved.body["plan"]["allow_network"].clone()),
+        (json!("gofer-small"), json!(false))
+    );
+    placed["node_pool"] = json!("no spaces/or slashes");
+    let refused = app.request("PUT", "/api/v1/plans/small", op, Some(&placed)).await;
+    assert_eq!((refused.status, refused.code()), (400, "invalid_field"));
     let mismatch = app.request("PUT", "/api/v1/plans/small", op, Some(&plan("other", 300))).await;
     assert_eq!(mismatch.status, 400);
     let acme = app.tenant("acme").await;

@@ -219,11 +219,38 @@ async fn a_task_that_fails_is_run_again_as_configured_and_each_attempt_keeps_its
 }
 
 #[tokio::test]
+async fn a_scheduler_outage_at_dispatch_is_ridden_out_without_spending_attempts() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeScheduler::default());
+    // More failed starts than infra retries: without in-place retries the task would fail.
+    fake.failing_starts.store(6, Ordering::SeqCst);
+    let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake.clone())).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "outage",
+        json!({"name": "O", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "0.1"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "outage").await;
+    let done = acme.wait_for_run("builds", "outage", run, Duration::from_secs(60)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    let (ns, p) = ids("builds", "outage");
+    let work = acme.sdk().get_task(&ns, &p, run, &task("work")).await.unwrap();
+    assert_eq!(work.attempt, 1, "the outage spent no attempt");
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
 async fn infrastructure_failures_are_retried_and_a_task_exit_is_not() {
     let state_dir = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeScheduler::default());
     fake.failing_starts.store(2, Ordering::SeqCst);
-    let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake.clone())).await;
+    let mut config = fast_config(fresh_database().await, state_dir.path());
+    // No in-place retries of the start: each unavailable start is an attempt of its own.
+    config.engine.scheduler_outage_tolerance_s = 0;
+    let app = spawn_replica(config, state_dir, Some(fake.clone())).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
     acme.register(

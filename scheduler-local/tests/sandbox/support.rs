@@ -53,6 +53,8 @@ pub fn spec(job_id: &str, command: &[&str]) -> TaskSpec {
         cpu_millis: 1000,
         memory_mb: 4096,
         registry_auth: None,
+        allow_network: true,
+        node_pool: None,
     }
 }
 

@@ -1,0 +1,114 @@
+//! Settings of the Nomad scheduler (the `[nomad]` section of the server config; docs/config.md).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The task driver the Nomad clients run tasks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// `docker` (point the plugin at a rootless dockerd).
+    Docker,
+    /// `podman` (nomad-driver-podman, rootless).
+    Podman,
+}
+
+impl Driver {
+    /// The driver's name in a job spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Docker => "docker",
+            Driver::Podman => "podman",
+        }
+    }
+}
+
+/// TLS towards the Nomad servers (PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NomadTls {
+    /// CA certificate that signed the Nomad servers' certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate, for Nomad's `verify_https_client`.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Settings of [`NomadScheduler`](crate::NomadScheduler).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NomadConfig {
+    /// Nomad's HTTP address (`GOFER_NOMAD_ADDR`). Default `http://127.0.0.1:4646`.
+    pub addr: String,
+    /// ACL token (`GOFER_NOMAD_TOKEN`), sent as `X-Nomad-Token`; never logged.
+    pub token: Option<String>,
+    /// TLS files.
+    pub tls: NomadTls,
+    /// Region (`?region=` and `Job.Region`); `None`: the agent's own.
+    pub region: Option<String>,
+    /// Datacenters jobs may run in. Default `["*"]`.
+    pub datacenters: Vec<String>,
+    /// Task driver. Default `docker`.
+    pub driver: Driver,
+    /// Node pool of tenants whose plan names none. Default `default`.
+    pub node_pool: String,
+    /// Registries images may come from (`docker.io`, `ghcr.io`, `registry.example.com:5000`).
+    /// Empty: any registry. An image without a registry host is `docker.io`.
+    pub allowed_registries: Vec<String>,
+    /// The user tasks run as (`uid:gid`); never root. Default `65534:65534`.
+    pub task_user: String,
+    /// Process limit per task (`pids_limit`). Default 512.
+    pub pids_limit: u32,
+    /// Nomad CPU MHz given per 1000 millicores a task asks for. Default 1000.
+    pub cpu_mhz_per_core: u32,
+    /// Set `MemoryMaxMB` (needs memory oversubscription enabled in Nomad's scheduler config).
+    pub memory_oversubscription: bool,
+    /// Seconds between the stop signal and the kill (`KillTimeout`). Default 10.
+    pub kill_timeout_s: u64,
+    /// Timeout of one API call, in seconds. Default 10.
+    pub request_timeout_s: u64,
+    /// Follow `/v1/event/stream` (false: poll allocations only). Default true.
+    pub event_stream: bool,
+    /// Set `TaskGroup.MaxRunDuration` from the task timeout (Nomad 2.0.3+; older servers ignore it).
+    pub max_run_duration: bool,
+}
+
+impl Default for NomadConfig {
+    fn default() -> Self {
+        Self {
+            addr: "http://127.0.0.1:4646".into(),
+            token: None,
+            tls: NomadTls::default(),
+            region: None,
+            datacenters: vec!["*".into()],
+            driver: Driver::Docker,
+            node_pool: "default".into(),
+            allowed_registries: Vec::new(),
+            task_user: "65534:65534".into(),
+            pids_limit: 512,
+            cpu_mhz_per_core: 1000,
+            memory_oversubscription: false,
+            kill_timeout_s: 10,
+            request_timeout_s: 10,
+            event_stream: true,
+            max_run_duration: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for NomadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NomadConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("region", &self.region)
+            .field("datacenters", &self.datacenters)
+            .field("driver", &self.driver)
+            .field("node_pool", &self.node_pool)
+            .field("allowed_registries", &self.allowed_registries)
+            .finish_non_exhaustive()
+    }
+}

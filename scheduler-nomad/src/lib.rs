@@ -1,0 +1,302 @@
+//! Gofer's production [`Scheduler`]: each task execution is one Nomad batch job, registered over
+//! Nomad's HTTP API in the tenant's namespace `gofer-<tenant>` (created on demand) and node pool.
+//! See docs/nomad.md for what the Nomad cluster must be configured with.
+//!
+//! # Faithful to the engine's contract
+//! - Starts are idempotent: the job id is deterministic and registration is check-and-set with
+//!   index 0, so a repeated start finds the job and leaves it alone.
+//! - Nomad never retries behind the engine's back (restart and reschedule attempts 0).
+//! - Nomad being down or slow is never a task outcome: every failed call is a
+//!   [`SchedulerError::Unavailable`] (the engine keeps its lease and tries again); only what an
+//!   allocation says (an exit, a kill, a driver failure, a lost node) ends a task.
+//!
+//! # Watching
+//! Allocation updates come from `/v1/event/stream` (see `watch.rs`); without it, `observe` polls
+//! `/v1/job/:id/allocations`. Logs are read from `/v1/client/fs/logs/:alloc`, stdout then stderr
+//! per read, as one combined stream (see [`NomadScheduler::read_logs`] for the takeover caveat).
+//!
+//! Exec/attach (`/v1/client/allocation/:id/exec`) is not implemented yet: the trait has no
+//! attach operation so far.
+
+mod client;
+mod config;
+pub mod job;
+mod state;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gofer_core::scheduler::{BoxFuture, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+pub use crate::client::{Client, NomadError, NomadSetupError};
+pub use crate::config::{Driver, NomadConfig, NomadTls};
+pub use crate::state::Allocation;
+
+use crate::job::TASK;
+use crate::watch::Tracker;
+
+/// What this process knows of a job it started or looked up.
+#[derive(Debug, Clone)]
+struct Known {
+    namespace: String,
+    /// Whether a registry-auth variable was written for it (deleted on purge).
+    variable: bool,
+}
+
+/// Where the combined log of a job stands.
+#[derive(Debug, Default)]
+struct LogCursor {
+    stdout: u64,
+    stderr: u64,
+    /// Combined bytes handed to the engine so far (its offset).
+    delivered: u64,
+    /// Combined bytes still to drop after a takeover.
+    skip: u64,
+    /// Read from Nomad, not handed out yet.
+    pending: Vec<u8>,
+}
+
+/// The Nomad scheduler. See the crate docs.
+pub struct NomadScheduler {
+    config: NomadConfig,
+    client: Client,
+    tracker: Arc<Tracker>,
+    jobs: Mutex<HashMap<String, Known>>,
+    namespaces: Mutex<std::collections::HashSet<String>>,
+    logs: Mutex<HashMap<String, LogCursor>>,
+    stream: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for NomadScheduler {
+    fn drop(&mut self) {
+        if let Some(stream) = &self.stream {
+            stream.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for NomadScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NomadScheduler").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl NomadScheduler {
+    /// Builds the client and, inside a tokio runtime with `event_stream` on, starts following the
+    /// event stream. Nomad is not contacted here: an unreachable Nomad only delays tasks.
+    pub fn new(config: NomadConfig) -> Result<Self, NomadSetupError> {
+        if config.task_user.split(':').next().is_some_and(|u| u == "0" || u == "root") || config.task_user.is_empty() {
+            return Err(NomadSetupError::Invalid("task_user must not be root".into()));
+        }
+        let client = Client::new(&config)?;
+        let tracker = Arc::new(Tracker::default());
+        let stream = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if config.event_stream => Some(handle.spawn(watch::follow(client.clone(), tracker.clone()))),
+            _ => None,
+        };
+        tracing::info!(addr = %config.addr, driver = config.driver.as_str(), event_stream = stream.is_some(), "Nomad scheduler ready");
+        Ok(Self {
+            config,
+            client,
+            tracker,
+            jobs: Mutex::new(HashMap::new()),
+            namespaces: Mutex::new(Default::default()),
+            logs: Mutex::new(HashMap::new()),
+            stream,
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &NomadConfig {
+        &self.config
+    }
+
+    /// The namespace of a job started here or, after a restart or takeover, looked up in Nomad.
+    async fn known(&self, job_id: &str) -> Result<Option<Known>, SchedulerError> {
+        if let Some(known) = self.jobs.lock().await.get(job_id) {
+            return Ok(Some(known.clone()));
+        }
+        let Some(stub) = self.client.find_job(job_id).await? else {
+            return Ok(None);
+        };
+        let known = Known { namespace: stub.namespace, variable: false };
+        self.jobs.lock().await.insert(job_id.to_owned(), known.clone());
+        self.tracker.track(job_id);
+        Ok(Some(known))
+    }
+
+    async fn ensure_namespace(&self, spec: &TaskSpec, namespace: &str) -> Result<(), SchedulerError> {
+        if self.namespaces.lock().await.contains(namespace) {
+            return Ok(());
+        }
+        self.client.upsert_namespace(namespace, spec.tenant.as_str()).await?;
+        self.namespaces.lock().await.insert(namespace.to_owned());
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %spec.job_id), err)]
+    async fn start_job(&self, spec: &TaskSpec) -> Result<(), SchedulerError> {
+        job::check_image(&spec.image, &self.config.allowed_registries).map_err(SchedulerError::Rejected)?;
+        let namespace = job::nomad_namespace(&spec.tenant);
+        self.ensure_namespace(spec, &namespace).await?;
+        if let Some(auth) = &spec.registry_auth {
+            let items = json!({"username": auth.username, "password": auth.password});
+            self.client.put_variable(&namespace, &job::registry_variable_path(&spec.job_id), items).await?;
+        }
+        self.jobs.lock().await.insert(
+            spec.job_id.clone(),
+            Known { namespace: namespace.clone(), variable: spec.registry_auth.is_some() },
+        );
+        self.tracker.track(&spec.job_id);
+        let created = match self.client.register(&namespace, job::job_spec(spec, &self.config)).await {
+            Ok(created) => created,
+            Err(e) => {
+                if matches!(&e, NomadError::Status { message, .. } if message.contains("nonexistent namespace")) {
+                    // Deleted behind our back: create it again on the retry.
+                    self.namespaces.lock().await.remove(&namespace);
+                }
+                return Err(e.into());
+            }
+        };
+        tracing::info!(namespace, created, node_pool = job::node_pool(spec, &self.config), "Nomad job registered");
+        Ok(())
+    }
+
+    /// The job's current allocation: from the event stream's cache, else polled.
+    async fn allocation(&self, job_id: &str, namespace: &str) -> Result<Option<Allocation>, SchedulerError> {
+        if let Some(alloc) = self.tracker.fresh(job_id) {
+            return Ok(Some(alloc));
+        }
+        let alloc = state::latest(self.client.allocations(namespace, job_id).await?);
+        if let Some(alloc) = &alloc {
+            self.tracker.store(alloc.clone(), false);
+        }
+        Ok(alloc)
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job_id), err(level = "debug"))]
+    async fn observe_job(&self, job_id: &str) -> Result<TaskObservation, SchedulerError> {
+        let Some(known) = self.known(job_id).await? else {
+            return Ok(TaskObservation::Unknown);
+        };
+        if let Some(alloc) = self.allocation(job_id, &known.namespace).await? {
+            return Ok(alloc.observation());
+        }
+        // No allocation yet: placing (or blocked on a full pool), stopped before placement, or gone.
+        Ok(match self.client.job(&known.namespace, job_id).await? {
+            None => TaskObservation::Unknown,
+            Some(job) if job.stop => TaskObservation::Killed { reason: gofer_core::scheduler::KillReason::Stopped },
+            Some(_) => TaskObservation::Pending,
+        })
+    }
+
+    /// Reads combined output. Nomad keeps stdout and stderr apart; each read appends what is new
+    /// in stdout, then what is new in stderr. A replica that takes over a task (no cursor here,
+    /// `offset` > 0) re-reads both from the start and drops the first `offset` bytes, so the log
+    /// continues without gaps, though stdout/stderr interleaving may differ around the handover.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, offset), err(level = "debug"))]
+    async fn read_job_logs(&self, job_id: &str, offset: u64, max_bytes: usize) -> Result<LogChunk, SchedulerError> {
+        let Some(known) = self.known(job_id).await? else {
+            return Err(SchedulerError::NotFound(job_id.to_owned()));
+        };
+        let mut logs = self.logs.lock().await;
+        let cursor = logs.entry(job_id.to_owned()).or_default();
+        if cursor.delivered != offset {
+            *cursor = LogCursor { skip: offset, delivered: offset, ..LogCursor::default() };
+        }
+        if cursor.pending.is_empty() {
+            let Some(alloc) = self.allocation(job_id, &known.namespace).await? else {
+                return Ok(LogChunk { data: Vec::new(), next_offset: offset });
+            };
+            if alloc.client_status == "pending" {
+                return Ok(LogChunk { data: Vec::new(), next_offset: offset });
+            }
+            for (kind, position) in [("stdout", &mut cursor.stdout), ("stderr", &mut cursor.stderr)] {
+                let data = self.client.logs(&alloc.id, TASK, kind, *position).await?;
+                *position += data.len() as u64;
+                cursor.pending.extend(data);
+            }
+            let skip = usize::try_from(cursor.skip).unwrap_or(usize::MAX).min(cursor.pending.len());
+            cursor.pending.drain(..skip);
+            cursor.skip -= skip as u64;
+        }
+        let n = max_bytes.min(cursor.pending.len());
+        let data: Vec<u8> = cursor.pending.drain(..n).collect();
+        cursor.delivered += n as u64;
+        Ok(LogChunk { data, next_offset: cursor.delivered })
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job_id), err)]
+    async fn stop_job(&self, job_id: &str) -> Result<(), SchedulerError> {
+        match self.known(job_id).await? {
+            Some(known) => Ok(self.client.deregister(&known.namespace, job_id, false).await?),
+            None => Ok(()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job_id), err)]
+    async fn purge_job(&self, job_id: &str) -> Result<(), SchedulerError> {
+        let Some(known) = self.known(job_id).await? else {
+            return Ok(());
+        };
+        self.client.deregister(&known.namespace, job_id, true).await?;
+        if known.variable {
+            self.client.delete_variable(&known.namespace, &job::registry_variable_path(job_id)).await?;
+        }
+        self.jobs.lock().await.remove(job_id);
+        self.logs.lock().await.remove(job_id);
+        self.tracker.forget(job_id);
+        tracing::info!("Nomad job purged");
+        Ok(())
+    }
+
+    async fn node_of(&self, job_id: &str) -> Option<String> {
+        if let Some(node) = self.tracker.any(job_id).and_then(|a| a.node()) {
+            return Some(node);
+        }
+        let known = self.known(job_id).await.ok()??;
+        self.allocation(job_id, &known.namespace).await.ok()??.node()
+    }
+}
+
+impl Scheduler for NomadScheduler {
+    fn name(&self) -> &'static str {
+        "nomad"
+    }
+
+    fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(self.start_job(spec))
+    }
+
+    fn observe<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<TaskObservation, SchedulerError>> {
+        Box::pin(self.observe_job(job_id))
+    }
+
+    fn read_logs<'a>(
+        &'a self,
+        job_id: &'a str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<LogChunk, SchedulerError>> {
+        Box::pin(self.read_job_logs(job_id, offset, max_bytes))
+    }
+
+    /// Deregisters the job; Nomad signals the task and kills it after the job's `KillTimeout`
+    /// (`kill_timeout_s`, fixed at registration, so `grace` is not used).
+    fn stop<'a>(&'a self, job_id: &'a str, _grace: Duration) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(self.stop_job(job_id))
+    }
+
+    /// Deregisters with `purge=true` (Nomad forgets the job) and deletes its registry-auth variable.
+    fn purge<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(self.purge_job(job_id))
+    }
+
+    fn node<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.node_of(job_id))
+    }
+}

@@ -1,0 +1,387 @@
+//! Whole pipelines through the real engine with the Nomad scheduler, against the Nomad API double
+//! (tests/src/nomad_double.rs): every request it got must fit Nomad's OpenAPI spec.
+
+use std::time::{Duration, Instant};
+
+use gofer_api::config::SchedulerKind;
+use gofer_core::{NamespaceId, PipelineId, RunId, RunStatus, StatusReason, TaskId, TaskStatus};
+use gofer_tests::nomad_double::{NomadDouble, OutageKind, Recorded};
+use gofer_tests::{TenantClient, TestApp, fresh_database, spawn_with, test_config};
+use serde_json::{Value, json};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn double() -> NomadDouble {
+    NomadDouble::start(Duration::from_millis(500)).await
+}
+
+async fn nomad_app(double: &NomadDouble, tweak: impl FnOnce(&mut gofer_api::Config)) -> TestApp {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(fresh_database().await, state_dir.path());
+    config.scheduler = SchedulerKind::Nomad;
+    config.nomad.addr = double.address.clone();
+    config.nomad.token = Some(double.token.clone());
+    config.nomad.request_timeout_s = 2;
+    tweak(&mut config);
+    spawn_with(config, state_dir).await
+}
+
+fn ids(ns: &str, p: &str) -> (NamespaceId, PipelineId) {
+    (NamespaceId::parse(ns).expect("valid"), PipelineId::parse(p).expect("valid"))
+}
+
+async fn task_of(acme: &TenantClient<'_>, p: &str, run: RunId, task: &str) -> gofer_core::model::TaskExecution {
+    let (ns, p) = ids("builds", p);
+    acme.sdk().get_task(&ns, &p, run, &TaskId::parse(task).expect("valid")).await.expect("the task")
+}
+
+async fn logs(acme: &TenantClient<'_>, p: &str, run: RunId, task: &str) -> String {
+    let path = format!("/api/v1/namespaces/builds/pipelines/{p}/runs/{run}/tasks/{task}/logs");
+    let answer = acme
+        .app
+        .http
+        .get(format!("{}{path}", acme.app.address))
+        .bearer_auth(&acme.token)
+        .send()
+        .await
+        .expect("logs answer");
+    answer.text().await.expect("logs body")
+}
+
+fn registered(requests: &[Recorded], task: &str) -> Value {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/jobs")
+        .filter_map(|r| r.body.as_ref())
+        .find(|b| b["Job"]["Meta"]["gofer.task"] == task)
+        .unwrap_or_else(|| panic!("no job registered for {task}"))["Job"]
+        .clone()
+}
+
+fn deletes(requests: &[Recorded], job_id: &str) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path == format!("/v1/job/{job_id}"))
+        .map(|r| r.query.iter().find(|(k, _)| k == "purge").map(|(_, v)| v.clone()).unwrap_or_default())
+        .collect()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_within_spec(double: &NomadDouble) {
+    assert_eq!(double.violations(), Vec::<String>::new(), "requests outside Nomad's API spec");
+}
+
+#[tokio::test]
+async fn a_dag_runs_on_nomad_through_dropped_streams_and_errors() {
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "dag",
+        json!({"name": "DAG", "tasks": [
+            {"id": "fetch", "image": "alpine:3", "command": ["echo", "fetched", "sources"]},
+            {"id": "build", "image": "alpine:3", "command": ["sleep", "0.5"], "depends_on": {"fetch": "success"}},
+            {"id": "lint", "image": "alpine:3", "command": ["echo", "lint", "ok"], "depends_on": {"fetch": "success"}},
+            {"id": "ship", "image": "alpine:3", "command": ["echo", "shipped"], "depends_on": {"build": "success", "lint": "success"}}
+        ]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "dag").await;
+    // Nomad misbehaves a little: a few 500s, and the event stream drops twice.
+    double.fail_next(3);
+    double.drop_streams();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    double.drop_streams();
+    let done = acme.wait_for_run("builds", "dag", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    for task in ["fetch", "build", "lint", "ship"] {
+        let t = task_of(&acme, "dag", run, task).await;
+        assert_eq!((t.status, t.attempt, t.exit_code), (TaskStatus::Successful, 1, Some(0)), "{task}");
+        assert_eq!(t.node.as_deref(), Some("default-node-1"), "{task}: the node is recorded");
+    }
+    assert_eq!(logs(&acme, "dag", run, "fetch").await, "fetched sources\n");
+    assert_eq!(logs(&acme, "dag", run, "ship").await, "shipped\n");
+    assert_eq!(double.namespaces(), ["gofer-acme"]);
+    // Every job is purged once its result is recorded.
+    wait_until("jobs purged", RUN_TIMEOUT, async || double.jobs().is_empty()).await;
+    let requests = double.requests();
+    let ship = registered(&requests, "ship");
+    assert_eq!(deletes(&requests, ship["ID"].as_str().unwrap()), ["true"]);
+    assert!(requests.iter().any(|r| r.path == "/v1/event/stream"), "the event stream was followed");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn task_failures_in_nomad_fail_the_run_with_their_reason() {
+    let double = double().await;
+    let app = nomad_app(&double, |c| c.engine.infra_retries = 0).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "bad",
+        json!({"name": "Bad", "tasks": [
+            {"id": "exits", "image": "alpine:3", "command": ["exit", "3"]},
+            {"id": "pull", "image": "registry.example.com/does-not-exist:1", "command": ["echo"]},
+            {"id": "oom", "image": "alpine:3", "command": ["oom"]},
+            {"id": "after", "image": "alpine:3", "command": ["echo"], "depends_on": {"exits": "success"}}
+        ]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "bad").await;
+    let done = acme.wait_for_run("builds", "bad", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let exits = task_of(&acme, "bad", run, "exits").await;
+    assert_eq!((exits.status, exits.exit_code), (TaskStatus::Failed, Some(3)));
+    assert_eq!(exits.status_reason.unwrap().reason, StatusReason::AbnormalExit);
+    assert_eq!(logs(&acme, "bad", run, "exits").await, "exiting with 3\n", "stderr reaches the log");
+    let pull = task_of(&acme, "bad", run, "pull").await;
+    let reason = pull.status_reason.unwrap();
+    assert_eq!((pull.status, reason.reason), (TaskStatus::Failed, StatusReason::SchedulerError));
+    assert!(
+        reason.description.contains("could not be pulled") && reason.description.contains("manifest unknown"),
+        "{reason:?}"
+    );
+    let oom = task_of(&acme, "bad", run, "oom").await;
+    assert_eq!((oom.status, oom.status_reason.unwrap().reason), (TaskStatus::Failed, StatusReason::OutOfMemory));
+    assert_eq!(task_of(&acme, "bad", run, "after").await.status, TaskStatus::Skipped);
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_job_and_a_cancel_deregisters_it() {
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "slow",
+        json!({"name": "Slow", "tasks": [{"id": "wait", "image": "alpine:3", "command": ["sleep", "30"], "timeout_s": 1}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "slow").await;
+    let done = acme.wait_for_run("builds", "slow", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let wait = task_of(&acme, "slow", run, "wait").await;
+    assert_eq!((wait.status, wait.status_reason.unwrap().reason), (TaskStatus::Failed, StatusReason::Timeout));
+    let requests = double.requests();
+    let job = registered(&requests, "wait");
+    assert_eq!(job["TaskGroups"][0]["MaxRunDuration"], 1_000_000_000u64, "Nomad enforces the timeout too");
+    wait_until("the timed-out job purged", RUN_TIMEOUT, async || double.jobs().is_empty()).await;
+
+    acme.register(
+        "builds",
+        "long",
+        json!({"name": "Long", "tasks": [{"id": "wait", "image": "alpine:3", "command": ["sleep", "60"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "long").await;
+    wait_until("the task runs in Nomad", RUN_TIMEOUT, async || {
+        task_of(&acme, "long", run, "wait").await.node.is_some()
+    })
+    .await;
+    let answer =
+        acme.request("POST", &format!("/api/v1/namespaces/builds/pipelines/long/runs/{run}/cancel"), None).await;
+    assert!(answer.status < 300, "{answer:?}");
+    let done = acme.wait_for_run("builds", "long", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Cancelled);
+    let wait = task_of(&acme, "long", run, "wait").await;
+    assert_eq!(wait.status, TaskStatus::Cancelled);
+    let job_id = wait.scheduler_id.unwrap();
+    // Deregistered (stop) while running, then purged once the result was recorded.
+    assert_eq!(deletes(&double.requests(), &job_id), ["false", "true"]);
+    assert!(double.jobs().is_empty());
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_nomad_outage_in_the_middle_of_runs_loses_nothing() {
+    // The issue asks for 20 s; GOFER_TEST_NOMAD_OUTAGE_S shortens it for quick local runs.
+    let outage =
+        Duration::from_secs(std::env::var("GOFER_TEST_NOMAD_OUTAGE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20));
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "chain",
+        json!({"name": "Chain", "tasks": [
+            {"id": "first", "image": "alpine:3", "command": ["sleep", "1"]},
+            {"id": "second", "image": "alpine:3", "command": ["echo", "after", "the", "outage"], "depends_on": {"first": "success"}}
+        ]}),
+    )
+    .await;
+    let before = acme.start_run("builds", "chain").await;
+    wait_until("the first task runs", RUN_TIMEOUT, async || {
+        task_of(&acme, "chain", before, "first").await.node.is_some()
+    })
+    .await;
+    let began = Instant::now();
+    double.outage(outage, OutageKind::Errors);
+    // A run started during the outage: its dispatch waits for Nomad instead of failing.
+    let during = acme.start_run("builds", "chain").await;
+    for run in [before, during] {
+        let done = acme.wait_for_run("builds", "chain", run, outage + RUN_TIMEOUT).await;
+        assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+        for task in ["first", "second"] {
+            let t = task_of(&acme, "chain", run, task).await;
+            assert_eq!((t.status, t.attempt), (TaskStatus::Successful, 1), "run {run} {task}: no attempt lost");
+        }
+        assert_eq!(logs(&acme, "chain", run, "first").await, "sleeping 1\n");
+        assert_eq!(logs(&acme, "chain", run, "second").await, "after the outage\n");
+    }
+    assert!(began.elapsed() >= outage, "the runs could only finish after the outage");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn a_trial_tenants_job_is_hardened_field_by_field() {
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    let op = Some(app.operator_token.as_str());
+    let assigned = app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "trial"}))).await;
+    assert_eq!(assigned.status, 200, "{assigned:?}");
+    assert_eq!(
+        (assigned.body["plan"]["node_pool"].clone(), assigned.body["plan"]["allow_network"].clone()),
+        (json!("gofer-trial"), json!(false))
+    );
+    acme.namespace("builds").await;
+    // Driver options are not part of a task: a pipeline cannot smuggle them in.
+    let smuggled = acme
+        .register_with(
+            "builds",
+            "sneaky",
+            &json!({"name": "S", "tasks": [{"id": "root", "image": "alpine:3", "command": ["id"], "config": {"privileged": true}}]}),
+            true,
+        )
+        .await;
+    assert_eq!(smuggled.status, 400, "{smuggled:?}");
+    acme.register(
+        "builds",
+        "trial",
+        json!({"name": "Trial", "run_timeout_s": 120, "tasks": [{"id": "hello", "image": "alpine:3", "command": ["echo", "hi"],
+                                           "cpu": 250, "memory_mb": 64, "timeout_s": 30, "env": {"GREETING": "hi"}}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "trial").await;
+    let done = acme.wait_for_run("builds", "trial", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    let hello = task_of(&acme, "trial", run, "hello").await;
+    assert_eq!(hello.node.as_deref(), Some("gofer-trial-node-1"), "placed in the trial pool");
+
+    let job = registered(&double.requests(), "hello");
+    let job_id = hello.scheduler_id.unwrap();
+    assert_eq!(job["ID"], job_id);
+    assert_eq!(job["Name"], job_id);
+    assert_eq!(job["Type"], "batch");
+    assert_eq!(job["Namespace"], "gofer-acme");
+    assert_eq!(job["NodePool"], "gofer-trial");
+    assert_eq!(job["Datacenters"], json!(["*"]));
+    let meta = json!({"gofer.tenant": "acme", "gofer.namespace": "builds", "gofer.pipeline": "trial",
+                      "gofer.run": run.to_string(), "gofer.task": "hello", "gofer.attempt": "1"});
+    assert_eq!(job["Meta"], meta);
+    let groups = job["TaskGroups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    let group = &groups[0];
+    assert_eq!(group["Count"], 1);
+    assert_eq!(group["RestartPolicy"]["Attempts"], 0);
+    assert_eq!(group["RestartPolicy"]["Mode"], "fail");
+    assert_eq!(group["ReschedulePolicy"], json!({"Attempts": 0, "Unlimited": false}));
+    assert_eq!(group["MaxRunDuration"], 30_000_000_000u64);
+    assert!(group.get("Volumes").is_none() && group.get("Networks").is_none(), "no host volumes, no group network");
+    let tasks = group["Tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1);
+    let task = &tasks[0];
+    assert_eq!(task["Driver"], "docker");
+    assert_eq!(task["User"], "65534:65534", "not root");
+    assert_eq!(task["Resources"], json!({"CPU": 250, "MemoryMB": 64}));
+    assert_eq!(task["KillTimeout"], 10_000_000_000u64);
+    assert_eq!(task["Meta"], meta);
+    assert!(task.get("VolumeMounts").is_none() && task.get("Templates").is_none());
+    assert_eq!(task["Env"]["GREETING"], "hi");
+    assert_eq!(task["Env"]["GOFER_TASK_ID"], "hello");
+    let config = task["Config"].as_object().unwrap();
+    let mut keys: Vec<&str> = config.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["args", "cap_drop", "command", "image", "network_mode", "pids_limit", "privileged", "security_opt"],
+        "only the driver options Gofer sets: no volumes, devices, mounts or caps added"
+    );
+    assert_eq!(config["image"], "alpine:3");
+    assert_eq!((config["command"].clone(), config["args"].clone()), (json!("echo"), json!(["hi"])));
+    assert_eq!(config["privileged"], false);
+    assert_eq!(config["cap_drop"], json!(["ALL"]));
+    assert_eq!(config["security_opt"], json!(["no-new-privileges"]));
+    assert_eq!(config["pids_limit"], 512);
+    assert_eq!(config["network_mode"], "none", "trial tasks have no network");
+    assert_within_spec(&double);
+}
+
+#[tokio::test]
+async fn a_wrong_nomad_token_is_refused_and_said_so() {
+    let double = double().await;
+    let app = nomad_app(&double, |c| {
+        c.nomad.token = Some("not-the-token".into());
+        c.engine.scheduler_outage_tolerance_s = 1;
+        c.engine.infra_retries = 0;
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "pipe",
+        json!({"name": "P", "tasks": [{"id": "tsk", "image": "alpine:3", "command": ["echo"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "pipe").await;
+    let done = acme.wait_for_run("builds", "pipe", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let reason = task_of(&acme, "pipe", run, "tsk").await.status_reason.unwrap();
+    assert_eq!(reason.reason, StatusReason::SchedulerError);
+    assert!(reason.description.contains("ACL token not found"), "{reason:?}");
+    assert!(double.jobs().is_empty());
+    assert_within_spec(&double);
+}
+
+#[tokio::test]
+async fn a_nomad_that_stops_answering_only_delays_the_task() {
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "hung",
+        json!({"name": "Hung", "tasks": [{"id": "work", "image": "alpine:3", "command": ["sleep", "1"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "hung").await;
+    wait_until("the task runs", RUN_TIMEOUT, async || task_of(&acme, "hung", run, "work").await.node.is_some()).await;
+    // Calls hang past the client's 2 s timeout, and the event stream goes silent.
+    double.outage(Duration::from_secs(5), OutageKind::Hang);
+    let done = acme.wait_for_run("builds", "hung", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    let work = task_of(&acme, "hung", run, "work").await;
+    assert_eq!((work.status, work.attempt), (TaskStatus::Successful, 1));
+    assert_eq!(logs(&acme, "hung", run, "work").await, "sleeping 1\n");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
