@@ -415,10 +415,11 @@ async fn take_over_expired(inner: &Inner) -> Result<Option<Claimed>, EngineError
     }))
 }
 
-/// Stops runs that passed their deadline.
+/// Stops runs that passed their deadline (and corrects waiting reasons on the way).
 async fn stop_overdue_runs(inner: &Inner) -> Result<(), EngineError> {
     let overdue = {
         let mut conn = inner.pool.acquire().await?;
+        db::queue::refresh_parallelism_reasons(&mut conn).await?;
         db::queue::overdue_runs(&mut conn, 20).await?
     };
     for run in overdue {

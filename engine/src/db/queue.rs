@@ -125,7 +125,8 @@ pub(crate) async fn claim_batch(
              WHERE tenant_running + tenant_rank <= tenant_limit
                AND (NOT (run_pending AND parallelism > 0) OR pipeline_running + run_rank <= parallelism)
          )
-         UPDATE task_executions te SET state = 'running', started_at = now(), lease_owner = $1,
+         -- statement_timestamp(): the claim happens now, not when its transaction began.
+         UPDATE task_executions te SET state = 'running', started_at = statement_timestamp(), lease_owner = $1,
              lease_until = now() + make_interval(secs => $2), waiting_reason = 'waiting_for_scheduler'
          FROM next
          WHERE (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id, te.task_id)
@@ -142,8 +143,8 @@ pub(crate) async fn claim_batch(
     .await?)
 }
 
-/// Checks a batch from [`claim_batch`] against what other replicas claimed meanwhile, under the
-/// same row locks as [`recheck_limits`] (taken in id order, so two batches cannot deadlock):
+/// Checks a batch from [`claim_batch`] against what other replicas claimed meanwhile, under row
+/// locks on its tenants and pipelines (taken in id order, so two batches cannot deadlock):
 /// answers false when a tenant or a pipeline would now be over its limit, and the caller rolls the
 /// batch back. Tenants the batch fills get their other queued tasks marked `waiting_for_quota`.
 pub(crate) async fn recheck_batch(conn: &mut PgConnection, batch: &[ClaimedRow]) -> Result<bool, EngineError> {
@@ -161,11 +162,17 @@ pub(crate) async fn recheck_batch(conn: &mut PgConnection, batch: &[ClaimedRow])
         }
     }
     let tenants: Vec<&str> = limits.keys().copied().collect();
+    // Lock first, count in a later statement: in READ COMMITTED each statement reads from a
+    // snapshot taken when it starts, so a count in the statement that waited for the lock would
+    // miss the claims of the transaction it waited for.
+    sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&tenants)
+        .execute(&mut *conn)
+        .await?;
     // Counts this transaction's own claims as well.
     let running: Vec<(String, i64)> = sqlx::query_as(
-        "WITH locked AS (SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE)
-         SELECT l.id, (SELECT count(*) FROM task_executions te WHERE te.tenant_id = l.id AND te.state = 'running')
-         FROM locked l",
+        "SELECT tenant_id, count(*) FROM task_executions WHERE tenant_id = ANY($1) AND state = 'running'
+         GROUP BY tenant_id",
     )
     .bind(&tenants)
     .fetch_all(&mut *conn)
@@ -181,11 +188,16 @@ pub(crate) async fn recheck_batch(conn: &mut PgConnection, batch: &[ClaimedRow])
         }
     }
     for ((tenant, namespace, pipeline), (parallelism, runs)) in &starting {
-        // The runs of this batch are still pending here: they start after this check.
+        // The runs of this batch are still pending here: they start after this check. Lock, then
+        // count in a statement of its own (see above).
+        sqlx::query("SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 FOR NO KEY UPDATE")
+            .bind(tenant)
+            .bind(namespace)
+            .bind(pipeline)
+            .execute(&mut *conn)
+            .await?;
         let running: i64 = sqlx::query_scalar(
-            "WITH locked AS (SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3
-                             FOR NO KEY UPDATE)
-             SELECT count(*) FROM runs, locked
+            "SELECT count(*) FROM runs
              WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state = 'running'",
         )
         .bind(tenant)
@@ -246,51 +258,11 @@ impl ClaimedRunRow {
     }
 }
 
-/// Checks the pipeline's parallelism and the tenant's limit again, under row locks that serialise
-/// claimers of the same pipeline and tenant (`FOR NO KEY UPDATE` does not block inserts that
-/// reference the rows). Answers whether the claim may stand.
+/// Checks the pipeline's parallelism and the tenant's limit again for one claim, under row locks
+/// that serialise claimers of the same pipeline and tenant (`FOR NO KEY UPDATE` does not block
+/// inserts that reference the rows): [`recheck_batch`] of one. Answers whether the claim may stand.
 pub(crate) async fn recheck_limits(conn: &mut PgConnection, claimed: &ClaimedRow) -> Result<bool, EngineError> {
-    let tenant_limit = i64::from(claimed.tenant_limit);
-    if claimed.run_pending && claimed.parallelism > 0 {
-        let running: i64 = sqlx::query_scalar(
-            "WITH locked AS (SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3
-                             FOR NO KEY UPDATE)
-             SELECT count(*) FROM runs, locked
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state = 'running'",
-        )
-        .bind(&claimed.tenant_id)
-        .bind(&claimed.namespace_id)
-        .bind(&claimed.pipeline_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if running >= i64::from(claimed.parallelism) {
-            return Ok(false);
-        }
-    }
-    if tenant_limit > 0 {
-        // Counts the row this transaction just claimed as well.
-        let running: i64 = sqlx::query_scalar(
-            "WITH locked AS (SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE)
-             SELECT count(*) FROM task_executions, locked WHERE tenant_id = $1 AND state = 'running'",
-        )
-        .bind(&claimed.tenant_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if running > tenant_limit {
-            return Ok(false);
-        }
-        if running == tenant_limit {
-            // This claim fills the tenant's quota: whatever else it has queued now waits for it.
-            sqlx::query(
-                "UPDATE task_executions SET waiting_reason = 'waiting_for_quota'
-                 WHERE tenant_id = $1 AND state = 'queued' AND waiting_reason = 'waiting_for_capacity'",
-            )
-            .bind(&claimed.tenant_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(true)
+    recheck_batch(conn, std::slice::from_ref(claimed)).await
 }
 
 macro_rules! bind_task {
@@ -671,6 +643,27 @@ pub(crate) async fn mark_waiting_for_parallelism(
     .bind(run.pipeline.namespace.as_str())
     .bind(run.pipeline.pipeline.as_str())
     .bind(i64::from(parallelism))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Cross-tenant: tasks queued as `waiting_for_capacity` in pending runs of pipelines that are
+/// full now wait for parallelism, and say so. Claims mark these when they fill a pipeline; this
+/// catches runs queued while such a claim was committing (each saw the other's state as before).
+pub(crate) async fn refresh_parallelism_reasons(conn: &mut PgConnection) -> Result<(), EngineError> {
+    sqlx::query(
+        "UPDATE task_executions t SET waiting_reason = 'waiting_for_parallelism'
+         FROM runs r
+         JOIN pipeline_configs c ON (c.tenant_id, c.namespace_id, c.pipeline_id, c.version)
+                                  = (r.tenant_id, r.namespace_id, r.pipeline_id, r.config_version)
+         WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
+           AND t.state = 'queued' AND t.waiting_reason = 'waiting_for_capacity' AND r.state = 'pending'
+           AND COALESCE((c.config->>'parallelism')::int, 0) > 0
+           AND (SELECT count(*) FROM runs r2
+                WHERE (r2.tenant_id, r2.namespace_id, r2.pipeline_id) = (r.tenant_id, r.namespace_id, r.pipeline_id)
+                  AND r2.state = 'running') >= (c.config->>'parallelism')::int",
+    )
     .execute(conn)
     .await?;
     Ok(())
