@@ -159,6 +159,10 @@ pub struct EndTrials {
     pub pool: PgPool,
     /// Task logs (removed with the tenant).
     pub logs: gofer_engine::LogStore,
+    /// Secret values (removed with the tenant).
+    pub secrets: Arc<gofer_secrets::Secrets>,
+    /// Objects and archived logs (removed with the tenant).
+    pub objects: gofer_objects::Objects,
     /// How often.
     pub every: Duration,
     /// How long a suspended trial is kept.
@@ -189,6 +193,9 @@ impl PeriodicJob for EndTrials {
                     Err(e) => return Err(e.into()),
                 }
                 self.logs.remove_tenant(&tenant).await?;
+                // As the tenant delete route does: the stores hold what the rows pointed to.
+                self.secrets.purge(&tenant, &gofer_core::secrets::SecretPrefix::Tenant).await?;
+                self.objects.remove_tenant(&tenant).await?;
                 tracing::info!(%tenant, "trial removed with all its data");
             }
             Ok(())

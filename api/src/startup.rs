@@ -162,6 +162,8 @@ impl Application {
             Arc::new(crate::jobs::EndTrials {
                 pool: pool.clone(),
                 logs: logs.clone(),
+                secrets: secrets.clone(),
+                objects: objects.clone(),
                 every: Duration::from_secs(config.trial.job_interval_s.max(1)),
                 grace: Duration::from_secs(config.trial.removal_grace_s),
             }),

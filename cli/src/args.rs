@@ -96,6 +96,35 @@ pub enum Command {
     /// The tenant's events.
     #[command(subcommand)]
     Event(EventCommand),
+    /// Secrets: a pipeline's (with --pipeline) or the tenant's global secrets. Values are write-only.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Objects of a pipeline, or of a run (with --run).
+    #[command(subcommand)]
+    Object(ObjectCommand),
+    /// Task-seconds used, per day or per pipeline, and this month's total against the plan.
+    Usage {
+        /// Start of the period, inclusive: RFC 3339 or YYYY-MM-DD (default: start of this month).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period, exclusive: RFC 3339 or YYYY-MM-DD (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Sum per `day` or per `pipeline`.
+        #[arg(long, value_enum, default_value_t = GroupBy::Day)]
+        group_by: GroupBy,
+        /// Another tenant's usage (operator tokens).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print CSV (with --tenant).
+        #[arg(long, requires = "tenant")]
+        csv: bool,
+    },
+    /// Blocked client addresses (operator tokens).
+    #[command(subcommand)]
+    IpBlock(IpBlockCommand),
+    /// Start an anonymous trial (no token needed); prints the trial tenant's token once.
+    Trial,
     /// Debugging aids.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -132,6 +161,8 @@ pub enum TenantCommand {
     Resume { tenant: String },
     /// Give the tenant a plan.
     SetPlan { tenant: String, plan: String },
+    /// Move a trial tenant to a paid plan.
+    Convert { tenant: String, plan: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +298,8 @@ pub enum PipelineCommand {
     Disable { pipeline: String },
     /// Accept new runs again.
     Enable { pipeline: String },
+    /// Success rate and durations of the pipeline's runs over the last 7 and 30 days.
+    Stats { pipeline: String },
     /// Delete a pipeline.
     Delete {
         pipeline: String,
@@ -349,6 +382,113 @@ pub struct EventArgs {
     /// Start after this event id.
     #[arg(long, default_value_t = 0)]
     pub after: i64,
+}
+
+/// How usage is summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    /// Per UTC day.
+    Day,
+    /// Per pipeline.
+    Pipeline,
+}
+
+/// Which secrets: a pipeline's, or the tenant's global ones.
+#[derive(Debug, Args)]
+pub struct SecretScopeArgs {
+    /// A secret of this pipeline (in the namespace given); without it, a global secret.
+    #[arg(long, short = 'p')]
+    pub pipeline: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret; the value comes from --value or stdin (one trailing newline dropped).
+    Set {
+        key: String,
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+        /// The value (visible in the process list; prefer stdin).
+        #[arg(long)]
+        value: Option<String>,
+        /// Global secrets: a namespace glob whose pipelines may use it (repeatable).
+        #[arg(long = "namespace-glob")]
+        namespaces: Vec<String>,
+    },
+    /// A secret's metadata (never its value).
+    Get {
+        key: String,
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+    },
+    /// Secrets' metadata.
+    List {
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+    },
+    /// Delete a secret.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ObjectCommand {
+    /// Write an object from a file (`-`: stdin).
+    Put {
+        pipeline: String,
+        key: String,
+        #[arg(long, short = 'f')]
+        file: String,
+        /// An object of this run.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Read an object into a file (default, or `-`: stdout).
+    Get {
+        pipeline: String,
+        key: String,
+        #[arg(long, short = 'f', default_value = "-")]
+        file: String,
+        /// An object of this run.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Objects' metadata.
+    List {
+        pipeline: String,
+        /// Objects of this run.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Delete an object.
+    Delete {
+        pipeline: String,
+        key: String,
+        /// An object of this run.
+        #[arg(long)]
+        run: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpBlockCommand {
+    /// Every block in force.
+    List,
+    /// Refuse a client address (IPv6: its /64) for a while.
+    Add {
+        address: String,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        duration: u64,
+        /// Why (default: `operator`).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a block.
+    Remove { address: String },
 }
 
 #[derive(Debug, Subcommand)]

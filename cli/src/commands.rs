@@ -11,9 +11,11 @@ use crate::output::{emit, fields, opt, table, time};
 use crate::settings::Settings;
 use crate::{CliError, Ctx};
 
+mod billing;
 mod debug;
 mod pipelines;
 mod runs;
+mod storage;
 
 pub(crate) use runs::task_reason;
 
@@ -47,6 +49,13 @@ pub(crate) async fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError
         }
         Command::Event(c) => runs::events(ctx, c).await,
         Command::Debug(c) => debug::run(ctx, c).await,
+        Command::Secret(c) => storage::secret(ctx, c).await,
+        Command::Object(c) => storage::object(ctx, c).await,
+        Command::Usage { from, to, group_by, tenant, csv } => {
+            billing::usage(ctx, from, to, group_by, tenant, csv).await
+        }
+        Command::IpBlock(c) => billing::ip_block(ctx, c).await,
+        Command::Trial => billing::trial(ctx).await,
     }
 }
 
@@ -105,6 +114,9 @@ async fn tenant(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
         }
         TenantCommand::Suspend { tenant } => emit(ctx, &c.suspend_tenant(&TenantId::parse(tenant)?).await?, one),
         TenantCommand::Resume { tenant } => emit(ctx, &c.resume_tenant(&TenantId::parse(tenant)?).await?, one),
+        TenantCommand::Convert { tenant, plan } => {
+            emit(ctx, &c.convert_tenant(&TenantId::parse(tenant)?, &plan).await?, one)
+        }
         TenantCommand::SetPlan { tenant, plan } => {
             let plan = c.assign_plan(&TenantId::parse(tenant)?, &plan).await?;
             emit(ctx, &plan, |p| plans_table(std::slice::from_ref(p)));

@@ -129,6 +129,8 @@ async fn dispatch(global: Global, command: Command) -> Result<(), CliError> {
     if let Command::Login = command {
         return commands::login(&settings, &global).await;
     }
-    let ctx = Ctx { client: settings.client()?, namespace: settings.namespace.clone(), output: global.output };
+    // A trial is how one gets a token: it needs only the host.
+    let client = if let Command::Trial = command { settings.anonymous_client()? } else { settings.client()? };
+    let ctx = Ctx { client, namespace: settings.namespace.clone(), output: global.output };
     commands::dispatch(&ctx, command).await
 }

@@ -82,13 +82,22 @@ impl Settings {
 
     /// A client, when host and token are known.
     pub fn client(&self) -> Result<gofer_sdk::Client, CliError> {
-        let host = self.host.as_deref().ok_or_else(|| {
-            CliError::Usage("no host: pass --host, set GOFER_HOST, or run `gofer login --host … --token …`".into())
-        })?;
+        let host = self.host()?;
         let token = self.token.as_deref().ok_or_else(|| {
             CliError::Usage("no token: pass --token, set GOFER_TOKEN, or run `gofer login --host … --token …`".into())
         })?;
         Ok(gofer_sdk::Client::new(host, token))
+    }
+
+    /// A client for routes that need no token (`POST /trial`).
+    pub fn anonymous_client(&self) -> Result<gofer_sdk::Client, CliError> {
+        Ok(gofer_sdk::Client::new(self.host()?, ""))
+    }
+
+    fn host(&self) -> Result<&str, CliError> {
+        self.host.as_deref().ok_or_else(|| {
+            CliError::Usage("no host: pass --host, set GOFER_HOST, or run `gofer login --host … --token …`".into())
+        })
     }
 
     /// Writes host, token and namespace to the config file, readable by the user only.

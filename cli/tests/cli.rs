@@ -297,3 +297,73 @@ async fn inside_a_task_the_injected_url_token_and_namespace_are_enough() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(serde_json::from_slice::<Value>(&output.stdout).expect("json"), json!([]));
 }
+
+#[tokio::test]
+async fn secrets_objects_stats_usage_ip_blocks_and_trials_have_working_commands() {
+    let app = spawn_app().await;
+    let acme = setup(&app).await;
+    let op = |args: &'static [&'static str]| gofer_as(&app.address, &app.operator_token, args, None);
+    let config = config("Ship", "true");
+    let registered = gofer_as(&app.address, &acme.token, &["pipeline", "register", "ship", "-f", "-"], Some(&config));
+    assert_eq!(registered.await.code, 0);
+
+    // Secrets: the value from stdin (trailing newline dropped) or --value; never printed back.
+    let args = ["secret", "set", "DB_PASS", "--pipeline", "ship", "-o", "json"];
+    let set = gofer_as(&app.address, &acme.token, &args, Some("hunter2\n")).await;
+    assert_eq!(set.json()["pipeline_id"], "ship", "{set:?}");
+    assert!(!set.stdout.contains("hunter2"), "{set:?}");
+    let global =
+        gofer(&acme, &["secret", "set", "REGISTRY", "--value", "v", "--namespace-glob", "build*", "-o", "json"]);
+    assert_eq!(global.await.json()["namespaces"], json!(["build*"]));
+    let listed = gofer(&acme, &["secret", "list", "-o", "json"]).await.json();
+    assert_eq!(listed.as_array().map(|a| a.iter().map(|s| s["key"].clone()).collect()), Some(vec![json!("REGISTRY")]));
+    let got = gofer(&acme, &["secret", "get", "DB_PASS", "-p", "ship", "-o", "json"]).await.json();
+    assert_eq!(got["key"], "DB_PASS");
+    assert!(got.get("value").is_none(), "{got}");
+    assert_eq!(gofer(&acme, &["secret", "delete", "DB_PASS", "-p", "ship"]).await.code, 0);
+    assert_eq!(gofer(&acme, &["secret", "get", "DB_PASS", "-p", "ship"]).await.code, 3);
+    let misplaced = gofer(&acme, &["secret", "set", "X", "-p", "ship", "--value", "v", "--namespace-glob", "a"]).await;
+    assert_eq!(misplaced.code, 2, "{misplaced:?}");
+
+    // Objects: put from a file, read back to stdout and to a file, list, delete.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("in.bin");
+    let content: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&input, &content).expect("write input");
+    let input = input.to_str().expect("utf-8 path");
+    let put = gofer(&acme, &["object", "put", "ship", "cache/deps.bin", "-f", input, "-o", "json"]).await.json();
+    assert_eq!(put["size"], 70_000, "{put}");
+    let output = dir.path().join("out.bin");
+    let output = output.to_str().expect("utf-8 path");
+    assert_eq!(gofer(&acme, &["object", "get", "ship", "cache/deps.bin", "-f", output]).await.code, 0);
+    assert_eq!(std::fs::read(output).expect("read output"), content);
+    let text = gofer_as(&app.address, &acme.token, &["object", "put", "ship", "note", "-f", "-"], Some("hello")).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    assert_eq!(gofer(&acme, &["object", "get", "ship", "note"]).await.stdout, "hello");
+    let objects = gofer(&acme, &["object", "list", "ship", "-o", "json"]).await.json();
+    assert_eq!(objects.as_array().map(Vec::len), Some(2), "{objects}");
+    assert_eq!(gofer(&acme, &["object", "delete", "ship", "note"]).await.code, 0);
+    assert_eq!(gofer(&acme, &["object", "get", "ship", "note"]).await.code, 3);
+    assert_eq!(gofer(&acme, &["object", "list", "ship", "--run", "1"]).await.code, 3, "no run 1 yet");
+
+    let stats = gofer(&acme, &["pipeline", "stats", "ship", "-o", "json"]).await.json();
+    assert_eq!(stats["last_7_days"]["runs"], 0, "{stats}");
+    let usage = gofer(&acme, &["usage", "--group-by", "pipeline", "-o", "json"]).await.json();
+    assert_eq!(usage["group_by"], "pipeline", "{usage}");
+    assert_eq!(usage["this_month"]["plan"], "default", "{usage}");
+    let csv = op(&["usage", "--tenant", "acme", "--csv"]).await;
+    assert!(csv.stdout.starts_with("tenant,group_by,key,"), "{csv:?}");
+
+    let block = op(&["ip-block", "add", "203.0.113.9", "--duration", "60", "--reason", "test", "-o", "json"]).await;
+    assert_eq!(block.json()["address"], "203.0.113.9", "{block:?}");
+    let blocks = op(&["ip-block", "list", "-o", "json"]).await.json();
+    assert!(blocks.as_array().expect("array").iter().any(|b| b["reason"] == "test"), "{blocks}");
+    assert_eq!(op(&["ip-block", "remove", "203.0.113.9"]).await.code, 0);
+
+    let trial = gofer_as(&app.address, "", &["trial", "-o", "json"], None).await.json();
+    let tenant = trial["tenant"]["id"].as_str().expect("trial tenant id").to_owned();
+    assert!(trial["token"].as_str().is_some_and(|t| !t.is_empty()), "{trial}");
+    let args = ["tenant", "convert", tenant.as_str(), "default", "-o", "json"];
+    let converted = gofer_as(&app.address, &app.operator_token, &args, None).await.json();
+    assert_eq!(converted["id"], tenant.as_str(), "{converted}");
+}

@@ -9,20 +9,24 @@ pub use gofer_core as core;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod billing;
 pub mod builder;
+pub mod objects;
 mod pagination;
 mod pipelines;
 pub mod routes;
 mod runs;
+mod secrets;
 mod stream;
 mod tenancy;
 
+pub use billing::{MonthToDate, UsageGroupBy, UsageQuery, UsageReport};
 pub use builder::{Pipeline, Task};
 pub use gofer_core::Condition;
 pub use pagination::{PageOptions, all_pages, pages};
 pub use pipelines::{ConfigRegistered, CreateDeployment};
 pub use runs::EventFilter;
-pub use stream::{EventStream, LogStream};
+pub use stream::{ByteStream, EventStream, LogStream};
 pub use tenancy::{CreateToken, Health, TenantCreated, TokenCreated, UpdateNamespace};
 
 use routes::Route;

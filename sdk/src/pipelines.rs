@@ -1,6 +1,6 @@
 //! Pipelines, their config versions and deployments.
 
-use gofer_core::model::{ConfigDetail, ConfigDiff, ConfigSummary, Deployment, Page, Pipeline};
+use gofer_core::model::{ConfigDetail, ConfigDiff, ConfigSummary, Deployment, Page, Pipeline, PipelineStats};
 use gofer_core::{ConfigState, DeploymentId, NamespaceId, PipelineId, PipelineState};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,11 @@ impl Client {
     /// `DELETE …/pipelines/{pipeline}`; `delete_runs` also deletes its finished runs.
     pub async fn delete_pipeline(&self, ns: &NamespaceId, p: &PipelineId, delete_runs: bool) -> Result<(), Error> {
         self.empty(self.request(DELETE_PIPELINE, &[ns, p]).query(&[("delete_runs", delete_runs)])).await
+    }
+
+    /// `GET …/pipelines/{pipeline}/stats`: success rate and durations over the last 7 and 30 days.
+    pub async fn pipeline_stats(&self, ns: &NamespaceId, p: &PipelineId) -> Result<PipelineStats, Error> {
+        self.one(self.request(PIPELINE_STATS, &[ns, p]), "stats").await
     }
 
     /// `POST …/configs` with a config as JSON; the new version goes live at once.

@@ -126,6 +126,58 @@ routes! {
     LIST_ATTEMPTS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts";
     /// A task execution's log, whole or followed.
     TASK_LOGS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs";
+
+    /// Success rate and durations of a pipeline's runs over the last 7 and 30 days.
+    PIPELINE_STATS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/stats";
+
+    /// Secrets of a pipeline (metadata only).
+    LIST_PIPELINE_SECRETS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets";
+    /// One pipeline secret's metadata.
+    GET_PIPELINE_SECRET = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}";
+    /// Create or replace a pipeline secret.
+    PUT_PIPELINE_SECRET = "PUT" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}";
+    /// Delete a pipeline secret.
+    DELETE_PIPELINE_SECRET = "DELETE" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}";
+    /// Global secrets of the tenant (metadata only).
+    LIST_GLOBAL_SECRETS = "GET" "/api/v1/secrets";
+    /// One global secret's metadata.
+    GET_GLOBAL_SECRET = "GET" "/api/v1/secrets/{key}";
+    /// Create or replace a global secret and its namespace grants.
+    PUT_GLOBAL_SECRET = "PUT" "/api/v1/secrets/{key}";
+    /// Delete a global secret.
+    DELETE_GLOBAL_SECRET = "DELETE" "/api/v1/secrets/{key}";
+
+    /// Objects of a pipeline (metadata).
+    LIST_PIPELINE_OBJECTS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects";
+    /// A pipeline object's content.
+    GET_PIPELINE_OBJECT = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}";
+    /// Write a pipeline object.
+    PUT_PIPELINE_OBJECT = "PUT" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}";
+    /// Delete a pipeline object.
+    DELETE_PIPELINE_OBJECT = "DELETE" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}";
+    /// Objects of a run (metadata).
+    LIST_RUN_OBJECTS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects";
+    /// A run object's content.
+    GET_RUN_OBJECT = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key}";
+    /// Write a run object.
+    PUT_RUN_OBJECT = "PUT" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key}";
+    /// Delete a run object.
+    DELETE_RUN_OBJECT = "DELETE" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key}";
+
+    /// The caller's tenant's usage.
+    USAGE = "GET" "/api/v1/usage";
+    /// A tenant's usage, JSON or CSV (operator).
+    TENANT_USAGE = "GET" "/api/v1/tenants/{tenant}/usage";
+    /// Start an anonymous trial.
+    START_TRIAL = "POST" "/api/v1/trial";
+    /// Move a trial tenant to a paid plan (operator).
+    CONVERT_TENANT = "POST" "/api/v1/tenants/{tenant}/convert";
+    /// Blocked client addresses (operator).
+    LIST_IP_BLOCKS = "GET" "/api/v1/ip-blocks";
+    /// Block a client address.
+    CREATE_IP_BLOCK = "POST" "/api/v1/ip-blocks";
+    /// Lift a block.
+    DELETE_IP_BLOCK = "DELETE" "/api/v1/ip-blocks/{address}";
 }
 
 impl Route {

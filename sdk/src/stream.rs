@@ -8,8 +8,11 @@ use gofer_core::model::Event;
 
 use crate::Error;
 
+/// Chunks of a streamed body (an object's content, a followed log), as the server sends them.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
 /// Chunks of a followed log, as the server sends them.
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+pub type LogStream = ByteStream;
 
 /// A live stream of events (Server-Sent Events). It does not end by itself; after a failure,
 /// follow again from [`EventStream::last_event_id`] to miss nothing.

@@ -1,13 +1,13 @@
 //! Pipeline commands: register, list, get, versions, diff, deploy, canary, disable, delete.
 
 use gofer_core::diff::ChangeOp;
-use gofer_core::model::{ConfigDiff, ConfigSummary, Deployment, Pipeline};
+use gofer_core::model::{ConfigDiff, ConfigSummary, Deployment, Pipeline, PipelineStats, RunWindowStats};
 use gofer_core::{DeploymentId, PipelineState, ValidConfig};
 use gofer_sdk::{CreateDeployment, all_pages};
 
 use crate::args::PipelineCommand;
 use crate::commands::read_input;
-use crate::output::{emit, fields, opt, table, time};
+use crate::output::{duration, emit, fields, opt, table, time};
 use crate::{CliError, Ctx};
 
 pub(crate) async fn run(ctx: &Ctx, command: PipelineCommand) -> Result<(), CliError> {
@@ -78,6 +78,10 @@ pub(crate) async fn run(ctx: &Ctx, command: PipelineCommand) -> Result<(), CliEr
         }
         PipelineCommand::Disable { pipeline } => set_state(ctx, &pipeline, PipelineState::Disabled).await?,
         PipelineCommand::Enable { pipeline } => set_state(ctx, &pipeline, PipelineState::Active).await?,
+        PipelineCommand::Stats { pipeline } => {
+            let (ns, p) = ctx.pipeline(&pipeline)?;
+            emit(ctx, &c.pipeline_stats(&ns, &p).await?, stats_table);
+        }
         PipelineCommand::Delete { pipeline, delete_runs } => {
             let (ns, p) = ctx.pipeline(&pipeline)?;
             c.delete_pipeline(&ns, &p, delete_runs).await?;
@@ -128,6 +132,28 @@ fn deployments_table(items: &[Deployment]) -> String {
                 time(d.ended),
             ]
         }),
+    )
+}
+
+fn stats_table(s: &PipelineStats) -> String {
+    let row = |window: &str, w: &RunWindowStats| {
+        let secs = |v: Option<f64>| v.map(duration).unwrap_or_else(|| "-".into());
+        [
+            window.to_owned(),
+            w.runs.to_string(),
+            w.successful.to_string(),
+            w.failed.to_string(),
+            w.cancelled.to_string(),
+            w.success_rate.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".into()),
+            secs(w.duration_mean_s),
+            secs(w.duration_p50_s),
+            secs(w.duration_p95_s),
+            secs(w.duration_max_s),
+        ]
+    };
+    table(
+        ["window", "runs", "successful", "failed", "cancelled", "success", "mean", "p50", "p95", "max"],
+        [row("7 days", &s.last_7_days), row("30 days", &s.last_30_days)],
     )
 }
 

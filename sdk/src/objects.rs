@@ -1,0 +1,105 @@
+//! Objects of a pipeline (kept until deleted) and of a run (expiring with old runs). Contents go
+//! up and down as raw bytes; the server streams both ways, so large objects can be sent from a
+//! stream ([`reqwest::Body::wrap_stream`]) and read as one ([`Client::get_object_stream`]).
+
+use futures_util::StreamExt;
+use gofer_core::model::Page;
+use gofer_core::objects::{ObjectInfo, ObjectKey, ObjectScope};
+use gofer_core::{NamespaceId, PipelineId};
+
+use crate::routes::*;
+use crate::stream::ByteStream;
+use crate::{Bytes, Client, Error, PageOptions, page_query};
+
+/// The header carrying an object's SHA-256 (lowercase hex) on reads.
+pub const SHA256_HEADER: &str = "Gofer-Object-Sha256";
+
+impl Client {
+    /// A request for the pipeline route or the run route of an object operation, by `scope`;
+    /// `key` is `None` for the lists.
+    fn object_request(
+        &self,
+        (pipeline_route, run_route): (Route, Route),
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: Option<&ObjectKey>,
+    ) -> reqwest::RequestBuilder {
+        match (scope, key) {
+            (ObjectScope::Pipeline, Some(key)) => self.request(pipeline_route, &[ns, p, key]),
+            (ObjectScope::Pipeline, None) => self.request(pipeline_route, &[ns, p]),
+            (ObjectScope::Run(run), Some(key)) => self.request(run_route, &[ns, p, &run, key]),
+            (ObjectScope::Run(run), None) => self.request(run_route, &[ns, p, &run]),
+        }
+    }
+
+    /// `PUT …/objects/{key}` (pipeline or run object, by `scope`): writes the object, replacing
+    /// any previous content. `body` may be bytes, a `String`, a file or a stream
+    /// ([`reqwest::Body::wrap_stream`]); bodies of known length are refused early when too large
+    /// (413 `payload_too_large`).
+    pub async fn put_object(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<ObjectInfo, Error> {
+        let request = self
+            .object_request((PUT_PIPELINE_OBJECT, PUT_RUN_OBJECT), ns, p, scope, Some(key))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.one(request, "object").await
+    }
+
+    /// `GET …/objects/{key}`: the whole content. An expired run object answers 410
+    /// `object_expired`.
+    pub async fn get_object(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+    ) -> Result<Bytes, Error> {
+        let request = self.object_request((GET_PIPELINE_OBJECT, GET_RUN_OBJECT), ns, p, scope, Some(key));
+        Ok(self.raw(request).await?.bytes().await?)
+    }
+
+    /// `GET …/objects/{key}` as a stream of chunks, with the content's SHA-256 from the
+    /// [`SHA256_HEADER`] when the server sent it.
+    pub async fn get_object_stream(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+    ) -> Result<(Option<String>, ByteStream), Error> {
+        let request = self.object_request((GET_PIPELINE_OBJECT, GET_RUN_OBJECT), ns, p, scope, Some(key));
+        let response = self.raw(request).await?;
+        let sha256 = response.headers().get(SHA256_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((sha256, Box::pin(response.bytes_stream().map(|chunk| chunk.map_err(Error::Transport)))))
+    }
+
+    /// `DELETE …/objects/{key}`.
+    pub async fn delete_object(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+    ) -> Result<(), Error> {
+        self.empty(self.object_request((DELETE_PIPELINE_OBJECT, DELETE_RUN_OBJECT), ns, p, scope, Some(key))).await
+    }
+
+    /// `GET …/objects`, one page of metadata, by key.
+    pub async fn list_objects(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        page: PageOptions,
+    ) -> Result<Page<ObjectInfo>, Error> {
+        let request = self.object_request((LIST_PIPELINE_OBJECTS, LIST_RUN_OBJECTS), ns, p, scope, None);
+        self.send(request.query(&page_query(&page))).await
+    }
+}
