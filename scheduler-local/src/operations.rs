@@ -108,6 +108,7 @@ impl LocalScheduler {
                 env: &spec.env,
                 // The task's own memory, within the scheduler's ceiling.
                 memory_limit_mb: u64::from(spec.memory_mb).min(self.config.memory_limit_mb),
+                allow_network: spec.allow_network,
             },
         );
         let child = tokio::process::Command::new(&sandbox.program)

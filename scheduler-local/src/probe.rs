@@ -24,6 +24,7 @@ pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Pat
             command: &command,
             env: &env,
             memory_limit_mb: config.memory_limit_mb,
+            allow_network: true,
         },
     );
     let unusable = |detail: String| LocalSchedulerError::SandboxUnusable { detail };

@@ -86,6 +86,9 @@ pub(crate) struct SandboxRequest<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Address-space limit for this task, in MiB.
     pub memory_limit_mb: u64,
+    /// Whether the tenant's plan lets this task reach the network; the host network is shared
+    /// only when the scheduler's config allows it too (never for trials: their plan does not).
+    pub allow_network: bool,
 }
 
 impl SandboxCommand {
@@ -116,7 +119,7 @@ impl SandboxCommand {
 /// bwrap's options, NUL-separated for `--args`.
 fn bwrap_options(config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) -> Vec<u8> {
     let mut opts: Vec<&[u8]> = vec![b"--unshare-all"];
-    if config.share_network {
+    if config.share_network && request.allow_network {
         opts.push(b"--share-net");
     }
     let uid = SANDBOX_UID.to_string();
@@ -209,6 +212,10 @@ mod tests {
     use super::*;
 
     fn options(config: &LocalSchedulerConfig, env: &[(&str, &str)]) -> Vec<String> {
+        options_for(config, env, true)
+    }
+
+    fn options_for(config: &LocalSchedulerConfig, env: &[(&str, &str)], allow_network: bool) -> Vec<String> {
         let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let command = ["true".to_owned()];
         let request = SandboxRequest {
@@ -217,6 +224,7 @@ mod tests {
             command: &command,
             env: &env,
             memory_limit_mb: 4096,
+            allow_network,
         };
         bwrap_options(config, &request)
             .split(|b| *b == 0)
@@ -235,6 +243,8 @@ mod tests {
         assert!(!options(&config, &[]).contains(&"--share-net".to_owned()));
         config.share_network = true;
         assert!(options(&config, &[]).contains(&"--share-net".to_owned()));
+        // A plan without network (the trial plan) keeps the task on loopback whatever the config.
+        assert!(!options_for(&config, &[], false).contains(&"--share-net".to_owned()));
     }
 
     #[test]
@@ -263,6 +273,7 @@ mod tests {
             command: &command,
             env: &env,
             memory_limit_mb: 4096,
+            allow_network: true,
         };
         let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request);
         assert!(!sandbox.args.iter().any(|a| a.to_string_lossy().contains("hunter2")));
