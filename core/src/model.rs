@@ -645,3 +645,35 @@ pub struct RunWindowStats {
     /// Longest run in seconds; null without runs.
     pub duration_max_s: Option<f64>,
 }
+
+/// Month-to-date task-seconds against the plan, running tasks included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MonthToDate {
+    /// The tenant's plan.
+    pub plan: String,
+    /// Task-seconds used this calendar month (UTC).
+    pub task_seconds_used: f64,
+    /// The plan's task-seconds per month.
+    pub task_seconds_allowed: u64,
+}
+
+/// A page of usage groups, with the period asked and this month's total against the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageReport {
+    /// Groups, ordered by key.
+    pub items: Vec<UsageGroup>,
+    /// Cursor of the next page, `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// Start of the period (inclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: time::OffsetDateTime,
+    /// End of the period (exclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: time::OffsetDateTime,
+    /// `day` or `pipeline`.
+    pub group_by: String,
+    /// This month so far.
+    pub this_month: MonthToDate,
+}

@@ -1,9 +1,9 @@
 //! Usage reports, trials and IP blocks.
 
 use gofer_core::TenantId;
-use gofer_core::model::{IpBlock, Page, Tenant, UsageGroup};
+use gofer_core::model::{IpBlock, Page, Tenant};
+pub use gofer_core::model::{MonthToDate, UsageReport};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::routes::*;
 use crate::tenancy::TenantCreated;
@@ -49,36 +49,6 @@ impl UsageQuery {
         query.extend(self.to.clone().map(|t| ("to", t)));
         query
     }
-}
-
-/// Month-to-date task-seconds against the plan, running tasks included.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MonthToDate {
-    /// The tenant's plan.
-    pub plan: String,
-    /// Task-seconds used this calendar month (UTC).
-    pub task_seconds_used: f64,
-    /// The plan's task-seconds per month.
-    pub task_seconds_allowed: u64,
-}
-
-/// A page of usage groups, with the period asked and this month's total against the plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UsageReport {
-    /// Groups, ordered by key.
-    pub items: Vec<UsageGroup>,
-    /// Cursor of the next page, `null` on the last one.
-    pub next_cursor: Option<String>,
-    /// Start of the period (inclusive).
-    #[serde(with = "time::serde::rfc3339")]
-    pub from: OffsetDateTime,
-    /// End of the period (exclusive).
-    #[serde(with = "time::serde::rfc3339")]
-    pub to: OffsetDateTime,
-    /// `day` or `pipeline`.
-    pub group_by: String,
-    /// This month so far.
-    pub this_month: MonthToDate,
 }
 
 impl Client {

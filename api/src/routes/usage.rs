@@ -4,10 +4,10 @@
 use actix_web::{HttpResponse, get, web};
 use gofer_billing::usage::{GroupBy, UsageQuery};
 use gofer_core::TenantId;
-use gofer_core::model::{MAX_PAGE_LIMIT, Page, PageRequest, UsageGroup};
-use serde::{Deserialize, Serialize};
+use gofer_core::model::{MAX_PAGE_LIMIT, MonthToDate, Page, PageRequest, UsageReport};
+use serde::Deserialize;
 use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::auth::{Operator, Read, TenantAccess};
 use crate::error::ApiError;
@@ -29,36 +29,6 @@ pub struct UsageParams {
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
-}
-
-/// Month-to-date task-seconds against the plan, running tasks included.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MonthToDate {
-    /// The tenant's plan.
-    pub plan: String,
-    /// Task-seconds used this calendar month (UTC).
-    pub task_seconds_used: f64,
-    /// The plan's task-seconds per month.
-    pub task_seconds_allowed: u64,
-}
-
-/// A page of usage groups, with the period asked and this month's total against the plan.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct UsageReport {
-    /// Groups, ordered by key.
-    pub items: Vec<UsageGroup>,
-    /// Cursor of the next page, `null` on the last one.
-    pub next_cursor: Option<String>,
-    /// Start of the period (inclusive).
-    #[serde(with = "time::serde::rfc3339")]
-    pub from: OffsetDateTime,
-    /// End of the period (exclusive).
-    #[serde(with = "time::serde::rfc3339")]
-    pub to: OffsetDateTime,
-    /// `day` or `pipeline`.
-    pub group_by: String,
-    /// This month so far.
-    pub this_month: MonthToDate,
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
