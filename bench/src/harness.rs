@@ -71,6 +71,8 @@ pub fn replica_config(
         bootstrap_token: Some(operator_token.to_owned()),
         ..gofer_api::Config::default()
     };
+    // The benchmark drives one tenant far past any plan's request rate: it measures the engine.
+    config.rate_limits.enabled = false;
     if let Some(ms) = monitor_interval_ms {
         config.engine.monitor_interval_ms = ms;
     }
