@@ -148,7 +148,7 @@ pub(crate) async fn stop_run(pool: &PgPool, run: &RunKey, reason: CancelReason) 
             db::queue::notify_cancel(&mut tx, run).await?;
         } else {
             let config = db::get_config(&mut tx, &run.pipeline, row.config_version).await?;
-            release::release_ready_tasks(&mut tx, run, row.config_version, &config).await?;
+            release::release_ready_tasks(&mut tx, run, Some(reason), row.config_version, &config).await?;
         }
     }
     let run = db::get_run(&mut tx, run, false).await?.ok_or(EngineError::RunNotFound(run.run))?.into_run()?;

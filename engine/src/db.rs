@@ -102,21 +102,6 @@ pub(crate) async fn insert_pipeline(conn: &mut PgConnection, key: &PipelineKey) 
     Ok(())
 }
 
-/// Where the tenant's plan places its tasks: (node pool, network allowed). A tenant without a
-/// plan row (impossible with the foreign key) gets the defaults.
-pub(crate) async fn plan_placement(
-    conn: &mut PgConnection,
-    tenant: &gofer_core::TenantId,
-) -> Result<(Option<String>, bool), EngineError> {
-    let row: Option<(Option<String>, bool)> = sqlx::query_as(
-        "SELECT p.node_pool, p.allow_network FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1",
-    )
-    .bind(tenant.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.unwrap_or((None, true)))
-}
-
 pub(crate) async fn get_config(
     conn: &mut PgConnection,
     key: &PipelineKey,
@@ -148,31 +133,36 @@ pub(crate) async fn allocate_run_id(conn: &mut PgConnection, key: &PipelineKey) 
     Ok(RunId::from_i64(id))
 }
 
-pub(crate) async fn insert_run(
-    conn: &mut PgConnection,
-    key: &RunKey,
-    config_version: i64,
-    variables: &BTreeMap<String, String>,
-    initiator: &Initiator,
-    timeout_s: u32,
-) -> Result<(), EngineError> {
+pub(crate) async fn insert_run(conn: &mut PgConnection, key: &RunKey, run: &NewRun<'_>) -> Result<(), EngineError> {
     sqlx::query(
         "INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables,
-                           initiator, deadline_at, trace_parent)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8), $9)",
+                           initiator, deadline_at, trace_parent, parallelism)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8), $9, $10)",
     )
     .bind(key.pipeline.tenant.as_str())
     .bind(key.pipeline.namespace.as_str())
     .bind(key.pipeline.pipeline.as_str())
     .bind(key.run.get())
-    .bind(config_version)
-    .bind(Json(variables))
-    .bind(Json(initiator))
-    .bind(f64::from(timeout_s))
+    .bind(run.config_version)
+    .bind(Json(run.variables))
+    .bind(Json(run.initiator))
+    .bind(f64::from(run.timeout_s))
     .bind(crate::measure::current_trace_parent())
+    .bind(i32::try_from(run.parallelism).unwrap_or(i32::MAX))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A run to insert.
+pub(crate) struct NewRun<'a> {
+    pub config_version: i64,
+    pub variables: &'a BTreeMap<String, String>,
+    pub initiator: &'a Initiator,
+    /// Seconds until the run's deadline.
+    pub timeout_s: u32,
+    /// The config's `parallelism`, kept on the run for the claim.
+    pub parallelism: u32,
 }
 
 pub(crate) async fn insert_task_execution(
@@ -252,10 +242,54 @@ impl RunRow {
 }
 
 /// The columns [`RunRow`] reads; a macro so queries stay `&'static str` (sqlx refuses built strings).
+/// Binds a [`RunKey`] as `$1`..`$4` (tenant, namespace, pipeline, run).
+macro_rules! bind_run {
+    ($query:expr, $key:expr) => {
+        $query
+            .bind($key.pipeline.tenant.as_str())
+            .bind($key.pipeline.namespace.as_str())
+            .bind($key.pipeline.pipeline.as_str())
+            .bind($key.run.get())
+    };
+}
+
 macro_rules! run_columns {
     () => {
-        "namespace_id, pipeline_id, id, config_version, state, status, status_reason, \
-         status_description, variables, initiator, deadline_at, cancel_reason, created_at, started_at, ended_at"
+        run_columns!("")
+    };
+    ($p:literal) => {
+        concat!(
+            $p,
+            "namespace_id, ",
+            $p,
+            "pipeline_id, ",
+            $p,
+            "id, ",
+            $p,
+            "config_version, ",
+            $p,
+            "state, ",
+            $p,
+            "status, ",
+            $p,
+            "status_reason, ",
+            $p,
+            "status_description, ",
+            $p,
+            "variables, ",
+            $p,
+            "initiator, ",
+            $p,
+            "deadline_at, ",
+            $p,
+            "cancel_reason, ",
+            $p,
+            "created_at, ",
+            $p,
+            "started_at, ",
+            $p,
+            "ended_at"
+        )
     };
 }
 
@@ -272,13 +306,52 @@ pub(crate) async fn get_run(conn: &mut PgConnection, key: &RunKey, lock: bool) -
         run_columns!(),
         " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 FOR UPDATE"
     );
-    Ok(sqlx::query_as::<_, RunRow>(if lock { BY_KEY_LOCKED } else { BY_KEY })
-        .bind(key.pipeline.tenant.as_str())
-        .bind(key.pipeline.namespace.as_str())
-        .bind(key.pipeline.pipeline.as_str())
-        .bind(key.run.get())
+    Ok(bind_run!(sqlx::query_as::<_, RunRow>(if lock { BY_KEY_LOCKED } else { BY_KEY }), key)
         .fetch_optional(conn)
         .await?)
+}
+
+/// What a monitor needs before dispatching, in one round trip: the run, the content hash of its
+/// config version (the key of the replica's config cache) and the tenant's plan placement
+/// (node pool, network allowed), as the plan is at dispatch.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DispatchContext {
+    #[sqlx(flatten)]
+    pub run: RunRow,
+    pub config_hash: String,
+    pub node_pool: Option<String>,
+    pub allow_network: bool,
+}
+
+pub(crate) async fn dispatch_context(
+    conn: &mut PgConnection,
+    key: &RunKey,
+) -> Result<Option<DispatchContext>, EngineError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        run_columns!("r."),
+        ", c.config_hash, p.node_pool, COALESCE(p.allow_network, true) AS allow_network
+         FROM runs r
+         JOIN pipeline_configs c ON c.tenant_id = r.tenant_id AND c.namespace_id = r.namespace_id
+                                 AND c.pipeline_id = r.pipeline_id AND c.version = r.config_version
+         LEFT JOIN tenants t ON t.id = r.tenant_id LEFT JOIN plans p ON p.id = t.plan_id
+         WHERE r.tenant_id = $1 AND r.namespace_id = $2 AND r.pipeline_id = $3 AND r.id = $4"
+    );
+    Ok(bind_run!(sqlx::query_as::<_, DispatchContext>(SQL), key).fetch_optional(conn).await?)
+}
+
+/// Locks a run's row until the transaction ends and answers why it is being stopped, if it is;
+/// `None` when the run does not exist. The short form of `get_run(.., true)` for `conclude`.
+pub(crate) async fn lock_run(
+    conn: &mut PgConnection,
+    key: &RunKey,
+) -> Result<Option<Option<crate::cancel::CancelReason>>, EngineError> {
+    let query = sqlx::query_as(
+        "SELECT cancel_reason FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
+         FOR NO KEY UPDATE",
+    );
+    let row: Option<(Option<String>,)> = bind_run!(query, key).fetch_optional(conn).await?;
+    Ok(row.map(|(reason,)| reason.as_deref().and_then(crate::cancel::CancelReason::parse)))
 }
 
 /// Runs of a pipeline, newest first.
@@ -483,21 +556,34 @@ pub(crate) async fn queue_task(
     Ok(())
 }
 
-/// Completes a task execution that never ran (skipped) or that this replica holds.
-/// `expected` is the state it must be in, `owner` the lease holder when it was running;
-/// answers false when another transition got there first.
+/// The state a task execution must be in for [`complete_task`] to complete it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expected {
+    /// Never ran (skipped, or cancelled before it started).
+    Waiting,
+    /// Running under this replica's lease.
+    RunningHeldBy(uuid::Uuid),
+}
+
+/// Completes a task execution in the `expected` state; answers false when another transition
+/// got there first. `node` records where it ran when that was learned only at its end.
 pub(crate) async fn complete_task(
     conn: &mut PgConnection,
     key: &TaskKey,
-    expected: TaskState,
-    owner: Option<uuid::Uuid>,
+    expected: Expected,
     status: TaskStatus,
     reason: Option<&Reason>,
     exit_code: Option<i32>,
+    node: Option<&str>,
 ) -> Result<bool, EngineError> {
+    let (expected, owner) = match expected {
+        Expected::Waiting => (TaskState::Waiting, None),
+        Expected::RunningHeldBy(owner) => (TaskState::Running, Some(owner)),
+    };
     let done = sqlx::query(
         "UPDATE task_executions SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
-             exit_code = $10, ended_at = now(), lease_owner = NULL, lease_until = NULL, waiting_reason = NULL
+             exit_code = $10, ended_at = now(), lease_owner = NULL, lease_until = NULL, waiting_reason = NULL,
+             node = COALESCE($12, node)
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
            AND state = $6 AND ($11::uuid IS NULL OR lease_owner = $11)",
     )
@@ -512,6 +598,7 @@ pub(crate) async fn complete_task(
     .bind(reason.map(|r| r.description.as_str()))
     .bind(exit_code)
     .bind(owner)
+    .bind(node)
     .execute(conn)
     .await?
     .rows_affected();

@@ -3,14 +3,16 @@
 //! attempt ended — completing the task, or queueing its next attempt.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gofer_core::scheduler::{KillReason, SchedulerError, TaskObservation, TaskSpec};
-use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskState, TaskStatus};
+use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskStatus};
 use serde_json::json;
 use sqlx::PgConnection;
 use tracing::Instrument;
 
+use crate::cancel::CancelReason;
 use crate::events::{self, EventScope};
 use crate::masking::Masker;
 use crate::object_refs::{has_object_references, resolve_object_references};
@@ -143,14 +145,18 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     let key = &claimed.key;
     let (run, config, (node_pool, allow_network)) = {
         let mut conn = inner.pool.acquire().await?;
-        let run = db::get_run(&mut conn, &key.run, false).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
-        let config = db::get_config(&mut conn, &key.run.pipeline, run.config_version).await?;
         // The plan as it is at dispatch: a plan change applies to the next task dispatched.
-        let placement = db::plan_placement(&mut conn, &key.run.pipeline.tenant).await?;
-        (run, config, placement)
+        let context = db::dispatch_context(&mut conn, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
+        let version = context.run.config_version;
+        let config = inner.config_for(&mut conn, &key.run, version, &context.config_hash).await?;
+        (context.run, VersionedConfig { version, config }, (context.node_pool, context.allow_network))
     };
-    let task =
-        config.tasks.iter().find(|t| t.id == key.task).ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
+    let task = config
+        .config
+        .tasks
+        .iter()
+        .find(|t| t.id == key.task)
+        .ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
     let mut spec = build_spec(inner, key, claimed.attempt, task, run.variables());
     spec.node_pool = node_pool;
     spec.allow_network = allow_network;
@@ -262,9 +268,12 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     let mut started_marked = false;
     let mut stop_sent = false;
     let mut cancel_seen = false;
+    // Look soon after the start, then less and less often up to `monitor_interval`: a short task
+    // then frees its slot in milliseconds, and a long one costs no more observations than before.
+    let mut wait = (inner.config.monitor_interval / 16).max(Duration::from_millis(1));
     let observation = loop {
         tokio::select! {
-            _ = tokio::time::sleep(inner.config.monitor_interval) => {},
+            _ = tokio::time::sleep(wait) => wait = (wait * 2).min(inner.config.monitor_interval),
             _ = signal.cancelled() => cancel_seen = true,
         }
         offset = copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
@@ -319,14 +328,12 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     if let Err(e) = inner.logs.append(&log_key, &masker.finish()).await {
         tracing::warn!(error = %e, "writing the task log failed");
     }
-    if !started_marked && observation != TaskObservation::Unknown {
-        // A task quicker than one monitor interval was never seen running: record its node now.
-        if let Some(node) = inner.scheduler.node(&job_id).await {
-            let mut conn = inner.pool.acquire().await?;
-            db::queue::mark_started(&mut conn, key, claimed.attempt, Some(&node)).await?;
-        }
-    }
-    conclude(inner, claimed, &config, task, &job_id, Ending::Observed(observation))
+    // A task quicker than one observation was never seen running: its node is recorded with its end.
+    let node = match started_marked || observation == TaskObservation::Unknown {
+        true => None,
+        false => inner.scheduler.node(&job_id).await,
+    };
+    conclude_on(inner, claimed, &config, task, &job_id, Ending::Observed(observation), node.as_deref())
         .instrument(tracing::info_span!("engine.conclude"))
         .await?;
     if let Err(e) =
@@ -433,57 +440,101 @@ async fn copy_logs(
     }
 }
 
+/// A run's pipeline config and its version.
+pub(crate) struct VersionedConfig {
+    pub version: i64,
+    pub config: Arc<PipelineConfig>,
+}
+
 /// Records how the attempt ended, in one transaction fenced by this replica's lease: either the
 /// task execution completes (and its dependants are released), or it goes back to the queue for
 /// its next attempt.
 async fn conclude(
     inner: &Inner,
     claimed: &Claimed,
-    config: &PipelineConfig,
+    config: &VersionedConfig,
     task: &TaskConfig,
     job_id: &str,
     ending: Ending,
 ) -> Result<(), EngineError> {
+    conclude_on(inner, claimed, config, task, job_id, ending, None).await
+}
+
+/// [`conclude`], recording the node the attempt ran on when it was learned only at its end.
+///
+/// The run's row lock serializes a run's transitions (two finishing parents must not both release
+/// a child; exactly one finisher must complete the run), but siblings finishing together queue on
+/// it, so it is taken as late as possible: when the verdict cannot depend on the run being stopped
+/// (a success, a failure without retries left), the task's own rows are written first and the run
+/// is locked only to release dependants and see whether the run is complete. That stays correct
+/// because each transaction updates its task before it waits for the lock, and reads the run's
+/// task states after it holds it: the last sibling to take the lock sees every other one complete.
+async fn conclude_on(
+    inner: &Inner,
+    claimed: &Claimed,
+    config: &VersionedConfig,
+    task: &TaskConfig,
+    job_id: &str,
+    ending: Ending,
+    node: Option<&str>,
+) -> Result<(), EngineError> {
     let key = &claimed.key;
     let owner = inner.config.replica_id;
     let mut tx = inner.pool.begin().await?;
-    let run = db::get_run(&mut tx, &key.run, true).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
-    let (infra, own) = db::queue::failure_counts(&mut tx, key).await?;
+    // A success needs no failure counts: it completes whatever came before.
+    let failures = match ending {
+        Ending::Observed(TaskObservation::Exited { exit_code: 0 }) => (0, 0),
+        _ => {
+            let (infra, own) = db::queue::failure_counts(&mut tx, key).await?;
+            (u32::try_from(infra).unwrap_or(0), u32::try_from(own).unwrap_or(0))
+        }
+    };
     let policy = RetryPolicy {
         infra_limit: inner.config.infra_retries,
         own_limit: task.retries,
         backoff_base: inner.config.retry_backoff,
     };
     let timeout_s = task.timeout_s.map(u64::from).unwrap_or(inner.config.default_task_timeout.as_secs());
-    let failures = (u32::try_from(infra).unwrap_or(0), u32::try_from(own).unwrap_or(0));
+    let decide = |cancelling| verdict(&ending, cancelling, timeout_s, failures, policy);
+    let unaffected_by_cancel = [Some(CancelReason::User), Some(CancelReason::Timeout), Some(CancelReason::Quota)]
+        .into_iter()
+        .all(|cancelling| decide(cancelling) == decide(None));
+    // `Some(cancelling)` once the run's row is locked.
+    let mut locked: Option<Option<CancelReason>> = None;
+    if !unaffected_by_cancel {
+        locked = Some(db::lock_run(&mut tx, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?);
+    }
     let tenant = &key.run.pipeline.tenant;
     let scope = EventScope::task(&key.run, &key.task);
     let requested =
         (task.cpu.unwrap_or(inner.config.default_cpu_millis), task.memory_mb.unwrap_or(inner.config.default_memory_mb));
-    match verdict(&ending, run.cancelling(), timeout_s, failures, policy) {
+    let closed = |status, reason, exit_code, retried| db::queue::ClosedAttempt {
+        attempt: claimed.attempt,
+        status,
+        reason,
+        exit_code,
+        retried,
+        requested,
+        node,
+    };
+    match decide(locked.flatten()) {
         Verdict::Complete { status, reason, exit_code } => {
-            if !db::complete_task(&mut tx, key, TaskState::Running, Some(owner), status, reason.as_ref(), exit_code)
-                .await?
-            {
+            let expected = db::Expected::RunningHeldBy(owner);
+            if !db::complete_task(&mut tx, key, expected, status, reason.as_ref(), exit_code, node).await? {
                 tracing::warn!("the task execution was already finished elsewhere; leaving it");
                 return Ok(());
             }
             let attempt_status = if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status };
-            db::queue::close_attempt(
-                &mut tx,
-                key,
-                claimed.attempt,
-                attempt_status,
-                reason.as_ref(),
-                exit_code,
-                false,
-                requested,
-            )
-            .await?;
+            let attempt = closed(attempt_status, reason.as_ref(), exit_code, false);
+            db::queue::close_attempt(&mut tx, key, &attempt).await?;
             let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
                                  "attempt": claimed.attempt, "job_id": job_id});
             events::record(&mut tx, tenant, EventKind::TaskCompleted, scope, payload).await?;
-            release::release_ready_tasks(&mut tx, &key.run, run.config_version, config).await?;
+            let cancelling = match locked {
+                Some(cancelling) => cancelling,
+                None => db::lock_run(&mut tx, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?,
+            };
+            release::release_ready_tasks(&mut tx, &key.run, cancelling, config.version, &config.config).await?;
             tx.commit().await?;
             crate::measure::task_completed(status);
             tracing::info!(%status, ?exit_code, "task execution finished");
@@ -493,17 +544,8 @@ async fn conclude(
                 tracing::warn!("the task execution was already finished elsewhere; leaving it");
                 return Ok(());
             }
-            db::queue::close_attempt(
-                &mut tx,
-                key,
-                claimed.attempt,
-                TaskStatus::Failed,
-                Some(&reason),
-                exit_code,
-                true,
-                requested,
-            )
-            .await?;
+            let attempt = closed(TaskStatus::Failed, Some(&reason), exit_code, true);
+            db::queue::close_attempt(&mut tx, key, &attempt).await?;
             let payload = json!({"attempt": claimed.attempt, "status_reason": reason, "exit_code": exit_code,
                                  "infrastructure": infra, "backoff_ms": backoff.as_millis() as u64});
             events::record(&mut tx, tenant, EventKind::TaskRetrying, scope, payload).await?;

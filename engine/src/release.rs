@@ -17,17 +17,18 @@ use serde_json::json;
 /// Queues every waiting task whose conditions now hold and skips every one whose conditions
 /// cannot, repeating until nothing changes (a skip can decide its own dependants); completes the
 /// run when every task is complete. The caller holds the run's row lock, so two finishing
-/// parents never both release the same child.
+/// parents never both release the same child, and passes the run's `cancelling` as read under it.
 pub(crate) async fn release_ready_tasks(
     conn: &mut PgConnection,
     run: &RunKey,
+    cancelling: Option<CancelReason>,
     config_version: i64,
     config: &PipelineConfig,
 ) -> Result<(), EngineError> {
-    let cancelling = db::get_run(conn, run, false).await?.and_then(|r| r.cancelling());
     let mut states = db::task_states(conn, run).await?;
     let mut queued_any = false;
-    let reason_when_queued = queue_reason(conn, run, config).await?;
+    // Asked only when a task is queued: most releases queue nothing (a task without dependants).
+    let mut reason_when_queued = None;
     loop {
         let mut changed = false;
         for task in &config.tasks {
@@ -43,7 +44,7 @@ pub(crate) async fn release_ready_tasks(
             match decision {
                 Err(cancel) => {
                     let (status, reason) = cancel.task_outcome(false);
-                    db::complete_task(conn, &key, TaskState::Waiting, None, status, Some(&reason), None).await?;
+                    db::complete_task(conn, &key, db::Expected::Waiting, status, Some(&reason), None, None).await?;
                     let scope = EventScope::task(run, &task.id);
                     let payload = json!({"status": status, "status_reason": reason});
                     events::record(conn, &run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
@@ -53,7 +54,11 @@ pub(crate) async fn release_ready_tasks(
                 Ok(readiness) => match readiness {
                     Readiness::Wait => {}
                     Readiness::Ready => {
-                        db::queue_task(conn, &key, reason_when_queued).await?;
+                        let reason = match reason_when_queued {
+                            Some(reason) => reason,
+                            None => *reason_when_queued.insert(queue_reason(conn, run, config).await?),
+                        };
+                        db::queue_task(conn, &key, reason).await?;
                         let scope = EventScope::task(run, &task.id);
                         events::record(conn, &run.pipeline.tenant, EventKind::TaskQueued, scope, json!({})).await?;
                         states.insert(task.id.clone(), (TaskState::Queued, TaskStatus::Unknown));
@@ -68,10 +73,10 @@ pub(crate) async fn release_ready_tasks(
                         db::complete_task(
                             conn,
                             &key,
-                            TaskState::Waiting,
-                            None,
+                            db::Expected::Waiting,
                             TaskStatus::Skipped,
                             Some(&reason),
+                            None,
                             None,
                         )
                         .await?;

@@ -118,7 +118,14 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
             return Err(EngineError::QuotaExceeded(exceeded));
         }
     }
-    db::insert_run(&mut tx, &run_key, version, &variables, &initiator, timeout_s).await?;
+    let new_run = db::NewRun {
+        config_version: version,
+        variables: &variables,
+        initiator: &initiator,
+        timeout_s,
+        parallelism: config.parallelism,
+    };
+    db::insert_run(&mut tx, &run_key, &new_run).await?;
     let payload = serde_json::json!({"config_version": version});
     events::record(&mut tx, &key.tenant, EventKind::RunCreated, EventScope::run(&run_key), payload).await?;
     for task in &config.tasks {
@@ -126,7 +133,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     }
     // Lock the new run like every other transition does before releasing its tasks.
     db::get_run(&mut tx, &run_key, true).await?;
-    release::release_ready_tasks(&mut tx, &run_key, version, &config).await?;
+    release::release_ready_tasks(&mut tx, &run_key, None, version, &config).await?;
     let run = db::get_run(&mut tx, &run_key, false).await?.ok_or(EngineError::RunNotFound(run_key.run))?.into_run()?;
     tx.commit().await?;
     tracing::info!(run = %run.id, version, "run started");

@@ -101,6 +101,33 @@ pub(crate) struct Inner {
     pub resolvers: crate::references::Resolvers,
     /// Wakes the loop when a slot frees up.
     slot_freed: Notify,
+    /// Pipeline configs by content hash: versions never change, so a monitor reads and parses
+    /// each one once per replica instead of once per task.
+    configs: std::sync::Mutex<lru::LruCache<String, Arc<gofer_core::PipelineConfig>>>,
+}
+
+/// Configs a replica keeps parsed (see `Inner::configs`).
+const CACHED_CONFIGS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+
+impl Inner {
+    /// The config of `run`'s version `version`, whose content hash is `hash`, from the cache or
+    /// the database.
+    pub(crate) async fn config_for(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        run: &crate::runs::RunKey,
+        version: i64,
+        hash: &str,
+    ) -> Result<Arc<gofer_core::PipelineConfig>, EngineError> {
+        if let Some(config) = self.configs.lock().ok().and_then(|mut cache| cache.get(hash).cloned()) {
+            return Ok(config);
+        }
+        let config = Arc::new(db::get_config(conn, &run.pipeline, version).await?);
+        if let Ok(mut cache) = self.configs.lock() {
+            cache.put(hash.to_owned(), config.clone());
+        }
+        Ok(config)
+    }
 }
 
 /// One replica's engine, ready to be spawned.
@@ -137,6 +164,7 @@ impl Engine {
                 run_tokens: None,
                 resolvers: crate::references::Resolvers::default(),
                 slot_freed: Notify::new(),
+                configs: std::sync::Mutex::new(lru::LruCache::new(CACHED_CONFIGS)),
             }),
         }
     }

@@ -80,24 +80,20 @@ pub(crate) async fn claim_batch(
     Ok(sqlx::query_as::<_, ClaimedRow>(
         "WITH candidates AS (
              SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id, t.queued_at,
-                    r.state = 'pending' AS run_pending,
-                    COALESCE((c.config->>'parallelism')::int, 0) AS parallelism,
-                    lim.tenant_limit, r.trace_parent
+                    r.state = 'pending' AS run_pending, r.parallelism, lim.tenant_limit, r.trace_parent
              FROM task_executions t
              JOIN runs r ON (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
                           = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
-             JOIN pipeline_configs c ON (c.tenant_id, c.namespace_id, c.pipeline_id, c.version)
-                          = (r.tenant_id, r.namespace_id, r.pipeline_id, r.config_version)
              CROSS JOIN LATERAL (
                  SELECT CASE WHEN $3 = 0 THEN p.max_concurrent_tasks ELSE LEAST(p.max_concurrent_tasks, $3::int) END
                         AS tenant_limit
                  FROM tenants n JOIN plans p ON p.id = n.plan_id WHERE n.id = t.tenant_id
              ) lim
              WHERE t.state = 'queued' AND t.run_after <= now() AND r.cancel_requested_at IS NULL
-               AND (r.state = 'running' OR COALESCE((c.config->>'parallelism')::int, 0) = 0
+               AND (r.state = 'running' OR r.parallelism = 0
                     OR (SELECT count(*) FROM runs r2
                         WHERE (r2.tenant_id, r2.namespace_id, r2.pipeline_id) = (r.tenant_id, r.namespace_id, r.pipeline_id)
-                          AND r2.state = 'running') < (c.config->>'parallelism')::int)
+                          AND r2.state = 'running') < r.parallelism)
                AND (SELECT count(*) FROM task_executions t2
                     WHERE t2.tenant_id = t.tenant_id AND t2.state = 'running') < lim.tenant_limit
              ORDER BY t.queued_at
@@ -211,8 +207,15 @@ pub(crate) async fn recheck_batch(conn: &mut PgConnection, batch: &[ClaimedRow])
     }
     if !full.is_empty() {
         sqlx::query(
+            // Rows another claimer holds are skipped, not waited for: that claimer locked its rows
+            // before the tenant, this one the tenant before them, and waiting would deadlock. The
+            // reason is only informative, and the reaper refreshes reasons anyway.
             "UPDATE task_executions SET waiting_reason = 'waiting_for_quota'
-             WHERE tenant_id = ANY($1) AND state = 'queued' AND waiting_reason = 'waiting_for_capacity'",
+             WHERE (tenant_id, namespace_id, pipeline_id, run_id, task_id) IN (
+                 SELECT tenant_id, namespace_id, pipeline_id, run_id, task_id FROM task_executions
+                 WHERE tenant_id = ANY($1) AND state = 'queued' AND waiting_reason = 'waiting_for_capacity'
+                 FOR UPDATE SKIP LOCKED
+             )",
         )
         .bind(&full)
         .execute(&mut *conn)
@@ -284,20 +287,15 @@ pub(crate) async fn open_attempt(
     scheduler_id: &str,
     timeout_s: f64,
 ) -> Result<(), EngineError> {
+    // One statement: both parts always run (data-modifying CTEs execute whatever the outer query reads).
     bind_task!(
         sqlx::query(
-            "UPDATE task_executions SET scheduler_id = $6, node = NULL, deadline_at = now() + make_interval(secs => $7)
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
-        ),
-        key
-    )
-    .bind(scheduler_id)
-    .bind(timeout_s)
-    .execute(&mut *conn)
-    .await?;
-    bind_task!(
-        sqlx::query(
-            "INSERT INTO task_attempts (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id,
+            "WITH execution AS (
+                 UPDATE task_executions
+                 SET scheduler_id = $7, node = NULL, deadline_at = now() + make_interval(secs => $8)
+                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+             )
+             INSERT INTO task_attempts (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id,
                                         state, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 'unknown') ON CONFLICT DO NOTHING"
         ),
@@ -305,6 +303,7 @@ pub(crate) async fn open_attempt(
     )
     .bind(attempt)
     .bind(scheduler_id)
+    .bind(timeout_s)
     .execute(conn)
     .await?;
     Ok(())
@@ -374,32 +373,56 @@ pub(crate) async fn heartbeat(
 pub(crate) async fn close_attempt(
     conn: &mut PgConnection,
     key: &TaskKey,
-    attempt: i32,
-    status: TaskStatus,
-    reason: Option<&Reason>,
-    exit_code: Option<i32>,
-    retried: bool,
-    requested: (u32, u32),
+    attempt: &ClosedAttempt<'_>,
 ) -> Result<(), EngineError> {
-    super::usage::record(&mut *conn, key, attempt, requested.0, requested.1).await?;
+    // The attempt's end and its usage ledger row in one statement. The ledger row's key is the
+    // attempt's: writing it again (a takeover concluding the same attempt) adds nothing.
+    let reason = attempt.reason;
     bind_task!(
         sqlx::query(
-            "UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
-                 exit_code = $10, retried = $11, ended_at = now()
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-               AND attempt = $6"
+            "WITH closed AS (
+                 UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
+                     exit_code = $10, retried = $11, ended_at = now(), node = COALESCE($14, node)
+                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+                   AND attempt = $6
+                 RETURNING tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, started_at, ended_at
+             )
+             INSERT INTO usage_records (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, plan_id, task_ms,
+                                        cpu_millis, memory_mb, started_at, finished_at)
+             SELECT c.tenant_id, c.namespace_id, c.pipeline_id, c.run_id, c.task_id, c.attempt, n.plan_id,
+                    GREATEST(0, (extract(epoch FROM c.ended_at - c.started_at) * 1000)::bigint), $12, $13,
+                    c.started_at, c.ended_at
+             FROM closed c JOIN tenants n ON n.id = c.tenant_id
+             ON CONFLICT DO NOTHING"
         ),
         key
     )
-    .bind(attempt)
-    .bind(status.as_str())
+    .bind(attempt.attempt)
+    .bind(attempt.status.as_str())
     .bind(reason.map(|r| r.reason.as_str()))
     .bind(reason.map(|r| r.description.as_str()))
-    .bind(exit_code)
-    .bind(retried)
+    .bind(attempt.exit_code)
+    .bind(attempt.retried)
+    .bind(i32::try_from(attempt.requested.0).unwrap_or(i32::MAX))
+    .bind(i32::try_from(attempt.requested.1).unwrap_or(i32::MAX))
+    .bind(attempt.node)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// How an attempt ended, for [`close_attempt`].
+pub(crate) struct ClosedAttempt<'a> {
+    pub attempt: i32,
+    pub status: TaskStatus,
+    pub reason: Option<&'a Reason>,
+    pub exit_code: Option<i32>,
+    /// Whether the engine runs the task again.
+    pub retried: bool,
+    /// What the task asked for: (CPU millicores, memory MiB), metered with the time.
+    pub requested: (u32, u32),
+    /// The node it ran on, when learned only at its end (a task quicker than one observation).
+    pub node: Option<&'a str>,
 }
 
 /// Puts a running task execution held by `owner` back in the queue for its next attempt after
@@ -655,14 +678,12 @@ pub(crate) async fn refresh_parallelism_reasons(conn: &mut PgConnection) -> Resu
     sqlx::query(
         "UPDATE task_executions t SET waiting_reason = 'waiting_for_parallelism'
          FROM runs r
-         JOIN pipeline_configs c ON (c.tenant_id, c.namespace_id, c.pipeline_id, c.version)
-                                  = (r.tenant_id, r.namespace_id, r.pipeline_id, r.config_version)
          WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
            AND t.state = 'queued' AND t.waiting_reason = 'waiting_for_capacity' AND r.state = 'pending'
-           AND COALESCE((c.config->>'parallelism')::int, 0) > 0
+           AND r.parallelism > 0
            AND (SELECT count(*) FROM runs r2
                 WHERE (r2.tenant_id, r2.namespace_id, r2.pipeline_id) = (r.tenant_id, r.namespace_id, r.pipeline_id)
-                  AND r2.state = 'running') >= (c.config->>'parallelism')::int",
+                  AND r2.state = 'running') >= r.parallelism",
     )
     .execute(conn)
     .await?;

@@ -1,10 +1,10 @@
-//! SQL of metering: the usage ledger (one row per finished attempt) and task-seconds used this
-//! month, counting attempts still running.
+//! SQL of metering: task-seconds used this month, counting attempts still running. The ledger
+//! rows (one per finished attempt) are written with the attempt's end, by `queue::close_attempt`.
 
 use sqlx::PgConnection;
 
 use crate::EngineError;
-use crate::runs::{RunKey, TaskKey};
+use crate::runs::RunKey;
 
 /// Milliseconds a tenant (`$1`) used this calendar month (UTC): finished attempts from the ledger
 /// plus the time so far of attempts still running. A macro so queries stay `&'static str`.
@@ -20,39 +20,6 @@ macro_rules! used_ms {
             " AND a.state = 'running'), 0))::bigint"
         )
     };
-}
-
-/// Writes the ledger row of an attempt that just ended, in the transaction that records its end.
-/// The attempt's key is the row's key: writing it again (a retried transaction, a takeover that
-/// concludes the same attempt) adds nothing.
-pub(crate) async fn record(
-    conn: &mut PgConnection,
-    key: &TaskKey,
-    attempt: i32,
-    cpu_millis: u32,
-    memory_mb: u32,
-) -> Result<(), EngineError> {
-    sqlx::query(
-        "INSERT INTO usage_records (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, plan_id, task_ms,
-                                    cpu_millis, memory_mb, started_at, finished_at)
-         SELECT a.tenant_id, a.namespace_id, a.pipeline_id, a.run_id, a.task_id, a.attempt, n.plan_id,
-                GREATEST(0, (extract(epoch FROM now() - a.started_at) * 1000)::bigint), $7, $8, a.started_at, now()
-         FROM task_attempts a JOIN tenants n ON n.id = a.tenant_id
-         WHERE a.tenant_id = $1 AND a.namespace_id = $2 AND a.pipeline_id = $3 AND a.run_id = $4 AND a.task_id = $5
-           AND a.attempt = $6
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
-    .bind(attempt)
-    .bind(i32::try_from(cpu_millis).unwrap_or(i32::MAX))
-    .bind(i32::try_from(memory_mb).unwrap_or(i32::MAX))
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Milliseconds of task time the tenant used this month, running attempts included.
