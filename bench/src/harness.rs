@@ -116,6 +116,9 @@ impl Replica {
     }
 }
 
+/// The plan of the benchmark's tenants.
+const BENCH_PLAN: &str = "bench";
+
 /// A tenant's admin, talking to a replica over HTTP.
 pub struct TenantClient {
     http: reqwest::Client,
@@ -139,9 +142,20 @@ impl TenantClient {
     /// Creates tenant `tenant` through the operator API of the replica at `address`.
     pub async fn create(address: &str, operator_token: &str, tenant: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::new();
-        let answer =
-            post(&http, &format!("{address}/api/v1/tenants"), operator_token, &json!({"id": tenant, "name": tenant}))
-                .await?;
+        // A plan of its own: the default plan's 16 running tasks per tenant would cap the queue
+        // throughput of one tenant, whatever the number of replicas (the benchmark measures the
+        // engine, not a plan).
+        let plan = json!({"id": BENCH_PLAN, "name": "Benchmark", "max_concurrent_tasks": 100_000,
+            "max_task_timeout_s": 86_400, "max_run_duration_s": 86_400, "max_cpu_millis": 64_000,
+            "max_memory_mb": 262_144, "task_seconds_per_month": 1_000_000_000_u64,
+            "object_storage_bytes": 1_u64 << 40, "requests_per_minute": 1_000_000});
+        let plans = format!("{address}/api/v1/plans");
+        let exists = http.get(format!("{plans}/{BENCH_PLAN}")).bearer_auth(operator_token).send().await?;
+        if !exists.status().is_success() {
+            post(&http, &plans, operator_token, &plan).await?;
+        }
+        let body = json!({"id": tenant, "name": tenant, "plan": BENCH_PLAN});
+        let answer = post(&http, &format!("{address}/api/v1/tenants"), operator_token, &body).await?;
         let token = answer["token"].as_str().context("the tenant answer carries no token")?.to_owned();
         Ok(Self { http, address: address.to_owned(), token, tenant: tenant.to_owned() })
     }
