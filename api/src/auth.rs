@@ -200,6 +200,16 @@ impl Permission for Write {
     const NAME: &'static str = "write";
 }
 
+/// Attach to a running task (`runs:attach`): the roles that can start runs. Run tokens never can.
+pub struct Attach;
+
+impl Permission for Attach {
+    fn granted(role: Role) -> bool {
+        Write::granted(role)
+    }
+    const NAME: &'static str = "runs:attach";
+}
+
 impl Permission for Admin {
     fn granted(role: Role) -> bool {
         role == Role::Admin

@@ -104,6 +104,24 @@ pub struct Config {
     pub s3_part_size_bytes: u64,
     /// Object limits and expiry.
     pub objects: ObjectSettings,
+    /// Attaching to running tasks (docs/attach.md).
+    pub attach: AttachSettings,
+}
+
+/// Attaching to running tasks (`…/tasks/{task}/attach`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachSettings {
+    /// Whether attach is offered at all; `false` answers 403 `attach_disabled` to everyone.
+    pub enabled: bool,
+    /// An attach session ends after this long, in seconds, whatever it is doing.
+    pub max_session_s: u64,
+}
+
+impl Default for AttachSettings {
+    fn default() -> Self {
+        Self { enabled: true, max_session_s: 3600 }
+    }
 }
 
 /// The object store backend.
@@ -445,6 +463,7 @@ impl Default for Config {
             s3_secret_access_key: None,
             s3_part_size_bytes: 8 * 1024 * 1024,
             objects: ObjectSettings::default(),
+            attach: AttachSettings::default(),
         }
     }
 }

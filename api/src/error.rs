@@ -217,6 +217,24 @@ fn mime_problem() -> actix_web::mime::Mime {
     "application/problem+json".parse().unwrap_or(actix_web::mime::APPLICATION_JSON)
 }
 
+impl From<gofer_core::scheduler::SchedulerError> for ApiError {
+    fn from(err: gofer_core::scheduler::SchedulerError) -> Self {
+        use gofer_core::scheduler::SchedulerError;
+        match err {
+            SchedulerError::NotFound(_) => {
+                ApiError::Conflict { code: "task_not_running", detail: "the task is not running (any more)".into() }
+            }
+            SchedulerError::Unsupported { .. } => {
+                ApiError::Conflict { code: "attach_unsupported", detail: err.to_string() }
+            }
+            SchedulerError::Rejected(detail) => ApiError::InvalidParameter { code: "invalid_command", detail },
+            SchedulerError::Unavailable(detail) => {
+                ApiError::Unavailable(format!("the scheduler is unavailable: {detail}"))
+            }
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
@@ -258,6 +276,9 @@ impl From<EngineError> for ApiError {
             }
             EngineError::PipelineHasRuns(_) => {
                 ApiError::Conflict { code: "pipeline_has_runs", detail: err.to_string() }
+            }
+            EngineError::TaskNotRunning { .. } => {
+                ApiError::Conflict { code: "task_not_running", detail: err.to_string() }
             }
             EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
             EngineError::QuotaExceeded(e) => ApiError::Forbidden { code: "quota_exceeded", detail: e.to_string() },

@@ -67,6 +67,7 @@ use crate::routes;
         routes::inspect::timeline_of,
         routes::inspect::debug,
         routes::logs::task_logs,
+        routes::attach::attach,
         routes::objects::put_pipeline_object,
         routes::objects::get_pipeline_object,
         routes::objects::delete_pipeline_object,

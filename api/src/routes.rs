@@ -2,6 +2,7 @@
 
 use actix_web::web;
 
+pub(crate) mod attach;
 pub(crate) mod configs;
 pub(crate) mod deployments;
 pub(crate) mod events;
@@ -79,6 +80,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(runs::list_tasks)
         .service(runs::get_task)
         .service(logs::task_logs)
+        .service(attach::attach)
         .service(objects::list_pipeline_objects)
         .service(objects::put_pipeline_object)
         .service(objects::get_pipeline_object)

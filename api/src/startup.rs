@@ -48,6 +48,10 @@ pub struct AppState {
     pub ip_blocks: Arc<crate::limits::IpBlocks>,
     /// Pipeline and run objects.
     pub objects: gofer_objects::Objects,
+    /// The scheduler the engine runs tasks on (attach execs through it).
+    pub scheduler: Arc<dyn Scheduler>,
+    /// The API's URL as tasks see it (`GOFER_API_URL`).
+    pub api_url: String,
 }
 
 /// A built server, bound and ready to run.
@@ -129,7 +133,9 @@ impl Application {
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
-        let engine = Engine::new(pool.clone(), scheduler, logs.clone(), engine_config(&config, port))
+        let engine_config = engine_config(&config, port);
+        let api_url = engine_config.api_url.clone();
+        let engine = Engine::new(pool.clone(), scheduler.clone(), logs.clone(), engine_config)
             .with_run_tokens(run_tokens.clone())
             .with_secrets(secrets.clone())
             .spawn();
@@ -190,6 +196,8 @@ impl Application {
             secrets,
             ip_blocks,
             objects,
+            scheduler,
+            api_url,
         });
         let server = HttpServer::new(move || {
             App::new()

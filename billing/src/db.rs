@@ -21,6 +21,7 @@ struct PlanRow {
     requests_per_minute: i32,
     node_pool: Option<String>,
     allow_network: bool,
+    allow_attach: bool,
 }
 
 impl From<PlanRow> for Plan {
@@ -39,6 +40,7 @@ impl From<PlanRow> for Plan {
             requests_per_minute: u(r.requests_per_minute),
             node_pool: r.node_pool,
             allow_network: r.allow_network,
+            allow_attach: r.allow_attach,
         }
     }
 }
@@ -46,7 +48,7 @@ impl From<PlanRow> for Plan {
 macro_rules! plan_columns {
     () => {
         "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
-         task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network"
+         task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach"
     };
 }
 
@@ -62,7 +64,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
         "INSERT INTO plans (",
         plan_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(&p.id)
     .bind(&p.name)
@@ -76,6 +78,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
     .bind(i(p.requests_per_minute))
     .bind(&p.node_pool)
     .bind(p.allow_network)
+    .bind(p.allow_attach)
     .execute(pool)
     .await?;
     Ok(())
@@ -85,11 +88,11 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
     let done = sqlx::query(
         "UPDATE plans SET name = $2, max_concurrent_tasks = $3, max_task_timeout_s = $4, max_run_duration_s = $5,
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
-             requests_per_minute = $10, node_pool = $11, allow_network = $12,
+             requests_per_minute = $10, node_pool = $11, allow_network = $12, allow_attach = $13,
              modified_at = CASE WHEN (name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis,
                                       max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute,
-                                      node_pool, allow_network)
-                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                      node_pool, allow_network, allow_attach)
+                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
     )
@@ -105,6 +108,7 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
     .bind(i(p.requests_per_minute))
     .bind(&p.node_pool)
     .bind(p.allow_network)
+    .bind(p.allow_attach)
     .execute(pool)
     .await?
     .rows_affected();

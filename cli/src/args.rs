@@ -93,6 +93,20 @@ pub enum Command {
         #[arg(long)]
         attempt: Option<u32>,
     },
+    /// Run a command (default: a shell) inside a running task. With a terminal on stdin the
+    /// command gets a terminal of the same size (raw mode: keys go to the task, Ctrl-D ends a
+    /// shell); otherwise stdin is piped. Exits with the command's exit code (3 on an API error).
+    Attach {
+        pipeline: String,
+        run: String,
+        task: String,
+        /// Never allocate a terminal, even when stdin is one.
+        #[arg(long, short = 'T')]
+        no_tty: bool,
+        /// The command and its arguments, after `--` (default: /bin/sh).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// The tenant's events.
     #[command(subcommand)]
     Event(EventCommand),

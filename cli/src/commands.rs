@@ -47,6 +47,9 @@ pub(crate) async fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError
         Command::Logs { pipeline, run, task, follow, attempt } => {
             runs::logs(ctx, &pipeline, &run, &task, follow, attempt).await
         }
+        Command::Attach { pipeline, run, task, no_tty, command } => {
+            crate::attach::attach(ctx, &pipeline, &run, &task, command, no_tty).await
+        }
         Command::Event(c) => runs::events(ctx, c).await,
         Command::Debug(c) => debug::run(ctx, c).await,
         Command::Secret(c) => storage::secret(ctx, c).await,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId};
 
 pub mod args;
+mod attach;
 mod commands;
 mod output;
 mod settings;
@@ -34,6 +35,17 @@ pub enum CliError {
     /// A local file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// The attached command ended with this exit code (nothing to print).
+    #[error("the command exited with code {0}")]
+    CommandExited(i32),
+    /// The server ended an attach session with an error.
+    #[error("{code}: {detail}")]
+    Attach {
+        /// Stable code (`task_not_running`, …).
+        code: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The watched run ended without success.
     #[error("run {run} ended {status}")]
     RunUnsuccessful {
@@ -49,7 +61,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Io(_) => EXIT_USAGE,
-            CliError::Api(_) => EXIT_API,
+            CliError::Api(_) | CliError::Attach { .. } => EXIT_API,
+            // Exit codes are a byte; a signal death (128 + n) fits, anything else wraps like a shell's.
+            CliError::CommandExited(code) => u8::try_from(code.rem_euclid(256)).unwrap_or(1),
             CliError::RunUnsuccessful { .. } => EXIT_RUN_FAILED,
         }
     }
@@ -113,7 +127,7 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
         Err(e) => {
             match &e {
                 // The live view already said how the run ended.
-                CliError::RunUnsuccessful { .. } => {}
+                CliError::RunUnsuccessful { .. } | CliError::CommandExited(_) => {}
                 CliError::Api(gofer_sdk::Error::Api(problem)) => {
                     eprintln!("error: {} ({}): {}", problem.code, problem.status, problem.detail)
                 }

@@ -455,6 +455,13 @@ pub struct Plan {
     /// Whether tasks may reach the network (false on the trial plan: Nomad `network_mode = "none"`).
     #[serde(default = "default_allow_network")]
     pub allow_network: bool,
+    /// Whether the tenant's tokens may attach to running tasks (false on the trial plan).
+    #[serde(default = "default_allow_attach")]
+    pub allow_attach: bool,
+}
+
+fn default_allow_attach() -> bool {
+    true
 }
 
 fn default_allow_network() -> bool {
@@ -582,6 +589,7 @@ mod plan_tests {
             requests_per_minute: 60,
             node_pool: None,
             allow_network: true,
+            allow_attach: true,
         }
     }
 

@@ -146,6 +146,87 @@ pub enum SchedulerError {
     /// No job with this id.
     #[error("no such job: {0}")]
     NotFound(String),
+    /// This scheduler cannot do what was asked (for example exec into a task).
+    #[error("the {scheduler} scheduler does not support {operation}")]
+    Unsupported {
+        /// The scheduler's [`Scheduler::name`].
+        scheduler: &'static str,
+        /// What was asked (`exec`).
+        operation: &'static str,
+    },
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+}
+
+/// A command to run inside a running job ([`Scheduler::exec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The job (task execution) to enter.
+    pub job_id: String,
+    /// The task's name inside the job (Nomad's task name); the local sandbox has one task per job.
+    pub task: TaskId,
+    /// The argv to run; not empty.
+    pub command: Vec<String>,
+    /// Run under a pseudo-terminal (stdout and stderr then arrive merged as stdout).
+    pub tty: bool,
+    /// The terminal's initial size, with `tty`.
+    pub size: Option<TerminalSize>,
+    /// Environment for the command where the scheduler sets it (the local sandbox: exactly this,
+    /// plus `PATH`/`HOME` defaults; Nomad: the task's own environment, this is ignored). Callers
+    /// pass the task's non-secret variables only.
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a client sends into an exec session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    /// Bytes for the command's stdin.
+    Stdin(Vec<u8>),
+    /// End of stdin.
+    CloseStdin,
+    /// The terminal was resized (only meaningful with a tty).
+    Resize(TerminalSize),
+}
+
+/// What an exec session produces, in order; [`ExecOutput::Exited`] is the last item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    /// Bytes from stdout (with a tty: the terminal's output).
+    Stdout(Vec<u8>),
+    /// Bytes from stderr.
+    Stderr(Vec<u8>),
+    /// The command ended with this exit code (128 + signal number when killed by a signal).
+    Exited(i32),
+    /// The session broke before the command's end was known.
+    Failed(String),
+}
+
+/// The sending half of an exec session.
+pub trait ExecInputSink: Send + Sync {
+    /// Sends input; fails once the session is over.
+    fn send(&self, input: ExecInput) -> BoxFuture<'_, Result<(), SchedulerError>>;
+}
+
+/// A running exec: input goes into `input`, output comes out of `output` until it ends (after
+/// [`ExecOutput::Exited`] or [`ExecOutput::Failed`]). Dropping both ends the command.
+pub struct ExecSession {
+    /// Where stdin and resizes go.
+    pub input: Box<dyn ExecInputSink>,
+    /// Output, then the exit.
+    pub output: Pin<Box<dyn futures_core::Stream<Item = ExecOutput> + Send>>,
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecSession")
+    }
 }
 
 /// Runs task executions somewhere. Implementations must be idempotent on `job_id`.
@@ -176,5 +257,12 @@ pub trait Scheduler: Send + Sync + 'static {
     /// The node (host) the job runs or ran on, once placed.
     fn node<'a>(&'a self, _job_id: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async { None })
+    }
+
+    /// Runs a command inside the running job (attach). Schedulers that cannot answer
+    /// [`SchedulerError::Unsupported`]; a job that is not running answers [`SchedulerError::NotFound`].
+    fn exec<'a>(&'a self, _request: &'a ExecRequest) -> BoxFuture<'a, Result<ExecSession, SchedulerError>> {
+        let scheduler = self.name();
+        Box::pin(async move { Err(SchedulerError::Unsupported { scheduler, operation: "exec" }) })
     }
 }

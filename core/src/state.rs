@@ -220,6 +220,9 @@ wire_enum!(
         ObjectEvicted => "object_evicted",
         /// Run objects of old runs expired; the payload has the run and how many.
         RunObjectsExpired => "run_objects_expired",
+        /// Someone attached to a running task execution; the payload has the token id, the
+        /// attempt, the command and whether it had a tty (never any input).
+        TaskAttached => "task_attached",
     }
 );
 

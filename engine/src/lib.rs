@@ -1,6 +1,7 @@
 //! Gofer's run engine: pipelines and their config versions, runs, the Postgres run queue, dispatch
 //! to a [`Scheduler`](gofer_core::scheduler::Scheduler), monitoring, DAG release and log capture.
 
+pub mod attach;
 mod cancel;
 mod db;
 pub mod deployments;
@@ -57,6 +58,14 @@ pub enum EngineError {
     /// No such attempt of the task execution.
     #[error("attempt {0} does not exist for this task")]
     AttemptNotFound(u32),
+    /// The task execution is not running, so it cannot be attached to.
+    #[error("task {task} is {state}, not running: only a running task can be attached to")]
+    TaskNotRunning {
+        /// The task.
+        task: TaskId,
+        /// Where it is instead.
+        state: gofer_core::TaskState,
+    },
     /// The attempt's log was removed after the retention period.
     #[error("the log of attempt {0} was removed after the retention period")]
     LogsExpired(u32),

@@ -85,8 +85,8 @@ pub(crate) async fn record_claims<'a>(
 /// The environment a task sees: system values, overridden by the task's env, overridden by run
 /// variables; Gofer's own `GOFER_*` variables last, so nothing can shadow them (config validation
 /// already refuses the prefix).
-fn task_env(
-    inner: &Inner,
+pub(crate) fn task_env(
+    api_url: &str,
     key: &TaskKey,
     attempt: u32,
     task: &TaskConfig,
@@ -94,7 +94,7 @@ fn task_env(
 ) -> BTreeMap<String, String> {
     let mut env = task.env.clone();
     env.extend(run_variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.insert("GOFER_API_URL".into(), inner.config.api_url.clone());
+    env.insert("GOFER_API_URL".into(), api_url.to_owned());
     env.insert("GOFER_NAMESPACE_ID".into(), key.run.pipeline.namespace.to_string());
     env.insert("GOFER_PIPELINE_ID".into(), key.run.pipeline.pipeline.to_string());
     env.insert("GOFER_RUN_ID".into(), key.run.run.to_string());
@@ -129,7 +129,7 @@ fn build_spec(
         image: task.image.clone(),
         command: task.command.clone(),
         entrypoint: task.entrypoint.clone(),
-        env: task_env(inner, key, attempt, task, variables),
+        env: task_env(&inner.config.api_url, key, attempt, task, variables),
         timeout,
         cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),

@@ -129,7 +129,7 @@ impl Job {
     }
 
     /// The host pid of the sandbox's pid 1, once bwrap has written `info.json`.
-    async fn init_pid(&self) -> Option<Pid> {
+    pub(crate) async fn init_pid(&self) -> Option<Pid> {
         let info = tokio::fs::read(&self.paths.info).await.ok()?;
         process::init_pid_from_info(&info)
     }

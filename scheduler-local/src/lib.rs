@@ -32,11 +32,17 @@
 //! A sandbox dies with the server (`--die-with-parent`): after a restart, a job without a result is
 //! [`TaskObservation::Unknown`].
 //!
+//! # Attach
+//! [`Scheduler::exec`] runs a command inside a running sandbox with `nsenter` (same namespaces,
+//! same unprivileged user, `/job`), on a pty or on pipes: see `exec.rs`. Only jobs started by this
+//! server process can be entered.
+//!
 //! # Processes
 //! A job is `bwrap` (the launcher tokio waits for) → the sandbox's pid 1 (bwrap's reaper) → the task.
 //! The launcher exits with the task's status before pid 1 is gone, so pid 1 is orphaned and reaped by
 //! the host's init; when this server is itself pid 1 (a container without an init), it reaps them.
 
+mod exec;
 mod job;
 mod layout;
 mod operations;
@@ -49,7 +55,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gofer_core::scheduler::{BoxFuture, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec};
+use gofer_core::scheduler::{
+    BoxFuture, ExecRequest, ExecSession, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec,
+};
 
 use crate::job::Job;
 use crate::sandbox::Tools;
@@ -177,6 +185,10 @@ impl Scheduler for LocalScheduler {
 
     fn purge<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.purge_job(job_id))
+    }
+
+    fn exec<'a>(&'a self, request: &'a ExecRequest) -> BoxFuture<'a, Result<ExecSession, SchedulerError>> {
+        Box::pin(self.exec_job(request))
     }
 
     /// Every job runs on this host.

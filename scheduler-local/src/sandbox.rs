@@ -14,7 +14,7 @@ use crate::{LocalSchedulerConfig, LocalSchedulerError};
 pub(crate) const SANDBOX_UID: u32 = 65534;
 
 /// `PATH` inside the sandbox unless the spec sets one.
-const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// `PATH` for the wrapper processes outside the sandbox; the tools themselves are run by absolute path.
 pub(crate) const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -29,9 +29,13 @@ const WRAPPER_SCRIPT: &str = r#"info=$1; shift; exec "$@" 3>"$info" 4<&0 </dev/n
 #[derive(Debug, Clone)]
 pub(crate) struct Tools {
     sh: PathBuf,
+    /// For attach (`nsenter` into a running sandbox); absent: exec answers unavailable.
+    pub(crate) nsenter: Option<PathBuf>,
+    /// For attach with a tty (`setsid -c` inside the sandbox).
+    pub(crate) setsid: Option<PathBuf>,
     /// Present when the server runs as root: the sandbox is then started as uid 65534 on the host.
     setpriv: Option<PathBuf>,
-    prlimit: PathBuf,
+    pub(crate) prlimit: PathBuf,
     bwrap: PathBuf,
 }
 
@@ -42,6 +46,8 @@ impl Tools {
             |name: &'static str| find_program(Path::new(name)).ok_or(LocalSchedulerError::ToolNotFound { tool: name });
         Ok(Self {
             sh: tool("sh")?,
+            nsenter: find_program(Path::new("nsenter")),
+            setsid: find_program(Path::new("setsid")),
             setpriv: if privileged { Some(tool("setpriv")?) } else { None },
             prlimit: tool("prlimit")?,
             bwrap: find_program(bwrap)
@@ -192,10 +198,19 @@ pub(crate) fn check_spec(spec: &TaskSpec) -> Result<(), SchedulerError> {
     if spec.entrypoint.as_ref().is_some_and(|e| e.is_empty() || e[0].is_empty()) {
         return reject("the entrypoint is empty".to_owned());
     }
-    if spec.command.iter().chain(spec.entrypoint.iter().flatten()).any(|arg| arg.contains('\0')) {
+    check_process(spec.command.iter().chain(spec.entrypoint.iter().flatten()), &spec.env)
+}
+
+/// Refuses an argv or environment that cannot be passed to a process (NUL bytes, bad names).
+pub(crate) fn check_process<'a>(
+    argv: impl IntoIterator<Item = &'a String>,
+    env: &BTreeMap<String, String>,
+) -> Result<(), SchedulerError> {
+    let reject = |what: String| Err(SchedulerError::Rejected(what));
+    if argv.into_iter().any(|arg| arg.contains('\0')) {
         return reject("the command contains a NUL byte".to_owned());
     }
-    for (key, value) in &spec.env {
+    for (key, value) in env {
         if key.is_empty() || key.contains(['=', '\0']) {
             return reject(format!("invalid environment variable name {key:?}"));
         }
@@ -261,6 +276,8 @@ mod tests {
     fn env_values_stay_off_the_command_line() {
         let tools = Tools {
             sh: "/bin/sh".into(),
+            nsenter: None,
+            setsid: None,
             setpriv: None,
             prlimit: "/usr/bin/prlimit".into(),
             bwrap: "/usr/bin/bwrap".into(),

@@ -296,7 +296,7 @@ pub fn decode_frames(body: &[u8]) -> Result<Vec<u8>, NomadError> {
 
 /// Job ids are made of identifier characters and digits, but encode anyway: a path segment must
 /// never carry a `/` or `?` through.
-fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -15,11 +15,13 @@
 //! `/v1/job/:id/allocations`. Logs are read from `/v1/client/fs/logs/:alloc`, stdout then stderr
 //! per read, as one combined stream (see [`NomadScheduler::read_logs`] for the takeover caveat).
 //!
-//! Exec/attach (`/v1/client/allocation/:id/exec`) is not implemented yet: the trait has no
-//! attach operation so far.
+//! # Exec (attach)
+//! [`Scheduler::exec`] opens `/v1/client/allocation/:id/exec` (a websocket) on the job's running
+//! allocation; see `exec.rs`.
 
 mod client;
 mod config;
+mod exec;
 pub mod job;
 mod state;
 mod watch;
@@ -28,7 +30,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gofer_core::scheduler::{BoxFuture, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec};
+use gofer_core::scheduler::{
+    BoxFuture, ExecRequest, ExecSession, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec,
+};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -69,6 +73,7 @@ pub struct NomadScheduler {
     namespaces: Mutex<std::collections::HashSet<String>>,
     logs: Mutex<HashMap<String, LogCursor>>,
     stream: Option<tokio::task::JoinHandle<()>>,
+    exec: exec::ExecClient,
 }
 
 impl Drop for NomadScheduler {
@@ -93,6 +98,7 @@ impl NomadScheduler {
             return Err(NomadSetupError::Invalid("task_user must not be root".into()));
         }
         let client = Client::new(&config)?;
+        let exec = exec::ExecClient::new(&config, config.addr.trim_end_matches('/'))?;
         let tracker = Arc::new(Tracker::default());
         let stream = match tokio::runtime::Handle::try_current() {
             Ok(handle) if config.event_stream => Some(handle.spawn(watch::follow(client.clone(), tracker.clone()))),
@@ -107,6 +113,7 @@ impl NomadScheduler {
             namespaces: Mutex::new(Default::default()),
             logs: Mutex::new(HashMap::new()),
             stream,
+            exec,
         })
     }
 
@@ -254,6 +261,17 @@ impl NomadScheduler {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(job_id = %request.job_id, tty = request.tty), err)]
+    async fn exec_job(&self, request: &ExecRequest) -> Result<ExecSession, SchedulerError> {
+        let not_running = || SchedulerError::NotFound(format!("job {} is not running", request.job_id));
+        let known = self.known(&request.job_id).await?.ok_or_else(not_running)?;
+        let alloc = self.allocation(&request.job_id, &known.namespace).await?.ok_or_else(not_running)?;
+        if alloc.client_status != "running" {
+            return Err(not_running());
+        }
+        self.exec.exec(&known.namespace, &alloc.id, TASK, request).await
+    }
+
     async fn node_of(&self, job_id: &str) -> Option<String> {
         if let Some(node) = self.tracker.any(job_id).and_then(|a| a.node()) {
             return Some(node);
@@ -298,5 +316,9 @@ impl Scheduler for NomadScheduler {
 
     fn node<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(self.node_of(job_id))
+    }
+
+    fn exec<'a>(&'a self, request: &'a ExecRequest) -> BoxFuture<'a, Result<ExecSession, SchedulerError>> {
+        Box::pin(self.exec_job(request))
     }
 }

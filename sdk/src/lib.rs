@@ -9,6 +9,7 @@ pub use gofer_core as core;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod attach;
 mod billing;
 pub mod builder;
 pub mod objects;
@@ -20,6 +21,7 @@ mod secrets;
 mod stream;
 mod tenancy;
 
+pub use attach::{AttachEvent, AttachOptions, AttachReader, AttachWriter};
 pub use billing::{MonthToDate, UsageGroupBy, UsageQuery, UsageReport};
 pub use builder::{Pipeline, Task};
 pub use gofer_core::Condition;

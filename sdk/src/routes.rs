@@ -126,6 +126,8 @@ routes! {
     LIST_ATTEMPTS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts";
     /// A task execution's log, whole or followed.
     TASK_LOGS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs";
+    /// Run a command inside a running task (websocket).
+    ATTACH_TASK = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attach";
 
     /// Success rate and durations of a pipeline's runs over the last 7 and 30 days.
     PIPELINE_STATS = "GET" "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/stats";

@@ -16,8 +16,10 @@
 //! What a task "does" comes from its driver config, as the fake scheduler reads commands:
 //! `["echo", words…]` prints them and exits 0, `["sleep", "<s>"]` runs that long and exits 0,
 //! `["exit", "<code>"]` exits with it (a line on stderr), `["oom"]` is OOM-killed; an image naming
-//! `does-not-exist` fails to pull. Nodes are named `<node pool>-node-1`.
+//! `does-not-exist` fails to pull. Nodes are named `<node pool>-node-1`. Exec (the
+//! `/v1/client/allocation/:id/exec` websocket) runs a few commands of its own: see `exec.rs`.
 
+mod exec;
 mod spec;
 
 use std::collections::HashMap;
@@ -138,10 +140,15 @@ impl NomadDouble {
             events,
         });
         let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(handle)))
-            .workers(2)
-            .bind("127.0.0.1:0")
-            .expect("the Nomad double binds");
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/v1/client/allocation/{alloc}/exec", web::get().to(exec::exec))
+                .default_service(web::to(handle))
+        })
+        .workers(2)
+        .bind("127.0.0.1:0")
+        .expect("the Nomad double binds");
         let address = format!("http://{}", server.addrs()[0]);
         let server = server.run();
         let handle = server.handle();

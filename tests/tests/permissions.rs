@@ -90,7 +90,7 @@ async fn every_route_is_listed_and_its_permission_holds() {
             "operator" => vec![&admin],
             "token_manager" => vec![&read, &write],
             "read" => vec![&operator],
-            "write" => vec![&operator, &read],
+            "write" | "runs:attach" => vec![&operator, &read],
             "admin" => vec![&operator, &read, &write],
             other => panic!("unknown permission {other:?} for {method} {route}"),
         };
@@ -143,7 +143,7 @@ async fn seed_tenant<'a>(app: &'a TestApp, ids: &Ids) -> gofer_tests::TenantClie
 /// answer for ids that exist nowhere, and lists must not show the owner's data.
 async fn probe(prober: &gofer_tests::TenantClient<'_>, owner: &Ids, owner_token_id: &str) {
     for (method, route, permission) in permission_table() {
-        if !["read", "write", "admin", "token_manager"].contains(&permission.as_str()) {
+        if !["read", "write", "admin", "token_manager", "runs:attach"].contains(&permission.as_str()) {
             continue;
         }
         let path = concrete_for(&route, owner, owner_token_id);

@@ -63,7 +63,7 @@ pub(crate) struct TaskPath {
 }
 
 impl TaskPath {
-    fn key(self, tenant: &gofer_core::TenantId) -> Result<TaskKey, ApiError> {
+    pub(crate) fn key(self, tenant: &gofer_core::TenantId) -> Result<TaskKey, ApiError> {
         let task = TaskId::parse(self.task)?;
         let run = RunPath { namespace: self.namespace, pipeline: self.pipeline, run: self.run }.key(tenant)?;
         Ok(TaskKey { run, task })

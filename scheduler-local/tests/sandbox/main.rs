@@ -5,6 +5,8 @@
 
 mod support;
 
+mod attach;
+
 mod ending;
 mod isolation;
 mod lifecycle;

@@ -6,6 +6,9 @@
 //! - `GET /v1/event/stream` (query `topic`, `namespace`, `index`) — Nomad 1.0+, docs `api-docs/events`.
 //! - `GET /v1/client/fs/logs/{allocID}` (query `task`, `type`, `follow`, `offset`, `origin`, `plain`)
 //!   — docs `api-docs/client#stream-logs`.
+//! - `GET /v1/client/allocation/{allocID}/exec` (query `task`, `command`, `tty`, `ws_handshake`,
+//!   `namespace`), a websocket — docs `api-docs/allocations#exec-allocation`; its frames are
+//!   checked by [`check_exec_frame`] against protocols.md §1.6.
 //! - `Job.NodePool` (Nomad 1.6+) and `TaskGroup.MaxRunDuration` (Nomad 2.0.3+).
 
 use serde_json::Value;
@@ -17,7 +20,28 @@ const NEWER_FIELDS: &[(&str, &str)] = &[("Job", "NodePool"), ("TaskGroup", "MaxR
 const NEWER_ENDPOINTS: &[(&str, &str, &[&str])] = &[
     ("GET", "/event/stream", &["topic", "namespace", "index", "region"]),
     ("GET", "/client/fs/logs/{allocID}", &["task", "type", "follow", "offset", "origin", "plain", "region"]),
+    ("GET", "/client/allocation/{allocID}/exec", &["task", "command", "tty", "ws_handshake", "namespace", "region"]),
 ];
+
+/// Checks one client → Nomad exec frame: `{"stdin":{"data":"<b64>"}}`, `{"stdin":{"close":true}}`,
+/// `{"tty_size":{"height":H,"width":W}}` or the heartbeat `{}`; nothing else.
+pub fn check_exec_frame(frame: &Value) -> Result<(), String> {
+    let object = frame.as_object().ok_or_else(|| format!("exec frame is not an object: {frame}"))?;
+    let ok = match object.iter().collect::<Vec<_>>().as_slice() {
+        [] => true,
+        [(key, inner)] if key.as_str() == "stdin" => match inner.as_object() {
+            Some(o) if o.len() == 1 => {
+                o.get("data").is_some_and(Value::is_string) || o.get("close").is_some_and(Value::is_boolean)
+            }
+            _ => false,
+        },
+        [(key, inner)] if key.as_str() == "tty_size" => {
+            inner.as_object().is_some_and(|o| o.len() == 2 && o["height"].is_u64() && o["width"].is_u64())
+        }
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(format!("unknown exec frame {frame}")) }
+}
 
 /// The loaded spec.
 pub struct Spec {
