@@ -367,3 +367,36 @@ async fn secrets_objects_stats_usage_ip_blocks_and_trials_have_working_commands(
     let converted = gofer_as(&app.address, &app.operator_token, &args, None).await.json();
     assert_eq!(converted["id"], tenant.as_str(), "{converted}");
 }
+
+#[tokio::test]
+async fn attach_runs_a_command_in_a_running_task_once_and_exits_with_its_code() {
+    let app = spawn_app().await;
+    let acme = setup(&app).await;
+    let config = json!({"name": "Sleepy", "tasks": [
+        {"id": "nap", "image": "debian:12", "command": ["sh", "-c", "echo ready; sleep 60"]}
+    ]});
+    acme.register("builds", "sleepy", config).await;
+    let run_id = acme.start_run("builds", "sleepy").await;
+    let run = run_id.to_string();
+    gofer_tests::wait_until("the task is ready", std::time::Duration::from_secs(30), || async {
+        gofer(&acme, &["logs", "sleepy", &run, "nap"]).await.stdout.contains("ready")
+    })
+    .await;
+
+    // stdin is not a terminal here: pipes, stdout and stderr apart, each byte exactly once.
+    let hello = gofer(&acme, &["attach", "sleepy", &run, "nap", "--", "echo", "hello"]).await;
+    assert_eq!((hello.code, hello.stdout.as_str(), hello.stderr.as_str()), (0, "hello\n", ""), "{hello:?}");
+    let failing = gofer(&acme, &["attach", "sleepy", &run, "nap", "--", "sh", "-c", "echo no >&2; exit 5"]).await;
+    assert_eq!((failing.code, failing.stdout.as_str(), failing.stderr.as_str()), (5, "", "no\n"), "{failing:?}");
+    let piped =
+        gofer_as(&acme.app.address, &acme.token, &["attach", "sleepy", &run, "nap", "--", "cat"], Some("piped in\n"))
+            .await;
+    assert_eq!((piped.code, piped.stdout.as_str()), (0, "piped in\n"), "{piped:?}");
+
+    // A task that is over cannot be attached to: an API error, exit 3.
+    assert_eq!(gofer(&acme, &["run", "cancel", "sleepy", &run]).await.code, 0);
+    acme.wait_for_run("builds", "sleepy", run_id, std::time::Duration::from_secs(30)).await;
+    let over = gofer(&acme, &["attach", "sleepy", &run, "nap", "--", "true"]).await;
+    assert_eq!(over.code, 3, "{over:?}");
+    assert!(over.stderr.contains("task_not_running"), "{over:?}");
+}

@@ -11,7 +11,7 @@ namespace "gofer-*" {
     "read-job",     # jobs, allocations, the Allocation event stream topic
     "list-jobs",    # find a job's namespace after a takeover (GET /v1/jobs?prefix=…&namespace=*)
     "read-logs",    # /v1/client/fs/logs
-    "alloc-exec",   # attach (later issue)
+    "alloc-exec",   # attach: /v1/client/allocation/:id/exec (docs/attach.md)
   ]
   variables {
     # Registry credentials of private images, one variable per job.

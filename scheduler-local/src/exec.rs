@@ -54,7 +54,7 @@ impl ExecInputSink for ChannelSink {
 
 impl LocalScheduler {
     /// Starts `request.command` inside the running job `request.job_id`.
-    #[tracing::instrument(skip_all, fields(job_id = %request.job_id, tty = request.tty), err)]
+    #[tracing::instrument(skip_all, fields(job_id = %request.job_id, tty = request.tty), err(level = "debug"))]
     pub(crate) async fn exec_job(&self, request: &ExecRequest) -> Result<ExecSession, SchedulerError> {
         if request.command.first().is_none_or(String::is_empty) {
             return Err(SchedulerError::Rejected("the command is empty".into()));

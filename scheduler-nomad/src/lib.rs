@@ -261,7 +261,7 @@ impl NomadScheduler {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %request.job_id, tty = request.tty), err)]
+    #[tracing::instrument(skip_all, fields(job_id = %request.job_id, tty = request.tty), err(level = "debug"))]
     async fn exec_job(&self, request: &ExecRequest) -> Result<ExecSession, SchedulerError> {
         let not_running = || SchedulerError::NotFound(format!("job {} is not running", request.job_id));
         let known = self.known(&request.job_id).await?.ok_or_else(not_running)?;

@@ -1,6 +1,9 @@
 //! Attach end to end: the real server, the websocket route, the engine's checks and the local
 //! sandbox scheduler's exec into a running bubblewrap sandbox, against real Postgres.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use gofer_core::{EventKind, NamespaceId, PipelineId, RunId, TaskId, TaskState};
