@@ -283,9 +283,8 @@ impl From<EngineError> for ApiError {
             EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
             EngineError::QuotaExceeded(e) => ApiError::Forbidden { code: "quota_exceeded", detail: e.to_string() },
             EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
-            other @ (EngineError::Corrupt(_) | EngineError::Logs(_) | EngineError::Database(_)) => {
-                ApiError::internal(other)
-            }
+            EngineError::Database(e) => database(e),
+            other @ (EngineError::Corrupt(_) | EngineError::Logs(_)) => ApiError::internal(other),
         }
     }
 }
@@ -311,9 +310,27 @@ impl From<TenantsError> for ApiError {
             TenantsError::TokenNotFound(id) => {
                 ApiError::NotFound { code: "token_not_found", detail: format!("token {id} does not exist") }
             }
-            other @ (TenantsError::WeakBootstrapToken | TenantsError::Database(_)) => ApiError::internal(other),
+            TenantsError::Database(e) => database(e),
+            other @ TenantsError::WeakBootstrapToken => ApiError::internal(other),
         }
     }
+}
+
+/// A database error. A data exception (SQLSTATE class 22: a NUL character, which Postgres text
+/// and JSONB cannot hold, a value out of its column's range or syntax) comes from a value in the
+/// request that validation let through: the client's error, answered 400 `invalid_value` (and
+/// logged, so the missing validation gets added). Anything else is internal.
+fn database(err: sqlx::Error) -> ApiError {
+    if let sqlx::Error::Database(db) = &err
+        && db.code().is_some_and(|code| code.starts_with("22"))
+    {
+        tracing::warn!(error = %err, "a request value the database cannot store");
+        return ApiError::InvalidParameter {
+            code: "invalid_value",
+            detail: "a value in the request cannot be stored (for example it holds a NUL character)".into(),
+        };
+    }
+    ApiError::internal(err)
 }
 
 impl From<actix_web::error::JsonPayloadError> for ApiError {
@@ -346,7 +363,7 @@ impl From<gofer_billing::BillingError> for ApiError {
             e @ B::TrialRefused { .. } => ApiError::Forbidden { code: "trial_refused", detail: e.to_string() },
             e @ B::IpBlockNotFound(_) => ApiError::NotFound { code: "ip_block_not_found", detail: e.to_string() },
             B::Tenants(e) => e.into(),
-            e @ B::Database(_) => ApiError::internal(e),
+            B::Database(e) => database(e),
         }
     }
 }
@@ -370,7 +387,8 @@ impl From<gofer_secrets::SecretsError> for ApiError {
                 tracing::error!(error = %e, "secret store unavailable");
                 ApiError::Unavailable("the secret store is unavailable; try again".into())
             }
-            e @ (S::Store(SecretStoreError::Corrupt(_)) | S::Database(_)) => ApiError::internal(e),
+            S::Database(e) => database(e),
+            e @ S::Store(SecretStoreError::Corrupt(_)) => ApiError::internal(e),
         }
     }
 }
@@ -403,7 +421,8 @@ impl From<gofer_objects::ObjectsError> for ApiError {
                 tracing::warn!(%detail, "object store failure");
                 ApiError::Unavailable("the object store is unavailable; try again".into())
             }
-            other @ (E::Corrupt(_) | E::Database(_) | E::Events(_)) => ApiError::internal(other),
+            E::Database(e) => database(e),
+            other @ (E::Corrupt(_) | E::Events(_)) => ApiError::internal(other),
         }
     }
 }

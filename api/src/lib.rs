@@ -2,6 +2,7 @@
 //! errors as RFC 9457 problem details, pagination and the OpenAPI document.
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod jobs;

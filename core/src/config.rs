@@ -212,12 +212,6 @@ pub fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), Conf
     for (key, value) in env {
         check_env_key(&format!("{field}.{key}"), key)?;
         check_len(&format!("{field}.{key}"), value, MAX_STRING_LEN)?;
-        if value.contains('\0') {
-            return Err(ConfigError::InvalidField {
-                field: format!("{field}.{key}"),
-                reason: "must not contain NUL".into(),
-            });
-        }
     }
     Ok(())
 }
@@ -230,9 +224,14 @@ pub fn check_secret_name(field: &str, name: &str) -> Result<(), ConfigError> {
     })
 }
 
+/// Checks a string's length, and that it holds no NUL: Postgres text and JSONB cannot store one,
+/// so it would otherwise fail at insert time as a server error.
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ConfigError> {
     if value.len() > max {
         return Err(ConfigError::InvalidField { field: field.to_owned(), reason: format!("at most {max} bytes") });
+    }
+    if value.contains('\0') {
+        return Err(ConfigError::InvalidField { field: field.to_owned(), reason: "must not contain NUL".into() });
     }
     Ok(())
 }
@@ -281,9 +280,6 @@ impl ValidConfig {
             }
             for (j, arg) in task.command.iter().enumerate() {
                 check_len(&format!("tasks[{i}].command[{j}]"), arg, MAX_STRING_LEN)?;
-                if arg.contains('\0') {
-                    return Err(invalid(&format!("tasks[{i}].command[{j}]"), "must not contain NUL"));
-                }
             }
             check_env(&at("env"), &task.env)?;
             let timeout_s = task.timeout_s;
@@ -299,9 +295,6 @@ impl ValidConfig {
                 }
                 for (j, arg) in entrypoint.iter().enumerate() {
                     check_len(&format!("tasks[{i}].entrypoint[{j}]"), arg, MAX_STRING_LEN)?;
-                    if arg.contains('\0') {
-                        return Err(invalid(&format!("tasks[{i}].entrypoint[{j}]"), "must not contain NUL"));
-                    }
                 }
             }
             if task.cpu.is_some_and(|c| !CPU_RANGE.contains(&c)) {

@@ -22,8 +22,13 @@ pub fn classify(err: &serde_json::Error) -> JsonError {
     JsonError { code, message }
 }
 
-/// Parses a JSON body into `T`, classifying any error.
+/// Parses a JSON object body into `T`, classifying any error. Anything but an object is refused:
+/// serde would otherwise accept a struct written as an array of its fields in order.
 pub fn from_slice<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, JsonError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(JsonError { code: "invalid_json", message: "the body must be a JSON object".into() });
+    }
     serde_json::from_slice(body).map_err(|e| classify(&e))
 }
 
@@ -47,5 +52,8 @@ mod tests {
         assert_eq!(from_slice::<Body>(br#"{"id":"x","count":-1}"#).unwrap_err().code, "invalid_field");
         assert_eq!(from_slice::<Body>(br#"{"id":"x","#).unwrap_err().code, "invalid_json");
         assert_eq!(from_slice::<Body>(b"").unwrap_err().code, "invalid_json");
+        // A struct as an array of its fields is not the documented body.
+        assert_eq!(from_slice::<Body>(br#"["x", 1]"#).unwrap_err().code, "invalid_json");
+        assert_eq!(from_slice::<Body>(b" \n[]").unwrap_err().code, "invalid_json");
     }
 }

@@ -324,10 +324,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             }
         }
     };
-    copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
-    if let Err(e) = inner.logs.append(&log_key, &masker.finish()).await {
-        tracing::warn!(error = %e, "writing the task log failed");
-    }
+    drain_logs(inner, &log_key, &job_id, offset, &mut masker).await;
     // A task quicker than one observation was never seen running: its node is recorded with its end.
     let node = match started_marked || observation == TaskObservation::Unknown {
         true => None,
@@ -409,32 +406,72 @@ async fn start_through_outages(
     }
 }
 
+/// How many times the last copy of a finished task's output is tried, a monitor interval apart
+/// (doubling), before the rest of the output is given up: the scheduler or the log store may be
+/// briefly unavailable just as the task ends, and the output is then lost for good.
+const FINAL_LOG_COPY_TRIES: u32 = 8;
+
+/// Copies the rest of a finished task's output and the masker's held-back tail, retrying failures.
+async fn drain_logs(inner: &Inner, log_key: &crate::logs::LogKey, job_id: &str, mut offset: u64, masker: &mut Masker) {
+    let mut pause = inner.config.monitor_interval.max(Duration::from_millis(50));
+    for attempt in 1..=FINAL_LOG_COPY_TRIES {
+        let (next, complete) = copy_logs_to_end(inner, log_key, job_id, offset, masker).await;
+        offset = next;
+        if complete {
+            break;
+        }
+        tracing::warn!(attempt, "copying the finished task's output failed; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+    let tail = masker.finish();
+    for attempt in 1..=FINAL_LOG_COPY_TRIES {
+        match inner.logs.append(log_key, &tail).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, attempt, "writing the task log failed"),
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Copies everything new in the scheduler's output to the log store, masking secrets; answers the
 /// next offset. Failures are logged and retried on the next call: a log hiccup must not fail the task.
 async fn copy_logs(
     inner: &Inner,
     log_key: &crate::logs::LogKey,
     job_id: &str,
-    mut offset: u64,
+    offset: u64,
     masker: &mut Masker,
 ) -> u64 {
+    copy_logs_to_end(inner, log_key, job_id, offset, masker).await.0
+}
+
+/// [`copy_logs`], also answering whether it reached the end of the output (no failure on the way).
+async fn copy_logs_to_end(
+    inner: &Inner,
+    log_key: &crate::logs::LogKey,
+    job_id: &str,
+    mut offset: u64,
+    masker: &mut Masker,
+) -> (u64, bool) {
     loop {
         match inner.scheduler.read_logs(job_id, offset, LOG_READ_BYTES).await {
-            Ok(chunk) if chunk.data.is_empty() => return offset,
+            Ok(chunk) if chunk.data.is_empty() => return (offset, true),
             Ok(chunk) => {
                 let held = masker.held_back().to_vec();
                 if let Err(e) = inner.logs.append(log_key, &masker.feed(&chunk.data)).await {
                     tracing::warn!(error = %e, "writing the task log failed");
                     // The chunk is read again next time: put the masker back as it was.
                     masker.restore(held);
-                    return offset;
+                    return (offset, false);
                 }
                 crate::measure::log_bytes(chunk.data.len());
                 offset = chunk.next_offset;
             }
+            Err(SchedulerError::NotFound(_)) => return (offset, true),
             Err(e) => {
                 tracing::debug!(error = %e, "reading task output failed");
-                return offset;
+                return (offset, false);
             }
         }
     }

@@ -133,3 +133,105 @@ impl Scheduler for FakeScheduler {
         Box::pin(async { Some("fake-node-1".to_owned()) })
     }
 }
+
+/// A scheduler that fails a share of every kind of call (start, observe, read_logs, stop, purge)
+/// with an infrastructure error, at random, and passes the rest to `inner`. The failures are
+/// seeded, so a failing run can be replayed.
+pub struct FlakyScheduler<S> {
+    /// The scheduler that answers the calls that do not fail.
+    pub inner: S,
+    /// Failures per 100 calls.
+    pub percent: u64,
+    state: std::sync::atomic::AtomicU64,
+    failures: Mutex<HashMap<&'static str, u64>>,
+    calls: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl<S> FlakyScheduler<S> {
+    /// Wraps `inner`, failing `percent` of calls, with a seed.
+    pub fn new(inner: S, percent: u64, seed: u64) -> Self {
+        Self {
+            inner,
+            percent,
+            state: std::sync::atomic::AtomicU64::new(seed | 1),
+            failures: Mutex::default(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// How many calls of `kind` failed on purpose, and how many were made.
+    pub fn failures(&self, kind: &str) -> (u64, u64) {
+        let get =
+            |m: &Mutex<HashMap<&'static str, u64>>| m.lock().map(|m| m.get(kind).copied().unwrap_or(0)).unwrap_or(0);
+        (get(&self.failures), get(&self.calls))
+    }
+
+    fn fails(&self, kind: &'static str) -> Result<(), SchedulerError> {
+        // xorshift64: fast, seeded, good enough to pick failures.
+        let mut x = self.state.load(Ordering::SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state.store(x, Ordering::SeqCst);
+        if let Ok(mut calls) = self.calls.lock() {
+            *calls.entry(kind).or_default() += 1;
+        }
+        if x % 100 < self.percent {
+            if let Ok(mut failures) = self.failures.lock() {
+                *failures.entry(kind).or_default() += 1;
+            }
+            return Err(SchedulerError::Unavailable(format!("injected: {kind} failed")));
+        }
+        Ok(())
+    }
+}
+
+impl<S: Scheduler> Scheduler for FlakyScheduler<S> {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            self.fails("start")?;
+            self.inner.start(spec).await
+        })
+    }
+
+    fn observe<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<TaskObservation, SchedulerError>> {
+        Box::pin(async move {
+            self.fails("observe")?;
+            self.inner.observe(job_id).await
+        })
+    }
+
+    fn read_logs<'a>(
+        &'a self,
+        job_id: &'a str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<LogChunk, SchedulerError>> {
+        Box::pin(async move {
+            self.fails("read_logs")?;
+            self.inner.read_logs(job_id, offset, max_bytes).await
+        })
+    }
+
+    fn stop<'a>(&'a self, job_id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            self.fails("stop")?;
+            self.inner.stop(job_id, grace).await
+        })
+    }
+
+    fn purge<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
+        Box::pin(async move {
+            self.fails("purge")?;
+            self.inner.purge(job_id).await
+        })
+    }
+
+    fn node<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Option<String>> {
+        self.inner.node(job_id)
+    }
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 pub mod fake_scheduler;
 pub mod nomad_double;
+pub mod tcp_proxy;
 
 use gofer_core::model::{Event, Run};
 use gofer_core::{NamespaceId, PipelineId, RunId, RunState, TenantId};

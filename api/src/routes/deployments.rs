@@ -116,7 +116,7 @@ impl CreateDeployment {
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments")]
 pub(crate) async fn create(
-    guarded: Guarded<TenantAccess<Write>, web::Json<CreateDeployment>>,
+    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<CreateDeployment>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {

@@ -62,7 +62,7 @@ pub(crate) async fn list(
     ))]
 #[post("/api/v1/ip-blocks")]
 pub(crate) async fn create(
-    guarded: Guarded<Operator, web::Json<CreateIpBlock>>,
+    guarded: Guarded<Operator, crate::body::JsonBody<CreateIpBlock>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(_, body) = guarded;

@@ -53,7 +53,7 @@ pub(crate) fn display_name(name: &str) -> Result<&str, ApiError> {
     ))]
 #[post("/api/v1/namespaces")]
 pub(crate) async fn create(
-    guarded: Guarded<TenantAccess<Write>, web::Json<CreateNamespace>>,
+    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<CreateNamespace>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(access, body) = guarded;
@@ -127,7 +127,7 @@ pub struct UpdateNamespace {
     ))]
 #[patch("/api/v1/namespaces/{namespace}")]
 pub(crate) async fn update(
-    guarded: Guarded<TenantAccess<Write>, web::Json<UpdateNamespace>>,
+    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<UpdateNamespace>>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -196,7 +196,7 @@ pub(crate) async fn stats(
     ))]
 #[patch("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
 pub(crate) async fn update(
-    guarded: Guarded<TenantAccess<Write>, web::Json<UpdatePipeline>>,
+    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<UpdatePipeline>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {

@@ -36,7 +36,7 @@ pub struct AssignPlan {
     ))]
 #[post("/api/v1/plans")]
 pub(crate) async fn create(
-    guarded: Guarded<Operator, web::Json<Plan>>,
+    guarded: Guarded<Operator, crate::body::JsonBody<Plan>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(_, body) = guarded;
@@ -88,7 +88,7 @@ pub(crate) async fn get(
     ))]
 #[put("/api/v1/plans/{plan}")]
 pub(crate) async fn update(
-    guarded: Guarded<Operator, web::Json<Plan>>,
+    guarded: Guarded<Operator, crate::body::JsonBody<Plan>>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -133,7 +133,7 @@ pub(crate) async fn remove(
     ))]
 #[put("/api/v1/tenants/{tenant}/plan")]
 pub(crate) async fn assign(
-    guarded: Guarded<Operator, web::Json<AssignPlan>>,
+    guarded: Guarded<Operator, crate::body::JsonBody<AssignPlan>>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -82,7 +82,7 @@ impl TaskPath {
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
 pub(crate) async fn start(
-    guarded: Guarded<TenantAccess<Write>, web::Json<StartRun>>,
+    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<StartRun>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {

@@ -95,7 +95,7 @@ fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
 pub(crate) async fn put_pipeline_secret(
-    guarded: Guarded<TenantAccess<Write>, web::Json<PutSecret>>,
+    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<PutSecret>>,
     state: web::Data<AppState>,
     path: web::Path<PipelineSecretPath>,
 ) -> Result<HttpResponse, ApiError> {
@@ -195,7 +195,7 @@ fn require_unlimited<P>(access: &TenantAccess<P>) -> Result<(), ApiError> {
     ))]
 #[put("/api/v1/secrets/{key}")]
 pub(crate) async fn put_global_secret(
-    guarded: Guarded<TenantAccess<Admin>, web::Json<PutGlobalSecret>>,
+    guarded: Guarded<TenantAccess<Admin>, crate::body::JsonBody<PutGlobalSecret>>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -54,7 +54,7 @@ pub struct TenantCreated {
     ))]
 #[post("/api/v1/tenants")]
 pub(crate) async fn create(
-    guarded: Guarded<Operator, web::Json<CreateTenant>>,
+    guarded: Guarded<Operator, crate::body::JsonBody<CreateTenant>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(_, body) = guarded;
@@ -187,7 +187,7 @@ pub(crate) async fn remove(
     ))]
 #[post("/api/v1/tenants/{tenant}/convert")]
 pub(crate) async fn convert(
-    guarded: Guarded<Operator, web::Json<ConvertTrial>>,
+    guarded: Guarded<Operator, crate::body::JsonBody<ConvertTrial>>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

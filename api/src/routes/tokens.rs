@@ -135,7 +135,7 @@ fn new_token(owner: &TokenOwner, body: CreateToken, state: &AppState) -> Result<
     ))]
 #[post("/api/v1/tokens")]
 pub(crate) async fn create(
-    guarded: Guarded<TokenManager, web::Json<CreateToken>>,
+    guarded: Guarded<TokenManager, crate::body::JsonBody<CreateToken>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(manager, body) = guarded;
