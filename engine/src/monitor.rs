@@ -256,7 +256,8 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                 tracing::warn!(error = ?e, "cannot resolve the task's secrets again; its further output is not masked");
                 Vec::new()
             });
-            offset = inner.logs.written_len(&log_key).await?;
+            // The raw offset of the scheduler's output, not the stored length: masking changes it.
+            offset = inner.logs.resume_offset(&log_key).await?;
         }
     }
 
@@ -324,8 +325,9 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
             }
         }
     };
-    copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
-    if let Err(e) = inner.logs.append(&log_key, &masker.finish()).await {
+    let offset = copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
+    let held = masker.held_back().len() as u64;
+    if let Err(e) = inner.logs.append_masked(&log_key, &masker.finish(), offset.saturating_sub(held), offset).await {
         tracing::warn!(error = %e, "writing the task log failed");
     }
     // A task quicker than one observation was never seen running: its node is recorded with its end.
@@ -423,7 +425,12 @@ async fn copy_logs(
             Ok(chunk) if chunk.data.is_empty() => return offset,
             Ok(chunk) => {
                 let held = masker.held_back().to_vec();
-                if let Err(e) = inner.logs.append(log_key, &masker.feed(&chunk.data)).await {
+                let masked = masker.feed(&chunk.data);
+                // Raw positions of the stored log's end, before and after: what the masker holds
+                // back is not stored yet.
+                let raw_before = offset.saturating_sub(held.len() as u64);
+                let raw_after = chunk.next_offset.saturating_sub(masker.held_back().len() as u64);
+                if let Err(e) = inner.logs.append_masked(log_key, &masked, raw_before, raw_after).await {
                     tracing::warn!(error = %e, "writing the task log failed");
                     // The chunk is read again next time: put the masker back as it was.
                     masker.restore(held);
