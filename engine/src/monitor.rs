@@ -133,7 +133,7 @@ fn build_spec(
         timeout,
         cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),
-        // Resolved from secrets once the secret store exists (issue 8).
+        // Resolved from the task's `registry_auth` secret in `watch`, with the env's references.
         registry_auth: None,
         allow_network: true,
         node_pool: None,
@@ -179,7 +179,17 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     let resolution = {
         let p = &key.run.pipeline;
         let ctx = references::Context { tenant: &p.tenant, namespace: &p.namespace, pipeline: &p.pipeline };
-        inner.resolvers.resolve_env(&mut spec.env, &ctx).await
+        let resolved: Result<Vec<String>, ReferenceError> = async {
+            let mut secrets = inner.resolvers.resolve_env(&mut spec.env, &ctx).await?;
+            if let Some(name) = &task.registry_auth {
+                let (auth, password) = inner.resolvers.registry_auth(name, &ctx).await?;
+                spec.registry_auth = Some(auth);
+                secrets.push(password);
+            }
+            Ok(secrets)
+        }
+        .await;
+        resolved
     };
     let job_id = claimed.scheduler_id.clone().unwrap_or_else(|| spec.job_id.clone());
     let signal = inner.signals.subscribe(&key.run);
