@@ -115,7 +115,7 @@ async fn follow(
             }
         }
         if failures >= GIVE_UP_AFTER {
-            tracing::warn!(alloc = %alloc, kind, offset, "cannot follow the task's log; polling it instead");
+            tracing::info!(alloc = %alloc, kind, offset, "not following the task's log any more (refused, or the task is dead); polling it");
             lock(&shared).gave_up = true;
             return;
         }
