@@ -139,10 +139,9 @@ pub enum ObjectStoreKind {
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectSettings {
     /// Largest object accepted, in bytes (pipeline objects are also bounded by the plan's
-    /// `object_storage_bytes`).
+    /// `object_storage_bytes` and `max_pipeline_object_bytes`; how many a pipeline keeps is the
+    /// plan's `max_pipeline_objects`).
     pub max_object_bytes: u64,
-    /// Most pipeline objects per pipeline; the oldest are evicted past it (with an event).
-    pub max_pipeline_objects: u32,
     /// Run objects of each pipeline's last this many runs are kept; older ones expire.
     pub keep_run_objects_for_runs: u32,
     /// How often the run-object expiry and log retention job runs, in seconds.
@@ -156,7 +155,6 @@ impl Default for ObjectSettings {
     fn default() -> Self {
         Self {
             max_object_bytes: 5 * 1024 * 1024 * 1024,
-            max_pipeline_objects: 1000,
             keep_run_objects_for_runs: 10,
             expiry_interval_s: 600,
             max_env_object_bytes: 64 * 1024,

@@ -321,7 +321,6 @@ async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::obj
 fn object_limits(config: &Config) -> gofer_objects::ObjectLimits {
     gofer_objects::ObjectLimits {
         max_object_bytes: config.objects.max_object_bytes,
-        max_pipeline_objects: config.objects.max_pipeline_objects,
         keep_run_objects_for_runs: config.objects.keep_run_objects_for_runs,
     }
 }

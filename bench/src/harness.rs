@@ -139,6 +139,11 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> a
 }
 
 impl TenantClient {
+    /// The tenant admin's token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Creates tenant `tenant` through the operator API of the replica at `address`.
     pub async fn create(address: &str, operator_token: &str, tenant: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::new();

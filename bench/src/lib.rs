@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use machine::{Machine, PostgresSettings};
 use scenarios::dispatch::DispatchResult;
+use scenarios::objects::ObjectsResult;
 use scenarios::sandbox::SandboxResult;
 use scenarios::throughput::ThroughputResult;
 
@@ -35,6 +36,9 @@ pub enum Scenario {
     Sandbox,
     /// All three, in that order.
     All,
+    /// Object upload and download throughput through the API (S3 and local stores) against
+    /// aws-sdk-s3 straight to the S3 server; not part of `all`.
+    Objects,
 }
 
 /// Command-line options.
@@ -72,6 +76,15 @@ pub struct Options {
     /// meets a freshly filled queue with the planner statistics of an empty database.
     #[arg(long)]
     pub no_analyze: bool,
+    /// Object size of the objects scenario, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub object_mib: usize,
+    /// Uploads and downloads per target in the objects scenario (after one warm-up round).
+    #[arg(long, default_value_t = 5)]
+    pub object_repeats: usize,
+    /// S3 endpoint of the objects scenario [default: GOFER_TEST_S3_ENDPOINT; none: the local store only].
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
     /// Time limit of each scenario, in seconds.
     #[arg(long, default_value_t = 110)]
     pub time_limit_s: u64,
@@ -101,6 +114,8 @@ pub struct Report {
     pub throughput: Vec<ThroughputResult>,
     /// The sandbox scenario.
     pub sandbox: Option<SandboxResult>,
+    /// The objects scenario.
+    pub objects: Option<ObjectsResult>,
 }
 
 /// Runs the chosen scenarios.
@@ -114,6 +129,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let dispatch = if wants(Scenario::Dispatch) { Some(scenarios::dispatch::run(options).await?) } else { None };
     let throughput = if wants(Scenario::Throughput) { scenarios::throughput(options).await? } else { Vec::new() };
     let sandbox = if wants(Scenario::Sandbox) { Some(scenarios::sandbox::run(options).await?) } else { None };
+    let objects =
+        if options.scenario == Scenario::Objects { Some(scenarios::objects::run(options).await?) } else { None };
     Ok(Report {
         machine: Machine::describe(),
         postgres,
@@ -122,5 +139,6 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         dispatch,
         throughput,
         sandbox,
+        objects,
     })
 }

@@ -15,6 +15,8 @@ pub mod targets {
     pub const DISPATCH_P99_MS: f64 = 50.0;
     /// Task executions per second through the queue with an instant scheduler.
     pub const TASKS_PER_S: f64 = 1000.0;
+    /// Time the API may add to a direct S3 transfer, in percent (issue 8).
+    pub const OBJECT_OVERHEAD_PCT: f64 = 20.0;
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -225,5 +227,42 @@ pub fn render(report: &Report) -> String {
         latency_row(&mut out, "run seen complete", &s.completed);
         throughput_table(&mut out, std::slice::from_ref(&s.throughput));
     }
+    if let Some(o) = &report.objects {
+        objects_table(&mut out, o);
+    }
     out
+}
+
+fn objects_table(out: &mut String, o: &crate::scenarios::objects::ObjectsResult) {
+    let _ = writeln!(
+        out,
+        "\nObjects: {} MiB pipeline objects, {} uploads and downloads per target after a warm-up; S3 part size {} MiB",
+        o.object_mib,
+        o.repeats,
+        o.part_size_bytes / (1024 * 1024)
+    );
+    let _ = writeln!(
+        out,
+        "  {:<10} {:>12} {:>12} {:>12} {:>12} {:>22}",
+        "target", "up MiB/s", "(best)", "down MiB/s", "(best)", "time added up / down"
+    );
+    for t in &o.targets {
+        let added = t.overhead_pct.map_or_else(|| "-".to_owned(), |(u, d)| format!("{u:+.0}% / {d:+.0}%"));
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>22}",
+            t.target, t.upload_mib_s, t.upload_best_mib_s, t.download_mib_s, t.download_best_mib_s, added
+        );
+    }
+    if let Some(api) = o.targets.iter().find(|t| t.target == "api+s3")
+        && let Some((up, down)) = api.overhead_pct
+    {
+        let met = up <= targets::OBJECT_OVERHEAD_PCT && down <= targets::OBJECT_OVERHEAD_PCT;
+        let _ = writeln!(
+            out,
+            "  target: the API adds ≤ {}% to direct S3: {} (upload {up:+.0}%, download {down:+.0}%)",
+            targets::OBJECT_OVERHEAD_PCT,
+            verdict(met)
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! the local sandbox. Each creates its own databases and replicas and cleans them up.
 
 pub mod dispatch;
+pub mod objects;
 pub mod sandbox;
 pub mod throughput;
 

@@ -18,6 +18,8 @@ struct PlanRow {
     max_memory_mb: i32,
     task_seconds_per_month: i64,
     object_storage_bytes: i64,
+    max_pipeline_objects: i32,
+    max_pipeline_object_bytes: i64,
     requests_per_minute: i32,
     node_pool: Option<String>,
     allow_network: bool,
@@ -37,6 +39,8 @@ impl From<PlanRow> for Plan {
             max_memory_mb: u(r.max_memory_mb),
             task_seconds_per_month: u64::try_from(r.task_seconds_per_month).unwrap_or(0),
             object_storage_bytes: u64::try_from(r.object_storage_bytes).unwrap_or(0),
+            max_pipeline_objects: u(r.max_pipeline_objects),
+            max_pipeline_object_bytes: u64::try_from(r.max_pipeline_object_bytes).unwrap_or(0),
             requests_per_minute: u(r.requests_per_minute),
             node_pool: r.node_pool,
             allow_network: r.allow_network,
@@ -48,7 +52,8 @@ impl From<PlanRow> for Plan {
 macro_rules! plan_columns {
     () => {
         "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
-         task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach"
+         task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach, \
+         max_pipeline_objects, max_pipeline_object_bytes"
     };
 }
 
@@ -64,7 +69,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
         "INSERT INTO plans (",
         plan_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     ))
     .bind(&p.id)
     .bind(&p.name)
@@ -79,6 +84,8 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
     .bind(&p.node_pool)
     .bind(p.allow_network)
     .bind(p.allow_attach)
+    .bind(i(p.max_pipeline_objects))
+    .bind(l(p.max_pipeline_object_bytes))
     .execute(pool)
     .await?;
     Ok(())
@@ -89,10 +96,12 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
         "UPDATE plans SET name = $2, max_concurrent_tasks = $3, max_task_timeout_s = $4, max_run_duration_s = $5,
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
              requests_per_minute = $10, node_pool = $11, allow_network = $12, allow_attach = $13,
+             max_pipeline_objects = $14, max_pipeline_object_bytes = $15,
              modified_at = CASE WHEN (name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis,
                                       max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute,
-                                      node_pool, allow_network, allow_attach)
-                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                      node_pool, allow_network, allow_attach, max_pipeline_objects,
+                                      max_pipeline_object_bytes)
+                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
     )
@@ -109,6 +118,8 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
     .bind(&p.node_pool)
     .bind(p.allow_network)
     .bind(p.allow_attach)
+    .bind(i(p.max_pipeline_objects))
+    .bind(l(p.max_pipeline_object_bytes))
     .execute(pool)
     .await?
     .rows_affected();

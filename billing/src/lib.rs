@@ -63,6 +63,7 @@ pub fn validate(plan: &Plan) -> Result<(), BillingError> {
         ("max_cpu_millis", plan.max_cpu_millis),
         ("max_memory_mb", plan.max_memory_mb),
         ("requests_per_minute", plan.requests_per_minute),
+        ("max_pipeline_objects", plan.max_pipeline_objects),
     ] {
         if value == 0 || value > i32::MAX as u32 {
             return Err(BillingError::Invalid(format!("{field}: between 1 and {}", i32::MAX)));
@@ -75,8 +76,13 @@ pub fn validate(plan: &Plan) -> Result<(), BillingError> {
     {
         return Err(BillingError::Invalid("node_pool: 1 to 127 letters, digits, '_' or '-'".into()));
     }
-    if plan.task_seconds_per_month > i64::MAX as u64 || plan.object_storage_bytes > i64::MAX as u64 {
-        return Err(BillingError::Invalid("task_seconds_per_month and object_storage_bytes fit in 63 bits".into()));
+    if [plan.task_seconds_per_month, plan.object_storage_bytes, plan.max_pipeline_object_bytes]
+        .iter()
+        .any(|v| *v > i64::MAX as u64)
+    {
+        return Err(BillingError::Invalid(
+            "task_seconds_per_month, object_storage_bytes and max_pipeline_object_bytes fit in 63 bits".into(),
+        ));
     }
     Ok(())
 }

@@ -202,7 +202,19 @@ async fn token(ctx: &Ctx, command: TokenCommand) -> Result<(), CliError> {
 
 fn plans_table(items: &[Plan]) -> String {
     table(
-        ["id", "name", "tasks", "task timeout", "run duration", "cpu", "memory", "task-s/month", "req/min"],
+        [
+            "id",
+            "name",
+            "tasks",
+            "task timeout",
+            "run duration",
+            "cpu",
+            "memory",
+            "task-s/month",
+            "req/min",
+            "objects",
+            "pipeline objects",
+        ],
         items.iter().map(|p| {
             [
                 p.id.clone(),
@@ -214,6 +226,8 @@ fn plans_table(items: &[Plan]) -> String {
                 format!("{}MiB", p.max_memory_mb),
                 p.task_seconds_per_month.to_string(),
                 p.requests_per_minute.to_string(),
+                format!("{}B", p.object_storage_bytes),
+                format!("{} / {}B", p.max_pipeline_objects, p.max_pipeline_object_bytes),
             ]
         }),
     )

@@ -444,8 +444,15 @@ pub struct Plan {
     pub max_memory_mb: u32,
     /// Task-seconds per calendar month.
     pub task_seconds_per_month: u64,
-    /// Object storage, in bytes.
+    /// Object storage, in bytes: the total of all the tenant's pipeline objects.
     pub object_storage_bytes: u64,
+    /// Pipeline objects one pipeline keeps; past it, its oldest are evicted. Default 1000.
+    #[serde(default = "default_max_pipeline_objects")]
+    pub max_pipeline_objects: u32,
+    /// Bytes one pipeline's pipeline objects hold together; past it, its oldest are evicted.
+    /// Default 1 GiB.
+    #[serde(default = "default_max_pipeline_object_bytes")]
+    pub max_pipeline_object_bytes: u64,
     /// API requests per minute per token.
     pub requests_per_minute: u32,
     /// The scheduler's node pool for the tenant's tasks (Nomad `NodePool`); `null`: the
@@ -466,6 +473,19 @@ fn default_allow_attach() -> bool {
 
 fn default_allow_network() -> bool {
     true
+}
+
+/// `max_pipeline_objects` of a plan that does not say.
+pub const DEFAULT_MAX_PIPELINE_OBJECTS: u32 = 1000;
+/// `max_pipeline_object_bytes` of a plan that does not say (1 GiB).
+pub const DEFAULT_MAX_PIPELINE_OBJECT_BYTES: u64 = 1 << 30;
+
+fn default_max_pipeline_objects() -> u32 {
+    DEFAULT_MAX_PIPELINE_OBJECTS
+}
+
+fn default_max_pipeline_object_bytes() -> u64 {
+    DEFAULT_MAX_PIPELINE_OBJECT_BYTES
 }
 
 /// A client address refused with 403 `ip_blocked` until the block expires.
@@ -586,6 +606,8 @@ mod plan_tests {
             max_memory_mb: 128,
             task_seconds_per_month: 600,
             object_storage_bytes: 0,
+            max_pipeline_objects: 10,
+            max_pipeline_object_bytes: 0,
             requests_per_minute: 60,
             node_pool: None,
             allow_network: true,

@@ -14,6 +14,9 @@
 //! Positions ("offsets") count bytes of the task's raw output, cut or not, so a follower resumes
 //! where it stopped; bytes that were cut are replaced by the marker in what it receives.
 //!
+//! The scheduler's raw output and the stored log differ in length when masking replaced secrets;
+//! `raw_offset.rs` keeps where the stored log stands in the raw output, for takeovers.
+//!
 //! One writer per log is assumed (the engine replica holding the task execution's lease).
 //!
 //! **Archive and retention.** Once an attempt has ended (and `archive_after` has passed, so live
@@ -34,6 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::EngineError;
 use crate::runs::TaskKey;
+
+mod raw_offset;
 
 /// The default cap of one task execution's stored log: 10 MiB.
 pub const DEFAULT_MAX_BYTES_PER_TASK: u64 = 10 * 1024 * 1024;
@@ -157,7 +162,7 @@ impl LogStore {
     }
 
     async fn remove_local(&self, key: &LogKey) -> std::io::Result<()> {
-        for path in [self.tail_path(key), self.head_path(key)] {
+        for path in [self.raw_offset_path(key), self.tail_path(key), self.head_path(key)] {
             match tokio::fs::remove_file(&path).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -177,6 +182,55 @@ impl LogStore {
 
     fn tail_path(&self, key: &LogKey) -> PathBuf {
         self.root.join(key.path() + ".tail")
+    }
+
+    fn raw_offset_path(&self, key: &LogKey) -> PathBuf {
+        self.root.join(key.path() + ".raw")
+    }
+
+    /// Appends `data`, the masked form of the scheduler's raw output from `raw_before` to
+    /// `raw_after` (bytes the masker still holds back excluded). When the lengths differ — masking
+    /// replaced something, now or earlier — the positions are recorded first, so that
+    /// [`LogStore::resume_offset`] finds the exact raw offset after a takeover.
+    pub async fn append_masked(
+        &self,
+        key: &LogKey,
+        data: &[u8],
+        raw_before: u64,
+        raw_after: u64,
+    ) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let stored_before = self.written_len(key).await?;
+        let stored_after = stored_before + data.len() as u64;
+        if raw_before != stored_before || raw_after != stored_after {
+            let checkpoint = raw_offset::Checkpoint { stored_before, raw_before, stored_after, raw_after };
+            if let Some(parent) = self.head_path(key).parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            raw_offset::write(&self.raw_offset_path(key), &checkpoint).await?;
+        }
+        self.append(key, data).await
+    }
+
+    /// Where a watcher that takes a task over resumes reading the scheduler's raw output: the raw
+    /// offset matching what the log store holds (see `raw_offset.rs`), or the stored length when
+    /// masking never changed lengths (or the record does not match, which an interrupted append
+    /// of a pre-record version could cause; then a few bytes may repeat or be missed).
+    pub async fn resume_offset(&self, key: &LogKey) -> std::io::Result<u64> {
+        let stored = self.written_len(key).await?;
+        match raw_offset::read(&self.raw_offset_path(key)).await? {
+            None => Ok(stored),
+            Some(checkpoint) => Ok(checkpoint.raw_for(stored).unwrap_or_else(|| {
+                tracing::warn!(
+                    stored,
+                    ?checkpoint,
+                    "the log's raw offset record does not match it; resuming at its length"
+                );
+                stored
+            })),
+        }
     }
 
     /// How many raw bytes were ever appended to a log, cut or not (where a re-attaching watcher

@@ -133,7 +133,7 @@ fn build_spec(
         timeout,
         cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),
-        // Resolved from secrets once the secret store exists (issue 8).
+        // Resolved from the task's `registry_auth` secret in `watch`, with the env's references.
         registry_auth: None,
         allow_network: true,
         node_pool: None,
@@ -179,7 +179,17 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
     let resolution = {
         let p = &key.run.pipeline;
         let ctx = references::Context { tenant: &p.tenant, namespace: &p.namespace, pipeline: &p.pipeline };
-        inner.resolvers.resolve_env(&mut spec.env, &ctx).await
+        let resolved: Result<Vec<String>, ReferenceError> = async {
+            let mut secrets = inner.resolvers.resolve_env(&mut spec.env, &ctx).await?;
+            if let Some(name) = &task.registry_auth {
+                let (auth, password) = inner.resolvers.registry_auth(name, &ctx).await?;
+                spec.registry_auth = Some(auth);
+                secrets.push(password);
+            }
+            Ok(secrets)
+        }
+        .await;
+        resolved
     };
     let job_id = claimed.scheduler_id.clone().unwrap_or_else(|| spec.job_id.clone());
     let signal = inner.signals.subscribe(&key.run);
@@ -256,7 +266,8 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                 tracing::warn!(error = ?e, "cannot resolve the task's secrets again; its further output is not masked");
                 Vec::new()
             });
-            offset = inner.logs.written_len(&log_key).await?;
+            // The raw offset of the scheduler's output, not the stored length: masking changes it.
+            offset = inner.logs.resume_offset(&log_key).await?;
         }
     }
 
@@ -424,9 +435,11 @@ async fn drain_logs(inner: &Inner, log_key: &crate::logs::LogKey, job_id: &str, 
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
+    // What the masker held back ends the raw output at `offset`.
+    let held = masker.held_back().len() as u64;
     let tail = masker.finish();
     for attempt in 1..=FINAL_LOG_COPY_TRIES {
-        match inner.logs.append(log_key, &tail).await {
+        match inner.logs.append_masked(log_key, &tail, offset.saturating_sub(held), offset).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, attempt, "writing the task log failed"),
         }
@@ -459,7 +472,12 @@ async fn copy_logs_to_end(
             Ok(chunk) if chunk.data.is_empty() => return (offset, true),
             Ok(chunk) => {
                 let held = masker.held_back().to_vec();
-                if let Err(e) = inner.logs.append(log_key, &masker.feed(&chunk.data)).await {
+                let masked = masker.feed(&chunk.data);
+                // Raw positions of the stored log's end, before and after: what the masker holds
+                // back is not stored yet.
+                let raw_before = offset.saturating_sub(held.len() as u64);
+                let raw_after = chunk.next_offset.saturating_sub(masker.held_back().len() as u64);
+                if let Err(e) = inner.logs.append_masked(log_key, &masked, raw_before, raw_after).await {
                     tracing::warn!(error = %e, "writing the task log failed");
                     // The chunk is read again next time: put the masker back as it was.
                     masker.restore(held);

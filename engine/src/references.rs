@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gofer_core::model::Reason;
+use gofer_core::scheduler::RegistryAuth;
 use gofer_core::secrets::{ResolveError, SecretKey, SecretResolver};
 use gofer_core::{NamespaceId, PipelineId, StatusReason, TenantId};
 
@@ -112,6 +113,25 @@ impl Resolvers {
         }
     }
 
+    /// Resolves a task's `registry_auth` secret (looked up exactly like `secret{{ KEY }}`) into
+    /// pull credentials. The value is `{"username": …, "password": …}` (JSON) or `username:password`
+    /// (split at the first `:`); anything else fails the task like a missing secret. The password
+    /// is also answered for masking: the scheduler may hand it to the task.
+    pub(crate) async fn registry_auth(
+        &self,
+        name: &str,
+        ctx: &Context<'_>,
+    ) -> Result<(RegistryAuth, String), ReferenceError> {
+        let value = self.secret(name, ctx).await?.value;
+        let auth = parse_registry_auth(&value).ok_or_else(|| {
+            unresolvable(format!(
+                "registry_auth secret {name} is neither {{\"username\",\"password\"}} JSON nor username:password"
+            ))
+        })?;
+        let password = auth.password.clone();
+        Ok((auth, password))
+    }
+
     /// Replaces every reference in the env's values (Gofer's own `GOFER_*` variables excepted),
     /// and answers the secret values used, for masking. Each distinct reference is resolved once.
     pub(crate) async fn resolve_env(
@@ -164,6 +184,24 @@ impl Resolvers {
     }
 }
 
+/// `{"username","password"}` JSON, or `username:password`; both parts non-empty.
+fn parse_registry_auth(value: &str) -> Option<RegistryAuth> {
+    #[derive(serde::Deserialize)]
+    struct Json {
+        username: String,
+        password: String,
+    }
+    let (username, password) = match serde_json::from_str::<Json>(value.trim()) {
+        Ok(j) => (j.username, j.password),
+        Err(_) if value.trim_start().starts_with('{') => return None,
+        Err(_) => {
+            let (u, p) = value.split_once(':')?;
+            (u.to_owned(), p.trim_end_matches(['\r', '\n']).to_owned())
+        }
+    };
+    (!username.is_empty() && !password.is_empty()).then_some(RegistryAuth { username, password })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +229,9 @@ mod tests {
             Box::pin(async move {
                 match key.as_str() {
                     "TOKEN" => Ok(SecretValue::new("hunter2")),
+                    "REG_JSON" => Ok(SecretValue::new(r#"{"username":"robot","password":"pa:ss"}"#)),
+                    "REG_PLAIN" => Ok(SecretValue::new("robot:pa:ss\n")),
+                    "REG_BAD" => Ok(SecretValue::new("no-colon")),
                     "DOWN" => Err(ResolveError::Unavailable("vault down".into())),
                     _ => Err(ResolveError::NotFound { key: key.clone(), namespace: namespace.clone() }),
                 }
@@ -237,5 +278,28 @@ mod tests {
         }
         assert!(matches!(resolve(&[("A", "secret{{ DOWN }}")]).await.1, Err(ReferenceError::Unavailable(_))));
         assert!(matches!(resolve(&[("A", "secret{{ -bad }}")]).await.1, Err(ReferenceError::Unresolvable(_))));
+    }
+
+    #[tokio::test]
+    async fn registry_auth_resolves_like_a_secret_reference() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let namespace = NamespaceId::parse("team-a").unwrap();
+        let pipeline = PipelineId::parse("build").unwrap();
+        let ctx = Context { tenant: &tenant, namespace: &namespace, pipeline: &pipeline };
+        let resolvers = Resolvers { secrets: Some(Arc::new(Fixed)) };
+        for key in ["REG_JSON", "REG_PLAIN"] {
+            let (auth, mask) = resolvers.registry_auth(key, &ctx).await.unwrap();
+            assert_eq!((auth.username.as_str(), auth.password.as_str(), mask.as_str()), ("robot", "pa:ss", "pa:ss"));
+        }
+        for key in ["REG_BAD", "NOPE"] {
+            match resolvers.registry_auth(key, &ctx).await {
+                Err(ReferenceError::Unresolvable(reason)) => {
+                    assert_eq!(reason.reason, StatusReason::SecretUnavailable);
+                    assert!(reason.description.contains(key), "{reason:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(resolvers.registry_auth("DOWN", &ctx).await, Err(ReferenceError::Unavailable(_))));
     }
 }

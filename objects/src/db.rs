@@ -66,12 +66,29 @@ pub(crate) async fn collection_exists(conn: &mut PgConnection, at: &Collection) 
     Ok((pipeline, run))
 }
 
-/// The tenant's plan's object storage limit in bytes.
-pub(crate) async fn plan_object_bytes(conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT p.object_storage_bytes FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1")
-        .bind(tenant.as_str())
-        .fetch_optional(conn)
-        .await
+/// The pipeline-object limits of the tenant's plan.
+#[derive(FromRow, Debug, Clone, Copy)]
+pub(crate) struct PlanObjectLimits {
+    /// All the tenant's pipeline objects together, in bytes.
+    pub(crate) object_storage_bytes: i64,
+    /// Pipeline objects per pipeline.
+    pub(crate) max_pipeline_objects: i32,
+    /// One pipeline's pipeline objects together, in bytes.
+    pub(crate) max_pipeline_object_bytes: i64,
+}
+
+/// The tenant's plan's pipeline-object limits.
+pub(crate) async fn plan_object_limits(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+) -> Result<Option<PlanObjectLimits>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.object_storage_bytes, p.max_pipeline_objects, p.max_pipeline_object_bytes
+         FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1",
+    )
+    .bind(tenant.as_str())
+    .fetch_optional(conn)
+    .await
 }
 
 /// Records a written object (replacing the row of an earlier write of the same key).
@@ -193,13 +210,14 @@ pub(crate) async fn evict_over_count(
     .await
 }
 
-/// Deletes the tenant's oldest pipeline objects until their total size is at most `max_bytes`,
-/// never the object just written (`keep`).
+/// Deletes the oldest pipeline objects until their total size is at most `max_bytes`, never the
+/// object just written (`keep`): over the whole tenant with `whole_tenant`, else over `at`'s pipeline.
 pub(crate) async fn evict_over_bytes(
     conn: &mut PgConnection,
     at: &Collection,
     keep: &ObjectKey,
     max_bytes: i64,
+    whole_tenant: bool,
 ) -> Result<Vec<Evicted>, sqlx::Error> {
     sqlx::query_as(
         "DELETE FROM objects o USING (
@@ -207,7 +225,8 @@ pub(crate) async fn evict_over_bytes(
                  SELECT namespace_id, pipeline_id, key,
                         SUM(size) OVER (ORDER BY keep DESC, created_at DESC, namespace_id, pipeline_id, key) AS newer_total
                  FROM (SELECT *, (namespace_id = $2 AND pipeline_id = $3 AND key = $4) AS keep
-                       FROM objects WHERE tenant_id = $1 AND run_id = 0) all_objects
+                       FROM objects WHERE tenant_id = $1 AND run_id = 0
+                         AND ($6 OR (namespace_id = $2 AND pipeline_id = $3))) all_objects
              ) ranked WHERE newer_total > $5 AND NOT (namespace_id = $2 AND pipeline_id = $3 AND key = $4)
          ) old
          WHERE o.tenant_id = $1 AND o.run_id = 0 AND o.namespace_id = old.namespace_id
@@ -219,6 +238,7 @@ pub(crate) async fn evict_over_bytes(
     .bind(at.pipeline.as_str())
     .bind(keep.as_str())
     .bind(max_bytes)
+    .bind(whole_tenant)
     .fetch_all(conn)
     .await
 }

@@ -89,15 +89,13 @@ impl Collection {
 pub struct ObjectLimits {
     /// Largest object, in bytes.
     pub max_object_bytes: u64,
-    /// Most pipeline objects per pipeline; the oldest are evicted past it.
-    pub max_pipeline_objects: u32,
     /// Run objects of a pipeline's last this many runs are kept; older ones expire.
     pub keep_run_objects_for_runs: u32,
 }
 
 impl Default for ObjectLimits {
     fn default() -> Self {
-        Self { max_object_bytes: 5 * 1024 * 1024 * 1024, max_pipeline_objects: 1000, keep_run_objects_for_runs: 10 }
+        Self { max_object_bytes: 5 * 1024 * 1024 * 1024, keep_run_objects_for_runs: 10 }
     }
 }
 
@@ -142,22 +140,25 @@ impl Objects {
         }
     }
 
-    /// Streams `body` into the object `key` of `at` (replacing an older one), then records it;
-    /// pipeline objects past the pipeline's count or the tenant's plan bytes evict the oldest.
+    /// Streams `body` into the object `key` of `at` (replacing an older one), then records it.
+    /// Pipeline objects past the tenant's plan limits (`max_pipeline_objects` and
+    /// `max_pipeline_object_bytes` per pipeline, `object_storage_bytes` over the tenant) evict the
+    /// oldest, each with an `object_evicted` event naming the limit.
     #[tracing::instrument(skip_all, fields(tenant = %at.tenant, key = %key))]
     pub async fn put(&self, at: &Collection, key: &ObjectKey, body: ByteStream) -> Result<ObjectInfo, ObjectsError> {
         self.require(at).await?;
         let mut max = self.limits.max_object_bytes;
-        let plan_bytes = if at.scope == ObjectScope::Pipeline {
+        let plan = if at.scope == ObjectScope::Pipeline {
             let mut tx = db::scoped(&self.pool, &at.tenant).await?;
-            let bytes = db::plan_object_bytes(&mut tx, &at.tenant).await?;
+            let limits = db::plan_object_limits(&mut tx, &at.tenant).await?;
             tx.commit().await?;
-            bytes.map(|b| u64::try_from(b).unwrap_or(0))
+            limits
         } else {
             None
         };
-        if let Some(plan) = plan_bytes {
-            max = max.min(plan);
+        if let Some(plan) = plan {
+            let bytes = plan.object_storage_bytes.min(plan.max_pipeline_object_bytes);
+            max = max.min(u64::try_from(bytes).unwrap_or(0));
         }
         let store_key = at.store_key(key);
         let stored = self.store.put(&store_key, body, max).await?;
@@ -173,18 +174,17 @@ impl Objects {
             Err(e) => return Err(e.into()),
         };
         let mut evicted = Vec::new();
-        if at.scope == ObjectScope::Pipeline {
-            let max_count = i64::from(self.limits.max_pipeline_objects.max(1));
+        if let Some(plan) = plan {
+            let max_count = i64::from(plan.max_pipeline_objects.max(1));
             for (reason, rows) in [
                 ("max_pipeline_objects", db::evict_over_count(&mut tx, at, key, max_count).await?),
                 (
+                    "max_pipeline_object_bytes",
+                    db::evict_over_bytes(&mut tx, at, key, plan.max_pipeline_object_bytes, false).await?,
+                ),
+                (
                     "object_storage_bytes",
-                    match plan_bytes {
-                        Some(plan) => {
-                            db::evict_over_bytes(&mut tx, at, key, i64::try_from(plan).unwrap_or(i64::MAX)).await?
-                        }
-                        None => Vec::new(),
-                    },
+                    db::evict_over_bytes(&mut tx, at, key, plan.object_storage_bytes, true).await?,
                 ),
             ] {
                 for row in rows {

@@ -4,6 +4,7 @@
 //! The task runs on the host's own userland: `/usr` and `/etc` mounted read-only, `/bin`, `/lib`
 //! and `/lib64` as links into `/usr`. **The spec's image is not pulled or used**: a pipeline asking
 //! for `node:22` gets whatever node this host has. Use the Nomad scheduler for real images.
+//! Since nothing is pulled, the spec's `registry_auth` (resolved pull credentials) is ignored.
 //! Besides that: a fresh `/proc`, a minimal `/dev`, a private tmpfs `/tmp`, and the job's own
 //! directory read-write at `/job` (also the working directory and, by default, `HOME`). The
 //! environment is exactly the spec's `env` plus `PATH` and `HOME` unless it sets them. All namespaces

@@ -252,19 +252,31 @@ impl Client {
         }
     }
 
-    /// Reads a task's `stdout` or `stderr` from `offset` to its current end, decoding Nomad's
-    /// concatenated JSON frames.
-    pub async fn logs(&self, alloc: &str, task: &str, kind: &str, offset: u64) -> Result<Vec<u8>, NomadError> {
-        let offset = offset.to_string();
-        let rb = self.request(&self.http, Method::GET, &format!("/v1/client/fs/logs/{}", encode(alloc))).query(&[
+    /// `GET /v1/client/fs/logs/:alloc` for a task's `stdout` or `stderr` from `offset`.
+    fn logs_request(&self, alloc: &str, task: &str, kind: &str, offset: u64, follow: bool) -> RequestBuilder {
+        // A held stream must not be cut by the per-call timeout.
+        let client = if follow { &self.streaming } else { &self.http };
+        self.request(client, Method::GET, &format!("/v1/client/fs/logs/{}", encode(alloc))).query(&[
             ("task", task),
             ("type", kind),
             ("origin", "start"),
-            ("offset", offset.as_str()),
-            ("follow", "false"),
-        ]);
-        let body = Self::send(rb).await?.bytes().await.map_err(|e| NomadError::Transport(error_chain(&e)))?;
+            ("offset", offset.to_string().as_str()),
+            ("follow", if follow { "true" } else { "false" }),
+        ])
+    }
+
+    /// Reads a task's `stdout` or `stderr` from `offset` to its current end, decoding Nomad's
+    /// concatenated JSON frames.
+    pub async fn logs(&self, alloc: &str, task: &str, kind: &str, offset: u64) -> Result<Vec<u8>, NomadError> {
+        let response = Self::send(self.logs_request(alloc, task, kind, offset, false)).await?;
+        let body = response.bytes().await.map_err(|e| NomadError::Transport(error_chain(&e)))?;
         decode_frames(&body)
+    }
+
+    /// Opens a held `follow=true` stream of a task's `stdout` or `stderr` from `offset`: Nomad
+    /// sends frames as the task writes (heartbeats `{}` between) until the task is dead.
+    pub async fn follow_logs(&self, alloc: &str, task: &str, kind: &str, offset: u64) -> Result<Response, NomadError> {
+        Self::send(self.logs_request(alloc, task, kind, offset, true)).await
     }
 
     /// Opens `/v1/event/stream` for allocation events of every namespace, from `index`.
@@ -281,17 +293,48 @@ impl Client {
 
 /// Decodes concatenated log frames (`{"Data":"<base64>",…}{…}`, heartbeats `{}`) into bytes.
 pub fn decode_frames(body: &[u8]) -> Result<Vec<u8>, NomadError> {
-    let mut out = Vec::new();
-    for frame in serde_json::Deserializer::from_slice(body).into_iter::<LogFrame>() {
-        let frame = frame.map_err(|e| NomadError::Decode(format!("log frame: {e}")))?;
-        if let Some(data) = frame.data {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .map_err(|e| NomadError::Decode(format!("log frame data: {e}")))?;
-            out.extend(bytes);
-        }
+    let mut decoder = FrameDecoder::default();
+    let out = decoder.push(body)?;
+    if decoder.buffer.iter().any(|b| !b.is_ascii_whitespace()) {
+        return Err(NomadError::Decode("log frame: truncated".into()));
     }
     Ok(out)
+}
+
+/// Decodes log frames as they arrive in pieces of a stream: a frame split between two pieces
+/// waits for the rest; a stream that drops mid-frame loses only that incomplete frame, whose bytes
+/// are then not counted (the reconnection asks for them again).
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buffer: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// Adds a piece of the stream; answers the data of every frame it completed.
+    pub fn push(&mut self, piece: &[u8]) -> Result<Vec<u8>, NomadError> {
+        self.buffer.extend_from_slice(piece);
+        let mut out = Vec::new();
+        let mut frames = serde_json::Deserializer::from_slice(&self.buffer).into_iter::<LogFrame>();
+        let mut consumed = 0;
+        loop {
+            match frames.next() {
+                None => break,
+                Some(Ok(frame)) => {
+                    consumed = frames.byte_offset();
+                    if let Some(data) = frame.data {
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(data)
+                            .map_err(|e| NomadError::Decode(format!("log frame data: {e}")))?;
+                        out.extend(bytes);
+                    }
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) => return Err(NomadError::Decode(format!("log frame: {e}"))),
+            }
+        }
+        self.buffer.drain(..consumed);
+        Ok(out)
+    }
 }
 
 /// Job ids are made of identifier characters and digits, but encode anyway: a path segment must
@@ -330,6 +373,21 @@ mod tests {
         assert_eq!(decode_frames(body).unwrap(), b"hello world\n");
         assert!(decode_frames(b"{\"Data\":\"!!\"}").is_err());
         assert!(decode_frames(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_once_complete() {
+        let body = br#"{"Data":"aGVsbG8g","Offset":0}{}{"Data":"d29ybGQK","Offset":6}"#;
+        for cut in 0..body.len() {
+            let mut decoder = FrameDecoder::default();
+            let mut out = decoder.push(&body[..cut]).unwrap();
+            out.extend(decoder.push(&body[cut..]).unwrap());
+            assert_eq!(out, b"hello world\n", "cut at {cut}");
+        }
+        // A stream dropped mid-frame: only the complete frames count.
+        let mut decoder = FrameDecoder::default();
+        assert_eq!(decoder.push(&body[..40]).unwrap(), b"hello ");
+        assert!(decode_frames(&body[..40]).is_err(), "a whole body must not end mid-frame");
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct NomadConfig {
     pub request_timeout_s: u64,
     /// Follow `/v1/event/stream` (false: poll allocations only). Default true.
     pub event_stream: bool,
+    /// Hold `follow=true` log streams (false: poll task logs every monitor interval). Default true.
+    pub follow_logs: bool,
     /// Set `TaskGroup.MaxRunDuration` from the task timeout (Nomad 2.0.3+; older servers ignore it).
     pub max_run_duration: bool,
 }
@@ -93,6 +95,7 @@ impl Default for NomadConfig {
             kill_timeout_s: 10,
             request_timeout_s: 10,
             event_stream: true,
+            follow_logs: true,
             max_run_duration: true,
         }
     }

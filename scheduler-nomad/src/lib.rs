@@ -12,8 +12,10 @@
 //!
 //! # Watching
 //! Allocation updates come from `/v1/event/stream` (see `watch.rs`); without it, `observe` polls
-//! `/v1/job/:id/allocations`. Logs are read from `/v1/client/fs/logs/:alloc`, stdout then stderr
-//! per read, as one combined stream (see [`NomadScheduler::read_logs`] for the takeover caveat).
+//! `/v1/job/:id/allocations`. Logs come from held `follow=true` streams of
+//! `/v1/client/fs/logs/:alloc` (see `follow.rs`; polled reads when a stream cannot be held, and
+//! once more when the task is dead), stdout then stderr per read, as one combined stream (see
+//! [`NomadScheduler::read_logs`] for the takeover caveat).
 //!
 //! # Exec (attach)
 //! [`Scheduler::exec`] opens `/v1/client/allocation/:id/exec` (a websocket) on the job's running
@@ -22,6 +24,7 @@
 mod client;
 mod config;
 mod exec;
+mod follow;
 pub mod job;
 mod state;
 mod watch;
@@ -40,6 +43,7 @@ pub use crate::client::{Client, NomadError, NomadSetupError};
 pub use crate::config::{Driver, NomadConfig, NomadTls};
 pub use crate::state::Allocation;
 
+use crate::follow::Follower;
 use crate::job::TASK;
 use crate::watch::Tracker;
 
@@ -56,6 +60,11 @@ struct Known {
 struct LogCursor {
     stdout: u64,
     stderr: u64,
+    /// Held streams of stdout and stderr, started from the positions above; `None` before the
+    /// first read, after the task ended, or once polling took over.
+    followers: [Option<Follower>; 2],
+    /// Poll instead of following (a follower gave up, or `follow_logs` is off).
+    polling: [bool; 2],
     /// Combined bytes handed to the engine so far (its offset).
     delivered: u64,
     /// Combined bytes still to drop after a takeover.
@@ -222,7 +231,29 @@ impl NomadScheduler {
             if alloc.client_status == "pending" {
                 return Ok(LogChunk { data: Vec::new(), next_offset: offset });
             }
-            for (kind, position) in [("stdout", &mut cursor.stdout), ("stderr", &mut cursor.stderr)] {
+            // Once the task is dead, its output is complete: close the streams (keeping what they
+            // had) and read the rest with one poll, so the last bytes never wait on a stream.
+            let dead = alloc.observation().is_final();
+            let cursor = &mut *cursor;
+            let outputs = [("stdout", &mut cursor.stdout), ("stderr", &mut cursor.stderr)];
+            for (((kind, position), follower), polling) in
+                outputs.into_iter().zip(cursor.followers.iter_mut()).zip(cursor.polling.iter_mut())
+            {
+                if let Some(f) = follower.take_if(|f| dead || f.gave_up()) {
+                    let rest = f.close();
+                    *position += rest.len() as u64;
+                    cursor.pending.extend(rest);
+                    *polling = true;
+                }
+                if !*polling && self.config.follow_logs {
+                    let f = follower.get_or_insert_with(|| {
+                        Follower::start(self.client.clone(), alloc.id.clone(), TASK, kind, *position)
+                    });
+                    let data = f.take();
+                    *position += data.len() as u64;
+                    cursor.pending.extend(data);
+                    continue;
+                }
                 let data = self.client.logs(&alloc.id, TASK, kind, *position).await?;
                 *position += data.len() as u64;
                 cursor.pending.extend(data);

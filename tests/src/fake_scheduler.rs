@@ -1,7 +1,9 @@
 //! A test double of a scheduler (test code only): jobs live in memory, outside any replica, the
 //! way Nomad jobs outlive the server that submitted them. It counts starts per job id, can fail
 //! starts on purpose, and "runs" commands it understands:
-//! `["sleep", "<seconds>"]` runs that long then exits 0, `["exit", "<code>"]` exits at once.
+//! `["sleep", "<seconds>"]` runs that long then exits 0, `["exit", "<code>"]` exits at once,
+//! `["lines", "<seconds>", "a", "b", …]` prints one line every that many seconds then exits 0,
+//! with `$NAME` in a line replaced by the task's env value `NAME` (resolved secrets included).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +17,15 @@ struct Job {
     runs_for: Duration,
     exit_code: i32,
     stopped: bool,
-    output: Vec<u8>,
+    /// Output, and when (after the start) each piece of it appears.
+    output: Vec<(Duration, Vec<u8>)>,
+}
+
+impl Job {
+    fn visible_output(&self) -> Vec<u8> {
+        let elapsed = self.started.elapsed();
+        self.output.iter().filter(|(at, _)| *at <= elapsed).flat_map(|(_, data)| data.iter().copied()).collect()
+    }
 }
 
 /// An in-memory scheduler shared by every replica of a test.
@@ -46,11 +56,24 @@ impl FakeScheduler {
     }
 }
 
-fn parse(spec: &TaskSpec) -> (Duration, i32) {
+/// How long the job runs, its exit code, and its output after the first line.
+fn parse(spec: &TaskSpec) -> (Duration, i32, Vec<(Duration, Vec<u8>)>) {
     match spec.command.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["sleep", secs] => (Duration::from_secs_f64(secs.parse().unwrap_or(0.0)), 0),
-        ["exit", code] => (Duration::ZERO, code.parse().unwrap_or(1)),
-        _ => (Duration::ZERO, 0),
+        ["sleep", secs] => (Duration::from_secs_f64(secs.parse().unwrap_or(0.0)), 0, Vec::new()),
+        ["exit", code] => (Duration::ZERO, code.parse().unwrap_or(1), Vec::new()),
+        ["lines", every, lines @ ..] => {
+            let every = Duration::from_secs_f64(every.parse().unwrap_or(0.0));
+            let output = lines
+                .iter()
+                .enumerate()
+                .map(|(i, line)| {
+                    let line = spec.env.iter().fold((*line).to_owned(), |l, (k, v)| l.replace(&format!("${k}"), v));
+                    (every * u32::try_from(i + 1).unwrap_or(u32::MAX), format!("{line}\n").into_bytes())
+                })
+                .collect();
+            (every * u32::try_from(lines.len() + 1).unwrap_or(u32::MAX), 0, output)
+        }
+        _ => (Duration::ZERO, 0, Vec::new()),
     }
 }
 
@@ -70,8 +93,9 @@ impl Scheduler for FakeScheduler {
             if jobs.contains_key(&spec.job_id) {
                 return Ok(());
             }
-            let (runs_for, exit_code) = parse(spec);
-            let output = format!("started {} attempt {}\n", spec.job_id, spec.attempt).into_bytes();
+            let (runs_for, exit_code, lines) = parse(spec);
+            let first = format!("started {} attempt {}\n", spec.job_id, spec.attempt).into_bytes();
+            let output = std::iter::once((Duration::ZERO, first)).chain(lines).collect();
             jobs.insert(
                 spec.job_id.clone(),
                 Job { started: Instant::now(), runs_for, exit_code, stopped: false, output },
@@ -106,9 +130,10 @@ impl Scheduler for FakeScheduler {
         Box::pin(async move {
             let jobs = self.jobs.lock().map_err(|_| SchedulerError::Unavailable("poisoned".into()))?;
             let job = jobs.get(job_id).ok_or_else(|| SchedulerError::NotFound(job_id.to_owned()))?;
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(job.output.len());
-            let end = start.saturating_add(max_bytes).min(job.output.len());
-            Ok(LogChunk { data: job.output[start..end].to_vec(), next_offset: end as u64 })
+            let output = job.visible_output();
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(output.len());
+            let end = start.saturating_add(max_bytes).min(output.len());
+            Ok(LogChunk { data: output[start..end].to_vec(), next_offset: end as u64 })
         })
     }
 

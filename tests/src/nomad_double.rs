@@ -9,14 +9,19 @@
 //! (b) It behaves like Nomad (shapes from shared/notes/protocols.md §1): namespaces, job register
 //! (check-and-set, nonexistent namespace, restart-policy validation), read, deregister and purge,
 //! one allocation per job moving pending → running → complete/failed with task events, an NDJSON
-//! event stream with `{}` heartbeats and index resume, framed logs, variables, plain-text errors,
-//! and 403 for a missing or wrong ACL token. Faults: the next N calls fail with 500, an outage
-//! window (every call 500s or hangs, streams drop), dropped event streams.
+//! event stream with `{}` heartbeats and index resume, framed logs (read once, or held with
+//! `follow=true`: frames as the task writes, `{}` heartbeats, closed once the task is dead and
+//! everything was sent), variables, plain-text errors, and 403 for a missing or wrong ACL token.
+//! Faults: the next N calls fail with 500, an outage window (every call 500s or hangs, streams
+//! drop), dropped event streams, dropped log streams (cut in the middle of a frame), log follows
+//! refused (as by a proxy that cannot stream).
 //!
 //! What a task "does" comes from its driver config, as the fake scheduler reads commands:
 //! `["echo", words…]` prints them and exits 0, `["sleep", "<s>"]` runs that long and exits 0,
-//! `["exit", "<code>"]` exits with it (a line on stderr), `["oom"]` is OOM-killed; an image naming
-//! `does-not-exist` fails to pull. Nodes are named `<node pool>-node-1`. Exec (the
+//! `["exit", "<code>"]` exits with it (a line on stderr), `["oom"]` is OOM-killed,
+//! `["count", "<n>", "<s>"]` prints `line 1` … `line <n>` one every `<s>` seconds then exits 0; an
+//! image naming `does-not-exist` fails to pull, and one under `private/` needs the login set with
+//! [`NomadDouble::require_registry_login`]. Nodes are named `<node pool>-node-1`. Exec (the
 //! `/v1/client/allocation/:id/exec` websocket) runs a few commands of its own: see `exec.rs`.
 
 mod exec;
@@ -81,6 +86,14 @@ struct State {
     fail_next: u32,
     outage_until: Option<(Instant, OutageKind)>,
     stream_generation: u64,
+    /// The login images under `private/` need; `None`: any pull of them is refused.
+    registry_login: Option<(String, String)>,
+    /// Every image pull the client driver attempted: (image, credentials it used).
+    pulls: Vec<(String, Option<(String, String)>)>,
+    /// Bumped to drop every open log stream.
+    log_generation: u64,
+    /// Answer `follow=true` log reads with 500.
+    refuse_log_follow: bool,
 }
 
 /// A request as the double received it.
@@ -200,6 +213,33 @@ impl NomadDouble {
         state.stream_generation += 1;
     }
 
+    /// Makes images under `private/` pullable only with this login (as a private registry would).
+    pub fn require_registry_login(&self, username: &str, password: &str) {
+        lock(&self.shared).registry_login = Some((username.to_owned(), password.to_owned()));
+    }
+
+    /// Every image pull attempted: the image and the credentials the driver's `auth` block
+    /// rendered to (from the task's template over the Nomad Variable), as a client would.
+    pub fn pulls(&self) -> Vec<(String, Option<(String, String)>)> {
+        lock(&self.shared).pulls.clone()
+    }
+
+    /// A Nomad Variable's items, while it exists.
+    pub fn variable(&self, namespace: &str, path: &str) -> Option<Value> {
+        let state = lock(&self.shared);
+        state.variables.get(&(namespace.to_owned(), path.to_owned())).map(|v| v["Items"].clone())
+    }
+
+    /// Drops every open `follow=true` log stream, each in the middle of a frame when it had one to send.
+    pub fn drop_log_streams(&self) {
+        lock(&self.shared).log_generation += 1;
+    }
+
+    /// Refuses `follow=true` log reads from now on (500), as a proxy that cannot stream would.
+    pub fn refuse_log_follow(&self) {
+        lock(&self.shared).refuse_log_follow = true;
+    }
+
     /// Closes every open event stream.
     pub fn drop_streams(&self) {
         lock(&self.shared).stream_generation += 1;
@@ -269,8 +309,66 @@ fn behaviour(spec: &Value) -> (Duration, Option<i32>, Vec<u8>, Vec<u8>) {
             (Duration::ZERO, Some(code), Vec::new(), format!("exiting with {code}\n").into_bytes())
         }
         "oom" => (Duration::from_millis(50), None, b"allocating\n".to_vec(), Vec::new()),
+        // The lines appear over time (see `counted_output`).
+        "count" => {
+            let (n, every) = count_args(&args);
+            (every * n, Some(0), Vec::new(), Vec::new())
+        }
         _ => (Duration::ZERO, Some(0), Vec::new(), Vec::new()),
     }
+}
+
+/// The credentials a Nomad client would pull the task's image with: its `Templates` rendered over
+/// the Nomad Variables (`{{ with nomadVar "path" }}NAME={{ .item }}…{{ end }}`, into the env since
+/// `Envvars` is set), then `${NAME}` in the driver's `auth` block interpolated from that env.
+fn pull_credentials(
+    variables: &HashMap<(String, String), Value>,
+    namespace: &str,
+    spec: &Value,
+) -> Option<(String, String)> {
+    let task = &spec["TaskGroups"][0]["Tasks"][0];
+    let auth = task["Config"].get("auth")?;
+    let mut env: HashMap<String, String> = HashMap::new();
+    for template in task["Templates"].as_array().into_iter().flatten() {
+        let text = template["EmbeddedTmpl"].as_str().unwrap_or_default();
+        let Some(path) = text.split("nomadVar \"").nth(1).and_then(|rest| rest.split('"').next()) else { continue };
+        let items = variables.get(&(namespace.to_owned(), path.to_owned())).map(|v| &v["Items"]);
+        let body = text.split("}}").skip(1).collect::<Vec<_>>().join("}}");
+        for line in body.lines() {
+            let Some((name, value)) = line.split_once('=') else { continue };
+            let item = value.trim().trim_start_matches("{{").trim_end_matches("}}").trim().trim_start_matches('.');
+            let rendered = items.and_then(|i| i[item].as_str()).unwrap_or_default();
+            env.insert(name.trim().to_owned(), rendered.to_owned());
+        }
+    }
+    let interpolate = |field: &str| {
+        let raw = auth[field].as_str().unwrap_or_default();
+        match raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            Some(name) => env.get(name).cloned().unwrap_or_default(),
+            None => raw.to_owned(),
+        }
+    };
+    Some((interpolate("username"), interpolate("password")))
+}
+
+fn count_args(args: &[String]) -> (u32, Duration) {
+    let n = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let every = Duration::from_secs_f64(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0.1));
+    (n, every)
+}
+
+/// What a `count` task has printed after running for `ran`.
+fn counted_output(spec: &Value, ran: Duration) -> Option<Vec<u8>> {
+    let config = &spec["TaskGroups"][0]["Tasks"][0]["Config"];
+    if config["command"] != "count" {
+        return None;
+    }
+    let args: Vec<String> =
+        config["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_owned)).collect();
+    let (n, every) = count_args(&args);
+    let printed =
+        if every.is_zero() { n } else { u32::try_from(ran.as_nanos() / every.as_nanos()).unwrap_or(n).min(n) };
+    Some((1..=printed).map(|i| format!("line {i}\n")).collect::<String>().into_bytes())
 }
 
 /// Moves every allocation along its life.
@@ -278,6 +376,8 @@ fn tick(shared: &Shared) {
     let mut state = lock(shared);
     let keys: Vec<(String, String)> = state.jobs.keys().cloned().collect();
     for key in keys {
+        let credentials = state.jobs.get(&key).and_then(|j| pull_credentials(&state.variables, &key.0, &j.spec));
+        let login = state.registry_login.clone();
         let Some(job) = state.jobs.get_mut(&key) else { continue };
         let a = &mut job.alloc;
         let group = &job.spec["TaskGroups"][0];
@@ -285,7 +385,18 @@ fn tick(shared: &Shared) {
             "pending" if a.created.elapsed() >= Duration::from_millis(60) => {
                 let image = group["Tasks"][0]["Config"]["image"].as_str().unwrap_or_default().to_owned();
                 a.events.push(event("Task Setup", json!({"Message": "Building Task Directory"})));
-                if image.contains("does-not-exist") {
+                let refused = image.contains("private/") && (login.is_none() || credentials != login);
+                state.pulls.push((image.clone(), credentials));
+                let Some(job) = state.jobs.get_mut(&key) else { continue };
+                let a = &mut job.alloc;
+                if refused {
+                    let error = format!(
+                        "Failed to pull `{image}`: Error response from daemon: unauthorized: authentication required"
+                    );
+                    a.events.push(event("Driver Failure", json!({"DriverError": error, "FailsTask": true})));
+                    a.events.push(event("Not Restarting", json!({"DisplayMessage": "Error was unrecoverable"})));
+                    a.client = "failed".into();
+                } else if image.contains("does-not-exist") {
                     let error = format!("Failed to pull `{image}`: Error response from daemon: manifest unknown");
                     a.events.push(event("Driver Failure", json!({"DriverError": error, "FailsTask": true})));
                     a.events.push(event("Not Restarting", json!({"DisplayMessage": "Error was unrecoverable"})));
@@ -304,6 +415,9 @@ fn tick(shared: &Shared) {
             "running" => {
                 let (runs_for, exit, _, _) = behaviour(&job.spec);
                 let ran = a.started.map(|s| s.elapsed()).unwrap_or_default();
+                if let Some(out) = counted_output(&job.spec, ran).filter(|out| out.len() > a.stdout.len()) {
+                    a.stdout = out;
+                }
                 let max_run = group["MaxRunDuration"].as_u64().map(Duration::from_nanos);
                 if max_run.is_some_and(|m| ran >= m) {
                     a.events.push(event("Killing", json!({"DisplayMessage": "Sent interrupt"})));
@@ -586,7 +700,17 @@ fn deregister(shared: &Shared, namespace: &str, id: &str, purge: bool) -> HttpRe
     )
 }
 
-fn logs(shared: &Shared, alloc: &str, q: &dyn Fn(&str) -> Option<String>) -> HttpResponse {
+fn log_frame(kind: &str, data: &[u8], offset: usize) -> Vec<u8> {
+    json!({"Data": base64::engine::general_purpose::STANDARD.encode(data),
+           "File": format!("alloc/logs/main.{kind}.0"), "Offset": offset})
+    .to_string()
+    .into_bytes()
+}
+
+/// 64 KiB frames, as Nomad sends them.
+const LOG_FRAME_BYTES: usize = 64 * 1024;
+
+fn logs(shared: &web::Data<Shared>, alloc: &str, q: &dyn Fn(&str) -> Option<String>) -> HttpResponse {
     let Some(task) = q("task") else { return text(400, "must provide task name") };
     let kind = match q("type").as_deref() {
         Some(k @ ("stdout" | "stderr")) => k.to_owned(),
@@ -601,17 +725,78 @@ fn logs(shared: &Shared, alloc: &str, q: &dyn Fn(&str) -> Option<String>) -> Htt
     if task != "main" {
         return text(400, &format!("unknown task name {task:?}"));
     }
+    if q("follow").as_deref() == Some("true") {
+        if state.refuse_log_follow {
+            return text(500, "streaming responses are not supported here");
+        }
+        drop(state);
+        return follow_logs(shared, alloc.to_owned(), kind, offset);
+    }
     let data = if kind == "stdout" { &job.alloc.stdout } else { &job.alloc.stderr };
     let mut body = Vec::new();
     let from = offset.min(data.len());
-    // 64 KiB frames with a heartbeat between, as Nomad streams them.
-    for (i, chunk) in data[from..].chunks(64 * 1024).enumerate() {
-        let frame = json!({"Data": base64::engine::general_purpose::STANDARD.encode(chunk),
-                           "File": format!("alloc/logs/main.{kind}.0"), "Offset": from + i * 64 * 1024});
-        body.extend(frame.to_string().into_bytes());
+    // Frames with a heartbeat between, as Nomad streams them.
+    for (i, chunk) in data[from..].chunks(LOG_FRAME_BYTES).enumerate() {
+        body.extend(log_frame(&kind, chunk, from + i * LOG_FRAME_BYTES));
         body.extend(b"{}");
     }
     HttpResponse::Ok().content_type("application/json").body(body)
+}
+
+/// A held log stream: frames as the output grows, heartbeats while it does not, the end once the
+/// allocation is dead (or purged) and everything was sent; a dropped stream ends mid-frame.
+fn follow_logs(shared: &web::Data<Shared>, alloc: String, kind: String, offset: usize) -> HttpResponse {
+    struct Follow {
+        shared: web::Data<Shared>,
+        alloc: String,
+        kind: String,
+        sent: usize,
+        generation: u64,
+        beat: Instant,
+        done: bool,
+    }
+    let generation = lock(shared).log_generation;
+    let follow =
+        Follow { shared: shared.clone(), alloc, kind, sent: offset, generation, beat: Instant::now(), done: false };
+    let body = futures_util::stream::unfold(follow, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            let (next, dead, dropped) = {
+                let state = lock(&f.shared);
+                let job = state.jobs.values().find(|j| j.alloc.id == f.alloc);
+                let data = job.map(|j| if f.kind == "stdout" { &j.alloc.stdout } else { &j.alloc.stderr });
+                let from = f.sent.min(data.map_or(0, Vec::len));
+                let next: Vec<u8> =
+                    data.map(|d| d[from..].iter().take(LOG_FRAME_BYTES).copied().collect()).unwrap_or_default();
+                let dead = job.is_none_or(|j| !matches!(j.alloc.client.as_str(), "pending" | "running"));
+                (next, dead, state.log_generation != f.generation)
+            };
+            if dropped {
+                f.done = true;
+                if next.is_empty() {
+                    return None;
+                }
+                let frame = log_frame(&f.kind, &next, f.sent);
+                return Some((Ok::<_, std::io::Error>(Bytes::from(frame[..frame.len() / 2].to_vec())), f));
+            }
+            if !next.is_empty() {
+                let frame = log_frame(&f.kind, &next, f.sent);
+                f.sent += next.len();
+                return Some((Ok(Bytes::from(frame)), f));
+            }
+            if dead {
+                return None;
+            }
+            if f.beat.elapsed() >= f.shared.heartbeat {
+                f.beat = Instant::now();
+                return Some((Ok(Bytes::from_static(b"{}")), f));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    HttpResponse::Ok().content_type("application/json").streaming(body)
 }
 
 fn event_stream(shared: &web::Data<Shared>, from: u64) -> HttpResponse {

@@ -385,3 +385,172 @@ async fn a_nomad_that_stops_answering_only_delays_the_task() {
     assert_within_spec(&double);
     app.assert_queue_drained().await;
 }
+
+#[tokio::test]
+async fn private_images_pull_with_the_registry_auth_secret_never_stored_in_the_job() {
+    const PASSWORD: &str = "s3cret-pull-pass";
+    let double = double().await;
+    double.require_registry_login("robot", PASSWORD);
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    let image = "ghcr.io/private/app:1";
+    acme.register(
+        "builds",
+        "private",
+        json!({"name": "Private", "tasks": [
+            {"id": "own", "image": image, "command": ["echo", "own"], "registry_auth": "REGISTRY"},
+            {"id": "shared", "image": image, "command": ["echo", "shared"], "registry_auth": "GLOBAL_REG"}
+        ]}),
+    )
+    .await;
+    acme.register(
+        "builds",
+        "broken",
+        json!({"name": "Broken", "tasks": [
+            {"id": "nope", "image": image, "command": ["echo"], "registry_auth": "NOPE"},
+            {"id": "ungranted", "image": image, "command": ["echo"], "registry_auth": "OPS_REG"}
+        ]}),
+    )
+    .await;
+    let put = async |path: String, body: Value| {
+        let answer = acme.request("PUT", &path, Some(&body)).await;
+        assert!(answer.status == 201, "{path}: {answer:?}");
+    };
+    let creds = json!({"username": "robot", "password": PASSWORD}).to_string();
+    put(format!("{}/secrets/REGISTRY", gofer_tests::pipeline_path("builds", "private")), json!({"value": creds})).await;
+    let global = json!({"value": format!("robot:{PASSWORD}"), "namespaces": ["build*"]});
+    put("/api/v1/secrets/GLOBAL_REG".into(), global).await;
+    put("/api/v1/secrets/OPS_REG".into(), json!({"value": format!("robot:{PASSWORD}"), "namespaces": ["ops"]})).await;
+
+    let run = acme.start_run("builds", "private").await;
+    let done = acme.wait_for_run("builds", "private", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    assert_eq!(logs(&acme, "private", run, "own").await, "own\n");
+    let pulls = double.pulls();
+    let with_login = Some(("robot".to_owned(), PASSWORD.to_owned()));
+    assert_eq!(pulls, vec![(image.to_owned(), with_login.clone()), (image.to_owned(), with_login)], "{pulls:?}");
+
+    let requests = double.requests();
+    for task in ["own", "shared"] {
+        let job = registered(&requests, task);
+        let text = job.to_string();
+        assert!(!text.contains(PASSWORD), "the stored job holds the password in clear: {text}");
+        let job_id = job["ID"].as_str().unwrap().to_owned();
+        let config = &job["TaskGroups"][0]["Tasks"][0]["Config"];
+        assert_eq!(
+            config["auth"],
+            json!({"username": "${GOFER_REGISTRY_USERNAME}", "password": "${GOFER_REGISTRY_PASSWORD}"})
+        );
+        // The credentials went to Nomad once, as the job's Nomad Variable in the tenant's namespace …
+        let var_path = format!("/v1/var/nomad/jobs/{job_id}");
+        let written: Vec<&Recorded> = requests.iter().filter(|r| r.method == "PUT" && r.path == var_path).collect();
+        assert_eq!(written.len(), 1, "{task}");
+        assert_eq!(written[0].query, vec![("namespace".to_owned(), "gofer-acme".to_owned())]);
+        assert_eq!(written[0].body.as_ref().unwrap()["Items"], json!({"username": "robot", "password": PASSWORD}));
+        // … and the variable is deleted with the job.
+        wait_until("the variable is deleted", RUN_TIMEOUT, async || {
+            double.variable("gofer-acme", &format!("nomad/jobs/{job_id}")).is_none()
+        })
+        .await;
+    }
+    let elsewhere = requests.iter().filter(|r| !r.path.starts_with("/v1/var/"));
+    assert!(elsewhere.filter_map(|r| r.body.as_ref()).all(|b| !b.to_string().contains(PASSWORD)));
+
+    // A missing or ungranted registry_auth secret fails the task before it starts, naming the key.
+    let run = acme.start_run("builds", "broken").await;
+    let done = acme.wait_for_run("builds", "broken", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Failed, "{done:?}");
+    for (task, key) in [("nope", "NOPE"), ("ungranted", "OPS_REG")] {
+        let t = task_of(&acme, "broken", run, task).await;
+        let reason = t.status_reason.clone().expect("a reason");
+        assert_eq!(reason.reason, StatusReason::SecretUnavailable, "{task}: {reason:?}");
+        assert!(reason.description.contains(key), "{task}: {reason:?}");
+        assert_eq!(t.attempt, 1, "{task}: not retried");
+    }
+    let registered_tasks: Vec<Value> = double
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/jobs")
+        .filter_map(|r| r.body.as_ref().map(|b| b["Job"]["Meta"]["gofer.pipeline"].clone()))
+        .collect();
+    assert!(!registered_tasks.contains(&json!("broken")), "never dispatched: {registered_tasks:?}");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+/// The log reads the double got for `kind`: (follow, offset) in order.
+fn log_reads(requests: &[Recorded], kind: &str) -> Vec<(bool, u64)> {
+    let value =
+        |r: &Recorded, k: &str| r.query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    requests
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/client/fs/logs/") && value(r, "type") == kind)
+        .map(|r| (value(r, "follow") == "true", value(r, "offset").parse().unwrap_or(0)))
+        .collect()
+}
+
+fn counted(n: u32) -> String {
+    (1..=n).map(|i| format!("line {i}\n")).collect()
+}
+
+#[tokio::test]
+async fn logs_come_through_held_streams_that_resume_at_their_offset_when_dropped() {
+    let double = double().await;
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "chatty",
+        json!({"name": "Chatty", "tasks": [{"id": "talk", "image": "alpine:3", "command": ["count", "40", "0.05"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "chatty").await;
+    wait_until("the log streams", RUN_TIMEOUT, async || {
+        log_reads(&double.requests(), "stdout").iter().any(|(follow, _)| *follow)
+    })
+    .await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        double.drop_log_streams();
+    }
+    let done = acme.wait_for_run("builds", "chatty", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    assert_eq!(logs(&acme, "chatty", run, "talk").await, counted(40), "nothing repeated, nothing lost");
+    let reads = log_reads(&double.requests(), "stdout");
+    let follows: Vec<u64> = reads.iter().filter(|(follow, _)| *follow).map(|(_, offset)| *offset).collect();
+    assert!(follows.len() >= 4, "one stream and a reconnection per drop: {reads:?}");
+    assert_eq!(follows[0], 0);
+    assert!(follows[1..].iter().any(|o| *o > 0), "reconnections resume at the offset reached: {reads:?}");
+    assert!(follows.windows(2).all(|w| w[0] <= w[1]), "{reads:?}");
+    let polls = reads.iter().filter(|(follow, _)| !follow).count();
+    assert!(polls <= 6, "polled only to finish once the task was dead, not every interval: {reads:?}");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn logs_are_polled_when_streams_cannot_be_held() {
+    let double = double().await;
+    double.refuse_log_follow();
+    let app = nomad_app(&double, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "chatty",
+        json!({"name": "Chatty", "tasks": [{"id": "talk", "image": "alpine:3", "command": ["count", "20", "0.05"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "chatty").await;
+    let done = acme.wait_for_run("builds", "chatty", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    assert_eq!(logs(&acme, "chatty", run, "talk").await, counted(20));
+    let reads = log_reads(&double.requests(), "stdout");
+    let follows = reads.iter().filter(|(follow, _)| *follow).count();
+    assert!((1..=3).contains(&follows), "gave up following after 3 refusals: {reads:?}");
+    assert!(reads.iter().any(|(follow, _)| !follow), "{reads:?}");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}

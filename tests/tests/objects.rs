@@ -179,40 +179,110 @@ async fn another_tenants_objects_are_not_found() {
     assert!(walk(&app.state_dir.path().join("objects/refs/tenants/acme")).is_empty());
 }
 
-#[tokio::test]
-async fn pipeline_objects_past_the_count_or_the_plan_evict_the_oldest_with_an_event() {
-    let app = app_with(Backend::Local, |c| c.objects.max_pipeline_objects = 2).await;
-    let acme = app.tenant("acme").await;
-    acme.namespace("builds").await;
-    acme.register("builds", "hello", serde_json::from_str(NOOP).unwrap()).await;
-    let base = pipeline_path("builds", "hello");
-    for key in ["one", "two", "three"] {
-        assert_eq!(put(&app, &acme.token, &format!("{base}/objects/{key}"), key.as_bytes().to_vec()).await.0, 201);
-    }
-    let list = acme.request("GET", &format!("{base}/objects"), None).await;
-    let keys: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["three", "two"]);
-    let events = acme.wait_for_event(Duration::from_secs(5), |e| e.kind.as_str() == "object_evicted").await;
-    let evicted = events.iter().find(|e| e.kind.as_str() == "object_evicted").unwrap();
-    assert_eq!(evicted.payload["key"], "one");
-    assert_eq!(evicted.payload["reason"], "max_pipeline_objects");
-
-    // The plan's object_storage_bytes bounds the tenant's pipeline objects.
-    let plan = json!({"id": "tiny", "name": "Tiny", "max_concurrent_tasks": 1, "max_task_timeout_s": 60,
-        "max_run_duration_s": 60, "max_cpu_millis": 1000, "max_memory_mb": 128, "task_seconds_per_month": 1000,
-        "object_storage_bytes": 10, "requests_per_minute": 1000});
+async fn use_plan(app: &TestApp, plan: Value) {
     let created = app.request("POST", "/api/v1/plans", Some(&app.operator_token), Some(&plan)).await;
     assert_eq!(created.status, 201, "{created:?}");
-    let assigned = app
-        .request("PUT", "/api/v1/tenants/acme/plan", Some(&app.operator_token), Some(&json!({"plan": "tiny"})))
-        .await;
+    let body = json!({"plan": plan["id"]});
+    let assigned = app.request("PUT", "/api/v1/tenants/acme/plan", Some(&app.operator_token), Some(&body)).await;
     assert!(assigned.status < 300, "{assigned:?}");
+}
+
+fn object_plan(id: &str, count: u32, pipeline_bytes: u64, tenant_bytes: u64) -> Value {
+    json!({"id": id, "name": "Objects", "max_concurrent_tasks": 1, "max_task_timeout_s": 60,
+        "max_run_duration_s": 60, "max_cpu_millis": 1000, "max_memory_mb": 128, "task_seconds_per_month": 1000,
+        "object_storage_bytes": tenant_bytes, "max_pipeline_objects": count,
+        "max_pipeline_object_bytes": pipeline_bytes, "requests_per_minute": 1000})
+}
+
+async fn keys(acme: &gofer_tests::TenantClient<'_>, base: &str) -> Vec<String> {
+    let list = acme.request("GET", &format!("{base}/objects"), None).await;
+    list.body["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn evictions(acme: &gofer_tests::TenantClient<'_>) -> Vec<(String, String)> {
+    // Recorded in the transaction that stored the new object: there when the PUT answers.
+    let events = acme.history().await;
+    let evicted = events.iter().filter(|e| e.kind.as_str() == "object_evicted");
+    evicted
+        .map(|e| (e.payload["key"].as_str().unwrap().to_owned(), e.payload["reason"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn sorted(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, r)| (k.as_str(), r.as_str())).collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+#[tokio::test]
+async fn pipeline_objects_past_the_plans_limits_evict_the_oldest_with_an_event() {
+    let app = app_with(Backend::Local, |_| {}).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    for p in ["hello", "other"] {
+        acme.register("builds", p, serde_json::from_str(NOOP).unwrap()).await;
+    }
+    let base = pipeline_path("builds", "hello");
+    let other = pipeline_path("builds", "other");
+    let put_object = async |base: &str, key: &str, size: usize| {
+        let (status, body) = put(&app, &acme.token, &format!("{base}/objects/{key}"), vec![7u8; size]).await;
+        assert_eq!(status, 201, "{key}: {body}");
+    };
+
+    // The plan's max_pipeline_objects: per pipeline, the oldest go.
+    use_plan(&app, object_plan("two-objects", 2, 1000, 1000)).await;
+    for key in ["one", "two", "three"] {
+        put_object(&base, key, 1).await;
+    }
+    put_object(&other, "elsewhere", 1).await;
+    assert_eq!(keys(&acme, &base).await, ["three", "two"]);
+    assert_eq!(keys(&acme, &other).await, ["elsewhere"], "another pipeline's objects do not count");
+    assert_eq!(sorted(&evictions(&acme).await), [("one", "max_pipeline_objects")]);
+
+    // Its max_pipeline_object_bytes: one pipeline's objects together.
+    let mut plan = object_plan("ten-bytes", 100, 10, 1000);
+    use_plan(&app, plan.clone()).await;
     let (status, body) = put(&app, &acme.token, &format!("{base}/objects/big"), vec![0u8; 11]).await;
     assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")));
-    assert_eq!(put(&app, &acme.token, &format!("{base}/objects/six"), vec![1u8; 6]).await.0, 201);
-    let list = acme.request("GET", &format!("{base}/objects"), None).await;
-    let keys: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["six"], "5 + 3 + 6 bytes is over 10: the oldest went, 'three' (5) and 'two' (3)");
+    put_object(&base, "six", 6).await;
+    put_object(&other, "eight", 8).await;
+    assert_eq!(keys(&acme, &base).await, ["six", "three", "two"], "1 + 1 + 6 fit in 10");
+    put_object(&base, "five", 5).await;
+    assert_eq!(keys(&acme, &base).await, ["five"], "6 + 5 is over 10: the older ones went");
+    assert_eq!(keys(&acme, &other).await, ["eight", "elsewhere"]);
+    let reasons = evictions(&acme).await;
+    let bytes = "max_pipeline_object_bytes";
+    assert_eq!(sorted(&reasons[1..]), [("six", bytes), ("three", bytes), ("two", bytes)], "{reasons:?}");
+
+    // Its object_storage_bytes: all the tenant's pipeline objects together.
+    plan["object_storage_bytes"] = json!(12);
+    let updated = app.request("PUT", "/api/v1/plans/ten-bytes", Some(&app.operator_token), Some(&plan)).await;
+    assert_eq!(updated.body["plan"]["object_storage_bytes"], 12, "{updated:?}");
+    put_object(&base, "four", 4).await;
+    assert_eq!(keys(&acme, &base).await, ["five", "four"]);
+    assert_eq!(keys(&acme, &other).await, Vec::<String>::new(), "5 + 4 + 8 + 1 is over 12: the oldest anywhere went");
+    let reasons = evictions(&acme).await;
+    let total = "object_storage_bytes";
+    assert_eq!(sorted(&reasons[4..]), [("eight", total), ("elsewhere", total)], "{reasons:?}");
+}
+
+#[tokio::test]
+async fn the_trial_and_default_plans_carry_documented_object_limits() {
+    let app = app_with(Backend::Local, |_| {}).await;
+    let op = Some(app.operator_token.as_str());
+    let trial = app.request("GET", "/api/v1/plans/trial", op, None).await;
+    assert_eq!(
+        (trial.body["plan"]["max_pipeline_objects"].clone(), trial.body["plan"]["max_pipeline_object_bytes"].clone()),
+        (json!(10), json!(5 * 1024 * 1024))
+    );
+    let default = app.request("GET", "/api/v1/plans/default", op, None).await;
+    assert_eq!(
+        (
+            default.body["plan"]["max_pipeline_objects"].clone(),
+            default.body["plan"]["max_pipeline_object_bytes"].clone()
+        ),
+        (json!(1000), json!(1u64 << 30))
+    );
 }
 
 #[tokio::test]

@@ -547,3 +547,66 @@ async fn two_replicas_claiming_in_batches_keep_the_tenant_limit_and_the_pipeline
     }
     replicas[0].assert_queue_drained().await;
 }
+
+#[tokio::test]
+async fn a_taken_over_task_whose_secrets_were_masked_resumes_its_log_at_the_raw_offset() {
+    // Masking shortens the stored log (a 34-byte secret becomes `***`): the replica taking over
+    // must resume at the scheduler's raw offset, not the stored length.
+    const SECRET: &str = "hunter2-a-rather-long-secret-value";
+    let database_url = fresh_database().await;
+    let fake = Arc::new(FakeScheduler::default());
+    // Both replicas share the state dir, as they share the log store and the secret keys.
+    let dir = tempfile::tempdir().unwrap();
+    let config_a = fast_config(database_url.clone(), dir.path());
+    let mut config_b = fast_config(database_url, dir.path());
+    config_b.bootstrap_token = config_a.bootstrap_token.clone();
+    let mut a = spawn_replica(config_a, dir, Some(fake.clone())).await;
+    let acme = a.tenant("acme").await;
+    acme.namespace("builds").await;
+    let lines: Vec<String> = (1..=12).map(|i| format!("{i} token $TOKEN")).collect();
+    let mut command = vec!["lines".to_owned(), "0.25".to_owned()];
+    command.extend(lines);
+    acme.register(
+        "builds",
+        "masked",
+        json!({"name": "M", "tasks": [{"id": "work", "image": "x", "command": command,
+                                       "env": {"TOKEN": "secret{{ TOKEN }}"}}]}),
+    )
+    .await;
+    let put = acme
+        .request(
+            "PUT",
+            &format!("{}/secrets/TOKEN", gofer_tests::pipeline_path("builds", "masked")),
+            Some(&json!({"value": SECRET})),
+        )
+        .await;
+    assert_eq!(put.status, 201, "{put:?}");
+    let token = acme.token.clone();
+    let run = acme.start_run("builds", "masked").await;
+    let (ns, p) = ids("builds", "masked");
+    wait_until("replica A to copy a few masked lines", Duration::from_secs(10), || async {
+        acme.sdk().task_logs(&ns, &p, run, &task("work")).await.is_ok_and(|log| log.contains("3 token ***"))
+    })
+    .await;
+    a.kill().await;
+
+    let b = spawn_replica(config_b, tempfile::tempdir().unwrap(), Some(fake.clone())).await;
+    let acme_b = gofer_tests::TenantClient { app: &b, tenant: "acme".parse().unwrap(), token };
+    let done = acme_b.wait_for_run("builds", "masked", run, Duration::from_secs(30)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    let job = format!("acme-builds-masked-{run}-work-1");
+    assert_eq!(fake.starts(&job), 1, "re-attached, not dispatched again");
+    let taken_over: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE run_id = $1 AND kind = 'task_taken_over'")
+            .bind(run.get())
+            .fetch_one(&b.db)
+            .await
+            .unwrap();
+    assert_eq!(taken_over, 1);
+    let log = acme_b.sdk().task_logs(&ns, &p, run, &task("work")).await.unwrap();
+    let expected: String = std::iter::once(format!("started {job} attempt 1\n"))
+        .chain((1..=12).map(|i| format!("{i} token ***\n")))
+        .collect();
+    assert_eq!(log, expected, "nothing repeated, nothing lost, nothing unmasked");
+    b.assert_queue_drained().await;
+}

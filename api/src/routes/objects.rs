@@ -133,9 +133,9 @@ async fn list_objects(state: &AppState, at: Collection, query: &PageQuery) -> Re
 
 /// Stores a pipeline object (the request body, any bytes), replacing one with the same key.
 ///
-/// Pipeline objects are kept until deleted. Past the pipeline's `objects.max_pipeline_objects`,
-/// or the tenant's plan `object_storage_bytes` over all its pipeline objects, the oldest are
-/// evicted (an `object_evicted` event each). Keys: 1–256 bytes of letters, digits, `.`, `_`,
+/// Pipeline objects are kept until deleted. Past the tenant's plan limits — `max_pipeline_objects`
+/// and `max_pipeline_object_bytes` per pipeline, `object_storage_bytes` over all its pipeline
+/// objects — the oldest are evicted (an `object_evicted` event each, naming the limit). Keys: 1–256 bytes of letters, digits, `.`, `_`,
 /// `-`, in segments separated by `/`.
 #[utoipa::path(put, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}", tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("key" = String, Path, description = "Object key")),

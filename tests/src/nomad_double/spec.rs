@@ -118,7 +118,8 @@ impl Spec {
     fn check_value(&self, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
         let name = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).unwrap_or("");
         let schema = self.resolve(schema);
-        if value.is_null() {
+        // `{}` (a free-form value, such as a driver's `Config` entries like `auth`) accepts anything.
+        if value.is_null() || schema.as_object().is_some_and(|o| o.is_empty()) {
             return Ok(());
         }
         let kind = schema["type"].as_str().unwrap_or(if schema.get("properties").is_some() { "object" } else { "" });
