@@ -48,6 +48,17 @@ pub struct AppState {
     pub ip_blocks: Arc<crate::limits::IpBlocks>,
     /// Pipeline and run objects.
     pub objects: gofer_objects::Objects,
+    /// Verified API tokens, evicted on every auth change (NOTIFY).
+    pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
+}
+
+impl AppState {
+    /// Forgets this replica's verified tokens of `tenant` (every tenant for `None`) right after
+    /// a change that affects them committed, so that this replica refuses at once; the others
+    /// evict when the change's NOTIFY reaches them.
+    pub fn forget_tokens(&self, tenant: Option<&gofer_core::TenantId>) {
+        self.token_cache.evict(tenant);
+    }
 }
 
 /// A built server, bound and ready to run.
@@ -147,13 +158,22 @@ impl Application {
         ));
         let ip_blocks = Arc::new(crate::limits::IpBlocks::new(config.ip_blocks.rate_limited_per_minute));
         crate::jobs::reload_ip_blocks(&pool, &ip_blocks).await.context("loading IP blocks")?;
+        let token_cache = Arc::new(gofer_tenants::cache::TokenCache::new(
+            Duration::from_secs(config.auth.token_cache_ttl_s),
+            config.auth.token_cache_max_entries,
+        ));
         let mut jobs = crate::jobs::spawn_all(vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
                 every: Duration::from_secs(config.tokens.purge_interval_s),
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
-            Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone(), request_limits.clone())),
+            Arc::new(crate::jobs::MetricsUpkeep),
+            Arc::new(crate::jobs::SweepAuthFailures(
+                auth_failures.clone(),
+                request_limits.clone(),
+                token_cache.clone(),
+            )),
             Arc::new(crate::jobs::RefreshIpBlocks {
                 pool: pool.clone(),
                 blocks: ip_blocks.clone(),
@@ -177,6 +197,7 @@ impl Application {
             }),
         ]);
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
+        jobs.push(tokio::spawn(gofer_tenants::cache::follow(pool.clone(), token_cache.clone())));
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
             pool,
@@ -190,6 +211,7 @@ impl Application {
             secrets,
             ip_blocks,
             objects,
+            token_cache,
         });
         let server = HttpServer::new(move || {
             App::new()
