@@ -160,6 +160,11 @@ impl TenantClient {
         Ok(Self { http, address: address.to_owned(), token, tenant: tenant.to_owned() })
     }
 
+    /// The tenant's admin token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Creates a namespace.
     pub async fn namespace(&self, id: &str) -> anyhow::Result<()> {
         let url = format!("{}/api/v1/namespaces", self.address);

@@ -33,7 +33,9 @@ pub enum Scenario {
     Throughput,
     /// Latency and throughput through the real local sandbox.
     Sandbox,
-    /// All three, in that order.
+    /// Concurrent clients starting runs and reading their state for a fixed time (not part of `all`).
+    Load,
+    /// Dispatch, throughput and sandbox, in that order.
     All,
 }
 
@@ -72,6 +74,12 @@ pub struct Options {
     /// meets a freshly filled queue with the planner statistics of an empty database.
     #[arg(long)]
     pub no_analyze: bool,
+    /// Concurrent clients of the load scenario.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long the load scenario runs, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub duration_s: u64,
     /// Time limit of each scenario, in seconds.
     #[arg(long, default_value_t = 110)]
     pub time_limit_s: u64,
@@ -101,6 +109,8 @@ pub struct Report {
     pub throughput: Vec<ThroughputResult>,
     /// The sandbox scenario.
     pub sandbox: Option<SandboxResult>,
+    /// The load scenario.
+    pub load: Option<scenarios::load::LoadResult>,
 }
 
 /// Runs the chosen scenarios.
@@ -114,6 +124,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let dispatch = if wants(Scenario::Dispatch) { Some(scenarios::dispatch::run(options).await?) } else { None };
     let throughput = if wants(Scenario::Throughput) { scenarios::throughput(options).await? } else { Vec::new() };
     let sandbox = if wants(Scenario::Sandbox) { Some(scenarios::sandbox::run(options).await?) } else { None };
+    let load = if options.scenario == Scenario::Load { Some(scenarios::load::run(options).await?) } else { None };
     Ok(Report {
         machine: Machine::describe(),
         postgres,
@@ -122,5 +133,6 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         dispatch,
         throughput,
         sandbox,
+        load,
     })
 }
