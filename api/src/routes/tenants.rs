@@ -147,6 +147,7 @@ pub(crate) async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
     let tenant = gofer_tenants::set_suspended(&state.pool, &id, false).await?;
+    state.forget_tokens(Some(&id));
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
 }
 
