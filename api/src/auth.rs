@@ -56,7 +56,7 @@ impl FromRequest for Authenticated {
             if gofer_tenants::run_tokens::looks_like_jwt(&token) {
                 return run_token(&state, &token, ip).await;
             }
-            let Some(auth) = gofer_tenants::authenticate(&state.pool, &token).await? else {
+            let Some(auth) = state.token_cache.authenticate(&state.pool, &token).await? else {
                 // Logged with the client's address, never with the token.
                 tracing::warn!(client_ip = ?ip, "authentication failed");
                 if let Some(ip) = ip {

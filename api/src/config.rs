@@ -301,11 +301,17 @@ pub struct AuthSettings {
     pub failures_per_minute: u32,
     /// How long a blocked client is refused, in seconds.
     pub failure_block_s: u64,
+    /// How long a replica remembers a verified API token, in seconds (0: every request reads the
+    /// database). Revocations and other changes evict at once through NOTIFY; this bounds what a
+    /// missed notification could cost.
+    pub token_cache_ttl_s: u64,
+    /// Most verified tokens a replica remembers.
+    pub token_cache_max_entries: usize,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { failures_per_minute: 20, failure_block_s: 300 }
+        Self { failures_per_minute: 20, failure_block_s: 300, token_cache_ttl_s: 30, token_cache_max_entries: 10_000 }
     }
 }
 

@@ -52,6 +52,17 @@ pub struct AppState {
     pub scheduler: Arc<dyn Scheduler>,
     /// The API's URL as tasks see it (`GOFER_API_URL`).
     pub api_url: String,
+    /// Verified API tokens, evicted on every auth change (NOTIFY).
+    pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
+}
+
+impl AppState {
+    /// Forgets this replica's verified tokens of `tenant` (every tenant for `None`) right after
+    /// a change that affects them committed, so that this replica refuses at once; the others
+    /// evict when the change's NOTIFY reaches them.
+    pub fn forget_tokens(&self, tenant: Option<&gofer_core::TenantId>) {
+        self.token_cache.evict(tenant);
+    }
 }
 
 /// A built server, bound and ready to run.
@@ -153,13 +164,22 @@ impl Application {
         ));
         let ip_blocks = Arc::new(crate::limits::IpBlocks::new(config.ip_blocks.rate_limited_per_minute));
         crate::jobs::reload_ip_blocks(&pool, &ip_blocks).await.context("loading IP blocks")?;
+        let token_cache = Arc::new(gofer_tenants::cache::TokenCache::new(
+            Duration::from_secs(config.auth.token_cache_ttl_s),
+            config.auth.token_cache_max_entries,
+        ));
         let mut jobs = crate::jobs::spawn_all(vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
                 every: Duration::from_secs(config.tokens.purge_interval_s),
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
-            Arc::new(crate::jobs::SweepAuthFailures(auth_failures.clone(), request_limits.clone())),
+            Arc::new(crate::jobs::MetricsUpkeep),
+            Arc::new(crate::jobs::SweepAuthFailures(
+                auth_failures.clone(),
+                request_limits.clone(),
+                token_cache.clone(),
+            )),
             Arc::new(crate::jobs::RefreshIpBlocks {
                 pool: pool.clone(),
                 blocks: ip_blocks.clone(),
@@ -183,6 +203,7 @@ impl Application {
             }),
         ]);
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
+        jobs.push(tokio::spawn(gofer_tenants::cache::follow(pool.clone(), token_cache.clone())));
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
             pool,
@@ -198,6 +219,7 @@ impl Application {
             objects,
             scheduler,
             api_url,
+            token_cache,
         });
         let server = HttpServer::new(move || {
             App::new()

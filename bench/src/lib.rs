@@ -34,7 +34,9 @@ pub enum Scenario {
     Throughput,
     /// Latency and throughput through the real local sandbox.
     Sandbox,
-    /// All three, in that order.
+    /// Concurrent clients starting runs and reading their state for a fixed time (not part of `all`).
+    Load,
+    /// Dispatch, throughput and sandbox, in that order.
     All,
     /// Object upload and download throughput through the API (S3 and local stores) against
     /// aws-sdk-s3 straight to the S3 server; not part of `all`.
@@ -85,6 +87,12 @@ pub struct Options {
     /// S3 endpoint of the objects scenario [default: GOFER_TEST_S3_ENDPOINT; none: the local store only].
     #[arg(long)]
     pub s3_endpoint: Option<String>,
+    /// Concurrent clients of the load scenario.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long the load scenario runs, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub duration_s: u64,
     /// Time limit of each scenario, in seconds.
     #[arg(long, default_value_t = 110)]
     pub time_limit_s: u64,
@@ -116,6 +124,8 @@ pub struct Report {
     pub sandbox: Option<SandboxResult>,
     /// The objects scenario.
     pub objects: Option<ObjectsResult>,
+    /// The load scenario.
+    pub load: Option<scenarios::load::LoadResult>,
 }
 
 /// Runs the chosen scenarios.
@@ -131,6 +141,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let sandbox = if wants(Scenario::Sandbox) { Some(scenarios::sandbox::run(options).await?) } else { None };
     let objects =
         if options.scenario == Scenario::Objects { Some(scenarios::objects::run(options).await?) } else { None };
+    let load = if options.scenario == Scenario::Load { Some(scenarios::load::run(options).await?) } else { None };
     Ok(Report {
         machine: Machine::describe(),
         postgres,
@@ -140,5 +151,6 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         throughput,
         sandbox,
         objects,
+        load,
     })
 }

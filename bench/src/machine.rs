@@ -36,6 +36,14 @@ fn field(text: &str, name: &str) -> Option<String> {
         .find_map(|line| line.split_once(':').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().to_owned()))
 }
 
+/// This process's resident set size (`VmRSS`), in MiB; 0 when unreadable.
+pub fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 =
+        field(&status, "VmRSS").and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok())).unwrap_or(0.0);
+    kib / 1024.0
+}
+
 /// The 1-, 5- and 15-minute load averages (from /proc/loadavg), empty when unreadable.
 pub fn load_average() -> Vec<f64> {
     std::fs::read_to_string("/proc/loadavg")

@@ -230,6 +230,9 @@ pub fn render(report: &Report) -> String {
     if let Some(o) = &report.objects {
         objects_table(&mut out, o);
     }
+    if let Some(l) = &report.load {
+        load_section(&mut out, l);
+    }
     out
 }
 
@@ -265,4 +268,39 @@ fn objects_table(out: &mut String, o: &crate::scenarios::objects::ObjectsResult)
             verdict(met)
         );
     }
+}
+
+fn load_section(out: &mut String, l: &crate::scenarios::load::LoadResult) {
+    let _ = writeln!(
+        out,
+        "\nLoad: {} clients, each starting a one-task run and reading it every 5 ms until complete, for {:.1} s \
+         (instant scheduler)",
+        l.clients, l.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "  runs started {} ({:.0}/s), completed {}; {:.0} requests/s; answers 2xx {}, 4xx {}, 5xx {}, no answer {}",
+        l.runs_started,
+        l.runs_started as f64 / l.duration_s,
+        l.runs_completed,
+        l.requests_per_s,
+        l.ok,
+        l.client_errors,
+        l.server_errors,
+        l.transport_errors
+    );
+    let _ = writeln!(
+        out,
+        "  {:<34} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "request sent → answered", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms"
+    );
+    if let Some(s) = &l.start {
+        latency_row(out, "POST …/runs", s);
+    }
+    if let Some(s) = &l.read {
+        latency_row(out, "GET …/runs/{run}", s);
+    }
+    let rss: Vec<String> = l.rss_mib.iter().map(|r| format!("{r:.0}")).collect();
+    let _ = writeln!(out, "  RSS of the process (replica + clients), MiB, every second: {}", rss.join(" "));
+    let _ = writeln!(out, "  target: no 5xx: {} ({})", verdict(l.server_errors == 0), l.server_errors);
 }

@@ -1,7 +1,8 @@
-//! The scenarios: dispatch latency, queue throughput (instant scheduler), and the whole path with
-//! the local sandbox. Each creates its own databases and replicas and cleans them up.
+//! The scenarios: dispatch latency, queue throughput (instant scheduler), the whole path with
+//! the local sandbox, and API load (concurrent clients starting and reading runs). Each creates its own databases and replicas and cleans them up.
 
 pub mod dispatch;
+pub mod load;
 pub mod objects;
 pub mod sandbox;
 pub mod throughput;

@@ -354,6 +354,39 @@ pub(crate) async fn lock_run(
     Ok(row.map(|(reason,)| reason.as_deref().and_then(crate::cancel::CancelReason::parse)))
 }
 
+/// Reads a run in one round trip, tenant-scoped by the function `gofer_tenant_run` (row-level
+/// security as in [`scoped`], without a transaction of its own; see the migration
+/// `create_tenant_read_functions`). `None` says nothing about which part of the key is missing.
+pub(crate) async fn get_run_fast(pool: &sqlx::PgPool, key: &RunKey) -> Result<Option<RunRow>, EngineError> {
+    Ok(sqlx::query_as::<_, RunRow>(concat!("SELECT ", run_columns!(), " FROM gofer_tenant_run($1, $2, $3, $4)"))
+        .bind(key.pipeline.tenant.as_str())
+        .bind(key.pipeline.namespace.as_str())
+        .bind(key.pipeline.pipeline.as_str())
+        .bind(key.run.get())
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// [`list_runs`] in one round trip (see [`get_run_fast`]). An empty page says nothing about
+/// whether the pipeline exists.
+pub(crate) async fn list_runs_fast(
+    pool: &sqlx::PgPool,
+    key: &PipelineKey,
+    before: Option<RunId>,
+    limit: i64,
+) -> Result<Vec<Run>, EngineError> {
+    let rows =
+        sqlx::query_as::<_, RunRow>(concat!("SELECT ", run_columns!(), " FROM gofer_tenant_runs($1, $2, $3, $4, $5)"))
+            .bind(key.tenant.as_str())
+            .bind(key.namespace.as_str())
+            .bind(key.pipeline.as_str())
+            .bind(before.map(RunId::get))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter().map(RunRow::into_run).collect()
+}
+
 /// Runs of a pipeline, newest first.
 pub(crate) async fn list_runs(
     conn: &mut PgConnection,

@@ -140,8 +140,12 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     Ok(run)
 }
 
-/// Reads one run.
+/// Reads one run: one round trip when it exists; a missing one is looked up again in a scoped
+/// transaction to say which part of its key is missing.
 pub async fn get(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
+    if let Some(row) = db::get_run_fast(pool, key).await? {
+        return row.into_run();
+    }
     let mut conn = db::scoped(pool, &key.pipeline.tenant).await?;
     require_run(&mut conn, key).await
 }
@@ -152,6 +156,12 @@ pub async fn list(
     key: &PipelineKey,
     page: &PageRequest<RunId>,
 ) -> Result<(Vec<Run>, Option<RunId>), EngineError> {
+    // A page with runs proves the pipeline exists (one round trip); an empty one is read again
+    // in a scoped transaction that tells an empty pipeline from a missing one.
+    let rows = db::list_runs_fast(pool, key, page.after, i64::from(page.limit) + 1).await?;
+    if !rows.is_empty() {
+        return Ok(page.finish(rows, |r| r.id));
+    }
     let mut conn = db::scoped(pool, &key.tenant).await?;
     require_pipeline(&mut conn, key, false).await?;
     let rows = db::list_runs(&mut conn, key, page.after, i64::from(page.limit) + 1).await?;

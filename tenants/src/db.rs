@@ -230,6 +230,7 @@ pub(crate) struct LiveToken {
     pub requests_per_minute: Option<i32>,
     /// A trial tenant's token (`kind = 'trial'`).
     pub trial: bool,
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -242,12 +243,13 @@ struct LiveTokenRow {
     suspended: bool,
     requests_per_minute: Option<i32>,
     trial: bool,
+    expires_at: Option<OffsetDateTime>,
 }
 
 pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option<LiveToken>, sqlx::Error> {
     let row: Option<LiveTokenRow> = sqlx::query_as(
         "SELECT t.id, t.tenant_id, t.role, t.namespaces, t.allowed_cidrs, (n.suspended_at IS NOT NULL) AS suspended,
-                p.requests_per_minute, t.kind = 'trial' AS trial
+                p.requests_per_minute, t.kind = 'trial' AS trial, t.expires_at
          FROM api_tokens t LEFT JOIN tenants n ON n.id = t.tenant_id LEFT JOIN plans p ON p.id = n.plan_id
          WHERE t.hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
     )
@@ -272,6 +274,7 @@ pub(crate) async fn find_live_token(pool: &PgPool, hash: &[u8]) -> Result<Option
         tenant_suspended: row.suspended,
         requests_per_minute: row.requests_per_minute,
         trial: row.trial,
+        expires_at: row.expires_at,
     }))
 }
 

@@ -1,5 +1,6 @@
 //! Tenants, API tokens and bootstrap. Tokens are random secrets shown once and stored as SHA-256.
 
+pub mod cache;
 mod db;
 pub mod namespaces;
 pub mod run_tokens;
@@ -112,6 +113,8 @@ pub struct Authentication {
     pub requests_per_minute: Option<u32>,
     /// A trial tenant's token: rate limited per client address, not per token.
     pub trial: bool,
+    /// When the token expires (a cached verification never outlives it).
+    pub expires: Option<time::OffsetDateTime>,
 }
 
 /// Resolves a presented bearer secret; `None` for unknown, revoked or expired tokens.
@@ -130,6 +133,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
         tenant_suspended: live.tenant_suspended,
         requests_per_minute: live.requests_per_minute.and_then(|r| u32::try_from(r).ok()),
         trial: live.trial,
+        expires: live.expires_at,
     }))
 }
 

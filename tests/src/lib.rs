@@ -93,6 +93,10 @@ pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_a
     config.rate_limits.per_token_per_minute = 1_000_000;
     config.rate_limits.anonymous_per_minute = 1_000_000;
     config.rate_limits.start_runs_per_minute = 1_000_000;
+    // Many tests change tokens, tenants and plans straight in the database and expect the very
+    // next request to see it; the cache would see it only when the NOTIFY arrives (about a
+    // millisecond later). tests/tests/token_cache.rs turns the cache on and tests exactly that.
+    config.auth.token_cache_ttl_s = 0;
     // Fast loops keep tests quick; NOTIFY does most of the waking anyway.
     config.engine.poll_interval_ms = 200;
     config.engine.monitor_interval_ms = 50;

@@ -93,3 +93,55 @@ async fn a_tenant_scoped_transaction_sees_only_its_tenants_rows_whatever_the_que
     sqlx::query("SELECT set_config('role', 'gofer_tenant', true)").execute(&mut *tx).await.unwrap();
     assert!(sqlx::query("SELECT * FROM metadata").execute(&mut *tx).await.is_err());
 }
+
+/// The one-round-trip reads (`gofer_tenant_run`, `gofer_tenant_runs`) switch to the tenant role
+/// themselves: what they switched is in force for the rest of their transaction (so their own
+/// query ran under the policies), and gone after it, so a pooled connection is left as it was.
+#[tokio::test]
+async fn the_one_round_trip_reads_run_as_the_tenant_and_leave_nothing_behind() {
+    let app = spawn_app().await;
+    for tenant in ["acme", "umbrella"] {
+        let client = app.tenant(tenant).await;
+        client.namespace("builds").await;
+        client
+            .register(
+                "builds",
+                "demo",
+                json!({"name": "D", "tasks": [{"id": "work", "image": "debian:12", "command": ["true"]}]}),
+            )
+            .await;
+        client.start_run("builds", "demo").await;
+    }
+    let mut conn = app.db.acquire().await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM gofer_tenant_runs('acme', 'builds', 'demo', NULL, 10)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(ids, [1]);
+    let one: Vec<i64> = sqlx::query_scalar("SELECT id FROM gofer_tenant_run('umbrella', 'builds', 'demo', 1)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(one, [1]);
+    // Autocommit: the next statement on the same connection is the service's own role again.
+    let (user, tenant): (String, String) =
+        sqlx::query_as("SELECT current_user::text, coalesce(current_setting('app.tenant_id', true), '')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_ne!(user, "gofer_tenant");
+    assert_eq!(tenant, "");
+
+    // In a transaction, the switch outlives the call: an unfiltered query sees only umbrella.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    sqlx::query("SELECT count(*) FROM gofer_tenant_run('umbrella', 'builds', 'demo', 1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM runs").fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(seen, ["umbrella"]);
+    let user: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(user, "gofer_tenant");
+    tx.rollback().await.unwrap();
+}

@@ -101,6 +101,7 @@ pub(crate) async fn update(
         });
     }
     let plan = gofer_billing::update(&state.pool, &body).await?;
+    state.forget_tokens(None);
     Ok(HttpResponse::Ok().json(PlanResponse { plan }))
 }
 
@@ -140,5 +141,6 @@ pub(crate) async fn assign(
     let Guarded(_, body) = guarded;
     let tenant = TenantId::parse(path.into_inner())?;
     let plan = gofer_billing::assign(&state.pool, &tenant, &body.plan).await?;
+    state.forget_tokens(Some(&tenant));
     Ok(HttpResponse::Ok().json(PlanResponse { plan }))
 }

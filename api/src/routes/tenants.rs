@@ -125,6 +125,7 @@ pub(crate) async fn suspend(
     let id = TenantId::parse(path.into_inner())?;
     // Suspend first, so no new run can start while the running ones are being cancelled.
     let tenant = gofer_tenants::set_suspended(&state.pool, &id, true).await?;
+    state.forget_tokens(Some(&id));
     let cancelled = gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
     tracing::warn!(tenant = %id, cancelled, "tenant suspended");
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
@@ -146,6 +147,7 @@ pub(crate) async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
     let tenant = gofer_tenants::set_suspended(&state.pool, &id, false).await?;
+    state.forget_tokens(Some(&id));
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
 }
 
@@ -166,6 +168,7 @@ pub(crate) async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
     gofer_tenants::set_suspended(&state.pool, &id, true).await?;
+    state.forget_tokens(Some(&id));
     gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
     gofer_tenants::delete_tenant(&state.pool, &id).await?;
     state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
@@ -195,6 +198,7 @@ pub(crate) async fn convert(
     let id = TenantId::parse(path.into_inner())?;
     let days = state.config.tokens.default_expiry_days;
     let tenant = gofer_tenants::convert_trial(&state.pool, &id, &body.plan, days).await?;
+    state.forget_tokens(Some(&id));
     gofer_billing::trials::mark_converted(&state.pool, &id).await?;
     tracing::info!(tenant = %id, plan = %body.plan, "trial converted");
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))

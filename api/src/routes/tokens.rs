@@ -232,5 +232,6 @@ pub(crate) async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_token_id(&path)?;
     let token = gofer_tenants::tokens::revoke(&state.pool, &manager.0, id).await?;
+    state.forget_tokens(token.tenant_id.as_ref());
     Ok(HttpResponse::Ok().json(TokenResponse { token }))
 }

@@ -1,0 +1,143 @@
+//! Verified tokens are cached per replica, and every replica forgets them the moment they stop
+//! being valid: revocation, tenant deletion, suspension, expiry (docs/config.md, `auth.token_cache_ttl_s`).
+
+use std::time::{Duration, Instant};
+
+use gofer_tests::{TestApp, fresh_database, spawn_with, test_config};
+use serde_json::json;
+
+/// Two replicas on one database, both caching tokens for a long time (longer than any test), so
+/// only eviction can make a cached token stop working.
+async fn two_replicas() -> (TestApp, TestApp) {
+    let database_url = fresh_database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = test_config(database_url.clone(), dir_a.path());
+    config_a.auth.token_cache_ttl_s = 600;
+    let mut config_b = test_config(database_url, dir_b.path());
+    config_b.auth.token_cache_ttl_s = 600;
+    config_b.bootstrap_token = config_a.bootstrap_token.clone();
+    let a = spawn_with(config_a, dir_a).await;
+    let b = spawn_with(config_b, dir_b).await;
+    (a, b)
+}
+
+/// Polls `app` with `token` until it answers `status`; fails after `within` (far under the TTL).
+async fn refused_within(app: &TestApp, token: &str, status: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let answer = app.request("GET", "/api/v1/namespaces", Some(token), None).await;
+        if answer.status == status {
+            return started.elapsed();
+        }
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(started.elapsed() < within, "still accepted after {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Makes both replicas cache `token` (a few requests each).
+async fn warm(a: &TestApp, b: &TestApp, token: &str) {
+    for app in [a, b] {
+        for _ in 0..3 {
+            assert_eq!(app.request("GET", "/api/v1/namespaces", Some(token), None).await.status, 200);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_revoked_through_one_replica_is_refused_by_the_other_at_once() {
+    let (a, b) = two_replicas().await;
+    let acme = a.tenant("acme").await;
+    let created = acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read"}))).await;
+    let (secret, id) = (
+        created.body["token"].as_str().unwrap().to_owned(),
+        created.body["metadata"]["id"].as_str().unwrap().to_owned(),
+    );
+    warm(&a, &b, &secret).await;
+    let revoked = acme.request("DELETE", &format!("/api/v1/tokens/{id}"), None).await;
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    // The replica that revoked it refuses it on the very next request.
+    assert_eq!(a.request("GET", "/api/v1/namespaces", Some(&secret), None).await.status, 401);
+    let took = refused_within(&b, &secret, 401, Duration::from_secs(2)).await;
+    eprintln!("replica B refused the revoked token after {took:?}");
+    // The admin token of the same tenant still works (it is read again, not refused).
+    assert_eq!(b.request("GET", "/api/v1/namespaces", Some(&acme.token), None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_deleted_or_suspended_tenants_tokens_are_refused_by_every_replica() {
+    let (a, b) = two_replicas().await;
+    let acme = a.tenant("acme").await;
+    let gone = a.tenant("gone").await;
+    warm(&a, &b, &acme.token).await;
+    warm(&a, &b, &gone.token).await;
+
+    let suspended = a.request("POST", "/api/v1/tenants/acme/suspend", Some(&a.operator_token), None).await;
+    assert_eq!(suspended.status, 200, "{suspended:?}");
+    assert_eq!(a.request("GET", "/api/v1/namespaces", Some(&acme.token), None).await.status, 403);
+    refused_within(&b, &acme.token, 403, Duration::from_secs(2)).await;
+    let resumed = b.request("POST", "/api/v1/tenants/acme/resume", Some(&a.operator_token), None).await;
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    assert_eq!(b.request("GET", "/api/v1/namespaces", Some(&acme.token), None).await.status, 200);
+    wait_for_status(&a, &acme.token, 200).await;
+
+    let deleted = b.request("DELETE", "/api/v1/tenants/gone", Some(&a.operator_token), None).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    assert_eq!(b.request("GET", "/api/v1/namespaces", Some(&gone.token), None).await.status, 401);
+    refused_within(&a, &gone.token, 401, Duration::from_secs(2)).await;
+}
+
+/// A change made straight in the database (another tool, a purge job) evicts too.
+#[tokio::test]
+async fn the_cache_never_lets_an_expired_token_through() {
+    let (a, b) = two_replicas().await;
+    let acme = a.tenant("acme").await;
+    // Expiring in 2 s: cached entries must end with the token, not 600 s later.
+    let created = acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read"}))).await;
+    let (secret, id) = (
+        created.body["token"].as_str().unwrap().to_owned(),
+        created.body["metadata"]["id"].as_str().unwrap().to_owned(),
+    );
+    sqlx::query("UPDATE api_tokens SET expires_at = now() + interval '2 seconds' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&a.db)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    warm(&a, &b, &secret).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    for app in [&a, &b] {
+        assert_eq!(app.request("GET", "/api/v1/namespaces", Some(&secret), None).await.status, 401);
+    }
+
+    // Expired early by an edit in the database: every replica hears of it.
+    let other = acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read"}))).await;
+    let (secret, id) =
+        (other.body["token"].as_str().unwrap().to_owned(), other.body["metadata"]["id"].as_str().unwrap().to_owned());
+    warm(&a, &b, &secret).await;
+    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&a.db)
+        .await
+        .unwrap();
+    refused_within(&a, &secret, 401, Duration::from_secs(2)).await;
+    refused_within(&b, &secret, 401, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn an_unknown_token_is_not_remembered_as_valid() {
+    let (a, b) = two_replicas().await;
+    let acme = a.tenant("acme").await;
+    let forged = format!("{}x", acme.token);
+    for _ in 0..3 {
+        assert_eq!(b.request("GET", "/api/v1/namespaces", Some(&forged), None).await.status, 401);
+    }
+    assert_eq!(b.request("GET", "/api/v1/namespaces", Some(&acme.token), None).await.status, 200);
+}
+
+async fn wait_for_status(app: &TestApp, token: &str, status: u16) {
+    gofer_tests::wait_until("the expected answer", Duration::from_secs(2), || async {
+        app.request("GET", "/api/v1/namespaces", Some(token), None).await.status == status
+    })
+    .await;
+}
