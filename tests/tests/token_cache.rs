@@ -10,7 +10,7 @@ use serde_json::json;
 /// only eviction can make a cached token stop working.
 async fn two_replicas() -> (TestApp, TestApp) {
     let database_url = fresh_database().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("state dir a"), tempfile::tempdir().expect("state dir b"));
     let mut config_a = test_config(database_url.clone(), dir_a.path());
     config_a.auth.token_cache_ttl_s = 600;
     let mut config_b = test_config(database_url, dir_b.path());
