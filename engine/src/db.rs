@@ -59,7 +59,6 @@ pub(crate) struct PipelineLookup {
 #[derive(sqlx::FromRow)]
 pub(crate) struct PipelineRow {
     pub live_version: Option<i64>,
-    pub state: String,
 }
 
 /// Finds a pipeline, telling a missing namespace apart from a missing pipeline.
@@ -79,9 +78,9 @@ pub(crate) async fn lookup_pipeline(
         return Ok(PipelineLookup { namespace_exists, pipeline: None });
     }
     let sql = if lock {
-        "SELECT live_version, state FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 FOR UPDATE"
+        "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 FOR UPDATE"
     } else {
-        "SELECT live_version, state FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3"
+        "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3"
     };
     let pipeline = sqlx::query_as::<_, PipelineRow>(sql)
         .bind(key.tenant.as_str())
@@ -117,74 +116,6 @@ pub(crate) async fn get_config(
     .fetch_one(conn)
     .await?;
     Ok(config)
-}
-
-/// Takes the next run number (the caller holds the pipeline's lock).
-pub(crate) async fn allocate_run_id(conn: &mut PgConnection, key: &PipelineKey) -> Result<RunId, EngineError> {
-    let id: i64 = sqlx::query_scalar(
-        "UPDATE pipelines SET next_run_id = next_run_id + 1
-         WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 RETURNING next_run_id - 1",
-    )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .fetch_one(conn)
-    .await?;
-    Ok(RunId::from_i64(id))
-}
-
-pub(crate) async fn insert_run(conn: &mut PgConnection, key: &RunKey, run: &NewRun<'_>) -> Result<(), EngineError> {
-    sqlx::query(
-        "INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables,
-                           initiator, deadline_at, trace_parent, parallelism)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8), $9, $10)",
-    )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.run.get())
-    .bind(run.config_version)
-    .bind(Json(run.variables))
-    .bind(Json(run.initiator))
-    .bind(f64::from(run.timeout_s))
-    .bind(crate::measure::current_trace_parent())
-    .bind(i32::try_from(run.parallelism).unwrap_or(i32::MAX))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A run to insert.
-pub(crate) struct NewRun<'a> {
-    pub config_version: i64,
-    pub variables: &'a BTreeMap<String, String>,
-    pub initiator: &'a Initiator,
-    /// Seconds until the run's deadline.
-    pub timeout_s: u32,
-    /// The config's `parallelism`, kept on the run for the claim.
-    pub parallelism: u32,
-}
-
-pub(crate) async fn insert_task_execution(
-    conn: &mut PgConnection,
-    key: &RunKey,
-    task: &TaskId,
-    image: &str,
-) -> Result<(), EngineError> {
-    sqlx::query(
-        "INSERT INTO task_executions (tenant_id, namespace_id, pipeline_id, run_id, task_id, image, state, status,
-                                      waiting_reason)
-         VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 'unknown', 'waiting_for_dependencies')",
-    )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.run.get())
-    .bind(task.as_str())
-    .bind(image)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -291,6 +222,153 @@ macro_rules! run_columns {
             "ended_at"
         )
     };
+}
+
+/// A pipeline locked for a new run, with the run number taken: `None` fields when the pipeline
+/// does not exist.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Allocated {
+    pub namespace_exists: bool,
+    pub live_version: Option<i64>,
+    pub state: Option<String>,
+    pub run_id: Option<i64>,
+}
+
+/// Locks the pipeline's row and takes its next run number in one statement (the transaction
+/// rolls back if the pipeline turns out disabled, returning the number). The row lock orders this
+/// run against registrations and deployments, which take it first too.
+pub(crate) async fn allocate_run(conn: &mut PgConnection, key: &PipelineKey) -> Result<Allocated, EngineError> {
+    Ok(sqlx::query_as::<_, Allocated>(
+        "WITH allocated AS (
+             UPDATE pipelines SET next_run_id = next_run_id + 1
+             WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3
+             RETURNING live_version, state, next_run_id - 1 AS run_id
+         )
+         SELECT EXISTS (SELECT 1 FROM namespaces WHERE tenant_id = $1 AND id = $2) AS namespace_exists,
+                a.live_version, a.state, a.run_id
+         FROM (SELECT 1) one LEFT JOIN allocated a ON true",
+    )
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .fetch_one(conn)
+    .await?)
+}
+
+/// What starting a run reads once its pipeline is locked, in one round trip. A separate
+/// statement from [`allocate_run`] on purpose: its snapshot is taken after the lock was granted,
+/// so a deployment or registration that committed while this run waited for the lock is seen.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StartContext {
+    /// The config of the live version.
+    pub config: Option<Json<PipelineConfig>>,
+    /// Whether a deployment (a canary) is running, which may route this run to another version.
+    pub deploying: bool,
+    /// Task time used this month, when asked for (0 otherwise).
+    pub used_ms: i64,
+    /// Whether the tenant runs as many tasks as its plan allows (new tasks wait for quota).
+    pub tenant_at_capacity: bool,
+}
+
+pub(crate) async fn start_context(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    live_version: i64,
+    with_usage: bool,
+) -> Result<StartContext, EngineError> {
+    Ok(sqlx::query_as::<_, StartContext>(concat!(
+        "SELECT (SELECT config FROM pipeline_configs
+                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4) AS config,
+                EXISTS (SELECT 1 FROM deployments
+                        WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state = 'running') AS deploying,
+                CASE WHEN $5 THEN ",
+        usage::used_ms_sql!("$1"),
+        " ELSE 0 END AS used_ms,
+                COALESCE((SELECT count(*) FROM task_executions WHERE tenant_id = $1 AND state = 'running')
+                         >= (SELECT p.max_concurrent_tasks FROM tenants n JOIN plans p ON p.id = n.plan_id
+                             WHERE n.id = $1), false) AS tenant_at_capacity"
+    ))
+    .bind(key.tenant.as_str())
+    .bind(key.namespace.as_str())
+    .bind(key.pipeline.as_str())
+    .bind(live_version)
+    .bind(with_usage)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A run to insert.
+pub(crate) struct NewRun<'a> {
+    pub config_version: i64,
+    pub variables: &'a BTreeMap<String, String>,
+    pub initiator: &'a Initiator,
+    /// Seconds until the run's deadline.
+    pub timeout_s: u32,
+    /// The config's `parallelism`, kept on the run for the claim.
+    pub parallelism: u32,
+    /// Every task of the config: id, image, and whether it depends on nothing (then it is queued
+    /// at once, with `queued_reason`; the others wait for their dependencies).
+    pub tasks: Vec<(&'a TaskId, &'a str, bool)>,
+    pub queued_reason: WaitingReason,
+}
+
+/// Inserts a new run with its task executions, queues the tasks that depend on nothing, records
+/// `run_created` and their `task_queued` events (in that order) and notifies the queue and the
+/// event listeners (on commit), in one round trip. Returns the run as inserted.
+pub(crate) async fn insert_started_run(
+    conn: &mut PgConnection,
+    key: &RunKey,
+    run: &NewRun<'_>,
+) -> Result<RunRow, EngineError> {
+    const SQL: &str = concat!(
+        "WITH run AS (
+             INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables,
+                               initiator, deadline_at, trace_parent, parallelism)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8), $9, $10)
+             RETURNING ",
+        run_columns!(),
+        "
+         ), tasks AS (
+             INSERT INTO task_executions (tenant_id, namespace_id, pipeline_id, run_id, task_id, image, state, status,
+                                          waiting_reason, queued_at)
+             SELECT $1, $2, $3, $4, t.task_id, t.image, CASE WHEN t.root THEN 'queued' ELSE 'waiting' END, 'unknown',
+                    CASE WHEN t.root THEN $11 ELSE 'waiting_for_dependencies' END, CASE WHEN t.root THEN now() END
+             FROM unnest($12::text[], $13::text[], $14::bool[]) AS t(task_id, image, root)
+         ), created AS (
+             INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
+             SELECT $1, e.kind, $2, $3, $4, e.task_id, e.payload
+             FROM (SELECT $15::text AS kind, NULL::text AS task_id, $16::jsonb AS payload, 0::bigint AS position
+                   UNION ALL
+                   SELECT $17::text, t.task_id, '{}'::jsonb, t.position
+                   FROM unnest($12::text[], $14::bool[]) WITH ORDINALITY AS t(task_id, root, position)
+                   WHERE t.root) e
+             ORDER BY e.position
+         )
+         SELECT ",
+        run_columns!("run."),
+        " FROM run, (SELECT pg_notify($18, $1), pg_notify($19, '')) notified"
+    );
+    let task_ids: Vec<&str> = run.tasks.iter().map(|(id, _, _)| id.as_str()).collect();
+    let images: Vec<&str> = run.tasks.iter().map(|(_, image, _)| *image).collect();
+    let roots: Vec<bool> = run.tasks.iter().map(|(_, _, root)| *root).collect();
+    Ok(bind_run!(sqlx::query_as::<_, RunRow>(SQL), key)
+        .bind(run.config_version)
+        .bind(Json(run.variables))
+        .bind(Json(run.initiator))
+        .bind(f64::from(run.timeout_s))
+        .bind(crate::measure::current_trace_parent())
+        .bind(i32::try_from(run.parallelism).unwrap_or(i32::MAX))
+        .bind(run.queued_reason.as_str())
+        .bind(&task_ids)
+        .bind(&images)
+        .bind(&roots)
+        .bind(gofer_core::EventKind::RunCreated.as_str())
+        .bind(Json(serde_json::json!({"config_version": run.config_version})))
+        .bind(gofer_core::EventKind::TaskQueued.as_str())
+        .bind(crate::events::EVENTS_CHANNEL)
+        .bind(crate::QUEUE_CHANNEL)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Reads a run; with `lock`, the row stays locked until the transaction ends, which serializes
@@ -589,53 +667,54 @@ pub(crate) async fn queue_task(
     Ok(())
 }
 
-/// The state a task execution must be in for [`complete_task`] to complete it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Expected {
-    /// Never ran (skipped, or cancelled before it started).
-    Waiting,
-    /// Running under this replica's lease.
-    RunningHeldBy(uuid::Uuid),
-}
-
-/// Completes a task execution in the `expected` state; answers false when another transition
-/// got there first. `node` records where it ran when that was learned only at its end.
-pub(crate) async fn complete_task(
+/// Completes a task execution that never ran (skipped, or cancelled before it started); answers
+/// false when another transition got there first. A running one completes through
+/// [`queue::finish_task`], fenced by its lease.
+pub(crate) async fn complete_waiting_task(
     conn: &mut PgConnection,
     key: &TaskKey,
-    expected: Expected,
     status: TaskStatus,
-    reason: Option<&Reason>,
-    exit_code: Option<i32>,
-    node: Option<&str>,
+    reason: &Reason,
 ) -> Result<bool, EngineError> {
-    let (expected, owner) = match expected {
-        Expected::Waiting => (TaskState::Waiting, None),
-        Expected::RunningHeldBy(owner) => (TaskState::Running, Some(owner)),
-    };
     let done = sqlx::query(
-        "UPDATE task_executions SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
-             exit_code = $10, ended_at = now(), lease_owner = NULL, lease_until = NULL, waiting_reason = NULL,
-             node = COALESCE($12, node)
+        "UPDATE task_executions SET state = 'complete', status = $6, status_reason = $7, status_description = $8,
+             ended_at = now(), waiting_reason = NULL
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-           AND state = $6 AND ($11::uuid IS NULL OR lease_owner = $11)",
+           AND state = 'waiting'",
     )
     .bind(key.run.pipeline.tenant.as_str())
     .bind(key.run.pipeline.namespace.as_str())
     .bind(key.run.pipeline.pipeline.as_str())
     .bind(key.run.run.get())
     .bind(key.task.as_str())
-    .bind(expected.as_str())
     .bind(status.as_str())
-    .bind(reason.map(|r| r.reason.as_str()))
-    .bind(reason.map(|r| r.description.as_str()))
-    .bind(exit_code)
-    .bind(owner)
-    .bind(node)
+    .bind(reason.reason.as_str())
+    .bind(reason.description.as_str())
     .execute(conn)
     .await?
     .rows_affected();
     Ok(done == 1)
+}
+
+/// Locks the run (as [`lock_run`]) and reads its task states after the lock was granted, in one
+/// round trip (the function of the migration `create_lock_run_states`). `None`: no such run.
+#[allow(clippy::type_complexity)]
+pub(crate) async fn lock_run_states(
+    conn: &mut PgConnection,
+    key: &RunKey,
+) -> Result<Option<(Option<crate::cancel::CancelReason>, BTreeMap<TaskId, (TaskState, TaskStatus)>)>, EngineError> {
+    let query =
+        sqlx::query_as("SELECT cancel_reason, task_id, state, status FROM gofer_lock_run_states($1, $2, $3, $4)");
+    let rows: Vec<(Option<String>, String, String, String)> = bind_run!(query, key).fetch_all(conn).await?;
+    let Some((reason, ..)) = rows.first() else { return Ok(None) };
+    let cancelling = reason.as_deref().and_then(crate::cancel::CancelReason::parse);
+    let states = rows
+        .into_iter()
+        .map(|(_, task, state, status)| {
+            Ok((task.parse().map_err(corrupt)?, (state.parse().map_err(corrupt)?, status.parse().map_err(corrupt)?)))
+        })
+        .collect::<Result<_, EngineError>>()?;
+    Ok(Some((cancelling, states)))
 }
 
 /// The state and status of every task execution of a run (the caller holds the run's lock).

@@ -574,22 +574,25 @@ async fn conclude_on(
     };
     match decide(locked.flatten()) {
         Verdict::Complete { status, reason, exit_code } => {
-            let expected = db::Expected::RunningHeldBy(owner);
-            if !db::complete_task(&mut tx, key, expected, status, reason.as_ref(), exit_code, node).await? {
+            let attempt_status = if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status };
+            let attempt = closed(attempt_status, reason.as_ref(), exit_code, false);
+            let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
+                                 "attempt": claimed.attempt, "job_id": job_id});
+            if !db::queue::finish_task(&mut tx, key, owner, status, &attempt, &payload).await? {
                 tracing::warn!("the task execution was already finished elsewhere; leaving it");
                 return Ok(());
             }
-            let attempt_status = if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status };
-            let attempt = closed(attempt_status, reason.as_ref(), exit_code, false);
-            db::queue::close_attempt(&mut tx, key, &attempt).await?;
-            let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
-                                 "attempt": claimed.attempt, "job_id": job_id});
-            events::record(&mut tx, tenant, EventKind::TaskCompleted, scope, payload).await?;
-            let cancelling = match locked {
-                Some(cancelling) => cancelling,
-                None => db::lock_run(&mut tx, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?,
-            };
-            release::release_ready_tasks(&mut tx, &key.run, cancelling, config.version, &config.config).await?;
+            match locked {
+                Some(cancelling) => {
+                    release::release_ready_tasks(&mut tx, &key.run, cancelling, config.version, &config.config).await?
+                }
+                None => {
+                    let (cancelling, states) =
+                        db::lock_run_states(&mut tx, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
+                    release::release_with_states(&mut tx, &key.run, cancelling, config.version, &config.config, states)
+                        .await?
+                }
+            }
             tx.commit().await?;
             crate::measure::task_completed(status);
             tracing::info!(%status, ?exit_code, "task execution finished");

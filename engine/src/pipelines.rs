@@ -40,16 +40,6 @@ pub(crate) async fn require(
     lookup.pipeline.ok_or_else(|| EngineError::PipelineNotFound(key.pipeline.clone()))
 }
 
-/// Locks the pipeline for a new run and answers its live version; refuses a disabled pipeline
-/// and one without a live version.
-pub(crate) async fn require_startable(conn: &mut PgConnection, key: &PipelineKey) -> Result<i64, EngineError> {
-    let pipeline = require(conn, key, true).await?;
-    if pipeline.state.parse::<PipelineState>().map_err(db::corrupt)? == PipelineState::Disabled {
-        return Err(EngineError::PipelineDisabled(key.pipeline.clone()));
-    }
-    pipeline.live_version.ok_or_else(|| EngineError::NoLiveVersion(key.pipeline.clone()))
-}
-
 /// Registers `config` for the pipeline, creating the pipeline on its first config. A config whose
 /// canonical hash equals an existing version's creates nothing and answers that version. With
 /// `deploy`, the version then goes live at once through an immediate deployment (refused with

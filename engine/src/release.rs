@@ -25,7 +25,20 @@ pub(crate) async fn release_ready_tasks(
     config_version: i64,
     config: &PipelineConfig,
 ) -> Result<(), EngineError> {
-    let mut states = db::task_states(conn, run).await?;
+    let states = db::task_states(conn, run).await?;
+    release_with_states(conn, run, cancelling, config_version, config, states).await
+}
+
+/// [`release_ready_tasks`] with the run's task states as the caller read them under the run's
+/// lock (see [`db::lock_run_states`]).
+pub(crate) async fn release_with_states(
+    conn: &mut PgConnection,
+    run: &RunKey,
+    cancelling: Option<CancelReason>,
+    config_version: i64,
+    config: &PipelineConfig,
+    mut states: BTreeMap<TaskId, (TaskState, TaskStatus)>,
+) -> Result<(), EngineError> {
     let mut queued_any = false;
     // Asked only when a task is queued: most releases queue nothing (a task without dependants).
     let mut reason_when_queued = None;
@@ -44,7 +57,7 @@ pub(crate) async fn release_ready_tasks(
             match decision {
                 Err(cancel) => {
                     let (status, reason) = cancel.task_outcome(false);
-                    db::complete_task(conn, &key, db::Expected::Waiting, status, Some(&reason), None, None).await?;
+                    db::complete_waiting_task(conn, &key, status, &reason).await?;
                     let scope = EventScope::task(run, &task.id);
                     let payload = json!({"status": status, "status_reason": reason});
                     events::record(conn, &run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;
@@ -70,16 +83,7 @@ pub(crate) async fn release_ready_tasks(
                             reason: StatusReason::FailedPrecondition,
                             description: format!("depends on {parent} ending {required}, but it ended {actual}"),
                         };
-                        db::complete_task(
-                            conn,
-                            &key,
-                            db::Expected::Waiting,
-                            TaskStatus::Skipped,
-                            Some(&reason),
-                            None,
-                            None,
-                        )
-                        .await?;
+                        db::complete_waiting_task(conn, &key, TaskStatus::Skipped, &reason).await?;
                         let scope = EventScope::task(run, &task.id);
                         let payload = json!({"status": TaskStatus::Skipped, "status_reason": reason});
                         events::record(conn, &run.pipeline.tenant, EventKind::TaskCompleted, scope, payload).await?;

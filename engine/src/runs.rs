@@ -4,13 +4,11 @@ use std::collections::BTreeMap;
 
 use gofer_core::config::check_env;
 use gofer_core::model::{Initiator, PageRequest, Run, TaskAttempt, TaskExecution};
-use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
+use gofer_core::{NamespaceId, PipelineId, PipelineState, RunId, TaskId, TenantId, WaitingReason};
 use sqlx::{PgConnection, PgPool};
 
-use crate::events::{self, EventScope};
 use crate::logs::LogKey;
-use crate::{EngineError, db, deployments, pipelines, release};
-use gofer_core::EventKind;
+use crate::{EngineError, db, deployments, pipelines};
 
 /// Identifies a pipeline within a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +86,28 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     let StartRequest { variables, initiator, default_timeout_s, plan, task_defaults } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = db::scoped(pool, &key.tenant).await?;
-    let live_version = pipelines::require_startable(&mut tx, key).await?;
-    let run_key = RunKey { pipeline: key.clone(), run: db::allocate_run_id(&mut tx, key).await? };
-    let version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
-    let config = db::get_config(&mut tx, key, version).await?;
+    let allocated = db::allocate_run(&mut tx, key).await?;
+    let (Some(state), Some(run_id)) = (allocated.state, allocated.run_id) else {
+        return Err(if allocated.namespace_exists {
+            EngineError::PipelineNotFound(key.pipeline.clone())
+        } else {
+            EngineError::NamespaceNotFound(key.namespace.clone())
+        });
+    };
+    if state.parse::<PipelineState>().map_err(db::corrupt)? == PipelineState::Disabled {
+        return Err(EngineError::PipelineDisabled(key.pipeline.clone()));
+    }
+    let live_version = allocated.live_version.ok_or_else(|| EngineError::NoLiveVersion(key.pipeline.clone()))?;
+    let run_key = RunKey { pipeline: key.clone(), run: RunId::from_i64(run_id) };
+    let context = db::start_context(&mut tx, key, live_version, plan.is_some()).await?;
+    let mut version = live_version;
+    let mut config = context.config.ok_or_else(|| db::corrupt(format!("config version {live_version} is missing")))?.0;
+    if context.deploying {
+        version = deployments::choose_version(&mut tx, &run_key, live_version).await?;
+        if version != live_version {
+            config = db::get_config(&mut tx, key, version).await?;
+        }
+    }
     let timeout_s = config.run_timeout_s.unwrap_or(default_timeout_s);
     if let Some(plan) = &plan {
         let (task_timeout, cpu, memory) = task_defaults;
@@ -112,29 +128,34 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
         };
         plan.admit(&demand).map_err(EngineError::QuotaExceeded)?;
         // Task-seconds of the month, counting tasks still running: none left, no new run.
-        let used_ms = u64::try_from(db::usage::used_ms(&mut tx, &key.tenant).await?).unwrap_or(0);
+        let used_ms = u64::try_from(context.used_ms).unwrap_or(0);
         if used_ms >= plan.task_seconds_per_month.saturating_mul(1000) {
             let exceeded = gofer_core::model::QuotaExceeded::task_seconds(used_ms / 1000, plan.task_seconds_per_month);
             return Err(EngineError::QuotaExceeded(exceeded));
         }
     }
+    // Why the tasks queued now will wait (the claim clears it): the pipeline's parallelism, the
+    // tenant's quota, or capacity.
+    let queued_reason =
+        if config.parallelism > 0 && db::queue::pipeline_at_parallelism(&mut tx, key, config.parallelism).await? {
+            WaitingReason::WaitingForParallelism
+        } else if context.tenant_at_capacity {
+            WaitingReason::WaitingForQuota
+        } else {
+            WaitingReason::WaitingForCapacity
+        };
     let new_run = db::NewRun {
         config_version: version,
         variables: &variables,
         initiator: &initiator,
         timeout_s,
         parallelism: config.parallelism,
+        // A new run's tasks are all waiting, so those without dependencies are ready, and no
+        // other is: the release of a new run, without reading anything back.
+        tasks: config.tasks.iter().map(|t| (&t.id, t.image.as_str(), t.depends_on.is_empty())).collect(),
+        queued_reason,
     };
-    db::insert_run(&mut tx, &run_key, &new_run).await?;
-    let payload = serde_json::json!({"config_version": version});
-    events::record(&mut tx, &key.tenant, EventKind::RunCreated, EventScope::run(&run_key), payload).await?;
-    for task in &config.tasks {
-        db::insert_task_execution(&mut tx, &run_key, &task.id, &task.image).await?;
-    }
-    // Lock the new run like every other transition does before releasing its tasks.
-    db::get_run(&mut tx, &run_key, true).await?;
-    release::release_ready_tasks(&mut tx, &run_key, None, version, &config).await?;
-    let run = db::get_run(&mut tx, &run_key, false).await?.ok_or(EngineError::RunNotFound(run_key.run))?.into_run()?;
+    let run = db::insert_started_run(&mut tx, &run_key, &new_run).await?.into_run()?;
     tx.commit().await?;
     tracing::info!(run = %run.id, version, "run started");
     Ok(run)

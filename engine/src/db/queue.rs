@@ -279,6 +279,23 @@ macro_rules! bind_task {
     };
 }
 
+/// Binds a [`TaskKey`] as `$1`..`$5` and a [`ClosedAttempt`] as `$6`..`$14` (attempt, status,
+/// reason code and description, exit code, retried, cpu, memory, node).
+macro_rules! bind_closed_attempt {
+    ($query:expr, $key:expr, $attempt:expr) => {
+        bind_task!($query, $key)
+            .bind($attempt.attempt)
+            .bind($attempt.status.as_str())
+            .bind($attempt.reason.map(|r| r.reason.as_str()))
+            .bind($attempt.reason.map(|r| r.description.as_str()))
+            .bind($attempt.exit_code)
+            .bind($attempt.retried)
+            .bind(i32::try_from($attempt.requested.0).unwrap_or(i32::MAX))
+            .bind(i32::try_from($attempt.requested.1).unwrap_or(i32::MAX))
+            .bind($attempt.node)
+    };
+}
+
 /// Records the job id and deadline of the attempt being dispatched and opens its attempt row.
 pub(crate) async fn open_attempt(
     conn: &mut PgConnection,
@@ -377,8 +394,7 @@ pub(crate) async fn close_attempt(
 ) -> Result<(), EngineError> {
     // The attempt's end and its usage ledger row in one statement. The ledger row's key is the
     // attempt's: writing it again (a takeover concluding the same attempt) adds nothing.
-    let reason = attempt.reason;
-    bind_task!(
+    bind_closed_attempt!(
         sqlx::query(
             "WITH closed AS (
                  UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
@@ -395,20 +411,66 @@ pub(crate) async fn close_attempt(
              FROM closed c JOIN tenants n ON n.id = c.tenant_id
              ON CONFLICT DO NOTHING"
         ),
-        key
+        key,
+        attempt
     )
-    .bind(attempt.attempt)
-    .bind(attempt.status.as_str())
-    .bind(reason.map(|r| r.reason.as_str()))
-    .bind(reason.map(|r| r.description.as_str()))
-    .bind(attempt.exit_code)
-    .bind(attempt.retried)
-    .bind(i32::try_from(attempt.requested.0).unwrap_or(i32::MAX))
-    .bind(i32::try_from(attempt.requested.1).unwrap_or(i32::MAX))
-    .bind(attempt.node)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Completes a running task execution held by `owner` with how its last attempt ended, in one
+/// round trip: the task execution (fenced by the lease), the attempt with its usage ledger row (as
+/// [`close_attempt`]) and the `task_completed` event with its notification (on commit). Nothing
+/// is written when the fence fails; answers whether it held.
+pub(crate) async fn finish_task(
+    conn: &mut PgConnection,
+    key: &TaskKey,
+    owner: uuid::Uuid,
+    task_status: TaskStatus,
+    attempt: &ClosedAttempt<'_>,
+    event: &serde_json::Value,
+) -> Result<bool, EngineError> {
+    let finished: i64 = bind_closed_attempt!(
+        sqlx::query_scalar(
+            "WITH done AS (
+                 UPDATE task_executions SET state = 'complete', status = $15, status_reason = $8,
+                     status_description = $9, exit_code = $10, ended_at = now(), lease_owner = NULL,
+                     lease_until = NULL, waiting_reason = NULL, node = COALESCE($14, node)
+                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+                   AND state = 'running' AND lease_owner = $16
+                 RETURNING tenant_id
+             ), closed AS (
+                 UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
+                     exit_code = $10, retried = $11, ended_at = now(), node = COALESCE($14, node)
+                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+                   AND attempt = $6 AND EXISTS (SELECT 1 FROM done)
+                 RETURNING tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, started_at, ended_at
+             ), metered AS (
+                 INSERT INTO usage_records (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, plan_id,
+                                            task_ms, cpu_millis, memory_mb, started_at, finished_at)
+                 SELECT c.tenant_id, c.namespace_id, c.pipeline_id, c.run_id, c.task_id, c.attempt, n.plan_id,
+                        GREATEST(0, (extract(epoch FROM c.ended_at - c.started_at) * 1000)::bigint), $12, $13,
+                        c.started_at, c.ended_at
+                 FROM closed c JOIN tenants n ON n.id = c.tenant_id
+                 ON CONFLICT DO NOTHING
+             ), recorded AS (
+                 INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
+                 SELECT $1, $17, $2, $3, $4, $5, $18 FROM done
+             )
+             SELECT count(*) FROM (SELECT pg_notify($19, tenant_id) FROM done) notified"
+        ),
+        key,
+        attempt
+    )
+    .bind(task_status.as_str())
+    .bind(owner)
+    .bind(gofer_core::EventKind::TaskCompleted.as_str())
+    .bind(sqlx::types::Json(event))
+    .bind(crate::events::EVENTS_CHANNEL)
+    .fetch_one(conn)
+    .await?;
+    Ok(finished == 1)
 }
 
 /// How an attempt ended, for [`close_attempt`].
@@ -706,6 +768,24 @@ pub(crate) async fn pipeline_full(
     .bind(run.pipeline.namespace.as_str())
     .bind(run.pipeline.pipeline.as_str())
     .bind(run.run.get())
+    .bind(i64::from(parallelism))
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether the pipeline already runs `parallelism` runs, so a run starting now waits for one.
+pub(crate) async fn pipeline_at_parallelism(
+    conn: &mut PgConnection,
+    pipeline: &crate::runs::PipelineKey,
+    parallelism: u32,
+) -> Result<bool, EngineError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) >= $4 FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
+                AND state = 'running'",
+    )
+    .bind(pipeline.tenant.as_str())
+    .bind(pipeline.namespace.as_str())
+    .bind(pipeline.pipeline.as_str())
     .bind(i64::from(parallelism))
     .fetch_one(conn)
     .await?)

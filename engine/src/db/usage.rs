@@ -8,7 +8,7 @@ use crate::runs::RunKey;
 
 /// Milliseconds a tenant (`$1`) used this calendar month (UTC): finished attempts from the ledger
 /// plus the time so far of attempts still running. A macro so queries stay `&'static str`.
-macro_rules! used_ms {
+macro_rules! used_ms_sql {
     ($tenant:literal) => {
         concat!(
             "(COALESCE((SELECT sum(u.task_ms) FROM usage_records u WHERE u.tenant_id = ",
@@ -21,10 +21,11 @@ macro_rules! used_ms {
         )
     };
 }
+pub(crate) use used_ms_sql;
 
 /// Milliseconds of task time the tenant used this month, running attempts included.
 pub(crate) async fn used_ms(conn: &mut PgConnection, tenant: &gofer_core::TenantId) -> Result<i64, EngineError> {
-    Ok(sqlx::query_scalar(concat!("SELECT ", used_ms!("$1"))).bind(tenant.as_str()).fetch_one(conn).await?)
+    Ok(sqlx::query_scalar(concat!("SELECT ", used_ms_sql!("$1"))).bind(tenant.as_str()).fetch_one(conn).await?)
 }
 
 /// Cross-tenant: unfinished runs (not yet being stopped) of tenants that run tasks while their
@@ -35,7 +36,7 @@ pub(crate) async fn exhausted_runs(conn: &mut PgConnection, limit: i64) -> Resul
              SELECT n.id FROM tenants n JOIN plans p ON p.id = n.plan_id
              WHERE n.id IN (SELECT DISTINCT tenant_id FROM task_attempts WHERE state = 'running')
                AND ",
-        used_ms!("n.id"),
+        used_ms_sql!("n.id"),
         " >= p.task_seconds_per_month * 1000
          ), marked AS (
              UPDATE tenants SET quota_exhausted_at = now() WHERE id IN (SELECT id FROM exhausted)
