@@ -106,6 +106,12 @@ pub struct Config {
     pub objects: ObjectSettings,
     /// Attaching to running tasks (docs/attach.md).
     pub attach: AttachSettings,
+    /// How long a replica remembers a complete run for `GET …/runs/{run}`, in seconds (0: every
+    /// read goes to the database). A complete run never changes; deleting it evicts at once on
+    /// every replica through NOTIFY, so this bounds what a missed notification could cost.
+    pub run_cache_ttl_s: u64,
+    /// Most complete runs a replica remembers.
+    pub run_cache_max_entries: usize,
 }
 
 /// Attaching to running tasks (`…/tasks/{task}/attach`).
@@ -468,6 +474,8 @@ impl Default for Config {
             s3_part_size_bytes: 8 * 1024 * 1024,
             objects: ObjectSettings::default(),
             attach: AttachSettings::default(),
+            run_cache_ttl_s: 60,
+            run_cache_max_entries: 10_000,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod pagination;
 mod prometheus;
 mod routes;
+pub mod run_cache;
 pub mod startup;
 pub mod telemetry;
 

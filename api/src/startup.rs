@@ -54,6 +54,8 @@ pub struct AppState {
     pub api_url: String,
     /// Verified API tokens, evicted on every auth change (NOTIFY).
     pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
+    /// Complete runs, which never change, evicted when runs are deleted (NOTIFY).
+    pub complete_runs: Arc<crate::run_cache::CompleteRuns>,
 }
 
 impl AppState {
@@ -204,6 +206,11 @@ impl Application {
         ]);
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
         jobs.push(tokio::spawn(gofer_tenants::cache::follow(pool.clone(), token_cache.clone())));
+        let complete_runs = Arc::new(crate::run_cache::CompleteRuns::new(
+            Duration::from_secs(config.run_cache_ttl_s),
+            config.run_cache_max_entries,
+        ));
+        jobs.push(tokio::spawn(crate::run_cache::follow(pool.clone(), complete_runs.clone())));
         let hub = EventHub::start(pool.clone());
         let state = web::Data::new(AppState {
             pool,
@@ -220,6 +227,7 @@ impl Application {
             scheduler,
             api_url,
             token_cache,
+            complete_runs,
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -11,7 +11,7 @@ use crate::logs::LogKey;
 use crate::{EngineError, db, deployments, pipelines};
 
 /// Identifies a pipeline within a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
     /// Owner, always taken from the authenticated token.
     pub tenant: TenantId,
@@ -22,7 +22,7 @@ pub struct PipelineKey {
 }
 
 /// Identifies a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RunKey {
     /// The pipeline.
     pub pipeline: PipelineKey,

@@ -2,6 +2,7 @@
 
 pub mod cache;
 mod db;
+pub mod memo;
 pub mod namespaces;
 pub mod run_tokens;
 pub mod token;

@@ -97,6 +97,8 @@ pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_a
     // next request to see it; the cache would see it only when the NOTIFY arrives (about a
     // millisecond later). tests/tests/token_cache.rs turns the cache on and tests exactly that.
     config.auth.token_cache_ttl_s = 0;
+    // Likewise the complete-run cache: tests/tests/token_cache.rs tests it.
+    config.run_cache_ttl_s = 0;
     // Fast loops keep tests quick; NOTIFY does most of the waking anyway.
     config.engine.poll_interval_ms = 200;
     config.engine.monitor_interval_ms = 50;

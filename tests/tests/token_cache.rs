@@ -1,5 +1,7 @@
 //! Verified tokens are cached per replica, and every replica forgets them the moment they stop
 //! being valid: revocation, tenant deletion, suspension, expiry (docs/config.md, `auth.token_cache_ttl_s`).
+//! Complete runs are cached too, and forgotten by every replica when they are deleted
+//! (`run_cache_ttl_s`).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,10 @@ async fn two_replicas() -> (TestApp, TestApp) {
     let (dir_a, dir_b) = (tempfile::tempdir().expect("state dir a"), tempfile::tempdir().expect("state dir b"));
     let mut config_a = test_config(database_url.clone(), dir_a.path());
     config_a.auth.token_cache_ttl_s = 600;
+    config_a.run_cache_ttl_s = 600;
     let mut config_b = test_config(database_url, dir_b.path());
     config_b.auth.token_cache_ttl_s = 600;
+    config_b.run_cache_ttl_s = 600;
     config_b.bootstrap_token = config_a.bootstrap_token.clone();
     let a = spawn_with(config_a, dir_a).await;
     let b = spawn_with(config_b, dir_b).await;
@@ -140,4 +144,56 @@ async fn wait_for_status(app: &TestApp, token: &str, status: u16) {
         app.request("GET", "/api/v1/namespaces", Some(token), None).await.status == status
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_complete_run_is_read_from_memory_until_a_replica_deletes_it() {
+    let (a, b) = two_replicas().await;
+    let acme = a.tenant("acme").await;
+    acme.namespace("builds").await;
+    let config = json!({"name": "Quick", "tasks": [{"id": "noop", "image": "debian:12", "command": ["true"]}]});
+    acme.register("builds", "quick", config).await;
+    let run = acme.run_to_completion("builds", "quick", Duration::from_secs(60)).await;
+    let path = format!("/api/v1/namespaces/builds/pipelines/quick/runs/{}", run.id);
+    for app in [&a, &b] {
+        let read = app.request("GET", &path, Some(&acme.token), None).await;
+        assert_eq!(read.status, 200, "{read:?}");
+        assert_eq!(read.body["run"]["state"], "complete");
+    }
+    // Both replicas answer from memory now: a change behind their back (which the service never
+    // makes to a complete run) is not seen.
+    sqlx::query(
+        "UPDATE runs SET status_reason = 'task_failed', status_description = 'changed behind the cache' WHERE id = $1",
+    )
+    .bind(run.id.get())
+    .execute(&a.db)
+    .await
+    .expect("edit the run");
+    for app in [&a, &b] {
+        let read = app.request("GET", &path, Some(&acme.token), None).await;
+        assert_eq!(read.status, 200, "{read:?}");
+        assert_ne!(read.body["run"]["status_reason"]["description"], "changed behind the cache", "{read:?}");
+    }
+    // A token that may not reach the namespace is still refused: authorization is not cached.
+    let other =
+        acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read", "namespaces": ["elsewhere"]}))).await;
+    let other = other.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(a.request("GET", &path, Some(&other), None).await.status, 403);
+
+    // Deleting the pipeline (and its runs) through B: A forgets the run at once.
+    let deleted = b
+        .request("DELETE", "/api/v1/namespaces/builds/pipelines/quick?delete_runs=true", Some(&acme.token), None)
+        .await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    assert_eq!(b.request("GET", &path, Some(&acme.token), None).await.status, 404);
+    let started = Instant::now();
+    loop {
+        let read = a.request("GET", &path, Some(&acme.token), None).await;
+        if read.status == 404 {
+            break;
+        }
+        assert_eq!(read.status, 200, "{read:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "replica A still answers the deleted run");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -145,7 +145,7 @@ pub(crate) async fn get(
     path: web::Path<RunPath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let run = gofer_engine::runs::get(&state.pool, &key).await?;
+    let run = state.complete_runs.get(&state.pool, key).await?;
     Ok(HttpResponse::Ok().json(RunResponse { run }))
 }
 
