@@ -216,15 +216,15 @@ async fn start_gofer(collector: &str, state_dir: &std::path::Path) -> (Child, St
 }
 
 /// Creates tenant `acme`, namespace `builds` and pipeline `hello` (one task), starts a run;
-/// answers its id.
-async fn start_hello_run(http: &reqwest::Client, address: &str, operator: &str) -> i64 {
+/// answers the tenant's token and the run's id.
+async fn start_hello_run(http: &reqwest::Client, address: &str, operator: &str) -> (String, i64) {
     let tenant = call(http, address, operator, "POST", "/api/v1/tenants", json!({"id": "acme", "name": "Acme"})).await;
     let token = tenant["token"].as_str().expect("token").to_owned();
     call(http, address, &token, "POST", "/api/v1/namespaces", json!({"id": "builds", "name": "Builds"})).await;
     let config = json!({"name": "Hello", "tasks": [{"id": "say", "image": "debian:12", "command": ["true"]}]});
     call(http, address, &token, "POST", "/api/v1/namespaces/builds/pipelines/hello/configs", config).await;
     let run = call(http, address, &token, "POST", "/api/v1/namespaces/builds/pipelines/hello/runs", json!({})).await;
-    run["run"]["id"].as_i64().expect("run id")
+    (token, run["run"]["id"].as_i64().expect("run id"))
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn a_runs_spans_form_one_trace_from_the_request_to_the_scheduler() {
     let state_dir = tempfile::tempdir().expect("temp dir");
     let (mut child, address, operator) = start_gofer(&collector, state_dir.path()).await;
     let http = reqwest::Client::new();
-    let run_id = start_hello_run(&http, &address, &operator).await;
+    let (_, run_id) = start_hello_run(&http, &address, &operator).await;
 
     // Wait until the purge of the finished job (the last scheduler call) has been exported.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -340,4 +340,43 @@ async fn a_runs_metrics_arrive_over_otlp_with_the_labels_of_the_prometheus_ones(
         "{points:?}"
     );
     assert!(resources.iter().all(|r| r.contains(&"service.name=gofer".to_owned())), "{resources:?}");
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_blocks_no_request_and_no_run() {
+    // Accepts connections and never reads or answers them: every export hangs until its timeout.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let collector = format!("http://{}", black_hole.local_addr().expect("address"));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holding = held.clone();
+    std::thread::spawn(move || {
+        for stream in black_hole.incoming().flatten() {
+            holding.lock().expect("lock").push(stream);
+        }
+    });
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, address, operator) = start_gofer(&collector, state_dir.path()).await;
+    let http = reqwest::Client::new();
+    let (token, run_id) = start_hello_run(&http, &address, &operator).await;
+
+    // Poll the run through the API until it completes, timing every request.
+    let path = format!("/api/v1/namespaces/builds/pipelines/hello/runs/{run_id}");
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = Instant::now();
+        let response = http.get(format!("{address}{path}")).bearer_auth(&token).send().await.expect("answer");
+        let run: Value = response.json().await.expect("json");
+        slowest = slowest.max(started.elapsed());
+        if run["run"]["state"] == "complete" {
+            assert_eq!(run["run"]["status"], "successful", "{run}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not complete with the collector hanging: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!held.lock().expect("lock").is_empty(), "the exporters did try the collector");
+    assert!(slowest < Duration::from_secs(1), "a request took {slowest:?} while the collector hung");
 }
