@@ -124,6 +124,29 @@ impl PeriodicJob for MetricsUpkeep {
     }
 }
 
+/// Samples the queue gauges from Postgres for the OTLP metrics export, which (unlike a
+/// Prometheus scrape) does not ask for them; added only when OTLP metrics are on.
+pub struct SampleQueue {
+    /// The database.
+    pub pool: PgPool,
+    /// How often: the export interval.
+    pub every: Duration,
+}
+
+impl PeriodicJob for SampleQueue {
+    fn name(&self) -> &'static str {
+        "sample_queue"
+    }
+
+    fn interval(&self) -> Duration {
+        self.every
+    }
+
+    fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move { Ok(crate::prometheus::sample_queue(&self.pool).await?) })
+    }
+}
+
 /// Loads the active IP blocks into the in-memory cache.
 pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::limits::IpBlocks) -> anyhow::Result<()> {
     let active = gofer_billing::ip_blocks::active(pool).await?;

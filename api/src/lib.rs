@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod limits;
 pub mod live;
 pub mod openapi;
+mod otel_metrics;
 pub mod pagination;
 mod prometheus;
 mod routes;

@@ -1,6 +1,7 @@
 //! Prometheus metrics: one process-wide recorder (the `metrics` facade, which the engine records
 //! into as well), a middleware that counts and times every request by route pattern, and the
-//! `/metrics` route, which also samples the queue from Postgres when it is scraped.
+//! `/metrics` route, which also samples the queue from Postgres when it is scraped. When OTLP
+//! export is configured the recorder fans out to the OpenTelemetry meter too (`otel_metrics`).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -29,9 +30,20 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();
+        // With OTLP export on, every metric goes to the OpenTelemetry meter as well: the same
+        // call sites feed both, so /metrics and the collector always agree.
+        let installed = match crate::telemetry::meter_provider() {
+            Some(provider) => {
+                use opentelemetry::metrics::MeterProvider as _;
+                let otel = crate::otel_metrics::OtelRecorder::new(provider.meter("gofer"), LATENCY_BUCKETS);
+                let fanout = metrics_util::layers::FanoutBuilder::default().add_recorder(recorder).add_recorder(otel);
+                metrics::set_global_recorder(fanout.build()).is_ok()
+            }
+            None => metrics::set_global_recorder(recorder).is_ok(),
+        };
         // Fails only when another recorder was installed first (an embedding program's own):
         // then this handle renders nothing, and that program's recorder gets the metrics.
-        if metrics::set_global_recorder(recorder).is_err() {
+        if !installed {
             tracing::warn!("a metrics recorder was already installed; /metrics answers empty");
         }
         handle
@@ -64,12 +76,17 @@ pub(crate) async fn record_request(
 ))]
 #[get("/metrics")]
 pub(crate) async fn scrape(_operator: Operator, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let handle = handle();
-    // Cross-tenant on purpose: operators watch the whole queue.
-    for depth in gofer_engine::queue_depth(&state.pool).await? {
+    sample_queue(&state.pool).await?;
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle().render()))
+}
+
+/// Sets the queue gauges from Postgres: on every scrape, and periodically when OTLP metrics are
+/// exported (`jobs::SampleQueue`). Cross-tenant on purpose: operators watch the whole queue.
+pub(crate) async fn sample_queue(pool: &sqlx::PgPool) -> Result<(), gofer_engine::EngineError> {
+    for depth in gofer_engine::queue_depth(pool).await? {
         let reason = depth.reason;
         metrics::gauge!("gofer_queue_depth", "reason" => reason.clone()).set(depth.count as f64);
         metrics::gauge!("gofer_queue_oldest_age_seconds", "reason" => reason).set(depth.oldest_age_s);
     }
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render()))
+    Ok(())
 }

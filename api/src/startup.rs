@@ -170,7 +170,7 @@ impl Application {
             Duration::from_secs(config.auth.token_cache_ttl_s),
             config.auth.token_cache_max_entries,
         ));
-        let mut jobs = crate::jobs::spawn_all(vec![
+        let mut periodic: Vec<Arc<dyn crate::jobs::PeriodicJob>> = vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
                 every: Duration::from_secs(config.tokens.purge_interval_s),
@@ -203,7 +203,12 @@ impl Application {
                 archive_after: Duration::from_secs(config.logs.archive_after_s),
                 retention: (config.logs.retention_s > 0).then(|| Duration::from_secs(config.logs.retention_s)),
             }),
-        ]);
+        ];
+        if crate::telemetry::meter_provider().is_some() {
+            let every = crate::telemetry::metric_export_interval();
+            periodic.push(Arc::new(crate::jobs::SampleQueue { pool: pool.clone(), every }));
+        }
+        let mut jobs = crate::jobs::spawn_all(periodic);
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
         jobs.push(tokio::spawn(gofer_tenants::cache::follow(pool.clone(), token_cache.clone())));
         let complete_runs = Arc::new(crate::run_cache::CompleteRuns::new(

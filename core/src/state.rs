@@ -129,6 +129,9 @@ wire_enum!(
         /// A `secret{{ key }}` reference in the task's env could not be resolved (not set for the
         /// pipeline, not granted to its namespace); the task did not start.
         SecretUnavailable => "secret_unavailable",
+        /// The secret store (OpenBao/Vault, or Postgres for the built-in store) could not be
+        /// reached to resolve the task's secrets; an infrastructure failure, retried.
+        SecretStoreUnavailable => "secret_store_unavailable",
         /// The tenant's task-seconds for the month ran out, so the run or task was stopped.
         QuotaExhausted => "quota_exhausted",
     }

@@ -213,7 +213,8 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
                     return conclude(inner, claimed, &config, task, &job_id, Ending::Unresolvable(reason)).await;
                 }
                 Err(ReferenceError::Unavailable(detail)) => {
-                    let ending = Ending::StartUnavailable(detail);
+                    tracing::warn!(error = %detail, "the secret store is unavailable; the task will be retried");
+                    let ending = Ending::SecretStoreUnavailable(detail);
                     return conclude(inner, claimed, &config, task, &job_id, ending).await;
                 }
             };

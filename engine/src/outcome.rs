@@ -18,6 +18,8 @@ pub(crate) enum Ending {
     StartRejected(String),
     /// The scheduler could not be reached to start the task.
     StartUnavailable(String),
+    /// The secret store could not be reached to resolve the task's secrets.
+    SecretStoreUnavailable(String),
     /// The run was being stopped before this attempt started.
     NotStarted,
     /// The task cannot start as configured (a `secret{{ key }}` that does not resolve): it
@@ -109,6 +111,7 @@ pub(crate) fn verdict(
         }
         Ending::StartRejected(detail) => failed(reason(StatusReason::SchedulerError, detail.clone()), None),
         Ending::StartUnavailable(detail) => infra(reason(StatusReason::SchedulerError, detail.clone())),
+        Ending::SecretStoreUnavailable(detail) => infra(reason(StatusReason::SecretStoreUnavailable, detail.clone())),
         Ending::Unresolvable(r) => failed(r.clone(), None),
     }
 }
@@ -166,6 +169,12 @@ mod tests {
         ));
         let unavailable = Ending::StartUnavailable("down".into());
         assert!(matches!(verdict(&unavailable, None, 10, (0, 0), POLICY), Verdict::Retry { infra: true, .. }));
+        match verdict(&Ending::SecretStoreUnavailable("sealed".into()), None, 10, (0, 0), POLICY) {
+            Verdict::Retry { infra: true, reason, .. } => {
+                assert_eq!(reason.reason, StatusReason::SecretStoreUnavailable)
+            }
+            other => panic!("{other:?}"),
+        }
         let rejected = Ending::StartRejected("bad spec".into());
         assert!(matches!(verdict(&rejected, None, 10, (0, 0), POLICY), Verdict::Complete { .. }));
     }

@@ -333,6 +333,10 @@ async fn runs_wait_through_an_openbao_outage_and_then_all_succeed() {
     let reasons = retry_reasons(&app).await;
     eprintln!("OpenBao away 8 s: {retried} attempts retried: {reasons:?}");
     assert!(retried >= RUNS as i64, "each run's first task waited: {reasons:?}");
+    assert!(
+        reasons.iter().all(|(_, r)| r.as_deref() == Some("secret_store_unavailable")),
+        "an unreachable OpenBao is a secret store outage, not a scheduler error: {reasons:?}"
+    );
 }
 
 #[tokio::test]
@@ -402,4 +406,126 @@ async fn put_object(app: &TestApp, token: &str, path: &str, body: &'static str) 
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     gofer_tests::Answer { status, content_type, body }
+}
+
+/// A real OpenBao keeping its data on disk (`infra/openbao.sh start --file`: raft storage,
+/// initialised, unsealed, KV v2 at `secret/`, token `root`), in a directory of its own. Stopped
+/// when dropped.
+struct DiskOpenBao {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl DiskOpenBao {
+    async fn script(&self, command: &str, file: bool) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/openbao.sh");
+        let mut args = vec![command.to_owned(), "--dir".into(), self.dir.path().display().to_string()];
+        args.extend(["--port".into(), self.port.to_string(), "--token".into(), "root".into()]);
+        if file {
+            args.push("--file".into());
+        }
+        let out = tokio::process::Command::new(script).args(&args).output().await.expect("infra/openbao.sh runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(out.status.success(), "openbao.sh {command}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    }
+
+    /// Starts it (the first time: initialises it), waits until it is unsealed; answers the address.
+    async fn start(&self) -> String {
+        self.script("start", true).await
+    }
+
+    /// SIGKILL: a crash, nothing flushed or released cleanly.
+    async fn kill(&self) {
+        self.script("kill", false).await;
+    }
+}
+
+impl Drop for DiskOpenBao {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/openbao.sh");
+        let _ = std::process::Command::new(script).arg("stop").arg("--dir").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn runs_using_secrets_survive_a_real_openbao_crash_and_restart() {
+    if std::env::var("GOFER_TEST_VAULT_ADDR").is_err() {
+        eprintln!(
+            "\n!!!!! SKIPPED: GOFER_TEST_VAULT_ADDR is not set (OpenBao not installed); run through infra/test.sh !!!!!\n"
+        );
+        return;
+    }
+    // A free port (and the one above it, raft's cluster port, is very likely free too).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+    let bao = DiskOpenBao { dir: tempfile::tempdir().expect("temp dir"), port };
+    let began = std::time::Instant::now();
+    let addr = bao.start().await;
+    eprintln!("disk-backed OpenBao initialised and unsealed in {:?}", began.elapsed());
+    let fake = Arc::new(FakeScheduler::default());
+    let app = app_with(fake.clone(), |c| {
+        c.secret_store = gofer_api::config::SecretStoreKind::Vault;
+        c.vault_addr = Some(addr);
+        c.vault_token = Some("root".into());
+        c.engine.infra_retries = 40;
+        c.engine.retry_backoff_ms = 100;
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    let print_token = json!({"TOKEN": "secret{{ TOKEN }}"});
+    let mut config = chain_with_env(print_token);
+    for task in config["tasks"].as_array_mut().expect("tasks") {
+        task["command"] = json!(["lines", "0.2", "token=$TOKEN"]);
+    }
+    acme.register("builds", "chain", config).await;
+    let secret = acme
+        .request("PUT", "/api/v1/namespaces/builds/pipelines/chain/secrets/TOKEN", Some(&json!({"value": "t0k3n"})))
+        .await;
+    assert_eq!(secret.status, 201, "{secret:?}");
+
+    let runs = start_runs(&acme, None).await;
+    // Mid-run: some tasks done, most still to resolve their secret.
+    wait_until("the first tasks to complete", Duration::from_secs(30), || async {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM task_executions WHERE state = 'complete'")
+            .fetch_one(&app.db)
+            .await
+            .expect("tasks");
+        done >= 2
+    })
+    .await;
+    bao.kill().await;
+    let down = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'failed'").fetch_one(&app.db).await.expect("runs");
+    assert_eq!(failed, 0, "a run failed while OpenBao was down");
+    bao.start().await;
+    eprintln!("OpenBao down (killed, restarted, unsealed) for {:?}", down.elapsed());
+
+    let retried = account(&acme, &fake, &runs, Duration::from_secs(60)).await;
+    let reasons = retry_reasons(&app).await;
+    let most = reasons.iter().map(|(attempt, _)| *attempt).max().unwrap_or(0);
+    eprintln!("{retried} attempts retried (at most {most} for one task)");
+    assert!(retried > 0, "some task resolved its secret while OpenBao was down");
+    assert!(
+        reasons.iter().all(|(_, r)| r.as_deref() == Some("secret_store_unavailable")),
+        "every retry says the secret store was unavailable: {reasons:?}"
+    );
+    // The API shows the retried attempt's reason.
+    let (run, task): (i64, String) = sqlx::query_as("SELECT run_id, task_id FROM task_attempts WHERE retried LIMIT 1")
+        .fetch_one(&app.db)
+        .await
+        .expect("a retried attempt");
+    let path = format!("/api/v1/namespaces/builds/pipelines/chain/runs/{run}/tasks/{task}/attempts");
+    let attempts = acme.request("GET", &path, None).await;
+    assert_eq!(attempts.body["items"][0]["status_reason"]["reason"], "secret_store_unavailable", "{attempts:?}");
+    // Every task printed its secret, masked.
+    for &run in &runs {
+        for task in TASKS {
+            let path = format!("/api/v1/namespaces/builds/pipelines/chain/runs/{run}/tasks/{task}/logs");
+            let log = acme.request("GET", &path, None).await.body.to_string();
+            assert!(log.contains("token=***") && !log.contains("t0k3n"), "run {run} task {task}: {log}");
+        }
+    }
 }
