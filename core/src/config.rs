@@ -80,9 +80,13 @@ impl TaskKind {
 pub struct TaskConfig {
     /// Unique within the pipeline; `^[a-z][a-z0-9_-]{2,63}$`.
     pub id: TaskId,
-    /// Container image, for example `debian:12`.
+    /// Container image, for example `debian:12`. Required for a `container` task; absent from a
+    /// `gofer` task as written (validation fills in `gofer-cli`).
+    #[serde(default)]
     pub image: String,
-    /// The command and its arguments (no shell unless you call one).
+    /// The command and its arguments (no shell unless you call one). Required for a `container`
+    /// task; absent from a `gofer` task as written (validation fills in `["gofer", …args]`).
+    #[serde(default)]
     pub command: Vec<String>,
     /// Environment variables for the task.
     #[serde(default)]
@@ -115,8 +119,8 @@ pub struct TaskConfig {
     pub registry_auth: Option<String>,
     /// `container` (the default) or `gofer`: the gofer CLI runs with `args` and a run token, in
     /// the service's gofer CLI image. A `gofer` task is given without `image` and `command`;
-    /// validation fills them in (`image` [`GOFER_CLI_IMAGE`], `command` `["gofer", …args]`) and
-    /// sets `inject_api_token`.
+    /// validation fills them in (`image` `gofer-cli`, `command` `["gofer", …args]`) and sets
+    /// `inject_api_token`.
     #[serde(default, skip_serializing_if = "TaskKind::is_container")]
     pub kind: TaskKind,
     /// The gofer CLI's arguments, for `kind: gofer` only, e.g. `["run", "start", "other"]`.
