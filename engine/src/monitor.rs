@@ -627,3 +627,22 @@ async fn conclude_on(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gofer_task_runs_in_the_configured_cli_image_and_others_in_their_own() {
+        let config = gofer_core::ValidConfig::parse(
+            br#"{"name":"x","tasks":[{"id":"abc","kind":"gofer","args":["run","list","x"]},
+                {"id":"def","image":"debian:12","command":["true"]}]}"#,
+        )
+        .unwrap();
+        let engine =
+            crate::EngineConfig { gofer_cli_image: "registry.example/gofer-cli:1".into(), ..Default::default() };
+        assert_eq!(task_image(&engine, &config.config().tasks[0]), "registry.example/gofer-cli:1");
+        assert_eq!(task_image(&engine, &config.config().tasks[1]), "debian:12");
+    }
+}
