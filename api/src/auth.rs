@@ -10,6 +10,7 @@ use std::pin::Pin;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use gofer_core::{NamespaceId, TenantId};
+use gofer_tenants::run_tokens::RunScope;
 use gofer_tenants::tokens::TokenOwner;
 use gofer_tenants::{NamespaceGlobs, Principal, Role};
 
@@ -145,6 +146,12 @@ pub enum RunTokenGrant {
     OwnRun,
     /// Its own pipeline: the route's `{namespace}` and `{pipeline}` must be the token's.
     OwnPipeline,
+    /// Any pipeline and run of its own namespace: the route's `{namespace}` must be the token's.
+    /// This is what lets a `kind: gofer` task start and watch other pipelines' runs.
+    OwnNamespace,
+    /// A route without a `{namespace}` segment that limits itself to [`TenantAccess::namespaces`]
+    /// (the events list, where such a token must filter by its namespace).
+    NamespaceFiltered,
 }
 
 /// What a tenant route needs of the token's role.
@@ -193,6 +200,38 @@ impl Permission for WriteRunObjects {
     const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnRun;
 }
 
+/// `read`, and for run tokens the runs (tasks, attempts, logs, timeline) and config versions of
+/// every pipeline of their own namespace: what `gofer run start <p> --watch` reads in a task.
+pub struct ReadRuns;
+/// `read`, and for run tokens the events of their own namespace (they must filter by it).
+pub struct ReadEvents;
+/// `write`, and for run tokens the pipelines of their own namespace but their own (`POST …/runs`).
+pub struct StartRuns;
+
+impl Permission for ReadRuns {
+    fn granted(role: Role) -> bool {
+        Read::granted(role)
+    }
+    const NAME: &'static str = Read::NAME;
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnNamespace;
+}
+
+impl Permission for ReadEvents {
+    fn granted(role: Role) -> bool {
+        Read::granted(role)
+    }
+    const NAME: &'static str = Read::NAME;
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::NamespaceFiltered;
+}
+
+impl Permission for StartRuns {
+    fn granted(role: Role) -> bool {
+        Write::granted(role)
+    }
+    const NAME: &'static str = Write::NAME;
+    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnNamespace;
+}
+
 impl Permission for Write {
     fn granted(role: Role) -> bool {
         matches!(role, Role::Admin | Role::Write)
@@ -228,6 +267,8 @@ pub struct TenantAccess<P> {
     pub token_id: uuid::Uuid,
     /// The namespaces the token may reach.
     pub namespaces: NamespaceGlobs,
+    /// The run whose run token made the request (tenant tokens: `None`).
+    pub run: Option<RunScope>,
     _permission: std::marker::PhantomData<P>,
 }
 
@@ -264,17 +305,24 @@ impl<P: Permission + 'static> FromRequest for TenantAccess<P> {
                         RunTokenGrant::Nothing => false,
                         RunTokenGrant::OwnPipeline => own_pipeline && run.is_none(),
                         RunTokenGrant::OwnRun => own_pipeline && run.as_deref() == Some(scope.run.to_string().as_str()),
+                        RunTokenGrant::OwnNamespace => namespace.as_deref() == Some(scope.namespace.as_str()),
+                        RunTokenGrant::NamespaceFiltered => namespace.is_none(),
                     };
                     if !own {
                         return Err(ApiError::forbidden(
-                            "a run token may only read its own run, write its run's objects and read its pipeline's objects",
+                            "a run token may only read its own run, start and read runs of its namespace's \
+                             pipelines, write its run's objects and read its pipeline's objects",
                         ));
                     }
-                    let namespaces = NamespaceGlobs::parse(vec![scope.namespace.to_string()]).unwrap_or_default();
+                    // An exact id, never a glob: the token reaches this one namespace.
+                    // Failing closed: empty globs would mean every namespace.
+                    let namespaces = NamespaceGlobs::parse(vec![scope.namespace.to_string()])
+                        .map_err(|_| ApiError::internal("a run token's namespace is not a valid glob"))?;
                     Ok(TenantAccess {
-                        tenant: scope.tenant,
+                        tenant: scope.tenant.clone(),
                         token_id: uuid::Uuid::nil(),
                         namespaces,
+                        run: Some(scope),
                         _permission: std::marker::PhantomData,
                     })
                 }
@@ -287,7 +335,7 @@ impl<P: Permission + 'static> FromRequest for TenantAccess<P> {
                             detail: format!("this token may not reach namespace {ns}"),
                         });
                     }
-                    Ok(TenantAccess { tenant, token_id, namespaces, _permission: std::marker::PhantomData })
+                    Ok(TenantAccess { tenant, token_id, namespaces, run: None, _permission: std::marker::PhantomData })
                 }
                 Principal::Tenant { .. } => {
                     Err(ApiError::forbidden(format!("this route needs the {} permission", P::NAME)))

@@ -380,6 +380,9 @@ pub struct EngineSettings {
     /// How long a dispatch keeps retrying while the scheduler is unavailable, holding the task's
     /// lease, before the attempt counts as an infrastructure failure, in seconds.
     pub scheduler_outage_tolerance_s: u64,
+    /// The image `kind: gofer` tasks run in on Nomad: the gofer CLI (`infra/images/gofer-cli`).
+    /// The local sandbox ignores images and binds `sandbox.gofer_binary` instead.
+    pub gofer_cli_image: String,
 }
 
 /// The local sandbox scheduler.
@@ -397,6 +400,9 @@ pub struct SandboxSettings {
     pub memory_limit_mb: u64,
     /// Process limit per task.
     pub max_processes: u64,
+    /// The `gofer` binary `kind: gofer` tasks run, mounted read-only at `/opt/gofer/bin/gofer`
+    /// (on their `PATH`). Default: the `gofer` next to the server's executable, else on `PATH`.
+    pub gofer_binary: Option<PathBuf>,
 }
 
 /// Task execution logs.
@@ -498,6 +504,7 @@ impl Default for EngineSettings {
             tenant_max_running_tasks: 0,
             quota_check_interval_ms: 5000,
             scheduler_outage_tolerance_s: 300,
+            gofer_cli_image: gofer_core::config::GOFER_CLI_IMAGE.into(),
         }
     }
 }
@@ -526,6 +533,7 @@ impl Default for SandboxSettings {
             share_network: false,
             memory_limit_mb: 4096,
             max_processes: 512,
+            gofer_binary: None,
         }
     }
 }

@@ -131,6 +131,7 @@ impl Application {
                     share_network: config.sandbox.share_network,
                     memory_limit_mb: config.sandbox.memory_limit_mb,
                     max_processes: config.sandbox.max_processes,
+                    gofer_binary: config.sandbox.gofer_binary.clone(),
                 })
                 .context("starting the local sandbox scheduler")?,
             ),
@@ -381,6 +382,7 @@ fn engine_config(config: &Config, port: u16) -> EngineConfig {
         scheduler_outage_tolerance: Duration::from_secs(e.scheduler_outage_tolerance_s),
         api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         max_env_object_bytes: config.objects.max_env_object_bytes,
+        gofer_cli_image: e.gofer_cli_image.clone(),
         ..EngineConfig::default()
     }
 }

@@ -9,6 +9,7 @@ pub mod args;
 mod attach;
 mod commands;
 mod output;
+mod progress;
 mod settings;
 mod timeline;
 mod watch;

@@ -337,6 +337,16 @@ async fn secrets_objects_stats_usage_ip_blocks_and_trials_have_working_commands(
     let output = output.to_str().expect("utf-8 path");
     assert_eq!(gofer(&acme, &["object", "get", "ship", "cache/deps.bin", "-f", output]).await.code, 0);
     assert_eq!(std::fs::read(output).expect("read output"), content);
+    // Not a terminal (a pipe, as in scripts): no progress bar, in tables or JSON.
+    for format in ["table", "json"] {
+        let put = gofer(&acme, &["object", "put", "ship", "cache/deps.bin", "-f", input, "-o", format]).await;
+        let get = gofer(&acme, &["object", "get", "ship", "cache/deps.bin", "-f", output, "-o", format]).await;
+        for out in [put, get] {
+            assert_eq!(out.code, 0, "{out:?}");
+            let printed = format!("{}{}", out.stdout, out.stderr);
+            assert!(!printed.contains(['\r', '\x1b', '=']) && !printed.contains("uploading"), "{format}: {out:?}");
+        }
+    }
     let text = gofer_as(&app.address, &acme.token, &["object", "put", "ship", "note", "-f", "-"], Some("hello")).await;
     assert_eq!(text.code, 0, "{text:?}");
     assert_eq!(gofer(&acme, &["object", "get", "ship", "note"]).await.stdout, "hello");

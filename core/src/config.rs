@@ -17,6 +17,12 @@ const MAX_NAME_LEN: usize = 128;
 const MAX_DESCRIPTION_LEN: usize = 4096;
 const MAX_IMAGE_LEN: usize = 512;
 const MAX_COMMAND_ARGS: usize = 256;
+/// The image a `kind: gofer` task is stored with. The engine runs such tasks with the image the
+/// service is configured with (`engine.gofer_cli_image`, by default this same name), so a config
+/// does not change its hash when the operator moves the image.
+pub const GOFER_CLI_IMAGE: &str = "gofer-cli";
+/// The program a `kind: gofer` task runs; its `args` follow.
+pub const GOFER_CLI_PROGRAM: &str = "gofer";
 const MAX_STRING_LEN: usize = 64 * 1024;
 const MAX_ENV_VARS: usize = 256;
 /// The most retries a task may ask for.
@@ -48,6 +54,25 @@ pub struct PipelineConfig {
     pub run_timeout_s: Option<u32>,
 }
 
+/// What a task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// A command in a container image: `image` and `command`.
+    #[default]
+    Container,
+    /// The gofer CLI with `args`, holding a run token: a pipeline that drives Gofer itself.
+    Gofer,
+}
+
+impl TaskKind {
+    /// Whether this is the default kind (it is then left out of the stored config and its hash).
+    pub fn is_container(&self) -> bool {
+        *self == TaskKind::Container
+    }
+}
+
 /// One task of a pipeline: a container command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -55,9 +80,13 @@ pub struct PipelineConfig {
 pub struct TaskConfig {
     /// Unique within the pipeline; `^[a-z][a-z0-9_-]{2,63}$`.
     pub id: TaskId,
-    /// Container image, for example `debian:12`.
+    /// Container image, for example `debian:12`. Required for a `container` task; absent from a
+    /// `gofer` task as written (validation fills in `gofer-cli`).
+    #[serde(default)]
     pub image: String,
-    /// The command and its arguments (no shell unless you call one).
+    /// The command and its arguments (no shell unless you call one). Required for a `container`
+    /// task; absent from a `gofer` task as written (validation fills in `["gofer", …args]`).
+    #[serde(default)]
     pub command: Vec<String>,
     /// Environment variables for the task.
     #[serde(default)]
@@ -88,6 +117,15 @@ pub struct TaskConfig {
     /// Name of the secret holding registry credentials for a private image.
     #[serde(default)]
     pub registry_auth: Option<String>,
+    /// `container` (the default) or `gofer`: the gofer CLI runs with `args` and a run token, in
+    /// the service's gofer CLI image. A `gofer` task is given without `image` and `command`;
+    /// validation fills them in (`image` `gofer-cli`, `command` `["gofer", …args]`) and sets
+    /// `inject_api_token`.
+    #[serde(default, skip_serializing_if = "TaskKind::is_container")]
+    pub kind: TaskKind,
+    /// The gofer CLI's arguments, for `kind: gofer` only, e.g. `["run", "start", "other"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 /// A config as a user sends it: ids are plain strings here so a bad one is reported as
@@ -109,8 +147,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawTask {
     id: String,
-    image: String,
-    command: Vec<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -128,6 +168,10 @@ struct RawTask {
     inject_api_token: bool,
     #[serde(default)]
     registry_auth: Option<String>,
+    #[serde(default)]
+    kind: TaskKind,
+    #[serde(default)]
+    args: Option<Vec<String>>,
 }
 
 /// Why a config was refused. Each variant has a stable [`ConfigError::code`].
@@ -236,6 +280,71 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The image and command a task runs: as given for a `container` task; for a `gofer` task the
+/// CLI image and `gofer` followed by its `args`, which it must be given instead.
+fn program(i: usize, task: &RawTask) -> Result<(String, Vec<String>), ConfigError> {
+    let at = |f: &str| format!("tasks[{i}].{f}");
+    let invalid = |field: String, reason: String| ConfigError::InvalidField { field, reason };
+    match task.kind {
+        TaskKind::Container => {
+            if task.args.is_some() {
+                return Err(invalid(
+                    at("args"),
+                    "only a task of kind gofer takes args; give this task a command".into(),
+                ));
+            }
+            let missing = |field: &str| {
+                ConfigError::Json(JsonError {
+                    code: "missing_field",
+                    message: format!("tasks[{i}]: missing field `{field}` (a task of kind container needs it)"),
+                })
+            };
+            let image = task.image.clone().ok_or_else(|| missing("image"))?;
+            let command = task.command.clone().ok_or_else(|| missing("command"))?;
+            if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+                return Err(invalid(at("image"), "must be a non-empty image reference without spaces".into()));
+            }
+            check_len(&at("image"), &image, MAX_IMAGE_LEN)?;
+            if command.is_empty() || command.len() > MAX_COMMAND_ARGS {
+                return Err(invalid(at("command"), format!("needs between 1 and {MAX_COMMAND_ARGS} arguments")));
+            }
+            for (j, arg) in command.iter().enumerate() {
+                check_len(&format!("tasks[{i}].command[{j}]"), arg, MAX_STRING_LEN)?;
+            }
+            Ok((image, command))
+        }
+        TaskKind::Gofer => {
+            let given = [
+                ("image", task.image.is_some()),
+                ("command", task.command.is_some()),
+                ("entrypoint", task.entrypoint.is_some()),
+                ("registry_auth", task.registry_auth.is_some()),
+            ];
+            if let Some((field, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(invalid(
+                    at(field),
+                    "must be absent in a task of kind gofer: it runs the service's gofer CLI image with `args`".into(),
+                ));
+            }
+            let args = task.args.as_deref().unwrap_or_default();
+            if args.is_empty() || args.len() >= MAX_COMMAND_ARGS {
+                return Err(invalid(
+                    at("args"),
+                    format!(
+                        "a task of kind gofer needs the CLI's arguments (1 to {}), e.g. [\"run\", \"start\", \"other\"]",
+                        MAX_COMMAND_ARGS - 1
+                    ),
+                ));
+            }
+            for (j, arg) in args.iter().enumerate() {
+                check_len(&format!("tasks[{i}].args[{j}]"), arg, MAX_STRING_LEN)?;
+            }
+            let command = std::iter::once(GOFER_CLI_PROGRAM.to_owned()).chain(args.iter().cloned()).collect();
+            Ok((GOFER_CLI_IMAGE.to_owned(), command))
+        }
+    }
+}
+
 /// A config that passed validation; only [`ValidConfig::parse`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidConfig(PipelineConfig);
@@ -271,16 +380,7 @@ impl ValidConfig {
         let mut tasks = Vec::with_capacity(raw.tasks.len());
         for (i, task) in raw.tasks.into_iter().enumerate() {
             let at = |f: &str| format!("tasks[{i}].{f}");
-            if task.image.trim().is_empty() || task.image.chars().any(char::is_whitespace) {
-                return Err(invalid(&at("image"), "must be a non-empty image reference without spaces"));
-            }
-            check_len(&at("image"), &task.image, MAX_IMAGE_LEN)?;
-            if task.command.is_empty() || task.command.len() > MAX_COMMAND_ARGS {
-                return Err(invalid(&at("command"), &format!("needs between 1 and {MAX_COMMAND_ARGS} arguments")));
-            }
-            for (j, arg) in task.command.iter().enumerate() {
-                check_len(&format!("tasks[{i}].command[{j}]"), arg, MAX_STRING_LEN)?;
-            }
+            let (image, command) = program(i, &task)?;
             check_env(&at("env"), &task.env)?;
             let timeout_s = task.timeout_s;
             if timeout_s.is_some_and(|t| t == 0 || t > MAX_TASK_TIMEOUT_S) {
@@ -329,8 +429,8 @@ impl ValidConfig {
                 TaskId::parse(task.id).map_err(|source| ConfigError::InvalidIdentifier { field: at("id"), source })?;
             tasks.push(TaskConfig {
                 id,
-                image: task.image,
-                command: task.command,
+                image,
+                command,
                 env: task.env,
                 depends_on,
                 timeout_s,
@@ -338,8 +438,10 @@ impl ValidConfig {
                 cpu: task.cpu,
                 memory_mb: task.memory_mb,
                 retries: task.retries,
-                inject_api_token: task.inject_api_token,
+                inject_api_token: task.inject_api_token || task.kind == TaskKind::Gofer,
                 registry_auth: task.registry_auth,
+                kind: task.kind,
+                args: task.args.unwrap_or_default(),
             });
         }
 
@@ -360,10 +462,40 @@ impl ValidConfig {
         }))
     }
 
-    /// Re-validates a config read back from storage (it was valid when written).
+    /// Re-validates a config read back from storage (it was valid when written). A `gofer` task
+    /// is stored expanded (image and command filled in), so it goes back through the validator
+    /// as its user wrote it.
     pub fn from_stored(config: PipelineConfig) -> Result<Self, ConfigError> {
-        let json = serde_json::to_vec(&config).map_err(|e| json::classify(&e))?;
-        Self::parse(&json)
+        let tasks = config
+            .tasks
+            .into_iter()
+            .map(|t| {
+                let gofer = t.kind == TaskKind::Gofer;
+                RawTask {
+                    id: t.id.to_string(),
+                    image: (!gofer).then_some(t.image),
+                    command: (!gofer).then_some(t.command),
+                    env: t.env,
+                    depends_on: t.depends_on.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    timeout_s: t.timeout_s,
+                    entrypoint: t.entrypoint,
+                    cpu: t.cpu,
+                    memory_mb: t.memory_mb,
+                    retries: t.retries,
+                    inject_api_token: t.inject_api_token,
+                    registry_auth: t.registry_auth,
+                    kind: t.kind,
+                    args: gofer.then_some(t.args),
+                }
+            })
+            .collect();
+        Self::validate(RawConfig {
+            name: config.name,
+            description: config.description,
+            tasks,
+            parallelism: config.parallelism,
+            run_timeout_s: config.run_timeout_s,
+        })
     }
 
     /// The validated config.
@@ -497,6 +629,74 @@ mod tests {
         assert_ne!(a.canonical_hash(), c.canonical_hash());
         assert_eq!(a.canonical_hash().len(), 64);
     }
+
+    #[test]
+    fn a_gofer_task_runs_the_cli_with_its_args_and_a_run_token() {
+        let cfg =
+            parse(r#"{"name":"x","tasks":[{"id":"trigger","kind":"gofer","args":["run","start","other"]}]}"#).unwrap();
+        let task = &cfg.config().tasks[0];
+        assert_eq!(task.kind, TaskKind::Gofer);
+        assert_eq!(task.image, GOFER_CLI_IMAGE);
+        assert_eq!(task.command, ["gofer", "run", "start", "other"]);
+        assert!(task.inject_api_token);
+        assert_eq!(task.args, ["run", "start", "other"]);
+        let stored = serde_json::to_value(cfg.config()).unwrap();
+        assert_eq!(stored["tasks"][0]["kind"], "gofer");
+        assert_eq!(ValidConfig::from_stored(cfg.config().clone()).unwrap(), cfg, "stored gofer tasks re-validate");
+        let explicit = parse(
+            r#"{"name":"x","tasks":[{"id":"trigger","kind":"gofer","args":["run","start","other"],"inject_api_token":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(explicit.canonical_hash(), cfg.canonical_hash());
+    }
+
+    #[test]
+    fn a_gofer_task_names_what_it_must_not_have_and_needs_args() {
+        let cases = [
+            (
+                r#"{"id":"abc","kind":"gofer","image":"debian:12","args":["run","list","x"]}"#,
+                "tasks[0].image",
+                "must be absent",
+            ),
+            (
+                r#"{"id":"abc","kind":"gofer","command":["gofer"],"args":["run","list","x"]}"#,
+                "tasks[0].command",
+                "must be absent",
+            ),
+            (
+                r#"{"id":"abc","kind":"gofer","entrypoint":["sh"],"args":["x"]}"#,
+                "tasks[0].entrypoint",
+                "must be absent",
+            ),
+            (r#"{"id":"abc","kind":"gofer"}"#, "tasks[0].args", "needs the CLI's arguments"),
+            (r#"{"id":"abc","kind":"gofer","args":[]}"#, "tasks[0].args", "needs the CLI's arguments"),
+            (r#"{"id":"abc","image":"i","command":["c"],"args":["x"]}"#, "tasks[0].args", "only a task of kind gofer"),
+        ];
+        for (task, field, reason) in cases {
+            let err = parse(&format!(r#"{{"name":"x","tasks":[{task}]}}"#)).expect_err(task);
+            assert_eq!(err.code(), "invalid_field", "{task}: {err}");
+            assert!(err.to_string().starts_with(field) && err.to_string().contains(reason), "{task}: {err}");
+        }
+        let err = parse(r#"{"name":"x","tasks":[{"id":"abc","kind":"shell","args":["x"]}]}"#).unwrap_err();
+        assert_eq!(err.code(), "invalid_field", "{err}");
+        for missing in [r#"{"id":"abc","command":["c"]}"#, r#"{"id":"abc","image":"i"}"#] {
+            let err = parse(&format!(r#"{{"name":"x","tasks":[{missing}]}}"#)).unwrap_err();
+            assert_eq!(err.code(), "missing_field", "{missing}: {err}");
+        }
+    }
+
+    #[test]
+    fn configs_without_the_new_fields_keep_their_hash() {
+        // The SHA-256 of the canonical JSON of the fields that existed before `kind` and `args`
+        // (computed apart from this code): stored versions must keep deduplicating.
+        let a = parse(TWO_TASKS).unwrap();
+        assert_eq!(a.canonical_hash(), TWO_TASKS_HASH);
+        let explicit = TWO_TASKS.replace(r#""id":"build","#, r#""id":"build","kind":"container","#);
+        assert_eq!(parse(&explicit).unwrap().canonical_hash(), TWO_TASKS_HASH);
+        assert!(!serde_json::to_string(a.config()).unwrap().contains("kind"));
+    }
+
+    const TWO_TASKS_HASH: &str = "2f779da1c0dc1fbece02602e234d456fef87361458f5b54c424ab6d0e82f12b9";
 
     #[test]
     fn stored_configs_round_trip() {

@@ -16,7 +16,7 @@ pub mod state;
 pub mod timeline;
 pub mod tokens;
 
-pub use config::{ConfigError, PipelineConfig, TaskConfig, ValidConfig};
+pub use config::{ConfigError, PipelineConfig, TaskConfig, TaskKind, ValidConfig};
 pub use dag::Condition;
 pub use deployment::{CanaryPolicy, ConfigState, DeploymentKind, DeploymentState, DeploymentStatus, PipelineState};
 pub use id::{DeploymentId, IdError, NamespaceId, PipelineId, RunId, TaskId, TenantId, Version};

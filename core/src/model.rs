@@ -269,9 +269,10 @@ pub struct TaskExecution {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Initiator {
-    /// `token` (an API token), `extension` or `system`.
+    /// `token` (an API token), `run` (a task's run token), `extension` or `system`.
     pub kind: String,
-    /// The token id, extension id, or system component.
+    /// The token id, the parent run as `<namespace>/<pipeline>/<run>`, extension id, or system
+    /// component.
     pub id: String,
 }
 
@@ -279,6 +280,11 @@ impl Initiator {
     /// A run started with an API token.
     pub fn token(id: impl std::fmt::Display) -> Self {
         Self { kind: "token".into(), id: id.to_string() }
+    }
+
+    /// A run started by a task of another run, with that run's token (a `kind: gofer` task).
+    pub fn run(namespace: &crate::NamespaceId, pipeline: &crate::PipelineId, run: crate::RunId) -> Self {
+        Self { kind: "run".into(), id: format!("{namespace}/{pipeline}/{run}") }
     }
 }
 

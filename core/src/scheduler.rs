@@ -50,6 +50,9 @@ pub struct TaskSpec {
     pub allow_network: bool,
     /// The scheduler's node pool for the task (from the tenant's plan); `None`: the scheduler's default.
     pub node_pool: Option<String>,
+    /// The task runs the gofer CLI (`kind: gofer`). `image` is then the service's gofer CLI image;
+    /// a scheduler that ignores images (the local sandbox) provides the `gofer` binary itself.
+    pub gofer_cli: bool,
 }
 
 /// Registry credentials; never logged.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gofer_core::scheduler::{KillReason, SchedulerError, TaskObservation, TaskSpec};
-use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskStatus};
+use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskKind, TaskStatus};
 use serde_json::json;
 use sqlx::PgConnection;
 use tracing::Instrument;
@@ -118,6 +118,9 @@ fn build_spec(
         .map(|t| Duration::from_secs(u64::from(t)))
         .unwrap_or(inner.config.default_task_timeout)
         .min(inner.config.max_task_timeout);
+    let image = task_image(&inner.config, task).to_owned();
+    let mut env = task_env(&inner.config.api_url, key, attempt, task, variables);
+    env.insert("GOFER_TASK_IMAGE".into(), image.clone());
     TaskSpec {
         job_id: TaskSpec::job_id_for(&p.tenant, &p.namespace, &p.pipeline, key.run.run, &key.task, attempt),
         tenant: p.tenant.clone(),
@@ -126,10 +129,10 @@ fn build_spec(
         run: key.run.run,
         task: key.task.clone(),
         attempt,
-        image: task.image.clone(),
+        image,
         command: task.command.clone(),
         entrypoint: task.entrypoint.clone(),
-        env: task_env(&inner.config.api_url, key, attempt, task, variables),
+        env,
         timeout,
         cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),
@@ -137,6 +140,16 @@ fn build_spec(
         registry_auth: None,
         allow_network: true,
         node_pool: None,
+        gofer_cli: task.kind == TaskKind::Gofer,
+    }
+}
+
+/// The image a task runs: its own, or for a `kind: gofer` task the service's gofer CLI image
+/// (the stored config holds a placeholder, so moving the image changes no config's hash).
+pub(crate) fn task_image<'a>(config: &'a crate::EngineConfig, task: &'a TaskConfig) -> &'a str {
+    match task.kind {
+        TaskKind::Gofer => &config.gofer_cli_image,
+        TaskKind::Container => &task.image,
     }
 }
 
@@ -614,4 +627,23 @@ async fn conclude_on(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gofer_task_runs_in_the_configured_cli_image_and_others_in_their_own() {
+        let config = gofer_core::ValidConfig::parse(
+            br#"{"name":"x","tasks":[{"id":"abc","kind":"gofer","args":["run","list","x"]},
+                {"id":"def","image":"debian:12","command":["true"]}]}"#,
+        )
+        .unwrap();
+        let engine =
+            crate::EngineConfig { gofer_cli_image: "registry.example/gofer-cli:1".into(), ..Default::default() };
+        assert_eq!(task_image(&engine, &config.config().tasks[0]), "registry.example/gofer-cli:1");
+        assert_eq!(task_image(&engine, &config.config().tasks[1]), "debian:12");
+    }
 }

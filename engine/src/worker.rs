@@ -61,6 +61,8 @@ pub struct EngineConfig {
     pub api_url: String,
     /// Largest object an env value may reference (`pipeline_object{{ key }}`, `run_object{{ key }}`).
     pub max_env_object_bytes: u64,
+    /// The image `kind: gofer` tasks run in (the gofer CLI, `infra/images/gofer-cli`).
+    pub gofer_cli_image: String,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +87,7 @@ impl Default for EngineConfig {
             quota_check_interval: Duration::from_secs(5),
             api_url: "http://127.0.0.1:8080".into(),
             max_env_object_bytes: 64 * 1024,
+            gofer_cli_image: gofer_core::config::GOFER_CLI_IMAGE.into(),
         }
     }
 }

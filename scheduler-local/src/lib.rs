@@ -12,6 +12,10 @@
 //! The task is uid/gid 65534 (nobody) with no capabilities; it can read what any host user can read
 //! in `/usr` and `/etc`, so keep secrets out of world-readable files there.
 //!
+//! A task of kind gofer ([`TaskSpec::gofer_cli`]) also gets the server's `gofer` binary
+//! ([`LocalSchedulerConfig::gofer_binary`]) read-only at `/opt/gofer/bin/gofer`, with
+//! `/opt/gofer/bin` first on its `PATH`: the sandbox's stand-in for the gofer CLI image.
+//!
 //! # Root or not
 //! As root, bwrap is started through `setpriv` as host uid 65534: otherwise the sandbox user would
 //! be host root in disguise (able to read `/etc/shadow` through the read-only `/etc`, and exempt from
@@ -77,6 +81,10 @@ pub struct LocalSchedulerConfig {
     pub memory_limit_mb: u64,
     /// Process limit (`prlimit --nproc`), counted per host uid: see the crate docs. Default 512.
     pub max_processes: u64,
+    /// The `gofer` binary that `kind: gofer` tasks run ([`TaskSpec::gofer_cli`]), mounted
+    /// read-only at `/opt/gofer/bin/gofer`. `None`: the `gofer` next to this executable, else the
+    /// one on `PATH`, else such tasks are refused.
+    pub gofer_binary: Option<PathBuf>,
 }
 
 impl Default for LocalSchedulerConfig {
@@ -87,6 +95,7 @@ impl Default for LocalSchedulerConfig {
             share_network: false,
             memory_limit_mb: 4096,
             max_processes: 512,
+            gofer_binary: None,
         }
     }
 }
@@ -98,6 +107,12 @@ pub enum LocalSchedulerError {
     #[error("bubblewrap (bwrap) not found at {path:?}: apt-get install -y bubblewrap")]
     BwrapNotFound {
         /// The configured `bwrap_path`.
+        path: PathBuf,
+    },
+    /// The configured `gofer_binary` is not an executable file.
+    #[error("the gofer binary for kind gofer tasks is not an executable file at {path:?}")]
+    GoferNotFound {
+        /// The configured `gofer_binary`.
         path: PathBuf,
     },
     /// Another program the sandbox needs is missing.
@@ -136,7 +151,7 @@ impl LocalScheduler {
     /// few milliseconds), so a host that cannot sandbox fails at start-up rather than on the first task.
     pub fn new(config: LocalSchedulerConfig) -> Result<Self, LocalSchedulerError> {
         let privileged = rustix::process::geteuid().is_root();
-        let tools = Tools::find(&config.bwrap_path, privileged)?;
+        let tools = Tools::find(&config.bwrap_path, config.gofer_binary.as_deref(), privileged)?;
         let work_dir_error = |source| LocalSchedulerError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
@@ -147,6 +162,7 @@ impl LocalScheduler {
             work_dir = %config.work_dir.display(),
             privileged,
             share_network = config.share_network,
+            gofer = ?tools.gofer,
             "local sandbox scheduler ready"
         );
         Ok(Self { config, tools, jobs: tokio::sync::Mutex::new(HashMap::new()) })

@@ -96,7 +96,17 @@ impl LocalScheduler {
             .map_err(|e| unavailable("creating output.log", e))?;
         let stderr = output.try_clone().map_err(|e| unavailable("duplicating the output.log handle", e))?;
 
-        // No images here: the entrypoint, when given, is simply the start of the argv.
+        // No images here: a gofer task gets the server's CLI instead of the gofer CLI image.
+        let gofer = match (spec.gofer_cli, &self.tools.gofer) {
+            (false, _) => None,
+            (true, Some(gofer)) => Some(gofer.clone()),
+            (true, None) => {
+                return Err(SchedulerError::Rejected(
+                    "this server has no gofer binary for kind gofer tasks: set sandbox.gofer_binary".into(),
+                ));
+            }
+        };
+        // The entrypoint, when given, is simply the start of the argv.
         let argv: Vec<String> = spec.entrypoint.iter().flatten().chain(&spec.command).cloned().collect();
         let sandbox = SandboxCommand::new(
             &self.tools,
@@ -109,6 +119,7 @@ impl LocalScheduler {
                 // The task's own memory, within the scheduler's ceiling.
                 memory_limit_mb: u64::from(spec.memory_mb).min(self.config.memory_limit_mb),
                 allow_network: spec.allow_network,
+                gofer: gofer.as_deref(),
             },
         );
         let child = tokio::process::Command::new(&sandbox.program)

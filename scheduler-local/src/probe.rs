@@ -25,6 +25,7 @@ pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Pat
             env: &env,
             memory_limit_mb: config.memory_limit_mb,
             allow_network: true,
+            gofer: None,
         },
     );
     let unusable = |detail: String| LocalSchedulerError::SandboxUnusable { detail };

@@ -37,11 +37,30 @@ pub(crate) struct Tools {
     setpriv: Option<PathBuf>,
     pub(crate) prlimit: PathBuf,
     bwrap: PathBuf,
+    /// The `gofer` binary mounted into `kind: gofer` tasks; absent: they are refused.
+    pub(crate) gofer: Option<PathBuf>,
 }
 
+/// Where a `kind: gofer` task finds the CLI, and the directory put first on its `PATH`.
+pub(crate) const GOFER_DIR: &str = "/opt/gofer/bin";
+const GOFER_PATH: &str = "/opt/gofer/bin/gofer";
+
 impl Tools {
-    /// Finds `sh`, `prlimit`, `bwrap` and, when `privileged`, `setpriv`.
-    pub(crate) fn find(bwrap: &Path, privileged: bool) -> Result<Self, LocalSchedulerError> {
+    /// Finds `sh`, `prlimit`, `bwrap`, when `privileged` `setpriv`, and the `gofer` binary: the
+    /// configured one (which must exist), else the one next to this executable, else on `PATH`.
+    pub(crate) fn find(bwrap: &Path, gofer: Option<&Path>, privileged: bool) -> Result<Self, LocalSchedulerError> {
+        let gofer = match gofer {
+            Some(path) => Some(
+                find_program(path)
+                    .and_then(|p| std::fs::canonicalize(p).ok())
+                    .ok_or_else(|| LocalSchedulerError::GoferNotFound { path: path.to_path_buf() })?,
+            ),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("gofer")))
+                .and_then(|sibling| find_program(&sibling))
+                .or_else(|| find_program(Path::new("gofer"))),
+        };
         let tool =
             |name: &'static str| find_program(Path::new(name)).ok_or(LocalSchedulerError::ToolNotFound { tool: name });
         Ok(Self {
@@ -52,6 +71,7 @@ impl Tools {
             prlimit: tool("prlimit")?,
             bwrap: find_program(bwrap)
                 .ok_or_else(|| LocalSchedulerError::BwrapNotFound { path: bwrap.to_path_buf() })?,
+            gofer,
         })
     }
 
@@ -95,6 +115,8 @@ pub(crate) struct SandboxRequest<'a> {
     /// Whether the tenant's plan lets this task reach the network; the host network is shared
     /// only when the scheduler's config allows it too (never for trials: their plan does not).
     pub allow_network: bool,
+    /// For a `kind: gofer` task: the host's `gofer` binary, mounted at `/opt/gofer/bin/gofer`.
+    pub gofer: Option<&'a Path>,
 }
 
 impl SandboxCommand {
@@ -146,6 +168,18 @@ fn bwrap_options(config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) ->
         if !request.env.contains_key(key) {
             opts.extend([b"--setenv".as_slice(), key.as_bytes(), default.as_bytes()]);
         }
+    }
+    // Set after the task's own PATH, which it overrides: the CLI comes first.
+    let gofer_path = format!("{GOFER_DIR}:{}", request.env.get("PATH").map_or(SANDBOX_PATH, String::as_str));
+    if let Some(gofer) = request.gofer {
+        opts.extend([
+            b"--setenv".as_slice(),
+            b"PATH",
+            gofer_path.as_bytes(),
+            b"--ro-bind",
+            gofer.as_os_str().as_bytes(),
+            GOFER_PATH.as_bytes(),
+        ]);
     }
     opts.extend([
         b"--ro-bind".as_slice(),
@@ -240,6 +274,7 @@ mod tests {
             env: &env,
             memory_limit_mb: 4096,
             allow_network,
+            gofer: None,
         };
         bwrap_options(config, &request)
             .split(|b| *b == 0)
@@ -273,6 +308,31 @@ mod tests {
     }
 
     #[test]
+    fn a_gofer_task_gets_the_cli_first_on_its_path() {
+        let env = BTreeMap::from([("PATH".to_owned(), "/bin".to_owned())]);
+        let command = ["gofer".to_owned()];
+        let request = SandboxRequest {
+            job_dir: Path::new("/w/j/job"),
+            info_path: Path::new("/w/j/info.json"),
+            command: &command,
+            env: &env,
+            memory_limit_mb: 4096,
+            allow_network: true,
+            gofer: Some(Path::new("/srv/gofer")),
+        };
+        let opts: Vec<String> = bwrap_options(&LocalSchedulerConfig::default(), &request)
+            .split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        let binds: Vec<&[String]> = opts.windows(3).filter(|w| w[0] == "--ro-bind").collect();
+        assert!(binds.iter().any(|w| w[1] == "/srv/gofer" && w[2] == GOFER_PATH), "{opts:?}");
+        // bwrap applies --setenv in order: the last PATH wins.
+        let paths: Vec<(String, String)> = setenvs(&opts).into_iter().filter(|(k, _)| k == "PATH").collect();
+        assert_eq!(paths.last().map(|(_, v)| v.as_str()), Some("/opt/gofer/bin:/bin"));
+        assert!(!options(&LocalSchedulerConfig::default(), &[]).iter().any(|o| o.contains("/opt/gofer")));
+    }
+
+    #[test]
     fn env_values_stay_off_the_command_line() {
         let tools = Tools {
             sh: "/bin/sh".into(),
@@ -281,6 +341,7 @@ mod tests {
             setpriv: None,
             prlimit: "/usr/bin/prlimit".into(),
             bwrap: "/usr/bin/bwrap".into(),
+            gofer: None,
         };
         let env = BTreeMap::from([("SECRET".to_owned(), "hunter2".to_owned())]);
         let command = ["true".to_owned()];
@@ -291,6 +352,7 @@ mod tests {
             env: &env,
             memory_limit_mb: 4096,
             allow_network: true,
+            gofer: None,
         };
         let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request);
         assert!(!sandbox.args.iter().any(|a| a.to_string_lossy().contains("hunter2")));
@@ -318,6 +380,7 @@ mod tests {
             registry_auth: None,
             allow_network: true,
             node_pool: None,
+            gofer_cli: false,
         };
         assert!(check_spec(&base).is_ok());
         let mut empty = base.clone();

@@ -210,6 +210,7 @@ mod tests {
             registry_auth: None,
             allow_network: true,
             node_pool: None,
+            gofer_cli: false,
         }
     }
 

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use gofer_core::{Condition, ConfigError, ValidConfig};
+use gofer_core::{Condition, ConfigError, TaskKind, ValidConfig};
 use serde::Serialize;
 
 /// A pipeline config under construction.
@@ -37,8 +37,11 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
     id: String,
-    image: String,
-    command: Vec<String>,
+    // `None` for a `gofer` task, which must not have them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     env: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -57,6 +60,10 @@ pub struct Task {
     inject_api_token: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     registry_auth: Option<String>,
+    #[serde(skip_serializing_if = "TaskKind::is_container")]
+    kind: TaskKind,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
 }
 
 impl Pipeline {
@@ -112,8 +119,8 @@ impl Task {
     pub fn new(id: impl Into<String>, image: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            image: image.into(),
-            command: Vec::new(),
+            image: Some(image.into()),
+            command: Some(Vec::new()),
             env: BTreeMap::new(),
             depends_on: BTreeMap::new(),
             timeout_s: None,
@@ -123,6 +130,24 @@ impl Task {
             retries: 0,
             inject_api_token: false,
             registry_auth: None,
+            kind: TaskKind::Container,
+            args: Vec::new(),
+        }
+    }
+
+    /// A task of kind `gofer`: the gofer CLI with `args` (e.g. `["run", "start", "deploy"]`),
+    /// connected to the service with the run's token. It takes no image, command or entrypoint.
+    pub fn gofer<I, S>(id: impl Into<String>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            image: None,
+            command: None,
+            kind: TaskKind::Gofer,
+            args: args.into_iter().map(Into::into).collect(),
+            ..Self::new(id, "")
         }
     }
 
@@ -132,7 +157,7 @@ impl Task {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.command = args.into_iter().map(Into::into).collect();
+        self.command = Some(args.into_iter().map(Into::into).collect());
         self
     }
 
@@ -218,6 +243,16 @@ mod tests {
             .task(Task::new("aaa", "x").command(["true"]).depends_on("bbb", Condition::Any))
             .task(Task::new("bbb", "x").command(["true"]).depends_on("aaa", Condition::Any));
         assert_eq!(cycle.validate().unwrap_err().code(), "dependency_cycle");
+        let trigger = Pipeline::new("CD")
+            .task(Task::new("build", "rust:1").script("cargo build"))
+            .task(Task::gofer("deploy", ["run", "start", "ship"]).depends_on("build", Condition::Success));
+        let valid = trigger.validate().expect("valid");
+        assert_eq!(valid.config().tasks[1].command, ["gofer", "run", "start", "ship"]);
+        assert_eq!(
+            trigger.to_value()["tasks"][1],
+            serde_json::json!({"id": "deploy", "kind": "gofer",
+            "args": ["run", "start", "ship"], "depends_on": {"build": "success"}})
+        );
         let bad_id = Pipeline::new("CI").task(Task::new("B!", "x").command(["true"]));
         assert_eq!(bad_id.to_json().unwrap_err().code(), "invalid_identifier");
     }

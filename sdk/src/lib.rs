@@ -25,6 +25,7 @@ pub use attach::{AttachEvent, AttachOptions, AttachReader, AttachWriter};
 pub use billing::{MonthToDate, UsageGroupBy, UsageQuery, UsageReport};
 pub use builder::{Pipeline, Task};
 pub use gofer_core::Condition;
+pub use objects::ObjectDownload;
 pub use pagination::{PageOptions, all_pages, pages};
 pub use pipelines::{ConfigRegistered, CreateDeployment};
 pub use runs::EventFilter;

@@ -14,6 +14,16 @@ use crate::{Bytes, Client, Error, PageOptions, page_query};
 /// The header carrying an object's SHA-256 (lowercase hex) on reads.
 pub const SHA256_HEADER: &str = "Gofer-Object-Sha256";
 
+/// An object being read: [`Client::download_object`].
+pub struct ObjectDownload {
+    /// The content's SHA-256 (lowercase hex), when the server sent [`SHA256_HEADER`].
+    pub sha256: Option<String>,
+    /// The content's size, when the answer has a `Content-Length`.
+    pub size: Option<u64>,
+    /// The content.
+    pub chunks: ByteStream,
+}
+
 impl Client {
     /// A request for the pipeline route or the run route of an object operation, by `scope`;
     /// `key` is `None` for the lists.
@@ -74,10 +84,25 @@ impl Client {
         scope: ObjectScope,
         key: &ObjectKey,
     ) -> Result<(Option<String>, ByteStream), Error> {
+        let download = self.download_object(ns, p, scope, key).await?;
+        Ok((download.sha256, download.chunks))
+    }
+
+    /// `GET …/objects/{key}` as a stream of chunks, with what the headers say about the content
+    /// (for progress: its size).
+    pub async fn download_object(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+    ) -> Result<ObjectDownload, Error> {
         let request = self.object_request((GET_PIPELINE_OBJECT, GET_RUN_OBJECT), ns, p, scope, Some(key));
         let response = self.raw(request).await?;
         let sha256 = response.headers().get(SHA256_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok((sha256, Box::pin(response.bytes_stream().map(|chunk| chunk.map_err(Error::Transport)))))
+        let size = response.content_length();
+        let chunks = Box::pin(response.bytes_stream().map(|chunk| chunk.map_err(Error::Transport)));
+        Ok(ObjectDownload { sha256, size, chunks })
     }
 
     /// `DELETE …/objects/{key}`.

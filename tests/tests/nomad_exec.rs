@@ -42,6 +42,7 @@ fn spec(job_id: &str) -> TaskSpec {
         registry_auth: None,
         allow_network: true,
         node_pool: None,
+        gofer_cli: false,
     }
 }
 

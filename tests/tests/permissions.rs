@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use gofer_tests::{TestApp, spawn_app};
+use gofer_tests::{TestApp, fresh_database, spawn_app, spawn_with, test_config};
 use serde_json::{Value, json};
 
 fn repo_file(path: &str) -> String {
@@ -20,6 +20,20 @@ fn permission_table() -> Vec<(String, String, String)> {
             let method = *cells.first()?;
             (cells.len() == 3 && ["GET", "POST", "PATCH", "PUT", "DELETE"].contains(&method))
                 .then(|| (cells[0].to_owned(), cells[1].to_owned(), cells[2].to_owned()))
+        })
+        .collect()
+}
+
+/// (method, route) → what a run token reaches through it, from the run token table; routes
+/// not listed there answer run tokens 403.
+fn run_token_table() -> std::collections::BTreeMap<(String, String), String> {
+    repo_file("docs/permissions.md")
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+            let reach = *cells.first()?;
+            (cells.len() == 3 && ["own run", "own pipeline", "own namespace"].contains(&reach))
+                .then(|| ((cells[1].to_owned(), cells[2].to_owned()), reach.to_owned()))
         })
         .collect()
 }
@@ -209,4 +223,76 @@ async fn each_tenant_probing_every_route_with_the_other_tenants_ids_finds_nothin
             200
         );
     }
+}
+
+#[tokio::test]
+async fn a_run_token_reaches_exactly_the_routes_its_table_lists() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(fresh_database().await, state_dir.path());
+    let secret = gofer_tenants::run_tokens::RunTokenKeys::generate_secret();
+    config.run_tokens.keys = [("test".to_owned(), secret)].into();
+    config.run_tokens.active_kid = Some("test".into());
+    let keys = gofer_tenants::run_tokens::RunTokenKeys::new(&config.run_tokens.keys, "test").unwrap();
+    let app = spawn_with(config, state_dir).await;
+    let table = permission_table();
+    let reach = run_token_table();
+    let unknown: Vec<_> = reach.keys().filter(|k| !table.iter().any(|(m, r, _)| (m, r) == (&k.0, &k.1))).collect();
+    assert!(unknown.is_empty(), "the run token table lists routes that do not exist: {unknown:?}");
+
+    // "demo" has a complete run; the token is "live"'s, whose run sleeps (a token works only while
+    // its run is live).
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "demo",
+        json!({"name": "D", "tasks": [{"id": "work", "image": "debian:12", "command": ["true"]}]}),
+    )
+    .await;
+    acme.run_to_completion("builds", "demo", std::time::Duration::from_secs(60)).await;
+    acme.register(
+        "builds",
+        "live",
+        json!({"name": "L", "tasks": [{"id": "nap", "image": "debian:12", "command": ["sleep", "120"]}]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "live").await;
+    let scope = gofer_tenants::run_tokens::RunScope {
+        tenant: "acme".parse().unwrap(),
+        namespace: "builds".parse().unwrap(),
+        pipeline: "live".parse().unwrap(),
+        run,
+    };
+    let token = keys.mint(&scope, time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unwrap();
+
+    let own = Ids { tenant: "acme", namespace: "builds", pipeline: "live", task: "nap" };
+    let sibling = Ids { tenant: "acme", namespace: "builds", pipeline: "demo", task: "work" };
+    for (method, route, permission) in &table {
+        if ["public", "authenticated"].contains(&permission.as_str()) {
+            continue;
+        }
+        let reach = reach.get(&(method.clone(), route.clone())).map(String::as_str);
+        // Namespace-wide routes are probed on the sibling pipeline; the rest on the token's own
+        // run, where a refusal is the strongest.
+        let mut path = concrete_for(route, if reach == Some("own namespace") { &sibling } else { &own }, "x");
+        if reach == Some("own namespace") && !route.contains("{namespace}") {
+            path.push_str("?namespace=builds");
+        }
+        let body = matches!(method.as_str(), "POST" | "PATCH" | "PUT").then(|| json!({}));
+        let answer = app.request(method, &path, Some(&token), body.as_ref()).await;
+        match reach {
+            Some(reach) => assert!(
+                ![401, 403].contains(&answer.status),
+                "{method} {route} reaches {reach} for run tokens: {answer:?}"
+            ),
+            None => assert_eq!(answer.status, 403, "{method} {route} is not for run tokens: {answer:?}"),
+        }
+    }
+    // The start above was of the sibling; its own pipeline it may not start (it would loop).
+    let own_start =
+        app.request("POST", "/api/v1/namespaces/builds/pipelines/live/runs", Some(&token), Some(&json!({}))).await;
+    assert_eq!(own_start.status, 403, "{own_start:?}");
+    let sibling_runs = acme.request("GET", "/api/v1/namespaces/builds/pipelines/demo/runs/2", None).await;
+    assert_eq!(sibling_runs.body["run"]["initiator"], json!({"kind": "run", "id": format!("builds/live/{run}")}));
+    acme.request("POST", &format!("/api/v1/namespaces/builds/pipelines/live/runs/{run}/cancel"), None).await;
 }

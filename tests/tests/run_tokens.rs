@@ -1,5 +1,5 @@
-//! Run tokens: a task that asks for one reads its own run with it, nothing else, and the token
-//! dies with the run.
+//! Run tokens: a task that asks for one reads its own run and its namespace's runs with it, not
+//! the rest of the tenant, and the token dies with the run.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use gofer_tests::{fresh_database, spawn_with, test_config};
 use serde_json::json;
 
 #[tokio::test]
-async fn a_task_reads_its_own_run_with_its_run_token_and_nothing_else_and_the_token_dies_with_the_run() {
+async fn a_task_reads_its_namespace_s_runs_with_its_run_token_and_nothing_else_and_the_token_dies_with_the_run() {
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(fresh_database().await, state_dir.path());
     // The task calls the API on the host's loopback.
@@ -59,10 +59,11 @@ async fn a_task_reads_its_own_run_with_its_run_token_and_nothing_else_and_the_to
     };
     assert_eq!(field("own"), "200", "{log}");
     assert_eq!(field("own-tasks"), "200");
-    assert_eq!(field("other-pipeline"), "403");
+    // Another pipeline's runs in its namespace: what `gofer run start other --watch` reads.
+    assert_eq!(field("other-pipeline"), "200");
     assert_eq!(field("pipeline"), "403");
     assert_eq!(field("namespaces"), "403");
-    assert_eq!(field("start"), "403");
+    assert_eq!(field("start"), "403", "its own pipeline it may not start: it would loop");
     let plain = acme.sdk().task_logs(&ns, &p, run, &TaskId::parse("plain").unwrap()).await.unwrap();
     assert_eq!(plain, "token=none\n", "only tasks that ask get a token");
 

@@ -7,7 +7,7 @@ use gofer_engine::runs::PipelineKey;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Read, TenantAccess};
+use crate::auth::{Read, ReadRuns, TenantAccess};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
@@ -74,7 +74,7 @@ pub(crate) async fn list(
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{version}")]
 pub(crate) async fn get(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<ConfigPath>,
 ) -> Result<HttpResponse, ApiError> {

@@ -10,7 +10,7 @@ use gofer_engine::events::EventFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{Read, TenantAccess};
+use crate::auth::{ReadEvents, TenantAccess};
 use crate::error::ApiError;
 use crate::live::{EventStreamTiming, event_stream, follow_param};
 use crate::pagination::{PageQuery, page};
@@ -107,7 +107,7 @@ fn accepts_event_stream(req: &HttpRequest) -> bool {
 }
 
 /// A token limited to some namespaces sees only their events: it must filter by one of them.
-fn check_scope(access: &TenantAccess<Read>, filter: &EventFilter) -> Result<(), ApiError> {
+fn check_scope(access: &TenantAccess<ReadEvents>, filter: &EventFilter) -> Result<(), ApiError> {
     if !access.namespaces.is_limited() {
         return Ok(());
     }
@@ -144,7 +144,7 @@ fn check_scope(access: &TenantAccess<Read>, filter: &EventFilter) -> Result<(), 
     ))]
 #[get("/api/v1/events")]
 pub(crate) async fn list(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadEvents>,
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<EventsQuery>,

@@ -9,7 +9,7 @@ use gofer_core::{Version, WaitingReason};
 use gofer_engine::events::EventFilter;
 use gofer_engine::runs::{RunKey, TaskKey};
 
-use crate::auth::{Read, TenantAccess};
+use crate::auth::{Read, ReadRuns, TenantAccess};
 use crate::error::ApiError;
 use crate::routes::runs::RunPath;
 use crate::startup::AppState;
@@ -49,7 +49,7 @@ async fn gather(state: &AppState, key: &RunKey) -> Result<(Run, ConfigDetail, Ve
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/timeline")]
 pub(crate) async fn timeline_of(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<RunPath>,
 ) -> Result<HttpResponse, ApiError> {

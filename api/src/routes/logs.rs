@@ -9,7 +9,7 @@ use gofer_engine::runs::{RunKey, TaskKey};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{Read, TenantAccess};
+use crate::auth::{ReadRuns, TenantAccess};
 use crate::error::ApiError;
 use crate::live::{FollowTiming, follow_log, follow_param};
 use crate::routes::pipelines::PipelinePath;
@@ -79,7 +79,7 @@ fn offset_param(value: Option<&str>) -> Result<u64, ApiError> {
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs")]
 pub(crate) async fn task_logs(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<LogPath>,
     query: web::Query<LogQuery>,

@@ -10,7 +10,7 @@ use gofer_engine::runs::{RunKey, StartRequest, TaskKey};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Guarded, Read, TenantAccess, Write};
+use crate::auth::{Guarded, ReadRuns, StartRuns, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
@@ -82,17 +82,26 @@ impl TaskPath {
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
 pub(crate) async fn start(
-    guarded: Guarded<TenantAccess<Write>, crate::body::JsonBody<StartRun>>,
+    guarded: Guarded<TenantAccess<StartRuns>, crate::body::JsonBody<StartRun>>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
+    let initiator = match &access.run {
+        // A task (`kind: gofer`) starting another pipeline of its namespace. Its own pipeline is
+        // refused: each run would start the next one forever.
+        Some(parent) if parent.pipeline == key.pipeline => {
+            return Err(ApiError::forbidden("a run token may not start runs of its own pipeline"));
+        }
+        Some(parent) => Initiator::run(&parent.namespace, &parent.pipeline, parent.run),
+        None => Initiator::token(access.token_id),
+    };
     let plan = gofer_billing::tenant_plan(&state.pool, &access.tenant).await?;
     let engine = &state.config.engine;
     let request = StartRequest {
         variables: body.into_inner().variables,
-        initiator: Initiator::token(access.token_id),
+        initiator,
         default_timeout_s: engine.default_run_timeout_s,
         plan: Some(plan),
         task_defaults: (engine.default_task_timeout_s, engine.default_cpu_millis, engine.default_memory_mb),
@@ -119,7 +128,7 @@ pub(crate) async fn start(
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
 pub(crate) async fn list(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<PipelinePath>,
     query: web::Query<PageQuery>,
@@ -140,7 +149,7 @@ pub(crate) async fn list(
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}")]
 pub(crate) async fn get(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<RunPath>,
 ) -> Result<HttpResponse, ApiError> {
@@ -159,7 +168,7 @@ pub(crate) async fn get(
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks")]
 pub(crate) async fn list_tasks(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<RunPath>,
     query: web::Query<PageQuery>,
@@ -180,7 +189,7 @@ pub(crate) async fn list_tasks(
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}")]
 pub(crate) async fn get_task(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<TaskPath>,
 ) -> Result<HttpResponse, ApiError> {
@@ -219,7 +228,7 @@ pub struct AttemptList {
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts")]
 pub(crate) async fn list_attempts(
-    access: TenantAccess<Read>,
+    access: TenantAccess<ReadRuns>,
     state: web::Data<AppState>,
     path: web::Path<TaskPath>,
 ) -> Result<HttpResponse, ApiError> {

@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use crate::args::{ObjectCommand, SecretCommand, SecretScopeArgs};
 use crate::commands::read_input;
 use crate::output::{emit, opt, table, time};
+use crate::progress::{Transfer, counted_file};
 use crate::{CliError, Ctx};
 
 fn secrets_table(items: &[SecretMetadata]) -> String {
@@ -115,22 +116,36 @@ pub(crate) async fn object(ctx: &Ctx, command: ObjectCommand) -> Result<(), CliE
                 c.put_object(&ns, &p, scope, &key, read_input("-")?).await?
             } else {
                 let f = tokio::fs::File::open(&file).await.map_err(|e| CliError::Io(format!("reading {file}: {e}")))?;
-                c.put_object(&ns, &p, scope, &key, f).await?
+                let size = f.metadata().await.ok().map(|m| m.len());
+                let progress = Transfer::new(ctx, format!("uploading {key}"), size);
+                if progress.is_drawn() {
+                    // Streamed so the bar follows the bytes as they leave.
+                    let body = reqwest::Body::wrap_stream(counted_file(f, &progress));
+                    c.put_object(&ns, &p, scope, &key, body).await?
+                } else {
+                    c.put_object(&ns, &p, scope, &key, f).await?
+                }
             };
             emit(ctx, &info, |o| objects_table(std::slice::from_ref(o)));
         }
         ObjectCommand::Get { pipeline, key, file, run } => {
             let (ns, p) = ctx.pipeline(&pipeline)?;
             let (key, scope) = (object_key(&key)?, object_scope(run.as_deref())?);
-            let (_, mut chunks) = c.get_object_stream(&ns, &p, scope, &key).await?;
+            let mut download = c.download_object(&ns, &p, scope, &key).await?;
             let io = |e: std::io::Error| CliError::Io(format!("writing {file}: {e}"));
-            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if file == "-" {
-                Box::new(tokio::io::stdout())
+            let (mut out, progress): (Box<dyn tokio::io::AsyncWrite + Unpin>, _) = if file == "-" {
+                // The content goes to stdout: no bar in the middle of it.
+                (Box::new(tokio::io::stdout()), None)
             } else {
-                Box::new(tokio::fs::File::create(&file).await.map_err(io)?)
+                let out = tokio::fs::File::create(&file).await.map_err(io)?;
+                (Box::new(out), Some(Transfer::new(ctx, format!("downloading {key}"), download.size)))
             };
-            while let Some(chunk) = chunks.next().await {
-                out.write_all(&chunk?).await.map_err(io)?;
+            while let Some(chunk) = download.chunks.next().await {
+                let chunk = chunk?;
+                out.write_all(&chunk).await.map_err(io)?;
+                if let Some(progress) = &progress {
+                    progress.advance(chunk.len() as u64);
+                }
             }
             out.flush().await.map_err(io)?;
         }

@@ -55,6 +55,7 @@ pub fn spec(job_id: &str, command: &[&str]) -> TaskSpec {
         registry_auth: None,
         allow_network: true,
         node_pool: None,
+        gofer_cli: false,
     }
 }
 
