@@ -102,6 +102,10 @@ pub struct Config {
     pub s3_secret_access_key: Option<String>,
     /// Multipart part size in bytes (at least 5 MiB); bodies longer than one part go up in parts.
     pub s3_part_size_bytes: u64,
+    /// Parts of one object uploaded at once while the body is read on into the next, and ranges
+    /// of one object read ahead on downloads (at least 1). Memory per transfer is at most
+    /// `(s3_part_concurrency + 1) × s3_part_size_bytes`.
+    pub s3_part_concurrency: usize,
     /// Object limits and expiry.
     pub objects: ObjectSettings,
     /// Attaching to running tasks (docs/attach.md).
@@ -478,6 +482,7 @@ impl Default for Config {
             s3_access_key_id: None,
             s3_secret_access_key: None,
             s3_part_size_bytes: 8 * 1024 * 1024,
+            s3_part_concurrency: 4,
             objects: ObjectSettings::default(),
             attach: AttachSettings::default(),
             run_cache_ttl_s: 60,

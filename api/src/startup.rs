@@ -346,6 +346,7 @@ async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::obj
                 path_style: config.s3_path_style,
                 credentials,
                 part_size: config.s3_part_size_bytes,
+                concurrency: config.s3_part_concurrency,
             })
             .await;
             store.ensure_bucket().await.context("reaching the S3 bucket")?;

@@ -1,17 +1,27 @@
 //! The S3 store (production): aws-sdk-s3 against any S3-compatible server. Bodies up to one part
-//! go up in a single `PutObject`; longer ones as a multipart upload of `part_size` parts, aborted
-//! on any failure so that nothing half-written remains. Memory per upload is one part.
+//! go up in a single `PutObject`; longer ones as a multipart upload of `part_size` parts, up to
+//! `concurrency` of them in flight while the body is read on into the next, aborted on any
+//! failure so that nothing half-written remains. Reads of objects longer than a part fetch up to
+//! `concurrency` ranges ahead. Memory per transfer: at most `(concurrency + 1) × part_size`.
+
+use std::collections::VecDeque;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use gofer_core::objects::{BoxFuture, ByteStream, Fetched, ObjectStore, ObjectStoreError, Stored};
 use sha2::{Digest, Sha256};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 /// S3's smallest part (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// Largest chunk handed to the reader of a prefetched range.
+const SEND_SLICE: usize = 256 * 1024;
 
 /// Where and how to reach S3.
 #[derive(Debug, Clone)]
@@ -28,6 +38,8 @@ pub struct S3Config {
     pub credentials: Option<(String, String)>,
     /// Multipart part size in bytes (at least 5 MiB).
     pub part_size: u64,
+    /// Parts uploaded, or ranges read ahead, at once per object (at least 1).
+    pub concurrency: usize,
 }
 
 /// An S3 bucket as an object store.
@@ -36,6 +48,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     part_size: usize,
+    concurrency: usize,
 }
 
 impl S3Store {
@@ -63,7 +76,12 @@ impl S3Store {
             .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
             .build();
         let part_size = usize::try_from(config.part_size.max(MIN_PART_SIZE)).unwrap_or(usize::MAX);
-        Self { client: Client::from_conf(s3), bucket: config.bucket.clone(), part_size }
+        Self {
+            client: Client::from_conf(s3),
+            bucket: config.bucket.clone(),
+            part_size,
+            concurrency: config.concurrency.max(1),
+        }
     }
 
     /// The underlying client (the benchmark compares against it).
@@ -92,9 +110,10 @@ impl S3Store {
     async fn put_inner(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<Stored, ObjectStoreError> {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut buffer = BytesMut::new();
+        // Grows up to one part for the first; later parts are allocated whole.
+        let mut part = BytesMut::new();
         let mut upload: Option<Multipart> = None;
-        let result: Result<(), ObjectStoreError> = async {
+        let read: Result<(), ObjectStoreError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| ObjectStoreError::Body(e.to_string()))?;
                 size += chunk.len() as u64;
@@ -102,57 +121,53 @@ impl S3Store {
                     return Err(ObjectStoreError::TooLarge(max_bytes));
                 }
                 hasher.update(&chunk);
-                buffer.extend_from_slice(&chunk);
-                while buffer.len() >= self.part_size {
-                    let part = buffer.split_to(self.part_size).freeze();
-                    if upload.is_none() {
-                        upload = Some(self.start_multipart(key).await?);
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    // A full part goes up only once more bytes follow it: a body of exactly one
+                    // part stays a single PutObject.
+                    if part.len() == self.part_size {
+                        let full = std::mem::replace(&mut part, BytesMut::with_capacity(self.part_size)).freeze();
+                        if upload.is_none() {
+                            upload = Some(self.start_multipart(key).await?);
+                        }
+                        if let Some(upload) = upload.as_mut() {
+                            upload.send(full).await?;
+                        }
                     }
-                    if let Some(upload) = upload.as_mut() {
-                        self.upload_part(key, upload, part).await?;
-                    }
+                    let take = rest.len().min(self.part_size - part.len());
+                    part.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
                 }
             }
             Ok(())
         }
         .await;
-        let result = match (result, upload) {
+        let result = match (read, upload) {
             (Ok(()), None) => self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .body(S3Body::from(buffer.freeze()))
+                .body(S3Body::from(part.freeze()))
                 .send()
                 .await
                 .map(drop)
                 .map_err(backend),
             (Ok(()), Some(mut upload)) => {
                 let finished = async {
-                    if !buffer.is_empty() {
-                        self.upload_part(key, &mut upload, buffer.freeze()).await?;
+                    if !part.is_empty() {
+                        upload.send(part.freeze()).await?;
                     }
-                    self.client
-                        .complete_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(&upload.id)
-                        .multipart_upload(
-                            CompletedMultipartUpload::builder().set_parts(Some(upload.parts.clone())).build(),
-                        )
-                        .send()
-                        .await
-                        .map(drop)
-                        .map_err(backend)
+                    upload.complete().await
                 }
                 .await;
                 if finished.is_err() {
-                    self.abort(key, &upload.id).await;
+                    upload.abort().await;
                 }
                 finished
             }
-            (Err(e), Some(upload)) => {
-                self.abort(key, &upload.id).await;
+            (Err(e), Some(mut upload)) => {
+                upload.abort().await;
                 Err(e)
             }
             (Err(e), None) => Err(e),
@@ -164,35 +179,84 @@ impl S3Store {
         let created =
             self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(backend)?;
         let id = created.upload_id().ok_or_else(|| ObjectStoreError::Backend("no upload id".into()))?.to_owned();
-        Ok(Multipart { id, parts: Vec::new() })
+        Ok(Multipart {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            id,
+            concurrency: self.concurrency,
+            next_number: 1,
+            in_flight: JoinSet::new(),
+            done: Vec::new(),
+            open: true,
+        })
     }
 
-    async fn upload_part(&self, key: &str, upload: &mut Multipart, part: Bytes) -> Result<(), ObjectStoreError> {
-        let number = i32::try_from(upload.parts.len() + 1).unwrap_or(i32::MAX);
-        let sent = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&upload.id)
-            .part_number(number)
-            .body(S3Body::from(part))
-            .send()
-            .await
-            .map_err(backend)?;
-        upload
-            .parts
-            .push(CompletedPart::builder().set_e_tag(sent.e_tag().map(str::to_owned)).part_number(number).build());
-        Ok(())
-    }
-
-    async fn abort(&self, key: &str, id: &str) {
-        if let Err(e) = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(id).send().await {
-            tracing::warn!(key, error = %backend(e), "aborting a multipart upload failed");
-        }
-    }
-
+    /// Opens `key` for reading. Objects longer than one part are read as ranged GETs of one part
+    /// each, up to `concurrency` ahead of the one being sent (each held whole once fetched, and
+    /// all pinned to the first answer's ETag so that a replacement meanwhile fails the read
+    /// rather than mixing two objects); the first range streams straight through.
     async fn get_inner(&self, key: &str) -> Result<Option<Fetched>, ObjectStoreError> {
+        let part = self.part_size as u64;
+        let first = self.client.get_object().bucket(&self.bucket).key(key).range(format!("bytes=0-{}", part - 1));
+        let object = match first.send().await {
+            Ok(object) => object,
+            Err(e) => {
+                let e = e.into_service_error();
+                return if e.is_no_such_key() {
+                    Ok(None)
+                } else if e.code() == Some("InvalidRange") {
+                    // An empty object has no byte 0.
+                    self.get_whole(key).await
+                } else {
+                    Err(backend(e))
+                };
+            }
+        };
+        let length = object.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let total = object.content_range().and_then(|r| r.rsplit('/').next()?.parse::<u64>().ok());
+        let etag = object.e_tag().map(str::to_owned);
+        let (total, etag) = match (total, etag) {
+            // The server ignored the range and sent everything.
+            (None, _) => return Ok(Some(Fetched { size: length, body: sdk_stream(object.body) })),
+            (Some(total), _) if total <= length => {
+                return Ok(Some(Fetched { size: total, body: sdk_stream(object.body) }));
+            }
+            (Some(total), Some(etag)) => (total, etag),
+            // Without an ETag the ranges could not be pinned to one version: read it whole.
+            (Some(_), None) => return self.get_whole(key).await,
+        };
+        let mut ahead = Prefetch {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            etag,
+            next: length,
+            total,
+            part,
+            concurrency: self.concurrency,
+            ahead: VecDeque::new(),
+            failed: false,
+        };
+        ahead.fill();
+        let rest = futures_util::stream::unfold(ahead, |mut ahead| async move {
+            if ahead.failed {
+                return None;
+            }
+            let fetched = match ahead.ahead.pop_front()?.await {
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+            ahead.failed = fetched.is_err();
+            ahead.fill();
+            Some((fetched, ahead))
+        })
+        .flat_map(|fetched| futures_util::stream::iter(slices(fetched)));
+        Ok(Some(Fetched { size: total, body: Box::pin(sdk_stream(object.body).chain(rest)) }))
+    }
+
+    async fn get_whole(&self, key: &str) -> Result<Option<Fetched>, ObjectStoreError> {
         let object = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(object) => object,
             Err(e) => {
@@ -201,13 +265,7 @@ impl S3Store {
             }
         };
         let size = object.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        let body: ByteStream = Box::pin(futures_util::stream::unfold(object.body, |mut body| async move {
-            match body.next().await? {
-                Ok(bytes) => Some((Ok(bytes), body)),
-                Err(e) => Some((Err(std::io::Error::other(e)), body)),
-            }
-        }));
-        Ok(Some(Fetched { size, body }))
+        Ok(Some(Fetched { size, body: sdk_stream(object.body) }))
     }
 
     async fn delete_prefix_inner(&self, prefix: &str) -> Result<u64, ObjectStoreError> {
@@ -228,9 +286,193 @@ impl S3Store {
     }
 }
 
+/// A multipart upload in progress: up to `concurrency` parts go up at once (each its own task,
+/// so they progress while the body is read on), and a failure or a drop aborts the upload once
+/// the parts in flight have ended, so that no part lands after the abort.
 struct Multipart {
+    client: Client,
+    bucket: String,
+    key: String,
     id: String,
-    parts: Vec<CompletedPart>,
+    concurrency: usize,
+    next_number: i32,
+    in_flight: JoinSet<Result<CompletedPart, ObjectStoreError>>,
+    done: Vec<CompletedPart>,
+    /// Neither completed nor aborted yet.
+    open: bool,
+}
+
+impl Multipart {
+    /// Starts uploading `part` as the next part once fewer than `concurrency` are in flight;
+    /// answers a failure of any part that ended meanwhile.
+    async fn send(&mut self, part: Bytes) -> Result<(), ObjectStoreError> {
+        while let Some(ended) = self.in_flight.try_join_next() {
+            self.done.push(part_result(ended)?);
+        }
+        while self.in_flight.len() >= self.concurrency.max(1) {
+            match self.in_flight.join_next().await {
+                Some(ended) => self.done.push(part_result(ended)?),
+                None => break,
+            }
+        }
+        let number = self.next_number;
+        self.next_number += 1;
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .part_number(number)
+            .body(S3Body::from(part));
+        self.in_flight.spawn(
+            async move {
+                let sent = request.send().await.map_err(backend)?;
+                Ok(CompletedPart::builder().set_e_tag(sent.e_tag().map(str::to_owned)).part_number(number).build())
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Ok(())
+    }
+
+    /// Waits for the parts in flight and completes the upload, parts in order.
+    async fn complete(&mut self) -> Result<(), ObjectStoreError> {
+        while let Some(ended) = self.in_flight.join_next().await {
+            self.done.push(part_result(ended)?);
+        }
+        self.done.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(self.done.clone())).build())
+            .send()
+            .await
+            .map_err(backend)?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Lets the parts in flight end, then aborts the upload.
+    async fn abort(&mut self) {
+        self.open = false;
+        abort_after(std::mem::take(&mut self.in_flight), self.client.clone(), &self.bucket, &self.key, &self.id).await;
+    }
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        // The put was dropped midway (its caller went away): abort in the background.
+        if !self.open {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (in_flight, client) = (std::mem::take(&mut self.in_flight), self.client.clone());
+        let (bucket, key, id) = (self.bucket.clone(), self.key.clone(), self.id.clone());
+        runtime.spawn(async move { abort_after(in_flight, client, &bucket, &key, &id).await });
+    }
+}
+
+async fn abort_after(
+    mut in_flight: JoinSet<Result<CompletedPart, ObjectStoreError>>,
+    client: Client,
+    bucket: &str,
+    key: &str,
+    id: &str,
+) {
+    while in_flight.join_next().await.is_some() {}
+    if let Err(e) = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(id).send().await {
+        tracing::warn!(key, error = %backend(e), "aborting a multipart upload failed");
+    }
+}
+
+fn part_result(
+    ended: Result<Result<CompletedPart, ObjectStoreError>, tokio::task::JoinError>,
+) -> Result<CompletedPart, ObjectStoreError> {
+    ended.map_err(|e| ObjectStoreError::Backend(format!("a part upload ended abnormally: {e}")))?
+}
+
+/// Ranges of an object being read ahead of the one the reader is at.
+struct Prefetch {
+    client: Client,
+    bucket: String,
+    key: String,
+    etag: String,
+    /// First byte not yet asked for.
+    next: u64,
+    total: u64,
+    part: u64,
+    concurrency: usize,
+    ahead: VecDeque<JoinHandle<std::io::Result<Bytes>>>,
+    failed: bool,
+}
+
+impl Prefetch {
+    /// Asks for further ranges until `concurrency` are fetched or fetching.
+    fn fill(&mut self) {
+        while !self.failed && self.ahead.len() < self.concurrency.max(1) && self.next < self.total {
+            let end = (self.next + self.part).min(self.total);
+            let request = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .range(format!("bytes={}-{}", self.next, end - 1))
+                .if_match(&self.etag);
+            let expected = end - self.next;
+            self.ahead.push_back(tokio::spawn(
+                async move {
+                    let object = request.send().await.map_err(|e| std::io::Error::other(backend(e).to_string()))?;
+                    let mut bytes = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
+                    let mut body = object.body;
+                    while let Some(chunk) = body.next().await {
+                        bytes.extend_from_slice(&chunk.map_err(std::io::Error::other)?);
+                    }
+                    if bytes.len() as u64 != expected {
+                        return Err(std::io::Error::other(format!(
+                            "a ranged read answered {} of {expected} bytes",
+                            bytes.len()
+                        )));
+                    }
+                    Ok(bytes.freeze())
+                }
+                .instrument(tracing::Span::current()),
+            ));
+            self.next = end;
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // The reader went away: stop fetching what nobody will read.
+        for handle in &self.ahead {
+            handle.abort();
+        }
+    }
+}
+
+/// A fetched part in slices of [`SEND_SLICE`] (no copy), so that the HTTP layer's write buffer
+/// stays small; an error as it is.
+fn slices(fetched: std::io::Result<Bytes>) -> Vec<std::io::Result<Bytes>> {
+    match fetched {
+        Ok(bytes) => (0..bytes.len())
+            .step_by(SEND_SLICE)
+            .map(|at| Ok(bytes.slice(at..(at + SEND_SLICE).min(bytes.len()))))
+            .collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// An SDK body as a stream of chunks.
+fn sdk_stream(body: S3Body) -> ByteStream {
+    Box::pin(futures_util::stream::unfold(body, |mut body| async move {
+        match body.next().await? {
+            Ok(bytes) => Some((Ok(bytes), body)),
+            Err(e) => Some((Err(std::io::Error::other(e)), body)),
+        }
+    }))
 }
 
 impl ObjectStore for S3Store {

@@ -514,3 +514,83 @@ async fn a_task_env_referencing_an_object_sees_its_content_and_a_missing_one_fai
     let broken = acme.request("GET", &format!("{base}/runs/{}/tasks/broken", run.id), None).await;
     assert!(broken.body.to_string().contains("nope"), "the reason names the key: {}", broken.body);
 }
+
+/// Multipart uploads still open in the test S3 server (s3s-fs keeps `.upload-<id>.json` and
+/// `.upload_id-<id>.part-<n>` files in its data directory; it does not implement
+/// ListMultipartUploads). Only this test makes multipart uploads in this binary.
+fn open_multipart_uploads() -> Vec<String> {
+    let data = std::env::var("GOFER_TEST_S3_DATA_DIR").expect("GOFER_TEST_S3_DATA_DIR (set by infra/test.sh)");
+    std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.contains(".upload"))
+        .collect()
+}
+
+async fn read_whole(store: &gofer_objects::S3Store, key: &str) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut fetched = gofer_core::objects::ObjectStore::get(store, key).await.unwrap()?;
+    let mut out = Vec::new();
+    while let Some(chunk) = fetched.body.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out.len() as u64, fetched.size, "{key}: the size announced is the size read");
+    Some(out)
+}
+
+#[tokio::test]
+async fn a_multipart_upload_failing_with_parts_in_flight_leaves_no_object_and_no_open_upload() {
+    use futures_util::StreamExt;
+    use gofer_core::objects::{ObjectStore, ObjectStoreError};
+    const MIB: usize = 1024 * 1024;
+    let mut config = gofer_api::Config::default();
+    use_test_s3(&mut config);
+    let store = gofer_objects::S3Store::connect(&gofer_objects::S3Config {
+        endpoint: config.s3_endpoint.clone(),
+        bucket: config.s3_bucket.clone(),
+        region: config.s3_region.clone(),
+        path_style: true,
+        credentials: Some((config.s3_access_key_id.clone().unwrap(), config.s3_secret_access_key.clone().unwrap())),
+        part_size: 5 * MIB as u64,
+        concurrency: 4,
+    })
+    .await;
+    store.ensure_bucket().await.unwrap();
+    let chunk = bytes::Bytes::from((0..MIB).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+
+    // The body breaks off after 17 MiB: three 5 MiB parts went up concurrently meanwhile.
+    let sent = chunk.clone();
+    let broken = futures_util::stream::iter(0..18)
+        .map(move |i| if i < 17 { Ok(sent.clone()) } else { Err(std::io::Error::other("the client went away")) });
+    let failed = store.put("broken.bin", Box::pin(broken), u64::MAX).await;
+    assert!(matches!(failed, Err(ObjectStoreError::Body(_))), "{failed:?}");
+    assert!(read_whole(&store, "broken.bin").await.is_none(), "no object under the failed key");
+    assert_eq!(open_multipart_uploads(), Vec::<String>::new(), "the failed upload was aborted");
+
+    // The put is dropped midway (its caller went away): the upload is aborted in the background.
+    let sent = chunk.clone();
+    let stalled =
+        futures_util::stream::iter(0..17).map(move |_| Ok(sent.clone())).chain(futures_util::stream::pending());
+    let dropped = tokio::time::timeout(Duration::from_secs(2), store.put("dropped.bin", Box::pin(stalled), u64::MAX));
+    assert!(dropped.await.is_err(), "the stalled put was still waiting for its body");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !open_multipart_uploads().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_multipart_uploads(), Vec::<String>::new(), "the dropped upload was aborted");
+    assert!(read_whole(&store, "dropped.bin").await.is_none(), "no object under the dropped key");
+
+    // Sizes around the part boundaries read back whole and in order (ranged reads past a part).
+    for size in [0, 1, 5 * MIB, 5 * MIB + 1, 17 * MIB + 3] {
+        let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8 ^ (i / MIB) as u8).collect();
+        let body = futures_util::stream::iter(
+            content.chunks(MIB / 3 + 1).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+        );
+        let key = format!("sized-{size}.bin");
+        let stored = store.put(&key, Box::pin(body), u64::MAX).await.unwrap();
+        assert_eq!(stored.size, size as u64);
+        assert_eq!(stored.sha256, sha256(&content));
+        assert!(read_whole(&store, &key).await.unwrap() == content, "{key} reads back as written");
+    }
+    assert_eq!(open_multipart_uploads(), Vec::<String>::new());
+}

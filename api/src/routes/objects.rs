@@ -75,7 +75,8 @@ fn collection(
 
 /// Streams the request body into the store: the body is forwarded chunk by chunk through a small
 /// channel (actix's payload is not `Send`; the store's consumer is), so memory stays at a few
-/// chunks (or one multipart part for S3) whatever the object's size.
+/// chunks (for S3: the multipart parts in flight and the one being filled) whatever the object's
+/// size.
 async fn put_object(
     state: &AppState,
     req: &HttpRequest,
