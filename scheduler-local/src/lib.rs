@@ -151,13 +151,18 @@ impl LocalScheduler {
     /// few milliseconds), so a host that cannot sandbox fails at start-up rather than on the first task.
     pub fn new(config: LocalSchedulerConfig) -> Result<Self, LocalSchedulerError> {
         let privileged = rustix::process::geteuid().is_root();
-        let tools = Tools::find(&config.bwrap_path, config.gofer_binary.as_deref(), privileged)?;
+        let mut tools = Tools::find(&config.bwrap_path, config.gofer_binary.as_deref(), privileged)?;
         let work_dir_error = |source| LocalSchedulerError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
         let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
         let config = LocalSchedulerConfig { work_dir, ..config };
         probe::probe(&tools, &config, &config.work_dir)?;
+        if privileged && let Some(gofer) = &tools.gofer {
+            // bwrap binds as the sandbox user, who can enter the work directory (the probe just
+            // proved it) but maybe not the directories holding the server's binary.
+            tools.gofer = Some(stage_gofer_binary(gofer, &config.work_dir).map_err(work_dir_error)?);
+        }
         tracing::info!(
             work_dir = %config.work_dir.display(),
             privileged,
@@ -172,6 +177,33 @@ impl LocalScheduler {
     pub fn config(&self) -> &LocalSchedulerConfig {
         &self.config
     }
+}
+
+/// Puts `gofer` at `<work_dir>/.gofer-cli/gofer` (a hard link when it can, else a copy), readable
+/// and executable by everyone, and answers that path.
+fn stage_gofer_binary(gofer: &std::path::Path, work_dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = work_dir.join(".gofer-cli");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let staged = dir.join("gofer");
+    match std::fs::remove_file(&staged) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    if std::fs::hard_link(gofer, &staged).is_err() {
+        std::fs::copy(gofer, &staged)?;
+    }
+    let mode = std::fs::metadata(&staged)?.permissions().mode();
+    if mode & 0o005 != 0o005 {
+        // A hard link shares the original's mode: only a copy may be widened.
+        if std::fs::metadata(gofer)?.permissions().mode() & 0o005 != 0o005 {
+            std::fs::remove_file(&staged)?;
+            std::fs::copy(gofer, &staged)?;
+        }
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(staged)
 }
 
 impl Scheduler for LocalScheduler {
