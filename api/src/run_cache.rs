@@ -42,16 +42,6 @@ impl CompleteRuns {
         }
         Ok(run)
     }
-
-    /// How many runs are remembered.
-    pub fn len(&self) -> usize {
-        self.memo.len()
-    }
-
-    /// Whether none is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.memo.is_empty()
-    }
 }
 
 /// Evicts a tenant's runs whenever some of its runs are deleted, for the life of the replica.

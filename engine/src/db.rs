@@ -708,12 +708,7 @@ pub(crate) async fn lock_run_states(
     let rows: Vec<(Option<String>, String, String, String)> = bind_run!(query, key).fetch_all(conn).await?;
     let Some((reason, ..)) = rows.first() else { return Ok(None) };
     let cancelling = reason.as_deref().and_then(crate::cancel::CancelReason::parse);
-    let states = rows
-        .into_iter()
-        .map(|(_, task, state, status)| {
-            Ok((task.parse().map_err(corrupt)?, (state.parse().map_err(corrupt)?, status.parse().map_err(corrupt)?)))
-        })
-        .collect::<Result<_, EngineError>>()?;
+    let states = parse_task_states(rows.into_iter().map(|(_, task, state, status)| (task, state, status)))?;
     Ok(Some((cancelling, states)))
 }
 
@@ -732,6 +727,13 @@ pub(crate) async fn task_states(
     .bind(key.run.get())
     .fetch_all(conn)
     .await?;
+    parse_task_states(rows)
+}
+
+/// Task states from (task id, state, status) rows.
+fn parse_task_states(
+    rows: impl IntoIterator<Item = (String, String, String)>,
+) -> Result<BTreeMap<TaskId, (TaskState, TaskStatus)>, EngineError> {
     rows.into_iter()
         .map(|(task, state, status)| {
             Ok((task.parse().map_err(corrupt)?, (state.parse().map_err(corrupt)?, status.parse().map_err(corrupt)?)))

@@ -191,16 +191,11 @@ fn stage_gofer_binary(gofer: &std::path::Path, work_dir: &std::path::Path) -> st
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    if std::fs::hard_link(gofer, &staged).is_err() {
+    // A hard link shares the original's mode, so it only serves when that lets everyone run it;
+    // otherwise a copy, widened.
+    let runnable_by_all = std::fs::metadata(gofer)?.permissions().mode() & 0o005 == 0o005;
+    if !(runnable_by_all && std::fs::hard_link(gofer, &staged).is_ok()) {
         std::fs::copy(gofer, &staged)?;
-    }
-    let mode = std::fs::metadata(&staged)?.permissions().mode();
-    if mode & 0o005 != 0o005 {
-        // A hard link shares the original's mode: only a copy may be widened.
-        if std::fs::metadata(gofer)?.permissions().mode() & 0o005 != 0o005 {
-            std::fs::remove_file(&staged)?;
-            std::fs::copy(gofer, &staged)?;
-        }
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(staged)
