@@ -9,7 +9,7 @@ pub mod nomad_double;
 pub mod tcp_proxy;
 
 use gofer_core::model::{Event, Run};
-use gofer_core::{NamespaceId, PipelineId, RunId, RunState, TenantId};
+use gofer_core::{EventKind, NamespaceId, PipelineId, RunId, RunState, TenantId};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -368,6 +368,23 @@ impl TenantClient<'_> {
             }
             assert!(Instant::now() < deadline, "no such event after {timeout:?}: {events:#?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The tenant's events of `kind`, once at least `count` of them are visible (failing the test
+    /// after `timeout`). An event is recorded in the transaction of the change it describes, but
+    /// the history shows only events below the visibility horizon: the oldest transaction still in
+    /// flight anywhere (a lease renewal, a background job). So right after a request answers, its
+    /// events may not be readable yet; a test that checks them waits for them.
+    pub async fn events_of_kind(&self, kind: EventKind, count: usize, timeout: Duration) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events: Vec<Event> = self.history().await.into_iter().filter(|e| e.kind == kind).collect();
+            if events.len() >= count {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "{} {kind:?} events after {timeout:?}, expected {count}", events.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -102,7 +102,7 @@ async fn attach_runs_a_command_inside_the_running_task_and_passes_its_exit_code_
     assert_eq!(drain(reader).await, ("typed\n".into(), String::new(), AttachEvent::Exit(0)));
 
     // Each attach is audited with the token and the command, never the input.
-    let attached: Vec<_> = acme.history().await.into_iter().filter(|e| e.kind == EventKind::TaskAttached).collect();
+    let attached = acme.events_of_kind(EventKind::TaskAttached, 3, Duration::from_secs(10)).await;
     assert_eq!(attached.len(), 3);
     assert_eq!(attached[0].payload["command"], json!(["echo", "hello"]));
     assert_eq!(attached[2].payload["command"], json!(["cat"]));

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gofer_core::RunStatus;
+use gofer_core::{EventKind, RunStatus};
 use gofer_tests::{TestApp, fresh_database, pipeline_path, spawn_with, test_config, use_test_s3};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -199,11 +199,11 @@ async fn keys(acme: &gofer_tests::TenantClient<'_>, base: &str) -> Vec<String> {
     list.body["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap().to_owned()).collect()
 }
 
-async fn evictions(acme: &gofer_tests::TenantClient<'_>) -> Vec<(String, String)> {
-    // Recorded in the transaction that stored the new object: there when the PUT answers.
-    let events = acme.history().await;
-    let evicted = events.iter().filter(|e| e.kind.as_str() == "object_evicted");
+/// The tenant's `object_evicted` events as (key, reason), once there are at least `count`.
+async fn evictions(acme: &gofer_tests::TenantClient<'_>, count: usize) -> Vec<(String, String)> {
+    let evicted = acme.events_of_kind(EventKind::ObjectEvicted, count, Duration::from_secs(10)).await;
     evicted
+        .iter()
         .map(|e| (e.payload["key"].as_str().unwrap().to_owned(), e.payload["reason"].as_str().unwrap().to_owned()))
         .collect()
 }
@@ -237,7 +237,7 @@ async fn pipeline_objects_past_the_plans_limits_evict_the_oldest_with_an_event()
     put_object(&other, "elsewhere", 1).await;
     assert_eq!(keys(&acme, &base).await, ["three", "two"]);
     assert_eq!(keys(&acme, &other).await, ["elsewhere"], "another pipeline's objects do not count");
-    assert_eq!(sorted(&evictions(&acme).await), [("one", "max_pipeline_objects")]);
+    assert_eq!(sorted(&evictions(&acme, 1).await), [("one", "max_pipeline_objects")]);
 
     // Its max_pipeline_object_bytes: one pipeline's objects together.
     let mut plan = object_plan("ten-bytes", 100, 10, 1000);
@@ -250,7 +250,7 @@ async fn pipeline_objects_past_the_plans_limits_evict_the_oldest_with_an_event()
     put_object(&base, "five", 5).await;
     assert_eq!(keys(&acme, &base).await, ["five"], "6 + 5 is over 10: the older ones went");
     assert_eq!(keys(&acme, &other).await, ["eight", "elsewhere"]);
-    let reasons = evictions(&acme).await;
+    let reasons = evictions(&acme, 4).await;
     let bytes = "max_pipeline_object_bytes";
     assert_eq!(sorted(&reasons[1..]), [("six", bytes), ("three", bytes), ("two", bytes)], "{reasons:?}");
 
@@ -261,7 +261,7 @@ async fn pipeline_objects_past_the_plans_limits_evict_the_oldest_with_an_event()
     put_object(&base, "four", 4).await;
     assert_eq!(keys(&acme, &base).await, ["five", "four"]);
     assert_eq!(keys(&acme, &other).await, Vec::<String>::new(), "5 + 4 + 8 + 1 is over 12: the oldest anywhere went");
-    let reasons = evictions(&acme).await;
+    let reasons = evictions(&acme, 6).await;
     let total = "object_storage_bytes";
     assert_eq!(sorted(&reasons[4..]), [("eight", total), ("elsewhere", total)], "{reasons:?}");
 }
