@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Request throughput of one release replica, measured with wrk (issue 10; docs/benchmarks.md).
 #
-#   bench/http.sh [--port 54414] [--duration 10] [--runs 60] [--keep]
+#   bench/http.sh [--port 54414] [--duration 10] [--runs 60] [--keep] [--perf DIR]
 #
 # Starts a private Postgres (infra/postgres.sh --fast, its own directory and port), one release
 # `gofer service start` on it (rate limiting ON, plan rates raised so nothing is refused: the
@@ -13,6 +13,8 @@
 #   3. GET …/runs/{id}                               (authenticated, one run)
 #   4. GET …/runs?limit=50                           (authenticated, 50 runs)
 # and prints the replica's RSS after start-up, after the set-up and after the wrk runs.
+# With --perf DIR, `perf record -g` samples the replica during each measured wrk run into
+# DIR/<n>.data (1 = health … 4 = list; read with `perf report -i DIR/3.data --no-children`).
 # Build first: cargo build --release -p gofer-cli (GOFER_BIN overrides the binary).
 set -euo pipefail
 
@@ -21,12 +23,14 @@ port=54414
 duration=10
 runs=60
 keep=0
+perf_dir=
 while [ $# -gt 0 ]; do
     case "$1" in
         --port) port=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
         --keep) keep=1; shift ;;
+        --perf) perf_dir=$2; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -80,13 +84,35 @@ echo "runs: $runs ($left unfinished)"
 sleep 2
 echo "rss idle after set-up: $(rss)"
 
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The same summed over the postmaster and its children (the backends).
+pg_ticks() {
+    local postmaster total=0 p
+    postmaster=$(head -n1 "$work/pg/data/postmaster.pid")
+    for p in $postmaster $(pgrep -P "$postmaster"); do total=$((total + $(cpu_ticks "$p"))); done
+    echo "$total"
+}
+phase=0
 measure() {
     local label=$1 path=$2
     shift 2
     wrk -t2 -c16 -d3s "$@" "$url$path" >/dev/null # warm-up
     echo "== $label: $path"
-    wrk -t2 -c16 -d"${duration}s" --latency "$@" "$url$path" |
-        grep -E "Requests/sec|Latency  |  50%|  90%|  99%|Non-2xx|Socket errors|requests in"
+    phase=$((phase + 1))
+    if [ -n "$perf_dir" ]; then
+        mkdir -p "$perf_dir"
+        perf record -q -F 999 -g -p "$pid" -o "$perf_dir/$phase.data" -- sleep "$duration" 2>/dev/null &
+    fi
+    local before_gofer before_pg out requests
+    before_gofer=$(cpu_ticks "$pid")
+    before_pg=$(pg_ticks)
+    out=$(wrk -t2 -c16 -d"${duration}s" --latency "$@" "$url$path")
+    grep -E "Requests/sec|Latency  |  50%|  90%|  99%|Non-2xx|Socket errors|requests in" <<<"$out"
+    # CPU per request of the replica and of Postgres (all its processes), from /proc tick counts.
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -v g=$(( $(cpu_ticks "$pid") - before_gofer )) -v p=$(( $(pg_ticks) - before_pg )) -v n="$requests" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "    cpu per request: gofer %.1f us, postgres %.1f us\n", g / hz / n * 1e6, p / hz / n * 1e6}'
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 measure "baseline (no auth, no database)" /health

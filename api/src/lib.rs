@@ -12,6 +12,7 @@ pub mod openapi;
 mod otel_metrics;
 pub mod pagination;
 mod prometheus;
+mod request_span;
 mod routes;
 pub mod run_cache;
 pub mod startup;

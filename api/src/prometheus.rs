@@ -59,7 +59,7 @@ pub(crate) async fn record_request(
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
     let response = next.call(req).await?;
-    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = crate::request_span::MatchedRoute::of(response.request());
     let status = response.status().as_u16().to_string();
     metrics::counter!("gofer_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

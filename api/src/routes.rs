@@ -27,7 +27,18 @@ use crate::error::ApiError;
 
 /// Registers every route on the app.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::health)
+    // actix tries routes in registration order, one regex per route with path parameters, and
+    // the request-metrics label (`match_pattern`) walks the same order again: the most read
+    // routes come first so they cost a few regexes instead of dozens (docs/benchmarks.md). Where
+    // two patterns could match the same path the method tells them apart (`runs/cancel-all` is a
+    // POST), or the literal one comes first (`tokens/whoami` before `tokens/{id}`).
+    cfg.service(runs::get)
+        .service(runs::list)
+        .service(runs::get_task)
+        .service(runs::list_tasks)
+        .service(logs::task_logs)
+        .service(tokens::whoami)
+        .service(health::health)
         .service(health::ready)
         .service(health::openapi_json)
         .service(crate::prometheus::scrape)
@@ -52,7 +63,6 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(usage::operator_usage)
         .service(tokens::create)
         .service(tokens::list)
-        .service(tokens::whoami)
         .service(tokens::get)
         .service(tokens::revoke)
         .service(namespaces::create)
@@ -75,11 +85,6 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(deployments::get)
         .service(deployments::rollback)
         .service(runs::start)
-        .service(runs::list)
-        .service(runs::get)
-        .service(runs::list_tasks)
-        .service(runs::get_task)
-        .service(logs::task_logs)
         .service(attach::attach)
         .service(objects::list_pipeline_objects)
         .service(objects::put_pipeline_object)

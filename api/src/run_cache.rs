@@ -1,15 +1,19 @@
-//! Complete runs in a replica's memory, for `GET …/runs/{run}`, the most read route: a complete
-//! run never changes, so it can be answered without a database round trip. Authorization is not
-//! cached: the route's extractor still checks the token (from the token cache) and its
-//! namespaces, and the key carries the token's tenant. Deletes evict through NOTIFY (migration
-//! `notify_run_deletes`); see [`gofer_tenants::memo`].
+//! Complete runs in a replica's memory, for the most read routes, `GET …/runs/{run}` and the run
+//! list: a complete run never changes, so it is kept as the JSON the API answers, serialized once,
+//! and answered without a database round trip (a run page costs one light read of its ids; full
+//! rows are read only for the runs not remembered). Authorization is not cached: the route's
+//! extractor still checks the token (from the token cache) and its namespaces, and the key
+//! carries the token's tenant. Deletes evict through NOTIFY (migration `notify_run_deletes`); see
+//! [`gofer_tenants::memo`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gofer_core::RunState;
-use gofer_core::model::Run;
-use gofer_engine::runs::RunKey;
+use actix_web::web::Bytes;
+use gofer_core::model::{PageRequest, Run};
+use gofer_core::{RunId, RunState};
+use gofer_engine::runs::{PipelineKey, RunKey};
 use gofer_tenants::memo::TenantMemo;
 use sqlx::PgPool;
 
@@ -18,9 +22,25 @@ use crate::error::ApiError;
 /// The channel the run-delete trigger notifies with the tenant id.
 pub const CHANNEL: &str = "gofer_runs_deleted";
 
+/// A run as the API answers it: its number and its JSON (a `Run` object).
+#[derive(Debug)]
+pub struct RunJson {
+    /// The run number.
+    pub id: RunId,
+    /// The serialized `Run`.
+    pub json: Bytes,
+}
+
+impl RunJson {
+    fn of(run: &Run) -> Result<Self, ApiError> {
+        let json = serde_json::to_vec(run).map_err(|e| ApiError::internal(format!("cannot serialize a run: {e}")))?;
+        Ok(Self { id: run.id, json: Bytes::from(json) })
+    }
+}
+
 /// Complete runs of this replica.
 pub struct CompleteRuns {
-    memo: Arc<TenantMemo<RunKey, Run>>,
+    memo: Arc<TenantMemo<RunKey, Arc<RunJson>>>,
 }
 
 impl CompleteRuns {
@@ -30,17 +50,53 @@ impl CompleteRuns {
     }
 
     /// Reads a run, from memory when it is complete and remembered.
-    pub async fn get(&self, pool: &PgPool, key: RunKey) -> Result<Run, ApiError> {
+    pub async fn get(&self, pool: &PgPool, key: RunKey) -> Result<Arc<RunJson>, ApiError> {
         let now = Instant::now();
         if let Some(run) = self.memo.get(&key, now) {
             return Ok(run);
         }
         let generation = self.memo.generation();
         let run = gofer_engine::runs::get(pool, &key).await?;
-        if run.state == RunState::Complete {
-            self.memo.store(key, run.clone(), generation, now, None);
+        self.remember(key, &run, generation, now)
+    }
+
+    /// One page of a pipeline's runs, newest first, and the next page's key: the page's ids from
+    /// the database, then each run from memory, or read (in one round trip for all of them) when
+    /// not remembered. A run deleted between the two reads is left out of the page.
+    pub async fn list(
+        &self,
+        pool: &PgPool,
+        pipeline: &PipelineKey,
+        page: &PageRequest<RunId>,
+    ) -> Result<(Vec<Arc<RunJson>>, Option<RunId>), ApiError> {
+        let now = Instant::now();
+        // Taken before the first read: a delete committed after it may not be seen by the reads.
+        let generation = self.memo.generation();
+        let (ids, next) = gofer_engine::runs::list_ids(pool, pipeline, page).await?;
+        let key_of = |run: RunId| RunKey { pipeline: pipeline.clone(), run };
+        let mut runs: Vec<Option<Arc<RunJson>>> = ids.iter().map(|id| self.memo.get(&key_of(*id), now)).collect();
+        let missing: Vec<RunId> = ids.iter().zip(&runs).filter(|(_, run)| run.is_none()).map(|(id, _)| *id).collect();
+        if !missing.is_empty() {
+            let read = gofer_engine::runs::runs_by_id(pool, pipeline, &missing).await?;
+            let mut read: HashMap<RunId, Run> = read.into_iter().map(|run| (run.id, run)).collect();
+            for (id, slot) in ids.iter().zip(runs.iter_mut()) {
+                if slot.is_none()
+                    && let Some(run) = read.remove(id)
+                {
+                    *slot = Some(self.remember(key_of(*id), &run, generation, now)?);
+                }
+            }
         }
-        Ok(run)
+        Ok((runs.into_iter().flatten().collect(), next))
+    }
+
+    /// Serializes a run read from the database, keeping it when complete.
+    fn remember(&self, key: RunKey, run: &Run, generation: u64, now: Instant) -> Result<Arc<RunJson>, ApiError> {
+        let entry = Arc::new(RunJson::of(run)?);
+        if run.state == RunState::Complete {
+            self.memo.store(key, entry.clone(), generation, now, None);
+        }
+        Ok(entry)
     }
 }
 

@@ -239,7 +239,7 @@ impl Application {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::limits::rate_limit))
                 .wrap(actix_web::middleware::from_fn(crate::prometheus::record_request))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<crate::request_span::RequestSpan>::new())
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _| ApiError::from(err).into()))
                 .app_data(web::PathConfig::default().error_handler(|err, _| {

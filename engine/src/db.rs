@@ -445,45 +445,39 @@ pub(crate) async fn get_run_fast(pool: &sqlx::PgPool, key: &RunKey) -> Result<Op
         .await?)
 }
 
-/// [`list_runs`] in one round trip (see [`get_run_fast`]). An empty page says nothing about
-/// whether the pipeline exists.
-pub(crate) async fn list_runs_fast(
+/// The ids of one page of a pipeline's runs, newest first, in one light round trip (function
+/// `gofer_tenant_run_ids`). An empty page says nothing about whether the pipeline exists.
+pub(crate) async fn list_run_ids(
     pool: &sqlx::PgPool,
     key: &PipelineKey,
     before: Option<RunId>,
     limit: i64,
-) -> Result<Vec<Run>, EngineError> {
-    let rows =
-        sqlx::query_as::<_, RunRow>(concat!("SELECT ", run_columns!(), " FROM gofer_tenant_runs($1, $2, $3, $4, $5)"))
-            .bind(key.tenant.as_str())
-            .bind(key.namespace.as_str())
-            .bind(key.pipeline.as_str())
-            .bind(before.map(RunId::get))
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
-    rows.into_iter().map(RunRow::into_run).collect()
+) -> Result<Vec<RunId>, EngineError> {
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM gofer_tenant_run_ids($1, $2, $3, $4, $5) AS id")
+        .bind(key.tenant.as_str())
+        .bind(key.namespace.as_str())
+        .bind(key.pipeline.as_str())
+        .bind(before.map(RunId::get))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(ids.into_iter().map(RunId::from_i64).collect())
 }
 
-/// Runs of a pipeline, newest first.
-pub(crate) async fn list_runs(
-    conn: &mut PgConnection,
-    key: &PipelineKey,
-    before: Option<RunId>,
-    limit: i64,
-) -> Result<Vec<Run>, EngineError> {
+/// The runs of a pipeline with these ids (the missing ones left out), newest first, in one round
+/// trip (function `gofer_tenant_runs_by_id`).
+pub(crate) async fn runs_by_id(pool: &sqlx::PgPool, key: &PipelineKey, ids: &[RunId]) -> Result<Vec<Run>, EngineError> {
+    let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
     let rows = sqlx::query_as::<_, RunRow>(concat!(
         "SELECT ",
         run_columns!(),
-        " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
-         AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        " FROM gofer_tenant_runs_by_id($1, $2, $3, $4)"
     ))
     .bind(key.tenant.as_str())
     .bind(key.namespace.as_str())
     .bind(key.pipeline.as_str())
-    .bind(before.map(RunId::get))
-    .bind(limit)
-    .fetch_all(conn)
+    .bind(ids)
+    .fetch_all(pool)
     .await?;
     rows.into_iter().map(RunRow::into_run).collect()
 }

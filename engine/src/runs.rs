@@ -171,22 +171,28 @@ pub async fn get(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
     require_run(&mut conn, key).await
 }
 
-/// Lists a pipeline's runs, newest first.
-pub async fn list(
+/// The ids of one page of a pipeline's runs, newest first (`limit` of them, not `limit + 1`),
+/// and the cursor of the next page; with [`runs_by_id`], for callers that remember complete runs
+/// and need full rows only for the others (the API's run list). An empty page is read again in a
+/// scoped transaction that tells an empty pipeline from a missing one (`PipelineNotFound`, or its
+/// namespace's error).
+pub async fn list_ids(
     pool: &PgPool,
     key: &PipelineKey,
     page: &PageRequest<RunId>,
-) -> Result<(Vec<Run>, Option<RunId>), EngineError> {
-    // A page with runs proves the pipeline exists (one round trip); an empty one is read again
-    // in a scoped transaction that tells an empty pipeline from a missing one.
-    let rows = db::list_runs_fast(pool, key, page.after, i64::from(page.limit) + 1).await?;
-    if !rows.is_empty() {
-        return Ok(page.finish(rows, |r| r.id));
+) -> Result<(Vec<RunId>, Option<RunId>), EngineError> {
+    let ids = db::list_run_ids(pool, key, page.after, i64::from(page.limit) + 1).await?;
+    if ids.is_empty() {
+        let mut conn = db::scoped(pool, &key.tenant).await?;
+        require_pipeline(&mut conn, key, false).await?;
     }
-    let mut conn = db::scoped(pool, &key.tenant).await?;
-    require_pipeline(&mut conn, key, false).await?;
-    let rows = db::list_runs(&mut conn, key, page.after, i64::from(page.limit) + 1).await?;
-    Ok(page.finish(rows, |r| r.id))
+    Ok(page.finish(ids, |id| *id))
+}
+
+/// The runs of a pipeline with these ids, newest first; ids of runs that no longer exist are
+/// left out.
+pub async fn runs_by_id(pool: &PgPool, key: &PipelineKey, ids: &[RunId]) -> Result<Vec<Run>, EngineError> {
+    db::runs_by_id(pool, key, ids).await
 }
 
 /// Lists a run's task executions, ordered by task id.

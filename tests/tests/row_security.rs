@@ -94,9 +94,10 @@ async fn a_tenant_scoped_transaction_sees_only_its_tenants_rows_whatever_the_que
     assert!(sqlx::query("SELECT * FROM metadata").execute(&mut *tx).await.is_err());
 }
 
-/// The one-round-trip reads (`gofer_tenant_run`, `gofer_tenant_runs`) switch to the tenant role
-/// themselves: what they switched is in force for the rest of their transaction (so their own
-/// query ran under the policies), and gone after it, so a pooled connection is left as it was.
+/// The one-round-trip reads (`gofer_tenant_run`, `gofer_tenant_runs`, `gofer_tenant_run_ids`,
+/// `gofer_tenant_runs_by_id`) switch to the tenant role themselves: what they switched is in
+/// force for the rest of their transaction (so their own query ran under the policies), and gone
+/// after it, so a pooled connection is left as it was.
 #[tokio::test]
 async fn the_one_round_trip_reads_run_as_the_tenant_and_leave_nothing_behind() {
     let app = spawn_app().await;
@@ -123,6 +124,19 @@ async fn the_one_round_trip_reads_run_as_the_tenant_and_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(one, [1]);
+    let page: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM gofer_tenant_run_ids('acme', 'builds', 'demo', NULL, 10) AS id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(page, [1]);
+    let by_id: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM gofer_tenant_runs_by_id('umbrella', 'builds', 'demo', ARRAY[1, 2]::bigint[])",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(by_id, [1]);
     // Autocommit: the next statement on the same connection is the service's own role again.
     let (user, tenant): (String, String) =
         sqlx::query_as("SELECT current_user::text, coalesce(current_setting('app.tenant_id', true), '')")

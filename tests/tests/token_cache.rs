@@ -155,11 +155,15 @@ async fn a_complete_run_is_read_from_memory_until_a_replica_deletes_it() {
     acme.register("builds", "quick", config).await;
     let run = acme.run_to_completion("builds", "quick", Duration::from_secs(60)).await;
     let path = format!("/api/v1/namespaces/builds/pipelines/quick/runs/{}", run.id);
+    let list = "/api/v1/namespaces/builds/pipelines/quick/runs";
     for app in [&a, &b] {
         let read = app.request("GET", &path, Some(&acme.token), None).await;
         assert_eq!(read.status, 200, "{read:?}");
         assert_eq!(read.body["run"]["state"], "complete");
     }
+    // A's run list remembers the run too (B's is still cold).
+    let listed = a.request("GET", list, Some(&acme.token), None).await;
+    assert_eq!(listed.body["items"][0]["state"], "complete", "{listed:?}");
     // Both replicas answer from memory now: a change behind their back (which the service never
     // makes to a complete run) is not seen.
     sqlx::query(
@@ -174,6 +178,20 @@ async fn a_complete_run_is_read_from_memory_until_a_replica_deletes_it() {
         assert_eq!(read.status, 200, "{read:?}");
         assert_ne!(read.body["run"]["status_reason"]["description"], "changed behind the cache", "{read:?}");
     }
+    // A page mixes remembered runs with runs read now: a new run is read, the old one is not.
+    let second = acme.run_to_completion("builds", "quick", Duration::from_secs(60)).await;
+    let listed = a.request("GET", list, Some(&acme.token), None).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let ids: Vec<i64> = listed.body["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [second.id.get(), run.id.get()]);
+    assert_ne!(listed.body["items"][1]["status_reason"]["description"], "changed behind the cache", "{listed:?}");
+    assert_eq!(listed.body["next_cursor"], serde_json::Value::Null);
+    let paged = a.request("GET", &format!("{list}?limit=1"), Some(&acme.token), None).await;
+    assert_eq!(paged.body["items"][0]["id"], second.id.get(), "{paged:?}");
+    let cursor = paged.body["next_cursor"].as_str().expect("a next page");
+    let rest = a.request("GET", &format!("{list}?limit=1&cursor={cursor}"), Some(&acme.token), None).await;
+    assert_eq!(rest.body["items"][0]["id"], run.id.get(), "{rest:?}");
+    assert_eq!(rest.body["next_cursor"], serde_json::Value::Null);
     // A token that may not reach the namespace is still refused: authorization is not cached.
     let other =
         acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read", "namespaces": ["elsewhere"]}))).await;
@@ -196,4 +214,6 @@ async fn a_complete_run_is_read_from_memory_until_a_replica_deletes_it() {
         assert!(started.elapsed() < Duration::from_secs(2), "replica A still answers the deleted run");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let listed = a.request("GET", list, Some(&acme.token), None).await;
+    assert_eq!((listed.status, listed.body["code"].as_str()), (404, Some("pipeline_not_found")), "{listed:?}");
 }

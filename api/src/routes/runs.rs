@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, get, post, web};
 use gofer_core::model::QuotaExceeded;
 use gofer_core::model::{Initiator, Page, Run, TaskAttempt, TaskExecution};
@@ -135,8 +136,9 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
     let request = query.parse::<RunId>()?;
-    let result = gofer_engine::runs::list(&state.pool, &key, &request).await?;
-    Ok(HttpResponse::Ok().json(page(result)))
+    let (runs, next) = state.complete_runs.list(&state.pool, &key, &request).await?;
+    let body = crate::pagination::page_json(runs.iter().map(|run| &run.json[..]), next);
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
 /// Reads one run.
@@ -154,8 +156,13 @@ pub(crate) async fn get(
     path: web::Path<RunPath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
+    // `{"run": …}` around the run's JSON, serialized once when it was read (see `run_cache`).
     let run = state.complete_runs.get(&state.pool, key).await?;
-    Ok(HttpResponse::Ok().json(RunResponse { run }))
+    let mut body = Vec::with_capacity(run.json.len() + 8);
+    body.extend_from_slice(b"{\"run\":");
+    body.extend_from_slice(&run.json);
+    body.push(b'}');
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
 /// Lists a run's task executions, ordered by task id.
