@@ -154,23 +154,21 @@ pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::limits::IpBlocks) -
     Ok(())
 }
 
-/// Reloads IP blocks whenever a replica changes them (NOTIFY); the periodic job covers missed
-/// notifications.
-pub async fn follow_ip_blocks(pool: PgPool, blocks: Arc<crate::limits::IpBlocks>) {
+/// Reloads IP blocks whenever a replica changes them ([`gofer_billing::ip_blocks::CHANNEL`] on
+/// the replica's shared listener) and whenever that listener is back (some changes may have been
+/// missed); the periodic job covers the rest.
+pub async fn follow_ip_blocks(
+    pool: PgPool,
+    blocks: Arc<crate::limits::IpBlocks>,
+    mut notices: gofer_notify::Subscription,
+) {
     loop {
-        match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(mut listener) => {
-                if listener.listen(gofer_billing::ip_blocks::CHANNEL).await.is_ok() {
-                    while listener.recv().await.is_ok() {
-                        if let Err(e) = reload_ip_blocks(&pool, &blocks).await {
-                            tracing::warn!(error = %e, "reloading IP blocks failed");
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for IP block changes; retrying"),
+        if notices.recv().await == gofer_notify::Notice::Lost {
+            continue;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(e) = reload_ip_blocks(&pool, &blocks).await {
+            tracing::warn!(error = %e, "reloading IP blocks failed");
+        }
     }
 }
 

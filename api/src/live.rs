@@ -1,5 +1,5 @@
-//! Live streams: one shared `LISTEN` per replica on the events channel, fanned out to every open
-//! stream, which then reads from the database; the Server-Sent Events stream of a tenant's events;
+//! Live streams: the events channel of the replica's shared `LISTEN` ([`gofer_notify`]), fanned
+//! out to every open stream, which then reads from the database; the Server-Sent Events stream of a tenant's events;
 //! and the follow of a task execution's log.
 //!
 //! Streams never buffer what they send: each one keeps a cursor and asks the database (or the log
@@ -22,10 +22,10 @@ use gofer_core::TaskState;
 use gofer_core::TenantId;
 use gofer_core::model::Event;
 use gofer_engine::LogStore;
-use gofer_engine::events::{EVENTS_CHANNEL, EventFilter};
+use gofer_engine::events::EventFilter;
 use gofer_engine::runs::TaskKey;
+use gofer_notify::{Notice, Subscription};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -63,11 +63,12 @@ struct HubInner {
 }
 
 impl EventHub {
-    /// Starts the shared listener on the current runtime. It reconnects by itself; streams also
-    /// poll, so they keep working (more slowly) while it is down.
-    pub fn start(pool: PgPool) -> Self {
+    /// Starts fanning out the events channel (`notices`, from the replica's shared listener,
+    /// which reconnects by itself) on the current runtime; streams also poll, so they keep working
+    /// (more slowly) while the listener is down.
+    pub fn start(notices: Subscription) -> Self {
         let (wake, _) = broadcast::channel(WAKE_CAPACITY);
-        let listener = tokio::spawn(listen(pool, wake.clone())).abort_handle();
+        let listener = tokio::spawn(listen(notices, wake.clone())).abort_handle();
         let closed = watch::Sender::new(false);
         Self { inner: Arc::new(HubInner { wake, closed, open: AtomicUsize::new(0), listener }) }
     }
@@ -107,40 +108,15 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn listen(pool: PgPool, wake: broadcast::Sender<Wake>) {
-    let mut backoff = Duration::from_millis(100);
+async fn listen(mut notices: Subscription, wake: broadcast::Sender<Wake>) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the events LISTEN connection; streams poll meanwhile");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
+        // No receiver is fine: no stream is open.
+        let _ = match notices.recv().await {
+            Notice::Message { payload, .. } => wake.send(Wake::Tenant(payload)),
+            // Whatever was announced before a (re)connection may have been missed; while the
+            // connection is down, streams poll.
+            Notice::Listening | Notice::Lost => wake.send(Wake::All),
         };
-        if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
-            tracing::warn!(error = %e, "LISTEN on the events channel failed; streams poll meanwhile");
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        backoff = Duration::from_millis(100);
-        // Whatever was announced before this point may have been missed.
-        let _ = wake.send(Wake::All);
-        loop {
-            match listener.try_recv().await {
-                // No receiver is fine: no stream is open.
-                Ok(Some(notification)) => drop(wake.send(Wake::Tenant(notification.payload().into()))),
-                // The connection dropped and was re-established: notifications may be lost.
-                Ok(None) => drop(wake.send(Wake::All)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the events LISTEN connection failed; reconnecting");
-                    let _ = wake.send(Wake::All);
-                    tokio::time::sleep(backoff).await;
-                    break;
-                }
-            }
-        }
     }
 }
 

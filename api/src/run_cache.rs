@@ -100,7 +100,8 @@ impl CompleteRuns {
     }
 }
 
-/// Evicts a tenant's runs whenever some of its runs are deleted, for the life of the replica.
-pub async fn follow(pool: PgPool, cache: Arc<CompleteRuns>) {
-    gofer_tenants::memo::follow(pool, CHANNEL, cache.memo.clone()).await
+/// Evicts a tenant's runs whenever some of its runs are deleted ([`CHANNEL`] on the replica's
+/// shared listener), for the life of the replica.
+pub async fn follow(notices: gofer_notify::Subscription, cache: Arc<CompleteRuns>) {
+    gofer_tenants::memo::follow(notices, cache.memo.clone()).await
 }

@@ -73,6 +73,8 @@ pub struct Application {
     server: Server,
     engine: EngineHandle,
     hub: EventHub,
+    /// The replica's one LISTEN connection; stopped after the engine.
+    notifications: gofer_notify::Notifications,
     bootstrap_token: Option<String>,
     jobs: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -149,7 +151,20 @@ impl Application {
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
         let engine_config = engine_config(&config, port);
         let api_url = engine_config.api_url.clone();
+        // One LISTEN connection for the whole replica (see gofer_notify for why).
+        let notifications = gofer_notify::Notifications::start(
+            pool.clone(),
+            &[
+                gofer_engine::QUEUE_CHANNEL,
+                gofer_engine::CANCEL_CHANNEL,
+                gofer_engine::events::EVENTS_CHANNEL,
+                gofer_billing::ip_blocks::CHANNEL,
+                gofer_tenants::cache::CHANNEL,
+                crate::run_cache::CHANNEL,
+            ],
+        );
         let engine = Engine::new(pool.clone(), scheduler.clone(), logs.clone(), engine_config)
+            .with_notifications(notifications.clone())
             .with_run_tokens(run_tokens.clone())
             .with_secrets(secrets.clone())
             .spawn();
@@ -210,14 +225,17 @@ impl Application {
             periodic.push(Arc::new(crate::jobs::SampleQueue { pool: pool.clone(), every }));
         }
         let mut jobs = crate::jobs::spawn_all(periodic);
-        jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone())));
-        jobs.push(tokio::spawn(gofer_tenants::cache::follow(pool.clone(), token_cache.clone())));
+        let ip_notices = notifications.subscribe(&[gofer_billing::ip_blocks::CHANNEL]);
+        jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone(), ip_notices)));
+        let auth_notices = notifications.subscribe(&[gofer_tenants::cache::CHANNEL]);
+        jobs.push(tokio::spawn(gofer_tenants::cache::follow(auth_notices, token_cache.clone())));
         let complete_runs = Arc::new(crate::run_cache::CompleteRuns::new(
             Duration::from_secs(config.run_cache_ttl_s),
             config.run_cache_max_entries,
         ));
-        jobs.push(tokio::spawn(crate::run_cache::follow(pool.clone(), complete_runs.clone())));
-        let hub = EventHub::start(pool.clone());
+        let run_notices = notifications.subscribe(&[crate::run_cache::CHANNEL]);
+        jobs.push(tokio::spawn(crate::run_cache::follow(run_notices, complete_runs.clone())));
+        let hub = EventHub::start(notifications.subscribe(&[gofer_engine::events::EVENTS_CHANNEL]));
         let state = web::Data::new(AppState {
             pool,
             logs,
@@ -255,7 +273,7 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server, engine, hub, bootstrap_token, jobs })
+        Ok(Self { port, server, engine, hub, notifications, bootstrap_token, jobs })
     }
 
     /// The bound port.
@@ -278,7 +296,8 @@ impl Application {
         self.hub.clone()
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the events listener and the engine.
+    /// Serves until the server stops (SIGINT/SIGTERM), then stops the event streams, the engine and
+    /// the replica's LISTEN connection.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let closer = tokio::spawn(close_on_signal(self.hub.clone()));
         let result = self.server.await;
@@ -288,6 +307,7 @@ impl Application {
         closer.abort();
         self.hub.close();
         self.engine.shutdown().await;
+        self.notifications.stop();
         // Send the spans still queued; the exporter blocks, so off the async workers.
         let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
         result

@@ -24,6 +24,7 @@ pub use pipelines::Registered;
 
 use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, TaskId, Version};
 
+pub use cancel::CANCEL_CHANNEL;
 pub use logs::LogStore;
 pub use measure::{QueueDepth, queue_depth};
 pub use worker::{Engine, EngineConfig, EngineHandle};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gofer_core::scheduler::Scheduler;
+use gofer_notify::{Notice, Notifications};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     /// Pipeline configs by content hash: versions never change, so a monitor reads and parses
     /// each one once per replica instead of once per task.
     configs: std::sync::Mutex<lru::LruCache<String, Arc<gofer_core::PipelineConfig>>>,
+    /// The replica's shared LISTEN connection, when it has one; else the engine opens its own.
+    notifications: Option<Notifications>,
 }
 
 /// Configs a replica keeps parsed (see `Inner::configs`).
@@ -168,6 +170,7 @@ impl Engine {
                 resolvers: crate::references::Resolvers::default(),
                 slot_freed: Notify::new(),
                 configs: std::sync::Mutex::new(lru::LruCache::new(CACHED_CONFIGS)),
+                notifications: None,
             }),
         }
     }
@@ -180,6 +183,13 @@ impl Engine {
     /// Lets tasks reference secrets in env values as `secret{{ key }}`.
     pub fn with_secrets(self, resolver: Arc<dyn gofer_core::secrets::SecretResolver>) -> Self {
         self.configure(|inner| inner.resolvers.secrets = Some(resolver))
+    }
+
+    /// Hears the queue and cancel channels through the replica's shared LISTEN connection
+    /// (started with [`QUEUE_CHANNEL`] and [`CANCEL_CHANNEL`] among its channels) instead of a
+    /// connection of its own.
+    pub fn with_notifications(self, notifications: Notifications) -> Self {
+        self.configure(|inner| inner.notifications = Some(notifications))
     }
 
     fn configure(self, change: impl FnOnce(&mut Inner)) -> Self {
@@ -196,27 +206,14 @@ impl Engine {
     }
 }
 
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open a LISTEN connection; polling only");
-            return None;
-        }
-    };
-    match listener.listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL]).await {
-        Ok(()) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "LISTEN failed; polling only");
-            None
-        }
-    }
-}
-
 async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(inner.config.max_parallel_tasks));
     let mut monitors = JoinSet::new();
-    let mut listener = listen(&inner.pool).await;
+    const CHANNELS: [&str; 2] = [QUEUE_CHANNEL, CANCEL_CHANNEL];
+    // An engine without the replica's shared listener opens its own, and stops it when it ends.
+    let notifications =
+        inner.notifications.clone().unwrap_or_else(|| Notifications::start(inner.pool.clone(), &CHANNELS));
+    let mut notices = notifications.subscribe(&CHANNELS);
     // Check for expired leases and overdue runs a few times per lease period.
     let reap_every = (inner.config.lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
     let mut last_reap = Instant::now() - reap_every;
@@ -292,17 +289,11 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
         if *stopped.borrow() {
             break;
         }
+        // Any notice wakes the loop to claim: queued work, or a (re)connection after which some
+        // may have been missed. Cancels missed meanwhile are caught by the monitors' heartbeat.
         let notified = async {
-            match listener.as_mut() {
-                Some(l) => match l.recv().await {
-                    Ok(n) if n.channel() == CANCEL_CHANNEL => inner.signals.fire(n.payload()),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection failed; it reconnects on the next receive");
-                        tokio::time::sleep(inner.config.poll_interval).await;
-                    }
-                },
-                None => std::future::pending().await,
+            if let Notice::Message { channel: CANCEL_CHANNEL, payload } = notices.recv().await {
+                inner.signals.fire(&payload);
             }
         };
         tokio::select! {
@@ -316,6 +307,9 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
     }
     // Leave running tasks to the scheduler: their leases expire and another replica takes over.
     monitors.abort_all();
+    if inner.notifications.is_none() {
+        notifications.stop();
+    }
     tracing::info!("engine stopped");
 }
 

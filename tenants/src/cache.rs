@@ -84,10 +84,10 @@ impl TokenCache {
     }
 }
 
-/// Evicts on every auth-change notification, for the life of the replica (see
-/// [`crate::memo::follow`]).
-pub async fn follow(pool: PgPool, cache: Arc<TokenCache>) {
-    crate::memo::follow(pool, CHANNEL, cache.memo.clone()).await
+/// Evicts on every auth-change notification ([`CHANNEL`] on the replica's shared listener), for
+/// the life of the replica (see [`crate::memo::follow`]).
+pub async fn follow(notices: gofer_notify::Subscription, cache: Arc<TokenCache>) {
+    crate::memo::follow(notices, cache.memo.clone()).await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use gofer_core::TenantId;
-use sqlx::PgPool;
+use gofer_notify::{Notice, Subscription};
 
 /// The payload that evicts every entry.
 pub const EVERYONE: &str = "*";
@@ -136,28 +136,24 @@ impl<K: Eq + Hash, V: Clone> TenantMemo<K, V> {
     }
 }
 
-/// Evicts on every notification on `channel`, for the life of the replica. While the listener is
-/// not subscribed (start-up, a lost connection) nothing is kept, and everything kept before is
+/// Evicts on every notification the subscription hears (the memo's channel on the replica's
+/// shared listener, [`gofer_notify`]), for the life of the replica. While the listener is not
+/// subscribed (start-up, a lost connection) nothing is kept, and everything kept before is
 /// forgotten, since notifications may have been missed.
-pub async fn follow<K: Eq + Hash, V: Clone>(pool: PgPool, channel: &'static str, memo: Arc<TenantMemo<K, V>>) {
+pub async fn follow<K: Eq + Hash, V: Clone>(mut notices: Subscription, memo: Arc<TenantMemo<K, V>>) {
     loop {
-        match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(channel).await {
-                Ok(()) => {
-                    memo.set_listening(true);
-                    // `try_recv` answers `None` when the connection dropped (`recv` would reconnect
-                    // silently and hide the notifications lost meanwhile).
-                    while let Ok(Some(notification)) = listener.try_recv().await {
-                        memo.evict_payload(notification.payload());
-                    }
-                    memo.set_listening(false);
-                    tracing::warn!(channel, "lost a cache's listener; that cache is off until it is back");
-                }
-                Err(e) => tracing::warn!(channel, error = %e, "cannot listen for cache evictions; retrying"),
-            },
-            Err(e) => tracing::warn!(channel, error = %e, "cannot listen for cache evictions; retrying"),
+        match notices.recv().await {
+            Notice::Listening => {
+                // Evictions announced before this point may have been missed.
+                memo.evict(None);
+                memo.set_listening(true);
+            }
+            Notice::Lost => {
+                memo.set_listening(false);
+                tracing::warn!("lost the LISTEN connection; the caches are off until it is back");
+            }
+            Notice::Message { payload, .. } => memo.evict_payload(&payload),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
