@@ -110,8 +110,8 @@ pub struct Config {
     pub objects: ObjectSettings,
     /// Attaching to running tasks (docs/attach.md).
     pub attach: AttachSettings,
-    /// How long a replica remembers a complete run for `GET …/runs/{run}`, in seconds (0: every
-    /// read goes to the database). A complete run never changes; deleting it evicts at once on
+    /// How long a replica remembers a complete run for `GET …/runs/{run}` and the run list, in
+    /// seconds (0: every read goes to the database). A complete run never changes; deleting it evicts at once on
     /// every replica through NOTIFY, so this bounds what a missed notification could cost.
     pub run_cache_ttl_s: u64,
     /// Most complete runs a replica remembers.
