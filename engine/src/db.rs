@@ -118,7 +118,7 @@ pub(crate) async fn get_config(
     Ok(config)
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Clone)]
 pub(crate) struct RunRow {
     namespace_id: String,
     pipeline_id: String,
@@ -392,7 +392,7 @@ pub(crate) async fn get_run(conn: &mut PgConnection, key: &RunKey, lock: bool) -
 /// What a monitor needs before dispatching, in one round trip: the run, the content hash of its
 /// config version (the key of the replica's config cache) and the tenant's plan placement
 /// (node pool, network allowed), as the plan is at dispatch.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Clone)]
 pub(crate) struct DispatchContext {
     #[sqlx(flatten)]
     pub run: RunRow,
@@ -401,21 +401,72 @@ pub(crate) struct DispatchContext {
     pub allow_network: bool,
 }
 
+/// The SELECT list and joins of a dispatch context; the caller adds its `WHERE`.
+macro_rules! dispatch_context_sql {
+    ($where:literal) => {
+        concat!(
+            "SELECT r.tenant_id AS context_tenant, ",
+            run_columns!("r."),
+            ", c.config_hash, p.node_pool, COALESCE(p.allow_network, true) AS allow_network
+             FROM runs r
+             JOIN pipeline_configs c ON c.tenant_id = r.tenant_id AND c.namespace_id = r.namespace_id
+                                     AND c.pipeline_id = r.pipeline_id AND c.version = r.config_version
+             LEFT JOIN tenants t ON t.id = r.tenant_id LEFT JOIN plans p ON p.id = t.plan_id
+             WHERE ",
+            $where
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct DispatchContextRow {
+    context_tenant: String,
+    #[sqlx(flatten)]
+    context: DispatchContext,
+}
+
 pub(crate) async fn dispatch_context(
     conn: &mut PgConnection,
     key: &RunKey,
 ) -> Result<Option<DispatchContext>, EngineError> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        run_columns!("r."),
-        ", c.config_hash, p.node_pool, COALESCE(p.allow_network, true) AS allow_network
-         FROM runs r
-         JOIN pipeline_configs c ON c.tenant_id = r.tenant_id AND c.namespace_id = r.namespace_id
-                                 AND c.pipeline_id = r.pipeline_id AND c.version = r.config_version
-         LEFT JOIN tenants t ON t.id = r.tenant_id LEFT JOIN plans p ON p.id = t.plan_id
-         WHERE r.tenant_id = $1 AND r.namespace_id = $2 AND r.pipeline_id = $3 AND r.id = $4"
+    const SQL: &str =
+        dispatch_context_sql!("r.tenant_id = $1 AND r.namespace_id = $2 AND r.pipeline_id = $3 AND r.id = $4");
+    let row = bind_run!(sqlx::query_as::<_, DispatchContextRow>(SQL), key).fetch_optional(conn).await?;
+    Ok(row.map(|row| row.context))
+}
+
+/// [`dispatch_context`] of several runs (of any tenants) in one statement: for a claimed batch,
+/// inside the claim's transaction, so that each task's monitor starts without a read of its own.
+/// Runs that do not exist are left out.
+pub(crate) async fn dispatch_contexts(
+    conn: &mut PgConnection,
+    keys: &[&RunKey],
+) -> Result<Vec<(RunKey, DispatchContext)>, EngineError> {
+    const SQL: &str = dispatch_context_sql!(
+        "(r.tenant_id, r.namespace_id, r.pipeline_id, r.id) IN
+             (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]))"
     );
-    Ok(bind_run!(sqlx::query_as::<_, DispatchContext>(SQL), key).fetch_optional(conn).await?)
+    let rows = sqlx::query_as::<_, DispatchContextRow>(SQL)
+        .bind(keys.iter().map(|k| k.pipeline.tenant.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.pipeline.namespace.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.pipeline.pipeline.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.run.get()).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let key = keys
+                .iter()
+                .find(|k| {
+                    k.pipeline.tenant.as_str() == row.context_tenant
+                        && k.pipeline.namespace.as_str() == row.context.run.namespace_id
+                        && k.pipeline.pipeline.as_str() == row.context.run.pipeline_id
+                        && k.run.get() == row.context.run.id
+                })
+                .ok_or_else(|| corrupt("a dispatch context of a run that was not asked for"))?;
+            Ok(((*key).clone(), row.context))
+        })
+        .collect()
 }
 
 /// Locks a run's row until the transaction ends and answers why it is being stopped, if it is;

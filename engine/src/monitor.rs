@@ -45,6 +45,12 @@ pub(crate) struct Claimed {
     pub queued_at: Option<time::OffsetDateTime>,
     /// The traceparent of the request that started the run, when tracing was on.
     pub trace_parent: Option<String>,
+    /// The run's dispatch context, when the claim's transaction already read it (a batch claim);
+    /// otherwise [`watch`] reads it.
+    pub context: Option<db::DispatchContext>,
+    /// Whether the claim's transaction already recorded the attempt's job id and deadline and
+    /// opened its attempt row (a batch claim); otherwise [`watch`] does before dispatching.
+    pub attempt_opened: bool,
 }
 
 /// Writes what claiming means in the claim's transaction: the run starts and the events say so.
@@ -104,6 +110,14 @@ pub(crate) fn task_env(
     env
 }
 
+/// How long a task may run: its own `timeout_s` or the default, at most the ceiling.
+pub(crate) fn task_timeout(config: &crate::EngineConfig, task: &TaskConfig) -> Duration {
+    task.timeout_s
+        .map(|t| Duration::from_secs(u64::from(t)))
+        .unwrap_or(config.default_task_timeout)
+        .min(config.max_task_timeout)
+}
+
 fn build_spec(
     inner: &Inner,
     key: &TaskKey,
@@ -113,11 +127,7 @@ fn build_spec(
 ) -> TaskSpec {
     let p = &key.run.pipeline;
     let attempt = u32::try_from(attempt).unwrap_or(1);
-    let timeout = task
-        .timeout_s
-        .map(|t| Duration::from_secs(u64::from(t)))
-        .unwrap_or(inner.config.default_task_timeout)
-        .min(inner.config.max_task_timeout);
+    let timeout = task_timeout(&inner.config, task);
     let image = task_image(&inner.config, task).to_owned();
     let mut env = task_env(&inner.config.api_url, key, attempt, task, variables);
     env.insert("GOFER_TASK_IMAGE".into(), image.clone());
@@ -154,12 +164,19 @@ pub(crate) fn task_image<'a>(config: &'a crate::EngineConfig, task: &'a TaskConf
 }
 
 /// Watches a claimed task execution to the end of its current attempt.
-pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), EngineError> {
+pub(crate) async fn watch(
+    inner: &Inner,
+    claimed: &Claimed,
+    context: Option<db::DispatchContext>,
+) -> Result<(), EngineError> {
     let key = &claimed.key;
     let (run, config, (node_pool, allow_network)) = {
         let mut conn = inner.pool.acquire().await?;
         // The plan as it is at dispatch: a plan change applies to the next task dispatched.
-        let context = db::dispatch_context(&mut conn, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
+        let context = match context {
+            Some(context) => context,
+            None => db::dispatch_context(&mut conn, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?,
+        };
         let version = context.run.config_version;
         let config = inner.config_for(&mut conn, &key.run, version, &context.config_hash).await?;
         (context.run, VersionedConfig { version, config }, (context.node_pool, context.allow_network))
@@ -212,7 +229,7 @@ pub(crate) async fn watch(inner: &Inner, claimed: &Claimed) -> Result<(), Engine
 
     match claimed.mode {
         Mode::Dispatch => {
-            {
+            if !claimed.attempt_opened {
                 let mut conn = inner.pool.acquire().await?;
                 db::queue::open_attempt(&mut conn, key, claimed.attempt, &job_id, spec.timeout.as_secs_f64()).await?;
             }

@@ -332,9 +332,11 @@ fn spawn_monitor(
     if let Some(parent) = &claimed.trace_parent {
         crate::measure::set_parent(&span, parent);
     }
+    let mut claimed = claimed;
+    let context = claimed.context.take();
     monitors.spawn(
         async move {
-            if let Err(e) = monitor::watch(&inner, &claimed).await {
+            if let Err(e) = monitor::watch(&inner, &claimed, context).await {
                 tracing::error!(error = %e, "watching the task execution failed; its lease will expire and be taken over");
             }
             drop(slot);
@@ -373,11 +375,49 @@ async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, 
         db::queue::mark_waiting_for_parallelism(&mut tx, run, parallelism).await?;
     }
     monitor::record_claims(&mut tx, &started, keys.iter().zip(rows.iter().map(|row| row.attempt))).await?;
+    // What each monitor needs to dispatch, for the whole batch in one read (after the runs were
+    // started, so they read as running).
+    let mut runs: Vec<&crate::runs::RunKey> = Vec::new();
+    for key in &keys {
+        if !runs.contains(&&key.run) {
+            runs.push(&key.run);
+        }
+    }
+    let contexts = db::dispatch_contexts(&mut tx, &runs).await?;
+    // Each task's job id and deadline and its attempt row, for the batch in one statement too.
+    let mut attempts = Vec::new();
+    for (key, row) in keys.iter().zip(&rows) {
+        let Some((_, context)) = contexts.iter().find(|(run, _)| *run == key.run) else { continue };
+        let version = context.run.config_version;
+        let config = inner.config_for(&mut tx, &key.run, version, &context.config_hash).await?;
+        // A task missing from its config is left to the monitor, which fails it as before.
+        let Some(task) = config.tasks.iter().find(|t| t.id == key.task) else { continue };
+        let p = &key.run.pipeline;
+        let attempt = u32::try_from(row.attempt).unwrap_or(1);
+        attempts.push(db::queue::AttemptToOpen {
+            key,
+            attempt: row.attempt,
+            scheduler_id: gofer_core::scheduler::TaskSpec::job_id_for(
+                &p.tenant,
+                &p.namespace,
+                &p.pipeline,
+                key.run.run,
+                &key.task,
+                attempt,
+            ),
+            timeout_s: monitor::task_timeout(&inner.config, task).as_secs_f64(),
+        });
+    }
+    db::queue::open_attempts(&mut tx, &attempts).await?;
+    let opened: Vec<crate::runs::TaskKey> = attempts.iter().map(|a| a.key.clone()).collect();
+    drop(attempts);
     tx.commit().await?;
     Ok(Some(
         keys.into_iter()
             .zip(rows)
             .map(|(key, row)| Claimed {
+                context: contexts.iter().find(|(run, _)| *run == key.run).map(|(_, context)| context.clone()),
+                attempt_opened: opened.contains(&key),
                 key,
                 attempt: row.attempt,
                 scheduler_id: None,
@@ -416,6 +456,8 @@ async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
         mode: Mode::Dispatch,
         queued_at: Some(row.queued_at),
         trace_parent: row.trace_parent,
+        context: None,
+        attempt_opened: false,
     }))
 }
 
@@ -437,6 +479,8 @@ async fn take_over_expired(inner: &Inner) -> Result<Option<Claimed>, EngineError
         mode: Mode::Takeover,
         queued_at: None,
         trace_parent: row.trace_parent,
+        context: None,
+        attempt_opened: false,
     }))
 }
 

@@ -332,6 +332,50 @@ pub(crate) async fn open_attempt(
     Ok(())
 }
 
+/// One attempt to open with [`open_attempts`]: the task, its attempt, its job id and timeout.
+pub(crate) struct AttemptToOpen<'a> {
+    pub key: &'a TaskKey,
+    pub attempt: i32,
+    pub scheduler_id: String,
+    pub timeout_s: f64,
+}
+
+/// [`open_attempt`] for a claimed batch, in one statement (inside the claim's transaction).
+pub(crate) async fn open_attempts(conn: &mut PgConnection, attempts: &[AttemptToOpen<'_>]) -> Result<(), EngineError> {
+    fn column<'a>(attempts: &'a [AttemptToOpen<'_>], f: impl Fn(&'a AttemptToOpen<'_>) -> &'a str) -> Vec<&'a str> {
+        attempts.iter().map(f).collect()
+    }
+    sqlx::query(
+        "WITH input AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[],
+                                  $8::float8[])
+                 AS i (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id, timeout_s)
+         ),
+         execution AS (
+             UPDATE task_executions t
+             SET scheduler_id = i.scheduler_id, node = NULL, deadline_at = now() + make_interval(secs => i.timeout_s)
+             FROM input i
+             WHERE (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id)
+                 = (i.tenant_id, i.namespace_id, i.pipeline_id, i.run_id, i.task_id)
+         )
+         INSERT INTO task_attempts (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id,
+                                    state, status)
+         SELECT tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id, 'running', 'unknown'
+         FROM input ON CONFLICT DO NOTHING",
+    )
+    .bind(column(attempts, |a| a.key.run.pipeline.tenant.as_str()))
+    .bind(column(attempts, |a| a.key.run.pipeline.namespace.as_str()))
+    .bind(column(attempts, |a| a.key.run.pipeline.pipeline.as_str()))
+    .bind(attempts.iter().map(|a| a.key.run.run.get()).collect::<Vec<i64>>())
+    .bind(column(attempts, |a| a.key.task.as_str()))
+    .bind(attempts.iter().map(|a| a.attempt).collect::<Vec<i32>>())
+    .bind(column(attempts, |a| a.scheduler_id.as_str()))
+    .bind(attempts.iter().map(|a| a.timeout_s).collect::<Vec<f64>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The scheduler started the task: it no longer waits, and we know its node.
 pub(crate) async fn mark_started(
     conn: &mut PgConnection,
