@@ -741,16 +741,16 @@ pub(crate) async fn complete_waiting_task(
     Ok(done == 1)
 }
 
-/// Locks the run (as [`lock_run`]) and reads its task states after the lock was granted, in one
-/// round trip (the function of the migration `create_lock_run_states`). `None`: no such run.
-#[allow(clippy::type_complexity)]
-pub(crate) async fn lock_run_states(
-    conn: &mut PgConnection,
-    key: &RunKey,
-) -> Result<Option<(Option<crate::cancel::CancelReason>, BTreeMap<TaskId, (TaskState, TaskStatus)>)>, EngineError> {
-    let query =
-        sqlx::query_as("SELECT cancel_reason, task_id, state, status FROM gofer_lock_run_states($1, $2, $3, $4)");
-    let rows: Vec<(Option<String>, String, String, String)> = bind_run!(query, key).fetch_all(conn).await?;
+/// A locked run's cancel reason (when it is being stopped) and the state and status of each of
+/// its task executions.
+pub(crate) type RunStates = (Option<crate::cancel::CancelReason>, BTreeMap<TaskId, (TaskState, TaskStatus)>);
+
+/// [`RunStates`] from rows of (cancel reason, task, state, status), one per task execution, as the
+/// locking SQL functions answer them (`gofer_lock_run_states`, `gofer_finish_task_and_lock`);
+/// `None` for no row (no such run).
+pub(crate) fn run_states(
+    rows: Vec<(Option<String>, String, String, String)>,
+) -> Result<Option<RunStates>, EngineError> {
     let Some((reason, ..)) = rows.first() else { return Ok(None) };
     let cancelling = reason.as_deref().and_then(crate::cancel::CancelReason::parse);
     let states = parse_task_states(rows.into_iter().map(|(_, task, state, status)| (task, state, status)))?;

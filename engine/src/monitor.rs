@@ -609,21 +609,15 @@ async fn conclude_on(
             let attempt = closed(attempt_status, reason.as_ref(), exit_code, false);
             let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
                                  "attempt": claimed.attempt, "job_id": job_id});
-            if !db::queue::finish_task(&mut tx, key, owner, status, &attempt, &payload).await? {
+            // Also locks the run (already locked when the cancel mattered) and reads its states.
+            let Some(finished) =
+                db::queue::finish_task_and_lock(&mut tx, key, owner, status, &attempt, &payload).await?
+            else {
                 tracing::warn!("the task execution was already finished elsewhere; leaving it");
                 return Ok(());
-            }
-            match locked {
-                Some(cancelling) => {
-                    release::release_ready_tasks(&mut tx, &key.run, cancelling, config.version, &config.config).await?
-                }
-                None => {
-                    let (cancelling, states) =
-                        db::lock_run_states(&mut tx, &key.run).await?.ok_or(EngineError::RunNotFound(key.run.run))?;
-                    release::release_with_states(&mut tx, &key.run, cancelling, config.version, &config.config, states)
-                        .await?
-                }
-            }
+            };
+            let (cancelling, states) = finished.ok_or(EngineError::RunNotFound(key.run.run))?;
+            release::release_with_states(&mut tx, &key.run, cancelling, config.version, &config.config, states).await?;
             tx.commit().await?;
             crate::measure::task_completed(status);
             tracing::info!(%status, ?exit_code, "task execution finished");

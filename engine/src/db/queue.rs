@@ -469,46 +469,27 @@ pub(crate) async fn close_attempt(
     Ok(())
 }
 
-/// Completes a running task execution held by `owner` with how its last attempt ended, in one
-/// round trip: the task execution (fenced by the lease), the attempt with its usage ledger row (as
-/// [`close_attempt`]) and the `task_completed` event with its notification (on commit). Nothing
-/// is written when the fence fails; answers whether it held.
-pub(crate) async fn finish_task(
+/// Completes a running task execution held by `owner` with how its last attempt ended, then locks
+/// its run and reads the run's task states after the lock was granted, in one round trip (the
+/// function of the migration `create_finish_task_and_lock`): the task execution (fenced by the
+/// lease), the attempt with its usage ledger row (as [`close_attempt`]) and the `task_completed`
+/// event with its notification (on commit). `None` when the fence failed (nothing written);
+/// `Some(None)` when the run is missing.
+pub(crate) async fn finish_task_and_lock(
     conn: &mut PgConnection,
     key: &TaskKey,
     owner: uuid::Uuid,
     task_status: TaskStatus,
     attempt: &ClosedAttempt<'_>,
     event: &serde_json::Value,
-) -> Result<bool, EngineError> {
-    let finished: i64 = bind_closed_attempt!(
-        sqlx::query_scalar(
-            "WITH done AS (
-                 UPDATE task_executions SET state = 'complete', status = $15, status_reason = $8,
-                     status_description = $9, exit_code = $10, ended_at = now(), lease_owner = NULL,
-                     lease_until = NULL, waiting_reason = NULL, node = COALESCE($14, node)
-                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-                   AND state = 'running' AND lease_owner = $16
-                 RETURNING tenant_id
-             ), closed AS (
-                 UPDATE task_attempts SET state = 'complete', status = $7, status_reason = $8, status_description = $9,
-                     exit_code = $10, retried = $11, ended_at = now(), node = COALESCE($14, node)
-                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-                   AND attempt = $6 AND EXISTS (SELECT 1 FROM done)
-                 RETURNING tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, started_at, ended_at
-             ), metered AS (
-                 INSERT INTO usage_records (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, plan_id,
-                                            task_ms, cpu_millis, memory_mb, started_at, finished_at)
-                 SELECT c.tenant_id, c.namespace_id, c.pipeline_id, c.run_id, c.task_id, c.attempt, n.plan_id,
-                        GREATEST(0, (extract(epoch FROM c.ended_at - c.started_at) * 1000)::bigint), $12, $13,
-                        c.started_at, c.ended_at
-                 FROM closed c JOIN tenants n ON n.id = c.tenant_id
-                 ON CONFLICT DO NOTHING
-             ), recorded AS (
-                 INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
-                 SELECT $1, $17, $2, $3, $4, $5, $18 FROM done
-             )
-             SELECT count(*) FROM (SELECT pg_notify($19, tenant_id) FROM done) notified"
+) -> Result<Option<Option<crate::db::RunStates>>, EngineError> {
+    /// (finished, cancel reason, task, state, status): the last three are null when not finished.
+    type Row = (bool, Option<String>, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Row> = bind_closed_attempt!(
+        sqlx::query_as(
+            "SELECT finished, cancel_reason, task_id, state, status
+             FROM gofer_finish_task_and_lock($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                             $17, $18, $19)"
         ),
         key,
         attempt
@@ -518,9 +499,16 @@ pub(crate) async fn finish_task(
     .bind(gofer_core::EventKind::TaskCompleted.as_str())
     .bind(sqlx::types::Json(event))
     .bind(crate::events::EVENTS_CHANNEL)
-    .fetch_one(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(finished == 1)
+    if rows.first().is_some_and(|(finished, ..)| !finished) {
+        return Ok(None);
+    }
+    let rows = rows.into_iter().map(|(_, reason, task, state, status)| {
+        let missing = || crate::db::corrupt("a task state row without its task, state or status");
+        Ok((reason, task.ok_or_else(missing)?, state.ok_or_else(missing)?, status.ok_or_else(missing)?))
+    });
+    Ok(Some(crate::db::run_states(rows.collect::<Result<Vec<_>, EngineError>>()?)?))
 }
 
 /// How an attempt ended, for [`close_attempt`].
