@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Request throughput of one release replica, measured with wrk (issue 10; docs/benchmarks.md).
 #
-#   bench/http.sh [--port 54414] [--duration 10] [--runs 60] [--keep] [--perf DIR]
+#   bench/http.sh [--port 24414] [--duration 10] [--runs 60] [--keep] [--perf DIR]
 #
 # Starts a private Postgres (infra/postgres.sh --fast, its own directory and port), one release
 # `gofer service start` on it (rate limiting ON, plan rates raised so nothing is refused: the
@@ -19,7 +19,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-port=54414
+# Below Linux's ephemeral range (32768–60999): a port in it can be taken by a client socket in
+# TIME_WAIT after a test run, and Postgres then fails to bind.
+port=24414
 duration=10
 runs=60
 keep=0
