@@ -42,6 +42,8 @@ pub struct Config {
     pub events: EventSettings,
     /// Largest JSON body accepted by ordinary endpoints, in bytes.
     pub max_body_bytes: usize,
+    /// HTTP worker threads (0: one per CPU core, actix's default).
+    pub http_workers: usize,
     /// Largest pipeline config accepted, in bytes.
     pub max_config_bytes: usize,
     /// The API's URL as tasks reach it (`GOFER_API_URL` in every task); default `http://<listen>`.
@@ -454,6 +456,7 @@ impl Default for Config {
             logs: LogSettings::default(),
             events: EventSettings::default(),
             max_body_bytes: 64 * 1024,
+            http_workers: 0,
             max_config_bytes: 1024 * 1024,
             public_url: None,
             tokens: TokenSettings::default(),

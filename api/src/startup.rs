@@ -170,6 +170,7 @@ impl Application {
             .spawn();
 
         let max_body = config.max_body_bytes;
+        let http_workers = config.http_workers;
         let auth_failures = Arc::new(AuthFailures::new(
             config.auth.failures_per_minute,
             Duration::from_secs(config.auth.failure_block_s),
@@ -270,9 +271,9 @@ impl Application {
                 .default_service(web::to(|| async {
                     ApiError::NotFound { code: "route_not_found", detail: "no such route".into() }
                 }))
-        })
-        .listen(listener)?
-        .run();
+        });
+        let server = if http_workers > 0 { server.workers(http_workers) } else { server };
+        let server = server.listen(listener)?.run();
         Ok(Self { port, server, engine, hub, notifications, bootstrap_token, jobs })
     }
 

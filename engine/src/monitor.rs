@@ -206,10 +206,11 @@ pub(crate) async fn watch(
         }
     }
     // References resolve into the spec only: nothing resolved is written to Postgres or events.
-    let resolution = {
+    // The secret values resolved (to mask them in the logs), or why they could not be.
+    let resolution: Result<Vec<String>, ReferenceError> = {
         let p = &key.run.pipeline;
         let ctx = references::Context { tenant: &p.tenant, namespace: &p.namespace, pipeline: &p.pipeline };
-        let resolved: Result<Vec<String>, ReferenceError> = async {
+        async {
             let mut secrets = inner.resolvers.resolve_env(&mut spec.env, &ctx).await?;
             if let Some(name) = &task.registry_auth {
                 let (auth, password) = inner.resolvers.registry_auth(name, &ctx).await?;
@@ -218,8 +219,7 @@ pub(crate) async fn watch(
             }
             Ok(secrets)
         }
-        .await;
-        resolved
+        .await
     };
     let job_id = claimed.scheduler_id.clone().unwrap_or_else(|| spec.job_id.clone());
     let signal = inner.signals.subscribe(&key.run);
