@@ -179,58 +179,44 @@ impl Permission for Read {
     const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnRun;
 }
 
-/// `read`, and for run tokens their own pipeline's objects (`GET` of pipeline objects).
-pub struct ReadPipelineObjects;
-/// `write`, and for run tokens their own run's objects (`PUT` of run objects).
-pub struct WriteRunObjects;
+/// Declares a permission that tenant tokens hold exactly as `$role` (`Read` or `Write`) and that
+/// run tokens hold within `$grant`.
+macro_rules! run_token_permission {
+    ($(#[$doc:meta])* $name:ident: $role:ident, $grant:ident) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl Permission for ReadPipelineObjects {
-    fn granted(role: Role) -> bool {
-        Read::granted(role)
-    }
-    const NAME: &'static str = Read::NAME;
-    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnPipeline;
+        impl Permission for $name {
+            fn granted(role: Role) -> bool {
+                $role::granted(role)
+            }
+            const NAME: &'static str = $role::NAME;
+            const RUN_TOKEN: RunTokenGrant = RunTokenGrant::$grant;
+        }
+    };
 }
 
-impl Permission for WriteRunObjects {
-    fn granted(role: Role) -> bool {
-        Write::granted(role)
-    }
-    const NAME: &'static str = Write::NAME;
-    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnRun;
-}
-
-/// `read`, and for run tokens the runs (tasks, attempts, logs, timeline) and config versions of
-/// every pipeline of their own namespace: what `gofer run start <p> --watch` reads in a task.
-pub struct ReadRuns;
-/// `read`, and for run tokens the events of their own namespace (they must filter by it).
-pub struct ReadEvents;
-/// `write`, and for run tokens the pipelines of their own namespace but their own (`POST …/runs`).
-pub struct StartRuns;
-
-impl Permission for ReadRuns {
-    fn granted(role: Role) -> bool {
-        Read::granted(role)
-    }
-    const NAME: &'static str = Read::NAME;
-    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnNamespace;
-}
-
-impl Permission for ReadEvents {
-    fn granted(role: Role) -> bool {
-        Read::granted(role)
-    }
-    const NAME: &'static str = Read::NAME;
-    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::NamespaceFiltered;
-}
-
-impl Permission for StartRuns {
-    fn granted(role: Role) -> bool {
-        Write::granted(role)
-    }
-    const NAME: &'static str = Write::NAME;
-    const RUN_TOKEN: RunTokenGrant = RunTokenGrant::OwnNamespace;
-}
+run_token_permission!(
+    /// `read`, and for run tokens their own pipeline's objects (`GET` of pipeline objects).
+    ReadPipelineObjects: Read, OwnPipeline
+);
+run_token_permission!(
+    /// `write`, and for run tokens their own run's objects (`PUT` of run objects).
+    WriteRunObjects: Write, OwnRun
+);
+run_token_permission!(
+    /// `read`, and for run tokens the runs (tasks, attempts, logs, timeline) and config versions
+    /// of every pipeline of their own namespace: what `gofer run start <p> --watch` reads in a task.
+    ReadRuns: Read, OwnNamespace
+);
+run_token_permission!(
+    /// `read`, and for run tokens the events of their own namespace (they must filter by it).
+    ReadEvents: Read, NamespaceFiltered
+);
+run_token_permission!(
+    /// `write`, and for run tokens the pipelines of their own namespace but their own (`POST …/runs`).
+    StartRuns: Write, OwnNamespace
+);
 
 impl Permission for Write {
     fn granted(role: Role) -> bool {
