@@ -264,23 +264,28 @@ mod tests {
         options_for(config, env, true)
     }
 
+    /// A request for `command` with `env`, network allowed and no gofer CLI; tests change fields.
+    fn request<'a>(command: &'a [String], env: &'a BTreeMap<String, String>) -> SandboxRequest<'a> {
+        SandboxRequest {
+            job_dir: Path::new("/w/j/job"),
+            info_path: Path::new("/w/j/info.json"),
+            command,
+            env,
+            memory_limit_mb: 4096,
+            allow_network: true,
+            gofer: None,
+        }
+    }
+
+    /// bwrap's options (NUL-separated) as strings.
+    fn option_strings(options: &[u8]) -> Vec<String> {
+        options.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    }
+
     fn options_for(config: &LocalSchedulerConfig, env: &[(&str, &str)], allow_network: bool) -> Vec<String> {
         let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let command = ["true".to_owned()];
-        let request = SandboxRequest {
-            job_dir: Path::new("/w/j/job"),
-            info_path: Path::new("/w/j/info.json"),
-            command: &command,
-            env: &env,
-            memory_limit_mb: 4096,
-            allow_network,
-            gofer: None,
-        };
-        bwrap_options(config, &request)
-            .split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
+        option_strings(&bwrap_options(config, &SandboxRequest { allow_network, ..request(&command, &env) }))
     }
 
     fn setenvs(opts: &[String]) -> Vec<(String, String)> {
@@ -311,19 +316,8 @@ mod tests {
     fn a_gofer_task_gets_the_cli_first_on_its_path() {
         let env = BTreeMap::from([("PATH".to_owned(), "/bin".to_owned())]);
         let command = ["gofer".to_owned()];
-        let request = SandboxRequest {
-            job_dir: Path::new("/w/j/job"),
-            info_path: Path::new("/w/j/info.json"),
-            command: &command,
-            env: &env,
-            memory_limit_mb: 4096,
-            allow_network: true,
-            gofer: Some(Path::new("/srv/gofer")),
-        };
-        let opts: Vec<String> = bwrap_options(&LocalSchedulerConfig::default(), &request)
-            .split(|b| *b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
+        let request = SandboxRequest { gofer: Some(Path::new("/srv/gofer")), ..request(&command, &env) };
+        let opts = option_strings(&bwrap_options(&LocalSchedulerConfig::default(), &request));
         let binds: Vec<&[String]> = opts.windows(3).filter(|w| w[0] == "--ro-bind").collect();
         assert!(binds.iter().any(|w| w[1] == "/srv/gofer" && w[2] == GOFER_PATH), "{opts:?}");
         // bwrap applies --setenv in order: the last PATH wins.
@@ -345,16 +339,7 @@ mod tests {
         };
         let env = BTreeMap::from([("SECRET".to_owned(), "hunter2".to_owned())]);
         let command = ["true".to_owned()];
-        let request = SandboxRequest {
-            job_dir: Path::new("/w/j/job"),
-            info_path: Path::new("/w/j/info.json"),
-            command: &command,
-            env: &env,
-            memory_limit_mb: 4096,
-            allow_network: true,
-            gofer: None,
-        };
-        let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request);
+        let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request(&command, &env));
         assert!(!sandbox.args.iter().any(|a| a.to_string_lossy().contains("hunter2")));
         assert!(sandbox.options.windows(7).any(|w| w == b"hunter2"));
         assert!(sandbox.args.contains(&OsString::from("--as=4294967296")));
