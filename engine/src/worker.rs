@@ -385,39 +385,47 @@ async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, 
     }
     let contexts = db::dispatch_contexts(&mut tx, &runs).await?;
     // Each task's job id and deadline and its attempt row, for the batch in one statement too.
+    // Per claimed task, in order: its run's context, and whether its attempt is opened here.
+    let mut prepared: Vec<(Option<db::DispatchContext>, bool)> = Vec::with_capacity(keys.len());
     let mut attempts = Vec::new();
     for (key, row) in keys.iter().zip(&rows) {
-        let Some((_, context)) = contexts.iter().find(|(run, _)| *run == key.run) else { continue };
-        let version = context.run.config_version;
-        let config = inner.config_for(&mut tx, &key.run, version, &context.config_hash).await?;
-        // A task missing from its config is left to the monitor, which fails it as before.
-        let Some(task) = config.tasks.iter().find(|t| t.id == key.task) else { continue };
-        let p = &key.run.pipeline;
-        let attempt = u32::try_from(row.attempt).unwrap_or(1);
-        attempts.push(db::queue::AttemptToOpen {
-            key,
-            attempt: row.attempt,
-            scheduler_id: gofer_core::scheduler::TaskSpec::job_id_for(
-                &p.tenant,
-                &p.namespace,
-                &p.pipeline,
-                key.run.run,
-                &key.task,
-                attempt,
-            ),
-            timeout_s: monitor::task_timeout(&inner.config, task).as_secs_f64(),
-        });
+        let context = contexts.iter().find(|(run, _)| *run == key.run).map(|(_, context)| context);
+        let mut timeout = None;
+        if let Some(context) = context {
+            let version = context.run.config_version;
+            let config = inner.config_for(&mut tx, &key.run, version, &context.config_hash).await?;
+            // A task missing from its config is left to the monitor, which fails it as before.
+            timeout = config.tasks.iter().find(|t| t.id == key.task).map(|t| monitor::task_timeout(&inner.config, t));
+        }
+        if let Some(timeout) = timeout {
+            let p = &key.run.pipeline;
+            let attempt = u32::try_from(row.attempt).unwrap_or(1);
+            attempts.push(db::queue::AttemptToOpen {
+                key,
+                attempt: row.attempt,
+                scheduler_id: gofer_core::scheduler::TaskSpec::job_id_for(
+                    &p.tenant,
+                    &p.namespace,
+                    &p.pipeline,
+                    key.run.run,
+                    &key.task,
+                    attempt,
+                ),
+                timeout_s: timeout.as_secs_f64(),
+            });
+        }
+        prepared.push((context.cloned(), timeout.is_some()));
     }
     db::queue::open_attempts(&mut tx, &attempts).await?;
-    let opened: Vec<crate::runs::TaskKey> = attempts.iter().map(|a| a.key.clone()).collect();
     drop(attempts);
     tx.commit().await?;
     Ok(Some(
         keys.into_iter()
             .zip(rows)
-            .map(|(key, row)| Claimed {
-                context: contexts.iter().find(|(run, _)| *run == key.run).map(|(_, context)| context.clone()),
-                attempt_opened: opened.contains(&key),
+            .zip(prepared)
+            .map(|((key, row), (context, attempt_opened))| Claimed {
+                context,
+                attempt_opened,
                 key,
                 attempt: row.attempt,
                 scheduler_id: None,
