@@ -6,6 +6,7 @@ mod cancel;
 mod db;
 pub mod deployments;
 pub mod events;
+mod finisher;
 pub mod logs;
 pub mod masking;
 mod measure;

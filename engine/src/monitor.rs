@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::cancel::CancelReason;
 use crate::events::{self, EventScope};
+use crate::finisher::Recorded;
 use crate::masking::Masker;
 use crate::object_refs::{has_object_references, resolve_object_references};
 use crate::outcome::{Ending, RetryPolicy, Verdict, verdict};
@@ -565,6 +566,37 @@ async fn conclude_on(
     node: Option<&str>,
 ) -> Result<(), EngineError> {
     let key = &claimed.key;
+    let requested =
+        (task.cpu.unwrap_or(inner.config.default_cpu_millis), task.memory_mb.unwrap_or(inner.config.default_memory_mb));
+    // A success completes the task whatever else holds (a cancel, earlier failures): it is
+    // recorded in a batch with the replica's other successes.
+    if let Ending::Observed(TaskObservation::Exited { exit_code: 0 }) = ending {
+        let status = TaskStatus::Successful;
+        let success = crate::finisher::Success {
+            key: key.clone(),
+            attempt: claimed.attempt,
+            exit_code: Some(0),
+            requested,
+            node: node.map(str::to_owned),
+            event: json!({"status": status, "status_reason": null, "exit_code": 0, "attempt": claimed.attempt,
+                          "job_id": job_id}),
+            config_version: config.version,
+            config: config.config.clone(),
+        };
+        match inner.finisher.record(success).await {
+            Recorded::Finished => {
+                crate::measure::task_completed(status);
+                tracing::info!(%status, exit_code = 0, "task execution finished");
+                return Ok(());
+            }
+            Recorded::AlreadyFinished => {
+                tracing::warn!("the task execution was already finished elsewhere; leaving it");
+                return Ok(());
+            }
+            // Recorded alone below.
+            Recorded::BatchFailed => {}
+        }
+    }
     let owner = inner.config.replica_id;
     let mut tx = inner.pool.begin().await?;
     // A success needs no failure counts: it completes whatever came before.
@@ -592,8 +624,6 @@ async fn conclude_on(
     }
     let tenant = &key.run.pipeline.tenant;
     let scope = EventScope::task(&key.run, &key.task);
-    let requested =
-        (task.cpu.unwrap_or(inner.config.default_cpu_millis), task.memory_mb.unwrap_or(inner.config.default_memory_mb));
     let closed = |status, reason, exit_code, retried| db::queue::ClosedAttempt {
         attempt: claimed.attempt,
         status,

@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     configs: std::sync::Mutex<lru::LruCache<String, Arc<gofer_core::PipelineConfig>>>,
     /// The replica's shared LISTEN connection, when it has one; else the engine opens its own.
     notifications: Option<Notifications>,
+    /// Records the monitors' successes in batches (see `finisher.rs`).
+    pub finisher: crate::finisher::Finisher,
 }
 
 /// Configs a replica keeps parsed (see `Inner::configs`).
@@ -171,6 +173,7 @@ impl Engine {
                 slot_freed: Notify::new(),
                 configs: std::sync::Mutex::new(lru::LruCache::new(CACHED_CONFIGS)),
                 notifications: None,
+                finisher: crate::finisher::Finisher::new(),
             }),
         }
     }
@@ -219,6 +222,7 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
     let mut last_reap = Instant::now() - reap_every;
     let quota_every = inner.config.quota_check_interval.max(Duration::from_millis(50));
     let mut last_quota_check = Instant::now() - quota_every;
+    let finisher = inner.finisher.spawn(inner.pool.clone(), inner.config.replica_id);
     tracing::info!(replica = %inner.config.replica_id, scheduler = inner.scheduler.name(), "engine started");
     loop {
         if last_reap.elapsed() >= reap_every {
@@ -307,6 +311,9 @@ async fn run_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
     }
     // Leave running tasks to the scheduler: their leases expire and another replica takes over.
     monitors.abort_all();
+    if let Some(finisher) = finisher {
+        finisher.abort();
+    }
     if inner.notifications.is_none() {
         notifications.stop();
     }

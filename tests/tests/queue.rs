@@ -37,6 +37,20 @@ where
     }
 }
 
+/// Two replicas on one fresh database sharing `fake`, each with [`fast_config`] changed by `configure`.
+async fn two_replicas(fake: &Arc<FakeScheduler>, configure: impl Fn(&mut gofer_api::Config)) -> Vec<TestApp> {
+    let database_url = fresh_database().await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let state_dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = fast_config(database_url.clone(), state_dir.path());
+        configure(&mut config);
+        let scheduler: Arc<dyn gofer_core::scheduler::Scheduler> = fake.clone();
+        replicas.push(spawn_replica(config, state_dir, Some(scheduler)).await);
+    }
+    replicas
+}
+
 async fn task_state(app: &TestApp, run: i64, task: &str) -> (String, Option<String>) {
     sqlx::query_as("SELECT state, waiting_reason FROM task_executions WHERE run_id = $1 AND task_id = $2")
         .bind(run)
@@ -501,16 +515,8 @@ fn max_overlap(spans: &[(time::OffsetDateTime, time::OffsetDateTime)]) -> usize 
 
 #[tokio::test]
 async fn two_replicas_claiming_in_batches_keep_the_tenant_limit_and_the_pipeline_parallelism() {
-    let database_url = fresh_database().await;
     let fake = Arc::new(FakeScheduler::default());
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let state_dir = tempfile::tempdir().unwrap();
-        let mut config = fast_config(database_url.clone(), state_dir.path());
-        config.engine.tenant_max_running_tasks = 3;
-        let scheduler: Arc<dyn gofer_core::scheduler::Scheduler> = fake.clone();
-        replicas.push(spawn_replica(config, state_dir, Some(scheduler)).await);
-    }
+    let replicas = two_replicas(&fake, |config| config.engine.tenant_max_running_tasks = 3).await;
     let acme = replicas[0].tenant("acme").await;
     acme.namespace("builds").await;
     let wide = json!({"name": "W", "tasks": (0..4).map(|i| json!({"id": format!("task{i}"), "image": "x", "command": ["sleep", "0.3"]})).collect::<Vec<_>>()});
@@ -609,4 +615,69 @@ async fn a_taken_over_task_whose_secrets_were_masked_resumes_its_log_at_the_raw_
         .collect();
     assert_eq!(log, expected, "nothing repeated, nothing lost, nothing unmasked");
     b.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn successes_finishing_together_are_recorded_in_batches_each_exactly_once() {
+    // Two replicas, wide runs of quick siblings and one task that waits for all of them: the
+    // successes finish together, are recorded in batches (one transaction each), and every task
+    // is recorded once, the dependant released once, each run completed once.
+    let fake = Arc::new(FakeScheduler::default());
+    let replicas = two_replicas(&fake, |_| {}).await;
+    let acme = replicas[0].tenant("acme").await;
+    acme.namespace("builds").await;
+    const SIBLINGS: usize = 12;
+    let mut tasks: Vec<Value> =
+        (0..SIBLINGS).map(|i| json!({"id": format!("part{i}"), "image": "x", "command": ["sleep", "0.1"]})).collect();
+    let parents: serde_json::Map<String, Value> =
+        (0..SIBLINGS).map(|i| (format!("part{i}"), json!("success"))).collect();
+    tasks.push(json!({"id": "join", "image": "x", "command": ["exit", "0"], "depends_on": parents}));
+    acme.register("builds", "wide", json!({"name": "W", "tasks": tasks})).await;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(acme.start_run("builds", "wide").await);
+    }
+    for run in &runs {
+        let done = acme.wait_for_run("builds", "wide", *run, Duration::from_secs(60)).await;
+        assert_eq!(done.status, RunStatus::Successful, "run {run}");
+    }
+    let db = &replicas[0].db;
+    let per_task: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT t.run_id, t.task_id,
+                (SELECT count(*) FROM events e WHERE e.run_id = t.run_id AND e.task_id = t.task_id AND e.kind = 'task_completed'),
+                (SELECT count(*) FROM usage_records u WHERE u.run_id = t.run_id AND u.task_id = t.task_id)
+         FROM task_executions t ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(per_task.len(), runs.len() * (SIBLINGS + 1));
+    for (run, task, completed, metered) in &per_task {
+        assert_eq!((*completed, *metered), (1, 1), "run {run} task {task}: completion events, usage rows");
+    }
+    let per_run: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.id,
+                (SELECT count(*) FROM events e WHERE e.run_id = r.id AND e.task_id = 'join' AND e.kind = 'task_queued'),
+                (SELECT count(*) FROM events e WHERE e.run_id = r.id AND e.kind = 'run_completed')
+         FROM runs r ORDER BY 1",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(per_run.len(), runs.len());
+    for (run, queued, completed) in &per_run {
+        assert_eq!((*queued, *completed), (1, 1), "run {run}: the dependant queued, the run completed");
+    }
+    for job in fake.job_ids() {
+        assert_eq!(fake.starts(&job), 1, "{job} started more than once");
+    }
+    // Successes recorded in one transaction share its `now()` as their end: some did.
+    let shared_ends: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT ended_at FROM task_executions GROUP BY ended_at HAVING count(*) > 1) batches",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert!(shared_ends > 0, "no two successes were recorded in the same transaction");
+    replicas[0].assert_queue_drained().await;
 }

@@ -511,6 +511,129 @@ pub(crate) async fn finish_task_and_lock(
     Ok(Some(crate::db::run_states(rows.collect::<Result<Vec<_>, EngineError>>()?)?))
 }
 
+/// One successful attempt to record with [`finish_tasks`].
+pub(crate) struct Finished<'a> {
+    pub key: &'a TaskKey,
+    pub attempt: i32,
+    pub exit_code: Option<i32>,
+    /// What the task asked for: (CPU millicores, memory MiB), metered with the time.
+    pub requested: (u32, u32),
+    /// The node it ran on, when learned only at its end.
+    pub node: Option<&'a str>,
+    /// The `task_completed` event's payload.
+    pub event: &'a serde_json::Value,
+}
+
+/// [`finish_task_and_lock`] without the lock, for a batch of successful attempts in one
+/// statement: each task execution held by `owner` completes `successful` (fenced by its lease), with
+/// its attempt, its usage ledger row and its `task_completed` event (one notification per tenant,
+/// on commit). Answers, per attempt in order, whether its fence held (false: another transition
+/// got there first, and nothing of it was written). The caller then locks the runs with
+/// [`lock_runs_states`].
+pub(crate) async fn finish_tasks(
+    conn: &mut PgConnection,
+    owner: uuid::Uuid,
+    tasks: &[Finished<'_>],
+) -> Result<Vec<bool>, EngineError> {
+    fn column<'a, T>(tasks: &'a [Finished<'_>], f: impl Fn(&'a Finished<'_>) -> T) -> Vec<T> {
+        tasks.iter().map(f).collect()
+    }
+    let finished: Vec<i64> = sqlx::query_scalar(
+        "WITH input AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::int[],
+                                  $8::int[], $9::int[], $10::text[], $11::jsonb[]) WITH ORDINALITY
+                 AS i (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, exit_code, cpu_millis,
+                       memory_mb, node, payload, position)
+         ), done AS (
+             UPDATE task_executions t SET state = 'complete', status = 'successful', status_reason = NULL,
+                 status_description = NULL, exit_code = i.exit_code, ended_at = now(), lease_owner = NULL,
+                 lease_until = NULL, waiting_reason = NULL, node = COALESCE(i.node, t.node)
+             FROM input i
+             WHERE (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id)
+                 = (i.tenant_id, i.namespace_id, i.pipeline_id, i.run_id, i.task_id)
+               AND t.state = 'running' AND t.lease_owner = $12
+             RETURNING i.position
+         ), closed AS (
+             UPDATE task_attempts a SET state = 'complete', status = 'successful', status_reason = NULL,
+                 status_description = NULL, exit_code = i.exit_code, retried = false, ended_at = now(),
+                 node = COALESCE(i.node, a.node)
+             FROM input i JOIN done d ON d.position = i.position
+             WHERE (a.tenant_id, a.namespace_id, a.pipeline_id, a.run_id, a.task_id, a.attempt)
+                 = (i.tenant_id, i.namespace_id, i.pipeline_id, i.run_id, i.task_id, i.attempt)
+             RETURNING a.tenant_id, a.namespace_id, a.pipeline_id, a.run_id, a.task_id, a.attempt, a.started_at,
+                       a.ended_at, i.cpu_millis, i.memory_mb
+         ), metered AS (
+             INSERT INTO usage_records (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, plan_id,
+                                        task_ms, cpu_millis, memory_mb, started_at, finished_at)
+             SELECT c.tenant_id, c.namespace_id, c.pipeline_id, c.run_id, c.task_id, c.attempt, n.plan_id,
+                    GREATEST(0, (extract(epoch FROM c.ended_at - c.started_at) * 1000)::bigint), c.cpu_millis,
+                    c.memory_mb, c.started_at, c.ended_at
+             FROM closed c JOIN tenants n ON n.id = c.tenant_id
+             ON CONFLICT DO NOTHING
+         ), recorded AS (
+             INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
+             SELECT i.tenant_id, $13, i.namespace_id, i.pipeline_id, i.run_id, i.task_id, i.payload
+             FROM input i JOIN done d ON d.position = i.position
+             ORDER BY i.position
+             RETURNING tenant_id
+         ), notified AS (
+             SELECT pg_notify($14, tenant_id) FROM (SELECT DISTINCT tenant_id FROM recorded) tenants
+         )
+         -- Referencing `notified` makes it run; the data-modifying CTEs run in any case.
+         SELECT position FROM done WHERE (SELECT count(*) FROM notified) >= 0",
+    )
+    .bind(column(tasks, |t| t.key.run.pipeline.tenant.as_str()))
+    .bind(column(tasks, |t| t.key.run.pipeline.namespace.as_str()))
+    .bind(column(tasks, |t| t.key.run.pipeline.pipeline.as_str()))
+    .bind(column(tasks, |t| t.key.run.run.get()))
+    .bind(column(tasks, |t| t.key.task.as_str()))
+    .bind(column(tasks, |t| t.attempt))
+    .bind(column(tasks, |t| t.exit_code))
+    .bind(column(tasks, |t| i32::try_from(t.requested.0).unwrap_or(i32::MAX)))
+    .bind(column(tasks, |t| i32::try_from(t.requested.1).unwrap_or(i32::MAX)))
+    .bind(column(tasks, |t| t.node))
+    .bind(column(tasks, |t| sqlx::types::Json(t.event)))
+    .bind(owner)
+    .bind(gofer_core::EventKind::TaskCompleted.as_str())
+    .bind(crate::events::EVENTS_CHANNEL)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Positions count from 1.
+    Ok((1..=tasks.len() as i64).map(|position| finished.contains(&position)).collect())
+}
+
+/// Locks each run in `runs`, in the order given, and reads its task states after its lock was
+/// granted (`gofer_lock_run_states` per run, in one round trip). Callers that lock several runs
+/// pass them sorted, so two of them never wait on each other. Answers the runs' states in the same
+/// order, `None` for a missing run.
+pub(crate) async fn lock_runs_states(
+    conn: &mut PgConnection,
+    runs: &[&RunKey],
+) -> Result<Vec<Option<crate::db::RunStates>>, EngineError> {
+    type Row = (i64, Option<String>, String, String, String);
+    /// (cancel reason, task, state, status), as [`crate::db::run_states`] reads them.
+    type StateRow = (Option<String>, String, String, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT k.position, l.cancel_reason, l.task_id, l.state, l.status
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY
+                  AS k (tenant_id, namespace_id, pipeline_id, run_id, position)
+         CROSS JOIN LATERAL gofer_lock_run_states(k.tenant_id, k.namespace_id, k.pipeline_id, k.run_id) l",
+    )
+    .bind(runs.iter().map(|r| r.pipeline.tenant.as_str()).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.pipeline.namespace.as_str()).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.pipeline.pipeline.as_str()).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.run.get()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut per_run: Vec<Vec<StateRow>> = vec![Vec::new(); runs.len()];
+    for (position, reason, task, state, status) in rows {
+        let index = usize::try_from(position - 1).ok().filter(|i| *i < runs.len());
+        let index = index.ok_or_else(|| crate::db::corrupt("a run state row outside the runs asked for"))?;
+        per_run[index].push((reason, task, state, status));
+    }
+    per_run.into_iter().map(crate::db::run_states).collect()
+}
+
 /// How an attempt ended, for [`close_attempt`].
 pub(crate) struct ClosedAttempt<'a> {
     pub attempt: i32,
