@@ -353,8 +353,9 @@ pub enum SchedulerKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// Task executions one replica watches at once.
-    pub max_parallel_tasks: usize,
+    /// Task executions one replica watches at once; unset: the scheduler's default (16 for the
+    /// local sandbox, whose tasks share this host; 64 for a cluster such as Nomad).
+    pub max_parallel_tasks: Option<usize>,
     /// How often to look for queued work when no NOTIFY arrives, in milliseconds.
     pub poll_interval_ms: u64,
     /// How often to read a running task's state and logs, in milliseconds.
@@ -497,7 +498,7 @@ impl Default for Config {
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            max_parallel_tasks: 16,
+            max_parallel_tasks: None,
             poll_interval_ms: 2000,
             monitor_interval_ms: 200,
             lease_s: 60,
@@ -617,7 +618,7 @@ mod tests {
             assert_eq!(config.listen, "127.0.0.1:9999");
             assert_eq!(config.state_dir, PathBuf::from("/srv/gofer"));
             assert_eq!(config.engine.lease_s, 10);
-            assert_eq!(config.engine.max_parallel_tasks, 3);
+            assert_eq!(config.engine.max_parallel_tasks, Some(3));
             assert_eq!(config.logs.max_bytes_per_task, 4096);
             Ok(())
         });

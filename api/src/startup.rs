@@ -149,7 +149,7 @@ impl Application {
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
-        let engine_config = engine_config(&config, port);
+        let engine_config = engine_config(&config, port, scheduler.as_ref());
         let api_url = engine_config.api_url.clone();
         // One LISTEN connection for the whole replica (see gofer_notify for why).
         let notifications = gofer_notify::Notifications::start(
@@ -384,10 +384,10 @@ fn object_limits(config: &Config) -> gofer_objects::ObjectLimits {
 }
 
 /// The engine's settings from the service config; `port` is the bound port (for GOFER_API_URL).
-fn engine_config(config: &Config, port: u16) -> EngineConfig {
+fn engine_config(config: &Config, port: u16, scheduler: &dyn Scheduler) -> EngineConfig {
     let e = &config.engine;
     EngineConfig {
-        max_parallel_tasks: e.max_parallel_tasks,
+        max_parallel_tasks: e.max_parallel_tasks.unwrap_or_else(|| scheduler.default_parallel_tasks()),
         poll_interval: Duration::from_millis(e.poll_interval_ms),
         monitor_interval: Duration::from_millis(e.monitor_interval_ms),
         lease: Duration::from_secs(e.lease_s),

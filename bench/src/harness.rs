@@ -77,7 +77,7 @@ pub fn replica_config(
         config.engine.monitor_interval_ms = ms;
     }
     if let Some(n) = max_parallel_tasks {
-        config.engine.max_parallel_tasks = n;
+        config.engine.max_parallel_tasks = Some(n);
     }
     config
 }

@@ -68,6 +68,9 @@ pub struct Options {
     /// The engine's monitor interval [default: 10 with the instant scheduler; the service default (200) with the sandbox].
     #[arg(long)]
     pub monitor_interval_ms: Option<u64>,
+    /// The engine's `max_parallel_tasks` per replica in the throughput measurements [default: the service default].
+    #[arg(long)]
+    pub max_parallel_tasks: Option<usize>,
     /// Runs started and finished before measuring latency (at most 5 in the sandbox scenario).
     #[arg(long, default_value_t = 20)]
     pub warmup: usize,

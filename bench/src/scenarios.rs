@@ -36,6 +36,7 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<ThroughputResul
             tasks_per_run: options.tasks_per_run.unwrap_or(10),
             replicas,
             monitor_interval_ms: Some(options.monitor_interval_ms.unwrap_or(FAST_MONITOR_INTERVAL_MS)),
+            max_parallel_tasks: options.max_parallel_tasks,
         };
         results.push(throughput::run(options, shape, Instant::now() + share).await?);
     }

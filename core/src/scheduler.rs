@@ -232,10 +232,22 @@ impl std::fmt::Debug for ExecSession {
     }
 }
 
+/// [`Scheduler::default_parallel_tasks`] of a scheduler that runs tasks on a cluster.
+pub const CLUSTER_PARALLEL_TASKS: usize = 64;
+
 /// Runs task executions somewhere. Implementations must be idempotent on `job_id`.
 pub trait Scheduler: Send + Sync + 'static {
     /// A short name for logs and metrics (`local`, `nomad`).
     fn name(&self) -> &'static str;
+
+    /// How many task executions one replica watches at once when the operator sets no
+    /// `max_parallel_tasks`. A scheduler that runs tasks on the replica's own host answers what
+    /// the host takes; one that runs them on a cluster leaves the limit to the cluster, and a
+    /// replica then only pays for watching them (one observation and one log read per
+    /// monitor interval each).
+    fn default_parallel_tasks(&self) -> usize {
+        CLUSTER_PARALLEL_TASKS
+    }
 
     /// Starts the job. Starting a job id that already exists succeeds without starting another.
     fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>>;

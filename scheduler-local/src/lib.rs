@@ -201,9 +201,17 @@ fn stage_gofer_binary(gofer: &std::path::Path, work_dir: &std::path::Path) -> st
     Ok(staged)
 }
 
+/// [`Scheduler::default_parallel_tasks`] of the local sandbox: the tasks share the replica's host.
+pub const LOCAL_PARALLEL_TASKS: usize = 16;
+
 impl Scheduler for LocalScheduler {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    /// Tasks run on this host: as many at once as a small host takes.
+    fn default_parallel_tasks(&self) -> usize {
+        LOCAL_PARALLEL_TASKS
     }
 
     fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>> {

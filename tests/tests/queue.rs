@@ -310,8 +310,8 @@ async fn a_dead_replicas_task_is_taken_over_and_runs_exactly_once() {
     let mut config_b = fast_config(database_url, dir_b.path());
     config_b.bootstrap_token = config_a.bootstrap_token.clone();
     // Only A claims at first: B starts after A has the task.
-    config_a.engine.max_parallel_tasks = 4;
-    config_b.engine.max_parallel_tasks = 4;
+    config_a.engine.max_parallel_tasks = Some(4);
+    config_b.engine.max_parallel_tasks = Some(4);
     let mut a = spawn_replica(config_a, dir_a, Some(fake.clone())).await;
     let acme = a.tenant("acme").await;
     acme.namespace("builds").await;
@@ -466,15 +466,7 @@ async fn a_tenant_concurrency_limit_holds_across_pipelines_and_runs() {
     let run = acme.start_run("builds", "three").await;
     let done = acme.wait_for_run("builds", "three", run, Duration::from_secs(30)).await;
     assert_eq!(done.status, RunStatus::Successful);
-    let (ns, p) = ids("builds", "three");
-    let mut spans: Vec<_> = acme
-        .sdk()
-        .list_tasks(&ns, &p, run)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.started.unwrap(), t.ended.unwrap()))
-        .collect();
+    let mut spans = task_spans(&acme, "three", run).await;
     spans.sort();
     for pair in spans.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "tasks overlapped: {pair:?}");
@@ -501,6 +493,17 @@ async fn runs_record_their_initiator_and_tasks_get_the_api_url() {
 }
 
 /// The most intervals of `spans` that overlap at any instant.
+/// When each task of a finished run in namespace `builds` started and ended.
+async fn task_spans(
+    tenant: &gofer_tests::TenantClient<'_>,
+    pipeline: &str,
+    run: RunId,
+) -> Vec<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let (ns, p) = ids("builds", pipeline);
+    let tasks = tenant.sdk().list_tasks(&ns, &p, run).await.expect("the run's tasks");
+    tasks.into_iter().map(|t| (t.started.expect("started"), t.ended.expect("ended"))).collect()
+}
+
 fn max_overlap(spans: &[(time::OffsetDateTime, time::OffsetDateTime)]) -> usize {
     let mut edges: Vec<(time::OffsetDateTime, i32)> = spans.iter().flat_map(|(s, e)| [(*s, 1), (*e, -1)]).collect();
     // Ends sort before starts at the same instant: touching spans do not overlap.
@@ -680,4 +683,30 @@ async fn successes_finishing_together_are_recorded_in_batches_each_exactly_once(
     .unwrap();
     assert!(shared_ends > 0, "no two successes were recorded in the same transaction");
     replicas[0].assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn without_a_configured_limit_a_replica_over_a_cluster_scheduler_watches_64_tasks_at_once() {
+    // `engine.max_parallel_tasks` unset: the scheduler's default. The fake scheduler keeps the
+    // trait's default, that of a cluster (64); the local sandbox's is 16.
+    assert_eq!(gofer_core::scheduler::CLUSTER_PARALLEL_TASKS, 64);
+    let state_dir = tempfile::tempdir().unwrap();
+    let config = fast_config(fresh_database().await, state_dir.path());
+    assert_eq!(config.engine.max_parallel_tasks, None);
+    let fake = Arc::new(FakeScheduler::default());
+    let app = spawn_replica(config, state_dir, Some(fake.clone())).await;
+    // The default plan's own limit (16 running tasks) is not what is measured here.
+    sqlx::query("UPDATE plans SET max_concurrent_tasks = 100 WHERE id = 'default'").execute(&app.db).await.unwrap();
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    const WIDTH: usize = 24;
+    let tasks: Vec<Value> =
+        (0..WIDTH).map(|i| json!({"id": format!("part{i}"), "image": "x", "command": ["sleep", "1"]})).collect();
+    acme.register("builds", "wide", json!({"name": "W", "tasks": tasks})).await;
+    let run = acme.start_run("builds", "wide").await;
+    let done = acme.wait_for_run("builds", "wide", run, Duration::from_secs(60)).await;
+    assert_eq!(done.status, RunStatus::Successful);
+    let spans = task_spans(&acme, "wide", run).await;
+    assert_eq!(max_overlap(&spans), WIDTH, "every task of the run ran at once");
+    app.assert_queue_drained().await;
 }

@@ -53,6 +53,7 @@ pub async fn run(options: &Options) -> anyhow::Result<SandboxResult> {
         tasks_per_run: options.tasks_per_run.unwrap_or(5),
         replicas: options.replicas.first().copied().unwrap_or(1),
         monitor_interval_ms: options.monitor_interval_ms,
+        max_parallel_tasks: options.max_parallel_tasks,
     };
     let throughput = throughput::run(options, shape, deadline).await?;
     Ok(SandboxResult {

@@ -93,6 +93,8 @@ pub struct Shape {
     pub replicas: usize,
     /// The engine's monitor interval (`None`: the service default).
     pub monitor_interval_ms: Option<u64>,
+    /// The engine's slots per replica (`None`: the service default).
+    pub max_parallel_tasks: Option<usize>,
 }
 
 /// Enqueues `shape.runs` runs, then starts the replicas and waits until every run completed.
@@ -136,7 +138,9 @@ async fn measure(options: &Options, url: &str, shape: Shape, deadline: Instant) 
     let starting = (0..shape.replicas).map(|i| {
         let scheduler = (shape.backend == Backend::Instant).then(|| instant.view(i));
         let operator = &operator;
-        Replica::start(scheduler, move |dir| replica_config(url, dir, operator, shape.monitor_interval_ms, None))
+        Replica::start(scheduler, move |dir| {
+            replica_config(url, dir, operator, shape.monitor_interval_ms, shape.max_parallel_tasks)
+        })
     });
     let replicas = futures_util::future::try_join_all(starting).await?;
 
@@ -200,7 +204,11 @@ async fn measure(options: &Options, url: &str, shape: Shape, deadline: Instant) 
         tasks_per_run: shape.tasks_per_run,
         tasks,
         monitor_interval_ms,
-        max_parallel_tasks: defaults.max_parallel_tasks,
+        // Unset, the scheduler's default: the instant scheduler stands for a cluster.
+        max_parallel_tasks: shape.max_parallel_tasks.unwrap_or(match shape.backend {
+            Backend::Instant => gofer_core::scheduler::CLUSTER_PARALLEL_TASKS,
+            Backend::Sandbox => gofer_scheduler_local::LOCAL_PARALLEL_TASKS,
+        }),
         enqueue_s,
         startup_ms: startup.map(|d| d.as_secs_f64() * 1000.0),
         busy_s: busy.map(|d| d.as_secs_f64()),
