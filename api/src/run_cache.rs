@@ -22,6 +22,20 @@ use crate::error::ApiError;
 /// The channel the run-delete trigger notifies with the tenant id.
 pub const CHANNEL: &str = "gofer_runs_deleted";
 
+/// The channel the run-insert trigger notifies with the tenant id (migration `notify_run_inserts`).
+pub const ADDED_CHANNEL: &str = "gofer_runs_added";
+
+/// A page of a pipeline's run ids as asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PageKey {
+    pipeline: PipelineKey,
+    after: Option<RunId>,
+    limit: u32,
+}
+
+/// A page's run ids, newest first, and the next page's key.
+type IdPage = Arc<(Vec<RunId>, Option<RunId>)>;
+
 /// A run as the API answers it: its number and its JSON (a `Run` object).
 #[derive(Debug)]
 pub struct RunJson {
@@ -38,15 +52,22 @@ impl RunJson {
     }
 }
 
-/// Complete runs of this replica.
+/// Complete runs of this replica, and the run ids of the pages it answered.
 pub struct CompleteRuns {
     memo: Arc<TenantMemo<RunKey, Arc<RunJson>>>,
+    /// Which runs a page holds changes only when runs are added or deleted (a run's state is read
+    /// from `memo` or the database each time): pages are evicted by both notifications.
+    pages: Arc<TenantMemo<PageKey, IdPage>>,
 }
 
 impl CompleteRuns {
-    /// A cache keeping complete runs for `ttl` (zero: none), at most `max_entries` of them.
+    /// A cache keeping complete runs, and pages of run ids, for `ttl` (zero: none), at most
+    /// `max_entries` of each.
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        Self { memo: Arc::new(TenantMemo::new(ttl, max_entries, |key: &RunKey, _| Some(key.pipeline.tenant.clone()))) }
+        Self {
+            memo: Arc::new(TenantMemo::new(ttl, max_entries, |key: &RunKey, _| Some(key.pipeline.tenant.clone()))),
+            pages: Arc::new(TenantMemo::new(ttl, max_entries, |key: &PageKey, _| Some(key.pipeline.tenant.clone()))),
+        }
     }
 
     /// Reads a run, from memory when it is complete and remembered.
@@ -72,7 +93,21 @@ impl CompleteRuns {
         let now = Instant::now();
         // Taken before the first read: a delete committed after it may not be seen by the reads.
         let generation = self.memo.generation();
-        let (ids, next) = gofer_engine::runs::list_ids(pool, pipeline, page).await?;
+        let page_key = PageKey { pipeline: pipeline.clone(), after: page.after, limit: page.limit };
+        let ids_page = match self.pages.get(&page_key, now) {
+            Some(ids) => ids,
+            None => {
+                let page_generation = self.pages.generation();
+                let ids = Arc::new(gofer_engine::runs::list_ids(pool, pipeline, page).await?);
+                // Not an empty page: deleting a pipeline without runs notifies nothing, and its
+                // empty page would then hide that it is gone.
+                if !ids.0.is_empty() {
+                    self.pages.store(page_key, ids.clone(), page_generation, now, None);
+                }
+                ids
+            }
+        };
+        let (ids, next) = (&ids_page.0, ids_page.1);
         let key_of = |run: RunId| RunKey { pipeline: pipeline.clone(), run };
         let mut runs: Vec<Option<Arc<RunJson>>> = ids.iter().map(|id| self.memo.get(&key_of(*id), now)).collect();
         let missing: Vec<RunId> = ids.iter().zip(&runs).filter(|(_, run)| run.is_none()).map(|(id, _)| *id).collect();
@@ -100,8 +135,16 @@ impl CompleteRuns {
     }
 }
 
-/// Evicts a tenant's runs whenever some of its runs are deleted ([`CHANNEL`] on the replica's
-/// shared listener), for the life of the replica.
-pub async fn follow(notices: gofer_notify::Subscription, cache: Arc<CompleteRuns>) {
-    gofer_tenants::memo::follow(notices, cache.memo.clone()).await
+/// Evicts a tenant's runs whenever some of its runs are deleted, and its pages whenever runs are
+/// deleted or added (`deleted`: [`CHANNEL`], `changed`: [`CHANNEL`] and [`ADDED_CHANNEL`], on the
+/// replica's shared listener), for the life of the replica.
+pub async fn follow(
+    deleted: gofer_notify::Subscription,
+    changed: gofer_notify::Subscription,
+    cache: Arc<CompleteRuns>,
+) {
+    tokio::join!(
+        gofer_tenants::memo::follow(deleted, cache.memo.clone()),
+        gofer_tenants::memo::follow(changed, cache.pages.clone())
+    );
 }

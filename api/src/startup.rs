@@ -161,6 +161,7 @@ impl Application {
                 gofer_billing::ip_blocks::CHANNEL,
                 gofer_tenants::cache::CHANNEL,
                 crate::run_cache::CHANNEL,
+                crate::run_cache::ADDED_CHANNEL,
             ],
         );
         let engine = Engine::new(pool.clone(), scheduler.clone(), logs.clone(), engine_config)
@@ -234,8 +235,9 @@ impl Application {
             Duration::from_secs(config.run_cache_ttl_s),
             config.run_cache_max_entries,
         ));
-        let run_notices = notifications.subscribe(&[crate::run_cache::CHANNEL]);
-        jobs.push(tokio::spawn(crate::run_cache::follow(run_notices, complete_runs.clone())));
+        let deleted = notifications.subscribe(&[crate::run_cache::CHANNEL]);
+        let changed = notifications.subscribe(&[crate::run_cache::CHANNEL, crate::run_cache::ADDED_CHANNEL]);
+        jobs.push(tokio::spawn(crate::run_cache::follow(deleted, changed, complete_runs.clone())));
         let hub = EventHub::start(notifications.subscribe(&[gofer_engine::events::EVENTS_CHANNEL]));
         let state = web::Data::new(AppState {
             pool,

@@ -217,3 +217,40 @@ async fn a_complete_run_is_read_from_memory_until_a_replica_deletes_it() {
     let listed = a.request("GET", list, Some(&acme.token), None).await;
     assert_eq!((listed.status, listed.body["code"].as_str()), (404, Some("pipeline_not_found")), "{listed:?}");
 }
+
+#[tokio::test]
+async fn a_run_page_remembered_by_one_replica_shows_runs_started_through_another_with_fresh_states() {
+    let (a, b) = two_replicas().await;
+    let acme = a.tenant("acme").await;
+    acme.namespace("builds").await;
+    let config = json!({"name": "Slow", "tasks": [{"id": "nap", "image": "debian:12", "command": ["sleep", "1"]}]});
+    acme.register("builds", "slow", config).await;
+    let list = "/api/v1/namespaces/builds/pipelines/slow/runs";
+    let ids_on_b = || async {
+        let listed = b.request("GET", list, Some(&acme.token), None).await;
+        assert_eq!(listed.status, 200, "{listed:?}");
+        let items = listed.body["items"].as_array().expect("items").clone();
+        items.iter().map(|r| (r["id"].as_i64().unwrap(), r["state"].as_str().unwrap().to_owned())).collect::<Vec<_>>()
+    };
+    let first = acme.run_to_completion("builds", "slow", Duration::from_secs(60)).await;
+    // B remembers the page (one run) from here on: its TTL is longer than the test.
+    for _ in 0..3 {
+        assert_eq!(ids_on_b().await, [(first.id.get(), "complete".to_owned())]);
+    }
+    // A run started through A is on B's page at once (the insert's notification evicts it).
+    let second = acme.start_run("builds", "slow").await;
+    let started = Instant::now();
+    let page = loop {
+        let page = ids_on_b().await;
+        if page.len() == 2 {
+            break page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "B's page still lacks the new run: {page:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(page[0].0, second.get());
+    assert_ne!(page[0].1, "complete", "the new run sleeps a second: {page:?}");
+    // Its state is read fresh while the page of ids is remembered.
+    acme.wait_for_run("builds", "slow", second, Duration::from_secs(60)).await;
+    assert_eq!(ids_on_b().await, [(second.get(), "complete".to_owned()), (first.id.get(), "complete".to_owned())]);
+}
