@@ -131,6 +131,7 @@ async fn record_batch(pool: &PgPool, owner: uuid::Uuid, successes: &[&Success]) 
         release::release_with_states(&mut tx, run, cancelling, success.config_version, &success.config, states).await?;
     }
     tx.commit().await?;
+    crate::measure::success_batch(successes.len());
     Ok(finished)
 }
 

@@ -45,6 +45,13 @@ pub(crate) fn dispatched(seconds: f64) {
     metrics::histogram!("gofer_dispatch_latency_seconds").record(seconds);
 }
 
+/// The finisher recorded `tasks` successes in one transaction (the two counters' ratio is the
+/// mean batch size).
+pub(crate) fn success_batch(tasks: usize) {
+    metrics::counter!("gofer_success_batches_total").increment(1);
+    metrics::counter!("gofer_success_batch_tasks_total").increment(tasks as u64);
+}
+
 /// A task execution completed with `status`.
 pub(crate) fn task_completed(status: gofer_core::TaskStatus) {
     metrics::counter!("gofer_task_outcomes_total", "status" => status.as_str()).increment(1);

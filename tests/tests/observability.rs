@@ -48,6 +48,10 @@ async fn metrics_count_requests_by_route_and_report_tasks_and_the_queue() {
     );
     assert!(sample(&text, "gofer_task_outcomes_total", &[r#"status="successful""#]).is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "gofer_dispatch_latency_seconds_count", &[]).is_some_and(|n| n >= 1.0));
+    // The run's successes went through the finisher: at least one batch, at least one task per batch.
+    let batches = sample(&text, "gofer_success_batches_total", &[]).unwrap_or(0.0);
+    let batched = sample(&text, "gofer_success_batch_tasks_total", &[]).unwrap_or(0.0);
+    assert!(batches >= 1.0 && batched >= batches, "{batches} batches of {batched} successes:\n{text}");
     // Nothing is queued any more: every known reason reads 0.
     assert_eq!(sample(&text, "gofer_queue_depth", &[r#"reason="waiting_for_capacity""#]), Some(0.0));
     assert_eq!(sample(&text, "gofer_queue_depth", &[r#"reason="waiting_for_quota""#]), Some(0.0));
