@@ -257,6 +257,14 @@ impl TenantClient<'_> {
         answer.body["version"].as_i64().expect("version")
     }
 
+    /// Registers `pipeline` in `namespace` with a single task `task` running `command` in
+    /// `debian:12`, the set-up most tests share; answers the version.
+    pub async fn register_one_task(&self, namespace: &str, pipeline: &str, task: &str, command: &[&str]) -> i64 {
+        let config =
+            serde_json::json!({"name": pipeline, "tasks": [{"id": task, "image": "debian:12", "command": command}]});
+        self.register(namespace, pipeline, config).await
+    }
+
     /// Starts a run and answers its id.
     pub async fn start_run(&self, namespace: &str, pipeline: &str) -> RunId {
         let path = format!("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs");

@@ -303,12 +303,7 @@ async fn seeded() -> (TestApp, String) {
     let app = spawn_replica(config, dir, Some(Arc::new(FakeScheduler::default()))).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "demo",
-        json!({"name": "Demo", "tasks": [{"id": "work", "image": "debian:12", "command": ["exit", "0"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "demo", "work", &["exit", "0"]).await;
     let secret = acme
         .request("PUT", "/api/v1/namespaces/builds/pipelines/demo/secrets/API_KEY", Some(&json!({"value": "v"})))
         .await;

@@ -376,12 +376,7 @@ async fn shutting_down_ends_event_streams_and_breaks_off_log_follows() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "slow",
-        json!({"name": "Slow", "tasks": [{"id": "wait", "image": "debian:12", "command": ["sh", "-c", "echo started; sleep 5"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "slow", "wait", &["sh", "-c", "echo started; sleep 5"]).await;
     let run = acme.start_run("builds", "slow").await;
     let mut stream = acme.open_sse("", None).await;
     let (ns, p, task) = (

@@ -137,12 +137,7 @@ async fn a_capped_log_keeps_its_head_and_tail_around_a_marker_with_the_cut_count
     let app = spawn_with(config, state_dir).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "chatty",
-        json!({"name": "Chatty", "tasks": [{"id": "count", "image": "debian:12", "command": ["seq", "1", "1000"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "chatty", "count", &["seq", "1", "1000"]).await;
     let run = acme.start_run("builds", "chatty").await;
     acme.wait_for_run("builds", "chatty", run, RUN_TIMEOUT).await;
     let task = TaskRef::new("builds", "chatty", run, "count");
@@ -187,12 +182,7 @@ async fn log_parameters_are_refused_with_their_codes_and_other_tenants_logs_are_
     let acme = app.tenant("acme").await;
     let umbrella = app.tenant("umbrella").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "quick",
-        json!({"name": "Quick", "tasks": [{"id": "noop", "image": "debian:12", "command": ["true"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "quick", "noop", &["true"]).await;
     let run = acme.start_run("builds", "quick").await;
     let logs = format!("/api/v1/namespaces/builds/pipelines/quick/runs/{run}/tasks/noop/logs");
     for (query, status, code) in [

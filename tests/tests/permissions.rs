@@ -59,12 +59,7 @@ fn concrete(route: &str) -> String {
 async fn seed(app: &TestApp) -> [(String, String); 3] {
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "demo",
-        json!({"name": "Demo", "tasks": [{"id": "work", "image": "debian:12", "command": ["true"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "demo", "work", &["true"]).await;
     let run = acme.start_run("builds", "demo").await;
     acme.wait_for_run("builds", "demo", run, std::time::Duration::from_secs(60)).await;
     let mut tokens = Vec::new();
@@ -243,19 +238,9 @@ async fn a_run_token_reaches_exactly_the_routes_its_table_lists() {
     // its run is live).
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "demo",
-        json!({"name": "D", "tasks": [{"id": "work", "image": "debian:12", "command": ["true"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "demo", "work", &["true"]).await;
     acme.run_to_completion("builds", "demo", std::time::Duration::from_secs(60)).await;
-    acme.register(
-        "builds",
-        "live",
-        json!({"name": "L", "tasks": [{"id": "nap", "image": "debian:12", "command": ["sleep", "120"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "live", "nap", &["sleep", "120"]).await;
     let run = acme.start_run("builds", "live").await;
     let scope = gofer_tenants::run_tokens::RunScope {
         tenant: "acme".parse().unwrap(),

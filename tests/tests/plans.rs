@@ -67,12 +67,7 @@ async fn a_run_its_plan_cannot_admit_is_refused_naming_the_limit_and_a_plan_chan
     acme.namespace("builds").await;
     app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "trial"}))).await;
     // No timeout_s: the server's default (3600 s) is above the trial plan's 60 s.
-    acme.register(
-        "builds",
-        "long",
-        json!({"name": "L", "tasks": [{"id": "work", "image": "debian:12", "command": ["true"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "long", "work", &["true"]).await;
     let refused = acme.request("POST", "/api/v1/namespaces/builds/pipelines/long/runs", Some(&json!({}))).await;
     assert_eq!((refused.status, refused.code()), (403, "quota_exceeded"));
     let detail = refused.body["detail"].as_str().unwrap();

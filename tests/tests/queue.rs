@@ -478,8 +478,7 @@ async fn runs_record_their_initiator_and_tasks_get_the_api_url() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register("builds", "env", json!({"name": "E", "tasks": [{"id": "show", "image": "debian:12", "command": ["sh", "-c", "echo $GOFER_API_URL"]}]}))
-        .await;
+    acme.register_one_task("builds", "env", "show", &["sh", "-c", "echo $GOFER_API_URL"]).await;
     let run = acme.start_run("builds", "env").await;
     let done = acme.wait_for_run("builds", "env", run, Duration::from_secs(30)).await;
     assert_eq!(done.initiator.kind, "token");

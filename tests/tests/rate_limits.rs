@@ -62,12 +62,7 @@ async fn starting_runs_has_a_stricter_limit() {
     let app = app_with(|c| c.rate_limits.start_runs_per_minute = 2).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "quick",
-        json!({"name": "Q", "tasks": [{"id": "noop", "image": "debian:12", "command": ["true"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "quick", "noop", &["true"]).await;
     for _ in 0..2 {
         acme.start_run("builds", "quick").await;
     }

@@ -16,12 +16,7 @@ async fn a_task_reads_its_namespace_s_runs_with_its_run_token_and_nothing_else_a
     let app = spawn_with(config, state_dir).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "other",
-        json!({"name": "O", "tasks": [{"id": "noop", "image": "debian:12", "command": ["true"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "other", "noop", &["true"]).await;
     let other_run = acme.start_run("builds", "other").await;
     acme.wait_for_run("builds", "other", other_run, Duration::from_secs(60)).await;
 

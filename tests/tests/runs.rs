@@ -150,12 +150,8 @@ async fn tasks_run_as_nobody_without_capabilities_network_or_host_environment() 
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "probe",
-        json!({"name": "Probe", "tasks": [{"id": "probe", "image": "debian:12", "command": ["sh", "-c",
-            "id -u; grep CapEff /proc/self/status; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; env | sort; touch /usr/x 2>/dev/null && echo usr-writable; touch /job/ok && echo job-writable"]}]}),
-    )
+    acme.register_one_task("builds", "probe", "probe", &["sh", "-c",
+            "id -u; grep CapEff /proc/self/status; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; env | sort; touch /usr/x 2>/dev/null && echo usr-writable; touch /job/ok && echo job-writable"])
     .await;
     let run = acme.start_run("builds", "probe").await;
     let done = acme.wait_for_run("builds", "probe", run, RUN_TIMEOUT).await;

@@ -30,12 +30,7 @@ async fn a_suspended_tenant_is_refused_and_its_runs_are_cancelled_until_it_is_re
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "slow",
-        json!({"name": "S", "tasks": [{"id": "wait", "image": "debian:12", "command": ["sleep", "60"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "slow", "wait", &["sleep", "60"]).await;
     let run = acme.start_run("builds", "slow").await;
     let op = Some(app.operator_token.as_str());
     let suspended = app.request("POST", "/api/v1/tenants/acme/suspend", op, None).await;
@@ -68,12 +63,7 @@ async fn deleting_a_tenant_removes_everything_it_owns() {
     let acme = app.tenant("acme").await;
     let other = app.tenant("other").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "quick",
-        json!({"name": "Q", "tasks": [{"id": "say", "image": "debian:12", "command": ["echo", "hi"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "quick", "say", &["echo", "hi"]).await;
     let run = acme.start_run("builds", "quick").await;
     acme.wait_for_run("builds", "quick", run, Duration::from_secs(60)).await;
     let logs = app.state_dir.path().join("logs/tenants/acme");
@@ -114,12 +104,7 @@ async fn namespaces_are_updated_and_deleted_but_not_while_runs_are_live_unless_f
     let unknown = acme.request("PATCH", "/api/v1/namespaces/builds", Some(&json!({"owner": "me"}))).await;
     assert_eq!((unknown.status, unknown.code()), (400, "unknown_field"));
 
-    acme.register(
-        "builds",
-        "slow",
-        json!({"name": "S", "tasks": [{"id": "wait", "image": "debian:12", "command": ["sleep", "60"]}]}),
-    )
-    .await;
+    acme.register_one_task("builds", "slow", "wait", &["sleep", "60"]).await;
     let run = acme.start_run("builds", "slow").await;
     let busy = acme.request("DELETE", "/api/v1/namespaces/builds", None).await;
     assert_eq!((busy.status, busy.code()), (409, "namespace_busy"));
