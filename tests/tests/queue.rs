@@ -619,6 +619,38 @@ async fn a_taken_over_task_whose_secrets_were_masked_resumes_its_log_at_the_raw_
     b.assert_queue_drained().await;
 }
 
+/// Registers pipeline `wide` in namespace `builds` (created here): `siblings` quick tasks and a
+/// `join` that needs each of them to succeed. Starts `runs` runs and waits until each succeeded.
+async fn joined_runs(tenant: &gofer_tests::TenantClient<'_>, siblings: usize, runs: usize) -> Vec<RunId> {
+    tenant.namespace("builds").await;
+    let mut tasks: Vec<Value> =
+        (0..siblings).map(|i| json!({"id": format!("part{i}"), "image": "x", "command": ["sleep", "0.1"]})).collect();
+    let parents: serde_json::Map<String, Value> =
+        (0..siblings).map(|i| (format!("part{i}"), json!("success"))).collect();
+    tasks.push(json!({"id": "join", "image": "x", "command": ["exit", "0"], "depends_on": parents}));
+    tenant.register("builds", "wide", json!({"name": "W", "tasks": tasks})).await;
+    let mut started = Vec::new();
+    for _ in 0..runs {
+        started.push(tenant.start_run("builds", "wide").await);
+    }
+    for run in &started {
+        let done = tenant.wait_for_run("builds", "wide", *run, Duration::from_secs(60)).await;
+        assert_eq!(done.status, RunStatus::Successful, "run {run}");
+    }
+    started
+}
+
+/// How many end times several task executions share: successes recorded in one transaction share
+/// its `now()`, those recorded alone never do.
+async fn shared_transaction_ends(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT ended_at FROM task_executions GROUP BY ended_at HAVING count(*) > 1) batches",
+    )
+    .fetch_one(db)
+    .await
+    .expect("the end times")
+}
+
 #[tokio::test]
 async fn successes_finishing_together_are_recorded_in_batches_each_exactly_once() {
     // Two replicas, wide runs of quick siblings and one task that waits for all of them: the
@@ -627,22 +659,8 @@ async fn successes_finishing_together_are_recorded_in_batches_each_exactly_once(
     let fake = Arc::new(FakeScheduler::default());
     let replicas = two_replicas(&fake, |_| {}).await;
     let acme = replicas[0].tenant("acme").await;
-    acme.namespace("builds").await;
     const SIBLINGS: usize = 12;
-    let mut tasks: Vec<Value> =
-        (0..SIBLINGS).map(|i| json!({"id": format!("part{i}"), "image": "x", "command": ["sleep", "0.1"]})).collect();
-    let parents: serde_json::Map<String, Value> =
-        (0..SIBLINGS).map(|i| (format!("part{i}"), json!("success"))).collect();
-    tasks.push(json!({"id": "join", "image": "x", "command": ["exit", "0"], "depends_on": parents}));
-    acme.register("builds", "wide", json!({"name": "W", "tasks": tasks})).await;
-    let mut runs = Vec::new();
-    for _ in 0..6 {
-        runs.push(acme.start_run("builds", "wide").await);
-    }
-    for run in &runs {
-        let done = acme.wait_for_run("builds", "wide", *run, Duration::from_secs(60)).await;
-        assert_eq!(done.status, RunStatus::Successful, "run {run}");
-    }
+    let runs = joined_runs(&acme, SIBLINGS, 6).await;
     let db = &replicas[0].db;
     let per_task: Vec<(i64, String, i64, i64)> = sqlx::query_as(
         "SELECT t.run_id, t.task_id,
@@ -674,12 +692,7 @@ async fn successes_finishing_together_are_recorded_in_batches_each_exactly_once(
         assert_eq!(fake.starts(&job), 1, "{job} started more than once");
     }
     // Successes recorded in one transaction share its `now()` as their end: some did.
-    let shared_ends: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT ended_at FROM task_executions GROUP BY ended_at HAVING count(*) > 1) batches",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap();
+    let shared_ends = shared_transaction_ends(db).await;
     assert!(shared_ends > 0, "no two successes were recorded in the same transaction");
     replicas[0].assert_queue_drained().await;
 }
@@ -708,4 +721,48 @@ async fn without_a_configured_limit_a_replica_over_a_cluster_scheduler_watches_6
     let spans = task_spans(&acme, "wide", run).await;
     assert_eq!(max_overlap(&spans), WIDTH, "every task of the run ran at once");
     app.assert_queue_drained().await;
+}
+
+#[tokio::test]
+async fn successes_whose_batch_fails_are_each_recorded_alone() {
+    // Every batch statement fails here (a trigger refuses the usage rows it inserts, and only it:
+    // the single-task path inserts them from `gofer_finish_task_and_lock`). Each batch is rolled
+    // back whole, and each of its successes is then recorded on its own, once.
+    let fake = Arc::new(FakeScheduler::default());
+    let replicas = two_replicas(&fake, |_| {}).await;
+    let db = &replicas[0].db;
+    sqlx::raw_sql(
+        // A sequence counts the refusals: it is not rolled back with the batch.
+        "CREATE SEQUENCE refused_batches;
+         CREATE FUNCTION refuse_batches() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF current_query() LIKE 'WITH input AS%' THEN
+                 PERFORM nextval('refused_batches');
+                 RAISE EXCEPTION 'batches refused by the test';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_batches BEFORE INSERT ON usage_records
+             FOR EACH ROW EXECUTE FUNCTION refuse_batches();",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    let acme = replicas[0].tenant("acme").await;
+    joined_runs(&acme, 6, 3).await;
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM task_executions WHERE state = 'complete' AND status = 'successful'),
+                (SELECT count(*) FROM usage_records),
+                (SELECT count(*) FROM events WHERE kind = 'task_completed')",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(counts, (21, 21, 21), "successful executions, usage rows, completion events");
+    // Each success was recorded alone: no two share a transaction's `now()`.
+    let shared_ends = shared_transaction_ends(db).await;
+    assert_eq!(shared_ends, 0);
+    let refused: bool = sqlx::query_scalar("SELECT is_called FROM refused_batches").fetch_one(db).await.unwrap();
+    assert!(refused, "no batch was tried, so none was refused");
+    replicas[0].assert_queue_drained().await;
 }
