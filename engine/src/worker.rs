@@ -357,7 +357,7 @@ fn spawn_monitor(
 /// transaction. Answers `None` when the batch lost a race with another replica past a tenant's or
 /// pipeline's limit (it is rolled back; the caller claims one at a time instead).
 async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, EngineError> {
-    let mut tx = inner.pool.begin().await?;
+    let mut tx = db::queue::begin_claim(&inner.pool).await?;
     let lease_s = inner.config.lease.as_secs_f64();
     let limit = i64::from(inner.config.tenant_max_running_tasks);
     let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -446,7 +446,7 @@ async fn claim_batch(inner: &Inner, max: usize) -> Result<Option<Vec<Claimed>>, 
 
 /// Claims the oldest claimable task execution and marks its run running, in one transaction.
 async fn claim(inner: &Inner) -> Result<Option<Claimed>, EngineError> {
-    let mut tx = inner.pool.begin().await?;
+    let mut tx = db::queue::begin_claim(&inner.pool).await?;
     let lease_s = inner.config.lease.as_secs_f64();
     let limit = i64::from(inner.config.tenant_max_running_tasks);
     let Some(row) = db::queue::claim_next(&mut tx, inner.config.replica_id, lease_s, limit).await? else {

@@ -61,6 +61,18 @@ pub(crate) async fn claim_next(
     Ok(claim_batch(conn, owner, lease_s, tenant_limit, 1).await?.pop())
 }
 
+/// Begins a claim's transaction (for [`claim_batch`] and [`claim_next`]), in which the claim is
+/// planned once per connection, not per call: Postgres would otherwise re-plan it on every claim
+/// (a custom plan: ~2.7 ms of planning against ~1 ms of execution, two thirds of all the planning
+/// a task cost; docs/benchmarks.md). Its parameters do not change which plan is good (the states
+/// it filters on are literals, so the partial indexes still apply). `SET LOCAL` holds for this
+/// transaction only, and goes with `BEGIN` in one round trip (a simple query).
+pub(crate) async fn begin_claim(
+    pool: &sqlx::PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, EngineError> {
+    Ok(pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan").await?)
+}
+
 /// Cross-tenant: claims up to `max` claimable queued task executions for `owner` in one
 /// statement, oldest first, leasing them until `now + lease_s`. Claimable: past its retry backoff,
 /// its run not being cancelled, its pipeline under its `parallelism` (unless the run already
@@ -77,12 +89,7 @@ pub(crate) async fn claim_batch(
     tenant_limit: i64,
     max: i64,
 ) -> Result<Vec<ClaimedRow>, EngineError> {
-    // Planned once per connection, not per call: Postgres would otherwise re-plan this statement
-    // on every claim (a custom plan: ~2.7 ms of planning against ~1 ms of execution, two thirds
-    // of all the planning a task costs; docs/benchmarks.md). Its parameters do not change which
-    // plan is good (the states it filters on are literals, so the partial indexes still apply).
-    // `SET LOCAL`: the caller's transaction only.
-    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *conn).await?;
+    // Planned once per connection when the transaction was begun by `begin_claim`.
     Ok(sqlx::query_as::<_, ClaimedRow>(
         "WITH candidates AS (
              SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id, t.queued_at,
