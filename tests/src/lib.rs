@@ -260,8 +260,19 @@ impl TenantClient<'_> {
     /// Registers `pipeline` in `namespace` with a single task `task` running `command` in
     /// `debian:12`, the set-up most tests share; answers the version.
     pub async fn register_one_task(&self, namespace: &str, pipeline: &str, task: &str, command: &[&str]) -> i64 {
-        let config =
-            serde_json::json!({"name": pipeline, "tasks": [{"id": task, "image": "debian:12", "command": command}]});
+        self.register_one_task_in_image(namespace, pipeline, task, "debian:12", command).await
+    }
+
+    /// [`Self::register_one_task`] with the task's image.
+    pub async fn register_one_task_in_image(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        task: &str,
+        image: &str,
+        command: &[&str],
+    ) -> i64 {
+        let config = serde_json::json!({"name": pipeline, "tasks": [{"id": task, "image": image, "command": command}]});
         self.register(namespace, pipeline, config).await
     }
 

@@ -87,12 +87,7 @@ async fn a_task_taken_over_from_a_dead_replica_is_metered_exactly_once() {
     let mut a = spawn_replica(config_a, dir_a, Some(fake.clone())).await;
     let acme = a.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "long",
-        json!({"name": "L", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "2"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "long", "work", "x", &["sleep", "2"]).await;
     let token = acme.token.clone();
     let run = acme.start_run("builds", "long").await;
     let job = format!("acme-builds-long-{run}-work-1");
@@ -115,12 +110,7 @@ async fn no_run_starts_without_task_seconds_left_and_running_tasks_stop_when_the
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
     app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "tiny"}))).await;
-    acme.register(
-        "builds",
-        "slow",
-        json!({"name": "S", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "30"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "slow", "work", "x", &["sleep", "30"]).await;
     // One task-second a month: the running task is stopped once it has used it.
     let started = Instant::now();
     let run = acme.start_run("builds", "slow").await;

@@ -181,12 +181,7 @@ async fn a_timeout_stops_the_job_and_a_cancel_deregisters_it() {
     assert_eq!(job["TaskGroups"][0]["MaxRunDuration"], 1_000_000_000u64, "Nomad enforces the timeout too");
     wait_until("the timed-out job purged", RUN_TIMEOUT, async || double.jobs().is_empty()).await;
 
-    acme.register(
-        "builds",
-        "long",
-        json!({"name": "Long", "tasks": [{"id": "wait", "image": "alpine:3", "command": ["sleep", "60"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "long", "wait", "alpine:3", &["sleep", "60"]).await;
     let run = acme.start_run("builds", "long").await;
     wait_until("the task runs in Nomad", RUN_TIMEOUT, async || {
         task_of(&acme, "long", run, "wait").await.node.is_some()
@@ -345,12 +340,7 @@ async fn a_wrong_nomad_token_is_refused_and_said_so() {
     .await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "pipe",
-        json!({"name": "P", "tasks": [{"id": "tsk", "image": "alpine:3", "command": ["echo"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "pipe", "tsk", "alpine:3", &["echo"]).await;
     let run = acme.start_run("builds", "pipe").await;
     let done = acme.wait_for_run("builds", "pipe", run, RUN_TIMEOUT).await;
     assert_eq!(done.status, RunStatus::Failed);
@@ -367,12 +357,7 @@ async fn a_nomad_that_stops_answering_only_delays_the_task() {
     let app = nomad_app(&double, |_| {}).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "hung",
-        json!({"name": "Hung", "tasks": [{"id": "work", "image": "alpine:3", "command": ["sleep", "1"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "hung", "work", "alpine:3", &["sleep", "1"]).await;
     let run = acme.start_run("builds", "hung").await;
     wait_until("the task runs", RUN_TIMEOUT, async || task_of(&acme, "hung", run, "work").await.node.is_some()).await;
     // Calls hang past the client's 2 s timeout, and the event stream goes silent.
@@ -500,12 +485,7 @@ async fn logs_come_through_held_streams_that_resume_at_their_offset_when_dropped
     let app = nomad_app(&double, |_| {}).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "chatty",
-        json!({"name": "Chatty", "tasks": [{"id": "talk", "image": "alpine:3", "command": ["count", "40", "0.05"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "chatty", "talk", "alpine:3", &["count", "40", "0.05"]).await;
     let run = acme.start_run("builds", "chatty").await;
     wait_until("the log streams", RUN_TIMEOUT, async || {
         log_reads(&double.requests(), "stdout").iter().any(|(follow, _)| *follow)
@@ -537,12 +517,7 @@ async fn logs_are_polled_when_streams_cannot_be_held() {
     let app = nomad_app(&double, |_| {}).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "chatty",
-        json!({"name": "Chatty", "tasks": [{"id": "talk", "image": "alpine:3", "command": ["count", "20", "0.05"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "chatty", "talk", "alpine:3", &["count", "20", "0.05"]).await;
     let run = acme.start_run("builds", "chatty").await;
     let done = acme.wait_for_run("builds", "chatty", run, RUN_TIMEOUT).await;
     assert_eq!(done.status, RunStatus::Successful, "{done:?}");

@@ -22,8 +22,7 @@ async fn metrics_count_requests_by_route_and_report_tasks_and_the_queue() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register("builds", "hello", json!({"name": "H", "tasks": [{"id": "say", "image": "x", "command": ["true"]}]}))
-        .await;
+    acme.register_one_task_in_image("builds", "hello", "say", "x", &["true"]).await;
     let run = acme.start_run("builds", "hello").await;
     let done = acme.wait_for_run("builds", "hello", run, Duration::from_secs(30)).await;
     assert_eq!(done.status, RunStatus::Successful);
@@ -62,12 +61,7 @@ async fn pipeline_stats_count_outcomes_and_durations_of_the_last_7_and_30_days()
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "mixed",
-        json!({"name": "M", "tasks": [{"id": "work", "image": "x", "command": ["sh", "-c", "exit $CODE"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "mixed", "work", "x", &["sh", "-c", "exit $CODE"]).await;
     let path = "/api/v1/namespaces/builds/pipelines/mixed/stats";
     let empty = acme.request("GET", path, None).await;
     assert_eq!(empty.status, 200, "{empty:?}");

@@ -113,12 +113,7 @@ async fn cancel_all_cancels_every_unfinished_run_of_the_pipeline() {
     let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake.clone())).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "slow",
-        json!({"name": "Slow", "tasks": [{"id": "wait", "image": "x", "command": ["sleep", "60"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "slow", "wait", "x", &["sleep", "60"]).await;
     for _ in 0..3 {
         acme.start_run("builds", "slow").await;
     }
@@ -241,12 +236,7 @@ async fn a_scheduler_outage_at_dispatch_is_ridden_out_without_spending_attempts(
     let app = spawn_replica(fast_config(fresh_database().await, state_dir.path()), state_dir, Some(fake.clone())).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "outage",
-        json!({"name": "O", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "0.1"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "outage", "work", "x", &["sleep", "0.1"]).await;
     let run = acme.start_run("builds", "outage").await;
     let done = acme.wait_for_run("builds", "outage", run, Duration::from_secs(60)).await;
     assert_eq!(done.status, RunStatus::Successful);
@@ -267,12 +257,7 @@ async fn infrastructure_failures_are_retried_and_a_task_exit_is_not() {
     let app = spawn_replica(config, state_dir, Some(fake.clone())).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "infra",
-        json!({"name": "I", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "0.2"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "infra", "work", "x", &["sleep", "0.2"]).await;
     let run = acme.start_run("builds", "infra").await;
     let done = acme.wait_for_run("builds", "infra", run, Duration::from_secs(30)).await;
     assert_eq!(done.status, RunStatus::Successful);
@@ -287,12 +272,7 @@ async fn infrastructure_failures_are_retried_and_a_task_exit_is_not() {
     assert_eq!(reasons, [json!("scheduler_error"), json!("scheduler_error"), Value::Null]);
 
     // A task's own failure is not an infrastructure failure: no retry without `retries`.
-    acme.register(
-        "builds",
-        "exits",
-        json!({"name": "E", "tasks": [{"id": "work", "image": "x", "command": ["exit", "3"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "exits", "work", "x", &["exit", "3"]).await;
     let run = acme.start_run("builds", "exits").await;
     let done = acme.wait_for_run("builds", "exits", run, Duration::from_secs(30)).await;
     assert_eq!(done.status, RunStatus::Failed);
@@ -315,12 +295,7 @@ async fn a_dead_replicas_task_is_taken_over_and_runs_exactly_once() {
     let mut a = spawn_replica(config_a, dir_a, Some(fake.clone())).await;
     let acme = a.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "long",
-        json!({"name": "L", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "4"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "long", "work", "x", &["sleep", "4"]).await;
     let token = acme.token.clone();
     let run = acme.start_run("builds", "long").await;
     let job = format!("acme-builds-long-{run}-work-1");
@@ -365,12 +340,7 @@ async fn a_task_lost_with_its_replica_runs_again_as_a_new_attempt_marked_orphane
     let app = spawn_replica(config, dir, Some(fake.clone())).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
-    acme.register(
-        "builds",
-        "lost",
-        json!({"name": "L", "tasks": [{"id": "work", "image": "x", "command": ["sleep", "1"]}]}),
-    )
-    .await;
+    acme.register_one_task_in_image("builds", "lost", "work", "x", &["sleep", "1"]).await;
     let run = acme.start_run("builds", "lost").await;
     let job1 = format!("acme-builds-lost-{run}-work-1");
     wait_until("dispatch", Duration::from_secs(10), || async { fake.starts(&job1) == 1 }).await;
