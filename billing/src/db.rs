@@ -65,34 +65,45 @@ fn l(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Binds a plan's fields as `$1`..`$15`, in the order of `plan_columns!`.
+fn bind_plan<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    p: &'q Plan,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&p.id)
+        .bind(&p.name)
+        .bind(i(p.max_concurrent_tasks))
+        .bind(i(p.max_task_timeout_s))
+        .bind(i(p.max_run_duration_s))
+        .bind(i(p.max_cpu_millis))
+        .bind(i(p.max_memory_mb))
+        .bind(l(p.task_seconds_per_month))
+        .bind(l(p.object_storage_bytes))
+        .bind(i(p.requests_per_minute))
+        .bind(&p.node_pool)
+        .bind(p.allow_network)
+        .bind(p.allow_attach)
+        .bind(i(p.max_pipeline_objects))
+        .bind(l(p.max_pipeline_object_bytes))
+}
+
 pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
-    sqlx::query(concat!(
-        "INSERT INTO plans (",
-        plan_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    ))
-    .bind(&p.id)
-    .bind(&p.name)
-    .bind(i(p.max_concurrent_tasks))
-    .bind(i(p.max_task_timeout_s))
-    .bind(i(p.max_run_duration_s))
-    .bind(i(p.max_cpu_millis))
-    .bind(i(p.max_memory_mb))
-    .bind(l(p.task_seconds_per_month))
-    .bind(l(p.object_storage_bytes))
-    .bind(i(p.requests_per_minute))
-    .bind(&p.node_pool)
-    .bind(p.allow_network)
-    .bind(p.allow_attach)
-    .bind(i(p.max_pipeline_objects))
-    .bind(l(p.max_pipeline_object_bytes))
+    bind_plan(
+        sqlx::query(concat!(
+            "INSERT INTO plans (",
+            plan_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        )),
+        p,
+    )
     .execute(pool)
     .await?;
     Ok(())
 }
 
 pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let query = sqlx::query(
         "UPDATE plans SET name = $2, max_concurrent_tasks = $3, max_task_timeout_s = $4, max_run_duration_s = $5,
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
              requests_per_minute = $10, node_pool = $11, allow_network = $12, allow_attach = $13,
@@ -104,25 +115,8 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
                                      IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
-    )
-    .bind(&p.id)
-    .bind(&p.name)
-    .bind(i(p.max_concurrent_tasks))
-    .bind(i(p.max_task_timeout_s))
-    .bind(i(p.max_run_duration_s))
-    .bind(i(p.max_cpu_millis))
-    .bind(i(p.max_memory_mb))
-    .bind(l(p.task_seconds_per_month))
-    .bind(l(p.object_storage_bytes))
-    .bind(i(p.requests_per_minute))
-    .bind(&p.node_pool)
-    .bind(p.allow_network)
-    .bind(p.allow_attach)
-    .bind(i(p.max_pipeline_objects))
-    .bind(l(p.max_pipeline_object_bytes))
-    .execute(pool)
-    .await?
-    .rows_affected();
+    );
+    let done = bind_plan(query, p).execute(pool).await?.rows_affected();
     Ok(done == 1)
 }
 
