@@ -884,13 +884,19 @@ pub(crate) async fn mark_waiting_for_parallelism(
     parallelism: i32,
 ) -> Result<(), EngineError> {
     sqlx::query(
-        "UPDATE task_executions t SET waiting_reason = 'waiting_for_parallelism'
-         FROM runs r
-         WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
-           AND t.tenant_id = $1 AND t.namespace_id = $2 AND t.pipeline_id = $3
-           AND r.state = 'pending' AND t.state = 'queued' AND t.waiting_reason = 'waiting_for_capacity'
-           AND (SELECT count(*) FROM runs r2 WHERE r2.tenant_id = $1 AND r2.namespace_id = $2 AND r2.pipeline_id = $3
-                  AND r2.state = 'running') >= $4",
+        // Rows another claimer holds are skipped, not waited for: that claimer may be waiting for
+        // this transaction's locks, and the reason is only informative (the reaper refreshes it).
+        "UPDATE task_executions SET waiting_reason = 'waiting_for_parallelism'
+         WHERE (tenant_id, namespace_id, pipeline_id, run_id, task_id) IN (
+             SELECT t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id
+             FROM task_executions t
+             JOIN runs r ON (r.tenant_id, r.namespace_id, r.pipeline_id, r.id) = (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id)
+             WHERE t.tenant_id = $1 AND t.namespace_id = $2 AND t.pipeline_id = $3
+               AND r.state = 'pending' AND t.state = 'queued' AND t.waiting_reason = 'waiting_for_capacity'
+               AND (SELECT count(*) FROM runs r2 WHERE r2.tenant_id = $1 AND r2.namespace_id = $2 AND r2.pipeline_id = $3
+                      AND r2.state = 'running') >= $4
+             FOR UPDATE OF t SKIP LOCKED
+         )",
     )
     .bind(run.pipeline.tenant.as_str())
     .bind(run.pipeline.namespace.as_str())
