@@ -746,7 +746,7 @@ pub(crate) async fn complete_waiting_task(
 pub(crate) type RunStates = (Option<crate::cancel::CancelReason>, BTreeMap<TaskId, (TaskState, TaskStatus)>);
 
 /// [`RunStates`] from rows of (cancel reason, task, state, status), one per task execution, as the
-/// locking SQL functions answer them (`gofer_lock_run_states`, `gofer_finish_task_and_lock`);
+/// locking SQL function `gofer_lock_run_states` answers them;
 /// `None` for no row (no such run).
 pub(crate) fn run_states(
     rows: Vec<(Option<String>, String, String, String)>,

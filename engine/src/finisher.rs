@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use gofer_core::PipelineConfig;
+use gofer_core::{PipelineConfig, TaskStatus};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -112,6 +112,9 @@ async fn record_batch(pool: &PgPool, owner: uuid::Uuid, successes: &[&Success]) 
         .map(|s| db::queue::Finished {
             key: &s.key,
             attempt: s.attempt,
+            status: TaskStatus::Successful,
+            attempt_status: TaskStatus::Successful,
+            reason: None,
             exit_code: s.exit_code,
             requested: s.requested,
             node: s.node.as_deref(),

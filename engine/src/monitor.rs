@@ -635,18 +635,26 @@ async fn conclude_on(
     };
     match decide(locked.flatten()) {
         Verdict::Complete { status, reason, exit_code } => {
-            let attempt_status = if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status };
-            let attempt = closed(attempt_status, reason.as_ref(), exit_code, false);
             let payload = json!({"status": status, "status_reason": reason, "exit_code": exit_code,
                                  "attempt": claimed.attempt, "job_id": job_id});
-            // Also locks the run (already locked when the cancel mattered) and reads its states.
-            let Some(finished) =
-                db::queue::finish_task_and_lock(&mut tx, key, owner, status, &attempt, &payload).await?
-            else {
+            let finished = db::queue::Finished {
+                key,
+                attempt: claimed.attempt,
+                status,
+                attempt_status: if status == TaskStatus::Skipped { TaskStatus::Cancelled } else { status },
+                reason: reason.as_ref(),
+                exit_code,
+                requested,
+                node,
+                event: &payload,
+            };
+            if db::queue::finish_tasks(&mut tx, owner, std::slice::from_ref(&finished)).await? != [true] {
                 tracing::warn!("the task execution was already finished elsewhere; leaving it");
                 return Ok(());
-            };
-            let (cancelling, states) = finished.ok_or(EngineError::RunNotFound(key.run.run))?;
+            }
+            // Then lock the run (already locked when the cancel mattered) and read its states.
+            let states = db::queue::lock_runs_states(&mut tx, &[&key.run]).await?.pop().flatten();
+            let (cancelling, states) = states.ok_or(EngineError::RunNotFound(key.run.run))?;
             release::release_with_states(&mut tx, &key.run, cancelling, config.version, &config.config, states).await?;
             tx.commit().await?;
             crate::measure::task_completed(status);

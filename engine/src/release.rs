@@ -30,7 +30,7 @@ pub(crate) async fn release_ready_tasks(
 }
 
 /// [`release_ready_tasks`] with the run's task states as the caller read them under the run's
-/// lock (see [`db::queue::finish_task_and_lock`]).
+/// lock (see [`db::queue::lock_runs_states`]).
 pub(crate) async fn release_with_states(
     conn: &mut PgConnection,
     run: &RunKey,

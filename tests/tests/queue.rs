@@ -695,9 +695,9 @@ async fn without_a_configured_limit_a_replica_over_a_cluster_scheduler_watches_6
 
 #[tokio::test]
 async fn successes_whose_batch_fails_are_each_recorded_alone() {
-    // Every batch statement fails here (a trigger refuses the usage rows it inserts, and only it:
-    // the single-task path inserts them from `gofer_finish_task_and_lock`). Each batch is rolled
-    // back whole, and each of its successes is then recorded on its own, once.
+    // Every batch of more than one success fails here (a trigger refuses a statement inserting
+    // several usage rows; a task recorded alone inserts one). Each such batch is rolled back
+    // whole, and each of its successes is then recorded on its own, once.
     let fake = Arc::new(FakeScheduler::default());
     let replicas = two_replicas(&fake, |_| {}).await;
     let db = &replicas[0].db;
@@ -706,20 +706,20 @@ async fn successes_whose_batch_fails_are_each_recorded_alone() {
         "CREATE SEQUENCE refused_batches;
          CREATE FUNCTION refuse_batches() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-             IF current_query() LIKE 'WITH input AS%' THEN
+             IF (SELECT count(*) FROM inserted) > 1 THEN
                  PERFORM nextval('refused_batches');
                  RAISE EXCEPTION 'batches refused by the test';
              END IF;
-             RETURN NEW;
+             RETURN NULL;
          END $$;
-         CREATE TRIGGER refuse_batches BEFORE INSERT ON usage_records
-             FOR EACH ROW EXECUTE FUNCTION refuse_batches();",
+         CREATE TRIGGER refuse_batches AFTER INSERT ON usage_records REFERENCING NEW TABLE AS inserted
+             FOR EACH STATEMENT EXECUTE FUNCTION refuse_batches();",
     )
     .execute(db)
     .await
     .unwrap();
     let acme = replicas[0].tenant("acme").await;
-    joined_runs(&acme, 6, 3).await;
+    joined_runs(&acme, 12, 3).await;
     let counts: (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM task_executions WHERE state = 'complete' AND status = 'successful'),
                 (SELECT count(*) FROM usage_records),
@@ -728,7 +728,7 @@ async fn successes_whose_batch_fails_are_each_recorded_alone() {
     .fetch_one(db)
     .await
     .unwrap();
-    assert_eq!(counts, (21, 21, 21), "successful executions, usage rows, completion events");
+    assert_eq!(counts, (39, 39, 39), "successful executions, usage rows, completion events");
     // Each success was recorded alone: no two share a transaction's `now()`.
     let shared_ends = shared_transaction_ends(db).await;
     assert_eq!(shared_ends, 0);

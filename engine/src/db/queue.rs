@@ -476,52 +476,14 @@ pub(crate) async fn close_attempt(
     Ok(())
 }
 
-/// Completes a running task execution held by `owner` with how its last attempt ended, then locks
-/// its run and reads the run's task states after the lock was granted, in one round trip (the
-/// function of the migration `create_finish_task_and_lock`): the task execution (fenced by the
-/// lease), the attempt with its usage ledger row (as [`close_attempt`]) and the `task_completed`
-/// event with its notification (on commit). `None` when the fence failed (nothing written);
-/// `Some(None)` when the run is missing.
-pub(crate) async fn finish_task_and_lock(
-    conn: &mut PgConnection,
-    key: &TaskKey,
-    owner: uuid::Uuid,
-    task_status: TaskStatus,
-    attempt: &ClosedAttempt<'_>,
-    event: &serde_json::Value,
-) -> Result<Option<Option<crate::db::RunStates>>, EngineError> {
-    /// (finished, cancel reason, task, state, status): the last three are null when not finished.
-    type Row = (bool, Option<String>, Option<String>, Option<String>, Option<String>);
-    let rows: Vec<Row> = bind_closed_attempt!(
-        sqlx::query_as(
-            "SELECT finished, cancel_reason, task_id, state, status
-             FROM gofer_finish_task_and_lock($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                             $17, $18, $19)"
-        ),
-        key,
-        attempt
-    )
-    .bind(task_status.as_str())
-    .bind(owner)
-    .bind(gofer_core::EventKind::TaskCompleted.as_str())
-    .bind(sqlx::types::Json(event))
-    .bind(crate::events::EVENTS_CHANNEL)
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.first().is_some_and(|(finished, ..)| !finished) {
-        return Ok(None);
-    }
-    let rows = rows.into_iter().map(|(_, reason, task, state, status)| {
-        let missing = || crate::db::corrupt("a task state row without its task, state or status");
-        Ok((reason, task.ok_or_else(missing)?, state.ok_or_else(missing)?, status.ok_or_else(missing)?))
-    });
-    Ok(Some(crate::db::run_states(rows.collect::<Result<Vec<_>, EngineError>>()?)?))
-}
-
-/// One successful attempt to record with [`finish_tasks`].
+/// One attempt that completes its task execution, to record with [`finish_tasks`].
 pub(crate) struct Finished<'a> {
     pub key: &'a TaskKey,
     pub attempt: i32,
+    /// The task execution's status, and the attempt's (a skipped task's attempt is `cancelled`).
+    pub status: TaskStatus,
+    pub attempt_status: TaskStatus,
+    pub reason: Option<&'a Reason>,
     pub exit_code: Option<i32>,
     /// What the task asked for: (CPU millicores, memory MiB), metered with the time.
     pub requested: (u32, u32),
@@ -531,12 +493,14 @@ pub(crate) struct Finished<'a> {
     pub event: &'a serde_json::Value,
 }
 
-/// [`finish_task_and_lock`] without the lock, for a batch of successful attempts in one
-/// statement: each task execution held by `owner` completes `successful` (fenced by its lease), with
-/// its attempt, its usage ledger row and its `task_completed` event (one notification per tenant,
-/// on commit). Answers, per attempt in order, whether its fence held (false: another transition
-/// got there first, and nothing of it was written). The caller then locks the runs with
-/// [`lock_runs_states`].
+/// Completes task executions held by `owner` with how their last attempts ended, in one statement
+/// (one task, or a batch of successes): each completes only if it still runs under `owner`'s lease
+/// (the fence), with its attempt, its usage ledger row and its `task_completed` event (one
+/// notification per tenant, on commit). Answers, per attempt in order, whether its fence held
+/// (false: another transition got there first, and nothing of it was written). The caller then
+/// locks the runs with [`lock_runs_states`], in a statement of its own: the lock must come after
+/// the completions, so that the last of several siblings finishing together sees every other one
+/// complete.
 pub(crate) async fn finish_tasks(
     conn: &mut PgConnection,
     owner: uuid::Uuid,
@@ -548,12 +512,13 @@ pub(crate) async fn finish_tasks(
     let finished: Vec<i64> = sqlx::query_scalar(
         "WITH input AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::int[],
-                                  $8::int[], $9::int[], $10::text[], $11::jsonb[]) WITH ORDINALITY
+                                  $8::int[], $9::int[], $10::text[], $11::jsonb[], $15::text[], $16::text[],
+                                  $17::text[], $18::text[]) WITH ORDINALITY
                  AS i (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, exit_code, cpu_millis,
-                       memory_mb, node, payload, position)
+                       memory_mb, node, payload, status, attempt_status, reason, description, position)
          ), done AS (
-             UPDATE task_executions t SET state = 'complete', status = 'successful', status_reason = NULL,
-                 status_description = NULL, exit_code = i.exit_code, ended_at = now(), lease_owner = NULL,
+             UPDATE task_executions t SET state = 'complete', status = i.status, status_reason = i.reason,
+                 status_description = i.description, exit_code = i.exit_code, ended_at = now(), lease_owner = NULL,
                  lease_until = NULL, waiting_reason = NULL, node = COALESCE(i.node, t.node)
              FROM input i
              WHERE (t.tenant_id, t.namespace_id, t.pipeline_id, t.run_id, t.task_id)
@@ -561,8 +526,8 @@ pub(crate) async fn finish_tasks(
                AND t.state = 'running' AND t.lease_owner = $12
              RETURNING i.position
          ), closed AS (
-             UPDATE task_attempts a SET state = 'complete', status = 'successful', status_reason = NULL,
-                 status_description = NULL, exit_code = i.exit_code, retried = false, ended_at = now(),
+             UPDATE task_attempts a SET state = 'complete', status = i.attempt_status, status_reason = i.reason,
+                 status_description = i.description, exit_code = i.exit_code, retried = false, ended_at = now(),
                  node = COALESCE(i.node, a.node)
              FROM input i JOIN done d ON d.position = i.position
              WHERE (a.tenant_id, a.namespace_id, a.pipeline_id, a.run_id, a.task_id, a.attempt)
@@ -603,6 +568,10 @@ pub(crate) async fn finish_tasks(
     .bind(owner)
     .bind(gofer_core::EventKind::TaskCompleted.as_str())
     .bind(crate::events::EVENTS_CHANNEL)
+    .bind(column(tasks, |t| t.status.as_str()))
+    .bind(column(tasks, |t| t.attempt_status.as_str()))
+    .bind(column(tasks, |t| t.reason.map(|r| r.reason.as_str())))
+    .bind(column(tasks, |t| t.reason.map(|r| r.description.as_str())))
     .fetch_all(&mut *conn)
     .await?;
     // Positions count from 1.
