@@ -108,6 +108,10 @@ pub struct Config {
     /// of one object read ahead on downloads (at least 1). Memory per transfer is at most
     /// `(s3_part_concurrency + 1) × s3_part_size_bytes`.
     pub s3_part_concurrency: usize,
+    /// Longest object sent to S3 as one streamed `PutObject` when the request declares its
+    /// length (`Content-Length`); longer ones, and bodies of unknown length (chunked), go up as
+    /// multipart uploads. At most 5 GiB (S3's limit for one `PutObject`).
+    pub s3_single_put_max_bytes: u64,
     /// Object limits and expiry.
     pub objects: ObjectSettings,
     /// Attaching to running tasks (docs/attach.md).
@@ -487,6 +491,7 @@ impl Default for Config {
             s3_secret_access_key: None,
             s3_part_size_bytes: 8 * 1024 * 1024,
             s3_part_concurrency: 4,
+            s3_single_put_max_bytes: 100 * 1024 * 1024,
             objects: ObjectSettings::default(),
             attach: AttachSettings::default(),
             run_cache_ttl_s: 60,

@@ -370,6 +370,7 @@ async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::obj
                 credentials,
                 part_size: config.s3_part_size_bytes,
                 concurrency: config.s3_part_concurrency,
+                single_put_max: config.s3_single_put_max_bytes,
             })
             .await;
             store.ensure_bucket().await.context("reaching the S3 bucket")?;

@@ -52,6 +52,53 @@ pub enum ObjectStoreError {
     Backend(String),
 }
 
+/// Counts a body's bytes as they stream into a store, so that every store refuses the same
+/// bodies: one past `max_bytes`, and one whose length differs from the length declared for it.
+#[derive(Debug, Clone)]
+pub struct BodyLength {
+    declared: Option<u64>,
+    max_bytes: u64,
+    seen: u64,
+}
+
+impl BodyLength {
+    /// Starts counting; a declared length past `max_bytes` is refused before any byte is read.
+    pub fn new(declared: Option<u64>, max_bytes: u64) -> Result<Self, ObjectStoreError> {
+        if declared.is_some_and(|n| n > max_bytes) {
+            return Err(ObjectStoreError::TooLarge(max_bytes));
+        }
+        Ok(Self { declared, max_bytes, seen: 0 })
+    }
+
+    /// Counts the next `len` bytes.
+    pub fn add(&mut self, len: usize) -> Result<(), ObjectStoreError> {
+        self.seen = self.seen.saturating_add(len as u64);
+        if self.seen > self.max_bytes {
+            return Err(ObjectStoreError::TooLarge(self.max_bytes));
+        }
+        match self.declared {
+            Some(declared) if self.seen > declared => Err(self.mismatch(declared)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The body ended: answers its length, unless it is shorter than declared.
+    pub fn end(&self) -> Result<u64, ObjectStoreError> {
+        match self.declared {
+            Some(declared) if self.seen != declared => Err(self.mismatch(declared)),
+            _ => Ok(self.seen),
+        }
+    }
+
+    fn mismatch(&self, declared: u64) -> ObjectStoreError {
+        ObjectStoreError::Body(if self.seen > declared {
+            format!("the body is longer than the {declared} bytes declared")
+        } else {
+            format!("the body ended after {} of the {declared} bytes declared", self.seen)
+        })
+    }
+}
+
 /// Stores opaque objects by key. A put either stores the whole body or leaves nothing behind
 /// (no partial object, no dangling multipart upload); a put over an existing key replaces it.
 pub trait ObjectStore: Send + Sync + 'static {
@@ -59,10 +106,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Streams `body` into `key`, refusing it with [`ObjectStoreError::TooLarge`] past `max_bytes`.
+    /// `length` is the body's length when it is known in advance (a request's `Content-Length`):
+    /// a store may then send it differently (S3: one streamed `PutObject` instead of a multipart
+    /// upload), and a body that turns out to have another length is refused, storing nothing.
     fn put<'a>(
         &'a self,
         key: &'a str,
         body: ByteStream,
+        length: Option<u64>,
         max_bytes: u64,
     ) -> BoxFuture<'a, Result<Stored, ObjectStoreError>>;
 
@@ -208,6 +259,32 @@ mod tests {
         for bad in ["", "/a", "a/", "a//b", "../x", "a/./b", "a b", "é", &"x".repeat(257), "a\\b"] {
             assert!(ObjectKey::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_body_is_refused_past_the_limit_or_when_its_length_is_not_the_declared_one() {
+        assert!(matches!(BodyLength::new(Some(11), 10), Err(ObjectStoreError::TooLarge(10))));
+
+        let mut undeclared = BodyLength::new(None, 10).unwrap();
+        undeclared.add(6).unwrap();
+        undeclared.add(4).unwrap();
+        assert_eq!(undeclared.end().unwrap(), 10);
+        assert!(matches!(undeclared.add(1), Err(ObjectStoreError::TooLarge(10))));
+
+        let mut exact = BodyLength::new(Some(5), 10).unwrap();
+        exact.add(5).unwrap();
+        assert_eq!(exact.end().unwrap(), 5);
+
+        let mut short = BodyLength::new(Some(5), 10).unwrap();
+        short.add(4).unwrap();
+        assert_eq!(
+            short.end().unwrap_err().to_string(),
+            "reading the object body failed: the body ended after 4 of the 5 bytes declared"
+        );
+
+        let mut long = BodyLength::new(Some(5), 10).unwrap();
+        let refused = long.add(6).unwrap_err();
+        assert_eq!(refused.to_string(), "reading the object body failed: the body is longer than the 5 bytes declared");
     }
 
     #[test]

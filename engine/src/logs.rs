@@ -482,10 +482,11 @@ pub async fn archive_finished(pool: &PgPool, store: &LogStore, after: Duration) 
             let key = due_key(log)?;
             let (raw, head, tail_start) = store.shape(&key).await?.unwrap_or((0, 0, 0));
             let shown = store.read_all_from(&key, 0).await?.data;
+            let length = shown.len() as u64;
             let body: gofer_core::objects::ByteStream =
                 Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(shown))]));
             archive
-                .put(&key.path(), body, u64::MAX)
+                .put(&key.path(), body, Some(length), u64::MAX)
                 .await
                 .map_err(|e| EngineError::Logs(std::io::Error::other(e.to_string())))?;
             crate::db::logs::mark_archived(pool, log, raw, head, tail_start).await?;

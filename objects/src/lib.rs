@@ -145,7 +145,15 @@ impl Objects {
     /// `max_pipeline_object_bytes` per pipeline, `object_storage_bytes` over the tenant) evict the
     /// oldest, each with an `object_evicted` event naming the limit.
     #[tracing::instrument(skip_all, fields(tenant = %at.tenant, key = %key))]
-    pub async fn put(&self, at: &Collection, key: &ObjectKey, body: ByteStream) -> Result<ObjectInfo, ObjectsError> {
+    /// `length` is the body's length when declared (a request's `Content-Length`), which the body
+    /// must then match.
+    pub async fn put(
+        &self,
+        at: &Collection,
+        key: &ObjectKey,
+        body: ByteStream,
+        length: Option<u64>,
+    ) -> Result<ObjectInfo, ObjectsError> {
         self.require(at).await?;
         let mut max = self.limits.max_object_bytes;
         let plan = if at.scope == ObjectScope::Pipeline {
@@ -161,7 +169,7 @@ impl Objects {
             max = max.min(u64::try_from(bytes).unwrap_or(0));
         }
         let store_key = at.store_key(key);
-        let stored = self.store.put(&store_key, body, max).await?;
+        let stored = self.store.put(&store_key, body, length, max).await?;
         let mut tx = db::scoped(&self.pool, &at.tenant).await?;
         let row = match db::upsert(&mut tx, at, key, stored.size, &stored.sha256).await {
             Ok(row) => row,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use gofer_core::objects::{BoxFuture, ByteStream, Fetched, ObjectStore, ObjectStoreError, Stored};
+use gofer_core::objects::{BodyLength, BoxFuture, ByteStream, Fetched, ObjectStore, ObjectStoreError, Stored};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -54,11 +54,11 @@ impl LocalStore {
         self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string())
     }
 
-    async fn put_inner(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<Stored, ObjectStoreError> {
+    async fn put_inner(&self, key: &str, body: ByteStream, length: BodyLength) -> Result<Stored, ObjectStoreError> {
         let ref_path = self.ref_path(key)?;
         let tmp = self.tmp_path();
         let result = async {
-            let stored = write_hashing(&tmp, body, max_bytes).await?;
+            let stored = write_hashing(&tmp, body, length).await?;
             self.link_into_place(&tmp, &stored.sha256, &ref_path).await?;
             Ok(stored)
         }
@@ -163,9 +163,10 @@ impl ObjectStore for LocalStore {
         &'a self,
         key: &'a str,
         body: ByteStream,
+        length: Option<u64>,
         max_bytes: u64,
     ) -> BoxFuture<'a, Result<Stored, ObjectStoreError>> {
-        Box::pin(self.put_inner(key, body, max_bytes))
+        Box::pin(async move { self.put_inner(key, body, BodyLength::new(length, max_bytes)?).await })
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Fetched>, ObjectStoreError>> {
@@ -181,23 +182,20 @@ impl ObjectStore for LocalStore {
     }
 }
 
-/// Streams `body` into a new file at `path`, hashing it, refusing it past `max_bytes`; the file is
-/// synced before this returns.
-async fn write_hashing(path: &Path, mut body: ByteStream, max_bytes: u64) -> Result<Stored, ObjectStoreError> {
+/// Streams `body` into a new file at `path`, hashing it, refusing it when `length` does; the file
+/// is synced before this returns.
+async fn write_hashing(path: &Path, mut body: ByteStream, mut length: BodyLength) -> Result<Stored, ObjectStoreError> {
     create_parent(path).await?;
     let mut file = tokio::fs::File::create(path).await.map_err(io_error)?;
     let mut hasher = Sha256::new();
-    let mut size = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ObjectStoreError::Body(e.to_string()))?;
-        size += chunk.len() as u64;
-        if size > max_bytes {
-            return Err(ObjectStoreError::TooLarge(max_bytes));
-        }
+        length.add(chunk.len())?;
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_error)?;
     }
     file.flush().await.map_err(io_error)?;
+    let size = length.end()?;
     file.sync_all().await.map_err(io_error)?;
     Ok(Stored { size, sha256: hex::encode(hasher.finalize()) })
 }

@@ -1,5 +1,6 @@
-//! The S3 store (production): aws-sdk-s3 against any S3-compatible server. Bodies up to one part
-//! go up in a single `PutObject`; longer ones as a multipart upload of `part_size` parts, up to
+//! The S3 store (production): aws-sdk-s3 against any S3-compatible server. A body whose length is
+//! declared (up to `single_put_max`) streams into one `PutObject`; any other body up to one part
+//! goes up in a single `PutObject`, a longer one as a multipart upload of `part_size` parts, up to
 //! `concurrency` of them in flight while the body is read on into the next, aborted on any
 //! failure so that nothing half-written remains. Reads of objects longer than a part fetch up to
 //! `concurrency` ranges ahead. Memory per transfer: at most `(concurrency + 1) × part_size`.
@@ -12,13 +13,19 @@ use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use gofer_core::objects::{BoxFuture, ByteStream, Fetched, ObjectStore, ObjectStoreError, Stored};
+use gofer_core::objects::{BodyLength, BoxFuture, ByteStream, Fetched, ObjectStore, ObjectStoreError, Stored};
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 /// S3's smallest part (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// S3's largest single `PutObject`.
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Chunks of a streamed `PutObject` queued between the body's reader and the request.
+const STREAMED_PUT_CHUNKS: usize = 8;
 
 /// Largest chunk handed to the reader of a prefetched range.
 const SEND_SLICE: usize = 256 * 1024;
@@ -40,6 +47,9 @@ pub struct S3Config {
     pub part_size: u64,
     /// Parts uploaded, or ranges read ahead, at once per object (at least 1).
     pub concurrency: usize,
+    /// Longest body of a declared length sent as one streamed `PutObject` (at most S3's 5 GiB);
+    /// longer ones, and bodies of unknown length, go up in parts.
+    pub single_put_max: u64,
 }
 
 /// An S3 bucket as an object store.
@@ -49,6 +59,7 @@ pub struct S3Store {
     bucket: String,
     part_size: usize,
     concurrency: usize,
+    single_put_max: u64,
 }
 
 impl S3Store {
@@ -81,6 +92,7 @@ impl S3Store {
             bucket: config.bucket.clone(),
             part_size,
             concurrency: config.concurrency.max(1),
+            single_put_max: config.single_put_max.min(MAX_SINGLE_PUT),
         }
     }
 
@@ -107,19 +119,101 @@ impl S3Store {
         }
     }
 
-    async fn put_inner(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<Stored, ObjectStoreError> {
+    async fn put_inner(
+        &self,
+        key: &str,
+        body: ByteStream,
+        declared: Option<u64>,
+        max_bytes: u64,
+    ) -> Result<Stored, ObjectStoreError> {
+        let length = BodyLength::new(declared, max_bytes)?;
+        match declared {
+            Some(declared) if declared <= self.single_put_max => self.put_streamed(key, body, length, declared).await,
+            _ => self.put_in_parts(key, body, length).await,
+        }
+    }
+
+    /// One `PutObject` of a body whose length is known, streamed as it is read (nothing buffered,
+    /// the payload unsigned as for any streamed body). The last chunk is held back until the body
+    /// has ended with the declared length, so that S3, which keeps nothing of a put that breaks
+    /// off, can never receive a whole body that the check then refuses.
+    async fn put_streamed(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        mut length: BodyLength,
+        declared: u64,
+    ) -> Result<Stored, ObjectStoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAMED_PUT_CHUNKS);
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(i64::try_from(declared).unwrap_or(i64::MAX))
+            .body(S3Body::from_body_1_x(ChannelBody { rx, length: declared }))
+            .send();
+        // `Err(None)`: S3 stopped reading (its answer says why).
+        let forward = async move {
+            let mut hasher = Sha256::new();
+            let mut held: Option<Bytes> = None;
+            let ended = loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        if let Err(e) = length.add(chunk.len()) {
+                            break Err(Some(e));
+                        }
+                        hasher.update(&chunk);
+                        if let Some(previous) = held.replace(chunk)
+                            && tx.send(Ok(previous)).await.is_err()
+                        {
+                            break Err(None);
+                        }
+                    }
+                    Some(Err(e)) => break Err(Some(ObjectStoreError::Body(e.to_string()))),
+                    None => break length.end().map_err(Some),
+                }
+            };
+            match ended {
+                Ok(size) => {
+                    if let Some(last) = held
+                        && tx.send(Ok(last)).await.is_err()
+                    {
+                        return Err(None);
+                    }
+                    Ok(Stored { size, sha256: hex::encode(hasher.finalize()) })
+                }
+                Err(e) => {
+                    // Breaks the request off: S3 stores nothing of it.
+                    let _ = tx.send(Err(std::io::Error::other("the object body was refused"))).await;
+                    Err(e)
+                }
+            }
+        };
+        match futures_util::join!(put, forward) {
+            (Ok(_), Ok(stored)) => Ok(stored),
+            (_, Err(Some(refused))) => Err(refused),
+            (Err(e), _) => Err(backend(e)),
+            (Ok(_), Err(None)) => Err(ObjectStoreError::Backend("S3 answered before reading the whole body".into())),
+        }
+    }
+
+    /// A body of unknown length (or past `single_put_max`): buffered a part at a time; a body of
+    /// at most one part goes up in one `PutObject`, a longer one as a multipart upload.
+    async fn put_in_parts(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        mut length: BodyLength,
+    ) -> Result<Stored, ObjectStoreError> {
         let mut hasher = Sha256::new();
-        let mut size = 0u64;
         // Grows up to one part for the first; later parts are allocated whole.
         let mut part = BytesMut::new();
         let mut upload: Option<Multipart> = None;
-        let read: Result<(), ObjectStoreError> = async {
+        let read: Result<u64, ObjectStoreError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| ObjectStoreError::Body(e.to_string()))?;
-                size += chunk.len() as u64;
-                if size > max_bytes {
-                    return Err(ObjectStoreError::TooLarge(max_bytes));
-                }
+                length.add(chunk.len())?;
                 hasher.update(&chunk);
                 let mut rest = &chunk[..];
                 while !rest.is_empty() {
@@ -139,11 +233,11 @@ impl S3Store {
                     rest = &rest[take..];
                 }
             }
-            Ok(())
+            length.end()
         }
         .await;
         let result = match (read, upload) {
-            (Ok(()), None) => self
+            (Ok(size), None) => self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
@@ -151,9 +245,9 @@ impl S3Store {
                 .body(S3Body::from(part.freeze()))
                 .send()
                 .await
-                .map(drop)
+                .map(|_| size)
                 .map_err(backend),
-            (Ok(()), Some(mut upload)) => {
+            (Ok(size), Some(mut upload)) => {
                 let finished = async {
                     if !part.is_empty() {
                         upload.send(part.freeze()).await?;
@@ -164,7 +258,7 @@ impl S3Store {
                 if finished.is_err() {
                     upload.abort().await;
                 }
-                finished
+                finished.map(|()| size)
             }
             (Err(e), Some(mut upload)) => {
                 upload.abort().await;
@@ -172,7 +266,7 @@ impl S3Store {
             }
             (Err(e), None) => Err(e),
         };
-        result.map(|()| Stored { size, sha256: hex::encode(hasher.finalize()) })
+        result.map(|size| Stored { size, sha256: hex::encode(hasher.finalize()) })
     }
 
     async fn start_multipart(&self, key: &str) -> Result<Multipart, ObjectStoreError> {
@@ -465,6 +559,29 @@ fn slices(fetched: std::io::Result<Bytes>) -> Vec<std::io::Result<Bytes>> {
     }
 }
 
+/// The body of a streamed `PutObject`: chunks from a channel, with the length declared up front
+/// (the SDK sends it as `Content-Length`).
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    length: u64,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|item| item.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.length)
+    }
+}
+
 /// An SDK body as a stream of chunks.
 fn sdk_stream(body: S3Body) -> ByteStream {
     Box::pin(futures_util::stream::unfold(body, |mut body| async move {
@@ -484,9 +601,10 @@ impl ObjectStore for S3Store {
         &'a self,
         key: &'a str,
         body: ByteStream,
+        length: Option<u64>,
         max_bytes: u64,
     ) -> BoxFuture<'a, Result<Stored, ObjectStoreError>> {
-        Box::pin(self.put_inner(key, body, max_bytes))
+        Box::pin(self.put_inner(key, body, length, max_bytes))
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Fetched>, ObjectStoreError>> {

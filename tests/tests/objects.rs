@@ -473,7 +473,7 @@ async fn env_references_to_objects_resolve_to_their_content_and_name_a_missing_k
         let body: gofer_core::objects::ByteStream = Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(
             bytes::Bytes::from(content.as_bytes().to_vec()),
         )]));
-        store.put(&store_key, body, 1024).await.unwrap();
+        store.put(&store_key, body, None, 1024).await.unwrap();
     }
     let mut env = std::collections::BTreeMap::from([
         ("GREETING".to_owned(), "hello pipeline_object{{ cfg/name }} v=run_object{{version}}!".to_owned()),
@@ -528,7 +528,7 @@ fn open_multipart_uploads() -> Vec<String> {
         .collect()
 }
 
-async fn read_whole(store: &gofer_objects::S3Store, key: &str) -> Option<Vec<u8>> {
+async fn read_whole(store: &impl gofer_core::objects::ObjectStore, key: &str) -> Option<Vec<u8>> {
     use futures_util::StreamExt;
     let mut fetched = gofer_core::objects::ObjectStore::get(store, key).await.unwrap()?;
     let mut out = Vec::new();
@@ -539,11 +539,9 @@ async fn read_whole(store: &gofer_objects::S3Store, key: &str) -> Option<Vec<u8>
     Some(out)
 }
 
-#[tokio::test]
-async fn a_multipart_upload_failing_with_parts_in_flight_leaves_no_object_and_no_open_upload() {
-    use futures_util::StreamExt;
-    use gofer_core::objects::{ObjectStore, ObjectStoreError};
-    const MIB: usize = 1024 * 1024;
+/// The test S3 server's store (a fresh bucket, named in the answer) with 5 MiB parts; bodies of a
+/// declared length up to `single_put_max` stream into one `PutObject`.
+async fn s3_store(single_put_max: u64) -> (gofer_objects::S3Store, String) {
     let mut config = gofer_api::Config::default();
     use_test_s3(&mut config);
     let store = gofer_objects::S3Store::connect(&gofer_objects::S3Config {
@@ -552,18 +550,84 @@ async fn a_multipart_upload_failing_with_parts_in_flight_leaves_no_object_and_no
         region: config.s3_region.clone(),
         path_style: true,
         credentials: Some((config.s3_access_key_id.clone().unwrap(), config.s3_secret_access_key.clone().unwrap())),
-        part_size: 5 * MIB as u64,
+        part_size: 5 * 1024 * 1024,
         concurrency: 4,
+        single_put_max,
     })
     .await;
     store.ensure_bucket().await.unwrap();
+    (store, config.s3_bucket)
+}
+
+/// `content` as a body stream in chunks of about a third of a MiB, then `tail` (an error, or
+/// extra bytes).
+fn chunked(content: &[u8], tail: Option<std::io::Result<bytes::Bytes>>) -> gofer_core::objects::ByteStream {
+    let mut chunks: Vec<std::io::Result<bytes::Bytes>> =
+        content.chunks(349_525).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    chunks.extend(tail);
+    Box::pin(futures_util::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn a_body_of_declared_length_streams_into_one_put_and_one_not_matching_it_replaces_nothing() {
+    use gofer_core::objects::ObjectStore;
+    const MIB: usize = 1024 * 1024;
+    let (store, bucket) = s3_store(64 * MIB as u64).await;
+    let content: Vec<u8> = (0..17 * MIB + 3).map(|i| (i % 241) as u8 ^ (i / MIB) as u8).collect();
+    let length = Some(content.len() as u64);
+
+    // Longer than a part, yet one PutObject: S3 gives a multipart object an ETag ending in
+    // `-<parts>`, and this one has none.
+    let stored = store.put("declared.bin", chunked(&content, None), length, u64::MAX).await.unwrap();
+    assert_eq!(stored.size, content.len() as u64);
+    assert_eq!(stored.sha256, sha256(&content));
+    assert!(read_whole(&store, "declared.bin").await.unwrap() == content, "it reads back as written");
+    let head = store.client().head_object().bucket(&bucket).key("declared.bin").send().await.unwrap();
+    let etag = head.e_tag().unwrap().trim_matches('"').to_owned();
+    assert!(!etag.contains('-'), "sent as one PutObject, not in parts: ETag {etag}");
+
+    refused_bodies_replace_nothing(&store, &content).await;
+    let local_dir = tempfile::tempdir().unwrap();
+    refused_bodies_replace_nothing(&gofer_objects::LocalStore::new(local_dir.path()), &content).await;
+}
+
+/// Bodies that do not match their declared length, or break off, or are too large, are refused
+/// and leave the object they would have replaced as it was, and none where there was none.
+async fn refused_bodies_replace_nothing(store: &impl gofer_core::objects::ObjectStore, content: &[u8]) {
+    use gofer_core::objects::ObjectStoreError;
+    const MIB: usize = 1024 * 1024;
+    let length = Some(content.len() as u64);
+    let kept = b"the object as it was".to_vec();
+    store.put("kept.bin", chunked(&kept, None), Some(kept.len() as u64), u64::MAX).await.unwrap();
+    let short = store.put("kept.bin", chunked(&content[..content.len() - 1], None), length, u64::MAX).await;
+    let expected = format!("ended after {} of the {} bytes", content.len() - 1, content.len());
+    assert!(matches!(&short, Err(ObjectStoreError::Body(m)) if m.contains(&expected)), "{short:?}");
+    let long =
+        store.put("kept.bin", chunked(content, Some(Ok(bytes::Bytes::from_static(b"!")))), length, u64::MAX).await;
+    assert!(matches!(&long, Err(ObjectStoreError::Body(m)) if m.contains("longer than")), "{long:?}");
+    let gone = Some(Err(std::io::Error::other("the client went away")));
+    let broken = store.put("kept.bin", chunked(&content[..9 * MIB], gone), length, u64::MAX).await;
+    assert!(matches!(&broken, Err(ObjectStoreError::Body(m)) if m.contains("went away")), "{broken:?}");
+    let too_large = store.put("kept.bin", chunked(content, None), length, content.len() as u64 - 1).await;
+    assert!(matches!(too_large, Err(ObjectStoreError::TooLarge(_))), "{too_large:?}");
+    assert!(read_whole(store, "kept.bin").await.unwrap() == kept, "the old object is untouched");
+    assert!(store.put("new.bin", chunked(&content[..MIB], None), length, u64::MAX).await.is_err());
+    assert!(read_whole(store, "new.bin").await.is_none(), "nothing stored under new.bin");
+}
+
+#[tokio::test]
+async fn a_multipart_upload_failing_with_parts_in_flight_leaves_no_object_and_no_open_upload() {
+    use futures_util::StreamExt;
+    use gofer_core::objects::{ObjectStore, ObjectStoreError};
+    const MIB: usize = 1024 * 1024;
+    let (store, _) = s3_store(0).await;
     let chunk = bytes::Bytes::from((0..MIB).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
 
     // The body breaks off after 17 MiB: three 5 MiB parts went up concurrently meanwhile.
     let sent = chunk.clone();
     let broken = futures_util::stream::iter(0..18)
         .map(move |i| if i < 17 { Ok(sent.clone()) } else { Err(std::io::Error::other("the client went away")) });
-    let failed = store.put("broken.bin", Box::pin(broken), u64::MAX).await;
+    let failed = store.put("broken.bin", Box::pin(broken), None, u64::MAX).await;
     assert!(matches!(failed, Err(ObjectStoreError::Body(_))), "{failed:?}");
     assert!(read_whole(&store, "broken.bin").await.is_none(), "no object under the failed key");
     assert_eq!(open_multipart_uploads(), Vec::<String>::new(), "the failed upload was aborted");
@@ -572,7 +636,8 @@ async fn a_multipart_upload_failing_with_parts_in_flight_leaves_no_object_and_no
     let sent = chunk.clone();
     let stalled =
         futures_util::stream::iter(0..17).map(move |_| Ok(sent.clone())).chain(futures_util::stream::pending());
-    let dropped = tokio::time::timeout(Duration::from_secs(2), store.put("dropped.bin", Box::pin(stalled), u64::MAX));
+    let dropped =
+        tokio::time::timeout(Duration::from_secs(2), store.put("dropped.bin", Box::pin(stalled), None, u64::MAX));
     assert!(dropped.await.is_err(), "the stalled put was still waiting for its body");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !open_multipart_uploads().is_empty() && std::time::Instant::now() < deadline {
@@ -588,7 +653,7 @@ async fn a_multipart_upload_failing_with_parts_in_flight_leaves_no_object_and_no
             content.chunks(MIB / 3 + 1).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
         );
         let key = format!("sized-{size}.bin");
-        let stored = store.put(&key, Box::pin(body), u64::MAX).await.unwrap();
+        let stored = store.put(&key, Box::pin(body), None, u64::MAX).await.unwrap();
         assert_eq!(stored.size, size as u64);
         assert_eq!(stored.sha256, sha256(&content));
         assert!(read_whole(&store, &key).await.unwrap() == content, "{key} reads back as written");

@@ -1,7 +1,7 @@
-//! A 100 MiB object streams through the API into S3 multipart with bounded memory (parts go up
-//! concurrently, at most `s3_part_concurrency` in flight), and a refused upload leaves no
-//! multipart upload behind. Alone in its binary so that the memory measured is
-//! this test's.
+//! A 100 MiB object streams through the API into S3 with bounded memory: with its length declared
+//! (`Content-Length`) as one streamed `PutObject`, without (chunked) as a multipart upload whose
+//! parts go up concurrently, at most `s3_part_concurrency` in flight; and a refused upload leaves
+//! no multipart upload behind. Alone in its binary so that the memory measured is this test's.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use futures_util::StreamExt;
@@ -30,8 +30,15 @@ fn body(total: usize) -> (reqwest::Body, String) {
     (reqwest::Body::wrap_stream(chunks), sha)
 }
 
+/// Length and ETag of the pipeline object `key` of `big` in S3; `None` when there is none.
+async fn head(store: &gofer_objects::S3Store, bucket: &str, key: &str) -> Option<(i64, String)> {
+    let path = format!("tenants/acme/namespaces/builds/pipelines/big/objects/{key}");
+    let head = store.client().head_object().bucket(bucket).key(path).send().await.ok()?;
+    Some((head.content_length()?, head.e_tag()?.to_owned()))
+}
+
 #[tokio::test]
-async fn a_100_mib_object_streams_through_multipart_with_bounded_memory_and_a_refused_one_leaves_nothing() {
+async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_refused_one_leaves_nothing() {
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(fresh_database().await, state_dir.path());
     use_test_s3(&mut config);
@@ -45,6 +52,7 @@ async fn a_100_mib_object_streams_through_multipart_with_bounded_memory_and_a_re
         credentials: Some((config.s3_access_key_id.clone().unwrap(), config.s3_secret_access_key.clone().unwrap())),
         part_size: config.s3_part_size_bytes,
         concurrency: config.s3_part_concurrency,
+        single_put_max: config.s3_single_put_max_bytes,
     };
     let app = spawn_with(config, state_dir).await;
     let acme = app.tenant("acme").await;
@@ -57,8 +65,33 @@ async fn a_100_mib_object_streams_through_multipart_with_bounded_memory_and_a_re
     .await;
     let url = format!("{}{}/objects/big.bin", app.address, pipeline_path("builds", "big"));
 
-    // Hashing the body takes a while in a debug build: a fresh client, so that no pooled
-    // connection the server closed meanwhile (keep-alive) is reused.
+    // Declared length, up to `s3_single_put_max_bytes` (100 MiB by default): one PutObject that
+    // streams, buffering nothing (S3 gives a multipart object an ETag ending in `-<parts>`).
+    assert_eq!(s3.single_put_max, 100 * MIB as u64);
+    let (stream, sha) = body(100 * MIB);
+    let before = peak_rss();
+    let response = reqwest::Client::new()
+        .put(format!("{url}-declared"))
+        .bearer_auth(&acme.token)
+        .header(reqwest::header::CONTENT_LENGTH, 100 * MIB)
+        .body(stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let stored: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(stored["object"]["sha256"], sha.as_str());
+    let growth = peak_rss().saturating_sub(before);
+    eprintln!("100 MiB upload of declared length: peak RSS grew {} MiB", growth / MIB as u64);
+    assert!(growth < 24 * MIB as u64, "memory grew {growth} bytes for a streamed 100 MiB upload: something buffers it");
+    let store = gofer_objects::S3Store::connect(&s3).await;
+    let (length, etag) = head(&store, &s3.bucket, "big.bin-declared").await.unwrap();
+    assert_eq!(length, 100 * MIB as i64);
+    assert!(!etag.contains('-'), "one PutObject, not in parts: {etag}");
+
+    // Chunked (no declared length): a multipart upload. Hashing the body takes a while in a debug
+    // build: a fresh client, so that no pooled connection the server closed meanwhile
+    // (keep-alive) is reused.
     let (stream, sha) = body(100 * MIB);
     let http = reqwest::Client::new();
     let before = peak_rss();
@@ -71,6 +104,8 @@ async fn a_100_mib_object_streams_through_multipart_with_bounded_memory_and_a_re
     assert_eq!(stored["object"]["sha256"], sha.as_str());
     let growth = peak_rss().saturating_sub(before);
     eprintln!("100 MiB upload in {took:?}; peak RSS grew {} MiB", growth / MIB as u64);
+    let (_, etag) = head(&store, &s3.bucket, "big.bin").await.unwrap();
+    assert!(etag.ends_with("-13\""), "13 parts of 8 MiB: {etag}");
     // Parts in flight and the one being filled: (s3_part_concurrency + 1) × 8 MiB, plus slack for
     // the client, the HTTP layers and the allocator; well under the 100 MiB object.
     let bound = (s3.concurrency as u64 + 1) * s3.part_size + 24 * MIB as u64;
@@ -106,15 +141,7 @@ async fn a_100_mib_object_streams_through_multipart_with_bounded_memory_and_a_re
         .filter(|name| name.contains(".upload"))
         .collect();
     assert!(leftovers.is_empty(), "the refused upload was aborted: {leftovers:?}");
-    let store = gofer_objects::S3Store::connect(&s3).await;
-    let head = store
-        .client()
-        .head_object()
-        .bucket(&s3.bucket)
-        .key("tenants/acme/namespaces/builds/pipelines/big/objects/big.bin-too-big")
-        .send()
-        .await;
-    assert!(head.is_err(), "no object under the refused key");
+    assert!(head(&store, &s3.bucket, "big.bin-too-big").await.is_none(), "no object under the refused key");
     let missing = app.http.get(format!("{url}-too-big")).bearer_auth(&acme.token).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }

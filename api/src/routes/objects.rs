@@ -107,7 +107,7 @@ async fn put_object(
             }
         }
     };
-    let (stored, ()) = futures_util::join!(state.objects.put(&at, &key, body), pump);
+    let (stored, ()) = futures_util::join!(state.objects.put(&at, &key, body, declared), pump);
     Ok(HttpResponse::Created().json(ObjectResponse { object: stored? }))
 }
 
