@@ -55,11 +55,42 @@ impl Client {
         key: &ObjectKey,
         body: impl Into<reqwest::Body>,
     ) -> Result<ObjectInfo, Error> {
-        let request = self
+        self.put(ns, p, scope, key, body.into(), None).await
+    }
+
+    /// [`Self::put_object`] for a body of known length (a file), sent with that `Content-Length`
+    /// even when the body is a stream: the server then refuses it at once when too large, and
+    /// over S3 it goes up as one streamed `PutObject` (up to the server's
+    /// `s3_single_put_max_bytes`) instead of a multipart upload. A body that turns out to have
+    /// another length is refused, and nothing is stored.
+    pub async fn put_object_of_length(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+        body: impl Into<reqwest::Body>,
+        length: u64,
+    ) -> Result<ObjectInfo, Error> {
+        self.put(ns, p, scope, key, body.into(), Some(length)).await
+    }
+
+    async fn put(
+        &self,
+        ns: &NamespaceId,
+        p: &PipelineId,
+        scope: ObjectScope,
+        key: &ObjectKey,
+        body: reqwest::Body,
+        length: Option<u64>,
+    ) -> Result<ObjectInfo, Error> {
+        let mut request = self
             .object_request((PUT_PIPELINE_OBJECT, PUT_RUN_OBJECT), ns, p, scope, Some(key))
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body);
-        self.one(request, "object").await
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(length) = length {
+            request = request.header(reqwest::header::CONTENT_LENGTH, length);
+        }
+        self.one(request.body(body), "object").await
     }
 
     /// `GET …/objects/{key}`: the whole content. An expired run object answers 410

@@ -70,17 +70,13 @@ async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_
     assert_eq!(s3.single_put_max, 100 * MIB as u64);
     let (stream, sha) = body(100 * MIB);
     let before = peak_rss();
-    let response = reqwest::Client::new()
-        .put(format!("{url}-declared"))
-        .bearer_auth(&acme.token)
-        .header(reqwest::header::CONTENT_LENGTH, 100 * MIB)
-        .body(stream)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let stored: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(stored["object"]["sha256"], sha.as_str());
+    // Through the SDK's call for bodies of known length, as `gofer object put -f <file>` sends.
+    let sdk = gofer_sdk::Client::new(app.address.clone(), acme.token.clone());
+    let (ns, p) = ("builds".parse().unwrap(), "big".parse().unwrap());
+    let key = gofer_core::objects::ObjectKey::parse("big.bin-declared").unwrap();
+    let scope = gofer_core::objects::ObjectScope::Pipeline;
+    let stored = sdk.put_object_of_length(&ns, &p, scope, &key, stream, 100 * MIB as u64).await.unwrap();
+    assert_eq!(stored.sha256, sha);
     let growth = peak_rss().saturating_sub(before);
     eprintln!("100 MiB upload of declared length: peak RSS grew {} MiB", growth / MIB as u64);
     assert!(growth < 24 * MIB as u64, "memory grew {growth} bytes for a streamed 100 MiB upload: something buffers it");

@@ -118,12 +118,13 @@ pub(crate) async fn object(ctx: &Ctx, command: ObjectCommand) -> Result<(), CliE
                 let f = tokio::fs::File::open(&file).await.map_err(|e| CliError::Io(format!("reading {file}: {e}")))?;
                 let size = f.metadata().await.ok().map(|m| m.len());
                 let progress = Transfer::new(ctx, format!("uploading {key}"), size);
-                if progress.is_drawn() {
-                    // Streamed so the bar follows the bytes as they leave.
-                    let body = reqwest::Body::wrap_stream(counted_file(f, &progress));
-                    c.put_object(&ns, &p, scope, &key, body).await?
-                } else {
-                    c.put_object(&ns, &p, scope, &key, f).await?
+                // Streamed so the bar follows the bytes as they leave.
+                let body =
+                    if progress.is_drawn() { reqwest::Body::wrap_stream(counted_file(f, &progress)) } else { f.into() };
+                match size {
+                    // Its length declared: refused at once when too large, one PutObject over S3.
+                    Some(size) => c.put_object_of_length(&ns, &p, scope, &key, body, size).await?,
+                    None => c.put_object(&ns, &p, scope, &key, body).await?,
                 }
             };
             emit(ctx, &info, |o| objects_table(std::slice::from_ref(o)));
