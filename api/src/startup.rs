@@ -371,6 +371,7 @@ async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::obj
                 part_size: config.s3_part_size_bytes,
                 concurrency: config.s3_part_concurrency,
                 single_put_max: config.s3_single_put_max_bytes,
+                stall_timeout: gofer_objects::STREAMED_PUT_STALL,
             })
             .await;
             store.ensure_bucket().await.context("reaching the S3 bucket")?;

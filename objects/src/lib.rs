@@ -22,7 +22,7 @@ use gofer_engine::runs::PipelineKey;
 use sqlx::PgPool;
 
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store};
+pub use s3::{S3Config, S3Store, STREAMED_PUT_STALL};
 
 /// Everything that can go wrong with objects, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

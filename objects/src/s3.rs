@@ -21,6 +21,13 @@ use tracing::Instrument;
 /// S3's smallest part (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// How long a streamed `PutObject`'s body may send nothing before the put is refused as stalled:
+/// below both S3's own idle limit on a request (about 20 s, `RequestTimeout`) and the SDK's
+/// stalled-stream grace period (20 s), so that the client learns its body stalled instead of
+/// reading that S3 failed. A body that goes up in parts has no such limit: its parts are sent
+/// whole.
+pub const STREAMED_PUT_STALL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// S3's largest single `PutObject`.
 pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -50,6 +57,9 @@ pub struct S3Config {
     /// Longest body of a declared length sent as one streamed `PutObject` (at most S3's 5 GiB);
     /// longer ones, and bodies of unknown length, go up in parts.
     pub single_put_max: u64,
+    /// How long the body of a streamed `PutObject` may send nothing before it is refused
+    /// ([`STREAMED_PUT_STALL`] in service).
+    pub stall_timeout: std::time::Duration,
 }
 
 /// An S3 bucket as an object store.
@@ -60,6 +70,7 @@ pub struct S3Store {
     part_size: usize,
     concurrency: usize,
     single_put_max: u64,
+    stall_timeout: std::time::Duration,
 }
 
 impl S3Store {
@@ -93,6 +104,7 @@ impl S3Store {
             part_size,
             concurrency: config.concurrency.max(1),
             single_put_max: config.single_put_max.min(MAX_SINGLE_PUT),
+            stall_timeout: config.stall_timeout,
         }
     }
 
@@ -154,11 +166,16 @@ impl S3Store {
             .body(S3Body::from_body_1_x(ChannelBody { rx, length: declared }))
             .send();
         // `Err(None)`: S3 stopped reading (its answer says why).
+        let stall = self.stall_timeout;
         let forward = async move {
             let mut hasher = Sha256::new();
             let mut held: Option<Bytes> = None;
             let ended = loop {
-                match body.next().await {
+                let Ok(next) = tokio::time::timeout(stall, body.next()).await else {
+                    let stalled = format!("the body stalled: nothing arrived for {} s", stall.as_secs_f32());
+                    break Err(Some(ObjectStoreError::Body(stalled)));
+                };
+                match next {
                     Some(Ok(chunk)) => {
                         if let Err(e) = length.add(chunk.len()) {
                             break Err(Some(e));

@@ -553,6 +553,7 @@ async fn s3_store(single_put_max: u64) -> (gofer_objects::S3Store, String) {
         part_size: 5 * 1024 * 1024,
         concurrency: 4,
         single_put_max,
+        stall_timeout: Duration::from_secs(2),
     })
     .await;
     store.ensure_bucket().await.unwrap();
@@ -570,7 +571,8 @@ fn chunked(content: &[u8], tail: Option<std::io::Result<bytes::Bytes>>) -> gofer
 
 #[tokio::test]
 async fn a_body_of_declared_length_streams_into_one_put_and_one_not_matching_it_replaces_nothing() {
-    use gofer_core::objects::ObjectStore;
+    use futures_util::StreamExt;
+    use gofer_core::objects::{ObjectStore, ObjectStoreError};
     const MIB: usize = 1024 * 1024;
     let (store, bucket) = s3_store(64 * MIB as u64).await;
     let content: Vec<u8> = (0..17 * MIB + 3).map(|i| (i % 241) as u8 ^ (i / MIB) as u8).collect();
@@ -587,6 +589,14 @@ async fn a_body_of_declared_length_streams_into_one_put_and_one_not_matching_it_
     assert!(!etag.contains('-'), "sent as one PutObject, not in parts: ETag {etag}");
 
     refused_bodies_replace_nothing(&store, &content).await;
+
+    // A body that stops sending (the client stalled) is refused once `stall_timeout` (2 s here)
+    // passes, saying so, rather than left to S3's own idle limit, which would read as S3 failing.
+    let first = bytes::Bytes::copy_from_slice(&content[..MIB]);
+    let stalled = futures_util::stream::iter([Ok(first)]).chain(futures_util::stream::pending());
+    let refused = store.put("stalled.bin", Box::pin(stalled), length, u64::MAX).await;
+    assert!(matches!(&refused, Err(ObjectStoreError::Body(m)) if m.contains("stalled")), "{refused:?}");
+    assert!(read_whole(&store, "stalled.bin").await.is_none(), "nothing stored under stalled.bin");
     let local_dir = tempfile::tempdir().unwrap();
     refused_bodies_replace_nothing(&gofer_objects::LocalStore::new(local_dir.path()), &content).await;
 }

@@ -53,6 +53,7 @@ async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_
         part_size: config.s3_part_size_bytes,
         concurrency: config.s3_part_concurrency,
         single_put_max: config.s3_single_put_max_bytes,
+        stall_timeout: gofer_objects::STREAMED_PUT_STALL,
     };
     let app = spawn_with(config, state_dir).await;
     let acme = app.tenant("acme").await;
