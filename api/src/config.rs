@@ -48,6 +48,9 @@ pub struct Config {
     pub max_config_bytes: usize,
     /// The API's URL as tasks reach it (`GOFER_API_URL` in every task); default `http://<listen>`.
     pub public_url: Option<String>,
+    /// This replica's own URL as the other replicas reach it (attach through one replica to a task
+    /// that another's local sandbox runs is forwarded there); default `http://<listen>`.
+    pub replica_url: Option<String>,
     /// API tokens.
     pub tokens: TokenSettings,
     /// Authentication abuse limits.
@@ -464,6 +467,7 @@ impl Default for Config {
             http_workers: 0,
             max_config_bytes: 1024 * 1024,
             public_url: None,
+            replica_url: None,
             tokens: TokenSettings::default(),
             auth: AuthSettings::default(),
             run_tokens: RunTokenSettings::default(),

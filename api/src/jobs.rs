@@ -298,3 +298,26 @@ impl PeriodicJob for StoreMaintenance {
         })
     }
 }
+
+/// Refreshes this replica's row in the replica registry (attach forwarding, docs/attach.md).
+pub struct RegisterReplica {
+    pub pool: PgPool,
+    pub replica: gofer_engine::attach::Replica,
+}
+
+impl PeriodicJob for RegisterReplica {
+    fn name(&self) -> &'static str {
+        "register_replica"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            gofer_engine::attach::register_replica(&self.pool, self.replica.id, &self.replica.url).await?;
+            Ok(())
+        })
+    }
+}

@@ -52,6 +52,8 @@ pub struct AppState {
     pub scheduler: Arc<dyn Scheduler>,
     /// The API's URL as tasks see it (`GOFER_API_URL`).
     pub api_url: String,
+    /// This replica: its engine's lease-owner id and its URL for the other replicas.
+    pub replica: gofer_engine::attach::Replica,
     /// Verified API tokens, evicted on every auth change (NOTIFY).
     pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
     /// Complete runs, which never change, evicted when runs are deleted (NOTIFY).
@@ -151,6 +153,13 @@ impl Application {
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
         let engine_config = engine_config(&config, port, scheduler.as_ref());
         let api_url = engine_config.api_url.clone();
+        let replica = gofer_engine::attach::Replica {
+            id: engine_config.replica_id,
+            url: config.replica_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
+        };
+        gofer_engine::attach::register_replica(&pool, replica.id, &replica.url)
+            .await
+            .context("registering the replica")?;
         // One LISTEN connection for the whole replica (see gofer_notify for why).
         let notifications = gofer_notify::Notifications::start(
             pool.clone(),
@@ -195,6 +204,7 @@ impl Application {
                 grace: Duration::from_secs(config.tokens.purge_grace_s),
             }),
             Arc::new(crate::jobs::MetricsUpkeep),
+            Arc::new(crate::jobs::RegisterReplica { pool: pool.clone(), replica: replica.clone() }),
             Arc::new(crate::jobs::SweepAuthFailures(
                 auth_failures.clone(),
                 request_limits.clone(),
@@ -253,6 +263,7 @@ impl Application {
             objects,
             scheduler,
             api_url,
+            replica,
             token_cache,
             complete_runs,
         });

@@ -21,6 +21,24 @@ pub struct AttachTarget {
     /// The task's environment without anything secret: env values holding references
     /// (`secret{{ … }}`) are left out, and so is the run token.
     pub env: BTreeMap<String, String>,
+    /// The replica watching the task, as registered with [`register_replica`].
+    pub owner: Option<Replica>,
+}
+
+/// A replica and how the others reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Its engine's lease-owner id.
+    pub id: uuid::Uuid,
+    /// Its base URL (`http://10.0.0.5:8080`).
+    pub url: String,
+}
+
+/// Records how the other replicas reach this one (`url`), so that an attach arriving elsewhere can
+/// be forwarded to it. Called at start-up and every minute after: replicas not seen for ten
+/// minutes that watch no task are forgotten.
+pub async fn register_replica(pool: &PgPool, id: uuid::Uuid, url: &str) -> Result<(), EngineError> {
+    db::register_replica(pool, id, url).await
 }
 
 /// Finds the running attempt of a task execution; [`EngineError::TaskNotRunning`] when it is not
@@ -38,7 +56,8 @@ pub async fn target(pool: &PgPool, key: &TaskKey, api_url: &str) -> Result<Attac
         config.tasks.iter().find(|t| t.id == key.task).ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
     let mut env = monitor::task_env(api_url, key, task.attempt, task_config, run.variables());
     env.retain(|_, value| references::find_references(value).is_empty());
-    Ok(AttachTarget { job_id, attempt: task.attempt, env })
+    let owner = db::lease_owner_url(pool, key).await?.map(|(id, url)| Replica { id, url });
+    Ok(AttachTarget { job_id, attempt: task.attempt, env, owner })
 }
 
 /// Records `task_attached` (who, which attempt, which command, with a tty or not; never any input).

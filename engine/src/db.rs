@@ -692,6 +692,44 @@ pub(crate) async fn get_task_execution(
     .transpose()
 }
 
+/// The id and URL of the replica holding `key`'s lease, when it registered one. Outside the
+/// tenant's scope (the registry is service data): callers have found the task in scope first.
+pub(crate) async fn lease_owner_url(
+    pool: &sqlx::PgPool,
+    key: &TaskKey,
+) -> Result<Option<(uuid::Uuid, String)>, EngineError> {
+    Ok(sqlx::query_as(
+        "SELECT r.id, r.url FROM task_executions te JOIN replicas r ON r.id = te.lease_owner
+         WHERE te.tenant_id = $1 AND te.namespace_id = $2 AND te.pipeline_id = $3 AND te.run_id = $4
+           AND te.task_id = $5",
+    )
+    .bind(key.run.pipeline.tenant.as_str())
+    .bind(key.run.pipeline.namespace.as_str())
+    .bind(key.run.pipeline.pipeline.as_str())
+    .bind(key.run.run.get())
+    .bind(key.task.as_str())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Records how other replicas reach this one (and that it is alive), and forgets replicas not
+/// seen for ten minutes that watch no task.
+pub(crate) async fn register_replica(pool: &sqlx::PgPool, id: uuid::Uuid, url: &str) -> Result<(), EngineError> {
+    sqlx::query(
+        "WITH gone AS (
+             DELETE FROM replicas r WHERE r.id <> $1 AND r.seen_at < now() - interval '10 minutes'
+                AND NOT EXISTS (SELECT 1 FROM task_executions te WHERE te.state = 'running' AND te.lease_owner = r.id)
+         )
+         INSERT INTO replicas (id, url) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, seen_at = now()",
+    )
+    .bind(id)
+    .bind(url)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn queue_task(
     conn: &mut PgConnection,
     key: &TaskKey,

@@ -169,3 +169,40 @@ async fn the_operator_can_disable_attach_for_everyone() {
     assert_eq!(error_code(&acme, run).await, "attach_disabled");
     cancel(&acme, run).await;
 }
+
+#[tokio::test]
+async fn with_the_local_scheduler_an_attach_through_another_replica_reaches_the_replica_running_the_task() {
+    // Replica A alone starts the task, so its local sandbox runs in A; B starts afterwards.
+    let database = gofer_tests::fresh_database().await;
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = spawn_with(test_config(database.clone(), dir_a.path()), dir_a).await;
+    let acme = a.tenant("acme").await;
+    let run = sleeping_task(&acme).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = spawn_with(test_config(database, dir_b.path()), dir_b).await;
+    let through_b = TenantClient { app: &b, tenant: acme.tenant.clone(), token: acme.token.clone() };
+
+    // Through B: forwarded to A, the command runs in the task's sandbox, its output arrives once.
+    let (_, reader) = attach(&through_b, run, &["sh", "-c", "echo hello from $GOFER_TASK_ID"]).await;
+    assert_eq!(drain(reader).await, ("hello from nap\n".into(), String::new(), AttachEvent::Exit(0)));
+    let (mut writer, reader) = attach(&through_b, run, &["cat"]).await;
+    writer.stdin(b"typed through b\n").await.unwrap();
+    writer.close_stdin().await.unwrap();
+    assert_eq!(drain(reader).await, ("typed through b\n".into(), String::new(), AttachEvent::Exit(0)));
+    // Through A itself, as before.
+    let (_, reader) = attach(&acme, run, &["echo", "direct"]).await;
+    assert_eq!(drain(reader).await, ("direct\n".into(), String::new(), AttachEvent::Exit(0)));
+
+    // Each attach is audited once, by the replica that ran it, whichever one it arrived at.
+    let attached = acme.events_of_kind(EventKind::TaskAttached, 3, Duration::from_secs(10)).await;
+    assert_eq!(attached.len(), 3, "{attached:?}");
+
+    // Errors decided by A come back through B as messages: once the task ends, B answers itself.
+    cancel(&acme, run).await;
+    wait_until("the task ends", WAIT, || async {
+        let (ns, p, t) = ids();
+        acme.sdk().get_task(&ns, &p, run, &t).await.unwrap().state == TaskState::Complete
+    })
+    .await;
+    assert_eq!(error_code(&through_b, run).await, "task_not_running");
+}

@@ -31,6 +31,10 @@ const DEFAULT_COMMAND: &str = "/bin/sh";
 /// Largest websocket message accepted from a client.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
+/// Marks an attach one replica forwards to another (its value: the forwarding replica's id), so
+/// that the other runs it itself and never forwards it again.
+const FORWARDED_HEADER: &str = "gofer-attach-forwarded-by";
+
 /// Query parameters of an attach (documentation; the query is parsed by [`AttachQuery::parse`]
 /// because `command` repeats).
 #[derive(Debug, Default, PartialEq, Eq, IntoParams)]
@@ -178,11 +182,25 @@ pub(crate) async fn attach(
         .map_err(|e| ApiError::InvalidParameter { code: "websocket_required", detail: e.to_string() })?;
     let messages = messages.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations();
     let state = state.into_inner();
+    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let authorization = req.headers().get(actix_web::http::header::AUTHORIZATION).cloned();
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     actix_web::rt::spawn(async move {
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(e) => return refuse(session, &e).await,
         };
+        // The local scheduler's sandboxes live in the process that started them: an attach
+        // arriving at another replica goes on to that one, which checks and records it itself.
+        if let Some(owner) = &prepared.target.owner
+            && owner.id != state.replica.id
+            && state.scheduler.name() == "local"
+            && !forwarded
+            && let Some(authorization) = authorization
+        {
+            let url = format!("{}{path_and_query}", owner.url);
+            return forward(&state, url, authorization, session, messages).await;
+        }
         let exec = match start(&state, access.token_id, &prepared).await {
             Ok(exec) => exec,
             Err(e) => return refuse(session, &e).await,
@@ -191,6 +209,98 @@ pub(crate) async fn attach(
         relay(exec, session, messages, limit).await;
     });
     Ok(response)
+}
+
+/// Relays the session, message for message, to the same attach on the replica at `url` (which
+/// runs the task): what either side sends reaches the other unchanged, until one closes.
+async fn forward(
+    state: &AppState,
+    url: String,
+    authorization: actix_web::http::header::HeaderValue,
+    mut session: actix_ws::Session,
+    mut messages: actix_ws::AggregatedMessageStream,
+) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let unreachable = |detail: String| {
+        tracing::warn!(%url, %detail, "forwarding an attach to the replica running the task failed");
+        ApiError::Unavailable("the replica running the task cannot be reached; try again".into())
+    };
+    let ws_url = url.replacen("http", "ws", 1);
+    let mut request = match ws_url.as_str().into_client_request() {
+        Ok(request) => request,
+        Err(e) => return refuse(session, &unreachable(e.to_string())).await,
+    };
+    let headers = request.headers_mut();
+    let forwarded_by = state.replica.id.to_string();
+    match (authorization.to_str(), forwarded_by.parse()) {
+        (Ok(value), Ok(by)) => {
+            if let Ok(value) = value.parse() {
+                headers.insert("authorization", value);
+            }
+            headers.insert(FORWARDED_HEADER, by);
+        }
+        _ => return refuse(session, &ApiError::Unauthorized).await,
+    }
+    let upstream = match tokio_tungstenite::connect_async(request).await {
+        Ok((upstream, _)) => upstream,
+        Err(e) => return refuse(session, &unreachable(e.to_string())).await,
+    };
+    let (mut to_owner, mut from_owner) = upstream.split();
+    loop {
+        tokio::select! {
+            message = from_owner.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if session.text(text.as_str().to_owned()).await.is_err() {
+                        let _ = to_owner.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    if session.binary(bytes).await.is_err() {
+                        let _ = to_owner.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let reason = frame.map(|f| CloseReason {
+                        code: u16::from(f.code).into(),
+                        description: Some(f.reason.as_str().to_owned()).filter(|d| !d.is_empty()),
+                    });
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Err(e)) => return refuse(session, &unreachable(e.to_string())).await,
+                None => {
+                    let _ = session.close(None).await;
+                    return;
+                }
+            },
+            message = messages.recv() => {
+                let sent = match message {
+                    Some(Ok(actix_ws::AggregatedMessage::Text(text))) => to_owner.send(Message::text(text.to_string())).await,
+                    Some(Ok(actix_ws::AggregatedMessage::Binary(bytes))) => to_owner.send(Message::binary(bytes)).await,
+                    Some(Ok(actix_ws::AggregatedMessage::Ping(bytes))) => {
+                        let _ = session.pong(&bytes).await;
+                        Ok(())
+                    }
+                    Some(Ok(actix_ws::AggregatedMessage::Pong(_))) => Ok(()),
+                    // The client left: so does the forwarded session (which ends the command).
+                    Some(Ok(actix_ws::AggregatedMessage::Close(_)) | Err(_)) | None => {
+                        let _ = to_owner.send(Message::Close(None)).await;
+                        let _ = session.close(None).await;
+                        return;
+                    }
+                };
+                if let Err(e) = sent {
+                    return refuse(session, &unreachable(e.to_string())).await;
+                }
+            }
+        }
+    }
 }
 
 /// Records the audit event, then starts the command.
