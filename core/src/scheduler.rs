@@ -274,6 +274,13 @@ pub trait Scheduler: Send + Sync + 'static {
         Box::pin(async { None })
     }
 
+    /// Whether only the replica that started a job can [`Self::exec`] into it (its sandbox lives in
+    /// that replica's process), so that an attach arriving at another replica must be forwarded
+    /// there. A cluster scheduler execs from anywhere.
+    fn exec_needs_starting_replica(&self) -> bool {
+        false
+    }
+
     /// Runs a command inside the running job (attach). Schedulers that cannot answer
     /// [`SchedulerError::Unsupported`]; a job that is not running answers [`SchedulerError::NotFound`].
     fn exec<'a>(&'a self, _request: &'a ExecRequest) -> BoxFuture<'a, Result<ExecSession, SchedulerError>> {

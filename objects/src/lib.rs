@@ -144,9 +144,9 @@ impl Objects {
     /// Pipeline objects past the tenant's plan limits (`max_pipeline_objects` and
     /// `max_pipeline_object_bytes` per pipeline, `object_storage_bytes` over the tenant) evict the
     /// oldest, each with an `object_evicted` event naming the limit.
-    #[tracing::instrument(skip_all, fields(tenant = %at.tenant, key = %key))]
     /// `length` is the body's length when declared (a request's `Content-Length`), which the body
     /// must then match.
+    #[tracing::instrument(skip_all, fields(tenant = %at.tenant, key = %key))]
     pub async fn put(
         &self,
         at: &Collection,

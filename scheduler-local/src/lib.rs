@@ -214,6 +214,11 @@ impl Scheduler for LocalScheduler {
         LOCAL_PARALLEL_TASKS
     }
 
+    /// The sandboxes are this process's children: only it can enter them.
+    fn exec_needs_starting_replica(&self) -> bool {
+        true
+    }
+
     fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.start_job(spec))
     }

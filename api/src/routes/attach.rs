@@ -194,7 +194,7 @@ pub(crate) async fn attach(
         // arriving at another replica goes on to that one, which checks and records it itself.
         if let Some(owner) = &prepared.target.owner
             && owner.id != state.replica.id
-            && state.scheduler.name() == "local"
+            && state.scheduler.exec_needs_starting_replica()
             && !forwarded
             && let Some(authorization) = authorization
         {
@@ -233,17 +233,14 @@ async fn forward(
         Ok(request) => request,
         Err(e) => return refuse(session, &unreachable(e.to_string())).await,
     };
-    let headers = request.headers_mut();
-    let forwarded_by = state.replica.id.to_string();
-    match (authorization.to_str(), forwarded_by.parse()) {
-        (Ok(value), Ok(by)) => {
-            if let Ok(value) = value.parse() {
-                headers.insert("authorization", value);
-            }
-            headers.insert(FORWARDED_HEADER, by);
-        }
-        _ => return refuse(session, &ApiError::Unauthorized).await,
-    }
+    // actix's header types are http 0.2's, tungstenite's http 1's: through text.
+    let (Some(authorization), Ok(forwarded_by)) =
+        (authorization.to_str().ok().and_then(|value| value.parse().ok()), state.replica.id.to_string().parse())
+    else {
+        return refuse(session, &ApiError::Unauthorized).await;
+    };
+    request.headers_mut().insert("authorization", authorization);
+    request.headers_mut().insert(FORWARDED_HEADER, forwarded_by);
     let upstream = match tokio_tungstenite::connect_async(request).await {
         Ok((upstream, _)) => upstream,
         Err(e) => return refuse(session, &unreachable(e.to_string())).await,
