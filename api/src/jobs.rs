@@ -299,7 +299,8 @@ impl PeriodicJob for StoreMaintenance {
     }
 }
 
-/// Refreshes this replica's row in the replica registry (attach forwarding, docs/attach.md).
+/// Registers this replica in the replica registry at start-up (the first tick is immediate) and
+/// refreshes its row every minute after (attach forwarding, docs/attach.md).
 pub struct RegisterReplica {
     pub pool: PgPool,
     pub replica: gofer_engine::attach::Replica,

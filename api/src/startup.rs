@@ -153,13 +153,11 @@ impl Application {
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
         let engine_config = engine_config(&config, port, scheduler.as_ref());
         let api_url = engine_config.api_url.clone();
+        // Registered by the periodic job, whose first run is at start-up.
         let replica = gofer_engine::attach::Replica {
             id: engine_config.replica_id,
             url: config.replica_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
         };
-        gofer_engine::attach::register_replica(&pool, replica.id, &replica.url)
-            .await
-            .context("registering the replica")?;
         // One LISTEN connection for the whole replica (see gofer_notify for why).
         let notifications = gofer_notify::Notifications::start(
             pool.clone(),
