@@ -1,7 +1,7 @@
 //! A Nomad HTTP API double — **test code only**. Nomad cannot be installed on these machines, so
 //! this stands in for a Nomad cluster in the end-to-end tests of the Nomad scheduler.
 //!
-//! (a) Every request is checked against `shared/specs/nomad-openapi.yaml` (see `spec.rs`, which
+//! (a) Every request is checked against `tests/specs/nomad-openapi.yaml` (see `spec.rs`, which
 //! also lists the newer endpoints and fields the old spec lacks): an unknown path, method, query
 //! parameter or body field is answered 400 and recorded in [`NomadDouble::violations`], which
 //! the tests assert empty.

@@ -1,4 +1,5 @@
-//! Test code only: checks requests against Nomad's OpenAPI spec (`shared/specs/nomad-openapi.yaml`,
+//! Test code only: checks requests against Nomad's OpenAPI spec (`tests/specs/nomad-openapi.yaml`, vendored with its
+//! provenance and licence in `tests/specs/SOURCES.md`,
 //! loaded at test time) — path, method, query parameters and every JSON body field, recursively.
 //!
 //! The spec is from the deprecated `hashicorp/nomad-openapi` (about Nomad 1.4). What newer Nomad
@@ -49,9 +50,9 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Loads `shared/specs/nomad-openapi.yaml` beside the repository.
+    /// Loads `tests/specs/nomad-openapi.yaml`, vendored in the repository.
     pub fn load() -> Spec {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/specs/nomad-openapi.yaml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/nomad-openapi.yaml");
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("the Nomad double needs {}: {e}", path.display()));
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("the Nomad spec parses");
