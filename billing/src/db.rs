@@ -16,6 +16,7 @@ struct PlanRow {
     max_run_duration_s: i32,
     max_cpu_millis: i32,
     max_memory_mb: i32,
+    max_disk_mb: i32,
     task_seconds_per_month: i64,
     object_storage_bytes: i64,
     max_pipeline_objects: i32,
@@ -37,6 +38,7 @@ impl From<PlanRow> for Plan {
             max_run_duration_s: u(r.max_run_duration_s),
             max_cpu_millis: u(r.max_cpu_millis),
             max_memory_mb: u(r.max_memory_mb),
+            max_disk_mb: u(r.max_disk_mb),
             task_seconds_per_month: u64::try_from(r.task_seconds_per_month).unwrap_or(0),
             object_storage_bytes: u64::try_from(r.object_storage_bytes).unwrap_or(0),
             max_pipeline_objects: u(r.max_pipeline_objects),
@@ -53,7 +55,7 @@ macro_rules! plan_columns {
     () => {
         "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
          task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach, \
-         max_pipeline_objects, max_pipeline_object_bytes"
+         max_pipeline_objects, max_pipeline_object_bytes, max_disk_mb"
     };
 }
 
@@ -65,7 +67,7 @@ fn l(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Binds a plan's fields as `$1`..`$15`, in the order of `plan_columns!`.
+/// Binds a plan's fields as `$1`..`$16`, in the order of `plan_columns!`.
 fn bind_plan<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     p: &'q Plan,
@@ -86,6 +88,7 @@ fn bind_plan<'q>(
         .bind(p.allow_attach)
         .bind(i(p.max_pipeline_objects))
         .bind(l(p.max_pipeline_object_bytes))
+        .bind(i(p.max_disk_mb))
 }
 
 pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
@@ -93,7 +96,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
         sqlx::query(concat!(
             "INSERT INTO plans (",
             plan_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         )),
         p,
     )
@@ -107,12 +110,12 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
         "UPDATE plans SET name = $2, max_concurrent_tasks = $3, max_task_timeout_s = $4, max_run_duration_s = $5,
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
              requests_per_minute = $10, node_pool = $11, allow_network = $12, allow_attach = $13,
-             max_pipeline_objects = $14, max_pipeline_object_bytes = $15,
+             max_pipeline_objects = $14, max_pipeline_object_bytes = $15, max_disk_mb = $16,
              modified_at = CASE WHEN (name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis,
                                       max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute,
                                       node_pool, allow_network, allow_attach, max_pipeline_objects,
-                                      max_pipeline_object_bytes)
-                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                      max_pipeline_object_bytes, max_disk_mb)
+                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
     );

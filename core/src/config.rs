@@ -242,7 +242,44 @@ pub fn check_env_key(field: &str, key: &str) -> Result<(), ConfigError> {
     if key.to_ascii_uppercase().starts_with("GOFER_") {
         return Err(invalid("the GOFER_ prefix is reserved for variables Gofer sets"));
     }
+    if is_loader_variable(key) {
+        return Err(invalid(&format!(
+            "{key} makes the C library load or configure code in every process it reaches, so it is refused \
+             (the dynamic loader's LD_* family, MALLOC_*, GCONV_PATH, GLIBC_TUNABLES and the like; \
+             LD_LIBRARY_PATH and LD_RUN_PATH are allowed)"
+        )));
+    }
     Ok(())
+}
+
+/// Variables the C library reads to load code or change how it runs, in any process (glibc's
+/// `UNSECURE_ENVVARS`, the list it drops for setuid programs, minus the ordinary `TMPDIR` and
+/// `TZDIR`). A task's environment must never reach a host-side process; refusing these at the API
+/// is the second line, so a mistake there cannot become code run on the host.
+const LOADER_VARIABLES: &[&str] = &[
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+];
+
+/// `LD_*` variables that are build settings, not loader hooks: `LD_LIBRARY_PATH` (as common in
+/// builds as GitHub Actions allows it) and the linker's `LD_RUN_PATH`.
+const ALLOWED_LD_VARIABLES: &[&str] = &["LD_LIBRARY_PATH", "LD_RUN_PATH"];
+
+/// Whether `key` belongs to the dynamic-loader family that user configs may not set (compared
+/// without case: nothing legitimate differs from these by case alone).
+pub fn is_loader_variable(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    (key.starts_with("LD_") && !ALLOWED_LD_VARIABLES.contains(&key.as_str()))
+        || key.starts_with("MALLOC_")
+        || LOADER_VARIABLES.contains(&key.as_str())
 }
 
 /// Checks a map of environment variables (task env or run variables).
@@ -554,6 +591,22 @@ mod tests {
         assert_eq!((task.cpu, task.memory_mb, task.retries, task.inject_api_token), (Some(500), Some(256), 2, true));
         assert_eq!(task.registry_auth.as_deref(), Some("docker-hub"));
         assert_eq!((cfg.config().parallelism, cfg.config().run_timeout_s), (2, Some(900)));
+    }
+
+    #[test]
+    fn loader_variables_are_refused_by_name_and_build_settings_are_not() {
+        for key in ["LD_PRELOAD", "LD_AUDIT", "ld_preload", "LD_DEBUG_OUTPUT", "GCONV_PATH", "GLIBC_TUNABLES",
+                    "MALLOC_CHECK_", "MALLOC_TRACE", "LOCPATH", "NLSPATH", "HOSTALIASES"] {
+            let env = BTreeMap::from([(key.to_owned(), "/job/x.so".to_owned())]);
+            let err = check_env("tasks[0].env", &env).unwrap_err();
+            let ConfigError::InvalidField { field, reason } = &err else { panic!("{err:?}") };
+            assert_eq!(field, &format!("tasks[0].env.{key}"));
+            assert!(reason.contains(key) && reason.contains("refused"), "{reason}");
+        }
+        for key in ["LD_LIBRARY_PATH", "LD_RUN_PATH", "LDFLAGS", "TMPDIR", "TZ", "LANG", "MALLOCATOR"] {
+            let env = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
+            assert!(check_env("variables", &env).is_ok(), "{key}");
+        }
     }
 
     #[test]

@@ -448,6 +448,9 @@ pub struct Plan {
     pub max_cpu_millis: u32,
     /// Memory ceiling per task, in MiB.
     pub max_memory_mb: u32,
+    /// Disk a task may write in its work directory (`/job`), in MiB. Default 10240.
+    #[serde(default = "default_max_disk_mb")]
+    pub max_disk_mb: u32,
     /// Task-seconds per calendar month.
     pub task_seconds_per_month: u64,
     /// Object storage, in bytes: the total of all the tenant's pipeline objects.
@@ -479,6 +482,13 @@ fn default_allow_attach() -> bool {
 
 fn default_allow_network() -> bool {
     true
+}
+
+/// `max_disk_mb` of a plan that does not say (10 GiB).
+pub const DEFAULT_MAX_DISK_MB: u32 = 10240;
+
+fn default_max_disk_mb() -> u32 {
+    DEFAULT_MAX_DISK_MB
 }
 
 /// `max_pipeline_objects` of a plan that does not say.
@@ -610,6 +620,7 @@ mod plan_tests {
             max_run_duration_s: 300,
             max_cpu_millis: 500,
             max_memory_mb: 128,
+            max_disk_mb: 256,
             task_seconds_per_month: 600,
             object_storage_bytes: 0,
             max_pipeline_objects: 10,

@@ -44,6 +44,8 @@ pub struct TaskSpec {
     pub cpu_millis: u32,
     /// Memory limit in MiB.
     pub memory_mb: u32,
+    /// Disk limit of the task's writable work directory, in MiB (the plan's `max_disk_mb`).
+    pub disk_mb: u32,
     /// Credentials for pulling a private image, resolved from the task's `registry_auth` secret.
     pub registry_auth: Option<RegistryAuth>,
     /// Whether the task may reach the network (from the tenant's plan; trial plans say no).

@@ -147,6 +147,8 @@ fn build_spec(
         timeout,
         cpu_millis: task.cpu.unwrap_or(inner.config.default_cpu_millis),
         memory_mb: task.memory_mb.unwrap_or(inner.config.default_memory_mb),
+        // The plan's, set in `watch` with the placement.
+        disk_mb: gofer_core::model::DEFAULT_MAX_DISK_MB,
         // Resolved from the task's `registry_auth` secret in `watch`, with the env's references.
         registry_auth: None,
         allow_network: true,
@@ -171,7 +173,7 @@ pub(crate) async fn watch(
     context: Option<db::DispatchContext>,
 ) -> Result<(), EngineError> {
     let key = &claimed.key;
-    let (run, config, (node_pool, allow_network)) = {
+    let (run, config, (node_pool, allow_network, max_disk_mb)) = {
         let mut conn = inner.pool.acquire().await?;
         // The plan as it is at dispatch: a plan change applies to the next task dispatched.
         let context = match context {
@@ -180,7 +182,8 @@ pub(crate) async fn watch(
         };
         let version = context.run.config_version;
         let config = inner.config_for(&mut conn, &key.run, version, &context.config_hash).await?;
-        (context.run, VersionedConfig { version, config }, (context.node_pool, context.allow_network))
+        let placement = (context.node_pool, context.allow_network, context.max_disk_mb);
+        (context.run, VersionedConfig { version, config }, placement)
     };
     let task = config
         .config
@@ -191,6 +194,7 @@ pub(crate) async fn watch(
     let mut spec = build_spec(inner, key, claimed.attempt, task, run.variables());
     spec.node_pool = node_pool;
     spec.allow_network = allow_network;
+    spec.disk_mb = u32::try_from(max_disk_mb).unwrap_or(gofer_core::model::DEFAULT_MAX_DISK_MB);
     if task.inject_api_token {
         // Valid until the run's deadline at most; the API also refuses it once the run completes.
         let expires =

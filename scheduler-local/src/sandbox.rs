@@ -362,6 +362,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             cpu_millis: 1000,
             memory_mb: 4096,
+            disk_mb: 1024,
             registry_auth: None,
             allow_network: true,
             node_pool: None,

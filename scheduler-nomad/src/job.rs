@@ -207,6 +207,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             cpu_millis: 500,
             memory_mb: 256,
+            disk_mb: 1024,
             registry_auth: None,
             allow_network: true,
             node_pool: None,

@@ -39,6 +39,7 @@ fn spec(job_id: &str) -> TaskSpec {
         timeout: Duration::from_secs(120),
         cpu_millis: 500,
         memory_mb: 256,
+        disk_mb: 1024,
         registry_auth: None,
         allow_network: true,
         node_pool: None,

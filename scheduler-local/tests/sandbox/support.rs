@@ -52,6 +52,7 @@ pub fn spec(job_id: &str, command: &[&str]) -> TaskSpec {
         timeout: Duration::from_secs(60),
         cpu_millis: 1000,
         memory_mb: 4096,
+        disk_mb: 1024,
         registry_auth: None,
         allow_network: true,
         node_pool: None,
