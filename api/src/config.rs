@@ -408,12 +408,20 @@ pub struct SandboxSettings {
     pub work_dir: Option<PathBuf>,
     /// The bubblewrap binary.
     pub bwrap_path: PathBuf,
-    /// Give tasks the host's network (off: tasks only see their own loopback).
+    /// Give tasks whose plan allows it a network of their own, with egress rules (off: loopback only).
     pub share_network: bool,
-    /// Address-space limit per task, in MiB.
+    /// Networks networked tasks may reach although the egress policy refuses them.
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// Memory ceiling per task, in MiB (the task's memory cgroup; without cgroups, per process).
     pub memory_limit_mb: u64,
-    /// Process limit per task.
+    /// Processes per task (the task's `pids.max`; without cgroups, per host uid).
     pub max_processes: u64,
+    /// Whether tasks get cgroups of their own: `auto`, `required` or `off`.
+    pub cgroups: gofer_scheduler_local::CgroupMode,
+    /// Run trial (untrusted) tenants' tasks even without per-task cgroups.
+    pub allow_untrusted_without_cgroups: bool,
+    /// Without root, run tasks as the service's own user (development only; unsafe).
+    pub unsafe_tasks_as_service_user: bool,
     /// The `gofer` binary `kind: gofer` tasks run, mounted read-only at `/opt/gofer/bin/gofer`
     /// (on their `PATH`). Default: the `gofer` next to the server's executable, else on `PATH`.
     pub gofer_binary: Option<PathBuf>,
@@ -549,8 +557,12 @@ impl Default for SandboxSettings {
             work_dir: None,
             bwrap_path: "bwrap".into(),
             share_network: false,
+            egress_allow: Vec::new(),
             memory_limit_mb: 4096,
             max_processes: 512,
+            cgroups: gofer_scheduler_local::CgroupMode::Auto,
+            allow_untrusted_without_cgroups: false,
+            unsafe_tasks_as_service_user: false,
             gofer_binary: None,
         }
     }

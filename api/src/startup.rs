@@ -126,6 +126,8 @@ impl Application {
             tracing::info!(file = %config.state_dir.join("bootstrap-token").display(), "issued the bootstrap operator token");
         }
 
+        let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+        let port = listener.local_addr()?.port();
         let scheduler: Arc<dyn Scheduler> = match (scheduler, config.scheduler) {
             (Some(given), _) => given,
             (None, SchedulerKind::Local) => Arc::new(
@@ -133,8 +135,16 @@ impl Application {
                     work_dir: config.sandbox.work_dir.clone().unwrap_or_else(|| config.state_dir.join("sandbox")),
                     bwrap_path: config.sandbox.bwrap_path.clone(),
                     share_network: config.sandbox.share_network,
+                    egress_allow: config.sandbox.egress_allow.clone(),
+                    // Networked `kind: gofer` tasks reach an API on this host's loopback through it.
+                    api_port: loopback_port(&api_url(&config, port)),
                     memory_limit_mb: config.sandbox.memory_limit_mb,
                     max_processes: config.sandbox.max_processes,
+                    cgroups: config.sandbox.cgroups,
+                    allow_untrusted_without_cgroups: config.sandbox.allow_untrusted_without_cgroups,
+                    unsafe_tasks_as_service_user: config.sandbox.unsafe_tasks_as_service_user,
+                    // The host keeps what the engine's log keeps (docs/sandbox.md, "Output and state").
+                    max_output_bytes: config.logs.max_bytes_per_task,
                     gofer_binary: config.sandbox.gofer_binary.clone(),
                 })
                 .context("starting the local sandbox scheduler")?,
@@ -146,8 +156,6 @@ impl Application {
         };
         let store = object_store(&config).await?;
         let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), object_limits(&config));
-        let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
-        let port = listener.local_addr()?.port();
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
@@ -353,6 +361,18 @@ impl actix_web::Responder for ApiError {
     }
 }
 
+/// The URL tasks reach the API at: `public_url`, else the listen address's.
+fn api_url(config: &Config, port: u16) -> String {
+    config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port))
+}
+
+/// The port of a URL whose host is this machine's loopback (`127.0.0.1`, `localhost`, `[::1]`).
+fn loopback_port(url: &str) -> Option<u16> {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]").then(|| port.parse().ok()).flatten()
+}
+
 /// `http://<host>:<port>` for a listen address, with a wildcard host replaced by loopback so the
 /// URL can be dialled on this machine.
 pub fn local_url(listen: &str, port: u16) -> String {
@@ -415,7 +435,7 @@ fn engine_config(config: &Config, port: u16, scheduler: &dyn Scheduler) -> Engin
         tenant_max_running_tasks: e.tenant_max_running_tasks,
         quota_check_interval: Duration::from_millis(e.quota_check_interval_ms),
         scheduler_outage_tolerance: Duration::from_secs(e.scheduler_outage_tolerance_s),
-        api_url: config.public_url.clone().unwrap_or_else(|| local_url(&config.listen, port)),
+        api_url: api_url(config, port),
         max_env_object_bytes: config.objects.max_env_object_bytes,
         gofer_cli_image: e.gofer_cli_image.clone(),
         ..EngineConfig::default()
@@ -521,4 +541,19 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{secret}")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_api_on_this_hosts_loopback_has_a_port_to_forward_into_tasks() {
+        assert_eq!(loopback_port("http://127.0.0.1:8080"), Some(8080));
+        assert_eq!(loopback_port("http://localhost:9000/base"), Some(9000));
+        assert_eq!(loopback_port("http://[::1]:7000"), Some(7000));
+        assert_eq!(loopback_port("https://gofer.example.com:443"), None);
+        assert_eq!(loopback_port("http://10.0.0.5:8080"), None);
+        assert_eq!(loopback_port("http://127.0.0.1"), None);
+    }
 }

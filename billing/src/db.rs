@@ -25,6 +25,7 @@ struct PlanRow {
     node_pool: Option<String>,
     allow_network: bool,
     allow_attach: bool,
+    untrusted: bool,
 }
 
 impl From<PlanRow> for Plan {
@@ -47,6 +48,7 @@ impl From<PlanRow> for Plan {
             node_pool: r.node_pool,
             allow_network: r.allow_network,
             allow_attach: r.allow_attach,
+            untrusted: r.untrusted,
         }
     }
 }
@@ -55,7 +57,7 @@ macro_rules! plan_columns {
     () => {
         "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
          task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach, \
-         max_pipeline_objects, max_pipeline_object_bytes, max_disk_mb"
+         max_pipeline_objects, max_pipeline_object_bytes, max_disk_mb, untrusted"
     };
 }
 
@@ -67,7 +69,7 @@ fn l(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Binds a plan's fields as `$1`..`$16`, in the order of `plan_columns!`.
+/// Binds a plan's fields as `$1`..`$17`, in the order of `plan_columns!`.
 fn bind_plan<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     p: &'q Plan,
@@ -89,6 +91,7 @@ fn bind_plan<'q>(
         .bind(i(p.max_pipeline_objects))
         .bind(l(p.max_pipeline_object_bytes))
         .bind(i(p.max_disk_mb))
+        .bind(p.untrusted)
 }
 
 pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
@@ -96,7 +99,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
         sqlx::query(concat!(
             "INSERT INTO plans (",
             plan_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         )),
         p,
     )
@@ -110,12 +113,12 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
         "UPDATE plans SET name = $2, max_concurrent_tasks = $3, max_task_timeout_s = $4, max_run_duration_s = $5,
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
              requests_per_minute = $10, node_pool = $11, allow_network = $12, allow_attach = $13,
-             max_pipeline_objects = $14, max_pipeline_object_bytes = $15, max_disk_mb = $16,
+             max_pipeline_objects = $14, max_pipeline_object_bytes = $15, max_disk_mb = $16, untrusted = $17,
              modified_at = CASE WHEN (name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis,
                                       max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute,
                                       node_pool, allow_network, allow_attach, max_pipeline_objects,
-                                      max_pipeline_object_bytes, max_disk_mb)
-                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                                      max_pipeline_object_bytes, max_disk_mb, untrusted)
+                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
     );

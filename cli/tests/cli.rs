@@ -171,7 +171,7 @@ async fn a_watched_run_exits_with_its_status_and_its_timeline_and_dump_read_back
     let tasks = doc["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 2);
     assert_eq!(tasks[0]["attempts"][0]["attempt"]["attempt"], 1, "{doc}");
-    assert_eq!(tasks[0]["scheduler"]["job_ids"][0], "acme-builds-ship-1-build-1");
+    assert_eq!(tasks[0]["scheduler"]["job_ids"][0], "acme~builds~ship~1~build~1");
     assert!(doc["events"].as_array().is_some_and(|e| !e.is_empty()));
     assert_eq!(doc["quota"]["plan"]["id"], "default", "{doc}");
     assert_eq!(doc["config_version"]["config"]["tasks"][0]["env"]["DEPLOY_PASSWORD"], "<redacted>");

@@ -595,8 +595,19 @@ mod tests {
 
     #[test]
     fn loader_variables_are_refused_by_name_and_build_settings_are_not() {
-        for key in ["LD_PRELOAD", "LD_AUDIT", "ld_preload", "LD_DEBUG_OUTPUT", "GCONV_PATH", "GLIBC_TUNABLES",
-                    "MALLOC_CHECK_", "MALLOC_TRACE", "LOCPATH", "NLSPATH", "HOSTALIASES"] {
+        for key in [
+            "LD_PRELOAD",
+            "LD_AUDIT",
+            "ld_preload",
+            "LD_DEBUG_OUTPUT",
+            "GCONV_PATH",
+            "GLIBC_TUNABLES",
+            "MALLOC_CHECK_",
+            "MALLOC_TRACE",
+            "LOCPATH",
+            "NLSPATH",
+            "HOSTALIASES",
+        ] {
             let env = BTreeMap::from([(key.to_owned(), "/job/x.so".to_owned())]);
             let err = check_env("tasks[0].env", &env).unwrap_err();
             let ConfigError::InvalidField { field, reason } = &err else { panic!("{err:?}") };

@@ -6,6 +6,7 @@ pub mod dag;
 pub mod debug;
 pub mod deployment;
 pub mod diff;
+pub mod egress;
 pub mod id;
 pub mod json;
 pub mod model;

@@ -474,6 +474,11 @@ pub struct Plan {
     /// Whether the tenant's tokens may attach to running tasks (false on the trial plan).
     #[serde(default = "default_allow_attach")]
     pub allow_attach: bool,
+    /// Whether the plan's tenants are untrusted (anonymous trials: true on the trial plan). The
+    /// local sandbox refuses their tasks on a host without per-task cgroups, unless the operator
+    /// opts out (`sandbox.allow_untrusted_without_cgroups`). Default false.
+    #[serde(default)]
+    pub untrusted: bool,
 }
 
 fn default_allow_attach() -> bool {
@@ -629,6 +634,7 @@ mod plan_tests {
             node_pool: None,
             allow_network: true,
             allow_attach: true,
+            untrusted: false,
         }
     }
 

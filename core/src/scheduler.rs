@@ -9,14 +9,17 @@ use std::time::Duration;
 
 use crate::id::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
 
+mod identity;
+pub use identity::JobIdentity;
+
 /// A boxed, sendable future, as returned by [`Scheduler`] methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Everything a scheduler needs to run one task execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSpec {
-    /// Deterministic job id, `{tenant}-{namespace}-{pipeline}-{run}-{task}-{attempt}`: submitting
-    /// the same spec twice must not start a second job.
+    /// Deterministic job id, `{tenant}~{namespace}~{pipeline}~{run}~{task}~{attempt}` (see
+    /// [`JobIdentity`]): submitting the same spec twice must not start a second job.
     pub job_id: String,
     /// Owner of the task.
     pub tenant: TenantId,
@@ -50,6 +53,9 @@ pub struct TaskSpec {
     pub registry_auth: Option<RegistryAuth>,
     /// Whether the task may reach the network (from the tenant's plan; trial plans say no).
     pub allow_network: bool,
+    /// Whether the tenant's plan is untrusted (anonymous trials): a scheduler that cannot limit
+    /// each task on its own refuses such tasks.
+    pub untrusted: bool,
     /// The scheduler's node pool for the task (from the tenant's plan); `None`: the scheduler's default.
     pub node_pool: Option<String>,
     /// The task runs the gofer CLI (`kind: gofer`). `image` is then the service's gofer CLI image;
@@ -73,7 +79,7 @@ impl std::fmt::Debug for RegistryAuth {
 }
 
 impl TaskSpec {
-    /// The deterministic job id for a task execution.
+    /// The deterministic job id for a task execution: [`JobIdentity::job_id`].
     pub fn job_id_for(
         tenant: &TenantId,
         namespace: &NamespaceId,
@@ -82,7 +88,19 @@ impl TaskSpec {
         task: &TaskId,
         attempt: u32,
     ) -> String {
-        format!("{tenant}-{namespace}-{pipeline}-{run}-{task}-{attempt}")
+        identity::join(tenant, namespace, pipeline, run, task, attempt)
+    }
+
+    /// The task execution this spec is for, as schedulers record it with the job.
+    pub fn identity(&self) -> JobIdentity {
+        JobIdentity {
+            tenant: self.tenant.clone(),
+            namespace: self.namespace.clone(),
+            pipeline: self.pipeline.clone(),
+            run: self.run,
+            task: self.task.clone(),
+            attempt: self.attempt,
+        }
     }
 }
 
@@ -251,7 +269,10 @@ pub trait Scheduler: Send + Sync + 'static {
         CLUSTER_PARALLEL_TASKS
     }
 
-    /// Starts the job. Starting a job id that already exists succeeds without starting another.
+    /// Starts the job. Starting a job id that already exists succeeds without starting another when
+    /// the existing job was recorded for the same [`JobIdentity`] (a repeated start); when it was
+    /// recorded for another one, or its identity is unknown, the start is refused with
+    /// [`SchedulerError::Rejected`] naming only the job id: a job is never adopted by a stranger.
     fn start<'a>(&'a self, spec: &'a TaskSpec) -> BoxFuture<'a, Result<(), SchedulerError>>;
 
     /// Reports the job's current state.

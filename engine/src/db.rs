@@ -400,6 +400,7 @@ pub(crate) struct DispatchContext {
     pub node_pool: Option<String>,
     pub allow_network: bool,
     pub max_disk_mb: i32,
+    pub untrusted: bool,
 }
 
 /// The SELECT list and joins of a dispatch context; the caller adds its `WHERE`.
@@ -409,7 +410,7 @@ macro_rules! dispatch_context_sql {
             "SELECT r.tenant_id AS context_tenant, ",
             run_columns!("r."),
             ", c.config_hash, p.node_pool, COALESCE(p.allow_network, true) AS allow_network,
-                    COALESCE(p.max_disk_mb, 10240) AS max_disk_mb
+                    COALESCE(p.max_disk_mb, 10240) AS max_disk_mb, COALESCE(p.untrusted, false) AS untrusted
              FROM runs r
              JOIN pipeline_configs c ON c.tenant_id = r.tenant_id AND c.namespace_id = r.namespace_id
                                      AND c.pipeline_id = r.pipeline_id AND c.version = r.config_version

@@ -152,6 +152,7 @@ fn build_spec(
         // Resolved from the task's `registry_auth` secret in `watch`, with the env's references.
         registry_auth: None,
         allow_network: true,
+        untrusted: false,
         node_pool: None,
         gofer_cli: task.kind == TaskKind::Gofer,
     }
@@ -173,7 +174,7 @@ pub(crate) async fn watch(
     context: Option<db::DispatchContext>,
 ) -> Result<(), EngineError> {
     let key = &claimed.key;
-    let (run, config, (node_pool, allow_network, max_disk_mb)) = {
+    let (run, config, (node_pool, allow_network, max_disk_mb, untrusted)) = {
         let mut conn = inner.pool.acquire().await?;
         // The plan as it is at dispatch: a plan change applies to the next task dispatched.
         let context = match context {
@@ -182,7 +183,7 @@ pub(crate) async fn watch(
         };
         let version = context.run.config_version;
         let config = inner.config_for(&mut conn, &key.run, version, &context.config_hash).await?;
-        let placement = (context.node_pool, context.allow_network, context.max_disk_mb);
+        let placement = (context.node_pool, context.allow_network, context.max_disk_mb, context.untrusted);
         (context.run, VersionedConfig { version, config }, placement)
     };
     let task = config
@@ -195,6 +196,7 @@ pub(crate) async fn watch(
     spec.node_pool = node_pool;
     spec.allow_network = allow_network;
     spec.disk_mb = u32::try_from(max_disk_mb).unwrap_or(gofer_core::model::DEFAULT_MAX_DISK_MB);
+    spec.untrusted = untrusted;
     if task.inject_api_token {
         // Valid until the run's deadline at most; the API also refuses it once the run completes.
         let expires =

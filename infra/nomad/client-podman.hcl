@@ -8,7 +8,12 @@ client {
   options = {
     "driver.denylist" = "raw_exec,exec,java,qemu"
   }
+  # Rootless Podman cannot join the network namespace Nomad makes for a CNI network, so these
+  # nodes serve plans without network (allow_network = false); docs/nomad.md, "Networked tasks".
 }
+
+# Every job names the seccomp profile /etc/gofer/seccomp.json (nomad.seccomp_profile): install
+# infra/nomad/seccomp.json there, readable by the rootless Podman user (podman reads the path).
 
 plugin "nomad-driver-podman" {
   config {

@@ -12,7 +12,16 @@ client {
   }
 
   # No host volumes are declared: tasks cannot mount anything from the host.
+
+  # Networked tasks join the CNI network gofer-egress (gofer-egress.conflist here, the reference
+  # plugins in cni_path) whose egress rules are gofer-egress.nft. CNI needs the agent to run as
+  # root and a dockerd that can join the namespace it makes: see docs/nomad.md, "Networked tasks".
+  cni_path       = "/opt/cni/bin"
+  cni_config_dir = "/opt/cni/config"
 }
+
+# Every job names the seccomp profile /etc/gofer/seccomp.json (nomad.seccomp_profile): install
+# infra/nomad/seccomp.json there; the agent reads it and sends it to dockerd.
 
 plugin "docker" {
   config {

@@ -1,10 +1,16 @@
 //! Exec (attach): a command run inside a running sandbox, joined with `nsenter`.
 //!
-//! The command is `prlimit` (the scheduler's limits) → `nsenter -t <sandbox pid 1> -a -S 65534 -G
-//! 65534 --wdns=/job` → the argv: the sandbox's own namespaces (mount, pid, network, user…), the
-//! same unprivileged user with no capabilities, `/job` as the working directory, and exactly the
-//! request's environment (plus the sandbox's `PATH`/`HOME` defaults). nsenter forks into the pid
-//! namespace, so when the task's pid 1 ends, the kernel kills the command too.
+//! The command is `sh` (joins the task's cgroups) → `prlimit` (the task's own limits) → `nsenter -t
+//! <sandbox pid 1> -a -S 65534 -G 65534 --wdns=/job` → `/usr/bin/env -i <the request's environment>`
+//! → the argv: the sandbox's own namespaces (mount, pid, network, user…), the same unprivileged
+//! user with no capabilities, `/job` as the working directory, the task's memory, process and CPU
+//! limits, and exactly the request's environment (plus the sandbox's `PATH`/`HOME` defaults).
+//!
+//! **The host-side processes (`sh`, `prlimit`, `nsenter`) get a fixed environment** (`PATH`
+//! only): the request's environment is the task's, which a tenant controls (`LD_LIBRARY_PATH`, or
+//! worse), so it is applied by `env` inside the sandbox, after the user and namespaces changed.
+//! nsenter forks into the pid namespace, so when the task's pid 1 ends, the kernel kills the
+//! command too.
 //!
 //! With a tty the command runs on a fresh pseudo-terminal (`pty-process` opens it) through
 //! `setsid -w -c` inside the sandbox, so it leads a session of the sandbox's pid namespace with
@@ -13,7 +19,6 @@
 //! [`ExecOutput::Exited`] once the process exited and its output is drained. When the session's
 //! input side is dropped, the process group is killed.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
@@ -29,7 +34,7 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::LocalScheduler;
-use crate::sandbox::{self, SANDBOX_PATH, SANDBOX_UID};
+use crate::sandbox::{self, HOST_PATH, SANDBOX_PATH, SANDBOX_UID};
 
 /// How long output may still arrive after the process exited (a background process may keep the
 /// pipes or the pty open for ever).
@@ -70,11 +75,19 @@ impl LocalScheduler {
             return Err(not_running());
         }
         let init = job.init_pid().await.ok_or_else(not_running)?;
+        if request.command[0].contains('=') {
+            // `env` would take it for a variable.
+            return Err(SchedulerError::Rejected("the command's program name contains '='".into()));
+        }
 
+        let limits = job.limits();
         let uid = SANDBOX_UID.to_string();
-        let mut args: Vec<OsString> = vec![
-            format!("--nproc={}", self.config.max_processes).into(),
-            format!("--as={}", self.config.memory_limit_mb.saturating_mul(1024 * 1024)).into(),
+        let mut args: Vec<OsString> = vec!["-c".into(), JOIN_CGROUPS_SCRIPT.into(), "sh".into()];
+        args.extend(limits.cgroup.iter().flat_map(|c| c.procs_files()).map(OsString::from));
+        args.push("--".into());
+        args.push(self.tools.prlimit.clone().into());
+        args.extend(sandbox::process_limits(&self.config, limits.memory_limit_mb, limits.cgroup.is_some()));
+        args.extend([
             "--".into(),
             nsenter.into(),
             "-t".into(),
@@ -86,7 +99,13 @@ impl LocalScheduler {
             uid.into(),
             "--wdns=/job".into(),
             "--".into(),
-        ];
+        ]);
+        let mut env = request.env.clone();
+        env.entry("PATH".into()).or_insert_with(|| SANDBOX_PATH.into());
+        env.entry("HOME".into()).or_insert_with(|| "/job".into());
+        // Inside the sandbox: the task's environment reaches only the sandbox's processes.
+        args.extend([ENV_PROGRAM.into(), "-i".into()]);
+        args.extend(env.iter().map(|(key, value)| OsString::from(format!("{key}={value}"))));
         if request.tty {
             // Inside the sandbox, the command leads its own session with the pty as controlling
             // terminal: a shell must find its process groups in its own pid namespace (made the
@@ -97,14 +116,11 @@ impl LocalScheduler {
             args.extend([setsid.into(), "-w".into(), "-c".into(), "--".into()]);
         }
         args.extend(request.command.iter().map(OsString::from));
-        let mut env = request.env.clone();
-        env.entry("PATH".into()).or_insert_with(|| SANDBOX_PATH.into());
-        env.entry("HOME".into()).or_insert_with(|| "/job".into());
-        let program = self.tools.prlimit.clone();
+        let program = self.tools.sh.clone();
 
         let (input_tx, input_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (output_tx, output_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let launch = Launch { program, args, env };
+        let launch = Launch { program, args };
         if request.tty {
             let (pty, child) = launch.spawn_tty(request.size.unwrap_or(DEFAULT_SIZE))?;
             tokio::spawn(drive_tty(child, pty, input_rx, output_tx));
@@ -118,11 +134,19 @@ impl LocalScheduler {
     }
 }
 
-/// What to spawn: the program, its arguments and its whole environment.
+/// Joins the cgroups whose `cgroup.procs` files come before `--`, then runs what follows: the
+/// shell's own pid moves, so every process it then becomes or starts is inside.
+const JOIN_CGROUPS_SCRIPT: &str =
+    r#"for f; do shift; [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; done; exec "$@""#;
+
+/// The sandbox's `env`, which applies the request's environment after nsenter.
+const ENV_PROGRAM: &str = "/usr/bin/env";
+
+/// What to spawn on the host: the program and its arguments, with [`HOST_PATH`] as the whole
+/// environment.
 struct Launch {
     program: PathBuf,
     args: Vec<OsString>,
-    env: BTreeMap<String, String>,
 }
 
 fn spawn_error(e: impl std::fmt::Display) -> SchedulerError {
@@ -134,7 +158,7 @@ impl Launch {
         tokio::process::Command::new(&self.program)
             .args(&self.args)
             .env_clear()
-            .envs(&self.env)
+            .env("PATH", HOST_PATH)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -153,7 +177,7 @@ impl Launch {
         let child = tokio::process::Command::new(&self.program)
             .args(&self.args)
             .env_clear()
-            .envs(&self.env)
+            .env("PATH", HOST_PATH)
             .stdin(stdio()?)
             .stdout(stdio()?)
             .stderr(stdio()?)

@@ -13,20 +13,36 @@ use tokio::process::Child;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::cgroup::TaskCgroup;
 use crate::layout::JobPaths;
 use crate::process::{self, Reap};
 
+/// How long the output may still flow after the sandbox ended.
+const OUTPUT_WAIT: Duration = Duration::from_secs(5);
+
 /// How long to wait for a SIGKILLed sandbox to be reaped before reporting the scheduler unavailable.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The limits a job runs under; attach applies the same ones to what it runs in the job.
+#[derive(Debug)]
+pub(crate) struct JobLimits {
+    /// The task's memory in MiB (its cgroup's limit, or per process without one).
+    pub memory_limit_mb: u64,
+    /// The task's own cgroups, when the host has them.
+    pub cgroup: Option<TaskCgroup>,
+}
 
 /// A job this server started.
 #[derive(Debug)]
 pub(crate) struct Job {
     job_id: String,
     paths: JobPaths,
+    limits: JobLimits,
     state: watch::Sender<TaskObservation>,
     /// Set before the scheduler ends the sandbox, so its exit is reported as a kill, not an exit code.
     kill_reason: Mutex<Option<KillReason>>,
+    /// Host helpers that serve the sandbox (its network's slirp4netns), ended with it.
+    helpers: Mutex<Vec<Child>>,
     /// Asks the waiter, which owns the `Child`, to SIGKILL the sandbox: only the waiter knows whether
     /// the pid has been reaped, so only it can signal that pid without hitting a recycled one.
     kill_now: Notify,
@@ -40,12 +56,16 @@ impl Job {
         mut child: Child,
         options: Vec<u8>,
         timeout: Duration,
+        limits: JobLimits,
+        output: tokio::task::JoinHandle<()>,
     ) -> Arc<Self> {
         let job = Arc::new(Self {
             job_id: job_id.to_owned(),
             paths,
+            limits,
             state: watch::Sender::new(TaskObservation::Running),
             kill_reason: Mutex::new(None),
+            helpers: Mutex::new(Vec::new()),
             kill_now: Notify::new(),
         });
         if let Some(mut stdin) = child.stdin.take() {
@@ -59,7 +79,7 @@ impl Job {
             });
         }
         let deadline = Instant::now().checked_add(timeout);
-        tokio::spawn(Arc::clone(&job).wait(child, deadline));
+        tokio::spawn(Arc::clone(&job).wait(child, deadline, output));
         job
     }
 
@@ -73,8 +93,18 @@ impl Job {
         &self.paths
     }
 
+    /// Keeps a helper process that must end with the sandbox.
+    pub(crate) fn hold_helper(&self, helper: Child) {
+        self.helpers.lock().unwrap_or_else(PoisonError::into_inner).push(helper);
+    }
+
+    /// The limits the job runs under.
+    pub(crate) fn limits(&self) -> &JobLimits {
+        &self.limits
+    }
+
     /// Waits for the sandbox to end, enforcing the deadline, and records how it ended.
-    async fn wait(self: Arc<Self>, mut child: Child, deadline: Option<Instant>) {
+    async fn wait(self: Arc<Self>, mut child: Child, deadline: Option<Instant>, output: tokio::task::JoinHandle<()>) {
         let mut deadline = deadline;
         let status = loop {
             let timer = async move {
@@ -96,8 +126,14 @@ impl Job {
             }
         };
         let reason = *self.kill_reason.lock().unwrap_or_else(PoisonError::into_inner);
+        // A task that failed after the kernel's OOM killer hit it ran out of memory, whichever
+        // of its processes was chosen.
+        let oom = || self.limits.cgroup.as_ref().is_some_and(crate::cgroup::TaskCgroup::oom_killed);
         let observation = match (reason, status) {
             (Some(reason), _) => TaskObservation::Killed { reason },
+            (None, Ok(status)) if !status.success() && oom() => {
+                TaskObservation::Killed { reason: KillReason::OutOfMemory }
+            }
             (None, Ok(status)) => TaskObservation::Exited {
                 // bwrap passes the task's code through (128+signal when the task died of a signal);
                 // bwrap itself dying of a signal nobody here sent is reported the same way.
@@ -106,6 +142,25 @@ impl Job {
             (None, Err(e)) => TaskObservation::Failed { detail: format!("waiting for the sandbox failed: {e}") },
         };
         self.reap_sandbox_init().await;
+        // Dropping them kills them (`kill_on_drop`); the runtime reaps them.
+        self.helpers.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        // The whole output is in output.log before the job is reported final. Every writer died with
+        // the sandbox's pid namespace, so the pipe is at its end; the limit only guards a surprise.
+        if tokio::time::timeout(OUTPUT_WAIT, output).await.is_err() {
+            tracing::warn!(job_id = %self.job_id, "the task's output was still open after it ended");
+        }
+        if let Some(cgroup) = &self.limits.cgroup {
+            // Blocking sysfs work with short retries: off the async threads.
+            let job = Arc::clone(&self);
+            let removed = tokio::task::spawn_blocking(move || {
+                if let Some(cgroup) = &job.limits.cgroup {
+                    cgroup.remove();
+                }
+            });
+            if removed.await.is_err() {
+                tracing::warn!(job_id = %self.job_id, groups = ?cgroup, "removing the task's cgroups panicked");
+            }
+        }
         if let Err(e) = write_result(&self.paths.result, &observation).await {
             tracing::warn!(job_id = %self.job_id, error = %e, "could not record the job's result on disk");
         }
@@ -125,6 +180,21 @@ impl Job {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits up to `limit` for the sandbox's pid 1 (bwrap writes `info.json` once its namespaces
+    /// exist); `None` when it never came or the job ended first.
+    pub(crate) async fn wait_init_pid(&self, limit: Duration) -> Option<Pid> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(pid) = self.init_pid().await {
+                return Some(pid);
+            }
+            if self.observation().is_final() || Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

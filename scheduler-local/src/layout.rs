@@ -21,14 +21,14 @@ const HASHED_PREFIX_LEN: usize = 100;
 pub(crate) struct JobPaths {
     /// `<work_dir>/<name>`: everything the job holds; the sandbox never sees this directory itself.
     pub root: PathBuf,
-    /// `<root>/job`: the task's working directory, mounted at `/job`.
-    pub job: PathBuf,
     /// `<root>/output.log`: combined stdout and stderr.
     pub output: PathBuf,
     /// `<root>/info.json`: bubblewrap's `--info-fd` output (`child-pid`, namespaces), for attach.
     pub info: PathBuf,
     /// `<root>/result.json`: the final observation, kept for a restarted server.
     pub result: PathBuf,
+    /// `<root>/identity.json`: the task execution the job was started for (see `identity.rs`).
+    pub identity: PathBuf,
 }
 
 impl JobPaths {
@@ -37,23 +37,24 @@ impl JobPaths {
         validate_job_id(job_id)?;
         let root = work_dir.join(dir_name(job_id));
         Ok(Self {
-            job: root.join("job"),
             output: root.join("output.log"),
             info: root.join("info.json"),
             result: root.join("result.json"),
+            identity: root.join("identity.json"),
             root,
         })
     }
 }
 
-/// Accepts `[a-z0-9_-]+`: the engine's ids are made of validated identifiers, and with no `.` or `/`
-/// an id can never name a parent directory or a path outside the work directory.
+/// Accepts `[a-z0-9_~-]+`: the engine's ids are validated identifiers and numbers joined by `~`
+/// (`-` in ids recorded before that scheme), and with no `.` or `/` an id can never name a parent
+/// directory or a path outside the work directory.
 pub(crate) fn validate_job_id(job_id: &str) -> Result<(), SchedulerError> {
-    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'~');
     if job_id.is_empty() || job_id.len() > MAX_JOB_ID_LEN || !job_id.bytes().all(allowed) {
         let shown: String = job_id.chars().take(80).collect();
         return Err(SchedulerError::Rejected(format!(
-            "invalid job id {shown:?}: must be 1 to {MAX_JOB_ID_LEN} characters of a-z, 0-9, '_' and '-'"
+            "invalid job id {shown:?}: must be 1 to {MAX_JOB_ID_LEN} characters of a-z, 0-9, '_', '~' and '-'"
         )));
     }
     Ok(())
@@ -78,7 +79,15 @@ mod tests {
     fn short_ids_are_used_as_directory_names() {
         let paths = JobPaths::new(Path::new("/w"), "acme-team-build-7-test-1").unwrap();
         assert_eq!(paths.root, Path::new("/w/acme-team-build-7-test-1"));
-        assert_eq!(paths.job, Path::new("/w/acme-team-build-7-test-1/job"));
+    }
+
+    #[test]
+    fn engine_ids_of_both_schemes_are_used_as_directory_names() {
+        for id in ["acme~labs-builds~hello~1~build~1", "acme-labs-builds-hello-1-build-1"] {
+            assert_eq!(JobPaths::new(Path::new("/w"), id).unwrap().root, Path::new("/w").join(id));
+        }
+        let identity = JobPaths::new(Path::new("/w"), "a~b~c~1~d~1").unwrap().identity;
+        assert_eq!(identity, Path::new("/w/a~b~c~1~d~1/identity.json"));
     }
 
     #[test]

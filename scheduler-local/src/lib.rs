@@ -18,21 +18,26 @@
 //!
 //! # Root or not
 //! As root, bwrap is started through `setpriv` as host uid 65534: otherwise the sandbox user would
-//! be host root in disguise (able to read `/etc/shadow` through the read-only `/etc`, and exempt from
-//! `RLIMIT_NPROC`). Then uid 65534 must be able to enter the work directory (checked by
-//! [`LocalScheduler::new`]), and each `job/` directory is chowned to 65534. As another user, bwrap
-//! maps that user onto uid 65534 in the sandbox; files in `job/` belong to the server's user.
+//! be host root in disguise (able to read root-only files, and exempt from `RLIMIT_NPROC`). Then
+//! uid 65534 must be able to enter the work directory (checked by [`LocalScheduler::new`]). Without
+//! root, bwrap could only map the server's own user into the sandbox, so the scheduler refuses to
+//! start unless [`LocalSchedulerConfig::unsafe_tasks_as_service_user`] says otherwise (development).
 //!
 //! # Limits
-//! `prlimit --as` caps address space: going past it makes allocations fail inside the task (it
-//! exits non-zero; the scheduler cannot tell this from other failures, so `OutOfMemory` is never
-//! reported). `prlimit --nproc` counts every process of the sandbox's host uid (65534 as root, the
-//! server's user otherwise), so it is a ceiling shared by all jobs running at once, not a per-job quota.
-//! The wall-clock timeout SIGKILLs the sandbox. Output is not size-limited.
+//! Each task runs in cgroups of its own (`cgroup.rs`): memory for all its processes with its tmpfs
+//! pages (a task over it ends `OutOfMemory`), `pids.max`, and a CPU quota and weight from its
+//! `cpu`. `/tmp` and `/dev/shm` are sized tmpfs, `/dev` is read-only, no user namespace can be
+//! made inside (`--disable-userns`) and a seccomp filter refuses namespace, mount, keyring, BPF and
+//! other kernel surface (`seccomp.rs`). Without usable cgroups ([`CgroupMode`]), limits fall back to
+//! `prlimit --as` per process and `prlimit --nproc` per host uid (shared by all sandboxes). The
+//! wall-clock timeout SIGKILLs the sandbox. Output is not size-limited.
 //!
 //! # On disk
-//! `<work_dir>/<job_id>/{job/, output.log, info.json, result.json}` (ids longer than 128 bytes get a
-//! hashed directory name). `info.json` is bwrap's `--info-fd` output (`child-pid`, for attach via
+//! `<work_dir>/<job_id>/{job/, output.log, identity.json, info.json, result.json}` (job ids are
+//! `{tenant}~{namespace}~{pipeline}~{run}~{task}~{attempt}`; ids longer than 128 bytes get a hashed
+//! directory name). `identity.json` records the execution the job was started for, before it
+//! starts: a start of the same id for another execution, or of a directory without a record, is
+//! refused rather than adopted. `info.json` is bwrap's `--info-fd` output (`child-pid`, for attach via
 //! `nsenter`); `result.json` keeps the final observation so a restarted server can still report it.
 //! A sandbox dies with the server (`--die-with-parent`): after a restart, a job without a result is
 //! [`TaskObservation::Unknown`].
@@ -47,15 +52,23 @@
 //! The launcher exits with the task's status before pid 1 is gone, so pid 1 is orphaned and reaped by
 //! the host's init; when this server is itself pid 1 (a container without an init), it reaps them.
 
+mod cgroup;
 mod exec;
+mod files;
+mod identity;
 mod job;
 mod layout;
+mod network;
 mod operations;
+mod output;
 mod probe;
 mod process;
 mod sandbox;
+mod seccomp;
 
 use std::collections::HashMap;
+
+use sha2::Digest;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +77,10 @@ use gofer_core::scheduler::{
     BoxFuture, ExecRequest, ExecSession, LogChunk, Scheduler, SchedulerError, TaskObservation, TaskSpec,
 };
 
+use crate::cgroup::Cgroups;
+use crate::files::SandboxFiles;
 use crate::job::Job;
+use crate::network::Network;
 use crate::sandbox::Tools;
 
 /// Settings for [`LocalScheduler`].
@@ -75,12 +91,35 @@ pub struct LocalSchedulerConfig {
     pub work_dir: PathBuf,
     /// The bubblewrap binary: a path, or a name looked up on `PATH`. Default `bwrap`.
     pub bwrap_path: PathBuf,
-    /// Give tasks the host's network instead of loopback only. Default false.
+    /// Give tasks whose plan allows the network a network of their own (slirp4netns, with egress
+    /// rules: see `network.rs`); off: loopback only for every task. Default false.
     pub share_network: bool,
-    /// Address-space limit per sandbox, in MiB (`prlimit --as`). Default 4096.
+    /// Networks networked tasks may reach although the egress policy refuses them (a private
+    /// mirror, say). Default none.
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// The API's port on this host's loopback, forwarded into networked `kind: gofer` tasks (their
+    /// `127.0.0.1:<port>` is the API). Set by the server.
+    pub api_port: Option<u16>,
+    /// Memory ceiling per task, in MiB: the task's own `memory_mb` is used up to this. With
+    /// cgroups, the task's memory cgroup limit (tmpfs included); without, `prlimit --as` per
+    /// process. Default 4096.
     pub memory_limit_mb: u64,
-    /// Process limit (`prlimit --nproc`), counted per host uid: see the crate docs. Default 512.
+    /// Processes (and threads) per task: the task's `pids.max`. Without cgroups, `prlimit --nproc`,
+    /// which counts every sandbox of the host uid together. Default 512.
     pub max_processes: u64,
+    /// Whether tasks get cgroups of their own. Default `auto`: used when this host allows it.
+    pub cgroups: CgroupMode,
+    /// Run tasks of untrusted plans (trials) although no cgroup limits each task (only
+    /// per-process limits hold then). Default false: such tasks are refused on such a host.
+    pub allow_untrusted_without_cgroups: bool,
+    /// Run tasks as the server's own user when the server is not root. **Unsafe, for development
+    /// only**: a task could then signal, trace or read everything of the server's processes and
+    /// files. Without root and without this, the scheduler refuses to start (a distinct sandbox
+    /// uid from a subuid range is the way forward; see docs/sandbox.md). Default false.
+    pub unsafe_tasks_as_service_user: bool,
+    /// Bytes of a task's output kept on the host (`output.log`): this much as it arrives, then
+    /// half as much again of its end (see `output.rs`). Default 10 MiB, the engine's log cap.
+    pub max_output_bytes: u64,
     /// The `gofer` binary that `kind: gofer` tasks run ([`TaskSpec::gofer_cli`]), mounted
     /// read-only at `/opt/gofer/bin/gofer`. `None`: the `gofer` next to this executable, else the
     /// one on `PATH`, else such tasks are refused.
@@ -93,11 +132,32 @@ impl Default for LocalSchedulerConfig {
             work_dir: PathBuf::from("./.gofer/sandbox"),
             bwrap_path: PathBuf::from("bwrap"),
             share_network: false,
+            egress_allow: Vec::new(),
+            api_port: None,
             memory_limit_mb: 4096,
             max_processes: 512,
+            cgroups: CgroupMode::Auto,
+            allow_untrusted_without_cgroups: false,
+            unsafe_tasks_as_service_user: false,
+            max_output_bytes: 10 * 1024 * 1024,
             gofer_binary: None,
         }
     }
+}
+
+/// Whether the local scheduler limits each task with cgroups of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupMode {
+    /// Use cgroups when the host allows it (cgroup v2 with memory and pids delegated to the
+    /// service, or the v1 controllers writable); otherwise say so at start-up and fall back to
+    /// per-process limits.
+    #[default]
+    Auto,
+    /// Refuse to start without usable cgroups.
+    Required,
+    /// Never use cgroups (per-process limits only).
+    Off,
 }
 
 /// Why a [`LocalScheduler`] could not be created.
@@ -129,6 +189,27 @@ pub enum LocalSchedulerError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The server is not root, so tasks would run as its own user.
+    #[error(
+        "the local sandbox needs root: tasks must never run as the service's own user (uid {uid}); start \
+         the service as root, or for development only set sandbox.unsafe_tasks_as_service_user = true"
+    )]
+    NoSandboxUser {
+        /// The service's uid.
+        uid: u32,
+    },
+    /// `sandbox.share_network` is on and networked tasks cannot be given their own network.
+    #[error("sandbox.share_network is on but tasks cannot get a network of their own: {detail}")]
+    NetworkUnusable {
+        /// What is missing.
+        detail: String,
+    },
+    /// `sandbox.cgroups = "required"` and no cgroup can be used.
+    #[error("sandbox.cgroups is \"required\" but no cgroup can be used on this host: {detail}")]
+    CgroupsUnusable {
+        /// Why.
+        detail: String,
+    },
     /// bwrap is there but cannot start a sandbox (no user namespaces, unreachable work directory…).
     #[error("bubblewrap cannot start a sandbox on this host: {detail}")]
     SandboxUnusable {
@@ -142,6 +223,10 @@ pub enum LocalSchedulerError {
 pub struct LocalScheduler {
     config: LocalSchedulerConfig,
     tools: Tools,
+    /// Where task cgroups are made; `None`: per-process limits only (see [`CgroupMode`]).
+    cgroups: Option<Cgroups>,
+    /// How networked tasks get their network; `None`: `share_network` is off.
+    network: Option<Network>,
     /// Jobs started by this process. The lock also serialises starts, which makes them idempotent.
     jobs: tokio::sync::Mutex<HashMap<String, Arc<Job>>>,
 }
@@ -151,52 +236,108 @@ impl LocalScheduler {
     /// few milliseconds), so a host that cannot sandbox fails at start-up rather than on the first task.
     pub fn new(config: LocalSchedulerConfig) -> Result<Self, LocalSchedulerError> {
         let privileged = rustix::process::geteuid().is_root();
+        check_sandbox_user(privileged, config.unsafe_tasks_as_service_user)?;
         let mut tools = Tools::find(&config.bwrap_path, config.gofer_binary.as_deref(), privileged)?;
         let work_dir_error = |source| LocalSchedulerError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
         let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
         let config = LocalSchedulerConfig { work_dir, ..config };
+        tools.files = SandboxFiles::write(&config.work_dir.join(".sandbox")).map_err(work_dir_error)?;
         probe::probe(&tools, &config, &config.work_dir)?;
+        let network = match config.share_network {
+            false => None,
+            true => Some(
+                Network::prepare(&config.egress_allow, config.api_port)
+                    .map_err(|detail| LocalSchedulerError::NetworkUnusable { detail })?,
+            ),
+        };
+        let cgroups = match config.cgroups {
+            CgroupMode::Off => None,
+            mode => match Cgroups::detect() {
+                Ok(cgroups) => Some(cgroups),
+                Err(detail) if mode == CgroupMode::Required => {
+                    return Err(LocalSchedulerError::CgroupsUnusable { detail });
+                }
+                Err(detail) => {
+                    tracing::warn!(
+                        %detail,
+                        "no cgroup can be used: tasks are limited per process only (memory per process, \
+                         processes per host uid); see docs/sandbox.md"
+                    );
+                    None
+                }
+            },
+        };
         if privileged && let Some(gofer) = &tools.gofer {
-            // bwrap binds as the sandbox user, who can enter the work directory (the probe just
-            // proved it) but maybe not the directories holding the server's binary.
-            tools.gofer = Some(stage_gofer_binary(gofer, &config.work_dir).map_err(work_dir_error)?);
+            // bwrap binds as the sandbox user, who may not be able to enter the directories holding
+            // the server's binary; and the staged path names no state directory.
+            tools.gofer = Some(stage_gofer_binary(gofer).map_err(work_dir_error)?);
         }
         tracing::info!(
             work_dir = %config.work_dir.display(),
             privileged,
             share_network = config.share_network,
             gofer = ?tools.gofer,
+            cgroups = ?cgroups.as_ref().map(Cgroups::version),
             "local sandbox scheduler ready"
         );
-        Ok(Self { config, tools, jobs: tokio::sync::Mutex::new(HashMap::new()) })
+        Ok(Self { config, tools, cgroups, network, jobs: tokio::sync::Mutex::new(HashMap::new()) })
     }
 
     /// The configuration in use (`work_dir` made absolute).
     pub fn config(&self) -> &LocalSchedulerConfig {
         &self.config
     }
+
+    /// Whether each task runs in cgroups of its own (memory, processes and CPU limited for the
+    /// whole task); false: per-process limits only (see [`CgroupMode`]).
+    pub fn limits_whole_tasks(&self) -> bool {
+        self.cgroups.is_some()
+    }
 }
 
-/// Puts `gofer` at `<work_dir>/.gofer-cli/gofer` (a hard link when it can, else a copy), readable
-/// and executable by everyone, and answers that path.
-fn stage_gofer_binary(gofer: &std::path::Path, work_dir: &std::path::Path) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = work_dir.join(".gofer-cli");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-    let staged = dir.join("gofer");
-    match std::fs::remove_file(&staged) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+/// Refuses to run tasks as the service's own user: without root, bwrap maps that user into the
+/// sandbox, so a task would share the server's uid on the host. Mapping a distinct uid needs a
+/// subuid range and `newuidmap` (not done yet, see docs/sandbox.md).
+fn check_sandbox_user(privileged: bool, unsafe_opt_out: bool) -> Result<(), LocalSchedulerError> {
+    if privileged {
+        return Ok(());
     }
-    // A hard link shares the original's mode, so it only serves when that lets everyone run it;
-    // otherwise a copy, widened.
-    let runnable_by_all = std::fs::metadata(gofer)?.permissions().mode() & 0o005 == 0o005;
-    if !(runnable_by_all && std::fs::hard_link(gofer, &staged).is_ok()) {
-        std::fs::copy(gofer, &staged)?;
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
+    let uid = rustix::process::geteuid().as_raw();
+    if unsafe_opt_out {
+        tracing::warn!(
+            uid,
+            "tasks run as the service's own user (sandbox.unsafe_tasks_as_service_user): development only"
+        );
+        return Ok(());
+    }
+    Err(LocalSchedulerError::NoSandboxUser { uid })
+}
+
+/// Where a root server stages the `gofer` binary for `kind: gofer` tasks: outside the state
+/// directory, so a task's mount table does not name it.
+const STAGED_CLI_DIR: &str = "/run/gofer-sandbox";
+
+/// Copies `gofer` to `/run/gofer-sandbox/gofer-<key>`, readable and executable by everyone, and
+/// answers that path. The key is the binary's identity (device, inode, size, modification time),
+/// so servers of one binary share one copy and a new binary gets a new one; `/run` is emptied at
+/// boot.
+fn stage_gofer_binary(gofer: &std::path::Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(gofer)?;
+    let identity = format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+    let key = &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..16];
+    let dir = std::path::Path::new(STAGED_CLI_DIR);
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let staged = dir.join(format!("gofer-{key}"));
+    if !staged.exists() {
+        // A copy to a private name, then a rename: a concurrent server never binds half a file.
+        let tmp = dir.join(format!(".gofer-{key}.{}", std::process::id()));
+        std::fs::copy(gofer, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &staged)?;
     }
     Ok(staged)
 }
@@ -253,5 +394,19 @@ impl Scheduler for LocalScheduler {
         Box::pin(async {
             tokio::fs::read_to_string("/proc/sys/kernel/hostname").await.ok().map(|h| h.trim().to_owned())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_root_tasks_never_run_as_the_service_user_unless_the_operator_says_so() {
+        assert!(check_sandbox_user(true, false).is_ok());
+        let refused = check_sandbox_user(false, false).unwrap_err();
+        assert!(matches!(refused, LocalSchedulerError::NoSandboxUser { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("sandbox.unsafe_tasks_as_service_user"), "{refused}");
+        assert!(check_sandbox_user(false, true).is_ok());
     }
 }

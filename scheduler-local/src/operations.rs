@@ -1,19 +1,25 @@
 //! The [`Scheduler`](gofer_core::scheduler::Scheduler) operations of [`LocalScheduler`]: start, observe, read_logs, stop, purge.
 
 use std::io::{ErrorKind, SeekFrom};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gofer_core::scheduler::{LogChunk, SchedulerError, TaskObservation, TaskSpec};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::LocalScheduler;
-use crate::job::{self, Job};
+use crate::cgroup::TaskLimits;
+use crate::identity;
+use crate::job::{self, Job, JobLimits};
 use crate::layout::JobPaths;
-use crate::sandbox::{self, HOST_PATH, SANDBOX_UID, SandboxCommand, SandboxRequest};
+use crate::output::{self, OutputCap};
+use crate::sandbox::{self, HOST_PATH, JobMount, SandboxCommand, SandboxRequest};
+
+/// How long a networked sandbox may take to report its pid 1, before its network is set up.
+const NETWORK_WAIT: Duration = Duration::from_secs(5);
 
 /// Read buffers start at most this big, so a huge `max_bytes` does not allocate up front.
 const INITIAL_READ_CAPACITY: usize = 64 * 1024;
@@ -27,7 +33,8 @@ impl LocalScheduler {
         JobPaths::new(&self.config.work_dir, job_id)
     }
 
-    /// Starts a job unless its id is already known here or on disk.
+    /// Starts a job unless its id is already known here or on disk; an existing job is taken as
+    /// this start's only when its `identity.json` names the same execution (see `identity.rs`).
     ///
     /// A failure to launch (a missing tool, no fds left) removes what was created and returns
     /// [`SchedulerError::Unavailable`], so the engine's retry really starts the job; recording
@@ -37,9 +44,17 @@ impl LocalScheduler {
     pub(crate) async fn start_job(&self, spec: &TaskSpec) -> Result<(), SchedulerError> {
         let paths = self.paths(&spec.job_id)?;
         sandbox::check_spec(spec)?;
+        if spec.untrusted && self.cgroups.is_none() && !self.config.allow_untrusted_without_cgroups {
+            return Err(SchedulerError::Rejected(
+                "this host cannot limit each task on its own (no usable cgroup), so tasks of untrusted plans \
+                 (trials) are refused here; see docs/sandbox.md, \"Limits\""
+                    .into(),
+            ));
+        }
         // Held until the job is registered: a concurrent start of the same id waits, then sees it.
         let mut jobs = self.jobs.lock().await;
         if jobs.contains_key(&spec.job_id) {
+            identity::adopt(&spec.job_id, &identity::read(&paths.identity).await?, &spec.identity())?;
             tracing::debug!("job already started");
             return Ok(());
         }
@@ -47,12 +62,18 @@ impl LocalScheduler {
         match tokio::fs::create_dir(&paths.root).await {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                identity::adopt(&spec.job_id, &identity::read(&paths.identity).await?, &spec.identity())?;
                 tracing::info!("job directory already exists, not starting the job again");
                 return Ok(());
             }
             Err(e) => return Err(unavailable("creating the job directory", e)),
         }
-        match self.launch(spec, &paths).await {
+        // Recorded before anything runs, so the job is never without its owner.
+        let launched = match identity::record(&paths.identity, &spec.identity()).await {
+            Ok(()) => self.launch(spec, &paths).await,
+            Err(e) => Err(e),
+        };
+        match launched {
             Ok(job) => {
                 jobs.insert(spec.job_id.clone(), job);
                 Ok(())
@@ -68,33 +89,22 @@ impl LocalScheduler {
 
     /// Prepares the job directory and spawns the sandbox.
     async fn launch(&self, spec: &TaskSpec, paths: &JobPaths) -> Result<Arc<Job>, SchedulerError> {
-        let privileged = self.tools.privileged();
-        // As root, bwrap runs as uid 65534 and must pass through the job root to bind `job/`; the
-        // files in it stay root's (0600). Otherwise the server's user owns everything.
-        let root_mode = if privileged { 0o711 } else { 0o700 };
-        set_mode(&paths.root, root_mode).await?;
-        tokio::fs::create_dir(&paths.job).await.map_err(|e| unavailable("creating job/", e))?;
-        if privileged {
-            // chown rather than 0777: only the sandbox user can write there, and other host users
-            // cannot read a job's files.
-            let job_dir = paths.job.clone();
-            tokio::task::spawn_blocking(move || {
-                std::os::unix::fs::chown(job_dir, Some(SANDBOX_UID), Some(SANDBOX_UID))
-            })
-            .await
-            .map_err(|e| unavailable("chowning job/", e))?
-            .map_err(|e| unavailable("chowning job/", e))?;
-        }
-        set_mode(&paths.job, 0o700).await?;
+        // The job's files are the server's alone: the sandbox sees none of them (its `/job` is a
+        // tmpfs of its own).
+        set_mode(&paths.root, 0o700).await?;
 
-        // stdout and stderr share one open file description in append mode: one log, in order.
-        let output = std::fs::OpenOptions::new()
+        // stdout and stderr share one pipe: one log, in order, pumped into output.log (output.rs).
+        let output = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&paths.output)
+            .await
             .map_err(|e| unavailable("creating output.log", e))?;
-        let stderr = output.try_clone().map_err(|e| unavailable("duplicating the output.log handle", e))?;
+        let (reader, stdout) = std::io::pipe().map_err(|e| unavailable("creating the output pipe", e))?;
+        let stderr = stdout.try_clone().map_err(|e| unavailable("duplicating the output pipe", e))?;
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))
+            .map_err(|e| unavailable("reading the output pipe", e))?;
 
         // No images here: a gofer task gets the server's CLI instead of the gofer CLI image.
         let gofer = match (spec.gofer_cli, &self.tools.gofer) {
@@ -108,36 +118,127 @@ impl LocalScheduler {
         };
         // The entrypoint, when given, is simply the start of the argv.
         let argv: Vec<String> = spec.entrypoint.iter().flatten().chain(&spec.command).cloned().collect();
+        // The task's own memory, within the scheduler's ceiling.
+        let memory_limit_mb = u64::from(spec.memory_mb).min(self.config.memory_limit_mb);
+        let cgroup = match &self.cgroups {
+            None => None,
+            Some(cgroups) => {
+                let limits = TaskLimits {
+                    memory_bytes: memory_limit_mb.saturating_mul(1024 * 1024),
+                    pids: self.config.max_processes,
+                    cpu_millis: spec.cpu_millis,
+                };
+                let name = paths.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Some(cgroups.create(&name, limits).map_err(|e| unavailable("creating the task's cgroups", e))?)
+            }
+        };
+        // A networked task keeps its own network namespace; bwrap waits on this FIFO until the
+        // server has set it up (network.rs). Opened read-write, so neither end blocks.
+        let network = self.network.as_ref().filter(|_| spec.allow_network);
+        let network_ready = network.map(|_| paths.root.join("network-ready"));
+        let ready_sender = match &network_ready {
+            None => None,
+            Some(fifo) => {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    fifo,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+                    0,
+                )
+                .map_err(|e| unavailable("creating the network FIFO", e))?;
+                Some(
+                    tokio::net::unix::pipe::OpenOptions::new()
+                        .read_write(true)
+                        .open_sender(fifo)
+                        .map_err(|e| unavailable("opening the network FIFO", e))?,
+                )
+            }
+        };
+        // A networked task that holds a run token (`kind: gofer`, `inject_api_token`) reaches an
+        // API on the host's loopback at the gateway.
+        let reaches_api = spec.gofer_cli || spec.env.contains_key("GOFER_API_TOKEN");
+        let mut env = std::borrow::Cow::Borrowed(&spec.env);
+        if let Some(url) = network
+            .filter(|_| reaches_api)
+            .and_then(|n| spec.env.get("GOFER_API_URL").and_then(|u| n.api_url_for_task(u)))
+        {
+            env.to_mut().insert("GOFER_API_URL".into(), url);
+        }
         let sandbox = SandboxCommand::new(
             &self.tools,
             &self.config,
             &SandboxRequest {
-                job_dir: &paths.job,
+                job: JobMount::Tmpfs {
+                    size_bytes: u64::from(spec.disk_mb).min(memory_limit_mb).saturating_mul(1024 * 1024),
+                },
                 info_path: &paths.info,
                 command: &argv,
-                env: &spec.env,
-                // The task's own memory, within the scheduler's ceiling.
-                memory_limit_mb: u64::from(spec.memory_mb).min(self.config.memory_limit_mb),
-                allow_network: spec.allow_network,
+                env: &env,
+                memory_limit_mb,
+                disk_limit_mb: u64::from(spec.disk_mb),
+                cgroup_limited: cgroup.is_some(),
+                network_ready: network_ready.as_deref(),
                 gofer: gofer.as_deref(),
             },
         );
-        let child = tokio::process::Command::new(&sandbox.program)
+        let spawned = tokio::process::Command::new(&sandbox.program)
             .args(&sandbox.args)
             // The server's environment (database URLs, tokens) stays out of the sandbox's processes.
             .env_clear()
             .env("PATH", HOST_PATH)
             .stdin(Stdio::piped())
-            .stdout(output)
+            .stdout(stdout)
             .stderr(stderr)
             // Its own process group: a terminal's Ctrl-C reaches the server, which ends the sandboxes.
             .process_group(0)
             // If the runtime goes away with the waiter, the sandbox goes too.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| unavailable("spawning the sandbox", e))?;
+            .map_err(|e| unavailable("spawning the sandbox", e));
+        let limits = JobLimits { memory_limit_mb, cgroup };
+        let child = match spawned.and_then(|child| join_cgroups(child, &limits)) {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cgroup) = &limits.cgroup {
+                    cgroup.remove();
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(pid = child.id(), timeout = ?spec.timeout, "sandbox started");
-        Ok(Job::track(&spec.job_id, paths.clone(), child, sandbox.options, spec.timeout))
+        let job_id = spec.job_id.clone();
+        let cap = OutputCap::of(self.config.max_output_bytes);
+        let pump = tokio::spawn(async move {
+            match output::pump(reader, output, cap).await {
+                Ok(pumped) if pumped.cut > 0 => {
+                    tracing::info!(job_id, total = pumped.total, cut = pumped.cut, "the task's output passed the cap");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job_id, error = %e, "copying the task's output failed"),
+            }
+        });
+        let job = Job::track(&spec.job_id, paths.clone(), child, sandbox.options, spec.timeout, limits, pump);
+        if let (Some(network), Some(mut ready)) = (network, ready_sender) {
+            let attached = match job.wait_init_pid(NETWORK_WAIT).await {
+                Some(init) => network.attach(init, reaches_api).await,
+                None => Err("the sandbox did not start".to_owned()),
+            };
+            let released = match attached {
+                Ok(slirp) => {
+                    // Ended with the sandbox (job.rs).
+                    job.hold_helper(slirp);
+                    ready.write_all(b"1").await.map_err(|e| format!("releasing the sandbox: {e}"))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = released {
+                // The task never ran: end the waiting sandbox and let the engine retry.
+                let _ = job.stop(Duration::ZERO).await;
+                return Err(unavailable("setting up the task's network", e));
+            }
+        }
+        Ok(job)
     }
 
     /// Reports a job from memory, else from its `result.json`, else `Unknown`.
@@ -206,6 +307,24 @@ impl LocalScheduler {
         jobs.remove(job_id);
         tracing::info!("job purged");
         Ok(())
+    }
+}
+
+/// Moves the launcher into the task's cgroups. It is still waiting for its options (written
+/// only once this returns), so nothing of the task has started outside them.
+fn join_cgroups(mut child: tokio::process::Child, limits: &JobLimits) -> Result<tokio::process::Child, SchedulerError> {
+    let Some(cgroup) = &limits.cgroup else { return Ok(child) };
+    let joined = match child.id() {
+        Some(pid) => cgroup.add(pid),
+        None => Err("the launcher exited at once".to_owned()),
+    };
+    match joined {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            // kill_on_drop ends the launcher; its options were never written, so it ran nothing.
+            let _ = child.start_kill();
+            Err(unavailable("moving the sandbox into its cgroups", e))
+        }
     }
 }
 

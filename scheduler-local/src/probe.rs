@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use crate::process;
-use crate::sandbox::{HOST_PATH, SANDBOX_UID, SandboxCommand, SandboxRequest, Tools};
+use crate::sandbox::{HOST_PATH, JobMount, SANDBOX_UID, SandboxCommand, SandboxRequest, Tools};
 use crate::{LocalSchedulerConfig, LocalSchedulerError};
 
 /// Runs `true` in a sandbox with `work_dir` at `/job`: proves that bwrap runs, user namespaces work
@@ -18,13 +18,17 @@ pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Pat
         tools,
         config,
         &SandboxRequest {
-            job_dir: work_dir,
+            job: JobMount::ReadOnly(work_dir),
             // The info JSON comes back through the pipe: it names the probe's pid 1, to reap.
             info_path: Path::new("/dev/stdout"),
             command: &command,
             env: &env,
             memory_limit_mb: config.memory_limit_mb,
-            allow_network: true,
+            disk_limit_mb: 64,
+            // The probe runs `true`: only the host-wide process backstop applies, not a task's
+            // limit (other sandboxes of the same uid may already hold that many processes).
+            cgroup_limited: true,
+            network_ready: None,
             gofer: None,
         },
     );

@@ -1,4 +1,4 @@
-//! The sandbox command line: `sh` (to open fds 3 and 4) → `setpriv` (when root) → `prlimit` → `bwrap`.
+//! The sandbox command line: `sh` (to open fds 3 to 6) → `setpriv` (when root) → `prlimit` → `bwrap`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use gofer_core::scheduler::{SchedulerError, TaskSpec};
 
+use crate::files::SandboxFiles;
 use crate::{LocalSchedulerConfig, LocalSchedulerError};
 
 /// The uid and gid the task runs as inside the sandbox (and, when the server is root, on the host).
@@ -22,13 +23,28 @@ pub(crate) const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 /// The wrapper's script. `exec` keeps one process, so the pid tokio holds is bwrap's own.
 /// fd 3 is bwrap's `--info-fd` (tokio cannot pass extra fds without `pre_exec`, which is unsafe);
 /// fd 4 carries bwrap's options through `--args 4`, so `--setenv` values (task secrets) never appear
-/// in the host's world-readable `/proc/<pid>/cmdline`. The task's stdin becomes /dev/null.
-const WRAPPER_SCRIPT: &str = r#"info=$1; shift; exec "$@" 3>"$info" 4<&0 </dev/null"#;
+/// in the host's world-readable `/proc/<pid>/cmdline`; fds 5 and 6 are the two seccomp programs
+/// (`--add-seccomp-fd`, see `seccomp.rs`), fds 7 to 9 the generated `/etc/passwd`, `/etc/group`
+/// and `/etc/hosts` (`--ro-bind-data`, so no host path shows in the task's mount table; see
+/// `files.rs`). The task's stdin is `$ready`: /dev/null, or for a networked task a FIFO that bwrap
+/// waits on (`--block-fd 0`) until the server has set the task's network up (`network.rs`), and
+/// that is at its end once the task runs.
+const WRAPPER_SCRIPT: &str = concat!(
+    r#"info=$1; deny=$2; clone3=$3; passwd=$4; group=$5; hosts=$6; ready=$7; shift 7; "#,
+    r#"exec "$@" 3>"$info" 4<&0 5<"$deny" 6<"$clone3" 7<"$passwd" 8<"$group" 9<"$hosts" <"$ready""#
+);
+
+/// `/dev/shm`'s size when the task's memory is larger (Docker's default).
+const SHM_BYTES: u64 = 64 << 20;
+
+/// With per-task cgroups, `RLIMIT_NPROC` (counted per host uid, over every sandbox) is only a
+/// backstop against a host-wide fork bomb: this many tasks' worth of processes.
+const NPROC_BACKSTOP_TASKS: u64 = 16;
 
 /// Absolute paths of the programs a sandbox needs, resolved once at start-up.
 #[derive(Debug, Clone)]
 pub(crate) struct Tools {
-    sh: PathBuf,
+    pub(crate) sh: PathBuf,
     /// For attach (`nsenter` into a running sandbox); absent: exec answers unavailable.
     pub(crate) nsenter: Option<PathBuf>,
     /// For attach with a tty (`setsid -c` inside the sandbox).
@@ -39,6 +55,8 @@ pub(crate) struct Tools {
     bwrap: PathBuf,
     /// The `gofer` binary mounted into `kind: gofer` tasks; absent: they are refused.
     pub(crate) gofer: Option<PathBuf>,
+    /// The files every sandbox gets, written at start-up (`files.rs`).
+    pub(crate) files: SandboxFiles,
 }
 
 /// Where a `kind: gofer` task finds the CLI, and the directory put first on its `PATH`.
@@ -72,6 +90,7 @@ impl Tools {
             bwrap: find_program(bwrap)
                 .ok_or_else(|| LocalSchedulerError::BwrapNotFound { path: bwrap.to_path_buf() })?,
             gofer,
+            files: SandboxFiles::default(),
         })
     }
 
@@ -101,20 +120,35 @@ pub(crate) struct SandboxCommand {
     pub options: Vec<u8>,
 }
 
+/// The task's working directory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JobMount<'a> {
+    /// A tmpfs of its own, this big: tasks. Its pages count in the task's memory cgroup.
+    Tmpfs { size_bytes: u64 },
+    /// A host directory, read-only: the start-up probe, proving the sandbox user can reach it.
+    ReadOnly(&'a Path),
+}
+
 /// What one sandbox runs and where.
 pub(crate) struct SandboxRequest<'a> {
-    /// Host directory mounted read-write at `/job`.
-    pub job_dir: &'a Path,
+    /// What the sandbox gets at `/job`.
+    pub job: JobMount<'a>,
     /// Host file receiving bwrap's `--info-fd` JSON.
     pub info_path: &'a Path,
     /// The argv run inside: the entrypoint (if any) followed by the command.
     pub command: &'a [String],
     pub env: &'a BTreeMap<String, String>,
-    /// Address-space limit for this task, in MiB.
+    /// Memory limit for this task, in MiB: its cgroup's when `cgroup_limited`, else the
+    /// address-space limit of each process; also the size of `/tmp`.
     pub memory_limit_mb: u64,
-    /// Whether the tenant's plan lets this task reach the network; the host network is shared
-    /// only when the scheduler's config allows it too (never for trials: their plan does not).
-    pub allow_network: bool,
+    /// The most one file may hold, in MiB (`RLIMIT_FSIZE`): the task's disk.
+    pub disk_limit_mb: u64,
+    /// The task runs in cgroups of its own (memory, processes and CPU for the whole task), so the
+    /// per-process limits are only backstops.
+    pub cgroup_limited: bool,
+    /// For a networked task (its plan allows it and `sandbox.share_network`): the FIFO bwrap waits
+    /// on until the task's own network is set up (`network.rs`). `None`: loopback only.
+    pub network_ready: Option<&'a Path>,
     /// For a `kind: gofer` task: the host's `gofer` binary, mounted at `/opt/gofer/bin/gofer`.
     pub gofer: Option<&'a Path>,
 }
@@ -124,6 +158,8 @@ impl SandboxCommand {
     pub(crate) fn new(tools: &Tools, config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) -> Self {
         let mut args: Vec<OsString> = vec!["-c".into(), WRAPPER_SCRIPT.into(), "sh".into()];
         args.push(request.info_path.into());
+        args.extend(tools.files.wrapper_args());
+        args.push(request.network_ready.map_or_else(|| OsString::from("/dev/null"), |fifo| fifo.into()));
         if let Some(setpriv) = &tools.setpriv {
             // As root, bwrap would map the sandbox user onto host root: still no capabilities, but it
             // could read root-owned files such as /etc/shadow, and root is exempt from RLIMIT_NPROC.
@@ -134,21 +170,41 @@ impl SandboxCommand {
             );
         }
         args.push(tools.prlimit.clone().into());
-        args.push(format!("--nproc={}", config.max_processes).into());
-        args.push(format!("--as={}", request.memory_limit_mb.saturating_mul(1024 * 1024)).into());
+        args.extend(process_limits(config, request.memory_limit_mb, request.cgroup_limited));
+        // No file larger than the task's disk (the task's stdout is a pipe, so its output is not a file).
+        args.push(format!("--fsize={}", request.disk_limit_mb.saturating_mul(1024 * 1024)).into());
         args.push("--".into());
         args.push(tools.bwrap.clone().into());
         args.extend(["--args", "4", "--"].map(OsString::from));
         args.extend(request.command.iter().map(OsString::from));
-        Self { program: tools.sh.clone(), args, options: bwrap_options(config, request) }
+        Self { program: tools.sh.clone(), args, options: bwrap_options(tools, request) }
+    }
+}
+
+/// `prlimit`'s options for a task (or for what attach runs in it): with cgroups, `RLIMIT_NPROC` is
+/// a host-wide backstop and there is no address-space limit (it breaks runtimes that reserve
+/// large virtual ranges, and the cgroup counts what is really used); without, both are the limits.
+pub(crate) fn process_limits(
+    config: &LocalSchedulerConfig,
+    memory_limit_mb: u64,
+    cgroup_limited: bool,
+) -> Vec<OsString> {
+    if cgroup_limited {
+        vec![format!("--nproc={}", config.max_processes.saturating_mul(NPROC_BACKSTOP_TASKS)).into()]
+    } else {
+        vec![
+            format!("--nproc={}", config.max_processes).into(),
+            format!("--as={}", memory_limit_mb.saturating_mul(1024 * 1024)).into(),
+        ]
     }
 }
 
 /// bwrap's options, NUL-separated for `--args`.
-fn bwrap_options(config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) -> Vec<u8> {
+fn bwrap_options(tools: &Tools, request: &SandboxRequest<'_>) -> Vec<u8> {
+    // Every namespace is new, the network too: a networked task gets its own (never the host's).
     let mut opts: Vec<&[u8]> = vec![b"--unshare-all"];
-    if config.share_network && request.allow_network {
-        opts.push(b"--share-net");
+    if request.network_ready.is_some() {
+        opts.extend([b"--block-fd".as_slice(), b"0"]);
     }
     let uid = SANDBOX_UID.to_string();
     opts.extend([
@@ -159,6 +215,12 @@ fn bwrap_options(config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) ->
         uid.as_bytes(),
         b"--die-with-parent",
         b"--new-session",
+        // No user namespaces inside (the classic way to regain capabilities), and the syscall filter.
+        b"--disable-userns",
+        b"--add-seccomp-fd",
+        b"5",
+        b"--add-seccomp-fd",
+        b"6",
         b"--clearenv",
     ]);
     for (key, value) in request.env {
@@ -195,26 +257,64 @@ fn bwrap_options(config: &LocalSchedulerConfig, request: &SandboxRequest<'_>) ->
     if Path::new("/usr/lib64").exists() {
         opts.extend([b"--symlink".as_slice(), b"usr/lib64", b"/lib64"]);
     }
+    // Sized tmpfs: their pages count in the task's memory cgroup, and the sizes bound them even
+    // without one. `/dev` itself (bwrap's tmpfs of device nodes) is made read-only.
+    let memory_bytes = request.memory_limit_mb.saturating_mul(1024 * 1024);
+    let tmp_size = memory_bytes.to_string();
+    let shm_size = memory_bytes.min(SHM_BYTES).to_string();
+    // A minimal /etc: generated passwd, group and hosts, and the host's files that common tools
+    // resolve through (`files.rs`), on a small tmpfs made read-only once they are in place.
     opts.extend([
-        b"--ro-bind".as_slice(),
+        b"--size".as_slice(),
+        b"1048576",
+        b"--perms",
+        b"0755",
+        b"--tmpfs",
         b"/etc",
+        b"--ro-bind-data",
+        b"7",
+        b"/etc/passwd",
+        b"--ro-bind-data",
+        b"8",
+        b"/etc/group",
+        b"--ro-bind-data",
+        b"9",
+        b"/etc/hosts",
+    ]);
+    let host_etc: Vec<String> = tools.files.host_etc.iter().map(|name| format!("/etc/{name}")).collect();
+    for path in &host_etc {
+        opts.extend([b"--ro-bind".as_slice(), path.as_bytes(), path.as_bytes()]);
+    }
+    opts.extend([
+        b"--remount-ro".as_slice(),
         b"/etc",
         b"--proc",
         b"/proc",
         b"--dev",
         b"/dev",
+        b"--size",
+        shm_size.as_bytes(),
+        b"--perms",
+        b"1777",
+        b"--tmpfs",
+        b"/dev/shm",
+        b"--remount-ro",
+        b"/dev",
+        b"--size",
+        tmp_size.as_bytes(),
         b"--tmpfs",
         b"/tmp",
-        b"--bind",
-        request.job_dir.as_os_str().as_bytes(),
-        b"/job",
-        b"--chdir",
-        b"/job",
-        b"--hostname",
-        b"gofer-sandbox",
-        b"--info-fd",
-        b"3",
     ]);
+    // `/job` is in memory too: the task's disk, at most its memory (what it holds counts there).
+    let job_size;
+    match request.job {
+        JobMount::Tmpfs { size_bytes } => {
+            job_size = size_bytes.to_string();
+            opts.extend([b"--size".as_slice(), job_size.as_bytes(), b"--perms", b"0700", b"--tmpfs", b"/job"]);
+        }
+        JobMount::ReadOnly(dir) => opts.extend([b"--ro-bind".as_slice(), dir.as_os_str().as_bytes(), b"/job"]),
+    }
+    opts.extend([b"--chdir".as_slice(), b"/job", b"--hostname", b"gofer-sandbox", b"--info-fd", b"3"]);
     let mut out = Vec::new();
     for opt in opts {
         out.extend_from_slice(opt);
@@ -260,19 +360,34 @@ pub(crate) fn check_process<'a>(
 mod tests {
     use super::*;
 
-    fn options(config: &LocalSchedulerConfig, env: &[(&str, &str)]) -> Vec<String> {
-        options_for(config, env, true)
+    fn tools() -> Tools {
+        Tools {
+            sh: "/bin/sh".into(),
+            nsenter: None,
+            setsid: None,
+            setpriv: None,
+            prlimit: "/usr/bin/prlimit".into(),
+            bwrap: "/usr/bin/bwrap".into(),
+            gofer: None,
+            files: SandboxFiles::default(),
+        }
+    }
+
+    fn options(env: &[(&str, &str)]) -> Vec<String> {
+        options_for(env, None)
     }
 
     /// A request for `command` with `env`, network allowed and no gofer CLI; tests change fields.
     fn request<'a>(command: &'a [String], env: &'a BTreeMap<String, String>) -> SandboxRequest<'a> {
         SandboxRequest {
-            job_dir: Path::new("/w/j/job"),
+            job: JobMount::Tmpfs { size_bytes: 1 << 30 },
             info_path: Path::new("/w/j/info.json"),
             command,
             env,
             memory_limit_mb: 4096,
-            allow_network: true,
+            disk_limit_mb: 1024,
+            cgroup_limited: false,
+            network_ready: None,
             gofer: None,
         }
     }
@@ -282,10 +397,10 @@ mod tests {
         options.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
     }
 
-    fn options_for(config: &LocalSchedulerConfig, env: &[(&str, &str)], allow_network: bool) -> Vec<String> {
+    fn options_for(env: &[(&str, &str)], network_ready: Option<&Path>) -> Vec<String> {
         let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let command = ["true".to_owned()];
-        option_strings(&bwrap_options(config, &SandboxRequest { allow_network, ..request(&command, &env) }))
+        option_strings(&bwrap_options(&tools(), &SandboxRequest { network_ready, ..request(&command, &env) }))
     }
 
     fn setenvs(opts: &[String]) -> Vec<(String, String)> {
@@ -293,22 +408,21 @@ mod tests {
     }
 
     #[test]
-    fn the_network_is_shared_only_when_configured() {
-        let mut config = LocalSchedulerConfig::default();
-        assert!(!options(&config, &[]).contains(&"--share-net".to_owned()));
-        config.share_network = true;
-        assert!(options(&config, &[]).contains(&"--share-net".to_owned()));
-        // A plan without network (the trial plan) keeps the task on loopback whatever the config.
-        assert!(!options_for(&config, &[], false).contains(&"--share-net".to_owned()));
+    fn a_task_never_shares_the_hosts_network_and_a_networked_one_waits_for_its_own() {
+        let plain = options(&[]);
+        assert!(plain.contains(&"--unshare-all".to_owned()) && !plain.contains(&"--share-net".to_owned()));
+        assert!(!plain.contains(&"--block-fd".to_owned()));
+        let networked = options_for(&[], Some(Path::new("/w/j/network-ready")));
+        assert!(networked.contains(&"--unshare-all".to_owned()) && !networked.contains(&"--share-net".to_owned()));
+        assert!(networked.windows(2).any(|w| w == ["--block-fd", "0"]), "{networked:?}");
     }
 
     #[test]
     fn path_and_home_default_only_when_the_spec_does_not_set_them() {
-        let config = LocalSchedulerConfig::default();
-        let defaults = setenvs(&options(&config, &[("A", "1")]));
+        let defaults = setenvs(&options(&[("A", "1")]));
         assert!(defaults.contains(&("PATH".into(), SANDBOX_PATH.into())));
         assert!(defaults.contains(&("HOME".into(), "/job".into())));
-        let set = setenvs(&options(&config, &[("HOME", "/job/home"), ("PATH", "/bin")]));
+        let set = setenvs(&options(&[("HOME", "/job/home"), ("PATH", "/bin")]));
         assert_eq!(set, vec![("HOME".into(), "/job/home".into()), ("PATH".into(), "/bin".into())]);
     }
 
@@ -317,26 +431,18 @@ mod tests {
         let env = BTreeMap::from([("PATH".to_owned(), "/bin".to_owned())]);
         let command = ["gofer".to_owned()];
         let request = SandboxRequest { gofer: Some(Path::new("/srv/gofer")), ..request(&command, &env) };
-        let opts = option_strings(&bwrap_options(&LocalSchedulerConfig::default(), &request));
+        let opts = option_strings(&bwrap_options(&tools(), &request));
         let binds: Vec<&[String]> = opts.windows(3).filter(|w| w[0] == "--ro-bind").collect();
         assert!(binds.iter().any(|w| w[1] == "/srv/gofer" && w[2] == GOFER_PATH), "{opts:?}");
         // bwrap applies --setenv in order: the last PATH wins.
         let paths: Vec<(String, String)> = setenvs(&opts).into_iter().filter(|(k, _)| k == "PATH").collect();
         assert_eq!(paths.last().map(|(_, v)| v.as_str()), Some("/opt/gofer/bin:/bin"));
-        assert!(!options(&LocalSchedulerConfig::default(), &[]).iter().any(|o| o.contains("/opt/gofer")));
+        assert!(!options(&[]).iter().any(|o| o.contains("/opt/gofer")));
     }
 
     #[test]
     fn env_values_stay_off_the_command_line() {
-        let tools = Tools {
-            sh: "/bin/sh".into(),
-            nsenter: None,
-            setsid: None,
-            setpriv: None,
-            prlimit: "/usr/bin/prlimit".into(),
-            bwrap: "/usr/bin/bwrap".into(),
-            gofer: None,
-        };
+        let tools = tools();
         let env = BTreeMap::from([("SECRET".to_owned(), "hunter2".to_owned())]);
         let command = ["true".to_owned()];
         let sandbox = SandboxCommand::new(&tools, &LocalSchedulerConfig::default(), &request(&command, &env));
@@ -365,6 +471,7 @@ mod tests {
             disk_mb: 1024,
             registry_auth: None,
             allow_network: true,
+            untrusted: false,
             node_pool: None,
             gofer_cli: false,
         };

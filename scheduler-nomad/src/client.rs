@@ -89,6 +89,9 @@ pub struct JobStub {
     /// `pending`, `running` or `dead`.
     #[serde(rename = "Status")]
     pub status: String,
+    /// The job's `Meta` (from `GET /v1/job/:id`; list stubs may leave it out): who it belongs to.
+    #[serde(rename = "Meta")]
+    pub meta: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One frame of `/v1/client/fs/logs`.

@@ -54,13 +54,30 @@ pub struct NomadConfig {
     pub driver: Driver,
     /// Node pool of tenants whose plan names none. Default `default`.
     pub node_pool: String,
-    /// Registries images may come from (`docker.io`, `ghcr.io`, `registry.example.com:5000`).
-    /// Empty: any registry. An image without a registry host is `docker.io`.
+    /// Registries images may come from (`docker.io`, `ghcr.io`, `registry.example.com:5000`), by
+    /// exact name; `*` stands for any registry the egress policy accepts. Empty: `["*"]`. A
+    /// registry on a loopback, private, link-local or metadata address (or `localhost`) is refused
+    /// unless it is listed by name. An image without a registry host is `docker.io`.
     pub allowed_registries: Vec<String>,
     /// The user tasks run as (`uid:gid`); never root. Default `65534:65534`.
     pub task_user: String,
     /// Process limit per task (`pids_limit`). Default 512.
     pub pids_limit: u32,
+    /// Open files per process (`ulimit nofile`). Default 8192.
+    pub nofile_limit: u32,
+    /// Size of the task's `/tmp` tmpfs in MiB (at most the plan's disk; counted in the task's
+    /// memory). Default 256.
+    pub tmp_size_mb: u32,
+    /// Seccomp profile on the client nodes (`security_opt = ["seccomp=<path>"]`; ship
+    /// `infra/nomad/seccomp.json`). Default `/etc/gofer/seccomp.json`.
+    pub seccomp_profile: String,
+    /// Set the docker driver's `storage_opt = { size = <disk> }` (needs overlay2 on xfs mounted
+    /// with `pquota`; turn off where the storage driver cannot honour it). Default true.
+    pub storage_size_limit: bool,
+    /// The CNI network (`cni/<name>` on the client nodes) of tasks whose plan allows network;
+    /// its egress rules refuse private and metadata addresses (`infra/nomad/gofer-egress.*`).
+    /// Default `gofer-egress`.
+    pub egress_network: String,
     /// Nomad CPU MHz given per 1000 millicores a task asks for. Default 1000.
     pub cpu_mhz_per_core: u32,
     /// Set `MemoryMaxMB` (needs memory oversubscription enabled in Nomad's scheduler config).
@@ -90,6 +107,11 @@ impl Default for NomadConfig {
             allowed_registries: Vec::new(),
             task_user: "65534:65534".into(),
             pids_limit: 512,
+            nofile_limit: 8192,
+            tmp_size_mb: 256,
+            seccomp_profile: "/etc/gofer/seccomp.json".into(),
+            storage_size_limit: true,
+            egress_network: "gofer-egress".into(),
             cpu_mhz_per_core: 1000,
             memory_oversubscription: false,
             kill_timeout_s: 10,
@@ -98,6 +120,31 @@ impl Default for NomadConfig {
             follow_logs: true,
             max_run_duration: true,
         }
+    }
+}
+
+impl NomadConfig {
+    /// Refuses settings that would weaken every job: a root task user, a seccomp profile that is
+    /// not a file, limits of zero, a network name Nomad cannot take.
+    pub fn validate(&self) -> Result<(), String> {
+        let user = self.task_user.split(':').next().unwrap_or_default();
+        if user.is_empty() || user == "0" || user == "root" {
+            return Err("task_user must not be root".into());
+        }
+        if !self.seccomp_profile.starts_with('/') {
+            return Err(format!(
+                "seccomp_profile must be an absolute path on the client nodes, not {:?}",
+                self.seccomp_profile
+            ));
+        }
+        if self.nofile_limit < 64 || self.tmp_size_mb == 0 || self.pids_limit == 0 {
+            return Err("nofile_limit (at least 64), tmp_size_mb and pids_limit must be set".into());
+        }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if self.egress_network.is_empty() || !self.egress_network.chars().all(name_ok) {
+            return Err(format!("egress_network {:?} is not a CNI network name", self.egress_network));
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +159,8 @@ impl std::fmt::Debug for NomadConfig {
             .field("driver", &self.driver)
             .field("node_pool", &self.node_pool)
             .field("allowed_registries", &self.allowed_registries)
+            .field("seccomp_profile", &self.seccomp_profile)
+            .field("egress_network", &self.egress_network)
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::NomadConfig;
 
+pub mod hardening;
+pub mod registry;
+
 /// The job's only task group.
 pub const GROUP: &str = "task";
 /// The group's only task.
@@ -45,17 +48,13 @@ pub fn image_registry(image: &str) -> &str {
     }
 }
 
-/// Refuses an image from a registry the operator did not allow (empty list: all allowed).
+/// Refuses an image from a registry the operator did not allow (empty list: any registry the
+/// egress policy accepts), naming the registry and the reason; see [`registry`].
 pub fn check_image(image: &str, allowed: &[String]) -> Result<(), String> {
     if image.trim().is_empty() {
         return Err("the task has no image".into());
     }
-    let registry = image_registry(image);
-    if allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(registry)) {
-        Ok(())
-    } else {
-        Err(format!("images from {registry} are not allowed here (allowed registries: {})", allowed.join(", ")))
-    }
+    registry::check(image_registry(image), allowed)
 }
 
 /// Where the task's registry credentials are kept: a Nomad Variable only this job's workload
@@ -89,13 +88,7 @@ fn driver_config(spec: &TaskSpec, config: &NomadConfig) -> Value {
             }
         }
     }
-    c.insert("privileged".into(), json!(false));
-    c.insert("cap_drop".into(), json!(["ALL"]));
-    c.insert("security_opt".into(), json!(["no-new-privileges"]));
-    c.insert("pids_limit".into(), json!(config.pids_limit));
-    if !spec.allow_network {
-        c.insert("network_mode".into(), json!("none"));
-    }
+    hardening::driver_options(spec, config, &mut c);
     if spec.registry_auth.is_some() {
         // Interpolated by the client from the template's env at start; the stored job holds only
         // the variable names.
@@ -135,10 +128,10 @@ pub fn job_spec(spec: &TaskSpec, config: &NomadConfig) -> Value {
         "Driver": config.driver.as_str(),
         "User": config.task_user,
         "Config": driver_config(spec, config),
-        "Env": spec.env,
+        "Env": hardening::env(spec),
         "Resources": resources(spec, config),
         "KillTimeout": nanos(Duration::from_secs(config.kill_timeout_s)),
-        "LogConfig": {"MaxFiles": 2, "MaxFileSizeMB": 10},
+        "LogConfig": {"MaxFiles": hardening::LOG_MAX_FILES, "MaxFileSizeMB": hardening::LOG_MAX_FILE_MB},
         "Meta": meta,
     });
     if spec.registry_auth.is_some() {
@@ -161,6 +154,7 @@ pub fn job_spec(spec: &TaskSpec, config: &NomadConfig) -> Value {
         "ReschedulePolicy": {"Attempts": 0, "Unlimited": false},
         "Tasks": [task],
     });
+    hardening::group_options(spec, config, &mut group);
     if config.max_run_duration {
         group["MaxRunDuration"] = json!(nanos(spec.timeout));
     }
@@ -183,7 +177,7 @@ pub fn job_spec(spec: &TaskSpec, config: &NomadConfig) -> Value {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use gofer_core::id::RunId;
@@ -191,7 +185,7 @@ mod tests {
 
     use super::*;
 
-    fn spec() -> TaskSpec {
+    pub(crate) fn spec() -> TaskSpec {
         TaskSpec {
             job_id: "acme-builds-cicd-7-test-1".into(),
             tenant: "acme".parse().unwrap(),
@@ -210,6 +204,7 @@ mod tests {
             disk_mb: 1024,
             registry_auth: None,
             allow_network: true,
+            untrusted: false,
             node_pool: None,
             gofer_cli: false,
         }
@@ -236,16 +231,18 @@ mod tests {
         assert_eq!(task["User"], "65534:65534");
         assert_eq!(task["KillTimeout"], 10_000_000_000u64);
         assert_eq!(task["Resources"], json!({"CPU": 500, "MemoryMB": 256}));
-        assert_eq!(task["Env"], json!({"A": "1"}));
+        assert_eq!(task["Env"], json!({"A": "1", "HOME": "/local"}));
         let meta = json!({"gofer.tenant": "acme", "gofer.namespace": "builds", "gofer.pipeline": "cicd",
                           "gofer.run": "7", "gofer.task": "test", "gofer.attempt": "1"});
         assert_eq!(job["Meta"], meta);
         assert_eq!(task["Meta"], meta);
+        // The hardening, field by field, is in job/hardening.rs.
+        assert_eq!(task["Config"]["image"], "ghcr.io/acme/build:1");
         assert_eq!(
-            task["Config"],
-            json!({"image": "ghcr.io/acme/build:1", "command": "make", "args": ["test"], "privileged": false,
-                   "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "pids_limit": 512})
+            (task["Config"]["command"].clone(), task["Config"]["args"].clone()),
+            (json!("make"), json!(["test"]))
         );
+        assert_eq!(task["Config"]["readonly_rootfs"], true);
     }
 
     #[test]

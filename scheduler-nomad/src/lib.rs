@@ -4,7 +4,8 @@
 //!
 //! # Faithful to the engine's contract
 //! - Starts are idempotent: the job id is deterministic and registration is check-and-set with
-//!   index 0, so a repeated start finds the job and leaves it alone.
+//!   index 0, so a repeated start finds the job and leaves it alone, once its namespace and `Meta`
+//!   show it is this execution's (a job of another is refused: see `identity.rs`).
 //! - Nomad never retries behind the engine's back (restart and reschedule attempts 0).
 //! - Nomad being down or slow is never a task outcome: every failed call is a
 //!   [`SchedulerError::Unavailable`] (the engine keeps its lease and tries again); only what an
@@ -25,6 +26,7 @@ mod client;
 mod config;
 mod exec;
 mod follow;
+mod identity;
 pub mod job;
 mod state;
 mod watch;
@@ -103,9 +105,7 @@ impl NomadScheduler {
     /// Builds the client and, inside a tokio runtime with `event_stream` on, starts following the
     /// event stream. Nomad is not contacted here: an unreachable Nomad only delays tasks.
     pub fn new(config: NomadConfig) -> Result<Self, NomadSetupError> {
-        if config.task_user.split(':').next().is_some_and(|u| u == "0" || u == "root") || config.task_user.is_empty() {
-            return Err(NomadSetupError::Invalid("task_user must not be root".into()));
-        }
+        config.validate().map_err(NomadSetupError::Invalid)?;
         let client = Client::new(&config)?;
         let exec = exec::ExecClient::new(&config, config.addr.trim_end_matches('/'))?;
         let tracker = Arc::new(Tracker::default());
@@ -136,7 +136,13 @@ impl NomadScheduler {
         if let Some(known) = self.jobs.lock().await.get(job_id) {
             return Ok(Some(known.clone()));
         }
-        let Some(stub) = self.client.find_job(job_id).await? else {
+        // Only in the tenant's own namespace: a job of the same id elsewhere is someone else's.
+        // Ids recorded before the current scheme name no tenant reliably: searched everywhere.
+        let found = match identity::home_namespace(job_id) {
+            Some(namespace) => self.client.job(&namespace, job_id).await?.filter(|job| job.namespace == namespace),
+            None => self.client.find_job(job_id).await?,
+        };
+        let Some(stub) = found else {
             return Ok(None);
         };
         let known = Known { namespace: stub.namespace, variable: false };
@@ -163,7 +169,7 @@ impl NomadScheduler {
             let items = json!({"username": auth.username, "password": auth.password});
             self.client.put_variable(&namespace, &job::registry_variable_path(&spec.job_id), items).await?;
         }
-        self.jobs.lock().await.insert(
+        let previous = self.jobs.lock().await.insert(
             spec.job_id.clone(),
             Known { namespace: namespace.clone(), variable: spec.registry_auth.is_some() },
         );
@@ -178,8 +184,30 @@ impl NomadScheduler {
                 return Err(e.into());
             }
         };
+        if !created && let Err(e) = self.adopt_existing(spec, &namespace).await {
+            // Leave what this process knew of the existing job as it was.
+            match previous {
+                Some(previous) => {
+                    self.jobs.lock().await.insert(spec.job_id.clone(), previous);
+                }
+                None => {
+                    self.jobs.lock().await.remove(&spec.job_id);
+                    self.tracker.forget(&spec.job_id);
+                }
+            }
+            return Err(e);
+        }
         tracing::info!(namespace, created, node_pool = job::node_pool(spec, &self.config), "Nomad job registered");
         Ok(())
+    }
+
+    /// Takes the job a check-and-set registration found already there as this start's, if it is.
+    async fn adopt_existing(&self, spec: &TaskSpec, namespace: &str) -> Result<(), SchedulerError> {
+        match self.client.job(namespace, &spec.job_id).await? {
+            Some(existing) => identity::adopt(&existing, &spec.identity()),
+            // Purged in between: the engine's retry registers it afresh.
+            None => Err(SchedulerError::Unavailable(format!("Nomad job {} vanished while starting", spec.job_id))),
+        }
     }
 
     /// The job's current allocation: from the event stream's cache, else polled.

@@ -46,8 +46,13 @@ impl Tracker {
     }
 
     /// Stores an allocation unless a newer one of the job is already known. Only jobs already
-    /// tracked (started or observed here) are kept: the stream carries every job of the cluster.
+    /// tracked (started or observed here) are kept: the stream carries every job of the cluster,
+    /// and a job id names its tenant's namespace (`identity.rs`), so one elsewhere is not ours.
     pub(crate) fn store(&self, alloc: Allocation, from_stream: bool) {
+        if crate::identity::home_namespace(&alloc.job_id).is_some_and(|home| home != alloc.namespace) {
+            // The same id in another tenant's namespace: not the job tracked here.
+            return;
+        }
         let generation = self.generation.load(Ordering::SeqCst);
         let Ok(mut allocs) = self.allocs.lock() else { return };
         match allocs.get(&alloc.job_id) {

@@ -12,6 +12,12 @@
 //! event stream with `{}` heartbeats and index resume, framed logs (read once, or held with
 //! `follow=true`: frames as the task writes, `{}` heartbeats, closed once the task is dead and
 //! everything was sent), variables, plain-text errors, and 403 for a missing or wrong ACL token.
+//! Like Nomad, it validates a job's `EphemeralDisk` (at least 10 MB, more than a task's log
+//! storage) and network modes.
+//!
+//! (c) Every registered job must carry Gofer's hardening (`hardening.rs`): a job without it is
+//! registered all the same but recorded in [`NomadDouble::violations`].
+//!
 //! Faults: the next N calls fail with 500, an outage window (every call 500s or hangs, streams
 //! drop), dropped event streams, dropped log streams (cut in the middle of a frame), log follows
 //! refused (as by a proxy that cannot stream).
@@ -25,6 +31,7 @@
 //! `/v1/client/allocation/:id/exec` websocket) runs a few commands of its own: see `exec.rs`.
 
 mod exec;
+mod hardening;
 mod spec;
 
 use std::collections::HashMap;
@@ -589,6 +596,31 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
     }
 }
 
+/// Nomad's checks of a group's `EphemeralDisk` against its tasks' log storage.
+fn disk_problem(group: &Value) -> Option<String> {
+    let size = group["EphemeralDisk"]["SizeMB"].as_u64()?;
+    if size < 10 {
+        return Some(format!("minimum DiskMB value is 10; got {size}"));
+    }
+    group["Tasks"].as_array().into_iter().flatten().find_map(|task| {
+        let logs = &task["LogConfig"];
+        // Nomad's defaults: 10 files of 10 MB.
+        let usage = logs["MaxFiles"].as_u64().unwrap_or(10) * logs["MaxFileSizeMB"].as_u64().unwrap_or(10);
+        (size <= usage)
+            .then(|| format!("log storage ({usage} MB) must be less than requested disk capacity ({size} MB)"))
+    })
+}
+
+/// Nomad's network modes: `host`, `bridge`, `none`, `cni/<network>` (or unset).
+fn network_problem(group: &Value) -> Option<String> {
+    group["Networks"].as_array().into_iter().flatten().find_map(|network| {
+        let mode = network["Mode"].as_str().unwrap_or_default();
+        let known =
+            matches!(mode, "" | "host" | "bridge" | "none") || mode.strip_prefix("cni/").is_some_and(|n| !n.is_empty());
+        (!known).then(|| format!("invalid network mode {mode:?}"))
+    })
+}
+
 fn register(shared: &Shared, body: Value, query_namespace: Option<String>) -> HttpResponse {
     let Some(job) = body.get("Job").cloned() else { return text(400, "Job must be specified") };
     let Some(id) = job["ID"].as_str().map(str::to_owned) else { return text(400, "Job ID hasn't been provided") };
@@ -612,7 +644,7 @@ fn register(shared: &Shared, body: Value, query_namespace: Option<String>) -> Ht
         {
             Some("Reschedule Policy with Attempts and Unlimited set".to_owned())
         } else {
-            None
+            disk_problem(group).or_else(|| network_problem(group))
         };
         if let Some(problem) = problem {
             return text(
@@ -620,6 +652,9 @@ fn register(shared: &Shared, body: Value, query_namespace: Option<String>) -> Ht
                 &format!("1 error occurred:\n\t* Task group {} validation failed: {problem}", group["Name"]),
             );
         }
+    }
+    for problem in hardening::problems(&job) {
+        state.violations.push(format!("job {id} is not hardened: {problem}"));
     }
     let key = (namespace.clone(), id.clone());
     if body["EnforceIndex"] == true

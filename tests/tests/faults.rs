@@ -94,7 +94,7 @@ async fn account(acme: &TenantClient<'_>, fake: &FakeScheduler, runs: &[RunId], 
             let wanted = format!("attempt {}\n", last.0);
             assert!(log.body.to_string().contains(&wanted.replace('\n', "\\n")), "run {run} task {task} log: {log:?}");
             for (attempt, ..) in &attempts {
-                let job = format!("acme-builds-chain-{run}-{task}-{attempt}");
+                let job = format!("acme~builds~chain~{run}~{task}~{attempt}");
                 assert!(fake.starts(&job) <= 1, "{job} started {} times", fake.starts(&job));
             }
         }

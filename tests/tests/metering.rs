@@ -90,7 +90,7 @@ async fn a_task_taken_over_from_a_dead_replica_is_metered_exactly_once() {
     acme.register_one_task_in_image("builds", "long", "work", "x", &["sleep", "2"]).await;
     let token = acme.token.clone();
     let run = acme.start_run("builds", "long").await;
-    let job = format!("acme-builds-long-{run}-work-1");
+    let job = format!("acme~builds~long~{run}~work~1");
     wait_until("replica A to dispatch", Duration::from_secs(10), || async { fake.starts(&job) == 1 }).await;
     a.kill().await;
     let b = spawn_replica(config_b, tempfile::tempdir().unwrap(), Some(fake.clone())).await;

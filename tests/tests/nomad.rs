@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use gofer_api::config::SchedulerKind;
+use gofer_core::scheduler::{Scheduler, TaskObservation, TaskSpec};
 use gofer_core::{NamespaceId, PipelineId, RunId, RunStatus, StatusReason, TaskId, TaskStatus};
+use gofer_scheduler_nomad::{Client, NomadConfig, NomadScheduler, job};
 use gofer_tests::nomad_double::{NomadDouble, OutageKind, Recorded};
 use gofer_tests::{TenantClient, TestApp, fresh_database, spawn_with, test_config};
 use serde_json::{Value, json};
@@ -300,6 +302,7 @@ async fn a_trial_tenants_job_is_hardened_field_by_field() {
     assert_eq!(group["ReschedulePolicy"], json!({"Attempts": 0, "Unlimited": false}));
     assert_eq!(group["MaxRunDuration"], 30_000_000_000u64);
     assert!(group.get("Volumes").is_none() && group.get("Networks").is_none(), "no host volumes, no group network");
+    assert_eq!(group["EphemeralDisk"], json!({"SizeMB": 296}), "the trial plan's 256 MiB and 40 MiB of logs");
     let tasks = group["Tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1);
     let task = &tasks[0];
@@ -311,22 +314,104 @@ async fn a_trial_tenants_job_is_hardened_field_by_field() {
     assert!(task.get("VolumeMounts").is_none() && task.get("Templates").is_none());
     assert_eq!(task["Env"]["GREETING"], "hi");
     assert_eq!(task["Env"]["GOFER_TASK_ID"], "hello");
+    assert_eq!(task["Env"]["HOME"], "/local", "the writable work directory");
     let config = task["Config"].as_object().unwrap();
     let mut keys: Vec<&str> = config.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["args", "cap_drop", "command", "image", "network_mode", "pids_limit", "privileged", "security_opt"],
-        "only the driver options Gofer sets: no volumes, devices, mounts or caps added"
+        [
+            "args",
+            "cap_drop",
+            "command",
+            "image",
+            "mount",
+            "network_mode",
+            "pids_limit",
+            "privileged",
+            "readonly_rootfs",
+            "security_opt",
+            "storage_opt",
+            "ulimit",
+            "work_dir"
+        ],
+        "only the driver options Gofer sets: no volumes, devices, host mounts or caps added"
     );
     assert_eq!(config["image"], "alpine:3");
     assert_eq!((config["command"].clone(), config["args"].clone()), (json!("echo"), json!(["hi"])));
     assert_eq!(config["privileged"], false);
     assert_eq!(config["cap_drop"], json!(["ALL"]));
-    assert_eq!(config["security_opt"], json!(["no-new-privileges"]));
+    assert_eq!(config["security_opt"], json!(["no-new-privileges", "seccomp=/etc/gofer/seccomp.json"]));
     assert_eq!(config["pids_limit"], 512);
     assert_eq!(config["network_mode"], "none", "trial tasks have no network");
+    assert_eq!(config["readonly_rootfs"], true);
+    assert_eq!(config["work_dir"], "/local");
+    let mib_256 = 256u64 << 20;
+    assert_eq!(config["ulimit"], json!([{"nofile": "8192:8192", "fsize": format!("{mib_256}:{mib_256}")}]));
+    assert_eq!(
+        config["mount"],
+        json!([{"type": "tmpfs", "target": "/tmp", "tmpfs_options": [{"size": mib_256, "mode": 0o1777}]}])
+    );
+    assert_eq!(config["storage_opt"], json!([{"size": "256M"}]));
     assert_within_spec(&double);
+}
+
+#[tokio::test]
+async fn a_networked_task_joins_the_egress_network_and_registries_on_private_addresses_are_refused() {
+    let double = double().await;
+    let app = nomad_app(&double, |c| {
+        c.engine.infra_retries = 0;
+        // Any public registry, and one private mirror the operator names.
+        c.nomad.allowed_registries = vec!["*".into(), "10.0.0.5:5000".into()];
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register(
+        "builds",
+        "net",
+        json!({"name": "Net", "tasks": [
+            {"id": "online", "image": "alpine:3", "command": ["echo", "online"]},
+            {"id": "mirror", "image": "10.0.0.5:5000/team/app:1", "command": ["echo", "mirrored"]},
+            {"id": "loopback", "image": "127.0.0.1:5000/x", "command": ["echo"]},
+            {"id": "named", "image": "localhost:5000/x", "command": ["echo"]},
+            {"id": "metadata", "image": "[::ffff:169.254.169.254]:80/x", "command": ["echo"]},
+            {"id": "lan", "image": "10.0.0.6:5000/x", "command": ["echo"]}
+        ]}),
+    )
+    .await;
+    let run = acme.start_run("builds", "net").await;
+    let done = acme.wait_for_run("builds", "net", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Failed, "{done:?}");
+    assert_eq!(logs(&acme, "net", run, "online").await, "online\n");
+    assert_eq!(logs(&acme, "net", run, "mirror").await, "mirrored\n", "a registry the operator names is allowed");
+
+    let requests = double.requests();
+    let online = registered(&requests, "online");
+    let group = &online["TaskGroups"][0];
+    assert_eq!(group["Networks"], json!([{"Mode": "cni/gofer-egress"}]), "the CNI network with the egress rules");
+    assert!(group["Tasks"][0]["Config"].get("network_mode").is_none(), "it joins the group's network");
+    assert_eq!(group["EphemeralDisk"], json!({"SizeMB": 10280}), "the default plan's 10 GiB and the logs");
+
+    for (task, registry, why) in [
+        ("loopback", "127.0.0.1:5000", "loopback"),
+        ("named", "localhost:5000", "loopback"),
+        ("metadata", "[::ffff:169.254.169.254]:80", "cloud metadata"),
+        ("lan", "10.0.0.6:5000", "private"),
+    ] {
+        let t = task_of(&acme, "net", run, task).await;
+        let reason = t.status_reason.clone().expect("a reason");
+        assert_eq!((t.status, reason.reason), (TaskStatus::Failed, StatusReason::SchedulerError), "{task}");
+        assert!(reason.description.contains(&format!("images from {registry} are not allowed")), "{task}: {reason:?}");
+        assert!(reason.description.contains(why), "{task}: {reason:?}");
+        let posted = requests.iter().filter(|r| r.method == "POST" && r.path == "/v1/jobs");
+        assert!(
+            !posted.filter_map(|r| r.body.as_ref()).any(|b| b["Job"]["Meta"]["gofer.task"] == task),
+            "{task}: never registered"
+        );
+    }
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
 }
 
 #[tokio::test]
@@ -526,6 +611,90 @@ async fn logs_are_polled_when_streams_cannot_be_held() {
     let follows = reads.iter().filter(|(follow, _)| *follow).count();
     assert!((1..=3).contains(&follows), "gave up following after 3 refusals: {reads:?}");
     assert!(reads.iter().any(|(follow, _)| !follow), "{reads:?}");
+    assert_within_spec(&double);
+    app.assert_queue_drained().await;
+}
+
+/// A job as some other client of the cluster would register it (not through Gofer): `job_id` in
+/// Nomad namespace `namespace`, its `Meta` naming the execution `owner` (tenant, namespace,
+/// pipeline, run), running `command`.
+async fn plant(double: &NomadDouble, namespace: &str, job_id: &str, owner: [&str; 4], command: &[&str]) {
+    let config = NomadConfig { addr: double.address.clone(), token: Some(double.token.clone()), ..Default::default() };
+    let [tenant, ns, pipeline, run] = owner;
+    let spec = TaskSpec {
+        job_id: job_id.to_owned(),
+        tenant: tenant.parse().expect("valid"),
+        namespace: ns.parse().expect("valid"),
+        pipeline: pipeline.parse().expect("valid"),
+        run: RunId::parse(run).expect("valid"),
+        task: TaskId::parse("build").expect("valid"),
+        attempt: 1,
+        image: "alpine:3".into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        entrypoint: None,
+        env: Default::default(),
+        timeout: Duration::from_secs(60),
+        cpu_millis: 100,
+        memory_mb: 64,
+        disk_mb: 64,
+        registry_auth: None,
+        allow_network: false,
+        untrusted: false,
+        node_pool: None,
+        gofer_cli: false,
+    };
+    let mut planted = job::job_spec(&spec, &config);
+    planted["Namespace"] = json!(namespace);
+    let client = Client::new(&config).expect("a Nomad client");
+    client.upsert_namespace(namespace, tenant).await.expect("namespace created");
+    assert!(client.register(namespace, planted).await.expect("job planted"), "{job_id} was new");
+}
+
+#[tokio::test]
+async fn a_job_of_the_same_id_recorded_for_another_execution_or_namespace_is_never_adopted() {
+    let double = double().await;
+    let app = nomad_app(&double, |c| c.engine.infra_retries = 0).await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register_one_task_in_image("builds", "hello", "build", "alpine:3", &["echo", "own-output"]).await;
+
+    // Run 1's id is taken in acme's own namespace by a job whose Meta names another execution.
+    let first = "acme~builds~hello~1~build~1";
+    plant(&double, "gofer-acme", first, ["acme-labs", "builds", "hello", "1"], &["sleep", "30"]).await;
+    let run = acme.start_run("builds", "hello").await;
+    let done = acme.wait_for_run("builds", "hello", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Failed, "{done:?}");
+    let build = task_of(&acme, "hello", run, "build").await;
+    let reason = build.status_reason.expect("a reason");
+    assert_eq!(reason.reason, StatusReason::SchedulerError);
+    assert!(reason.description.contains("already exists for another task execution"), "{reason:?}");
+    assert!(!reason.description.contains("acme-labs"), "nothing of the other owner: {reason:?}");
+    assert_eq!(logs(&acme, "hello", run, "build").await, "", "nothing of the other job's output");
+    // The other job is left alone: neither stopped nor purged.
+    assert!(deletes(&double.requests(), first).is_empty());
+    assert!(double.jobs().contains(&("gofer-acme".into(), first.into(), false)));
+
+    // Run 2's id exists, with acme's very Meta, in a namespace that is not acme's: a replica
+    // that knows nothing of it (after a restart) does not find it, and the run gets its own job.
+    let second = "acme~builds~hello~2~build~1";
+    plant(&double, "gofer-intruder", second, ["acme", "builds", "hello", "2"], &["sleep", "30"]).await;
+    let config = NomadConfig {
+        addr: double.address.clone(),
+        token: Some(double.token.clone()),
+        event_stream: false,
+        ..Default::default()
+    };
+    let restarted = NomadScheduler::new(config).expect("a scheduler");
+    assert_eq!(restarted.observe(second).await.expect("observed"), TaskObservation::Unknown);
+    let run = acme.start_run("builds", "hello").await;
+    let done = acme.wait_for_run("builds", "hello", run, RUN_TIMEOUT).await;
+    assert_eq!(done.status, RunStatus::Successful, "{done:?}");
+    assert_eq!(logs(&acme, "hello", run, "build").await, "own-output\n");
+    assert!(double.jobs().contains(&("gofer-intruder".into(), second.into(), false)), "left alone");
+    assert!(
+        !double.requests().iter().any(|r| r.method == "DELETE" && r.query.iter().any(|(_, v)| v == "gofer-intruder")),
+        "nothing was deleted in the other namespace"
+    );
     assert_within_spec(&double);
     app.assert_queue_drained().await;
 }

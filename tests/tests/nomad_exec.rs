@@ -42,6 +42,7 @@ fn spec(job_id: &str) -> TaskSpec {
         disk_mb: 1024,
         registry_auth: None,
         allow_network: true,
+        untrusted: false,
         node_pool: None,
         gofer_cli: false,
     }

@@ -146,3 +146,28 @@ async fn a_plans_concurrency_keeps_the_tenants_tasks_waiting_for_quota() {
         assert!(pair[0].1 <= pair[1].0, "tasks overlapped under a one-task plan: {pair:?}");
     }
 }
+
+#[tokio::test]
+async fn the_trial_plan_is_untrusted_with_a_small_disk_and_new_plans_default_to_trusted() {
+    let app = spawn_app().await;
+    let op = Some(app.operator_token.as_str());
+    let trial = app.request("GET", "/api/v1/plans/trial", op, None).await;
+    assert_eq!(
+        (trial.body["plan"]["untrusted"].clone(), trial.body["plan"]["max_disk_mb"].clone()),
+        (json!(true), json!(256))
+    );
+    let created = app.request("POST", "/api/v1/plans", op, Some(&plan("roomy", 120))).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(
+        (created.body["plan"]["untrusted"].clone(), created.body["plan"]["max_disk_mb"].clone()),
+        (json!(false), json!(10240))
+    );
+    let mut marked = plan("roomy", 120);
+    marked["untrusted"] = json!(true);
+    marked["max_disk_mb"] = json!(512);
+    let updated = app.request("PUT", "/api/v1/plans/roomy", op, Some(&marked)).await;
+    assert_eq!(
+        (updated.body["plan"]["untrusted"].clone(), updated.body["plan"]["max_disk_mb"].clone()),
+        (json!(true), json!(512))
+    );
+}

@@ -200,7 +200,7 @@ async fn a_task_that_fails_is_run_again_as_configured_and_each_attempt_keeps_its
         [(1, "failed", true, Some(1)), (2, "failed", true, Some(1)), (3, "successful", false, Some(0))]
     );
     assert_eq!(attempts[0]["status_reason"]["reason"], "abnormal_exit");
-    assert_eq!(attempts[0]["scheduler_id"], format!("acme-builds-flaky-{run}-flaky-1"));
+    assert_eq!(attempts[0]["scheduler_id"], format!("acme~builds~flaky~{run}~flaky~1"));
     for n in 1..=3 {
         let log = acme
             .request(
@@ -298,7 +298,7 @@ async fn a_dead_replicas_task_is_taken_over_and_runs_exactly_once() {
     acme.register_one_task_in_image("builds", "long", "work", "x", &["sleep", "4"]).await;
     let token = acme.token.clone();
     let run = acme.start_run("builds", "long").await;
-    let job = format!("acme-builds-long-{run}-work-1");
+    let job = format!("acme~builds~long~{run}~work~1");
     wait_until("replica A to dispatch", Duration::from_secs(10), || async { fake.starts(&job) == 1 }).await;
     a.kill().await;
 
@@ -342,7 +342,7 @@ async fn a_task_lost_with_its_replica_runs_again_as_a_new_attempt_marked_orphane
     acme.namespace("builds").await;
     acme.register_one_task_in_image("builds", "lost", "work", "x", &["sleep", "1"]).await;
     let run = acme.start_run("builds", "lost").await;
-    let job1 = format!("acme-builds-lost-{run}-work-1");
+    let job1 = format!("acme~builds~lost~{run}~work~1");
     wait_until("dispatch", Duration::from_secs(10), || async { fake.starts(&job1) == 1 }).await;
     // The job vanishes from the scheduler (its node died) and its watcher's lease expires, as if
     // the replica watching it had died too.
@@ -373,7 +373,7 @@ async fn a_task_lost_with_its_replica_runs_again_as_a_new_attempt_marked_orphane
         .collect();
     assert_eq!(summary, [(1, "failed", Some("orphaned"), true), (2, "successful", None, false)]);
     assert_eq!(fake.starts(&job1), 1, "the job id of attempt 1 is never started twice");
-    assert_eq!(fake.starts(&format!("acme-builds-lost-{run}-work-2")), 1);
+    assert_eq!(fake.starts(&format!("acme~builds~lost~{run}~work~2")), 1);
     app.assert_queue_drained().await;
 }
 
@@ -572,7 +572,7 @@ async fn a_taken_over_task_whose_secrets_were_masked_resumes_its_log_at_the_raw_
     let acme_b = gofer_tests::TenantClient { app: &b, tenant: "acme".parse().unwrap(), token };
     let done = acme_b.wait_for_run("builds", "masked", run, Duration::from_secs(30)).await;
     assert_eq!(done.status, RunStatus::Successful);
-    let job = format!("acme-builds-masked-{run}-work-1");
+    let job = format!("acme~builds~masked~{run}~work~1");
     assert_eq!(fake.starts(&job), 1, "re-attached, not dispatched again");
     let taken_over: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE run_id = $1 AND kind = 'task_taken_over'")

@@ -56,7 +56,7 @@ async fn a_two_task_dag_runs_end_to_end_and_its_logs_read_back() {
     let build = tasks.iter().find(|t| t.task_id.as_str() == "build").unwrap();
     let test = tasks.iter().find(|t| t.task_id.as_str() == "test").unwrap();
     assert!(test.started.unwrap() >= build.ended.unwrap(), "test started before build ended");
-    assert_eq!(build.scheduler_id.as_deref(), Some("acme-builds-hello-1-build-1"));
+    assert_eq!(build.scheduler_id.as_deref(), Some("acme~builds~hello~1~build~1"));
 
     let build_log = sdk.task_logs(&ns, &p, run.id, &TaskId::parse("build").unwrap()).await.unwrap();
     assert!(build_log.contains("building release\n"), "{build_log:?}");

@@ -5,19 +5,19 @@ use std::time::Duration;
 use gofer_core::scheduler::{KillReason, Scheduler, SchedulerError, TaskObservation};
 use gofer_scheduler_local::{LocalScheduler, LocalSchedulerConfig, LocalSchedulerError};
 
-use crate::support::{scheduler, sh};
+use crate::support::{scheduler, scheduler_with, sh};
 
 #[tokio::test]
 async fn starting_the_same_job_twice_runs_it_once() {
     let s = scheduler();
-    let task = sh("once", "echo ran >> /job/count; sleep 0.2");
+    let task = sh("once", "echo ran; sleep 0.2");
     let (a, b) = tokio::join!(s.scheduler.start(&task), s.scheduler.start(&task));
     a.unwrap();
     b.unwrap();
     s.wait_final("once").await;
     s.scheduler.start(&task).await.unwrap();
     assert_eq!(s.scheduler.observe("once").await.unwrap(), TaskObservation::Exited { exit_code: 0 });
-    assert_eq!(std::fs::read_to_string(s.job_dir("once").join("count")).unwrap(), "ran\n");
+    assert_eq!(s.logs("once").await, "ran\n", "one sandbox ran");
 }
 
 #[tokio::test]
@@ -92,7 +92,11 @@ async fn invalid_job_ids_are_rejected_everywhere() {
         assert!(rejected(s.scheduler.stop(bad, Duration::ZERO).await), "stop {bad:?}");
         assert!(rejected(s.scheduler.purge(bad).await), "purge {bad:?}");
     }
-    assert_eq!(std::fs::read_dir(&s.work_dir).unwrap().count(), 0);
+    // No job directory (the scheduler's own start-up files are dot-named; job ids never are).
+    let jobs = std::fs::read_dir(&s.work_dir)
+        .unwrap()
+        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'));
+    assert_eq!(jobs.count(), 0);
 }
 
 #[tokio::test]
@@ -122,5 +126,30 @@ async fn as_root_a_work_dir_that_nobody_cannot_enter_is_a_clear_error() {
         }
         Ok(_) if !running_as_root => {}
         other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn without_cgroups_untrusted_plans_are_refused_unless_the_operator_opts_out() {
+    let mut trial = sh("trial", "echo ran");
+    trial.untrusted = true;
+    let without = scheduler_with(|c| c.cgroups = gofer_scheduler_local::CgroupMode::Off);
+    assert!(!without.scheduler.limits_whole_tasks());
+    let refused = without.scheduler.start(&trial).await.unwrap_err();
+    assert!(matches!(&refused, SchedulerError::Rejected(m) if m.contains("untrusted")), "{refused:?}");
+    // A trusted tenant's task still runs there.
+    assert_eq!(
+        without.run(&sh("paying", "echo ran")).await,
+        (TaskObservation::Exited { exit_code: 0 }, "ran\n".into())
+    );
+    let opted_out = scheduler_with(|c| {
+        c.cgroups = gofer_scheduler_local::CgroupMode::Off;
+        c.allow_untrusted_without_cgroups = true;
+    });
+    assert_eq!(opted_out.run(&trial).await, (TaskObservation::Exited { exit_code: 0 }, "ran\n".into()));
+    // With cgroups, trials run.
+    let with = scheduler();
+    if with.scheduler.limits_whole_tasks() {
+        assert_eq!(with.run(&trial).await, (TaskObservation::Exited { exit_code: 0 }, "ran\n".into()));
     }
 }

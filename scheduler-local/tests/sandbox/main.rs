@@ -8,6 +8,9 @@ mod support;
 mod attach;
 
 mod ending;
+mod hostile;
+mod identity;
 mod isolation;
 mod lifecycle;
+mod network;
 mod output;

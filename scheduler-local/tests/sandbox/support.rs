@@ -55,6 +55,7 @@ pub fn spec(job_id: &str, command: &[&str]) -> TaskSpec {
         disk_mb: 1024,
         registry_auth: None,
         allow_network: true,
+        untrusted: false,
         node_pool: None,
         gofer_cli: false,
     }
@@ -98,10 +99,5 @@ impl TestScheduler {
     pub async fn logs(&self, job_id: &str) -> String {
         let chunk = self.scheduler.read_logs(job_id, 0, usize::MAX).await.unwrap();
         String::from_utf8(chunk.data).unwrap()
-    }
-
-    /// The job's `/job` directory on the host.
-    pub fn job_dir(&self, job_id: &str) -> PathBuf {
-        self.work_dir.join(job_id).join("job")
     }
 }
