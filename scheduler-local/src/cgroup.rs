@@ -36,8 +36,13 @@ pub(crate) enum Version {
 #[derive(Debug, Clone)]
 pub(crate) struct Cgroups {
     version: Version,
-    /// v2: `[<own>/gofer-tasks]`; v1: `[memory, pids, cpu?]` parents, each `<mount>/<own>/gofer-tasks`.
+    /// v2: `<own>/gofer-tasks/<instance>`; v1: the same under each controller's mount.
     parents: Parents,
+    /// Empty task groups, ready for the next task: making and removing a memory cgroup costs the
+    /// kernel about a millisecond each, on the path of every task.
+    pool: std::sync::Arc<std::sync::Mutex<Vec<TaskCgroup>>>,
+    /// Names the next new group (`slot-<n>`).
+    next_slot: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,11 +63,13 @@ pub(crate) struct TaskLimits {
 }
 
 /// One task's groups.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct TaskCgroup {
     version: Version,
     /// v2: the one group; v1: memory, pids and maybe cpu.
     dirs: Vec<PathBuf>,
+    /// The group's OOM-kill count when it was given to this task (pooled groups keep counting).
+    oom_baseline: u64,
 }
 
 /// A line of `/proc/self/cgroup`: `hierarchy-id:controllers:path`.
@@ -201,7 +208,7 @@ impl Cgroups {
             pids: pids.join(TASKS_GROUP).join(&instance),
             cpu: cpu.map(|c| c.join(TASKS_GROUP).join(&instance)),
         };
-        let cgroups = Cgroups { version: Version::V1, parents };
+        let cgroups = Cgroups::new(Version::V1, parents);
         cgroups.check_writable().map_err(|e| format!("{v2_problem}; cgroup v1: {e}"))?;
         Ok(cgroups)
     }
@@ -244,15 +251,20 @@ impl Cgroups {
         let instance = tasks.join(instance_name());
         create_dir(&instance)?;
         write(&instance.join("cgroup.subtree_control"), wanted)?;
-        let cgroups = Cgroups { version: Version::V2, parents: Parents::V2(instance) };
+        let cgroups = Cgroups::new(Version::V2, Parents::V2(instance));
         cgroups.check_writable()?;
         Ok(cgroups)
     }
 
-    /// Creates and removes a probe group: proves the limits can be written, at start-up.
+    fn new(version: Version, parents: Parents) -> Self {
+        Self { version, parents, pool: Default::default(), next_slot: Default::default() }
+    }
+
+    /// Makes a first group and writes limits to it: proves it can be done, at start-up. The group
+    /// then waits in the pool for the first task.
     fn check_writable(&self) -> Result<(), String> {
-        let group = self.create("probe", TaskLimits { memory_bytes: 64 << 20, pids: 16, cpu_millis: 1000 })?;
-        group.remove();
+        let group = self.acquire(TaskLimits { memory_bytes: 64 << 20, pids: 16, cpu_millis: 1000 })?;
+        self.release(&group);
         Ok(())
     }
 
@@ -261,60 +273,55 @@ impl Cgroups {
         self.version
     }
 
-    /// Creates the groups of one task with its limits, under this scheduler's own parent (so two
-    /// schedulers on one host, or in one test process, never share a group even for equal job
-    /// ids). On failure nothing is left behind.
-    pub(crate) fn create(&self, name: &str, limits: TaskLimits) -> Result<TaskCgroup, String> {
-        let mut group = TaskCgroup { version: self.version, dirs: Vec::new() };
-        match self.fill(&mut group, name, limits) {
-            Ok(()) => Ok(group),
-            Err(e) => {
-                group.remove();
-                Err(e)
+    /// Gives a task its groups with its limits: an empty pooled group when there is one, else a
+    /// new one under this scheduler's own parent (so two schedulers on one host never share a
+    /// group). On failure nothing is left behind.
+    pub(crate) fn acquire(&self, limits: TaskLimits) -> Result<TaskCgroup, String> {
+        let pooled = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let mut group = match pooled {
+            Some(group) => group,
+            None => {
+                let n = self.next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut group = TaskCgroup { version: self.version, dirs: Vec::new(), oom_baseline: 0 };
+                if let Err(e) = self.make_dirs(&mut group, &format!("slot-{n}")) {
+                    group.remove();
+                    return Err(e);
+                }
+                group
+            }
+        };
+        if let Err(e) = group.set_limits(limits) {
+            group.remove();
+            return Err(e);
+        }
+        group.oom_baseline = group.oom_count();
+        Ok(group)
+    }
+
+    /// Empties a finished task's groups and pools them; groups that do not empty are removed.
+    pub(crate) fn release(&self, group: &TaskCgroup) {
+        if group.empty_out() {
+            self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(group.clone());
+        } else {
+            group.remove();
+        }
+    }
+
+    /// This scheduler's parents of task groups (one per controller hierarchy on v1).
+    pub(crate) fn parents(&self) -> Vec<PathBuf> {
+        match &self.parents {
+            Parents::V2(parent) => vec![parent.clone()],
+            Parents::V1 { memory, pids, cpu } => {
+                [Some(memory), Some(pids), cpu.as_ref()].into_iter().flatten().cloned().collect()
             }
         }
     }
 
-    fn fill(&self, group: &mut TaskCgroup, name: &str, limits: TaskLimits) -> Result<(), String> {
-        let mut make = |dir: PathBuf| -> Result<PathBuf, String> {
+    fn make_dirs(&self, group: &mut TaskCgroup, name: &str) -> Result<(), String> {
+        for parent in self.parents() {
+            let dir = parent.join(name);
             create_dir(&dir)?;
-            group.dirs.push(dir.clone());
-            Ok(dir)
-        };
-        match &self.parents {
-            Parents::V2(parent) => {
-                let dir = make(parent.join(name))?;
-                write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
-                // No swap: a task over its memory is killed rather than slowed into the host's swap.
-                if dir.join("memory.swap.max").exists() {
-                    write(&dir.join("memory.swap.max"), "0")?;
-                }
-                write(&dir.join("pids.max"), &limits.pids.to_string())?;
-                if dir.join("cpu.max").exists() {
-                    let (max, weight) = v2_cpu(limits.cpu_millis);
-                    write(&dir.join("cpu.max"), &max)?;
-                    write(&dir.join("cpu.weight"), &weight.to_string())?;
-                }
-            }
-            Parents::V1 { memory, pids, cpu } => {
-                create_dir(memory)?;
-                let memory = make(memory.join(name))?;
-                write(&memory.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
-                if memory.join("memory.memsw.limit_in_bytes").exists() {
-                    write(&memory.join("memory.memsw.limit_in_bytes"), &limits.memory_bytes.to_string())?;
-                }
-                create_dir(pids)?;
-                let pids = make(pids.join(name))?;
-                write(&pids.join("pids.max"), &limits.pids.to_string())?;
-                if let Some(cpu) = cpu {
-                    create_dir(cpu)?;
-                    let cpu = make(cpu.join(name))?;
-                    let (quota, shares) = v1_cpu(limits.cpu_millis);
-                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                    write(&cpu.join("cpu.shares"), &shares.to_string())?;
-                }
-            }
+            group.dirs.push(dir);
         }
         Ok(())
     }
@@ -349,7 +356,7 @@ fn sweep_stale_instances(tasks_root: &Path) {
                     .filter(|p| p.is_dir()),
             )
             .collect();
-        TaskCgroup { version: Version::V1, dirs }.remove();
+        TaskCgroup { version: Version::V1, dirs, oom_baseline: 0 }.remove();
     }
 }
 
@@ -385,15 +392,88 @@ impl TaskCgroup {
         Ok(())
     }
 
-    /// Whether the kernel's OOM killer killed a process of the task (v1 `memory.oom_control`,
-    /// v2 `memory.events`: `oom_kill N`; `memory.failcnt` also counts reclaim, so it is not used).
-    pub(crate) fn oom_killed(&self) -> bool {
-        let Some(memory) = self.dirs.first() else { return false };
+    /// Writes the task's limits (v2: one group; v1: memory, pids and maybe cpu, in that order).
+    fn set_limits(&self, limits: TaskLimits) -> Result<(), String> {
+        let memory_bytes = limits.memory_bytes.to_string();
+        match self.version {
+            Version::V2 => {
+                let dir = self.dirs.first().ok_or("no cgroup")?;
+                write(&dir.join("memory.max"), &memory_bytes)?;
+                // No swap: a task over its memory is killed rather than slowed into the host's swap.
+                if dir.join("memory.swap.max").exists() {
+                    write(&dir.join("memory.swap.max"), "0")?;
+                }
+                write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                if dir.join("cpu.max").exists() {
+                    let (max, weight) = v2_cpu(limits.cpu_millis);
+                    write(&dir.join("cpu.max"), &max)?;
+                    write(&dir.join("cpu.weight"), &weight.to_string())?;
+                }
+            }
+            Version::V1 => {
+                let (memory, pids) = match self.dirs.as_slice() {
+                    [memory, pids, ..] => (memory, pids),
+                    _ => return Err("missing v1 cgroups".into()),
+                };
+                // memory + swap may never be under memory: lift it first, then set both.
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, "-1")?;
+                }
+                write(&memory.join("memory.limit_in_bytes"), &memory_bytes)?;
+                if memsw.exists() {
+                    write(&memsw, &memory_bytes)?;
+                }
+                write(&pids.join("pids.max"), &limits.pids.to_string())?;
+                if let Some(cpu) = self.dirs.get(2) {
+                    let (quota, shares) = v1_cpu(limits.cpu_millis);
+                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    write(&cpu.join("cpu.shares"), &shares.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group's OOM-kill count so far (v1 `memory.oom_control`, v2 `memory.events`:
+    /// `oom_kill N`; `memory.failcnt` also counts reclaim, so it is not used).
+    fn oom_count(&self) -> u64 {
+        let Some(memory) = self.dirs.first() else { return 0 };
         let file = match self.version {
             Version::V1 => "memory.oom_control",
             Version::V2 => "memory.events",
         };
-        std::fs::read_to_string(memory.join(file)).ok().and_then(|t| keyed_value(&t, "oom_kill")).unwrap_or(0) > 0
+        std::fs::read_to_string(memory.join(file)).ok().and_then(|t| keyed_value(&t, "oom_kill")).unwrap_or(0)
+    }
+
+    /// Whether the kernel's OOM killer killed a process of the task.
+    pub(crate) fn oom_killed(&self) -> bool {
+        self.oom_count() > self.oom_baseline
+    }
+
+    /// Kills what is left in the groups and waits until they hold no process; false if they do not
+    /// empty. On v1 the memory the task left charged (page cache) is reclaimed too.
+    fn empty_out(&self) -> bool {
+        for _ in 0..50 {
+            let busy: Vec<&PathBuf> = self
+                .dirs
+                .iter()
+                .filter(|d| std::fs::read_to_string(d.join("cgroup.procs")).map_or(true, |p| !p.trim().is_empty()))
+                .collect();
+            if busy.is_empty() {
+                if self.version == Version::V1
+                    && let Some(memory) = self.dirs.first()
+                {
+                    // Best effort: a task group starts its next task with nothing charged.
+                    let _ = std::fs::write(memory.join("memory.force_empty"), "0");
+                }
+                return true;
+            }
+            busy.into_iter().for_each(|d| kill_members(d));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     /// SIGKILLs whatever is still in the task's groups (nothing, normally: the pid namespace ends

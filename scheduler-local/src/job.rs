@@ -13,7 +13,7 @@ use tokio::process::Child;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::cgroup::TaskCgroup;
+use crate::cgroup::{Cgroups, TaskCgroup};
 use crate::layout::JobPaths;
 use crate::process::{self, Reap};
 
@@ -30,6 +30,17 @@ pub(crate) struct JobLimits {
     pub memory_limit_mb: u64,
     /// The task's own cgroups, when the host has them.
     pub cgroup: Option<TaskCgroup>,
+    /// Where they came from, and go back to once the task ended.
+    pub home: Option<Cgroups>,
+}
+
+impl JobLimits {
+    /// Gives the task's cgroups back (emptied, for the next task); blocking sysfs work.
+    pub(crate) fn release_cgroup(&self) {
+        if let (Some(home), Some(group)) = (&self.home, &self.cgroup) {
+            home.release(group);
+        }
+    }
 }
 
 /// A job this server started.
@@ -149,23 +160,20 @@ impl Job {
         if tokio::time::timeout(OUTPUT_WAIT, output).await.is_err() {
             tracing::warn!(job_id = %self.job_id, "the task's output was still open after it ended");
         }
-        if let Some(cgroup) = &self.limits.cgroup {
-            // Blocking sysfs work with short retries: off the async threads.
-            let job = Arc::clone(&self);
-            let removed = tokio::task::spawn_blocking(move || {
-                if let Some(cgroup) = &job.limits.cgroup {
-                    cgroup.remove();
-                }
-            });
-            if removed.await.is_err() {
-                tracing::warn!(job_id = %self.job_id, groups = ?cgroup, "removing the task's cgroups panicked");
-            }
-        }
         if let Err(e) = write_result(&self.paths.result, &observation).await {
             tracing::warn!(job_id = %self.job_id, error = %e, "could not record the job's result on disk");
         }
         tracing::info!(job_id = %self.job_id, ?observation, "job finished");
         self.state.send_replace(observation);
+        // After the report, not before: removing a memory cgroup can wait on the kernel, and the
+        // task's result does not depend on it (its OOM count was read above).
+        if self.limits.cgroup.is_some() {
+            // Blocking sysfs work with short retries: off the async threads.
+            let job = Arc::clone(&self);
+            if tokio::task::spawn_blocking(move || job.limits.release_cgroup()).await.is_err() {
+                tracing::warn!(job_id = %self.job_id, "releasing the task's cgroups panicked");
+            }
+        }
     }
 
     /// Reaps the sandbox's pid 1 if it was orphaned to this process (see [`process::try_reap`]).

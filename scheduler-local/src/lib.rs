@@ -243,7 +243,9 @@ impl LocalScheduler {
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
         let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
         let config = LocalSchedulerConfig { work_dir, ..config };
-        tools.files = SandboxFiles::write(&config.work_dir.join(".sandbox")).map_err(work_dir_error)?;
+        // As root, the shared files go where the task's mount table shows no state directory.
+        let shared = if privileged { PathBuf::from(STAGED_DIR) } else { config.work_dir.join(".sandbox") };
+        tools.files = SandboxFiles::write(&config.work_dir.join(".sandbox"), &shared).map_err(work_dir_error)?;
         probe::probe(&tools, &config, &config.work_dir)?;
         let network = match config.share_network {
             false => None,
@@ -295,6 +297,12 @@ impl LocalScheduler {
     pub fn limits_whole_tasks(&self) -> bool {
         self.cgroups.is_some()
     }
+
+    /// Where this scheduler keeps its task cgroups (one directory per controller hierarchy on
+    /// cgroup v1; each holds `slot-<n>` groups, reused task after task); empty without cgroups.
+    pub fn task_cgroup_parents(&self) -> Vec<PathBuf> {
+        self.cgroups.as_ref().map(Cgroups::parents).unwrap_or_default()
+    }
 }
 
 /// Refuses to run tasks as the service's own user: without root, bwrap maps that user into the
@@ -315,9 +323,9 @@ fn check_sandbox_user(privileged: bool, unsafe_opt_out: bool) -> Result<(), Loca
     Err(LocalSchedulerError::NoSandboxUser { uid })
 }
 
-/// Where a root server stages the `gofer` binary for `kind: gofer` tasks: outside the state
-/// directory, so a task's mount table does not name it.
-const STAGED_CLI_DIR: &str = "/run/gofer-sandbox";
+/// Where a root server stages what sandboxes bind (the `gofer` binary for `kind: gofer` tasks, the
+/// task's `/etc`): outside the state directory, so a task's mount table does not name it.
+const STAGED_DIR: &str = "/run/gofer-sandbox";
 
 /// Copies `gofer` to `/run/gofer-sandbox/gofer-<key>`, readable and executable by everyone, and
 /// answers that path. The key is the binary's identity (device, inode, size, modification time),
@@ -328,7 +336,7 @@ fn stage_gofer_binary(gofer: &std::path::Path) -> std::io::Result<PathBuf> {
     let meta = std::fs::metadata(gofer)?;
     let identity = format!("{}:{}:{}:{}.{}", meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
     let key = &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..16];
-    let dir = std::path::Path::new(STAGED_CLI_DIR);
+    let dir = std::path::Path::new(STAGED_DIR);
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let staged = dir.join(format!("gofer-{key}"));

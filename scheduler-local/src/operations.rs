@@ -120,6 +120,12 @@ impl LocalScheduler {
         let argv: Vec<String> = spec.entrypoint.iter().flatten().chain(&spec.command).cloned().collect();
         // The task's own memory, within the scheduler's ceiling.
         let memory_limit_mb = u64::from(spec.memory_mb).min(self.config.memory_limit_mb);
+        // A networked task keeps its own network namespace; bwrap waits on this FIFO until the
+        // server has set it up (network.rs). Opened read-write, so neither end blocks.
+        let network = self.network.as_ref().filter(|_| spec.allow_network);
+        let network_ready = network.map(|_| paths.root.join("network-ready"));
+        let ready_sender = network_ready.as_deref().map(ready_fifo).transpose()?;
+        // Last before the spawn, whose failure gives it back: nothing else can leave it taken.
         let cgroup = match &self.cgroups {
             None => None,
             Some(cgroups) => {
@@ -128,31 +134,7 @@ impl LocalScheduler {
                     pids: self.config.max_processes,
                     cpu_millis: spec.cpu_millis,
                 };
-                let name = paths.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                Some(cgroups.create(&name, limits).map_err(|e| unavailable("creating the task's cgroups", e))?)
-            }
-        };
-        // A networked task keeps its own network namespace; bwrap waits on this FIFO until the
-        // server has set it up (network.rs). Opened read-write, so neither end blocks.
-        let network = self.network.as_ref().filter(|_| spec.allow_network);
-        let network_ready = network.map(|_| paths.root.join("network-ready"));
-        let ready_sender = match &network_ready {
-            None => None,
-            Some(fifo) => {
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    fifo,
-                    rustix::fs::FileType::Fifo,
-                    rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
-                    0,
-                )
-                .map_err(|e| unavailable("creating the network FIFO", e))?;
-                Some(
-                    tokio::net::unix::pipe::OpenOptions::new()
-                        .read_write(true)
-                        .open_sender(fifo)
-                        .map_err(|e| unavailable("opening the network FIFO", e))?,
-                )
+                Some(cgroups.acquire(limits).map_err(|e| unavailable("creating the task's cgroups", e))?)
             }
         };
         // A networked task that holds a run token (`kind: gofer`, `inject_api_token`) reaches an
@@ -196,13 +178,11 @@ impl LocalScheduler {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| unavailable("spawning the sandbox", e));
-        let limits = JobLimits { memory_limit_mb, cgroup };
+        let limits = JobLimits { memory_limit_mb, cgroup, home: self.cgroups.clone() };
         let child = match spawned.and_then(|child| join_cgroups(child, &limits)) {
             Ok(child) => child,
             Err(e) => {
-                if let Some(cgroup) = &limits.cgroup {
-                    cgroup.remove();
-                }
+                limits.release_cgroup();
                 return Err(e);
             }
         };
@@ -308,6 +288,18 @@ impl LocalScheduler {
         tracing::info!("job purged");
         Ok(())
     }
+}
+
+/// Makes the FIFO a networked sandbox waits on (`--block-fd`) and answers its writing end, opened
+/// read-write so that neither end blocks on the other.
+fn ready_fifo(fifo: &Path) -> Result<tokio::net::unix::pipe::Sender, SchedulerError> {
+    let mode = rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR;
+    rustix::fs::mknodat(rustix::fs::CWD, fifo, rustix::fs::FileType::Fifo, mode, 0)
+        .map_err(|e| unavailable("creating the network FIFO", e))?;
+    tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(fifo)
+        .map_err(|e| unavailable("opening the network FIFO", e))
 }
 
 /// Moves the launcher into the task's cgroups. It is still waiting for its options (written

@@ -24,14 +24,12 @@ pub(crate) const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 /// fd 3 is bwrap's `--info-fd` (tokio cannot pass extra fds without `pre_exec`, which is unsafe);
 /// fd 4 carries bwrap's options through `--args 4`, so `--setenv` values (task secrets) never appear
 /// in the host's world-readable `/proc/<pid>/cmdline`; fds 5 and 6 are the two seccomp programs
-/// (`--add-seccomp-fd`, see `seccomp.rs`), fds 7 to 9 the generated `/etc/passwd`, `/etc/group`
-/// and `/etc/hosts` (`--ro-bind-data`, so no host path shows in the task's mount table; see
-/// `files.rs`). The task's stdin is `$ready`: /dev/null, or for a networked task a FIFO that bwrap
-/// waits on (`--block-fd 0`) until the server has set the task's network up (`network.rs`), and
-/// that is at its end once the task runs.
+/// (`--add-seccomp-fd`, see `seccomp.rs`). The task's stdin is `$ready`: /dev/null, or for a
+/// networked task a FIFO that bwrap waits on (`--block-fd 0`) until the server has set the task's
+/// network up (`network.rs`), and that is at its end once the task runs.
 const WRAPPER_SCRIPT: &str = concat!(
-    r#"info=$1; deny=$2; clone3=$3; passwd=$4; group=$5; hosts=$6; ready=$7; shift 7; "#,
-    r#"exec "$@" 3>"$info" 4<&0 5<"$deny" 6<"$clone3" 7<"$passwd" 8<"$group" 9<"$hosts" <"$ready""#
+    r#"info=$1; deny=$2; clone3=$3; ready=$4; shift 4; "#,
+    r#"exec "$@" 3>"$info" 4<&0 5<"$deny" 6<"$clone3" <"$ready""#
 );
 
 /// `/dev/shm`'s size when the task's memory is larger (Docker's default).
@@ -262,33 +260,13 @@ fn bwrap_options(tools: &Tools, request: &SandboxRequest<'_>) -> Vec<u8> {
     let memory_bytes = request.memory_limit_mb.saturating_mul(1024 * 1024);
     let tmp_size = memory_bytes.to_string();
     let shm_size = memory_bytes.min(SHM_BYTES).to_string();
-    // A minimal /etc: generated passwd, group and hosts, and the host's files that common tools
-    // resolve through (`files.rs`), on a small tmpfs made read-only once they are in place.
-    opts.extend([
-        b"--size".as_slice(),
-        b"1048576",
-        b"--perms",
-        b"0755",
-        b"--tmpfs",
-        b"/etc",
-        b"--ro-bind-data",
-        b"7",
-        b"/etc/passwd",
-        b"--ro-bind-data",
-        b"8",
-        b"/etc/group",
-        b"--ro-bind-data",
-        b"9",
-        b"/etc/hosts",
-    ]);
-    let host_etc: Vec<String> = tools.files.host_etc.iter().map(|name| format!("/etc/{name}")).collect();
-    for path in &host_etc {
-        opts.extend([b"--ro-bind".as_slice(), path.as_bytes(), path.as_bytes()]);
+    // A minimal /etc, staged once (files.rs), and the host's live resolv.conf.
+    opts.extend([b"--ro-bind".as_slice(), tools.files.etc.as_os_str().as_bytes(), b"/etc"]);
+    if Path::new("/etc/resolv.conf").exists() {
+        opts.extend([b"--ro-bind".as_slice(), b"/etc/resolv.conf", b"/etc/resolv.conf"]);
     }
     opts.extend([
-        b"--remount-ro".as_slice(),
-        b"/etc",
-        b"--proc",
+        b"--proc".as_slice(),
         b"/proc",
         b"--dev",
         b"/dev",

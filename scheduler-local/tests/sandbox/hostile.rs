@@ -133,44 +133,39 @@ async fn a_task_gets_its_cpu_share_not_more() {
 }
 
 #[tokio::test]
-async fn a_finished_task_leaves_no_cgroup_behind() {
+async fn a_finished_task_leaves_nothing_running_in_its_cgroup_and_groups_are_reused() {
     let s = scheduler();
-    if !needs_cgroups(&s, "a_finished_task_leaves_no_cgroup_behind") {
+    if !needs_cgroups(&s, "a_finished_task_leaves_nothing_running_in_its_cgroup_and_groups_are_reused") {
         return;
     }
-    let (observation, _) = s.run(&sh("tidy", "sleep 0.1 & echo $$")).await;
-    assert_eq!(observation, TaskObservation::Exited { exit_code: 0 });
-    let leftovers: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" - cgroup"))
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .flat_map(|mount| walk(std::path::Path::new(&mount)))
-        .filter(|dir| dir.ends_with("/tidy"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-/// Every `gofer-tasks` child directory under a cgroup mount (a shallow search: the task groups
-/// sit a few levels down).
-fn walk(root: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), 0)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            if dir.file_name().is_some_and(|n| n == "gofer-tasks") {
-                found.push(path.display().to_string());
-            } else if depth < 4 {
-                stack.push((path, depth + 1));
-            }
+    let groups = || -> Vec<(std::path::PathBuf, String)> {
+        s.scheduler
+            .task_cgroup_parents()
+            .iter()
+            .flat_map(|parent| std::fs::read_dir(parent).unwrap().flatten().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .map(|p| (p.clone(), std::fs::read_to_string(p.join("cgroup.procs")).unwrap()))
+            .collect()
+    };
+    // Groups are emptied just after each task is reported final: allow it a moment.
+    let settle = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while groups().iter().any(|(_, procs)| !procs.trim().is_empty()) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let left = groups();
+        assert!(left.iter().all(|(_, procs)| procs.trim().is_empty()), "processes left: {left:?}");
+        left.len()
+    };
+    let mut counts = Vec::new();
+    for i in 0..3 {
+        // A background process outlives the task's main process; it must not outlive the task.
+        let (observation, _) = s.run(&sh(&format!("tidy-{i}"), "sleep 5 & echo $$")).await;
+        assert_eq!(observation, TaskObservation::Exited { exit_code: 0 });
+        counts.push(settle().await);
     }
-    found
+    // One task at a time, once its group was given back, reuses it: the count does not grow.
+    assert!(counts.windows(2).all(|w| w[0] == w[1]), "{counts:?}");
 }
 
 #[tokio::test]
