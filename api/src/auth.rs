@@ -30,10 +30,13 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 }
 
 /// The client's address as the rate-limit middleware resolved it (trusted proxies applied), or
-/// the socket peer.
+/// the socket peer; canonical either way ([`crate::limits::canonical_ip`]).
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     use actix_web::HttpMessage;
-    req.extensions().get::<crate::limits::ClientIp>().map(|c| c.0).or_else(|| req.peer_addr().map(|a| a.ip()))
+    req.extensions()
+        .get::<crate::limits::ClientIp>()
+        .map(|c| c.0)
+        .or_else(|| req.peer_addr().map(|a| crate::limits::canonical_ip(a.ip())))
 }
 
 impl FromRequest for Authenticated {
@@ -69,9 +72,7 @@ impl FromRequest for Authenticated {
                 // The next requests of this token are limited at its plan's rate.
                 state.request_limits.learn(&key.0, rpm, auth.trial);
             }
-            if auth.tenant_suspended {
-                return Err(ApiError::Forbidden { code: "tenant_suspended", detail: "the tenant is suspended".into() });
-            }
+            refuse_suspended(auth.tenant_suspended)?;
             if !auth.allowed_cidrs.is_empty()
                 && !ip.is_some_and(|ip| auth.allowed_cidrs.iter().any(|n| n.contains(&ip)))
             {
@@ -85,8 +86,17 @@ impl FromRequest for Authenticated {
     }
 }
 
-/// A run token is valid while its signature and expiry hold and its run is live (checked on
-/// every use, so it stops working the moment the run completes).
+/// Every token of a suspended tenant is refused the same way, whatever its kind.
+fn refuse_suspended(suspended: bool) -> Result<(), ApiError> {
+    if suspended {
+        return Err(ApiError::Forbidden { code: "tenant_suspended", detail: "the tenant is suspended".into() });
+    }
+    Ok(())
+}
+
+/// A run token is valid while its signature and expiry hold, its tenant is not suspended and its
+/// run is live (both checked on every use, uncached, so it stops working the moment the tenant is
+/// suspended or the run completes).
 async fn run_token(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<Authenticated, ApiError> {
     let refuse = |ip: Option<IpAddr>| -> Result<Authenticated, ApiError> {
         tracing::warn!(client_ip = ?ip, "run token refused");
@@ -96,6 +106,10 @@ async fn run_token(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<
         Err(ApiError::Unauthorized)
     };
     let Some(scope) = state.run_tokens.verify(token) else { return refuse(ip) };
+    match gofer_tenants::tenant_suspended(&state.pool, &scope.tenant).await? {
+        Some(suspended) => refuse_suspended(suspended)?,
+        None => return refuse(ip),
+    }
     let key = gofer_engine::runs::RunKey {
         pipeline: gofer_engine::runs::PipelineKey {
             tenant: scope.tenant.clone(),

@@ -11,9 +11,18 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::ApiError;
 
+/// The one form a client address is keyed and matched in: an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, how a dual-stack `[::]` listener sees IPv4 peers) becomes the IPv4 address.
+/// Only the mapped form: other IPv6 forms that carry IPv4 (6to4, NAT64) are real IPv6 peers.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
 /// The key a client is limited by: its IPv4 address, or its IPv6 /64 (one host usually owns a
-/// whole /64, so limiting single IPv6 addresses would limit nothing).
+/// whole /64, so limiting single IPv6 addresses would limit nothing). Canonical first
+/// ([`canonical_ip`]), so an operator's `::ffff:a.b.c.d` means `a.b.c.d` too.
 pub fn client_key(ip: IpAddr) -> IpAddr {
+    let ip = canonical_ip(ip);
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -317,16 +326,18 @@ impl RequestLimits {
 }
 
 /// The client's address: the socket peer, or, when the peer is a trusted proxy, the right-most
-/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+/// `X-Forwarded-For` entry that is not itself a trusted proxy. This is where a request's address
+/// enters: it answers the canonical form ([`canonical_ip`]), and matches trusted proxies in it.
 pub fn resolve_client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = canonical_ip(peer);
     if !is_trusted(&peer) {
         return peer;
     }
     let Some(header) = forwarded_for else { return peer };
     let mut client = peer;
     for entry in header.rsplit(',') {
-        match entry.trim().parse::<IpAddr>() {
+        match entry.trim().parse::<IpAddr>().map(canonical_ip) {
             Ok(ip) if is_trusted(&ip) => client = ip,
             Ok(ip) => return ip,
             // A malformed entry ends what can be believed.
@@ -405,6 +416,44 @@ mod request_tests {
         );
         assert_eq!(resolve_client_ip(proxy, None, &trusted), proxy);
         assert_eq!(resolve_client_ip(proxy, Some("garbage"), &trusted), proxy);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_resolved_to_ipv4() {
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let none: Vec<ipnet::IpNet> = vec![];
+        assert_eq!(resolve_client_ip(v4("::ffff:203.0.113.9"), None, &none), v4("203.0.113.9"));
+        assert_eq!(resolve_client_ip(v4("::1"), None, &none), v4("::1"), "IPv6 peers stay IPv6");
+        // 6to4 and NAT64 addresses are IPv6 peers, not the IPv4 they carry.
+        assert_eq!(resolve_client_ip(v4("2002:cb00:7109::1"), None, &none), v4("2002:cb00:7109::1"));
+        // A mapped proxy matches its IPv4 network, and mapped forwarded entries are IPv4 too.
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = v4("::ffff:10.0.0.1");
+        assert_eq!(resolve_client_ip(proxy, Some("1.2.3.4"), &trusted), v4("1.2.3.4"));
+        assert_eq!(resolve_client_ip(proxy, None, &trusted), v4("10.0.0.1"));
+        assert_eq!(resolve_client_ip(proxy, Some("::ffff:1.2.3.4, ::ffff:10.9.9.9"), &trusted), v4("1.2.3.4"));
+        assert_eq!(resolve_client_ip(proxy, Some("1.2.3.4, ::ffff:10.9.9.9"), &trusted), v4("1.2.3.4"));
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_are_keyed_apart_and_as_their_ipv4_address() {
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Before: every mapped address fell in the `::` /64 and shared one bucket.
+        assert_eq!(client_key(v4("::ffff:127.0.0.2")), v4("127.0.0.2"));
+        assert_ne!(client_key(v4("::ffff:127.0.0.2")), client_key(v4("::ffff:127.0.0.3")));
+        let limits = RequestLimits::new(100, 1, 100, 100);
+        assert!(limits.check(Bucket::General, None, v4("::ffff:192.0.2.1")).retry_after_s.is_none());
+        assert!(limits.check(Bucket::General, None, v4("192.0.2.1")).retry_after_s.is_some(), "the same client");
+        assert!(limits.check(Bucket::General, None, v4("::ffff:192.0.2.2")).retry_after_s.is_none());
+        let blocks = IpBlocks::new(0);
+        blocks.insert(v4("::ffff:192.0.2.1"), time::OffsetDateTime::now_utc() + Duration::from_secs(60));
+        assert!(blocks.blocked_until(v4("192.0.2.1")).is_some());
+        assert!(blocks.blocked_until(v4("::ffff:192.0.2.1")).is_some());
+        assert!(blocks.blocked_until(v4("192.0.2.2")).is_none());
+        let failures = AuthFailures::new(1, Duration::from_secs(60));
+        assert!(failures.record_failure(v4("::ffff:192.0.2.1")).is_ok());
+        assert!(failures.record_failure(v4("192.0.2.1")).is_err());
+        assert!(failures.check_blocked(v4("::ffff:192.0.2.2")).is_ok());
     }
 }
 
@@ -519,7 +568,8 @@ impl IpBlocks {
 
     /// Replaces the blocks with the active ones from the database.
     pub fn replace(&self, active: impl IntoIterator<Item = (IpAddr, time::OffsetDateTime)>) {
-        let map: HashMap<IpAddr, time::OffsetDateTime> = active.into_iter().collect();
+        let map: HashMap<IpAddr, time::OffsetDateTime> =
+            active.into_iter().map(|(ip, until)| (client_key(ip), until)).collect();
         if let Ok(mut blocked) = self.blocked.write() {
             *blocked = map;
         }

@@ -119,6 +119,14 @@ pub(crate) async fn set_suspended(pool: &PgPool, id: &TenantId, suspended: bool)
     Ok(done == 1)
 }
 
+/// Whether a tenant is suspended; `None` when it does not exist.
+pub(crate) async fn tenant_suspended(pool: &PgPool, id: &TenantId) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT suspended_at IS NOT NULL FROM tenants WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await
+}
+
 /// Deletes a tenant and, through foreign keys, everything it owns.
 pub(crate) async fn delete_tenant(pool: &PgPool, id: &TenantId) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_str()).execute(pool).await?.rows_affected() == 1)

@@ -159,6 +159,12 @@ pub async fn bootstrap(pool: &PgPool, preset: Option<&str>) -> Result<Option<Tok
     Ok(Some(secret))
 }
 
+/// Whether a tenant is suspended (`None`: no such tenant). Run tokens are verified by signature,
+/// not looked up, so their requests ask here every time: a suspension takes effect at once.
+pub async fn tenant_suspended(pool: &PgPool, id: &TenantId) -> Result<Option<bool>, TenantsError> {
+    Ok(db::tenant_suspended(pool, id).await?)
+}
+
 /// Operator scope: lists tenants by id.
 pub async fn list_tenants(
     pool: &PgPool,

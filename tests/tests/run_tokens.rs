@@ -75,3 +75,48 @@ async fn a_task_reads_its_namespace_s_runs_with_its_run_token_and_nothing_else_a
         .unwrap();
     assert_eq!(stored, 0, "the token is not stored");
 }
+
+#[tokio::test]
+async fn a_run_token_of_a_suspended_tenant_is_refused_at_once_and_a_bystander_s_still_works() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(fresh_database().await, state_dir.path());
+    // Tokens minted the way the engine mints them, with a key the test knows.
+    let secret = gofer_tenants::run_tokens::RunTokenKeys::generate_secret();
+    config.run_tokens.keys = [("test".to_owned(), secret)].into();
+    config.run_tokens.active_kid = Some("test".into());
+    let keys = gofer_tenants::run_tokens::RunTokenKeys::new(&config.run_tokens.keys, "test").unwrap();
+    let app = spawn_with(config, state_dir).await;
+
+    let mut tokens = Vec::new();
+    for tenant in ["acme", "umbrella"] {
+        let client = app.tenant(tenant).await;
+        client.namespace("builds").await;
+        client.register_one_task("builds", "live", "nap", &["sleep", "120"]).await;
+        let run = client.start_run("builds", "live").await;
+        let scope = gofer_tenants::run_tokens::RunScope {
+            tenant: tenant.parse().unwrap(),
+            namespace: "builds".parse().unwrap(),
+            pipeline: "live".parse().unwrap(),
+            run,
+        };
+        let token = keys.mint(&scope, time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unwrap();
+        tokens.push((format!("/api/v1/namespaces/builds/pipelines/live/runs/{run}"), token));
+    }
+    let [(acme_run, acme_token), (umbrella_run, umbrella_token)] = &tokens[..] else { unreachable!() };
+    assert_eq!(app.request("GET", acme_run, Some(acme_token), None).await.status, 200);
+
+    let suspended = app.request("POST", "/api/v1/tenants/acme/suspend", Some(&app.operator_token), None).await;
+    assert_eq!(suspended.status, 200, "{suspended:?}");
+
+    // Refused as the tenant's own tokens are, whatever state its run is in by now.
+    let refused = app.request("GET", acme_run, Some(acme_token), None).await;
+    assert_eq!((refused.status, refused.code()), (403, "tenant_suspended"), "{refused:?}");
+    let bystander = app.request("GET", umbrella_run, Some(umbrella_token), None).await;
+    assert_eq!(bystander.status, 200, "{bystander:?}");
+
+    // Resumed, the tenant's run token is judged by its run again (cancelled by the suspension).
+    let resumed = app.request("POST", "/api/v1/tenants/acme/resume", Some(&app.operator_token), None).await;
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let cancelled = app.request("GET", acme_run, Some(acme_token), None).await;
+    assert_ne!(cancelled.status, 403, "{cancelled:?}");
+}

@@ -73,8 +73,19 @@ fn parse_token_id(text: &str) -> Result<uuid::Uuid, ApiError> {
     })
 }
 
-/// Checks a creation request against the caller and the server's limits.
-fn new_token(owner: &TokenOwner, body: CreateToken, state: &AppState) -> Result<NewToken, ApiError> {
+/// Checks a creation request against the caller and the server's limits. A trial tenant
+/// (`trial`: its trial has not been converted) creates no tokens: a token of its own would have
+/// its own rate-limit bucket and a lifetime past the trial's end, escaping the trial's
+/// per-address limit; converting the trial to a paid plan lifts the refusal.
+fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppState) -> Result<NewToken, ApiError> {
+    if trial {
+        return Err(ApiError::Forbidden {
+            code: "trial_tokens_refused",
+            detail: "a trial tenant cannot create tokens (use the trial token); \
+                     once the trial is converted to a paid plan, its admins can"
+                .into(),
+        });
+    }
     let kind = match owner {
         TokenOwner::Operator => "operator",
         TokenOwner::Tenant(_) => "tenant",
@@ -125,7 +136,8 @@ fn new_token(owner: &TokenOwner, body: CreateToken, state: &AppState) -> Result<
 }
 
 /// Creates a token. Operators create operator tokens; tenant admins (not limited to some
-/// namespaces) create their tenant's tokens.
+/// namespaces) create their tenant's tokens, except on a trial (403 `trial_tokens_refused`
+/// until the trial is converted to a paid plan).
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
     security(("bearer" = [])),
     responses(
@@ -139,7 +151,11 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(manager, body) = guarded;
-    let new = new_token(&manager.0, body.into_inner(), &state)?;
+    let trial = match &manager.0 {
+        TokenOwner::Tenant(tenant) => gofer_tenants::get_tenant(&state.pool, tenant).await?.trial_expires.is_some(),
+        TokenOwner::Operator => false,
+    };
+    let new = new_token(&manager.0, trial, body.into_inner(), &state)?;
     let (metadata, secret) = gofer_tenants::tokens::create(&state.pool, &manager.0, &new).await?;
     Ok(HttpResponse::Created().json(TokenCreated { token: secret.expose().to_owned(), metadata }))
 }
