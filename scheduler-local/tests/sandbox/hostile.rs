@@ -163,6 +163,8 @@ async fn a_finished_task_leaves_nothing_running_in_its_cgroup_and_groups_are_reu
         let (observation, _) = s.run(&sh(&format!("tidy-{i}"), "sleep 5 & echo $$")).await;
         assert_eq!(observation, TaskObservation::Exited { exit_code: 0 });
         counts.push(settle().await);
+        // Given back to the pool just after the processes are gone (reclaimed first): wait for it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // One task at a time, once its group was given back, reuses it: the count does not grow.
     assert!(counts.windows(2).all(|w| w[0] == w[1]), "{counts:?}");
