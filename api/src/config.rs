@@ -5,25 +5,34 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// The port of the private Postgres cluster that `infra/postgres.sh` starts.
 pub const PRIVATE_POSTGRES_PORT: u16 = 54329;
 
 /// Server configuration.
+///
+/// Secret values (`database_url`, `bootstrap_token`, `secret_keys`, `vault_token`,
+/// `vault_secret_id`, `s3_secret_access_key`, `run_tokens.keys`) are [`SecretString`]s: `Debug`
+/// prints a redaction (`nomad.token` is hidden by `NomadConfig`'s own `Debug`), and code reads them only through
+/// `expose_secret()` where they are used. `Serialize` writes them out (figment reads the defaults
+/// through it), so a `Config` is never serialized into a log or a response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on.
     pub listen: String,
-    /// Postgres connection URL.
-    pub database_url: String,
+    /// Postgres connection URL (a secret: it may carry the password).
+    #[serde(serialize_with = "secret::expose")]
+    pub database_url: SecretString,
     /// Most connections this replica opens.
     pub database_max_connections: u32,
     /// Where local state lives: the bootstrap token file, logs, sandbox work directories.
     pub state_dir: PathBuf,
     /// Optional preset for the first operator token (at least 32 characters); random when unset.
-    pub bootstrap_token: Option<String>,
+    #[serde(serialize_with = "secret::expose_option")]
+    pub bootstrap_token: Option<SecretString>,
     /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
     pub log_format: LogFormat,
     /// Default log filter (tracing-subscriber syntax); `RUST_LOG` overrides it.
@@ -66,7 +75,8 @@ pub struct Config {
     pub secret_store: SecretStoreKind,
     /// Postgres store keys by id: base64 of 32 bytes each (AES-256-GCM). Every key decrypts; keep
     /// old keys after a rotation. Empty: a key is created once in `<state_dir>/secret-keys.json`.
-    pub secret_keys: std::collections::BTreeMap<String, String>,
+    #[serde(serialize_with = "secret::expose_map")]
+    pub secret_keys: std::collections::BTreeMap<String, SecretString>,
     /// The id of the key that encrypts new values (required when `secret_keys` is set). Values
     /// sealed by other keys are re-encrypted with it at start-up.
     pub secret_primary_key: Option<String>,
@@ -75,11 +85,13 @@ pub struct Config {
     /// Vault/OpenBao address (`secret_store = "vault"`), e.g. `https://vault.internal:8200`.
     pub vault_addr: Option<String>,
     /// Vault token; or use AppRole (`vault_role_id` and `vault_secret_id`).
-    pub vault_token: Option<String>,
+    #[serde(serialize_with = "secret::expose_option")]
+    pub vault_token: Option<SecretString>,
     /// AppRole role id.
     pub vault_role_id: Option<String>,
     /// AppRole secret id.
-    pub vault_secret_id: Option<String>,
+    #[serde(serialize_with = "secret::expose_option")]
+    pub vault_secret_id: Option<SecretString>,
     /// The AppRole auth mount.
     pub vault_approle_mount: String,
     /// The KV v2 mount holding secrets.
@@ -104,7 +116,8 @@ pub struct Config {
     /// S3 access key id; with `s3_secret_access_key`. Unset: the default AWS credential chain.
     pub s3_access_key_id: Option<String>,
     /// S3 secret access key.
-    pub s3_secret_access_key: Option<String>,
+    #[serde(serialize_with = "secret::expose_option")]
+    pub s3_secret_access_key: Option<SecretString>,
     /// Multipart part size in bytes (at least 5 MiB); bodies longer than one part go up in parts.
     pub s3_part_size_bytes: u64,
     /// Parts of one object uploaded at once while the body is read on into the next, and ranges
@@ -287,7 +300,8 @@ pub struct RunTokenSettings {
     /// Keys by id: base64 secrets of at least 32 bytes. Every key verifies; keep an old key here
     /// after rotating so tokens it signed keep working until they expire. Empty: a key is created
     /// once in `<state_dir>/run-token-keys.json` (fine for one host; set keys for several replicas).
-    pub keys: std::collections::BTreeMap<String, String>,
+    #[serde(serialize_with = "secret::expose_map")]
+    pub keys: std::collections::BTreeMap<String, SecretString>,
     /// The id of the key that signs new tokens (required when `keys` is set).
     pub active_kid: Option<String>,
 }
@@ -459,7 +473,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            database_url: format!("postgres://postgres@127.0.0.1:{PRIVATE_POSTGRES_PORT}/gofer"),
+            database_url: format!("postgres://postgres@127.0.0.1:{PRIVATE_POSTGRES_PORT}/gofer").into(),
             database_max_connections: 20,
             state_dir: PathBuf::from("./.gofer"),
             bootstrap_token: None,
@@ -568,6 +582,36 @@ impl Default for SandboxSettings {
     }
 }
 
+/// Serializers that write secret values out; only figment's defaults go through them.
+mod secret {
+    use std::collections::BTreeMap;
+
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::Serializer;
+
+    pub(super) fn expose<S: Serializer>(value: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.expose_secret())
+    }
+
+    pub(super) fn expose_option<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => s.serialize_some(value.expose_secret()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn expose_map<S: Serializer>(value: &BTreeMap<String, SecretString>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(value.iter().map(|(k, v)| (k, v.expose_secret())))
+    }
+}
+
+/// Secret values of a map as plain strings, for the code that uses them.
+pub fn expose_map(
+    map: &std::collections::BTreeMap<String, SecretString>,
+) -> std::collections::BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.expose_secret().to_owned())).collect()
+}
+
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -616,7 +660,7 @@ mod tests {
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.listen, "127.0.0.1:8080");
             assert_eq!(config.state_dir, PathBuf::from("./.gofer"));
-            assert_eq!(config.database_url, "postgres://postgres@127.0.0.1:54329/gofer");
+            assert_eq!(config.database_url.expose_secret(), "postgres://postgres@127.0.0.1:54329/gofer");
             assert!(config.bootstrap_token.is_none());
             assert_eq!(config.logs.max_bytes_per_task, 10 * 1024 * 1024);
             assert_eq!((config.events.poll_interval_ms, config.events.keepalive_s), (1000, 15));
@@ -665,6 +709,30 @@ mod tests {
             assert_eq!(config.nomad.allowed_registries, ["ghcr.io"]);
             assert_eq!(config.nomad.tls.ca_cert.as_deref(), Some(Path::new("/etc/nomad/ca.pem")));
             assert_eq!(config.engine.scheduler_outage_tolerance_s, 300);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_redacts_every_secret_value() {
+        figment::Jail::expect_with(|jail| {
+            for (var, value) in [
+                ("GOFER_DATABASE_URL", "postgres://gofer:pw-sentinel-1@db:5432/gofer"),
+                ("GOFER_BOOTSTRAP_TOKEN", "sentinel-2"),
+                ("GOFER_SECRET_KEYS__S1", "sentinel-3"),
+                ("GOFER_VAULT_TOKEN", "sentinel-4"),
+                ("GOFER_VAULT_SECRET_ID", "sentinel-5"),
+                ("GOFER_S3_SECRET_ACCESS_KEY", "sentinel-6"),
+                ("GOFER_RUN_TOKENS__KEYS__K1", "sentinel-7"),
+                ("GOFER_NOMAD_TOKEN", "sentinel-8"),
+            ] {
+                jail.set_env(var, value);
+            }
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.database_url.expose_secret(), "postgres://gofer:pw-sentinel-1@db:5432/gofer");
+            assert_eq!(config.run_tokens.keys["k1"].expose_secret(), "sentinel-7");
+            let debug = format!("{config:?} {config:#?}");
+            assert!(!debug.contains("sentinel"), "{debug}");
             Ok(())
         });
     }

@@ -20,4 +20,6 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use live::EventHub;
+/// The secret type of the config's secret values, for callers building a [`Config`].
+pub use secrecy;
 pub use startup::Application;

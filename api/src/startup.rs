@@ -11,6 +11,7 @@ use anyhow::Context;
 use gofer_core::scheduler::Scheduler;
 use gofer_engine::{Engine, EngineConfig, EngineHandle, LogStore};
 use gofer_scheduler_local::{LocalScheduler, LocalSchedulerConfig};
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -93,6 +94,8 @@ impl Application {
     pub async fn build_with_scheduler(config: Config, scheduler: Option<Arc<dyn Scheduler>>) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records.
         crate::prometheus::handle();
+        // Secret values print redacted (config.rs); cli/tests/config_secrets.rs holds that.
+        tracing::debug!(?config, "starting with this configuration");
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
         let pool = PgPoolOptions::new()
@@ -110,17 +113,18 @@ impl Application {
                 })
             })
             .acquire_timeout(Duration::from_secs(10))
-            .connect(&config.database_url)
+            .connect(config.database_url.expose_secret())
             .await
             .with_context(
                 || "connecting to Postgres (is it running? `infra/postgres.sh start` starts the private one)",
             )?;
         MIGRATOR.run(&pool).await.context("applying database migrations")?;
 
-        let bootstrap_token = gofer_tenants::bootstrap(&pool, config.bootstrap_token.as_deref())
-            .await
-            .context("issuing the bootstrap token")?
-            .map(|secret| secret.expose().to_owned());
+        let bootstrap_token =
+            gofer_tenants::bootstrap(&pool, config.bootstrap_token.as_ref().map(|t| t.expose_secret()))
+                .await
+                .context("issuing the bootstrap token")?
+                .map(|secret| secret.expose().to_owned());
         if let Some(token) = &bootstrap_token {
             write_secret_file(&config.state_dir.join("bootstrap-token"), token)?;
             tracing::info!(file = %config.state_dir.join("bootstrap-token").display(), "issued the bootstrap operator token");
@@ -387,7 +391,7 @@ async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::obj
         ObjectStoreKind::Local => Arc::new(gofer_objects::LocalStore::new(config.state_dir.join("objects"))),
         ObjectStoreKind::S3 => {
             let credentials = match (&config.s3_access_key_id, &config.s3_secret_access_key) {
-                (Some(key), Some(secret)) => Some((key.clone(), secret.clone())),
+                (Some(key), Some(secret)) => Some((key.clone(), secret.expose_secret().to_owned())),
                 (None, None) => None,
                 _ => anyhow::bail!("set both s3_access_key_id and s3_secret_access_key, or neither"),
             };
@@ -474,7 +478,7 @@ fn run_token_keys(config: &Config) -> anyhow::Result<RunTokenKeys> {
     if !settings.keys.is_empty() {
         let active =
             settings.active_kid.as_deref().context("run_tokens.active_kid is required with run_tokens.keys")?;
-        return Ok(RunTokenKeys::new(&settings.keys, active)?);
+        return Ok(RunTokenKeys::new(&crate::config::expose_map(&settings.keys), active)?);
     }
     let stored = stored_keys(config, "run-token-keys.json", RunTokenKeys::generate_secret)?;
     Ok(RunTokenKeys::new(&stored.keys, &stored.active)?)
@@ -492,7 +496,7 @@ async fn secret_store(config: &Config, pool: &PgPool) -> anyhow::Result<Arc<dyn 
             } else {
                 let primary =
                     config.secret_primary_key.as_deref().context("secret_primary_key is required with secret_keys")?;
-                gofer_secrets::Keyring::new(&config.secret_keys, primary)?
+                gofer_secrets::Keyring::new(&crate::config::expose_map(&config.secret_keys), primary)?
             };
             let store = gofer_secrets::PostgresStore::new(pool.clone(), keyring);
             let background = store.clone();
@@ -508,11 +512,11 @@ async fn secret_store(config: &Config, pool: &PgPool) -> anyhow::Result<Arc<dyn 
         SecretStoreKind::Vault => {
             let addr = config.vault_addr.clone().context("vault_addr is required with secret_store = \"vault\"")?;
             let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
-                (Some(token), _, _) => gofer_secrets::VaultAuth::Token(token.clone()),
+                (Some(token), _, _) => gofer_secrets::VaultAuth::Token(token.expose_secret().to_owned()),
                 (None, Some(role_id), Some(secret_id)) => gofer_secrets::VaultAuth::AppRole {
                     mount: config.vault_approle_mount.clone(),
                     role_id: role_id.clone(),
-                    secret_id: secret_id.clone(),
+                    secret_id: secret_id.expose_secret().to_owned(),
                 },
                 _ => anyhow::bail!("secret_store = \"vault\" needs vault_token, or vault_role_id and vault_secret_id"),
             };

@@ -66,9 +66,9 @@ pub fn replica_config(
 ) -> gofer_api::Config {
     let mut config = gofer_api::Config {
         listen: "127.0.0.1:0".into(),
-        database_url: database_url.to_owned(),
+        database_url: database_url.to_owned().into(),
         state_dir: state_dir.to_path_buf(),
-        bootstrap_token: Some(operator_token.to_owned()),
+        bootstrap_token: Some(operator_token.to_owned().into()),
         ..gofer_api::Config::default()
     };
     // The benchmark drives one tenant far past any plan's request rate: it measures the engine.

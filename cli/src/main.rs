@@ -36,11 +36,15 @@ fn start_service(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
 async fn serve(config: gofer_api::Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let state_dir = config.state_dir.clone();
+    // A preset token is the operator's own config value: never echo it.
+    let preset_token = config.bootstrap_token.is_some();
     let app = gofer_api::Application::build(config).await?;
     let url = gofer_api::startup::local_url(&listen, app.port());
     println!("Gofer is listening on {url}");
     println!("  health:  curl {url}/health");
-    if let Some(token) = app.bootstrap_token() {
+    if preset_token && app.bootstrap_token().is_some() {
+        println!("Issued the bootstrap operator token preset in the configuration (bootstrap_token).");
+    } else if let Some(token) = app.bootstrap_token() {
         println!("Bootstrap operator token (shown once, also saved to {}/bootstrap-token):", state_dir.display());
         println!("  {token}");
     } else {

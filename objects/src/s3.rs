@@ -37,8 +37,8 @@ const STREAMED_PUT_CHUNKS: usize = 8;
 /// Largest chunk handed to the reader of a prefetched range.
 const SEND_SLICE: usize = 256 * 1024;
 
-/// Where and how to reach S3.
-#[derive(Debug, Clone)]
+/// Where and how to reach S3 (`Debug` hides the secret access key).
+#[derive(Clone)]
 pub struct S3Config {
     /// Endpoint URL (`http://127.0.0.1:9000`); `None`: AWS's own for the region.
     pub endpoint: Option<String>,
@@ -60,6 +60,22 @@ pub struct S3Config {
     /// How long the body of a streamed `PutObject` may send nothing before it is refused
     /// ([`STREAMED_PUT_STALL`] in service).
     pub stall_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("credentials", &self.credentials.as_ref().map(|(key, _)| (key, "***")))
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .field("single_put_max", &self.single_put_max)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish()
+    }
 }
 
 /// An S3 bucket as an object store.

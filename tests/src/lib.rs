@@ -8,6 +8,7 @@ pub mod fake_scheduler;
 pub mod nomad_double;
 pub mod tcp_proxy;
 
+use gofer_api::secrecy::ExposeSecret;
 use gofer_core::model::{Event, Run};
 use gofer_core::{EventKind, NamespaceId, PipelineId, RunId, RunState, TenantId};
 use serde_json::Value;
@@ -83,10 +84,10 @@ pub async fn fresh_database() -> String {
 pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_api::Config {
     let mut config = gofer_api::Config {
         listen: "127.0.0.1:0".into(),
-        database_url,
+        database_url: database_url.into(),
         database_max_connections: 8,
         state_dir: state_dir.to_path_buf(),
-        bootstrap_token: Some(format!("gofer_test_operator_{}", uuid::Uuid::new_v4().simple())),
+        bootstrap_token: Some(format!("gofer_test_operator_{}", uuid::Uuid::new_v4().simple()).into()),
         ..gofer_api::Config::default()
     };
     // Tests poll hard from one address: only the rate-limit tests set real limits.
@@ -117,7 +118,7 @@ pub fn use_test_s3(config: &mut gofer_api::Config) {
     config.s3_bucket = format!("gofer-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     config.s3_access_key_id = Some(std::env::var("GOFER_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "AKIDTEST".into()));
     config.s3_secret_access_key =
-        Some(std::env::var("GOFER_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "SECRETTEST".into()));
+        Some(std::env::var("GOFER_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "SECRETTEST".into()).into());
     config.s3_path_style = true;
 }
 
@@ -140,8 +141,9 @@ pub async fn spawn_replica(
     scheduler: Option<Arc<dyn gofer_core::scheduler::Scheduler>>,
 ) -> TestApp {
     gofer_api::telemetry::init(gofer_api::config::LogFormat::Pretty, "warn");
-    let database_url = config.database_url.clone();
-    let operator_token = config.bootstrap_token.clone().expect("tests preset the bootstrap token");
+    let database_url = config.database_url.expose_secret().to_owned();
+    let operator_token =
+        config.bootstrap_token.as_ref().expect("tests preset the bootstrap token").expose_secret().to_owned();
     let app = gofer_api::Application::build_with_scheduler(config, scheduler).await.expect("server builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();

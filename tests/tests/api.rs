@@ -69,7 +69,7 @@ async fn the_bootstrap_token_is_issued_once_written_0600_and_stored_hashed() {
 async fn a_preset_bootstrap_token_is_used() {
     let state_dir = tempfile::tempdir().unwrap();
     let config = test_config(fresh_database().await, state_dir.path());
-    let preset = config.bootstrap_token.clone().unwrap();
+    let preset = gofer_api::secrecy::ExposeSecret::expose_secret(config.bootstrap_token.as_ref().unwrap()).to_owned();
     let app = spawn_with(config, state_dir).await;
     assert_eq!(app.operator_token, preset);
     let answer =

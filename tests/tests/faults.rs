@@ -292,7 +292,7 @@ async fn runs_wait_through_an_openbao_outage_and_then_all_succeed() {
     let app = app_with(fake.clone(), |c| {
         c.secret_store = gofer_api::config::SecretStoreKind::Vault;
         c.vault_addr = Some(format!("http://{}", proxy.address));
-        c.vault_token = Some(token);
+        c.vault_token = Some(token.into());
         c.vault_prefix = format!("gofer-test-{}/", uuid::Uuid::new_v4().simple());
         c.engine.infra_retries = 40;
         c.engine.retry_backoff_ms = 100;

@@ -549,7 +549,10 @@ async fn s3_store(single_put_max: u64) -> (gofer_objects::S3Store, String) {
         bucket: config.s3_bucket.clone(),
         region: config.s3_region.clone(),
         path_style: true,
-        credentials: Some((config.s3_access_key_id.clone().unwrap(), config.s3_secret_access_key.clone().unwrap())),
+        credentials: Some((
+            config.s3_access_key_id.clone().unwrap(),
+            gofer_api::secrecy::ExposeSecret::expose_secret(config.s3_secret_access_key.as_ref().unwrap()).to_owned(),
+        )),
         part_size: 5 * 1024 * 1024,
         concurrency: 4,
         single_put_max,

@@ -49,7 +49,10 @@ async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_
         bucket: config.s3_bucket.clone(),
         region: config.s3_region.clone(),
         path_style: true,
-        credentials: Some((config.s3_access_key_id.clone().unwrap(), config.s3_secret_access_key.clone().unwrap())),
+        credentials: Some((
+            config.s3_access_key_id.clone().unwrap(),
+            gofer_api::secrecy::ExposeSecret::expose_secret(config.s3_secret_access_key.as_ref().unwrap()).to_owned(),
+        )),
         part_size: config.s3_part_size_bytes,
         concurrency: config.s3_part_concurrency,
         single_put_max: config.s3_single_put_max_bytes,

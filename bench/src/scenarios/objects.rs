@@ -312,7 +312,7 @@ async fn through_api(
             config.s3_endpoint = Some(server.endpoint.clone());
             config.s3_bucket = bucket_name();
             config.s3_access_key_id = Some(server.access_key.clone());
-            config.s3_secret_access_key = Some(server.secret_key.clone());
+            config.s3_secret_access_key = Some(server.secret_key.clone().into());
             config.s3_path_style = true;
         }
         config
