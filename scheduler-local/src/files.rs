@@ -123,6 +123,13 @@ fn etc_entries(host_etc: &Path) -> std::io::Result<Vec<(PathBuf, Entry)>> {
     Ok(entries)
 }
 
+/// A name part no other staging in flight uses, in this process or another: schedulers of one
+/// process (tests make many at once) must not build in each other's temporary directory.
+pub(crate) fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Stages the task's `/etc` under `base` and answers its directory.
 fn stage_etc(host_etc: &Path, base: &Path) -> std::io::Result<PathBuf> {
     let entries = etc_entries(host_etc)?;
@@ -150,7 +157,7 @@ fn stage_etc(host_etc: &Path, base: &Path) -> std::io::Result<PathBuf> {
         return Ok(staged);
     }
     // Built under a private name, then renamed: a concurrent server never binds half of it.
-    let tmp = base.join(format!(".etc-{key}.{}", std::process::id()));
+    let tmp = base.join(format!(".etc-{key}.{}", unique_suffix()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp)?;
     for (path, entry) in &entries {

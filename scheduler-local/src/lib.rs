@@ -327,8 +327,8 @@ fn check_sandbox_user(privileged: bool, unsafe_opt_out: bool) -> Result<(), Loca
 /// task's `/etc`): outside the state directory, so a task's mount table does not name it.
 const STAGED_DIR: &str = "/run/gofer-sandbox";
 
-/// Copies `gofer` to `/run/gofer-sandbox/gofer-<key>`, readable and executable by everyone, and
-/// answers that path. The key is the binary's identity (device, inode, size, modification time),
+/// Puts `gofer` at `/run/gofer-sandbox/gofer-<key>` (a hard link when it can, else a copy),
+/// readable and executable by everyone, and answers that path. The key is the binary's identity (device, inode, size, modification time),
 /// so servers of one binary share one copy and a new binary gets a new one; `/run` is emptied at
 /// boot.
 fn stage_gofer_binary(gofer: &std::path::Path) -> std::io::Result<PathBuf> {
@@ -341,11 +341,17 @@ fn stage_gofer_binary(gofer: &std::path::Path) -> std::io::Result<PathBuf> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let staged = dir.join(format!("gofer-{key}"));
     if !staged.exists() {
-        // A copy to a private name, then a rename: a concurrent server never binds half a file.
-        let tmp = dir.join(format!(".gofer-{key}.{}", std::process::id()));
-        std::fs::copy(gofer, &tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::rename(&tmp, &staged)?;
+        // A hard link when the binary is on the same filesystem and everyone may run it (no copy
+        // to store); otherwise a copy to a private name, then a rename: a concurrent server never
+        // binds half a file.
+        let runnable_by_all = meta.permissions().mode() & 0o005 == 0o005;
+        // A concurrent server may have linked it first: that is as good.
+        if !(runnable_by_all && (std::fs::hard_link(gofer, &staged).is_ok() || staged.exists())) {
+            let tmp = dir.join(format!(".gofer-{key}.{}", files::unique_suffix()));
+            std::fs::copy(gofer, &tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::rename(&tmp, &staged)?;
+        }
     }
     Ok(staged)
 }
