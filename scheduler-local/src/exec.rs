@@ -86,7 +86,10 @@ impl LocalScheduler {
         args.extend(limits.cgroup.iter().flat_map(|c| c.procs_files()).map(OsString::from));
         args.push("--".into());
         args.push(self.tools.prlimit.clone().into());
-        args.extend(sandbox::process_limits(&self.config, limits.memory_limit_mb, limits.cgroup.is_some()));
+        args.extend(
+            sandbox::ProcessLimits::for_task(limits.cgroup.is_some())
+                .prlimit_args(&self.config, limits.memory_limit_mb),
+        );
         args.extend([
             "--".into(),
             nsenter.into(),

@@ -16,7 +16,7 @@ use crate::identity;
 use crate::job::{self, Job, JobLimits};
 use crate::layout::JobPaths;
 use crate::output::{self, OutputCap};
-use crate::sandbox::{self, HOST_PATH, JobMount, SandboxCommand, SandboxRequest};
+use crate::sandbox::{self, HOST_PATH, JobMount, ProcessLimits, SandboxCommand, SandboxRequest};
 
 /// How long a networked sandbox may take to report its pid 1, before its network is set up.
 const NETWORK_WAIT: Duration = Duration::from_secs(5);
@@ -159,7 +159,7 @@ impl LocalScheduler {
                 env: &env,
                 memory_limit_mb,
                 disk_limit_mb: u64::from(spec.disk_mb),
-                cgroup_limited: cgroup.is_some(),
+                process_limits: ProcessLimits::for_task(cgroup.is_some()),
                 network_ready: network_ready.as_deref(),
                 gofer: gofer.as_deref(),
             },

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use crate::process;
-use crate::sandbox::{HOST_PATH, JobMount, SANDBOX_UID, SandboxCommand, SandboxRequest, Tools};
+use crate::sandbox::{HOST_PATH, JobMount, ProcessLimits, SANDBOX_UID, SandboxCommand, SandboxRequest, Tools};
 use crate::{LocalSchedulerConfig, LocalSchedulerError};
 
 /// Runs `true` in a sandbox with `work_dir` at `/job`: proves that bwrap runs, user namespaces work
@@ -25,9 +25,9 @@ pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Pat
             env: &env,
             memory_limit_mb: config.memory_limit_mb,
             disk_limit_mb: 64,
-            // The probe runs `true`: only the host-wide process backstop applies, not a task's
-            // limit (other sandboxes of the same uid may already hold that many processes).
-            cgroup_limited: true,
+            // The probe runs `true`: only the host-wide backstop, not a task's limit (other
+            // sandboxes of the same uid may already hold that many processes).
+            process_limits: ProcessLimits::Backstop,
             network_ready: None,
             gofer: None,
         },

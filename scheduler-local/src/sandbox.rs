@@ -136,14 +136,13 @@ pub(crate) struct SandboxRequest<'a> {
     /// The argv run inside: the entrypoint (if any) followed by the command.
     pub command: &'a [String],
     pub env: &'a BTreeMap<String, String>,
-    /// Memory limit for this task, in MiB: its cgroup's when `cgroup_limited`, else the
+    /// Memory limit for this task, in MiB: its cgroup's, or with [`ProcessLimits::PerProcess`] the
     /// address-space limit of each process; also the size of `/tmp`.
     pub memory_limit_mb: u64,
     /// The most one file may hold, in MiB (`RLIMIT_FSIZE`): the task's disk.
     pub disk_limit_mb: u64,
-    /// The task runs in cgroups of its own (memory, processes and CPU for the whole task), so the
-    /// per-process limits are only backstops.
-    pub cgroup_limited: bool,
+    /// What the per-process limits are for this sandbox.
+    pub process_limits: ProcessLimits,
     /// For a networked task (its plan allows it and `sandbox.share_network`): the FIFO bwrap waits
     /// on until the task's own network is set up (`network.rs`). `None`: loopback only.
     pub network_ready: Option<&'a Path>,
@@ -168,7 +167,7 @@ impl SandboxCommand {
             );
         }
         args.push(tools.prlimit.clone().into());
-        args.extend(process_limits(config, request.memory_limit_mb, request.cgroup_limited));
+        args.extend(request.process_limits.prlimit_args(config, request.memory_limit_mb));
         // No file larger than the task's disk (the task's stdout is a pipe, so its output is not a file).
         args.push(format!("--fsize={}", request.disk_limit_mb.saturating_mul(1024 * 1024)).into());
         args.push("--".into());
@@ -179,21 +178,35 @@ impl SandboxCommand {
     }
 }
 
-/// `prlimit`'s options for a task (or for what attach runs in it): with cgroups, `RLIMIT_NPROC` is
-/// a host-wide backstop and there is no address-space limit (it breaks runtimes that reserve
-/// large virtual ranges, and the cgroup counts what is really used); without, both are the limits.
-pub(crate) fn process_limits(
-    config: &LocalSchedulerConfig,
-    memory_limit_mb: u64,
-    cgroup_limited: bool,
-) -> Vec<OsString> {
-    if cgroup_limited {
-        vec![format!("--nproc={}", config.max_processes.saturating_mul(NPROC_BACKSTOP_TASKS)).into()]
-    } else {
-        vec![
-            format!("--nproc={}", config.max_processes).into(),
-            format!("--as={}", memory_limit_mb.saturating_mul(1024 * 1024)).into(),
-        ]
+/// What the per-process limits (`prlimit`) of a sandbox, or of what attach runs in one, are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessLimits {
+    /// Only a host-wide backstop: `RLIMIT_NPROC` at 16 tasks' worth and no address-space limit
+    /// (it breaks runtimes that reserve large virtual ranges). For a task in cgroups of its own,
+    /// which count what is really used, and for the start-up probe.
+    Backstop,
+    /// The limits themselves, for a host without cgroups: `RLIMIT_NPROC` (shared by every sandbox
+    /// of the host uid) and the address space of each process.
+    PerProcess,
+}
+
+impl ProcessLimits {
+    /// Backstop when the task has cgroups of its own, else per process.
+    pub(crate) fn for_task(in_cgroups: bool) -> Self {
+        if in_cgroups { Self::Backstop } else { Self::PerProcess }
+    }
+
+    /// `prlimit`'s options.
+    pub(crate) fn prlimit_args(self, config: &LocalSchedulerConfig, memory_limit_mb: u64) -> Vec<OsString> {
+        match self {
+            Self::Backstop => {
+                vec![format!("--nproc={}", config.max_processes.saturating_mul(NPROC_BACKSTOP_TASKS)).into()]
+            }
+            Self::PerProcess => vec![
+                format!("--nproc={}", config.max_processes).into(),
+                format!("--as={}", memory_limit_mb.saturating_mul(1024 * 1024)).into(),
+            ],
+        }
     }
 }
 
@@ -364,7 +377,7 @@ mod tests {
             env,
             memory_limit_mb: 4096,
             disk_limit_mb: 1024,
-            cgroup_limited: false,
+            process_limits: ProcessLimits::PerProcess,
             network_ready: None,
             gofer: None,
         }
