@@ -58,7 +58,12 @@ impl FromRequest for Authenticated {
             }
             let Some(token) = token else { return Err(ApiError::Unauthorized) };
             if gofer_tenants::run_tokens::looks_like_jwt(&token) {
-                return run_token(&state, &token, ip).await;
+                let authenticated = run_token(&state, &token, ip).await?;
+                if let Some(key) = rate_key {
+                    // Authenticated: from now on limited in the token's own bucket alone.
+                    state.request_limits.learn(&key.0, None, false);
+                }
+                return Ok(authenticated);
             }
             let Some(auth) = state.token_cache.authenticate(&state.pool, &token).await? else {
                 // Logged with the client's address, never with the token.
@@ -68,9 +73,10 @@ impl FromRequest for Authenticated {
                 }
                 return Err(ApiError::Unauthorized);
             };
-            if let (Some(rpm), Some(key)) = (auth.requests_per_minute, rate_key) {
-                // The next requests of this token are limited at its plan's rate.
-                state.request_limits.learn(&key.0, rpm, auth.trial);
+            if let Some(key) = rate_key {
+                // The next requests of this token are limited at its plan's rate (operators and
+                // plans without a rate: the default token rate), in its own bucket alone.
+                state.request_limits.learn(&key.0, auth.requests_per_minute, auth.trial);
             }
             refuse_suspended(auth.tenant_suspended)?;
             if !auth.allowed_cidrs.is_empty()

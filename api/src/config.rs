@@ -402,6 +402,10 @@ pub struct EngineSettings {
     pub retry_backoff_ms: u64,
     /// Running task executions per tenant; 0 means no limit.
     pub tenant_max_running_tasks: u32,
+    /// How many runs may stand before a run in a chain of runs started by runs (`kind: gofer`
+    /// tasks, with their run tokens); a start past it is refused (409 `run_chain_too_deep`), as
+    /// is one whose pipeline is already in the chain (`run_chain_loop`). 0: no run starts runs.
+    pub max_run_chain_depth: u32,
     /// How often each replica looks for tenants whose task-seconds ran out while their tasks
     /// run (and stops those runs), in milliseconds.
     pub quota_check_interval_ms: u64,
@@ -542,6 +546,7 @@ impl Default for EngineSettings {
             infra_retries: 3,
             retry_backoff_ms: 1000,
             tenant_max_running_tasks: 0,
+            max_run_chain_depth: 5,
             quota_check_interval_ms: 5000,
             scheduler_outage_tolerance_s: 300,
             gofer_cli_image: gofer_core::config::GOFER_CLI_IMAGE.into(),

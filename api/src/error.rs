@@ -282,6 +282,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
             EngineError::QuotaExceeded(e) => ApiError::Forbidden { code: "quota_exceeded", detail: e.to_string() },
+            EngineError::RunChainRefused(e) => ApiError::Conflict { code: e.code(), detail: e.to_string() },
             EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
             EngineError::Database(e) => database(e),
             other @ (EngineError::Corrupt(_) | EngineError::Logs(_)) => ApiError::internal(other),

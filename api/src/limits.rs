@@ -200,7 +200,8 @@ impl Limit {
 
 /// What a token's plan allows, as its last authentication said.
 struct Learned {
-    per_minute: u32,
+    /// The plan's rate; `None`: the default token rate (operators, run tokens, plans without one).
+    per_minute: Option<u32>,
     per_address: bool,
     at: Instant,
 }
@@ -208,8 +209,13 @@ struct Learned {
 /// Request rate limits: per token for authenticated requests (at the rate of the tenant's plan
 /// once the token has authenticated), per client address (IPv6: /64) for requests without a
 /// token and for trial tokens, with stricter buckets for starting runs and trial signups.
+///
+/// A token that has not (yet) authenticated is counted in its own bucket **and** in its
+/// address's: otherwise any made-up `Authorization` header would buy a fresh bucket, and the
+/// per-address limit would never hold on public routes. Once a token authenticates, the limiter
+/// learns it ([`RequestLimits::learn`]) and counts it in its own bucket alone.
 pub struct RequestLimits {
-    token: Limit,
+    token: Arc<Limit>,
     anonymous: Limit,
     start_runs: Limit,
     trial_signups: Limit,
@@ -228,7 +234,7 @@ impl RequestLimits {
     /// client, for starting runs, and for trial signups (per address).
     pub fn new(per_token: u32, per_anonymous_client: u32, start_runs: u32, trial_signups: u32) -> Self {
         Self {
-            token: Limit::new(per_token),
+            token: Arc::new(Limit::new(per_token)),
             anonymous: Limit::new(per_anonymous_client),
             start_runs: Limit::new(start_runs),
             trial_signups: Limit::new(trial_signups),
@@ -237,9 +243,10 @@ impl RequestLimits {
         }
     }
 
-    /// Records the plan rate of a token that just authenticated; `per_address` for trial tokens.
-    /// Writes only when something changed or the entry is getting old, so readers rarely wait.
-    pub fn learn(&self, token_key: &str, per_minute: u32, per_address: bool) {
+    /// Records that a token just authenticated, with its plan's rate (`None`: the default token
+    /// rate); `per_address` for trial tokens. Writes only when something changed or the entry is
+    /// getting old, so readers rarely wait.
+    pub fn learn(&self, token_key: &str, per_minute: Option<u32>, per_address: bool) {
         let fresh = self.learned.read().ok().is_some_and(|map| {
             map.get(token_key).is_some_and(|l| {
                 l.per_minute == per_minute && l.per_address == per_address && l.at.elapsed() < LEARNED_FOR / 2
@@ -257,6 +264,7 @@ impl RequestLimits {
         let (per_minute, per_address) = self.learned.read().ok().and_then(|map| {
             map.get(token_key).filter(|l| l.at.elapsed() < LEARNED_FOR).map(|l| (l.per_minute, l.per_address))
         })?;
+        let Some(per_minute) = per_minute else { return Some((self.token.clone(), per_address)) };
         if let Some(limit) = self.by_rate.read().ok().and_then(|m| m.get(&per_minute).cloned()) {
             return Some((limit, per_address));
         }
@@ -280,9 +288,16 @@ impl RequestLimits {
                 (key, decision)
             }
             (Some(token), None) => {
+                // Not authenticated yet: the address's bucket too (see the type's docs). Checked
+                // first, so a refused made-up token never takes a token bucket entry.
+                let address = self.anonymous.check(&format!("ip:{}", client_key(ip)));
                 let key = format!("t:{token}");
-                let decision = self.token.check(&key);
-                (key, decision)
+                if address.retry_after_s.is_some() {
+                    (key, address)
+                } else {
+                    let decision = self.token.check(&key);
+                    (key, decision)
+                }
             }
             (None, _) => {
                 let key = format!("ip:{}", client_key(ip));
@@ -301,7 +316,7 @@ impl RequestLimits {
     /// Forgets idle clients and old plan rates, so memory stays bounded however many have been seen.
     pub fn sweep(&self) {
         let by_rate: Vec<Arc<Limit>> = self.by_rate.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
-        for limit in [&self.token, &self.anonymous, &self.start_runs, &self.trial_signups]
+        for limit in [self.token.as_ref(), &self.anonymous, &self.start_runs, &self.trial_signups]
             .into_iter()
             .chain(by_rate.iter().map(|l| l.as_ref()))
         {
@@ -355,6 +370,9 @@ mod request_tests {
     fn tokens_and_addresses_have_their_own_buckets_and_runs_a_stricter_one() {
         let limits = RequestLimits::new(3, 2, 1, 1);
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        for token in ["aaa", "bbb", "ccc"] {
+            limits.learn(token, None, false);
+        }
         let first = limits.check(Bucket::General, Some("aaa"), ip);
         assert_eq!((first.limit, first.remaining, first.retry_after_s), (3, 2, None));
         assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 1);
@@ -372,21 +390,44 @@ mod request_tests {
         let limits = RequestLimits::new(100, 100, 100, 100);
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).limit, 100, "plan not known yet");
-        limits.learn("aaa", 2, false);
+        limits.learn("aaa", Some(2), false);
         assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 1);
         assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).remaining, 0);
         assert!(limits.check(Bucket::General, Some("aaa"), ip).retry_after_s.is_some());
         // A plan change applies from the next authentication on.
-        limits.learn("aaa", 50, false);
+        limits.learn("aaa", Some(50), false);
         assert_eq!(limits.check(Bucket::General, Some("aaa"), ip).limit, 50);
         // Two trial tokens from one address share the address's bucket.
-        limits.learn("t1", 2, true);
-        limits.learn("t2", 2, true);
+        limits.learn("t1", Some(2), true);
+        limits.learn("t2", Some(2), true);
         assert!(limits.check(Bucket::General, Some("t1"), ip).retry_after_s.is_none());
         assert!(limits.check(Bucket::General, Some("t2"), ip).retry_after_s.is_none());
         assert!(limits.check(Bucket::General, Some("t1"), ip).retry_after_s.is_some());
         let elsewhere: IpAddr = "198.51.100.2".parse().unwrap();
         assert!(limits.check(Bucket::General, Some("t1"), elsewhere).retry_after_s.is_none());
+    }
+
+    #[test]
+    fn made_up_tokens_count_in_their_address_bucket_until_one_authenticates() {
+        let limits = RequestLimits::new(100, 3, 100, 100);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        // Three requests, each with a fresh made-up bearer, use up the address's budget…
+        for i in 0..3 {
+            assert!(limits.check(Bucket::General, Some(&format!("bogus{i}")), ip).retry_after_s.is_none());
+        }
+        let refused = limits.check(Bucket::General, Some("bogus3"), ip);
+        assert_eq!((refused.limit, refused.remaining), (3, 0), "the address's limit answers: {refused:?}");
+        assert!(refused.retry_after_s.is_some());
+        assert!(limits.check(Bucket::General, None, ip).retry_after_s.is_some(), "and anonymous requests");
+        // …and were refused before taking a token bucket of their own.
+        assert_eq!(limits.token.limiter.len(), 3);
+        // A token that authenticated is counted in its own bucket alone.
+        limits.learn("real", None, false);
+        let passed = limits.check(Bucket::General, Some("real"), ip);
+        assert_eq!((passed.limit, passed.retry_after_s), (100, None));
+        // Another address is not touched.
+        let other: IpAddr = "198.51.100.2".parse().unwrap();
+        assert!(limits.check(Bucket::General, Some("bogus4"), other).retry_after_s.is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Gofer's domain: validated identifiers, the pipeline config model, DAG conditions,
 //! run and task state machines, wire models, and the `Scheduler` and `SecretStore` traits. No IO, no async runtime.
 
+pub mod chain;
 pub mod config;
 pub mod dag;
 pub mod debug;

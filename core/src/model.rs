@@ -210,6 +210,11 @@ pub struct Run {
     pub variables: BTreeMap<String, String>,
     /// Who started it.
     pub initiator: Initiator,
+    /// The runs that led to it, oldest first, when a task started it with its run token (a
+    /// `kind: gofer` task): its parent's chain, then its parent (the `initiator`). Empty for a run
+    /// a user started.
+    #[serde(default)]
+    pub ancestry: Vec<crate::chain::RunAncestor>,
     /// When it is stopped and failed with reason `timeout` if still unfinished.
     #[serde(with = "time::serde::rfc3339::option")]
     pub deadline: Option<OffsetDateTime>,

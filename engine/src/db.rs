@@ -6,6 +6,7 @@ pub(crate) mod logs;
 
 use std::collections::BTreeMap;
 
+use gofer_core::chain::RunAncestor;
 use gofer_core::model::{Initiator, Reason, Run, TaskExecution};
 use gofer_core::{
     PipelineConfig, RunId, RunState, RunStatus, StatusReason, TaskId, TaskState, TaskStatus, WaitingReason,
@@ -130,6 +131,7 @@ pub(crate) struct RunRow {
     status_description: Option<String>,
     variables: Json<BTreeMap<String, String>>,
     initiator: Json<Initiator>,
+    ancestry: Json<Vec<RunAncestor>>,
     deadline_at: Option<OffsetDateTime>,
     pub cancel_reason: Option<String>,
     created_at: OffsetDateTime,
@@ -164,6 +166,7 @@ impl RunRow {
             status_reason: reason(self.status_reason, self.status_description)?,
             variables: self.variables.0,
             initiator: self.initiator.0,
+            ancestry: self.ancestry.0,
             deadline: self.deadline_at,
             created: self.created_at,
             started: self.started_at,
@@ -210,6 +213,8 @@ macro_rules! run_columns {
             "variables, ",
             $p,
             "initiator, ",
+            $p,
+            "ancestry, ",
             $p,
             "deadline_at, ",
             $p,
@@ -302,6 +307,8 @@ pub(crate) struct NewRun<'a> {
     pub config_version: i64,
     pub variables: &'a BTreeMap<String, String>,
     pub initiator: &'a Initiator,
+    /// The runs that led to it, oldest first (empty when a user started it).
+    pub ancestry: &'a [RunAncestor],
     /// Seconds until the run's deadline.
     pub timeout_s: u32,
     /// The config's `parallelism`, kept on the run for the claim.
@@ -323,8 +330,9 @@ pub(crate) async fn insert_started_run(
     const SQL: &str = concat!(
         "WITH run AS (
              INSERT INTO runs (tenant_id, namespace_id, pipeline_id, id, config_version, state, status, variables,
-                               initiator, deadline_at, trace_parent, parallelism)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, now() + make_interval(secs => $8), $9, $10)
+                               initiator, ancestry, deadline_at, trace_parent, parallelism)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 'unknown', $6, $7, $20, now() + make_interval(secs => $8), $9,
+                     $10)
              RETURNING ",
         run_columns!(),
         "
@@ -367,8 +375,22 @@ pub(crate) async fn insert_started_run(
         .bind(gofer_core::EventKind::TaskQueued.as_str())
         .bind(crate::events::EVENTS_CHANNEL)
         .bind(crate::QUEUE_CHANNEL)
+        .bind(Json(run.ancestry))
         .fetch_one(conn)
         .await?)
+}
+
+/// The chain of runs that led to a run (`None`: no such run), to extend for the run it starts.
+/// A chain never changes once written, so nothing is locked.
+pub(crate) async fn run_ancestry(
+    conn: &mut PgConnection,
+    key: &RunKey,
+) -> Result<Option<Vec<RunAncestor>>, EngineError> {
+    let query = sqlx::query_scalar(
+        "SELECT ancestry FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4",
+    );
+    let ancestry: Option<Json<Vec<RunAncestor>>> = bind_run!(query, key).fetch_optional(conn).await?;
+    Ok(ancestry.map(|Json(chain)| chain))
 }
 
 /// Reads a run; with `lock`, the row stays locked until the transaction ends, which serializes

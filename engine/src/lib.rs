@@ -101,6 +101,10 @@ pub enum EngineError {
     /// The tenant's plan cannot admit the run.
     #[error(transparent)]
     QuotaExceeded(gofer_core::model::QuotaExceeded),
+    /// A run started by a run may not start: its pipeline is already in the chain that led to it,
+    /// or the chain is too deep.
+    #[error(transparent)]
+    RunChainRefused(gofer_core::chain::ChainRefusal),
     /// Run variables broke a rule.
     #[error(transparent)]
     InvalidVariables(ConfigError),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use gofer_core::chain::{self, RunAncestor};
 use gofer_core::config::check_env;
 use gofer_core::model::{Initiator, PageRequest, Run, TaskAttempt, TaskExecution};
 use gofer_core::{NamespaceId, PipelineId, PipelineState, RunId, TaskId, TenantId, WaitingReason};
@@ -66,6 +67,11 @@ pub struct StartRequest {
     pub plan: Option<gofer_core::model::Plan>,
     /// Task timeout, CPU and memory of tasks that set none (to check them against the plan).
     pub task_defaults: (u32, u32, u32),
+    /// The run of the same tenant whose run token starts this one (a `kind: gofer` task), `None`
+    /// when a user starts it. Its chain plus itself become the new run's `ancestry`.
+    pub parent: Option<RunAncestor>,
+    /// How many runs may stand before a run in its chain (`engine.max_run_chain_depth`).
+    pub max_chain_depth: u32,
 }
 
 /// Checks the namespace then the pipeline, answering the first that is missing.
@@ -78,12 +84,37 @@ async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, Engin
     db::get_run(conn, key, false).await?.ok_or(EngineError::RunNotFound(key.run))?.into_run()
 }
 
+/// The chain of runs that led to a run started by `parent` (empty without one), refused by
+/// [`chain::admit`] when it loops back to `key`'s pipeline or is deeper than `max_depth`.
+async fn admitted_chain(
+    conn: &mut PgConnection,
+    key: &PipelineKey,
+    parent: Option<RunAncestor>,
+    max_depth: u32,
+) -> Result<Vec<RunAncestor>, EngineError> {
+    let Some(parent) = parent else { return Ok(Vec::new()) };
+    let parent_key = RunKey {
+        pipeline: PipelineKey {
+            tenant: key.tenant.clone(),
+            namespace: parent.namespace_id.clone(),
+            pipeline: parent.pipeline_id.clone(),
+        },
+        run: parent.run_id,
+    };
+    // Its run token was checked live a moment ago; a parent gone since leaves no chain to extend.
+    let parent_chain = db::run_ancestry(conn, &parent_key).await?.ok_or(EngineError::RunNotFound(parent.run_id))?;
+    let ancestry = chain::extended(&parent_chain, parent);
+    chain::admit(&ancestry, &key.namespace, &key.pipeline, max_depth).map_err(EngineError::RunChainRefused)?;
+    Ok(ancestry)
+}
+
 /// Starts a run of the pipeline's live version: the run and one task execution per task are
 /// written in one transaction, tasks whose conditions already hold are queued, and the queue is
-/// notified on commit.
+/// notified on commit. A run started by a run must pass [`chain::admit`] first.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
 pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
-    let StartRequest { variables, initiator, default_timeout_s, plan, task_defaults } = request;
+    let StartRequest { variables, initiator, default_timeout_s, plan, task_defaults, parent, max_chain_depth } =
+        request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = db::scoped(pool, &key.tenant).await?;
     let allocated = db::allocate_run(&mut tx, key).await?;
@@ -94,6 +125,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
             EngineError::NamespaceNotFound(key.namespace.clone())
         });
     };
+    let ancestry = admitted_chain(&mut tx, key, parent, max_chain_depth).await?;
     if state.parse::<PipelineState>().map_err(db::corrupt)? == PipelineState::Disabled {
         return Err(EngineError::PipelineDisabled(key.pipeline.clone()));
     }
@@ -148,6 +180,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
         config_version: version,
         variables: &variables,
         initiator: &initiator,
+        ancestry: &ancestry,
         timeout_s,
         parallelism: config.parallelism,
         // A new run's tasks are all waiting, so those without dependencies are ready, and no

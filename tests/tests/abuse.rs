@@ -18,6 +18,18 @@ async fn dual_stack(configure: impl FnOnce(&mut gofer_api::Config)) -> TestApp {
 /// A request from the client address `source`: an IPv4 loopback address (127.0.0.x, bound as
 /// the socket's local address and reaching the `[::]` listener as `::ffff:127.0.0.x`) or `::1`.
 async fn from(app: &TestApp, source: &str, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    from_with_bearer(app, source, method, path, body, None).await
+}
+
+/// [`from`] with an `Authorization: Bearer` header.
+async fn from_with_bearer(
+    app: &TestApp,
+    source: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    bearer: Option<&str>,
+) -> Answer {
     let source: IpAddr = source.parse().expect("source address");
     let port = app.address.rsplit(':').next().expect("port");
     let (client, base) = match source {
@@ -31,6 +43,9 @@ async fn from(app: &TestApp, source: &str, method: &str, path: &str, body: Optio
     let mut request = client.request(method, format!("{base}{path}"));
     if let Some(body) = body {
         request = request.json(body);
+    }
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
     }
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
@@ -120,4 +135,35 @@ async fn a_trial_cannot_mint_tokens_of_its_own_and_a_paying_tenant_can() {
     assert_eq!(converted.status, 200, "{converted:?}");
     let created = app.request("POST", "/api/v1/tokens", Some(&trial_token), Some(&body)).await;
     assert_eq!(created.status, 201, "{created:?}");
+}
+
+#[tokio::test]
+async fn made_up_bearers_buy_no_fresh_bucket_on_public_routes() {
+    let app = dual_stack(|c| {
+        c.rate_limits.anonymous_per_minute = 3;
+        c.ip_blocks.rate_limited_per_minute = 0;
+    })
+    .await;
+    // A paying tenant's token that has authenticated from this address before the flood.
+    let paying = app.tenant("acme").await;
+    let whoami = from_with_bearer(&app, "127.0.0.7", "GET", "/api/v1/tokens/whoami", None, Some(&paying.token)).await;
+    assert_eq!(whoami.status, 200, "{whoami:?}");
+    // Before the fix each made-up bearer had a bucket of its own: an unlimited anonymous client.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let bearer = format!("made-up-{i}");
+        let answer = from_with_bearer(&app, "127.0.0.7", "GET", "/api/v1/openapi.json", None, Some(&bearer)).await;
+        statuses.push((answer.status, answer.code().to_owned()));
+    }
+    let passed = statuses.iter().filter(|(status, _)| *status == 200).count();
+    // The address's budget of 3, less the paying token's first request (counted there too:
+    // until then its token was unknown), not one per bearer.
+    assert_eq!(passed, 2, "the address's budget, not one per bearer: {statuses:?}");
+    assert!(statuses[2..].iter().all(|(status, code)| *status == 429 && code == "rate_limited"), "{statuses:?}");
+    assert_eq!(from(&app, "127.0.0.7", "GET", "/api/v1/openapi.json", None).await.status, 429, "nor anonymously");
+    // The authenticated token counts in its own bucket, and other addresses are untouched.
+    let whoami = from_with_bearer(&app, "127.0.0.7", "GET", "/api/v1/tokens/whoami", None, Some(&paying.token)).await;
+    assert_eq!(whoami.status, 200, "{whoami:?}");
+    let bystander = from_with_bearer(&app, "127.0.0.8", "GET", "/api/v1/openapi.json", None, Some("made-up-9")).await;
+    assert_eq!(bystander.status, 200, "{bystander:?}");
 }

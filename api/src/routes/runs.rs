@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, get, post, web};
+use gofer_core::chain::RunAncestor;
 use gofer_core::model::QuotaExceeded;
 use gofer_core::model::{Initiator, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::{RunId, TaskId};
@@ -80,6 +81,7 @@ impl TaskPath {
         (status = 201, body = RunResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`pipeline_disabled`, `no_live_version`; for a run token, `run_chain_loop` (the pipeline is already in the chain of runs that led here) or `run_chain_too_deep` (`engine.max_run_chain_depth`)", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
 pub(crate) async fn start(
@@ -89,14 +91,18 @@ pub(crate) async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
-    let initiator = match &access.run {
-        // A task (`kind: gofer`) starting another pipeline of its namespace. Its own pipeline is
-        // refused: each run would start the next one forever.
-        Some(parent) if parent.pipeline == key.pipeline => {
-            return Err(ApiError::forbidden("a run token may not start runs of its own pipeline"));
-        }
-        Some(parent) => Initiator::run(&parent.namespace, &parent.pipeline, parent.run),
-        None => Initiator::token(access.token_id),
+    // A task (`kind: gofer`) starting a pipeline of its namespace: the engine refuses a start
+    // that loops back to a pipeline of its chain (its own included) or goes too deep.
+    let (initiator, parent) = match &access.run {
+        Some(parent) => (
+            Initiator::run(&parent.namespace, &parent.pipeline, parent.run),
+            Some(RunAncestor {
+                namespace_id: parent.namespace.clone(),
+                pipeline_id: parent.pipeline.clone(),
+                run_id: parent.run,
+            }),
+        ),
+        None => (Initiator::token(access.token_id), None),
     };
     let plan = gofer_billing::tenant_plan(&state.pool, &access.tenant).await?;
     let engine = &state.config.engine;
@@ -106,6 +112,8 @@ pub(crate) async fn start(
         default_timeout_s: engine.default_run_timeout_s,
         plan: Some(plan),
         task_defaults: (engine.default_task_timeout_s, engine.default_cpu_millis, engine.default_memory_mb),
+        parent,
+        max_chain_depth: engine.max_run_chain_depth,
     };
     let run = match gofer_engine::runs::start(&state.pool, &key, request).await {
         Ok(run) => run,

@@ -90,11 +90,17 @@ pub(crate) fn run_fields(r: &Run) -> String {
         ("reason", opt(r.status_reason.as_ref().map(|s| format!("{}: {}", s.reason, s.description)))),
         ("variables", if vars.is_empty() { "-".into() } else { vars.join(" ") }),
         ("initiator", format!("{} {}", r.initiator.kind, r.initiator.id)),
+        // The runs whose tasks started this one, oldest first: why it started.
+        ("chain", if r.ancestry.is_empty() { "-".into() } else { chain(&r.ancestry) }),
         ("created", time(Some(r.created))),
         ("started", time(r.started)),
         ("ended", time(r.ended)),
         ("duration", opt(elapsed(r.started, r.ended).map(duration))),
     ])
+}
+
+fn chain(ancestry: &[gofer_core::chain::RunAncestor]) -> String {
+    ancestry.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ")
 }
 
 pub(crate) fn tasks_table(items: &[TaskExecution]) -> String {
