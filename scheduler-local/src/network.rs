@@ -133,6 +133,29 @@ fn find(name: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{name} not found"))
 }
 
+/// Waits until the sandbox has brought up its own loopback interface, which bwrap does in the
+/// sandbox after the info fd has told us its pid. slirp4netns `--configure` brings `lo` up too,
+/// and the kernel then gives it 127.0.0.1 by itself: had it come first, bwrap's own adding of
+/// that address would fail (`bwrap: loopback: Failed RTM_NEWADDR`) and the task would never
+/// start. The namespace's local routing table holds 127.0.0.1 exactly once `lo` is up with it.
+/// Gives up quietly after a while: a late interface then fails the task with bwrap's message.
+async fn wait_for_loopback(pid: &str) {
+    let fib = format!("/proc/{pid}/net/fib_trie");
+    let deadline = std::time::Instant::now() + LOOPBACK_WAIT;
+    while std::time::Instant::now() < deadline {
+        match tokio::fs::read_to_string(&fib).await {
+            Ok(table) if table.contains("127.0.0.1") => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            // The sandbox is gone: setting up will say so.
+            Err(_) => return,
+        }
+    }
+    tracing::warn!(pid, "the sandbox's loopback interface did not come up in time");
+}
+
+/// How long [`wait_for_loopback`] waits (bwrap needs well under a millisecond).
+const LOOPBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Network {
     /// Finds slirp4netns, nsenter, nft and ip, and reads this host's addresses and resolvers.
     pub(crate) fn prepare(allowed: &[IpNet], api_port: Option<u16>) -> Result<Self, String> {
@@ -168,6 +191,7 @@ impl Network {
         let pid = init.as_raw_nonzero().to_string();
         let api_port = self.api_port.filter(|_| reach_api);
         tokio::time::timeout(SETUP_TIMEOUT, async {
+            wait_for_loopback(&pid).await;
             let rules = nft_ruleset(&self.refused, &self.host, &self.resolvers, &self.allowed, api_port);
             self.load_rules(&pid, &rules).await?;
             self.start_slirp(&pid, api_port.is_some()).await
