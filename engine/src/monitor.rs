@@ -320,12 +320,22 @@ pub(crate) async fn watch(
     // Look soon after the start, then less and less often up to `monitor_interval`: a short task
     // then frees its slot in milliseconds, and a long one costs no more observations than before.
     let mut wait = (inner.config.monitor_interval / 16).max(Duration::from_millis(1));
+    let mut output_seen = Instant::now();
     let observation = loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => wait = (wait * 2).min(inner.config.monitor_interval),
             _ = signal.cancelled() => cancel_seen = true,
         }
-        offset = copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
+        let copied = copy_logs(inner, &log_key, &job_id, offset, &mut masker).await;
+        if copied != offset {
+            (offset, output_seen) = (copied, Instant::now());
+        } else if !masker.held_back().is_empty() && output_seen.elapsed() >= MASK_HOLD_LIMIT {
+            // The task went quiet on a line the masker holds back because it could begin a
+            // secret's encoded form (wrapped onto the next line): a live log must not lag behind
+            // it. A secret the task writes in two parts more than this apart is not masked.
+            write_held_back(inner, &log_key, offset, &mut masker).await;
+            output_seen = Instant::now();
+        }
         let observation = match inner.scheduler.observe(&job_id).await {
             Ok(o) => o,
             Err(e) => {
@@ -473,15 +483,30 @@ async fn drain_logs(inner: &Inner, log_key: &crate::logs::LogKey, job_id: &str, 
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
-    // What the masker held back ends the raw output at `offset`.
-    let held = masker.held_back().len() as u64;
-    let tail = masker.finish();
-    for attempt in 1..=FINAL_LOG_COPY_TRIES {
-        match inner.logs.append_masked(log_key, &tail, offset.saturating_sub(held), offset).await {
-            Ok(()) => return,
-            Err(e) => tracing::warn!(error = %e, attempt, "writing the task log failed"),
+    for _ in 1..=FINAL_LOG_COPY_TRIES {
+        if write_held_back(inner, log_key, offset, masker).await {
+            return;
         }
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// How long the masker may hold back output of a task that writes nothing more (see
+/// [`crate::masking`]: a line that could begin a secret's wrapped encoding waits for the next).
+const MASK_HOLD_LIMIT: Duration = Duration::from_secs(1);
+
+/// Masks and stores what the masker holds back, which ends the raw output at `offset`; answers
+/// whether it was stored (if not, the masker still holds it).
+async fn write_held_back(inner: &Inner, log_key: &crate::logs::LogKey, offset: u64, masker: &mut Masker) -> bool {
+    let held = masker.held_back().to_vec();
+    let tail = masker.finish();
+    match inner.logs.append_masked(log_key, &tail, offset.saturating_sub(held.len() as u64), offset).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "writing the task log failed");
+            masker.restore(held);
+            false
+        }
     }
 }
 

@@ -395,6 +395,35 @@ async fn a_task_sees_its_secret_and_its_log_shows_it_masked(app: &TestApp) {
     assert_eq!(leaked, 0);
 }
 
+/// A line ending in what could begin the secret (`s`, for `s3cr3t…` wrapped onto the next line)
+/// is held back by the masker; when the task then goes quiet the line still reaches the live log
+/// while the task runs, instead of when it ends.
+#[tokio::test]
+async fn a_line_held_back_for_a_possible_secret_reaches_the_live_log_while_the_task_is_quiet() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("team-a").await;
+    echo_pipeline(&acme, "team-a", "quiet", json!({"TOKEN": "secret{{ TOKEN }}"}), "echo status; sleep 8").await;
+    let path = secret_path("team-a", "quiet", "TOKEN");
+    assert_eq!(put(&acme, &path, json!({"value": "s3cr3t-t0ken-value"})).await.status, 201);
+    let run = acme.start_run("team-a", "quiet").await;
+    let logs = format!("{}/runs/{run}/tasks/show/logs", pipeline_path("team-a", "quiet"));
+    gofer_tests::wait_until("the held line in the live log", Duration::from_secs(6), || async {
+        let answer = acme.request("GET", &logs, None).await;
+        answer.body["text"].as_str().is_some_and(|t| t.contains("status"))
+    })
+    .await;
+    let (state, _) = status_of_running(&acme, "team-a", "quiet", run.get()).await;
+    assert_eq!(state, "running", "the line arrived while the task ran");
+    let done = acme.wait_for_run("team-a", "quiet", run, RUN_TIMEOUT).await;
+    assert_eq!(task_log(&acme, "team-a", "quiet", done.id.get()).await, "status\n");
+}
+
+async fn status_of_running(client: &TenantClient<'_>, ns: &str, p: &str, run: i64) -> (String, Value) {
+    let answer = client.request("GET", &format!("{}/runs/{run}", pipeline_path(ns, p)), None).await;
+    (answer.body["run"]["state"].as_str().unwrap_or_default().to_owned(), answer.body)
+}
+
 #[tokio::test]
 async fn a_task_echoing_a_postgres_stored_secret_shows_it_masked() {
     let app = spawn_app().await;
