@@ -24,9 +24,64 @@ type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 pub struct Authenticated(pub Principal);
 
 fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(req.headers())
+}
+
+/// The bearer token of a request's `Authorization` header.
+pub(crate) fn bearer_of(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    let value = headers.get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// What the middleware learned of a request's API token, kept in the request's extensions so
+/// the extractors do not look it up again.
+#[derive(Clone)]
+pub(crate) enum BearerCheck {
+    /// It verified.
+    Verified(Box<gofer_tenants::Authentication>),
+    /// It was looked up and did not verify (unknown, revoked or expired).
+    Failed,
+}
+
+/// Who presents `token` ([`Caller`]), for blocks and limits. An API token is looked up (from this
+/// replica's cache first); from a `blocked` address, the database is asked only within a small
+/// budget per address, so a block cannot be turned into a lookup flood, while the people behind
+/// it whose tokens are not cached still get through. A run token's signature and expiry are
+/// checked here; its tenant and run are checked by the extractor on use.
+pub(crate) async fn check_bearer(
+    state: &AppState,
+    token: &str,
+    ip: IpAddr,
+    blocked: bool,
+) -> (crate::blocks::Caller, Option<BearerCheck>) {
+    use crate::blocks::Caller;
+    if gofer_tenants::run_tokens::looks_like_jwt(token) {
+        let caller = if state.run_tokens.verify(token).is_some() { Caller::Verified } else { Caller::Unverified };
+        return (caller, None);
+    }
+    let found = if blocked && !state.auth_failures.may_look_up_while_blocked(ip) {
+        match state.token_cache.cached(token) {
+            Some(auth) => Some(auth),
+            // Not known here, and not looked up: neither verified nor failed.
+            None => return (Caller::Unverified, None),
+        }
+    } else {
+        match state.token_cache.authenticate(&state.pool, token).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking up a token failed");
+                return (Caller::Unverified, None);
+            }
+        }
+    };
+    match found {
+        Some(auth) => {
+            let caller = if auth.trial { Caller::Trial } else { Caller::Verified };
+            (caller, Some(BearerCheck::Verified(Box::new(auth))))
+        }
+        None => (Caller::Unverified, Some(BearerCheck::Failed)),
+    }
 }
 
 /// The client's address as the rate-limit middleware resolved it (trusted proxies applied), or
@@ -46,14 +101,22 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer(req);
         let ip = client_ip(req);
-        let rate_key = {
+        let (rate_key, checked, caller) = {
             use actix_web::HttpMessage;
-            req.extensions().get::<crate::limits::TokenRateKey>().cloned()
+            let extensions = req.extensions();
+            (
+                extensions.get::<crate::limits::TokenRateKey>().cloned(),
+                extensions.get::<BearerCheck>().cloned(),
+                extensions.get::<crate::blocks::Caller>().copied(),
+            )
         };
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            if let Some(ip) = ip {
+            // The middleware has applied the blocks to whoever it let through.
+            if caller.is_none()
+                && let Some(ip) = ip
+            {
                 state.auth_failures.check_blocked(ip)?;
             }
             let Some(token) = token else { return Err(ApiError::Unauthorized) };
@@ -65,7 +128,12 @@ impl FromRequest for Authenticated {
                 }
                 return Ok(authenticated);
             }
-            let Some(auth) = state.token_cache.authenticate(&state.pool, &token).await? else {
+            let found = match checked {
+                Some(BearerCheck::Verified(auth)) => Some(*auth),
+                Some(BearerCheck::Failed) => None,
+                None => state.token_cache.authenticate(&state.pool, &token).await?,
+            };
+            let Some(auth) = found else {
                 // Logged with the client's address, never with the token.
                 tracing::warn!(client_ip = ?ip, "authentication failed");
                 if let Some(ip) = ip {

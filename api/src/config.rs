@@ -148,11 +148,14 @@ pub struct AttachSettings {
     pub enabled: bool,
     /// An attach session ends after this long, in seconds, whatever it is doing.
     pub max_session_s: u64,
+    /// The CA (PEM) that the TLS certificates of replicas' `https://` URLs (`replica_url`) are
+    /// checked against when an attach is forwarded to them; unset: the public roots.
+    pub replica_ca_file: Option<PathBuf>,
 }
 
 impl Default for AttachSettings {
     fn default() -> Self {
-        Self { enabled: true, max_session_s: 3600 }
+        Self { enabled: true, max_session_s: 3600, replica_ca_file: None }
     }
 }
 
@@ -218,6 +221,19 @@ pub struct TrialSettings {
     pub removal_grace_s: u64,
     /// Trials one client address (IPv6: /64) may start per 24 hours; one more blocks the address.
     pub max_per_address_per_day: u32,
+    /// Trials one IPv4 /24 may start per 24 hours (0: no cap).
+    pub max_per_ipv4_24_per_day: u32,
+    /// Trials one IPv6 /56 may start per 24 hours (0: no cap).
+    pub max_per_ipv6_56_per_day: u32,
+    /// Trials one IPv6 /48 may start per 24 hours (0: no cap).
+    pub max_per_ipv6_48_per_day: u32,
+    /// Trials the whole service may start per hour, from all addresses together (0: no cap).
+    pub max_per_hour: u32,
+    /// The proof of work a sign-up pays: leading zero bits of SHA-256 (`gofer_core::proof_of_work`);
+    /// each bit doubles the work, 24 is about a second of one core. 0: none asked.
+    pub proof_of_work_bits: u8,
+    /// How long a proof-of-work challenge may be answered, in seconds.
+    pub challenge_ttl_s: u64,
     /// How long an address whose trial used up its task-seconds is refused new trials, in seconds.
     pub exhausted_refusal_s: u64,
     /// How often expired trials are suspended and removed, in seconds.
@@ -232,6 +248,12 @@ impl Default for TrialSettings {
             lifetime_s: 24 * 3600,
             removal_grace_s: 24 * 3600,
             max_per_address_per_day: 3,
+            max_per_ipv4_24_per_day: 10,
+            max_per_ipv6_56_per_day: 10,
+            max_per_ipv6_48_per_day: 20,
+            max_per_hour: 100,
+            proof_of_work_bits: 24,
+            challenge_ttl_s: 300,
             exhausted_refusal_s: 7 * 24 * 3600,
             job_interval_s: 60,
         }
@@ -465,9 +487,9 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventSettings {
-    /// How often a stream looks for new events when no NOTIFY arrives, in milliseconds (NOTIFY can
-    /// be missed while the listener reconnects, and an event becomes visible only once every older
-    /// transaction has ended).
+    /// How often a tenant's event feed (shared by its streams) looks for new events when no NOTIFY
+    /// arrives, in milliseconds (NOTIFY can be missed while the listener reconnects, and an event
+    /// becomes visible only once every older transaction has ended).
     pub poll_interval_ms: u64,
     /// How often an idle stream sends a `: keepalive` comment, in seconds.
     pub keepalive_s: u64,

@@ -47,6 +47,14 @@ pub enum ApiError {
         /// Seconds until a retry can succeed.
         retry_after_s: u64,
     },
+    /// The tenant holds as many long-lived streams as its plan allows; the detail names the cap.
+    #[error("{detail}")]
+    TooManyStreams {
+        /// Which cap, and how to free a slot.
+        detail: String,
+        /// Seconds after which a retry may find a slot.
+        retry_after_s: u64,
+    },
     /// A path or body identifier breaks the identifier rule.
     #[error(transparent)]
     InvalidIdentifier(#[from] IdError),
@@ -77,6 +85,14 @@ pub enum ApiError {
         code: &'static str,
         /// Which object.
         detail: String,
+    },
+    /// The path exists, but not with this method; `allow` lists the methods it has.
+    #[error("{method} is not a method of this path; it allows {allow}")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The path's methods, comma-separated (the `Allow` header).
+        allow: String,
     },
     /// The object exists already.
     #[error("{detail}")]
@@ -117,6 +133,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden { code, .. } => code,
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::InvalidIdentifier(_) => "invalid_identifier",
             ApiError::InvalidBody(e) => e.code,
             ApiError::InvalidConfig(e) => e.code(),
@@ -124,6 +141,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::InsufficientStorage => "insufficient_storage",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -135,6 +153,7 @@ impl ApiError {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::TooManyStreams { .. } => "Too many streams",
             ApiError::InvalidIdentifier(_) => "Invalid identifier",
             ApiError::InvalidBody(_) => "Invalid request body",
             ApiError::InvalidConfig(_) => "Invalid pipeline config",
@@ -144,6 +163,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "Not found",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Gone { .. } => "Gone",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::InsufficientStorage => "Insufficient storage",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
@@ -176,7 +196,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidIdentifier(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidConfig(_)
@@ -184,6 +204,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -204,8 +225,11 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        if let ApiError::RateLimited { retry_after_s } = self {
+        if let ApiError::RateLimited { retry_after_s } | ApiError::TooManyStreams { retry_after_s, .. } = self {
             response.insert_header(("Retry-After", retry_after_s.to_string()));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header(("Allow", allow.as_str()));
         }
         response
             .content_type(ContentType(mime_problem()))
@@ -362,6 +386,7 @@ impl From<gofer_billing::BillingError> for ApiError {
             e @ B::PlanInUse(..) => ApiError::Conflict { code: "plan_in_use", detail: e.to_string() },
             B::Invalid(detail) => ApiError::InvalidParameter { code: "invalid_field", detail },
             e @ B::TrialRefused { .. } => ApiError::Forbidden { code: "trial_refused", detail: e.to_string() },
+            e @ B::ChallengeSpent => ApiError::Conflict { code: "challenge_spent", detail: e.to_string() },
             e @ B::IpBlockNotFound(_) => ApiError::NotFound { code: "ip_block_not_found", detail: e.to_string() },
             B::Tenants(e) => e.into(),
             B::Database(e) => database(e),

@@ -151,9 +151,9 @@ impl PeriodicJob for SampleQueue {
 }
 
 /// Loads the active IP blocks into the in-memory cache.
-pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::limits::IpBlocks) -> anyhow::Result<()> {
+pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::blocks::IpBlocks) -> anyhow::Result<()> {
     let active = gofer_billing::ip_blocks::active(pool).await?;
-    blocks.replace(active.into_iter().filter_map(|(address, until)| Some((address.parse().ok()?, until))));
+    blocks.replace(active);
     Ok(())
 }
 
@@ -162,7 +162,7 @@ pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::limits::IpBlocks) -
 /// missed); the periodic job covers the rest.
 pub async fn follow_ip_blocks(
     pool: PgPool,
-    blocks: Arc<crate::limits::IpBlocks>,
+    blocks: Arc<crate::blocks::IpBlocks>,
     mut notices: gofer_notify::Subscription,
 ) {
     loop {
@@ -180,7 +180,7 @@ pub struct RefreshIpBlocks {
     /// The database.
     pub pool: PgPool,
     /// The cache.
-    pub blocks: Arc<crate::limits::IpBlocks>,
+    pub blocks: Arc<crate::blocks::IpBlocks>,
     /// How often.
     pub every: Duration,
 }
@@ -250,6 +250,7 @@ impl PeriodicJob for EndTrials {
                 self.objects.remove_tenant(&tenant).await?;
                 tracing::info!(%tenant, "trial removed with all its data");
             }
+            gofer_billing::trials::forget_expired_challenges(&self.pool).await?;
             Ok(())
         })
     }

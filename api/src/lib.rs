@@ -2,9 +2,12 @@
 //! errors as RFC 9457 problem details, pagination and the OpenAPI document.
 
 pub mod auth;
+pub mod blocks;
 pub mod body;
 pub mod config;
+pub mod contract;
 pub mod error;
+pub mod event_ids;
 pub mod jobs;
 pub mod limits;
 pub mod live;
@@ -16,6 +19,7 @@ mod request_span;
 mod routes;
 pub mod run_cache;
 pub mod startup;
+pub mod streams;
 pub mod telemetry;
 
 pub use config::Config;

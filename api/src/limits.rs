@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::blocks::Caller;
 use crate::error::ApiError;
 
 /// The one form a client address is keyed and matched in: an IPv4-mapped IPv6 address
@@ -38,14 +39,32 @@ pub struct AuthFailures {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     blocked: Mutex<HashMap<IpAddr, Instant>>,
     block_for: Duration,
+    /// Token lookups in the database allowed per blocked address: enough for the people behind it
+    /// whose tokens this replica has not cached, too few to make the block a lookup flood.
+    lookups_while_blocked: DefaultKeyedRateLimiter<IpAddr>,
 }
+
+/// Database token lookups per minute for a blocked address (see [`AuthFailures`]).
+const LOOKUPS_PER_MINUTE_WHILE_BLOCKED: u32 = 30;
 
 impl AuthFailures {
     /// Allows `per_minute` failures per client (as a burst, refilled over the minute), then
     /// blocks it for `block_for`.
     pub fn new(per_minute: u32, block_for: Duration) -> Self {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        Self { limiter: RateLimiter::keyed(Quota::per_minute(per_minute)), blocked: Mutex::default(), block_for }
+        let lookups = NonZeroU32::new(LOOKUPS_PER_MINUTE_WHILE_BLOCKED).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            blocked: Mutex::default(),
+            block_for,
+            lookups_while_blocked: RateLimiter::keyed(Quota::per_minute(lookups)),
+        }
+    }
+
+    /// Whether a token presented from a blocked address may be looked up in the database (else
+    /// only a token this replica verified recently passes).
+    pub fn may_look_up_while_blocked(&self, ip: IpAddr) -> bool {
+        self.lookups_while_blocked.check_key(&client_key(ip)).is_ok()
     }
 
     /// Refuses a client that is blocked.
@@ -79,6 +98,8 @@ impl AuthFailures {
     pub fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        self.lookups_while_blocked.retain_recent();
+        self.lookups_while_blocked.shrink_to_fit();
         let now = Instant::now();
         if let Ok(mut blocked) = self.blocked.lock() {
             blocked.retain(|_, until| *until > now);
@@ -486,11 +507,16 @@ mod request_tests {
         assert!(limits.check(Bucket::General, None, v4("::ffff:192.0.2.1")).retry_after_s.is_none());
         assert!(limits.check(Bucket::General, None, v4("192.0.2.1")).retry_after_s.is_some(), "the same client");
         assert!(limits.check(Bucket::General, None, v4("::ffff:192.0.2.2")).retry_after_s.is_none());
-        let blocks = IpBlocks::new(0);
-        blocks.insert(v4("::ffff:192.0.2.1"), time::OffsetDateTime::now_utc() + Duration::from_secs(60));
-        assert!(blocks.blocked_until(v4("192.0.2.1")).is_some());
-        assert!(blocks.blocked_until(v4("::ffff:192.0.2.1")).is_some());
-        assert!(blocks.blocked_until(v4("192.0.2.2")).is_none());
+        let blocks = crate::blocks::IpBlocks::new(0);
+        let block = crate::blocks::ActiveBlock {
+            until: time::OffsetDateTime::now_utc() + Duration::from_secs(60),
+            scope: gofer_core::model::BlockScope::Anonymous,
+            reason: "test".into(),
+        };
+        blocks.insert(v4("::ffff:192.0.2.1"), block);
+        assert!(blocks.block(v4("192.0.2.1")).is_some());
+        assert!(blocks.block(v4("::ffff:192.0.2.1")).is_some());
+        assert!(blocks.block(v4("192.0.2.2")).is_none());
         let failures = AuthFailures::new(1, Duration::from_secs(60));
         assert!(failures.record_failure(v4("::ffff:192.0.2.1")).is_ok());
         assert!(failures.record_failure(v4("192.0.2.1")).is_err());
@@ -532,9 +558,13 @@ fn set_headers(headers: &mut actix_web::http::header::HeaderMap, decision: &Deci
     }
 }
 
-/// Middleware: resolves the client address, then limits the request per token (or per address
-/// without one); answers 429 `rate_limited` with `Retry-After` over the limit, and puts
-/// `RateLimit-Limit/Remaining/Reset` on every limited route's answer. Health probes are exempt.
+/// Middleware: resolves the client address, finds out who is asking ([`Caller`]: a presented
+/// API token is verified here, from the replica's cache when it can, and the outcome kept for the
+/// extractors), applies IP blocks and authentication-failure blocks to callers they refuse
+/// ([`crate::blocks::refuses`]: a paying tenant's or an operator's token passes an automatic
+/// block), then limits the request per token (or per address without a verified one); answers 429
+/// `rate_limited` with `Retry-After` over the limit, and puts `RateLimit-Limit/Remaining/Reset` on
+/// every limited route's answer. Health probes are exempt.
 pub async fn rate_limit(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<actix_web::body::BoxBody>,
@@ -547,33 +577,53 @@ pub async fn rate_limit(
     let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = resolve_client_ip(peer, forwarded, &state.config.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
-    let path = req.path();
+    let path = req.path().to_owned();
     if path == "/health" || path == "/ready" {
         return next.call(req).await;
     }
-    // Operators can always reach the blocks themselves (the route still needs an operator token).
-    if !path.starts_with("/api/v1/ip-blocks")
-        && let Some(until) = state.ip_blocks.blocked_until(ip)
+    let ip_block = state.ip_blocks.block(ip);
+    let failures_block = state.auth_failures.check_blocked(ip).err();
+    let bearer = crate::auth::bearer_of(req.headers());
+    let (caller, check) = match &bearer {
+        None => (Caller::Anonymous, None),
+        Some(token) => {
+            crate::auth::check_bearer(&state, token, ip, ip_block.is_some() || failures_block.is_some()).await
+        }
+    };
+    req.extensions_mut().insert(caller);
+    if let Some(check) = check {
+        req.extensions_mut().insert(check);
+    }
+    let blocks_route = path.starts_with("/api/v1/ip-blocks");
+    if let Some(block) = &ip_block
+        && crate::blocks::refuses(block, caller, blocks_route)
     {
-        return Ok(req.into_response(actix_web::ResponseError::error_response(&ip_blocked(until))));
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&crate::blocks::ip_blocked(block))));
+    }
+    if let Some(refusal) = failures_block
+        && caller != Caller::Verified
+        && !blocks_route
+    {
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&refusal)));
     }
     if !state.config.rate_limits.enabled {
         return next.call(req).await;
     }
-    let token_key = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
-        .filter(|t| !t.is_empty())
-        .map(|t| hex::encode(&gofer_tenants::token::hash_secret(t)[..16]));
+    let token_key = bearer.as_deref().map(|t| hex::encode(&gofer_tenants::token::hash_secret(t)[..16]));
     if let Some(key) = &token_key {
         req.extensions_mut().insert(TokenRateKey(key.clone()));
+        if let Some(crate::auth::BearerCheck::Verified(auth)) = req.extensions().get::<crate::auth::BearerCheck>() {
+            state.request_limits.learn(key, auth.requests_per_minute, auth.trial);
+        } else if caller == Caller::Verified {
+            // A run token: the default token rate, in its own bucket.
+            state.request_limits.learn(key, None, false);
+        }
     }
-    let decision = state.request_limits.check(bucket_of(req.method(), path), token_key.as_deref(), ip);
+    let decision = state.request_limits.check(bucket_of(req.method(), &path), token_key.as_deref(), ip);
     if let Some(retry_after_s) = decision.retry_after_s {
-        if state.ip_blocks.strike(ip) {
-            block_client(&state, ip, "rate_limits", state.config.ip_blocks.rate_limit_block_s).await;
+        // A verified token over its own limit says nothing about the others at its address.
+        if caller != Caller::Verified && state.ip_blocks.strike(ip) {
+            crate::blocks::block_client(&state, ip, "rate_limits", state.config.ip_blocks.rate_limit_block_s).await;
         }
         let mut response = actix_web::ResponseError::error_response(&ApiError::RateLimited { retry_after_s });
         set_headers(response.headers_mut(), &decision);
@@ -582,80 +632,4 @@ pub async fn rate_limit(
     let mut response = next.call(req).await?;
     set_headers(response.headers_mut(), &decision);
     Ok(response)
-}
-
-/// The client addresses blocked right now, in memory: checking a request costs one map lookup.
-/// Reloaded from Postgres when a replica announces a change (NOTIFY) and periodically; also
-/// counts each address's rate-limited answers, to block one that keeps hitting the limits.
-pub struct IpBlocks {
-    blocked: RwLock<HashMap<IpAddr, time::OffsetDateTime>>,
-    strikes: Option<DefaultKeyedRateLimiter<IpAddr>>,
-}
-
-impl IpBlocks {
-    /// `strikes_per_minute` rate-limited answers per address are tolerated; 0 never blocks.
-    pub fn new(strikes_per_minute: u32) -> Self {
-        Self {
-            blocked: RwLock::default(),
-            strikes: NonZeroU32::new(strikes_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-        }
-    }
-
-    /// When the client's block ends, if it is blocked.
-    pub fn blocked_until(&self, ip: IpAddr) -> Option<time::OffsetDateTime> {
-        let until = self.blocked.read().ok()?.get(&client_key(ip)).copied()?;
-        (until > time::OffsetDateTime::now_utc()).then_some(until)
-    }
-
-    /// Replaces the blocks with the active ones from the database.
-    pub fn replace(&self, active: impl IntoIterator<Item = (IpAddr, time::OffsetDateTime)>) {
-        let map: HashMap<IpAddr, time::OffsetDateTime> =
-            active.into_iter().map(|(ip, until)| (client_key(ip), until)).collect();
-        if let Ok(mut blocked) = self.blocked.write() {
-            *blocked = map;
-        }
-    }
-
-    /// Blocks a client here at once (the database and other replicas follow).
-    pub fn insert(&self, ip: IpAddr, until: time::OffsetDateTime) {
-        if let Ok(mut blocked) = self.blocked.write() {
-            blocked.insert(client_key(ip), until);
-        }
-    }
-
-    /// Counts a rate-limited answer; true when the client has now had too many and must be blocked.
-    pub fn strike(&self, ip: IpAddr) -> bool {
-        self.strikes.as_ref().is_some_and(|s| s.check_key(&client_key(ip)).is_err())
-    }
-
-    /// Forgets idle strike counters and ended blocks.
-    pub fn sweep(&self) {
-        if let Some(strikes) = &self.strikes {
-            strikes.retain_recent();
-            strikes.shrink_to_fit();
-        }
-        let now = time::OffsetDateTime::now_utc();
-        if let Ok(mut blocked) = self.blocked.write() {
-            blocked.retain(|_, until| *until > now);
-        }
-    }
-}
-
-/// The 403 `ip_blocked` answer, saying when the block ends.
-fn ip_blocked(until: time::OffsetDateTime) -> ApiError {
-    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    ApiError::Forbidden { code: "ip_blocked", detail: format!("this client address is blocked until {until}") }
-}
-
-/// Blocks `ip` here at once and in the database (which tells the other replicas) before the
-/// answer goes out, so an operator listing blocks right after sees it. Rare: only abusers pay it.
-pub(crate) async fn block_client(state: &crate::startup::AppState, ip: IpAddr, reason: &'static str, for_s: u64) {
-    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(for_s);
-    state.ip_blocks.insert(ip, until);
-    let address = client_key(ip).to_string();
-    tracing::warn!(client = %address, reason, block_s = for_s, "blocking a client address");
-    let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
-    if let Err(e) = gofer_billing::ip_blocks::block(&state.pool, &address, reason, duration).await {
-        tracing::error!(error = %e, client = %address, "recording an IP block failed");
-    }
 }

@@ -3,6 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::contract::Contract;
 use crate::routes;
 
 /// The API's OpenAPI document.
@@ -21,6 +22,7 @@ use crate::routes;
         routes::tenants::resume,
         routes::tenants::remove,
         routes::tenants::convert,
+        routes::trial::challenge,
         routes::trial::start,
         routes::ip_blocks::list,
         routes::ip_blocks::create,
@@ -87,7 +89,7 @@ use crate::routes;
         routes::secrets::delete_global_secret,
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Contract),
 )]
 pub struct ApiDoc;
 

@@ -49,6 +49,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(tenants::resume)
         .service(tenants::remove)
         .service(tenants::convert)
+        .service(trial::challenge)
         .service(trial::start)
         .service(ip_blocks::list)
         .service(ip_blocks::create)

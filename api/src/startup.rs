@@ -41,12 +41,15 @@ pub struct AppState {
     pub auth_failures: Arc<AuthFailures>,
     /// Run token keys.
     pub run_tokens: Arc<RunTokenKeys>,
+    /// TLS for forwarding attaches to replicas with `https://` URLs signed by the configured CA
+    /// (`attach.replica_ca_file`); `None`: the public roots.
+    pub replica_tls: Option<Arc<rustls::ClientConfig>>,
     /// Request rate limits.
     pub request_limits: Arc<RequestLimits>,
     /// Secret metadata and the store holding the values.
     pub secrets: Arc<gofer_secrets::Secrets>,
     /// Blocked client addresses.
-    pub ip_blocks: Arc<crate::limits::IpBlocks>,
+    pub ip_blocks: Arc<crate::blocks::IpBlocks>,
     /// Pipeline and run objects.
     pub objects: gofer_objects::Objects,
     /// The scheduler the engine runs tasks on (attach execs through it).
@@ -59,6 +62,10 @@ pub struct AppState {
     pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
     /// Complete runs, which never change, evicted when runs are deleted (NOTIFY).
     pub complete_runs: Arc<crate::run_cache::CompleteRuns>,
+    /// The key of the event ids tenants see.
+    pub event_ids: crate::event_ids::EventIds,
+    /// Long-lived streams open per tenant on this replica, under their plans' caps.
+    pub streams: crate::streams::StreamSlots,
 }
 
 impl AppState {
@@ -119,6 +126,7 @@ impl Application {
                 || "connecting to Postgres (is it running? `infra/postgres.sh start` starts the private one)",
             )?;
         MIGRATOR.run(&pool).await.context("applying database migrations")?;
+        let event_ids = crate::event_ids::EventIds::load(&pool).await.context("loading the event id key")?;
 
         let bootstrap_token =
             gofer_tenants::bootstrap(&pool, config.bootstrap_token.as_ref().map(|t| t.expose_secret()))
@@ -162,6 +170,7 @@ impl Application {
         let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), object_limits(&config));
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
+        let replica_tls = config.attach.replica_ca_file.as_deref().map(replica_tls).transpose()?;
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
         let engine_config = engine_config(&config, port, scheduler.as_ref());
         let api_url = engine_config.api_url.clone();
@@ -201,7 +210,7 @@ impl Application {
             config.rate_limits.start_runs_per_minute,
             config.rate_limits.trial_signups_per_minute,
         ));
-        let ip_blocks = Arc::new(crate::limits::IpBlocks::new(config.ip_blocks.rate_limited_per_minute));
+        let ip_blocks = Arc::new(crate::blocks::IpBlocks::new(config.ip_blocks.rate_limited_per_minute));
         crate::jobs::reload_ip_blocks(&pool, &ip_blocks).await.context("loading IP blocks")?;
         let token_cache = Arc::new(gofer_tenants::cache::TokenCache::new(
             Duration::from_secs(config.auth.token_cache_ttl_s),
@@ -267,6 +276,7 @@ impl Application {
             migrator: &MIGRATOR,
             auth_failures,
             run_tokens,
+            replica_tls,
             request_limits,
             secrets,
             ip_blocks,
@@ -276,7 +286,11 @@ impl Application {
             replica,
             token_cache,
             complete_runs,
+            event_ids,
+            streams: crate::streams::StreamSlots::default(),
         });
+        let routes =
+            web::Data::new(crate::contract::RouteTable::new(&<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi()));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::limits::rate_limit))
@@ -290,10 +304,13 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     ApiError::InvalidParameter { code: "invalid_query", detail: err.to_string() }.into()
                 }))
+                .app_data(routes.clone())
                 .configure(crate::routes::configure)
-                .default_service(web::to(|| async {
-                    ApiError::NotFound { code: "route_not_found", detail: "no such route".into() }
-                }))
+                .default_service(web::to(
+                    |req: actix_web::HttpRequest, routes: web::Data<crate::contract::RouteTable>| async move {
+                        crate::contract::no_route(&routes, req.method().as_str(), req.path())
+                    },
+                ))
         });
         let server = if http_workers > 0 { server.workers(http_workers) } else { server };
         let server = server.listen(listener)?.run();
@@ -470,6 +487,27 @@ fn stored_keys(config: &Config, file: &str, generate: fn() -> String) -> anyhow:
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// rustls settings trusting only the CA in `ca_file` (PEM), for replicas' `https://` URLs.
+fn replica_tls(ca_file: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("attach.replica_ca_file: reading {}", ca_file.display()))?;
+    for certificate in certificates {
+        let certificate = certificate
+            .with_context(|| format!("attach.replica_ca_file: {} holds no PEM certificate", ca_file.display()))?;
+        roots.add(certificate).with_context(|| format!("attach.replica_ca_file: {}", ca_file.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "attach.replica_ca_file: {} holds no certificate", ca_file.display());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The run token keys from the config, or the ones kept in the state dir (created on first start).

@@ -26,6 +26,7 @@ struct PlanRow {
     allow_network: bool,
     allow_attach: bool,
     untrusted: bool,
+    max_concurrent_streams: i32,
 }
 
 impl From<PlanRow> for Plan {
@@ -49,6 +50,7 @@ impl From<PlanRow> for Plan {
             allow_network: r.allow_network,
             allow_attach: r.allow_attach,
             untrusted: r.untrusted,
+            max_concurrent_streams: u(r.max_concurrent_streams),
         }
     }
 }
@@ -57,7 +59,7 @@ macro_rules! plan_columns {
     () => {
         "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
          task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach, \
-         max_pipeline_objects, max_pipeline_object_bytes, max_disk_mb, untrusted"
+         max_pipeline_objects, max_pipeline_object_bytes, max_disk_mb, untrusted, max_concurrent_streams"
     };
 }
 
@@ -69,7 +71,7 @@ fn l(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Binds a plan's fields as `$1`..`$17`, in the order of `plan_columns!`.
+/// Binds a plan's fields as `$1`..`$18`, in the order of `plan_columns!`.
 fn bind_plan<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     p: &'q Plan,
@@ -92,6 +94,7 @@ fn bind_plan<'q>(
         .bind(l(p.max_pipeline_object_bytes))
         .bind(i(p.max_disk_mb))
         .bind(p.untrusted)
+        .bind(i(p.max_concurrent_streams))
 }
 
 pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
@@ -99,7 +102,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
         sqlx::query(concat!(
             "INSERT INTO plans (",
             plan_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         )),
         p,
     )
@@ -114,11 +117,13 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
              max_cpu_millis = $6, max_memory_mb = $7, task_seconds_per_month = $8, object_storage_bytes = $9,
              requests_per_minute = $10, node_pool = $11, allow_network = $12, allow_attach = $13,
              max_pipeline_objects = $14, max_pipeline_object_bytes = $15, max_disk_mb = $16, untrusted = $17,
+             max_concurrent_streams = $18,
              modified_at = CASE WHEN (name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis,
                                       max_memory_mb, task_seconds_per_month, object_storage_bytes, requests_per_minute,
                                       node_pool, allow_network, allow_attach, max_pipeline_objects,
-                                      max_pipeline_object_bytes, max_disk_mb, untrusted)
-                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                                      max_pipeline_object_bytes, max_disk_mb, untrusted, max_concurrent_streams)
+                                     IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                                                       $18)
                                 THEN now() ELSE modified_at END
          WHERE id = $1",
     );
@@ -253,9 +258,58 @@ pub(crate) async fn usage_groups(
 // Trials and IP blocks are not tenant-owned: operators' and the service's own bookkeeping (owner role).
 
 /// Serialises trial signups of one client address for the rest of the transaction.
-pub(crate) async fn lock_address(conn: &mut PgConnection, address: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trial:' || $1))").bind(address).execute(conn).await?;
+/// Serialises trial sign-ups (all of them: the caps per network and per hour count across
+/// addresses).
+pub(crate) async fn lock_trials(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('gofer:trials'))").execute(conn).await?;
     Ok(())
+}
+
+/// Records a proof-of-work challenge as spent; false when it was spent already.
+pub(crate) async fn spend_challenge(
+    conn: &mut PgConnection,
+    id: &str,
+    expires: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let inserted =
+        sqlx::query("INSERT INTO trial_challenges_used (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(id)
+            .bind(expires)
+            .execute(conn)
+            .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub(crate) async fn forget_expired_challenges(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM trial_challenges_used WHERE expires_at < now()").execute(pool).await?;
+    Ok(done.rows_affected())
+}
+
+/// Trials started within `window` from addresses inside `network`, and when the oldest started.
+pub(crate) async fn network_trials_since(
+    conn: &mut PgConnection,
+    network: &ipnet::IpNet,
+    window: time::Duration,
+) -> Result<(i64, Option<OffsetDateTime>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), min(created_at) FROM trials
+         WHERE created_at > now() - make_interval(secs => $2) AND client_ip::inet <<= $1::cidr",
+    )
+    .bind(network.to_string())
+    .bind(window.as_seconds_f64())
+    .fetch_one(conn)
+    .await
+}
+
+/// Trials started within `window` from anywhere, and when the oldest started.
+pub(crate) async fn all_trials_since(
+    conn: &mut PgConnection,
+    window: time::Duration,
+) -> Result<(i64, Option<OffsetDateTime>), sqlx::Error> {
+    sqlx::query_as("SELECT count(*), min(created_at) FROM trials WHERE created_at > now() - make_interval(secs => $1)")
+        .bind(window.as_seconds_f64())
+        .fetch_one(conn)
+        .await
 }
 
 /// When a trial of `address` (not converted) last ran out of task-seconds, within `window`.
@@ -359,29 +413,36 @@ pub(crate) async fn mark_removed(pool: &PgPool, tenant: &TenantId) -> Result<(),
 struct BlockRow {
     client_ip: String,
     reason: String,
+    scope: String,
     created_at: OffsetDateTime,
     expires_at: OffsetDateTime,
 }
 
 impl From<BlockRow> for gofer_core::model::IpBlock {
     fn from(r: BlockRow) -> Self {
-        Self { address: r.client_ip, reason: r.reason, created: r.created_at, expires: r.expires_at }
+        // The column's check admits only the two scopes; anything else fails closed.
+        let scope = gofer_core::model::BlockScope::parse(&r.scope).unwrap_or(gofer_core::model::BlockScope::All);
+        Self { address: r.client_ip, reason: r.reason, scope, created: r.created_at, expires: r.expires_at }
     }
 }
 
-/// Blocks an address (extending an existing block) and tells every replica, in one statement.
+/// Blocks an address (extending an existing block, and widening its scope to `all` when either
+/// is) and tells every replica, in one statement.
 pub(crate) async fn upsert_block(
     pool: &PgPool,
     address: &str,
     reason: &str,
     duration: time::Duration,
+    scope: gofer_core::model::BlockScope,
 ) -> Result<gofer_core::model::IpBlock, sqlx::Error> {
     let row: BlockRow = sqlx::query_as(
         "WITH upserted AS (
-             INSERT INTO ip_blocks (client_ip, reason, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+             INSERT INTO ip_blocks (client_ip, reason, expires_at, scope)
+             VALUES ($1, $2, now() + make_interval(secs => $3), $5)
              ON CONFLICT (client_ip) DO UPDATE
-                 SET reason = EXCLUDED.reason, expires_at = GREATEST(ip_blocks.expires_at, EXCLUDED.expires_at)
-             RETURNING client_ip, reason, created_at, expires_at
+                 SET reason = EXCLUDED.reason, expires_at = GREATEST(ip_blocks.expires_at, EXCLUDED.expires_at),
+                     scope = CASE WHEN 'all' IN (ip_blocks.scope, EXCLUDED.scope) THEN 'all' ELSE 'anonymous' END
+             RETURNING client_ip, reason, scope, created_at, expires_at
          )
          SELECT u.*, pg_notify($4, u.client_ip) IS NULL AS notified FROM upserted u",
     )
@@ -389,6 +450,7 @@ pub(crate) async fn upsert_block(
     .bind(reason)
     .bind(duration.as_seconds_f64())
     .bind(crate::ip_blocks::CHANNEL)
+    .bind(scope.as_str())
     .fetch_one(pool)
     .await?;
     Ok(row.into())
@@ -412,7 +474,7 @@ pub(crate) async fn list_blocks(
     limit: i64,
 ) -> Result<Vec<gofer_core::model::IpBlock>, sqlx::Error> {
     let rows: Vec<BlockRow> = sqlx::query_as(
-        "SELECT client_ip, reason, created_at, expires_at FROM ip_blocks
+        "SELECT client_ip, reason, scope, created_at, expires_at FROM ip_blocks
          WHERE expires_at > now() AND ($1::text IS NULL OR client_ip > $1) ORDER BY client_ip LIMIT $2",
     )
     .bind(after)
@@ -422,8 +484,13 @@ pub(crate) async fn list_blocks(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-pub(crate) async fn active_blocks(pool: &PgPool) -> Result<Vec<(String, OffsetDateTime)>, sqlx::Error> {
-    sqlx::query_as("SELECT client_ip, expires_at FROM ip_blocks WHERE expires_at > now()").fetch_all(pool).await
+pub(crate) async fn active_blocks(pool: &PgPool) -> Result<Vec<gofer_core::model::IpBlock>, sqlx::Error> {
+    let rows: Vec<BlockRow> = sqlx::query_as(
+        "SELECT client_ip, reason, scope, created_at, expires_at FROM ip_blocks WHERE expires_at > now()",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(crate) async fn purge_blocks(pool: &PgPool) -> Result<u64, sqlx::Error> {

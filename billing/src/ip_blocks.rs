@@ -1,23 +1,24 @@
 //! IP blocks: client addresses refused with 403 `ip_blocked` until the block expires. Replicas
 //! keep the active blocks in memory, reloaded on [`CHANNEL`] notifications.
 
-use gofer_core::model::{IpBlock, PageRequest};
+use gofer_core::model::{BlockScope, IpBlock, PageRequest};
 use sqlx::PgPool;
-use time::OffsetDateTime;
 
 use crate::BillingError;
 
 /// The Postgres channel announcing block changes.
 pub const CHANNEL: &str = "gofer_ip_blocks";
 
-/// Blocks `address` until now + `duration` (an existing block is only ever extended).
+/// Blocks `address` until now + `duration` with `scope` (an existing block is only ever extended,
+/// and its scope only ever widened).
 pub async fn block(
     pool: &PgPool,
     address: &str,
     reason: &str,
     duration: time::Duration,
+    scope: BlockScope,
 ) -> Result<IpBlock, BillingError> {
-    Ok(crate::db::upsert_block(pool, address, reason, duration).await?)
+    Ok(crate::db::upsert_block(pool, address, reason, duration, scope).await?)
 }
 
 /// Removes a block.
@@ -34,8 +35,8 @@ pub async fn list(pool: &PgPool, page: &PageRequest<String>) -> Result<(Vec<IpBl
     Ok(page.finish(rows, |b| b.address.clone()))
 }
 
-/// Every active block: (address, until), for the in-memory cache.
-pub async fn active(pool: &PgPool) -> Result<Vec<(String, OffsetDateTime)>, BillingError> {
+/// Every active block, for the in-memory cache.
+pub async fn active(pool: &PgPool) -> Result<Vec<IpBlock>, BillingError> {
     Ok(crate::db::active_blocks(pool).await?)
 }
 

@@ -29,8 +29,10 @@ pub enum BillingError {
     #[error("{0}")]
     Invalid(String),
     /// This client address may not start another trial now.
-    #[error("{reason}; no new trial from this address before {until}")]
+    #[error("trial limit {limit}: {reason}; no new trial from this address before {until}")]
     TrialRefused {
+        /// The limit reached (its config field).
+        limit: &'static str,
         /// Why.
         reason: String,
         /// Until when (RFC 3339).
@@ -38,6 +40,9 @@ pub enum BillingError {
         /// The address made too many trials: block it.
         abuse: bool,
     },
+    /// The proof-of-work challenge bought a trial already.
+    #[error("challenge: this challenge was spent already; ask for a new one")]
+    ChallengeSpent,
     /// No block for this address.
     #[error("no block for address {0}")]
     IpBlockNotFound(String),

@@ -393,9 +393,9 @@ pub struct EventArgs {
     /// Only this run's events (needs --pipeline).
     #[arg(long)]
     pub run: Option<String>,
-    /// Start after this event id.
-    #[arg(long, default_value_t = 0)]
-    pub after: i64,
+    /// Start after this event (its id, as listed); without it, at the first event.
+    #[arg(long)]
+    pub after: Option<gofer_core::id::EventId>,
 }
 
 /// How usage is summed.
@@ -500,6 +500,10 @@ pub enum IpBlockCommand {
         /// Why (default: `operator`).
         #[arg(long)]
         reason: Option<String>,
+        /// What it refuses: `anonymous` (requests without a paying tenant's or an operator's
+        /// token) or `all` (everyone).
+        #[arg(long, default_value = "anonymous", value_parser = ["anonymous", "all"])]
+        scope: String,
     },
     /// Lift a block.
     Remove { address: String },

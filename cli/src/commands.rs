@@ -213,6 +213,7 @@ fn plans_table(items: &[Plan]) -> String {
             "disk",
             "task-s/month",
             "req/min",
+            "streams",
             "objects",
             "pipeline objects",
         ],
@@ -228,6 +229,7 @@ fn plans_table(items: &[Plan]) -> String {
                 format!("{}MiB", p.max_disk_mb),
                 p.task_seconds_per_month.to_string(),
                 p.requests_per_minute.to_string(),
+                p.max_concurrent_streams.to_string(),
                 format!("{}B", p.object_storage_bytes),
                 format!("{} / {}B", p.max_pipeline_objects, p.max_pipeline_object_bytes),
             ]

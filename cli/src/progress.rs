@@ -89,6 +89,34 @@ pub(crate) fn counted_file(
     })
 }
 
+/// A spinner for work of unknown length (a trial's proof of work), drawn like [`Transfer`] only
+/// on a terminal with table output, and cleared when dropped.
+pub(crate) struct Spinner(Option<ProgressBar>);
+
+impl Spinner {
+    /// A spinner showing `what`, when `ctx` draws progress at all.
+    pub(crate) fn new(ctx: &Ctx, what: String) -> Self {
+        if !draws_progress(ctx) {
+            return Self(None);
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        bar.set_message(what);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Self(Some(bar))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {

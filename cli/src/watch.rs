@@ -25,8 +25,8 @@ pub(crate) async fn watch(ctx: &Ctx, ns: &NamespaceId, p: &PipelineId, run: RunI
     let first = c.get_run(ns, p, run).await?;
     let config = c.get_config(ns, p, first.config_version).await?.config;
     let filter = EventFilter::run(ns, p, run);
-    let after = c.all_events(&filter, 0).await?.last().map_or(0, |e| e.id);
-    let mut stream = c.follow_events(&filter, after).await.ok();
+    let after = c.all_events(&filter, None).await?.pop().map(|e| e.id);
+    let mut stream = c.follow_events(&filter, after.as_ref()).await.ok();
     let terminal = ctx.human() && std::io::stdout().is_terminal();
     let mut drawn_lines = 0usize;
     let mut seen: BTreeMap<TaskId, (TaskState, TaskStatus)> = BTreeMap::new();
@@ -85,8 +85,8 @@ async fn wait_for_change(stream: &mut Option<EventStream>, client: &gofer_sdk::C
         Err(_) => {}
         Ok(Some(Ok(_))) => while let Ok(Some(Ok(_))) = tokio::time::timeout(COALESCE, events.next()).await {},
         Ok(None | Some(Err(_))) => {
-            let after = events.last_event_id();
-            *stream = client.follow_events(filter, after).await.ok();
+            let after = events.last_event_id().cloned();
+            *stream = client.follow_events(filter, after.as_ref()).await.ok();
         }
     }
 }

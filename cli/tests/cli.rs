@@ -272,7 +272,14 @@ async fn every_resource_has_working_commands() {
     assert_eq!(watched.code, 1, "a cancelled run is not a success: {watched:?}");
     assert!(watched.stdout.contains("cancelled"), "{watched:?}");
     let events = gofer(&acme, &["event", "list", "--pipeline", "ship", "-o", "json"]).await.json();
-    assert!(events.as_array().expect("array").iter().any(|e| e["kind"] == "run_completed"));
+    let events = events.as_array().expect("array");
+    assert!(events.iter().any(|e| e["kind"] == "run_completed"));
+    // Event ids are opaque strings (issue 19 item 6); `--after` takes one back, and refuses a number.
+    let first = events[0]["id"].as_str().expect("ids are strings");
+    let rest = gofer(&acme, &["event", "list", "--pipeline", "ship", "--after", first, "-o", "json"]).await.json();
+    assert_eq!(rest.as_array().map(Vec::len), Some(events.len() - 1), "{rest}");
+    assert_eq!(rest[0]["id"], events[1]["id"]);
+    assert_eq!(gofer(&acme, &["event", "list", "--after", "5"]).await.code, 2);
 
     assert_eq!(gofer(&acme, &["pipeline", "delete", "ship", "--delete-runs"]).await.code, 0);
     assert_eq!(gofer(&acme, &["pipeline", "get", "ship"]).await.code, 3);

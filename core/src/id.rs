@@ -210,6 +210,59 @@ positive_id!(
     "deployment"
 );
 
+/// An event's id as its tenant sees it: an opaque token of [`EventId::LEN`] URL-safe characters
+/// (`A-Z a-z 0-9 - _`). The server makes it from the event's place in the database's one sequence
+/// with a key of the tenant's own, so ids say nothing about other tenants' events, nor how many
+/// there were (docs/api.md, "Events"); only the server can tell which event an id names. This type
+/// checks the shape only; whether an id was handed out to a tenant is the server's question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// The length of every event id.
+    pub const LEN: usize = 22;
+
+    /// Checks the shape of an id as a client sent it (`after=`, `Last-Event-ID`, …).
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let shaped =
+            value.len() == Self::LEN && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if shaped {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(IdError {
+                kind: "event",
+                value: value.chars().take(80).collect(),
+                reason: "must be an event id as the API gave it (22 characters A-Z a-z 0-9 - _)",
+            })
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +309,17 @@ mod tests {
         assert!(serde_json::from_str::<Version>("0").is_err());
         assert_eq!(serde_json::from_str::<Version>("4").unwrap().get(), 4);
         assert_eq!(serde_json::to_string(&DeploymentId::from_i64(5)).unwrap(), "5");
+    }
+
+    #[test]
+    fn event_ids_are_checked_for_their_shape_only() {
+        let ok = "AbCdEfGhIjKlMnOpQr-_09";
+        assert_eq!(EventId::parse(ok).unwrap().as_str(), ok);
+        assert_eq!(serde_json::to_string(&EventId::parse(ok).unwrap()).unwrap(), format!("\"{ok}\""));
+        for bad in ["", "42", "AbCdEfGhIjKlMnOpQr-_0", "AbCdEfGhIjKlMnOpQr-_09x", "AbCdEfGhIjKlMnOpQr+/09"] {
+            assert_eq!(EventId::parse(bad).unwrap_err().kind, "event", "{bad}");
+        }
+        assert!(serde_json::from_str::<EventId>("42").is_err());
+        assert!(serde_json::from_str::<EventId>("\"short\"").is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod id;
 pub mod json;
 pub mod model;
 pub mod objects;
+pub mod proof_of_work;
 pub mod scheduler;
 pub mod secrets;
 pub mod state;

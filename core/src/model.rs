@@ -368,9 +368,12 @@ impl<K> PageRequest<K> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
-    /// Unique id; resume a stream or history after it. Events come in stream order (by writing
-    /// transaction, then id): increasing ids, except between transactions that overlapped.
-    pub id: i64,
+    /// Unique, opaque id (22 characters); resume a stream or history after it. Events come in
+    /// stream order (the order in which they became final), which ids do not tell: they are made
+    /// with a key of the tenant's own, so they say nothing about other tenants' events.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 22, max_length = 22,
+        pattern = "^[A-Za-z0-9_-]{22}$", example = "q3ZkT0bX8yLm1VwPcR2sAg"))]
+    pub id: crate::id::EventId,
     /// What happened.
     pub kind: crate::EventKind,
     /// The namespace, when the event is about something inside one.
@@ -479,6 +482,11 @@ pub struct Plan {
     /// Whether the tenant's tokens may attach to running tasks (false on the trial plan).
     #[serde(default = "default_allow_attach")]
     pub allow_attach: bool,
+    /// Long-lived streams (event streams, log follows, attach sessions) the tenant may hold open
+    /// at once on each API replica; one more is refused with 429 `too_many_streams`. Default 20
+    /// (the trial plan: 3).
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
     /// Whether the plan's tenants are untrusted (anonymous trials: true on the trial plan). The
     /// local sandbox refuses their tasks on a host without per-task cgroups, unless the operator
     /// opts out (`sandbox.allow_untrusted_without_cgroups`). Default false.
@@ -492,6 +500,13 @@ fn default_allow_attach() -> bool {
 
 fn default_allow_network() -> bool {
     true
+}
+
+/// `max_concurrent_streams` of a plan that does not say.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 20;
+
+fn default_max_concurrent_streams() -> u32 {
+    DEFAULT_MAX_CONCURRENT_STREAMS
 }
 
 /// `max_disk_mb` of a plan that does not say (10 GiB).
@@ -514,14 +529,77 @@ fn default_max_pipeline_object_bytes() -> u64 {
     DEFAULT_MAX_PIPELINE_OBJECT_BYTES
 }
 
+/// A proof-of-work challenge for a trial sign-up (`POST /api/v1/trial/challenges`): find a nonce
+/// that [`crate::proof_of_work::meets`] it, then send both to `POST /api/v1/trial` before it
+/// expires. Each challenge buys one trial, from the address that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrialChallenge {
+    /// The challenge, opaque: hash it as it is.
+    pub challenge: String,
+    /// The scheme: `sha256-leading-zero-bits` ([`crate::proof_of_work::ALGORITHM`]).
+    pub algorithm: String,
+    /// Leading zero bits the hash must have.
+    pub bits: u8,
+    /// When it stops being accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+}
+
+/// Body of `POST /api/v1/trial`: a challenge and the nonce that solves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TrialProof {
+    /// The challenge, as `POST /api/v1/trial/challenges` answered it.
+    pub challenge: String,
+    /// The nonce found.
+    pub nonce: u64,
+}
+
+/// What an IP block refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum BlockScope {
+    /// Requests without a token, trial sign-ups, trial tenants' tokens and failed
+    /// authentications; a paying tenant's or an operator's verified token passes (many people
+    /// can share one address). Every automatic block, and operators' by default.
+    #[default]
+    Anonymous,
+    /// Everyone (a hostile network), except the operator's own routes to list and lift blocks.
+    All,
+}
+
+impl BlockScope {
+    /// The scope's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockScope::Anonymous => "anonymous",
+            BlockScope::All => "all",
+        }
+    }
+
+    /// Parses `anonymous` or `all`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "anonymous" => Some(BlockScope::Anonymous),
+            "all" => Some(BlockScope::All),
+            _ => None,
+        }
+    }
+}
+
 /// A client address refused with 403 `ip_blocked` until the block expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IpBlock {
     /// The blocked client: an IPv4 address, or an IPv6 /64 as its network address.
     pub address: String,
-    /// Why (`trial_signups`, `rate_limits`, or an operator's text).
+    /// Why (`trial_signups`, `rate_limits`, `auth_failures`, or an operator's text).
     pub reason: String,
+    /// What the block refuses.
+    pub scope: BlockScope,
     /// When the block was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -639,6 +717,7 @@ mod plan_tests {
             node_pool: None,
             allow_network: true,
             allow_attach: true,
+            max_concurrent_streams: 3,
             untrusted: false,
         }
     }

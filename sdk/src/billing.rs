@@ -3,6 +3,7 @@
 use gofer_core::TenantId;
 use gofer_core::model::{IpBlock, Page, Tenant};
 pub use gofer_core::model::{MonthToDate, UsageReport};
+pub use gofer_core::model::{TrialChallenge, TrialProof};
 use serde::{Deserialize, Serialize};
 
 use crate::routes::*;
@@ -73,10 +74,24 @@ impl Client {
         Ok(self.raw(request).await?.text().await?)
     }
 
-    /// `POST /trial`: a new trial tenant and its token (no token needed; the client's own is not
-    /// sent).
+    /// `POST /trial/challenges`: a proof-of-work challenge for one trial sign-up (no token needed;
+    /// the client's own is not sent).
+    pub async fn trial_challenge(&self) -> Result<TrialChallenge, Error> {
+        self.send(self.http.post(format!("{}{}", self.base, TRIAL_CHALLENGE.fill(&[])))).await
+    }
+
+    /// `POST /trial` with a solved challenge: a new trial tenant and its token (no token needed;
+    /// the client's own is not sent).
+    pub async fn start_trial_with(&self, proof: &TrialProof) -> Result<TenantCreated, Error> {
+        self.send(self.http.post(format!("{}{}", self.base, START_TRIAL.fill(&[]))).json(proof)).await
+    }
+
+    /// A new trial: asks for a challenge, solves it (about a second of one core at the service's
+    /// default difficulty, off the async runtime's threads), and starts the trial with it.
     pub async fn start_trial(&self) -> Result<TenantCreated, Error> {
-        self.send(self.http.post(format!("{}{}", self.base, START_TRIAL.fill(&[])))).await
+        let challenge = self.trial_challenge().await?;
+        let proof = solve_trial_challenge(challenge).await?;
+        self.start_trial_with(&proof).await
     }
 
     /// `POST /tenants/{tenant}/convert` (operator): moves a trial tenant to `plan`.
@@ -97,8 +112,10 @@ impl Client {
         address: &str,
         duration_s: u64,
         reason: Option<&str>,
+        scope: gofer_core::model::BlockScope,
     ) -> Result<IpBlock, Error> {
-        let body = serde_json::json!({ "address": address, "duration_s": duration_s, "reason": reason });
+        let body =
+            serde_json::json!({ "address": address, "duration_s": duration_s, "reason": reason, "scope": scope });
         self.one(self.request(CREATE_IP_BLOCK, &[]).json(&body), "block").await
     }
 
@@ -106,4 +123,18 @@ impl Client {
     pub async fn delete_ip_block(&self, address: &str) -> Result<(), Error> {
         self.empty(self.request(DELETE_IP_BLOCK, &[&address])).await
     }
+}
+
+/// Solves a trial challenge on a blocking thread ([`gofer_core::proof_of_work::solve`]).
+pub async fn solve_trial_challenge(challenge: TrialChallenge) -> Result<TrialProof, Error> {
+    if challenge.algorithm != gofer_core::proof_of_work::ALGORITHM {
+        return Err(Error::ProofOfWork(format!("unknown algorithm {:?}", challenge.algorithm)));
+    }
+    tokio::task::spawn_blocking(move || {
+        let nonce = gofer_core::proof_of_work::solve(&challenge.challenge, challenge.bits, |_| true)
+            .ok_or_else(|| Error::ProofOfWork("no nonce solves it".into()))?;
+        Ok(TrialProof { challenge: challenge.challenge, nonce })
+    })
+    .await
+    .map_err(|e| Error::ProofOfWork(e.to_string()))?
 }

@@ -22,7 +22,9 @@ mod stream;
 mod tenancy;
 
 pub use attach::{AttachEvent, AttachOptions, AttachReader, AttachWriter};
-pub use billing::{MonthToDate, UsageGroupBy, UsageQuery, UsageReport};
+pub use billing::{
+    MonthToDate, TrialChallenge, TrialProof, UsageGroupBy, UsageQuery, UsageReport, solve_trial_challenge,
+};
 pub use builder::{Pipeline, Task};
 pub use gofer_core::Condition;
 pub use objects::ObjectDownload;
@@ -57,6 +59,9 @@ pub enum Error {
     /// A streamed answer held something this client cannot read.
     #[error("unreadable stream data: {0}")]
     Decode(String),
+    /// A trial's proof-of-work challenge could not be solved (an unknown scheme, or no solution).
+    #[error("the trial challenge could not be solved: {0}")]
+    ProofOfWork(String),
 }
 
 impl Error {
@@ -64,7 +69,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api(p) => Some(&p.code),
-            Error::Transport(_) | Error::Decode(_) => None,
+            Error::Transport(_) | Error::Decode(_) | Error::ProofOfWork(_) => None,
         }
     }
 
@@ -73,7 +78,7 @@ impl Error {
         match self {
             Error::Api(p) => Some(p.status),
             Error::Transport(e) => e.status().map(|s| s.as_u16()),
-            Error::Decode(_) => None,
+            Error::Decode(_) | Error::ProofOfWork(_) => None,
         }
     }
 }

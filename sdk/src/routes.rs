@@ -170,6 +170,8 @@ routes! {
     USAGE = "GET" "/api/v1/usage";
     /// A tenant's usage, JSON or CSV (operator).
     TENANT_USAGE = "GET" "/api/v1/tenants/{tenant}/usage";
+    /// A proof-of-work challenge for a trial sign-up.
+    TRIAL_CHALLENGE = "POST" "/api/v1/trial/challenges";
     /// Start an anonymous trial.
     START_TRIAL = "POST" "/api/v1/trial";
     /// Move a trial tenant to a paid plan (operator).

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 use gofer_core::debug::RunDebug;
+use gofer_core::id::EventId;
 use gofer_core::model::{Event, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::timeline::RunTimeline;
 use gofer_core::{NamespaceId, PipelineId, RunId, TaskId};
@@ -166,10 +167,10 @@ impl Client {
         Ok(Box::pin(response.bytes_stream().map(|chunk| chunk.map_err(Error::Transport))))
     }
 
-    /// `GET /events`: one page of the tenant's events after the event `after` (0: from the
+    /// `GET /events`: one page of the tenant's events after the event `after` (`None`: from the
     /// first), oldest first. Resume with the last item's id; `next_cursor` is null on the last
     /// page available now.
-    pub async fn list_events(&self, after: i64, limit: u32) -> Result<Page<Event>, Error> {
+    pub async fn list_events(&self, after: Option<&EventId>, limit: u32) -> Result<Page<Event>, Error> {
         self.list_events_filtered(&EventFilter::default(), after, limit).await
     }
 
@@ -177,21 +178,21 @@ impl Client {
     pub async fn list_events_filtered(
         &self,
         filter: &EventFilter,
-        after: i64,
+        after: Option<&EventId>,
         limit: u32,
     ) -> Result<Page<Event>, Error> {
         let mut query = filter.query();
-        query.extend([("after", after.to_string()), ("limit", limit.to_string())]);
+        query.extend(after.map(|id| ("after", id.to_string())));
+        query.push(("limit", limit.to_string()));
         self.send(self.request(LIST_EVENTS, &[]).query(&query)).await
     }
 
-    /// Every event matching `filter` after `after` that exists now.
-    pub async fn all_events(&self, filter: &EventFilter, after: i64) -> Result<Vec<Event>, Error> {
-        let mut events = Vec::new();
-        let mut after = after;
+    /// Every event matching `filter` after `after` (`None`: from the first) that exists now.
+    pub async fn all_events(&self, filter: &EventFilter, after: Option<&EventId>) -> Result<Vec<Event>, Error> {
+        let mut events: Vec<Event> = Vec::new();
         loop {
-            let page = self.list_events_filtered(filter, after, gofer_core::model::MAX_PAGE_LIMIT).await?;
-            after = page.items.last().map_or(after, |e| e.id);
+            let from = events.last().map(|e| &e.id).or(after);
+            let page = self.list_events_filtered(filter, from, gofer_core::model::MAX_PAGE_LIMIT).await?;
             let done = page.next_cursor.is_none() || page.items.is_empty();
             events.extend(page.items);
             if done {
@@ -200,11 +201,11 @@ impl Client {
         }
     }
 
-    /// `GET /events` as a live stream of the events after `after` (0: from the first).
-    pub async fn follow_events(&self, filter: &EventFilter, after: i64) -> Result<EventStream, Error> {
+    /// `GET /events` as a live stream of the events after `after` (`None`: from the first).
+    pub async fn follow_events(&self, filter: &EventFilter, after: Option<&EventId>) -> Result<EventStream, Error> {
         let mut query = filter.query();
-        query.push(("after", after.to_string()));
+        query.extend(after.map(|id| ("after", id.to_string())));
         let request = self.request(LIST_EVENTS, &[]).query(&query).header("Accept", "text/event-stream");
-        Ok(EventStream::new(self.raw(request).await?, after))
+        Ok(EventStream::new(self.raw(request).await?, after.cloned()))
     }
 }

@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use gofer_core::id::EventId;
 use gofer_core::model::Event;
 
 use crate::Error;
@@ -19,11 +20,11 @@ pub type LogStream = ByteStream;
 pub struct EventStream {
     body: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
     buffer: Vec<u8>,
-    last_event_id: i64,
+    last_event_id: Option<EventId>,
 }
 
 impl EventStream {
-    pub(crate) fn new(response: reqwest::Response, after: i64) -> Self {
+    pub(crate) fn new(response: reqwest::Response, after: Option<EventId>) -> Self {
         Self { body: Box::pin(response.bytes_stream()), buffer: Vec::new(), last_event_id: after }
     }
 
@@ -44,9 +45,10 @@ impl EventStream {
         }
     }
 
-    /// The id of the last event received (or the one the stream started after).
-    pub fn last_event_id(&self) -> i64 {
-        self.last_event_id
+    /// The id of the last event received (or the one the stream started after; `None` for a
+    /// stream from the first event that has received nothing yet).
+    pub fn last_event_id(&self) -> Option<&EventId> {
+        self.last_event_id.as_ref()
     }
 
     /// One frame: comments and frames without data (`retry:`) are skipped.
@@ -69,7 +71,7 @@ impl EventStream {
         }
         match serde_json::from_str::<Event>(&data) {
             Ok(event) => {
-                self.last_event_id = event.id;
+                self.last_event_id = Some(event.id.clone());
                 Some(Ok(event))
             }
             Err(e) => Some(Err(Error::Decode(e.to_string()))),

@@ -51,6 +51,12 @@ impl TokenCache {
         Ok(found)
     }
 
+    /// Resolves a presented bearer secret from memory only: `None` when this replica has not
+    /// verified it recently (for addresses that may not cost a database lookup).
+    pub fn cached(&self, presented: &str) -> Option<Authentication> {
+        self.memo.get(&crate::token::hash_secret(presented), Instant::now())
+    }
+
     fn store(&self, hash: Vec<u8>, auth: &Authentication, generation: u64, now: Instant) {
         // Never past the token's own expiry.
         let not_after = match auth.expires {

@@ -105,8 +105,9 @@ impl RunTokenKeys {
         jsonwebtoken::encode(&header, &claims, encoding).map_err(|e| RunTokenError::Signing(e.to_string()))
     }
 
-    /// Checks a presented token: known key, HS256, issuer, not expired. `None` for anything else.
-    pub fn verify(&self, token: &str) -> Option<RunScope> {
+    /// The key that signed `token` (HS256, a known `kid`) and the checks every signed thing of
+    /// the service gets: this issuer, unexpired, no leeway.
+    fn validation(&self, token: &str) -> Option<(&DecodingKey, Validation)> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::HS256 {
             return None;
@@ -115,6 +116,12 @@ impl RunTokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.leeway = 0;
+        Some((decoding, validation))
+    }
+
+    /// Checks a presented token: known key, HS256, issuer, not expired. `None` for anything else.
+    pub fn verify(&self, token: &str) -> Option<RunScope> {
+        let (decoding, validation) = self.validation(token)?;
         let claims = jsonwebtoken::decode::<Claims>(token, decoding, &validation).ok()?.claims;
         Some(RunScope {
             tenant: claims.tenant.parse().ok()?,
@@ -122,6 +129,56 @@ impl RunTokenKeys {
             pipeline: claims.pipeline.parse().ok()?,
             run: RunId::from_i64(claims.run),
         })
+    }
+}
+
+/// The envelope of an assertion: the service's claims around the caller's.
+#[derive(Serialize, Deserialize)]
+struct Assertion<T> {
+    iss: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
+    #[serde(flatten)]
+    claims: T,
+}
+
+impl RunTokenKeys {
+    /// Signs `claims` as a short-lived assertion for `audience` (what it is for, e.g.
+    /// `gofer-trial-challenge`), valid until `expires`: something the service hands out and checks
+    /// later itself, on any replica. Assertions never verify as run tokens (they carry an
+    /// audience and none of a run token's claims), nor as assertions for another audience.
+    pub fn sign_assertion<T: Serialize>(
+        &self,
+        audience: &str,
+        claims: T,
+        expires: OffsetDateTime,
+    ) -> Result<String, RunTokenError> {
+        let (encoding, _) = &self.keys[&self.active];
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.active.clone());
+        let assertion = Assertion {
+            iss: ISSUER.into(),
+            aud: audience.into(),
+            iat: OffsetDateTime::now_utc().unix_timestamp(),
+            exp: expires.unix_timestamp(),
+            claims,
+        };
+        jsonwebtoken::encode(&header, &assertion, encoding).map_err(|e| RunTokenError::Signing(e.to_string()))
+    }
+
+    /// Checks an assertion for `audience`: known key, HS256, issuer, audience, not expired.
+    /// Answers its claims and when it expires; `None` for anything else.
+    pub fn verify_assertion<T: serde::de::DeserializeOwned>(
+        &self,
+        audience: &str,
+        token: &str,
+    ) -> Option<(T, OffsetDateTime)> {
+        let (decoding, mut validation) = self.validation(token)?;
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        let assertion = jsonwebtoken::decode::<Assertion<T>>(token, decoding, &validation).ok()?.claims;
+        Some((assertion.claims, OffsetDateTime::from_unix_timestamp(assertion.exp).ok()?))
     }
 }
 
@@ -188,5 +245,28 @@ mod tests {
         tampered.replace_range(tampered.len() - 3.., "AAA");
         assert_eq!(old.verify(&tampered), None);
         assert!(RunTokenKeys::new(&BTreeMap::from([("k".to_owned(), "c2hvcnQ=".to_owned())]), "k").is_err());
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Note {
+        said: String,
+    }
+
+    #[test]
+    fn assertions_verify_only_for_their_audience_and_never_as_run_tokens() {
+        let k = keys("k1", &RunTokenKeys::generate_secret());
+        let soon = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let assertion = k.sign_assertion("gofer-test", Note { said: "hi".into() }, soon).unwrap();
+        let (note, expires) = k.verify_assertion::<Note>("gofer-test", &assertion).expect("verifies");
+        assert_eq!((note.said.as_str(), expires.unix_timestamp()), ("hi", soon.unix_timestamp()));
+        assert!(k.verify_assertion::<Note>("gofer-other", &assertion).is_none(), "another audience");
+        assert_eq!(k.verify(&assertion), None, "an assertion is no run token");
+        let run_token = k.mint(&scope(), soon).unwrap();
+        assert!(k.verify_assertion::<serde_json::Value>("gofer-test", &run_token).is_none(), "nor the reverse");
+        let expired = k.sign_assertion("gofer-test", Note { said: "old".into() }, OffsetDateTime::now_utc()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(k.verify_assertion::<Note>("gofer-test", &expired).is_none(), "expired");
+        let other = keys("k1", &RunTokenKeys::generate_secret());
+        assert!(other.verify_assertion::<Note>("gofer-test", &assertion).is_none(), "another key");
     }
 }

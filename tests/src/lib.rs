@@ -94,6 +94,8 @@ pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_a
     config.rate_limits.per_token_per_minute = 1_000_000;
     config.rate_limits.anonymous_per_minute = 1_000_000;
     config.rate_limits.start_runs_per_minute = 1_000_000;
+    // A trial's proof of work costs a few hundred hashes in tests (debug builds hash slowly).
+    config.trial.proof_of_work_bits = 8;
     // Many tests change tokens, tenants and plans straight in the database and expect the very
     // next request to see it; the cache would see it only when the NOTIFY arrives (about a
     // millisecond later). tests/tests/token_cache.rs turns the cache on and tests exactly that.
@@ -347,6 +349,13 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The event ids `tenant` sees, made with the server's key (stored in the database at start),
+    /// to compare what the API shows with the rows of `events`.
+    pub async fn event_ids(&self, tenant: &str) -> gofer_api::event_ids::TenantEventIds {
+        let ids = gofer_api::event_ids::EventIds::load(&self.db).await.expect("the event id key");
+        ids.tenant(&gofer_core::TenantId::parse(tenant).expect("a tenant id"))
+    }
+
     /// Polls until the server has exactly `n` open event streams and log follows, failing the
     /// test after `timeout`.
     pub async fn wait_for_open_streams(&self, n: usize, timeout: Duration) {
@@ -368,8 +377,8 @@ impl TenantClient<'_> {
         let sdk = self.sdk();
         let mut events: Vec<Event> = Vec::new();
         loop {
-            let after = events.last().map_or(0, |e| e.id);
-            let page = sdk.list_events(after, 500).await.expect("list events");
+            let after = events.last().map(|e| e.id.clone());
+            let page = sdk.list_events(after.as_ref(), 500).await.expect("list events");
             let last_page = page.next_cursor.is_none();
             events.extend(page.items);
             if last_page {
@@ -487,4 +496,13 @@ impl SseConnection {
             }
         }
     }
+}
+
+/// The body of `POST /api/v1/trial` that pays for a trial: `challenge` (the answer of
+/// `POST /api/v1/trial/challenges`) solved.
+pub fn solved(challenge: &Value) -> Value {
+    let text = challenge["challenge"].as_str().expect("challenge");
+    let bits = u8::try_from(challenge["bits"].as_u64().expect("bits")).expect("bits fit");
+    let nonce = gofer_core::proof_of_work::solve(text, bits, |_| true).expect("a solution");
+    serde_json::json!({"challenge": text, "nonce": nonce})
 }

@@ -21,6 +21,13 @@ async fn from(app: &TestApp, source: &str, method: &str, path: &str, body: Optio
     from_with_bearer(app, source, method, path, body, None).await
 }
 
+/// A paid trial sign-up from `source`: a challenge asked for and solved from that address.
+async fn trial_from(app: &TestApp, source: &str) -> Answer {
+    let challenge = from(app, source, "POST", "/api/v1/trial/challenges", None).await;
+    assert_eq!(challenge.status, 201, "{challenge:?}");
+    from(app, source, "POST", "/api/v1/trial", Some(&gofer_tests::solved(&challenge.body))).await
+}
+
 /// [`from`] with an `Authorization: Bearer` header.
 async fn from_with_bearer(
     app: &TestApp,
@@ -57,12 +64,12 @@ async fn from_with_bearer(
 #[tokio::test]
 async fn ipv4_clients_of_a_dual_stack_listener_have_a_trial_allowance_each() {
     let app = dual_stack(|c| c.trial.max_per_address_per_day = 1).await;
-    assert_eq!(from(&app, "127.0.0.2", "POST", "/api/v1/trial", None).await.status, 201);
-    let refused = from(&app, "127.0.0.2", "POST", "/api/v1/trial", None).await;
+    assert_eq!(trial_from(&app, "127.0.0.2").await.status, 201);
+    let refused = trial_from(&app, "127.0.0.2").await;
     assert_eq!((refused.status, refused.code()), (403, "ip_blocked"), "{refused:?}");
     // Before the fix every IPv4 peer was keyed `::`: one visitor locked out all IPv4 clients.
-    assert_eq!(from(&app, "127.0.0.3", "POST", "/api/v1/trial", None).await.status, 201, "another IPv4 client");
-    assert_eq!(from(&app, "::1", "POST", "/api/v1/trial", None).await.status, 201, "an IPv6 client");
+    assert_eq!(trial_from(&app, "127.0.0.3").await.status, 201, "another IPv4 client");
+    assert_eq!(trial_from(&app, "::1").await.status, 201, "an IPv6 client");
     let mut addresses: Vec<String> =
         sqlx::query_scalar("SELECT client_ip FROM trials").fetch_all(&app.db).await.expect("trials");
     addresses.sort();
@@ -108,7 +115,7 @@ async fn an_operators_block_of_an_ipv4_address_holds_on_a_dual_stack_listener() 
 #[tokio::test]
 async fn a_trial_cannot_mint_tokens_of_its_own_and_a_paying_tenant_can() {
     let app = dual_stack(|_| {}).await;
-    let trial = from(&app, "127.0.0.2", "POST", "/api/v1/trial", None).await;
+    let trial = trial_from(&app, "127.0.0.2").await;
     assert_eq!(trial.status, 201, "{trial:?}");
     let trial_token = trial.body["token"].as_str().expect("trial token").to_owned();
     let trial_id = trial.body["tenant"]["id"].as_str().expect("trial id").to_owned();
@@ -156,14 +163,125 @@ async fn made_up_bearers_buy_no_fresh_bucket_on_public_routes() {
         statuses.push((answer.status, answer.code().to_owned()));
     }
     let passed = statuses.iter().filter(|(status, _)| *status == 200).count();
-    // The address's budget of 3, less the paying token's first request (counted there too:
-    // until then its token was unknown), not one per bearer.
-    assert_eq!(passed, 2, "the address's budget, not one per bearer: {statuses:?}");
-    assert!(statuses[2..].iter().all(|(status, code)| *status == 429 && code == "rate_limited"), "{statuses:?}");
+    // The address's budget of 3 (the paying token's requests count in its own bucket), not one
+    // per bearer.
+    assert_eq!(passed, 3, "the address's budget, not one per bearer: {statuses:?}");
+    assert!(statuses[3..].iter().all(|(status, code)| *status == 429 && code == "rate_limited"), "{statuses:?}");
     assert_eq!(from(&app, "127.0.0.7", "GET", "/api/v1/openapi.json", None).await.status, 429, "nor anonymously");
     // The authenticated token counts in its own bucket, and other addresses are untouched.
     let whoami = from_with_bearer(&app, "127.0.0.7", "GET", "/api/v1/tokens/whoami", None, Some(&paying.token)).await;
     assert_eq!(whoami.status, 200, "{whoami:?}");
     let bystander = from_with_bearer(&app, "127.0.0.8", "GET", "/api/v1/openapi.json", None, Some("made-up-9")).await;
     assert_eq!(bystander.status, 200, "{bystander:?}");
+}
+
+/// From `source`: a paying tenant's token and the operator's pass, while anonymous requests, a
+/// trial's token and a made-up token are refused with `status`/`code`.
+async fn only_verified_tokens_pass(
+    app: &TestApp,
+    source: &str,
+    paying: &str,
+    trial: Option<&str>,
+    status: u16,
+    code: &str,
+) {
+    let anonymous = from(app, source, "GET", "/api/v1/openapi.json", None).await;
+    assert_eq!((anonymous.status, anonymous.code()), (status, code), "anonymous: {anonymous:?}");
+    let made_up = from_with_bearer(app, source, "GET", "/api/v1/tokens/whoami", None, Some("gofer_made-up")).await;
+    assert_eq!((made_up.status, made_up.code()), (status, code), "made-up token: {made_up:?}");
+    if let Some(trial) = trial {
+        let refused = from_with_bearer(app, source, "GET", "/api/v1/tokens/whoami", None, Some(trial)).await;
+        assert_eq!((refused.status, refused.code()), (status, code), "trial token: {refused:?}");
+    }
+    let whoami = from_with_bearer(app, source, "GET", "/api/v1/tokens/whoami", None, Some(paying)).await;
+    assert_eq!(whoami.status, 200, "a paying tenant's token passes: {whoami:?}");
+    let tenants = from_with_bearer(app, source, "GET", "/api/v1/tenants", None, Some(&app.operator_token)).await;
+    assert_eq!(tenants.status, 200, "the operator's token passes: {tenants:?}");
+}
+
+#[tokio::test]
+async fn a_trial_abuse_block_refuses_anonymous_and_trial_requests_but_not_paying_or_operator_tokens() {
+    let app = dual_stack(|c| c.trial.max_per_address_per_day = 1).await;
+    let paying = app.tenant("acme").await;
+    let trial = trial_from(&app, "127.0.0.10").await;
+    let trial_token = trial.body["token"].as_str().expect("trial token").to_owned();
+    let blocked = trial_from(&app, "127.0.0.10").await;
+    assert_eq!((blocked.status, blocked.code()), (403, "ip_blocked"), "{blocked:?}");
+    only_verified_tokens_pass(&app, "127.0.0.10", &paying.token, Some(&trial_token), 403, "ip_blocked").await;
+    let refusal = from(&app, "127.0.0.10", "GET", "/api/v1/openapi.json", None).await;
+    let detail = refusal.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("anonymous block")
+            && detail.contains("until")
+            && detail.contains("paying tenant's or an operator's token passes"),
+        "{detail}"
+    );
+    assert_eq!(from(&app, "127.0.0.11", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
+}
+
+#[tokio::test]
+async fn a_failed_authentication_block_refuses_made_up_tokens_but_not_paying_or_operator_tokens() {
+    let app = dual_stack(|c| c.auth.failures_per_minute = 3).await;
+    let paying = app.tenant("acme").await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let bearer = format!("gofer_made-up-{i}");
+        statuses.push(
+            from_with_bearer(&app, "127.0.0.12", "GET", "/api/v1/tokens/whoami", None, Some(&bearer)).await.status,
+        );
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "blocked after the budget of failures");
+    only_verified_tokens_pass(&app, "127.0.0.12", &paying.token, None, 429, "rate_limited").await;
+    assert_eq!(from(&app, "127.0.0.13", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
+}
+
+#[tokio::test]
+async fn a_limiter_strike_block_refuses_anonymous_requests_but_not_paying_or_operator_tokens() {
+    let app = dual_stack(|c| {
+        c.rate_limits.anonymous_per_minute = 2;
+        c.ip_blocks.rate_limited_per_minute = 2;
+    })
+    .await;
+    let paying = app.tenant("acme").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(from(&app, "127.0.0.14", "GET", "/api/v1/openapi.json", None).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 403], "limited, then blocked for striking the limit");
+    only_verified_tokens_pass(&app, "127.0.0.14", &paying.token, None, 403, "ip_blocked").await;
+    assert_eq!(from(&app, "127.0.0.15", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
+}
+
+#[tokio::test]
+async fn an_operators_all_block_refuses_everyone_but_the_operator_can_still_lift_it() {
+    let app = dual_stack(|_| {}).await;
+    let paying = app.tenant("acme").await;
+    let op = Some(app.operator_token.as_str());
+    let bad = app
+        .request(
+            "POST",
+            "/api/v1/ip-blocks",
+            op,
+            Some(&json!({"address": "127.0.0.16", "duration_s": 600, "scope": "most"})),
+        )
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_field"), "{bad:?}");
+    assert!(bad.body["detail"].as_str().is_some_and(|d| d.starts_with("scope: one of anonymous, all")), "{bad:?}");
+    let body = json!({"address": "127.0.0.16", "duration_s": 600, "scope": "all"});
+    assert_eq!(app.request("POST", "/api/v1/ip-blocks", op, Some(&body)).await.status, 201);
+    let listed = app.request("GET", "/api/v1/ip-blocks", op, None).await;
+    assert_eq!(listed.body["items"][0]["scope"], "all", "{listed:?}");
+    for token in [paying.token.as_str(), app.operator_token.as_str()] {
+        let refused = from_with_bearer(&app, "127.0.0.16", "GET", "/api/v1/tokens/whoami", None, Some(token)).await;
+        assert_eq!((refused.status, refused.code()), (403, "ip_blocked"), "{refused:?}");
+        assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("all block")), "{refused:?}");
+    }
+    // From the blocked address itself, the operator lists and lifts the block.
+    let mine = from_with_bearer(&app, "127.0.0.16", "GET", "/api/v1/ip-blocks", None, op).await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    let lifted = from_with_bearer(&app, "127.0.0.16", "DELETE", "/api/v1/ip-blocks/127.0.0.16", None, op).await;
+    assert_eq!(lifted.status, 204, "{lifted:?}");
+    let whoami = from_with_bearer(&app, "127.0.0.16", "GET", "/api/v1/tokens/whoami", None, Some(&paying.token)).await;
+    assert_eq!(whoami.status, 200, "{whoami:?}");
+    assert_eq!(from(&app, "::1", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
 }

@@ -175,11 +175,11 @@ async fn with_the_local_scheduler_an_attach_through_another_replica_reaches_the_
     // Replica A alone starts the task, so its local sandbox runs in A; B starts afterwards.
     let database = gofer_tests::fresh_database().await;
     let dir_a = tempfile::tempdir().unwrap();
-    let a = spawn_with(test_config(database.clone(), dir_a.path()), dir_a).await;
+    let a = spawn_with(with_shared_keys(test_config(database.clone(), dir_a.path())), dir_a).await;
     let acme = a.tenant("acme").await;
     let run = sleeping_task(&acme).await;
     let dir_b = tempfile::tempdir().unwrap();
-    let b = spawn_with(test_config(database, dir_b.path()), dir_b).await;
+    let b = spawn_with(with_shared_keys(test_config(database, dir_b.path())), dir_b).await;
     let through_b = TenantClient { app: &b, tenant: acme.tenant.clone(), token: acme.token.clone() };
 
     // Through B: forwarded to A, the command runs in the task's sandbox, its output arrives once.
@@ -205,4 +205,148 @@ async fn with_the_local_scheduler_an_attach_through_another_replica_reaches_the_
     })
     .await;
     assert_eq!(error_code(&through_b, run).await, "task_not_running");
+}
+
+/// The run-token keys replicas of one service share (they sign forwarding assertions too).
+const SHARED_KEY: &str = "c2hhcmVkLXJ1bi10b2tlbi1rZXktb2YtdGhlLXRlc3RzLTEyMzQ1Njc4OTA=";
+
+fn with_shared_keys(mut config: gofer_api::Config) -> gofer_api::Config {
+    config.run_tokens.keys = [("k1".to_owned(), SHARED_KEY.to_owned().into())].into_iter().collect();
+    config.run_tokens.active_kid = Some("k1".into());
+    config
+}
+
+fn shared_keys() -> gofer_tenants::run_tokens::RunTokenKeys {
+    let keys = [("k1".to_owned(), SHARED_KEY.to_owned())].into_iter().collect();
+    gofer_tenants::run_tokens::RunTokenKeys::new(&keys, "k1").unwrap()
+}
+
+/// A CA and a certificate for `localhost` signed by it, made with the openssl CLI: (CA PEM path,
+/// leaf certificate PEM path, leaf key PEM path).
+fn test_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let script = "set -e
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=gofer-test-ca 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout leaf.key -out leaf.csr -subj /CN=localhost 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > leaf.ext
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext 2>/dev/null";
+    let status = std::process::Command::new("sh").args(["-c", script]).current_dir(dir).status().expect("openssl runs");
+    assert!(status.success(), "making test certificates failed (is openssl installed?)");
+    (dir.join("ca.pem"), dir.join("leaf.pem"), dir.join("leaf.key"))
+}
+
+/// A TLS-terminating proxy on `listener` in front of `upstream` (plain HTTP), as a replica's
+/// TLS sidecar would be; records each connection's request head.
+fn tls_proxy(
+    listener: tokio::net::TcpListener,
+    certificate: &std::path::Path,
+    key: &std::path::Path,
+    upstream: String,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = CertificateDer::pem_file_iter(certificate).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream, heads) = (acceptor.clone(), upstream.clone(), heads.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                if plain.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    recorded
+}
+
+#[tokio::test]
+async fn a_forwarded_attach_goes_over_tls_with_a_signed_assertion_never_the_users_token() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, leaf, leaf_key) = test_certificates(certs.path());
+    // Replica A is reached by the others only through its TLS sidecar: its replica URL is https.
+    let sidecar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar_port = sidecar.local_addr().unwrap().port();
+    let database = gofer_tests::fresh_database().await;
+    let dir_a = tempfile::tempdir().unwrap();
+    let mut config_a = with_shared_keys(test_config(database.clone(), dir_a.path()));
+    config_a.replica_url = Some(format!("https://localhost:{sidecar_port}"));
+    let a = spawn_with(config_a, dir_a).await;
+    let heads = tls_proxy(sidecar, &leaf, &leaf_key, a.address.trim_start_matches("http://").to_owned());
+    let acme = a.tenant("acme").await;
+    let run = sleeping_task(&acme).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut config_b = with_shared_keys(test_config(database, dir_b.path()));
+    config_b.attach.replica_ca_file = Some(ca);
+    let b = spawn_with(config_b, dir_b).await;
+    let through_b = TenantClient { app: &b, tenant: acme.tenant.clone(), token: acme.token.clone() };
+
+    let (_, reader) = attach(&through_b, run, &["echo", "over tls"]).await;
+    assert_eq!(drain(reader).await, ("over tls\n".into(), String::new(), AttachEvent::Exit(0)));
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "B reached A through the TLS sidecar once: {heads:?}");
+    let head = heads[0].to_ascii_lowercase();
+    assert!(head.contains("gofer-attach-assertion: "), "{head}");
+    // Before: B relayed the user's bearer token to A (over plain HTTP).
+    assert!(!head.contains("authorization:") && !head.contains(&acme.token.to_ascii_lowercase()), "{head}");
+
+    // A accepts an assertion only as the replicas sign it, unexpired, and for the task it names.
+    let path = format!("/api/v1/namespaces/builds/pipelines/sleepy/runs/{}/tasks/nap/attach", run.get());
+    let claims = |task: &str| {
+        json!({"tenant": "acme", "token_id": uuid::Uuid::nil(), "namespace": "builds", "pipeline": "sleepy",
+               "run": run.get(), "task": task, "by": "a-replica"})
+    };
+    let soon = time::OffsetDateTime::now_utc() + Duration::from_secs(30);
+    let keys = shared_keys();
+    let sign = |audience: &str, task: &str, expires| keys.sign_assertion(audience, claims(task), expires).unwrap();
+    let other_key = gofer_tenants::run_tokens::RunTokenKeys::new(
+        &[("k1".to_owned(), gofer_tenants::run_tokens::RunTokenKeys::generate_secret())].into_iter().collect(),
+        "k1",
+    )
+    .unwrap()
+    .sign_assertion("gofer-attach-forward", claims("nap"), soon)
+    .unwrap();
+    let send = |assertion: String| {
+        let url = format!("{}{path}?command=true", a.address);
+        async move {
+            let response =
+                reqwest::Client::new().get(url).header("gofer-attach-assertion", assertion).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    // Accepted: a plain GET then fails only for not being a websocket.
+    assert_eq!(send(sign("gofer-attach-forward", "nap", soon)).await, (400, "websocket_required".into()));
+    for (what, assertion) in [
+        ("garbage", "not-an-assertion".to_owned()),
+        ("another task", sign("gofer-attach-forward", "other", soon)),
+        ("another audience", sign("gofer-trial-challenge", "nap", soon)),
+        ("expired", sign("gofer-attach-forward", "nap", time::OffsetDateTime::now_utc() - Duration::from_secs(5))),
+        ("another key", other_key.clone()),
+    ] {
+        assert_eq!(send(assertion).await, (401, "unauthorized".into()), "{what}");
+    }
+    cancel(&acme, run).await;
 }

@@ -502,3 +502,22 @@ async fn sql_meta_characters_in_every_string_field_are_inert() {
     let run = app.request("GET", "/api/v1/namespaces/builds/pipelines/demo/runs/1", Some(&admin), None).await;
     assert_eq!(run.status, 200, "{run:?}");
 }
+
+#[tokio::test]
+async fn a_known_path_with_an_undeclared_method_answers_405_with_allow() {
+    let app = gofer_tests::spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let response = app
+        .http
+        .patch(format!("{}/api/v1/namespaces", app.address))
+        .bearer_auth(&acme.token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
+    let body: serde_json::Value = response.json().await.expect("problem");
+    assert_eq!(body["code"], "method_not_allowed");
+    let unknown = app.request("GET", "/api/v1/no/such/route", Some(&acme.token), None).await;
+    assert_eq!((unknown.status, unknown.code()), (404, "route_not_found"));
+}

@@ -37,6 +37,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("task_executions", ALL),
     // Its own row, read-only: plan, suspension and quota are the operator's and the engine's.
     ("tenants", READ),
+    ("trial_challenges_used", NONE),
     ("trials", NONE),
     // The metering ledger is written by the engine.
     ("usage_records", READ),

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use gofer_core::id::EventId;
 use gofer_core::model::Event;
 use gofer_core::{EventKind, NamespaceId, PipelineId, RunId, RunState};
 use gofer_sdk::EventFilter;
@@ -25,8 +26,8 @@ fn kinds(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
-fn ids(events: &[Event]) -> Vec<i64> {
-    events.iter().map(|e| e.id).collect()
+fn ids(events: &[Event]) -> Vec<EventId> {
+    events.iter().map(|e| e.id.clone()).collect()
 }
 
 async fn run_to_completion(client: &TenantClient<'_>, namespace: &str, pipeline: &str) -> RunId {
@@ -66,7 +67,8 @@ async fn history_pages_oldest_first_with_next_cursor_and_filters() {
         .fetch_all(&app.db)
         .await
         .unwrap();
-    assert_eq!(ids(&all), stored);
+    let acme_ids = app.event_ids("acme").await;
+    assert_eq!(ids(&all), stored.iter().map(|seq| acme_ids.id(*seq)).collect::<Vec<_>>());
     assert_eq!(all[0].kind, EventKind::ConfigRegistered);
 
     // Pages of 4 through next_cursor add up to the whole history; only the last has no cursor.
@@ -86,7 +88,7 @@ async fn history_pages_oldest_first_with_next_cursor_and_filters() {
     assert_eq!(ids(&paged), ids(&all));
 
     // `after` starts after an event.
-    let after = acme.sdk().list_events(all[2].id, 500).await.unwrap();
+    let after = acme.sdk().list_events(Some(&all[2].id), 500).await.unwrap();
     assert_eq!(ids(&after.items), ids(&all[3..]));
     assert!(after.next_cursor.is_none());
 
@@ -94,16 +96,17 @@ async fn history_pages_oldest_first_with_next_cursor_and_filters() {
     let sdk = acme.sdk();
     let ns = |n: &str| Some(NamespaceId::parse(n).unwrap());
     let p = |n: &str| Some(PipelineId::parse(n).unwrap());
-    let other = sdk.list_events_filtered(&EventFilter { namespace: ns("other"), ..Default::default() }, 0, 500).await;
+    let other =
+        sdk.list_events_filtered(&EventFilter { namespace: ns("other"), ..Default::default() }, None, 500).await;
     let other = other.unwrap().items;
     assert_eq!(other.len(), 9);
     assert!(other.iter().all(|e| e.namespace_id == ns("other")));
     let hello = EventFilter { namespace: ns("builds"), pipeline: p("hello"), run: None };
-    let hello = sdk.list_events_filtered(&hello, 0, 500).await.unwrap().items;
-    let want: Vec<i64> = all.iter().filter(|e| e.pipeline_id == p("hello")).map(|e| e.id).collect();
+    let hello = sdk.list_events_filtered(&hello, None, 500).await.unwrap().items;
+    let want: Vec<EventId> = all.iter().filter(|e| e.pipeline_id == p("hello")).map(|e| e.id.clone()).collect();
     assert_eq!(ids(&hello), want);
     let run = EventFilter { namespace: ns("builds"), pipeline: p("hello"), run: Some(second) };
-    let run = sdk.list_events_filtered(&run, 0, 500).await.unwrap().items;
+    let run = sdk.list_events_filtered(&run, None, 500).await.unwrap().items;
     assert_eq!(
         kinds(&run),
         ["run_created", "task_queued:noop", "run_started", "task_started:noop", "task_completed:noop", "run_completed"]
@@ -130,7 +133,7 @@ async fn a_runs_events_arrive_on_the_stream_in_order_while_it_runs() {
     .await;
     let (ns, p) = (NamespaceId::parse("builds").unwrap(), PipelineId::parse("hello").unwrap());
     let filter = EventFilter { namespace: Some(ns.clone()), pipeline: Some(p.clone()), run: Some(RunId::from_i64(1)) };
-    let mut stream = acme.sdk().follow_events(&filter, 0).await.unwrap();
+    let mut stream = acme.sdk().follow_events(&filter, None).await.unwrap();
     let run = acme.start_run("builds", "hello").await;
 
     let mut received = Vec::new();
@@ -164,9 +167,9 @@ async fn a_runs_events_arrive_on_the_stream_in_order_while_it_runs() {
             "run_completed"
         ]
     );
-    assert_eq!(stream.last_event_id(), received.last().unwrap().id);
+    assert_eq!(stream.last_event_id(), Some(&received.last().unwrap().id));
     let history = acme.history().await;
-    let run_events: Vec<i64> = history.iter().filter(|e| e.run_id == Some(run)).map(|e| e.id).collect();
+    let run_events: Vec<EventId> = history.iter().filter(|e| e.run_id == Some(run)).map(|e| e.id.clone()).collect();
     assert_eq!(ids(&received), run_events, "the stream and the history agree");
     app.assert_queue_drained().await;
 }
@@ -182,7 +185,7 @@ async fn reconnecting_with_last_event_id_gets_exactly_the_events_after_it() {
     assert_eq!(before.len(), 9, "three for the registration's deployment, six for the run");
 
     // Last-Event-ID wins over `after` (an EventSource reconnects to its first URL with the header).
-    let mut stream = acme.open_sse(&format!("after={}", before[0].id), Some(&before[2].id.to_string())).await;
+    let mut stream = acme.open_sse(&format!("after={}", before[0].id), Some(before[2].id.as_str())).await;
     assert_eq!(stream.response.status(), 200);
     let mut resumed = Vec::new();
     for _ in 3..before.len() {
@@ -234,14 +237,16 @@ async fn another_tenants_events_never_appear_on_a_stream_or_in_history() {
     let umbrella_run = run_to_completion(&umbrella, "builds", "hello").await;
     let umbrella_history = settled_history(&umbrella, umbrella_run, "hello").await;
 
-    let acme_ids: BTreeSet<i64> = ids(&acme_history).into_iter().collect();
-    let umbrella_ids: BTreeSet<i64> = ids(&umbrella_history).into_iter().collect();
+    let acme_ids: BTreeSet<String> = ids(&acme_history).iter().map(ToString::to_string).collect();
+    let umbrella_ids: BTreeSet<String> = ids(&umbrella_history).iter().map(ToString::to_string).collect();
     assert!(acme_ids.is_disjoint(&umbrella_ids), "histories are the tenants' own");
-    let stored: BTreeSet<i64> = sqlx::query_scalar("SELECT id FROM events WHERE tenant_id = 'umbrella'")
+    let umbrella_key = app.event_ids("umbrella").await;
+    let stored: BTreeSet<String> = sqlx::query_scalar("SELECT id FROM events WHERE tenant_id = 'umbrella'")
         .fetch_all(&app.db)
         .await
         .unwrap()
         .into_iter()
+        .map(|seq: i64| umbrella_key.id(seq).to_string())
         .collect();
     assert_eq!(umbrella_ids, stored, "Umbrella's history is exactly its rows");
 
@@ -257,9 +262,9 @@ async fn another_tenants_events_never_appear_on_a_stream_or_in_history() {
         seen.push(acme_stream.next_event(EVENT_TIMEOUT).await);
     }
     assert_eq!(ids(&seen), ids(&acme_history));
-    // Resuming after another tenant's id shows nothing of theirs either.
-    let resumed = umbrella.sdk().list_events(*acme_ids.first().unwrap(), 500).await.unwrap();
-    assert!(resumed.items.iter().all(|e| umbrella_ids.contains(&e.id)));
+    // Another tenant's id is no place to resume from: it is refused.
+    let resumed = umbrella.request("GET", &format!("/api/v1/events?after={}", acme_history[0].id), None).await;
+    assert_eq!((resumed.status, resumed.code()), (400, "invalid_after"), "{resumed:?}");
 }
 
 #[tokio::test]
@@ -276,22 +281,23 @@ async fn an_event_that_commits_late_is_not_skipped_by_a_reader_that_resumed_past
     sqlx::query("SELECT pg_current_xact_id()").execute(&mut early).await.unwrap();
     sqlx::query("BEGIN").execute(&mut late).await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()").execute(&mut late).await.unwrap();
-    let late_id: i64 = sqlx::query_scalar(insert).fetch_one(&mut late).await.unwrap();
-    let early_id: i64 = sqlx::query_scalar(insert).fetch_one(&mut early).await.unwrap();
-    assert!(early_id > late_id);
+    let late_seq: i64 = sqlx::query_scalar(insert).fetch_one(&mut late).await.unwrap();
+    let early_seq: i64 = sqlx::query_scalar(insert).fetch_one(&mut early).await.unwrap();
+    assert!(early_seq > late_seq);
     sqlx::query("COMMIT").execute(&mut early).await.unwrap();
+    let acme_ids = app.event_ids("acme").await;
+    let (early_id, late_id) = (acme_ids.id(early_seq), acme_ids.id(late_seq));
 
     let seen = acme.wait_for_event(EVENT_TIMEOUT, |e| e.id == early_id).await;
     assert!(!seen.iter().any(|e| e.id == late_id), "an uncommitted event is never shown");
-    let mut stream = acme.open_sse("", Some(&early_id.to_string())).await;
-    assert!(acme.sdk().list_events(early_id, 500).await.unwrap().items.is_empty());
+    let mut stream = acme.open_sse("", Some(early_id.as_str())).await;
+    assert!(acme.sdk().list_events(Some(&early_id), 500).await.unwrap().items.is_empty());
 
     sqlx::query("COMMIT").execute(&mut late).await.unwrap();
     let resumed = acme.wait_for_event(EVENT_TIMEOUT, |e| e.id == late_id).await;
-    let after_early: Vec<i64> =
-        acme.sdk().list_events(early_id, 500).await.unwrap().items.iter().map(|e| e.id).collect();
-    assert_eq!(after_early, [late_id], "resuming after {early_id} still gets {late_id}");
-    assert_eq!(ids(&resumed), [early_id, late_id], "stream order puts the late commit last");
+    let after_early = ids(&acme.sdk().list_events(Some(&early_id), 500).await.unwrap().items);
+    assert_eq!(after_early, std::slice::from_ref(&late_id), "resuming after {early_id} still gets {late_id}");
+    assert_eq!(ids(&resumed), [early_id, late_id.clone()], "stream order puts the late commit last");
     assert_eq!(stream.next_event(EVENT_TIMEOUT).await.id, late_id, "and so does the stream");
 }
 
@@ -299,13 +305,16 @@ async fn an_event_that_commits_late_is_not_skipped_by_a_reader_that_resumed_past
 async fn bad_event_parameters_are_refused_with_their_codes() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
+    let after_and_cursor = format!("after={}&cursor=Mw", app.event_ids("acme").await.id(1));
     for (query, code) in [
         ("after=-1", "invalid_after"),
         ("after=abc", "invalid_after"),
         ("limit=0", "invalid_limit"),
         ("limit=501", "invalid_limit"),
         ("cursor=garbage!", "invalid_cursor"),
-        ("after=3&cursor=Mw", "invalid_cursor"),
+        ("after=3", "invalid_after"),
+        ("after=AAAAAAAAAAAAAAAAAAAAAA", "invalid_after"),
+        (&after_and_cursor, "invalid_cursor"),
         ("run=1", "invalid_filter"),
         ("pipeline=hello", "invalid_filter"),
         ("namespace=builds&run=1", "invalid_filter"),
@@ -406,4 +415,159 @@ async fn shutting_down_ends_event_streams_and_breaks_off_log_follows() {
     assert!(matches!(ended, Some(Err(_))), "a follow cut short is an error, not the end of the log: {ended:?}");
     app.wait_for_open_streams(0, EVENT_TIMEOUT).await;
     acme.wait_for_run("builds", "slow", run, RUN_TIMEOUT).await;
+}
+
+/// The 128 bits behind an event id, to compare ids as numbers the way a curious client would.
+fn id_bits(id: &EventId) -> u128 {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id.as_str()).expect("ids are base64url");
+    u128::from_be_bytes(bytes.try_into().expect("ids are 16 bytes"))
+}
+
+/// Issue 19, item 6: event ids were the table's one sequence, so the gaps between a tenant's own
+/// ids counted every other tenant's events. Ids (JSON `id`, SSE `id:` lines, `next_cursor`) are now
+/// that sequence encrypted with a key of the tenant's own; resuming still crosses a bystander's
+/// activity exactly, and nothing but a tenant's own ids is accepted back.
+#[tokio::test]
+async fn a_tenants_event_ids_do_not_count_a_bystanders_events_and_resume_across_them_exactly() {
+    const ROUNDS: usize = 5;
+    const BURST: usize = 10;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let umbrella = app.tenant("umbrella").await;
+    acme.namespace("builds").await;
+    umbrella.namespace("builds").await;
+    let mut acme_stream = acme.open_sse("", None).await;
+    let mut umbrella_stream = umbrella.open_sse("", None).await;
+
+    // Acme registers a pipeline (three events each), and the bystander registers ten between two
+    // of Acme's: thirty events of its own in every gap of Acme's.
+    let busy = |round: usize| {
+        let umbrella = &umbrella;
+        async move {
+            for i in 0..BURST {
+                umbrella.register("builds", &format!("busy-{round}-{i}"), quick()).await;
+            }
+        }
+    };
+    for round in 0..ROUNDS {
+        acme.register("builds", &format!("mine-{round}"), quick()).await;
+        busy(round).await;
+    }
+    let mut frames = Vec::new();
+    while frames.len() < 3 * ROUNDS {
+        let frame = acme_stream.next_frame(EVENT_TIMEOUT).await.expect("the stream stays open");
+        if !frame.is_comment() {
+            frames.push(frame);
+        }
+    }
+    let streamed: Vec<Event> = frames.iter().map(|f| f.event().unwrap()).collect();
+    for (frame, event) in frames.iter().zip(&streamed) {
+        assert_eq!(frame.field("id"), Some(event.id.as_str()), "the SSE id: line is the event's id");
+    }
+
+    // The attack's precondition holds: in the table, the bystander's events lie between Acme's.
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT id FROM events WHERE tenant_id = 'acme' ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    let between: i64 = seqs.windows(2).map(|w| w[1] - w[0] - 1).sum();
+    assert!(between >= ((ROUNDS - 1) * BURST * 3) as i64, "{seqs:?}");
+
+    // Everything id-like Acme is shown: ids, SSE `id:` lines, and every `next_cursor` of a
+    // history read one event per page.
+    let history = acme.history().await;
+    assert_eq!(ids(&history), ids(&streamed), "the stream and the history agree");
+    let mut cursors = Vec::new();
+    let mut path = "/api/v1/events?limit=1".to_owned();
+    loop {
+        let page = acme.request("GET", &path, None).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => {
+                cursors.push(cursor.to_owned());
+                path = format!("/api/v1/events?limit=1&cursor={cursor}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(cursors.len(), history.len() - 1);
+    for (cursor, event) in cursors.iter().zip(&history) {
+        // A cursor is the page's last id, wrapped, and nothing more.
+        use base64::Engine as _;
+        let inside = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&inside).unwrap(), json!(event.id.as_str()));
+    }
+    for id in ids(&history) {
+        assert!(id.as_str().parse::<i64>().is_err(), "{id} is no number");
+        assert!(!seqs.iter().any(|seq| id_bits(&id) == *seq as u128), "{id} is no sequence number");
+    }
+    // Read as numbers, Acme's ids neither rise with its events nor keep their spacing: the step
+    // from one event to the next (one apart in the table) and across a burst (thirty-one apart)
+    // look alike, as unrelated 128-bit values do (they differ in about half their bits).
+    let bits: Vec<u128> = ids(&history).iter().map(id_bits).collect();
+    assert!(!bits.windows(2).all(|w| w[0] < w[1]), "ids do not rise");
+    let steps: Vec<(i64, u32)> =
+        seqs.windows(2).zip(bits.windows(2)).map(|(s, b)| (s[1] - s[0], (b[0] ^ b[1]).count_ones())).collect();
+    assert!(steps.iter().any(|(gap, _)| *gap == 1) && steps.iter().any(|(gap, _)| *gap > 30), "{steps:?}");
+    assert!(steps.iter().all(|(_, differing)| (30..=98).contains(differing)), "{steps:?}");
+
+    // Resume across the bystander's activity: Acme goes away after its last event, both tenants
+    // carry on, Acme comes back with Last-Event-ID and gets exactly what it missed.
+    drop(acme_stream);
+    let last = streamed.last().unwrap().id.clone();
+    for round in ROUNDS..ROUNDS + 2 {
+        busy(round).await;
+        acme.register("builds", &format!("mine-{round}"), quick()).await;
+    }
+    busy(ROUNDS + 2).await;
+    let mut resumed_stream = acme.open_sse("", Some(last.as_str())).await;
+    let mut resumed = Vec::new();
+    for _ in 0..6 {
+        resumed.push(resumed_stream.next_event(EVENT_TIMEOUT).await);
+    }
+    let history = acme.history().await;
+    assert_eq!(history.len(), 3 * (ROUNDS + 2));
+    assert_eq!(ids(&resumed), ids(&history[3 * ROUNDS..]), "no gap, no duplicate");
+    assert!(resumed.iter().all(|e| e.pipeline_id.as_ref().is_some_and(|p| p.as_str().starts_with("mine-"))));
+    let after = acme.sdk().list_events(Some(&streamed[7].id), 500).await.unwrap();
+    assert_eq!(ids(&after.items), ids(&history[8..]), "`after` resumes as exactly");
+
+    // Nothing but Acme's own ids goes back in: the bystander's id, cursor and a forged id are
+    // refused, each naming its parameter.
+    let theirs = umbrella_stream.next_event(EVENT_TIMEOUT).await.id;
+    let their_cursor =
+        umbrella.request("GET", "/api/v1/events?limit=1", None).await.body["next_cursor"].as_str().unwrap().to_owned();
+    let mut forged = last.as_str().to_owned();
+    let flipped = if forged.starts_with('A') { "B" } else { "A" };
+    forged.replace_range(0..1, flipped);
+    for (query, code, name) in [
+        (format!("after={theirs}"), "invalid_after", "after"),
+        (format!("after={forged}"), "invalid_after", "after"),
+        (format!("cursor={their_cursor}"), "invalid_cursor", "cursor"),
+        (format!("after={}", seqs[0]), "invalid_after", "after"),
+    ] {
+        let answer = acme.request("GET", &format!("/api/v1/events?{query}"), None).await;
+        assert_eq!((answer.status, answer.code()), (400, code), "{query}: {answer:?}");
+        assert!(answer.body["detail"].as_str().unwrap().contains(name), "{answer:?}");
+    }
+    for id in [theirs.as_str(), forged.as_str()] {
+        let refused = acme.open_sse("", Some(id)).await;
+        assert_eq!(refused.response.status(), 400);
+        let problem: Value = refused.response.json().await.unwrap();
+        assert_eq!(problem["code"], "invalid_last_event_id");
+        assert!(problem["detail"].as_str().unwrap().contains("Last-Event-ID"), "{problem}");
+    }
+
+    // The bystander saw all of its own events and nothing else, under ids of its own.
+    let umbrella_history = umbrella.history().await;
+    assert_eq!(umbrella_history.len(), 3 * BURST * (ROUNDS + 3));
+    assert!(umbrella_history.iter().all(|e| e.pipeline_id.as_ref().is_some_and(|p| p.as_str().starts_with("busy-"))));
+    let mut seen = vec![theirs.clone()];
+    while seen.len() < umbrella_history.len() {
+        seen.push(umbrella_stream.next_event(EVENT_TIMEOUT).await.id);
+    }
+    assert_eq!(seen, ids(&umbrella_history));
+    let mine: BTreeSet<String> = ids(&history).iter().map(ToString::to_string).collect();
+    assert!(seen.iter().all(|id| !mine.contains(id.as_str())));
 }

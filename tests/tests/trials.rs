@@ -43,8 +43,11 @@ async fn from(
     Answer { status, content_type, body }
 }
 
+/// A trial sign-up from `client`, paid for: a challenge asked for and solved from that address.
 async fn trial(app: &TestApp, client: &str) -> Answer {
-    from(app, client, "POST", "/api/v1/trial", None, None).await
+    let challenge = from(app, client, "POST", "/api/v1/trial/challenges", None, None).await;
+    assert_eq!(challenge.status, 201, "{challenge:?}");
+    from(app, client, "POST", "/api/v1/trial", None, Some(&gofer_tests::solved(&challenge.body))).await
 }
 
 #[tokio::test]
@@ -289,4 +292,97 @@ async fn an_address_that_keeps_hitting_rate_limits_is_blocked() {
     })
     .await;
     assert_eq!(from(&app, "192.0.2.61", "GET", "/api/v1/openapi.json", None, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_sign_up_pays_with_a_proof_of_work_that_is_bound_to_its_address_and_spent_once() {
+    let app = app_with(|c| {
+        c.trial.challenge_ttl_s = 2;
+        c.rate_limits.trial_signups_per_minute = 100;
+    })
+    .await;
+    let post = |client: &'static str, body: Option<Value>| {
+        let app = &app;
+        async move { from(app, client, "POST", "/api/v1/trial", None, body.as_ref()).await }
+    };
+    let unpaid = post("192.0.2.1", None).await;
+    assert_eq!((unpaid.status, unpaid.code()), (400, "proof_of_work_required"), "{unpaid:?}");
+    assert!(unpaid.body["detail"].as_str().is_some_and(|d| d.contains("/api/v1/trial/challenges")), "{unpaid:?}");
+
+    let challenge = from(&app, "192.0.2.1", "POST", "/api/v1/trial/challenges", None, None).await;
+    assert_eq!(challenge.status, 201, "{challenge:?}");
+    assert_eq!(
+        (challenge.body["algorithm"].as_str(), challenge.body["bits"].as_u64()),
+        (Some("sha256-leading-zero-bits"), Some(8))
+    );
+    let paid = gofer_tests::solved(&challenge.body);
+    // A nonce that does not solve it.
+    let text = paid["challenge"].as_str().unwrap().to_owned();
+    let nonce = paid["nonce"].as_u64().unwrap();
+    let wrong = (0..).find(|n| !gofer_core::proof_of_work::meets(&text, *n, 8)).unwrap();
+    let unsolved = post("192.0.2.1", Some(json!({"challenge": text, "nonce": wrong}))).await;
+    assert_eq!((unsolved.status, unsolved.code()), (400, "proof_of_work_invalid"), "{unsolved:?}");
+    // Solved work is bound to the address that asked: another address cannot spend it.
+    let elsewhere = post("192.0.2.99", Some(paid.clone())).await;
+    assert_eq!((elsewhere.status, elsewhere.code()), (400, "challenge_invalid"), "{elsewhere:?}");
+    // A forged challenge (its signature changed) is refused whatever the work.
+    let mut forged = text.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    let forged = post("192.0.2.1", Some(gofer_tests::solved(&json!({"challenge": forged, "bits": 8})))).await;
+    assert_eq!((forged.status, forged.code()), (400, "challenge_invalid"), "{forged:?}");
+    // Unknown fields and wrong types name the field.
+    let extra = post("192.0.2.1", Some(json!({"challenge": text, "nonce": nonce, "x": 1}))).await;
+    assert_eq!((extra.status, extra.code()), (400, "invalid_body"), "{extra:?}");
+    assert!(extra.body["detail"].as_str().is_some_and(|d| d.contains('x')), "{extra:?}");
+
+    assert_eq!(post("192.0.2.1", Some(paid.clone())).await.status, 201, "the paid sign-up");
+    let replayed = post("192.0.2.1", Some(paid)).await;
+    assert_eq!((replayed.status, replayed.code()), (409, "challenge_spent"), "{replayed:?}");
+
+    // An expired challenge is refused.
+    let late = from(&app, "192.0.2.1", "POST", "/api/v1/trial/challenges", None, None).await;
+    let late = gofer_tests::solved(&late.body);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let expired = post("192.0.2.1", Some(late)).await;
+    assert_eq!((expired.status, expired.code()), (400, "challenge_invalid"), "{expired:?}");
+    // A bystander's paid sign-up works throughout.
+    assert_eq!(trial(&app, "198.51.100.7").await.status, 201);
+}
+
+#[tokio::test]
+async fn trials_are_capped_per_network_around_the_address_and_per_hour_for_the_service() {
+    let app = app_with(|c| {
+        c.trial.max_per_ipv4_24_per_day = 2;
+        c.trial.max_per_ipv6_56_per_day = 2;
+        c.trial.max_per_ipv6_48_per_day = 3;
+    })
+    .await;
+    assert_eq!(trial(&app, "192.0.2.1").await.status, 201);
+    assert_eq!(trial(&app, "192.0.2.2").await.status, 201);
+    let refused = trial(&app, "192.0.2.3").await;
+    assert_eq!((refused.status, refused.code()), (403, "trial_refused"), "{refused:?}");
+    let detail = refused.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("max_per_ipv4_24_per_day") && detail.contains("192.0.2.0/24"), "{detail}");
+    assert!(detail.contains("before 20"), "says when it lifts: {detail}");
+    assert_eq!(trial(&app, "198.51.100.1").await.status, 201, "another /24");
+
+    // IPv6: two /64s of one /56, then a third /56 would be the /48's fourth.
+    assert_eq!(trial(&app, "2001:db8:1:100::1").await.status, 201);
+    assert_eq!(trial(&app, "2001:db8:1:101::1").await.status, 201);
+    let refused = trial(&app, "2001:db8:1:102::1").await;
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("max_per_ipv6_56_per_day")), "{refused:?}");
+    assert_eq!(trial(&app, "2001:db8:1:200::1").await.status, 201, "another /56 of the /48");
+    let refused = trial(&app, "2001:db8:1:300::1").await;
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("max_per_ipv6_48_per_day")), "{refused:?}");
+    assert_eq!(trial(&app, "2001:db8:2::1").await.status, 201, "another /48");
+    // Network caps refuse without blocking: the refused addresses are not blocked.
+    let blocks = app.request("GET", "/api/v1/ip-blocks", Some(&app.operator_token), None).await;
+    assert_eq!(blocks.body["items"].as_array().map(Vec::len), Some(0), "{blocks:?}");
+
+    let budget = app_with(|c| c.trial.max_per_hour = 2).await;
+    assert_eq!(trial(&budget, "192.0.2.1").await.status, 201);
+    assert_eq!(trial(&budget, "198.51.100.1").await.status, 201);
+    let refused = trial(&budget, "203.0.113.1").await;
+    assert_eq!((refused.status, refused.code()), (403, "trial_refused"), "{refused:?}");
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("max_per_hour")), "{refused:?}");
 }

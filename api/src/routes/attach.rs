@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use gofer_core::scheduler::{ExecInput, ExecOutput, ExecRequest, ExecSession, TerminalSize};
 use gofer_engine::attach::AttachTarget;
 use gofer_engine::runs::TaskKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
@@ -31,9 +31,102 @@ const DEFAULT_COMMAND: &str = "/bin/sh";
 /// Largest websocket message accepted from a client.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
-/// Marks an attach one replica forwards to another (its value: the forwarding replica's id), so
-/// that the other runs it itself and never forwards it again.
-const FORWARDED_HEADER: &str = "gofer-attach-forwarded-by";
+/// Carries an attach one replica forwards to another: a short-lived assertion, signed by the
+/// forwarding replica with the run-token keys every replica shares, that it authenticated and
+/// authorised this attach (tenant, token id, task). The user's bearer token never leaves the
+/// replica it was sent to. The receiving replica runs the attach itself and never forwards it.
+const FORWARDED_HEADER: &str = "gofer-attach-assertion";
+
+/// The audience of forwarding assertions.
+const FORWARD_AUDIENCE: &str = "gofer-attach-forward";
+
+/// How long a forwarding assertion is valid: enough to open the websocket, too short to reuse.
+const FORWARD_ASSERTION_TTL: Duration = Duration::from_secs(30);
+
+/// What a forwarding assertion asserts: who attaches to which task, and which replica vouches.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ForwardClaims {
+    tenant: String,
+    token_id: uuid::Uuid,
+    namespace: String,
+    pipeline: String,
+    run: i64,
+    task: String,
+    by: String,
+}
+
+impl ForwardClaims {
+    fn of(access: &AttachAccess, key: &TaskKey, by: &str) -> Self {
+        Self::of_key(access.tenant.as_str(), access.token_id, key, by)
+    }
+
+    /// Whether the assertion is about this task.
+    fn names(&self, key: &TaskKey) -> bool {
+        self == &Self::of_key(&self.tenant, self.token_id, key, &self.by)
+    }
+
+    fn of_key(tenant: &str, token_id: uuid::Uuid, key: &TaskKey, by: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            token_id,
+            namespace: key.run.pipeline.namespace.to_string(),
+            pipeline: key.run.pipeline.pipeline.to_string(),
+            run: key.run.run.get(),
+            task: key.task.to_string(),
+            by: by.to_owned(),
+        }
+    }
+}
+
+/// Who attaches: a token that authenticated here with the `runs:attach` permission, or one
+/// another replica vouches for with a forwarding assertion ([`FORWARDED_HEADER`]).
+pub(crate) struct AttachAccess {
+    /// The tenant.
+    pub(crate) tenant: gofer_core::TenantId,
+    /// The token's id (recorded in the audit event).
+    pub(crate) token_id: uuid::Uuid,
+    /// Whether another replica forwarded it.
+    forwarded: bool,
+}
+
+impl actix_web::FromRequest for AttachAccess {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(assertion) = req.headers().get(FORWARDED_HEADER) else {
+            let access = TenantAccess::<Attach>::from_request(req, payload);
+            return Box::pin(async move {
+                let access = access.await?;
+                Ok(AttachAccess { tenant: access.tenant, token_id: access.token_id, forwarded: false })
+            });
+        };
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let assertion = assertion.to_str().map(str::to_owned);
+        let path = web::Path::<TaskPath>::extract(req).into_inner().map(web::Path::into_inner);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+            let refused = || {
+                tracing::warn!("a forwarded attach with an invalid, expired or mismatched assertion was refused");
+                ApiError::Unauthorized
+            };
+            let (claims, _) = assertion
+                .ok()
+                .and_then(|a| state.run_tokens.verify_assertion::<ForwardClaims>(FORWARD_AUDIENCE, &a))
+                .ok_or_else(refused)?;
+            let tenant = gofer_core::TenantId::parse(&claims.tenant).map_err(|_| refused())?;
+            let key = path.map_err(|_| refused())?.key(&tenant)?;
+            if !claims.names(&key) {
+                return Err(refused());
+            }
+            // The forwarding replica checked the token a moment ago; suspension is checked again.
+            if gofer_tenants::tenant_suspended(&state.pool, &tenant).await? != Some(false) {
+                return Err(ApiError::Forbidden { code: "tenant_suspended", detail: "the tenant is suspended".into() });
+            }
+            Ok(AttachAccess { tenant, token_id: claims.token_id, forwarded: true })
+        })
+    }
+}
 
 /// Query parameters of an attach (documentation; the query is parsed by [`AttachQuery::parse`]
 /// because `command` repeats).
@@ -107,12 +200,7 @@ struct Prepared {
     query: AttachQuery,
 }
 
-async fn prepare(
-    state: &AppState,
-    access: &TenantAccess<Attach>,
-    path: TaskPath,
-    query: &str,
-) -> Result<Prepared, ApiError> {
+async fn prepare(state: &AppState, access: &AttachAccess, path: TaskPath, query: &str) -> Result<Prepared, ApiError> {
     let key = path.key(&access.tenant)?;
     let query = AttachQuery::parse(query)?;
     if !state.config.attach.enabled {
@@ -161,15 +249,19 @@ fn is_websocket(req: &HttpRequest) -> bool {
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json",
             description = "`task_not_running`"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json",
+            description = "`too_many_streams`: the tenant holds its plan's `max_concurrent_streams`"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attach")]
 pub(crate) async fn attach(
-    access: TenantAccess<Attach>,
+    access: AttachAccess,
     state: web::Data<AppState>,
     path: web::Path<TaskPath>,
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // A session holds one of its tenant's stream slots (plan `max_concurrent_streams`) until it ends.
+    let slot = crate::streams::take(&state, &access.tenant).await?;
     let prepared = prepare(&state, &access, path.into_inner(), req.query_string()).await;
     if !is_websocket(&req) {
         prepared?;
@@ -182,10 +274,9 @@ pub(crate) async fn attach(
         .map_err(|e| ApiError::InvalidParameter { code: "websocket_required", detail: e.to_string() })?;
     let messages = messages.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations();
     let state = state.into_inner();
-    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
-    let authorization = req.headers().get(actix_web::http::header::AUTHORIZATION).cloned();
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     actix_web::rt::spawn(async move {
+        let _slot = slot;
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(e) => return refuse(session, &e).await,
@@ -195,11 +286,16 @@ pub(crate) async fn attach(
         if let Some(owner) = &prepared.target.owner
             && owner.id != state.replica.id
             && state.scheduler.exec_needs_starting_replica()
-            && !forwarded
-            && let Some(authorization) = authorization
+            && !access.forwarded
         {
             let url = format!("{}{path_and_query}", owner.url);
-            return forward(&state, url, authorization, session, messages).await;
+            let claims = ForwardClaims::of(&access, &prepared.key, &state.replica.id.to_string());
+            let expires = time::OffsetDateTime::now_utc() + FORWARD_ASSERTION_TTL;
+            let assertion = match state.run_tokens.sign_assertion(FORWARD_AUDIENCE, claims, expires) {
+                Ok(assertion) => assertion,
+                Err(e) => return refuse(session, &ApiError::internal(e.to_string())).await,
+            };
+            return forward(&state, url, assertion, session, messages).await;
         }
         let exec = match start(&state, access.token_id, &prepared).await {
             Ok(exec) => exec,
@@ -216,7 +312,7 @@ pub(crate) async fn attach(
 async fn forward(
     state: &AppState,
     url: String,
-    authorization: actix_web::http::header::HeaderValue,
+    assertion: String,
     mut session: actix_ws::Session,
     mut messages: actix_ws::AggregatedMessageStream,
 ) {
@@ -233,15 +329,12 @@ async fn forward(
         Ok(request) => request,
         Err(e) => return refuse(session, &unreachable(e.to_string())).await,
     };
-    // actix's header types are http 0.2's, tungstenite's http 1's: through text.
-    let (Some(authorization), Ok(forwarded_by)) =
-        (authorization.to_str().ok().and_then(|value| value.parse().ok()), state.replica.id.to_string().parse())
-    else {
-        return refuse(session, &ApiError::Unauthorized).await;
+    let Ok(assertion) = assertion.parse() else {
+        return refuse(session, &ApiError::internal("a forwarding assertion is not a header value")).await;
     };
-    request.headers_mut().insert("authorization", authorization);
-    request.headers_mut().insert(FORWARDED_HEADER, forwarded_by);
-    let upstream = match tokio_tungstenite::connect_async(request).await {
+    request.headers_mut().insert(FORWARDED_HEADER, assertion);
+    let connector = state.replica_tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let upstream = match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((upstream, _)) => upstream,
         Err(e) => return refuse(session, &unreachable(e.to_string())).await,
     };

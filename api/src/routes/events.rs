@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
+use gofer_core::id::EventId;
 use gofer_core::model::{Event, Page, PageRequest};
 use gofer_core::{NamespaceId, PipelineId, RunId};
 use gofer_engine::events::EventFilter;
@@ -12,6 +13,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{ReadEvents, TenantAccess};
 use crate::error::ApiError;
+use crate::event_ids::TenantEventIds;
 use crate::live::{EventStreamTiming, event_stream, follow_param};
 use crate::pagination::{PageQuery, page};
 use crate::startup::AppState;
@@ -20,8 +22,8 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
-    /// Start after this event id; 0 (the default) starts at the first event. Not with `cursor`.
-    #[param(value_type = Option<i64>, minimum = 0)]
+    /// Start after this event (its `id`); absent: at the first event. Not with `cursor`.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{22}$")]
     after: Option<String>,
     /// Items per page, 1 to 500 (default 50); history only.
     limit: Option<String>,
@@ -50,13 +52,13 @@ fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::InvalidParameter { code, detail: detail.into() }
 }
 
-fn event_id(value: &str, code: &'static str, name: &str) -> Result<i64, ApiError> {
-    value
-        .trim()
-        .parse::<i64>()
+/// The place of the event a client names by its id: only an id made for this tenant opens, so a
+/// made-up id, or another tenant's, is refused here (as `name`, under `code`).
+fn event_seq(ids: &TenantEventIds, value: &str, code: &'static str, name: &str) -> Result<i64, ApiError> {
+    EventId::parse(value.trim())
         .ok()
-        .filter(|id| *id >= 0)
-        .ok_or_else(|| invalid(code, format!("{name} must be an event id (an integer from 0)")))
+        .and_then(|id| ids.seq(&id))
+        .ok_or_else(|| invalid(code, format!("{name} is not the id of an event of this tenant")))
 }
 
 impl EventsQuery {
@@ -77,21 +79,31 @@ impl EventsQuery {
     }
 
     /// `accept_stream`: the client accepts `text/event-stream`; `last_event_id`: the header a
-    /// reconnecting EventSource sends, which wins over `after`.
-    fn parse(self, accept_stream: bool, last_event_id: Option<&str>) -> Result<EventsRequest, ApiError> {
+    /// reconnecting EventSource sends, which wins over `after`. Every id (`after`, the cursor's,
+    /// `Last-Event-ID`) is read back with the tenant's `ids` into the place it stands for.
+    fn parse(
+        self,
+        ids: &TenantEventIds,
+        accept_stream: bool,
+        last_event_id: Option<&str>,
+    ) -> Result<EventsRequest, ApiError> {
         let filter = self.filter()?;
         let stream = follow_param(self.follow.as_deref())? || accept_stream;
-        let after = self.after.as_deref().map(|a| event_id(a, "invalid_after", "after")).transpose()?;
+        let after = self.after.as_deref().map(|a| event_seq(ids, a, "invalid_after", "after")).transpose()?;
         if after.is_some() && self.cursor.is_some() {
             return Err(invalid("invalid_cursor", "give after or cursor, not both"));
         }
-        let mut page = PageQuery::from_parts(self.limit, self.cursor).parse::<i64>()?;
-        if page.after.is_some_and(|a| a < 0) {
-            return Err(invalid("invalid_cursor", "cursor is not one this list handed out"));
-        }
-        page.after = page.after.or(after);
+        let page = PageQuery::from_parts(self.limit, self.cursor).parse::<EventId>()?;
+        let cursor = match &page.after {
+            Some(id) => {
+                Some(ids.seq(id).ok_or_else(|| invalid("invalid_cursor", "cursor is not one this list handed out"))?)
+            }
+            None => None,
+        };
+        let page = PageRequest { limit: page.limit, after: cursor.or(after) };
         if stream {
-            let resume = last_event_id.map(|id| event_id(id, "invalid_last_event_id", "Last-Event-ID")).transpose()?;
+            let resume =
+                last_event_id.map(|id| event_seq(ids, id, "invalid_last_event_id", "Last-Event-ID")).transpose()?;
             Ok(EventsRequest::Stream { filter, after: resume.or(page.after).unwrap_or(0) })
         } else {
             Ok(EventsRequest::History { filter, page })
@@ -133,7 +145,7 @@ fn check_scope(access: &TenantAccess<ReadEvents>, filter: &EventFilter) -> Resul
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", operation_id = "list_events",
     params(
         EventsQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Streams: resume after this event id (wins over `after`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Streams: resume after this event (its `id`; wins over `after`)"),
         ("Accept" = Option<String>, Header, description = "`text/event-stream` asks for the live stream"),
     ),
     security(("bearer" = [])),
@@ -141,6 +153,8 @@ fn check_scope(access: &TenantAccess<ReadEvents>, filter: &EventFilter) -> Resul
         (status = 200, description = "A page of history (JSON), or the live stream (SSE)",
             content((Page<Event> = "application/json"), (String = "text/event-stream"))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json",
+            description = "A stream, when the tenant holds its plan's `max_concurrent_streams`: `too_many_streams`, with `Retry-After`"),
     ))]
 #[get("/api/v1/events")]
 pub(crate) async fn list(
@@ -150,22 +164,26 @@ pub(crate) async fn list(
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let last_event_id = req.headers().get("Last-Event-ID").map(|v| v.to_str().unwrap_or("invalid"));
-    let request = query.into_inner().parse(accepts_event_stream(&req), last_event_id)?;
+    let ids = state.event_ids.tenant(&access.tenant);
+    let request = query.into_inner().parse(&ids, accepts_event_stream(&req), last_event_id)?;
     let filter = match &request {
         EventsRequest::History { filter, .. } | EventsRequest::Stream { filter, .. } => filter,
     };
     check_scope(&access, filter)?;
     match request {
         EventsRequest::History { filter, page: request } => {
-            let result = gofer_engine::events::page(&state.pool, &access.tenant, &filter, &request).await?;
-            Ok(HttpResponse::Ok().json(page(result)))
+            let (events, next) = gofer_engine::events::page(&state.pool, &access.tenant, &filter, &request).await?;
+            let events: Vec<Event> = events.into_iter().map(|e| ids.event(e)).collect();
+            Ok(HttpResponse::Ok().json(page((events, next.map(|seq| ids.id(seq))))))
         }
         EventsRequest::Stream { filter, after } => {
             let timing = EventStreamTiming {
                 poll: Duration::from_millis(state.config.events.poll_interval_ms),
                 keepalive: Duration::from_secs(state.config.events.keepalive_s),
             };
-            let stream = event_stream(&state.hub, state.pool.clone(), access.tenant, filter, after, timing);
+            let slot = crate::streams::take(&state, &access.tenant).await?;
+            let stream =
+                event_stream(&state.hub, state.pool.clone(), (access.tenant, ids, slot), filter, after, timing);
             Ok(HttpResponse::Ok()
                 .content_type("text/event-stream")
                 .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -178,9 +196,23 @@ pub(crate) async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_ids::EventIds;
+    use gofer_core::TenantId;
+
+    fn ids() -> TenantEventIds {
+        EventIds::new([3; 32]).tenant(&TenantId::parse("acme").unwrap())
+    }
+
+    fn id(seq: i64) -> String {
+        ids().id(seq).to_string()
+    }
 
     fn query(pairs: &str) -> EventsQuery {
         web::Query::<EventsQuery>::from_query(pairs).unwrap().into_inner()
+    }
+
+    fn parse(pairs: &str, accept_stream: bool, last_event_id: Option<&str>) -> Result<EventsRequest, ApiError> {
+        query(pairs).parse(&ids(), accept_stream, last_event_id)
     }
 
     fn code(result: Result<EventsRequest, ApiError>) -> &'static str {
@@ -189,20 +221,17 @@ mod tests {
 
     #[test]
     fn history_is_the_default_and_after_or_cursor_picks_the_start() {
-        let plain = query("").parse(false, None).unwrap();
         assert_eq!(
-            plain,
+            parse("", false, None).unwrap(),
             EventsRequest::History { filter: EventFilter::All, page: PageRequest { limit: 50, after: None } }
         );
-        let after = query("after=7&limit=2").parse(false, None).unwrap();
         assert_eq!(
-            after,
+            parse(&format!("after={}&limit=2", id(7)), false, None).unwrap(),
             EventsRequest::History { filter: EventFilter::All, page: PageRequest { limit: 2, after: Some(7) } }
         );
-        let cursor = crate::pagination::page((vec![()], Some(9i64))).next_cursor.unwrap();
-        let resumed = query(&format!("cursor={cursor}")).parse(false, None).unwrap();
+        let cursor = crate::pagination::page((vec![()], Some(ids().id(9)))).next_cursor.unwrap();
         assert_eq!(
-            resumed,
+            parse(&format!("cursor={cursor}"), false, None).unwrap(),
             EventsRequest::History { filter: EventFilter::All, page: PageRequest { limit: 50, after: Some(9) } }
         );
     }
@@ -210,18 +239,16 @@ mod tests {
     #[test]
     fn streams_resume_from_last_event_id_then_after() {
         assert_eq!(
-            query("follow=true").parse(false, None).unwrap(),
+            parse("follow=true", false, None).unwrap(),
             EventsRequest::Stream { filter: EventFilter::All, after: 0 }
         );
+        let after5 = format!("after={}", id(5));
+        assert_eq!(parse(&after5, true, None).unwrap(), EventsRequest::Stream { filter: EventFilter::All, after: 5 });
         assert_eq!(
-            query("after=5").parse(true, None).unwrap(),
-            EventsRequest::Stream { filter: EventFilter::All, after: 5 }
-        );
-        assert_eq!(
-            query("after=5").parse(true, Some("12")).unwrap(),
+            parse(&after5, true, Some(&id(12))).unwrap(),
             EventsRequest::Stream { filter: EventFilter::All, after: 12 }
         );
-        assert_eq!(query("follow=false").parse(false, Some("12")).unwrap(), query("").parse(false, None).unwrap());
+        assert_eq!(parse("follow=false", false, Some(&id(12))).unwrap(), parse("", false, None).unwrap());
     }
 
     #[test]
@@ -241,14 +268,35 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused_with_their_codes() {
-        assert_eq!(code(query("after=-1").parse(false, None)), "invalid_after");
-        assert_eq!(code(query("after=x").parse(false, None)), "invalid_after");
-        assert_eq!(code(query("after=1&cursor=abc").parse(false, None)), "invalid_cursor");
-        assert_eq!(code(query("cursor=!!").parse(false, None)), "invalid_cursor");
-        assert_eq!(code(query("limit=0").parse(false, None)), "invalid_limit");
-        assert_eq!(code(query("follow=yes").parse(false, None)), "invalid_follow");
-        assert_eq!(code(query("namespace=Bad").parse(false, None)), "invalid_identifier");
-        assert_eq!(code(query("namespace=builds&pipeline=hello&run=0").parse(false, None)), "invalid_identifier");
-        assert_eq!(code(query("").parse(true, Some("abc"))), "invalid_last_event_id");
+        assert_eq!(code(parse("after=-1", false, None)), "invalid_after");
+        assert_eq!(code(parse("after=x", false, None)), "invalid_after");
+        assert_eq!(code(parse(&format!("after={}&cursor=abc", id(1)), false, None)), "invalid_cursor");
+        assert_eq!(code(parse("cursor=!!", false, None)), "invalid_cursor");
+        assert_eq!(code(parse("limit=0", false, None)), "invalid_limit");
+        assert_eq!(code(parse("follow=yes", false, None)), "invalid_follow");
+        assert_eq!(code(parse("namespace=Bad", false, None)), "invalid_identifier");
+        assert_eq!(code(parse("namespace=builds&pipeline=hello&run=0", false, None)), "invalid_identifier");
+        assert_eq!(code(parse("", true, Some("abc"))), "invalid_last_event_id");
+    }
+
+    #[test]
+    fn plain_numbers_made_up_ids_and_another_tenants_ids_are_refused_naming_the_parameter() {
+        let umbrella = EventIds::new([3; 32]).tenant(&TenantId::parse("umbrella").unwrap());
+        let theirs = umbrella.id(7).to_string();
+        let theirs_cursor = crate::pagination::page((vec![()], Some(umbrella.id(7)))).next_cursor.unwrap();
+        let forged_cursor = crate::pagination::page((vec![()], Some("AAAAAAAAAAAAAAAAAAAAAA"))).next_cursor.unwrap();
+        for (pairs, last_event_id, code, name) in [
+            ("after=7".to_owned(), None, "invalid_after", "after"),
+            (format!("after={theirs}"), None, "invalid_after", "after"),
+            ("after=AAAAAAAAAAAAAAAAAAAAAA".to_owned(), None, "invalid_after", "after"),
+            (format!("cursor={theirs_cursor}"), None, "invalid_cursor", "cursor"),
+            (format!("cursor={forged_cursor}"), None, "invalid_cursor", "cursor"),
+            ("follow=true".to_owned(), Some("7"), "invalid_last_event_id", "Last-Event-ID"),
+            ("follow=true".to_owned(), Some(theirs.as_str()), "invalid_last_event_id", "Last-Event-ID"),
+        ] {
+            let err = parse(&pairs, false, last_event_id).unwrap_err();
+            assert_eq!(err.code(), code, "{pairs} {last_event_id:?}");
+            assert!(err.to_string().contains(name), "{pairs}: {err}");
+        }
     }
 }

@@ -78,16 +78,18 @@ pub(crate) async fn debug(
     let key = path.into_inner().key(&access.tenant)?;
     let (run, config, tasks) = gather(&state, &key).await?;
     let filter = EventFilter::Run(key.pipeline.namespace.clone(), key.pipeline.pipeline.clone(), run.id);
-    let mut events = Vec::new();
+    let mut stored = Vec::new();
     loop {
-        let after = events.last().map_or(0, |e: &gofer_core::model::Event| e.id);
+        let after = stored.last().map_or(0, |e: &gofer_engine::events::StoredEvent| e.seq);
         let batch = gofer_engine::events::list(&state.pool, &access.tenant, &filter, after, 500).await?;
         let done = batch.len() < 500;
-        events.extend(batch);
+        stored.extend(batch);
         if done {
             break;
         }
     }
+    let ids = state.event_ids.tenant(&access.tenant);
+    let events = stored.into_iter().map(|e| ids.event(e)).collect();
     let plan = gofer_billing::tenant_plan(&state.pool, &access.tenant).await?;
     let waiting_for_quota = tasks
         .iter()

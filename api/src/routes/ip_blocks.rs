@@ -1,7 +1,7 @@
 //! IP blocks (operator routes): client addresses refused with 403 `ip_blocked` until they expire.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use gofer_core::model::{IpBlock, Page};
+use gofer_core::model::{BlockScope, IpBlock, Page};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -21,6 +21,12 @@ pub struct CreateIpBlock {
     /// Why (free text, up to 200 characters; default `operator`).
     #[serde(default)]
     pub reason: Option<String>,
+    /// What the block refuses: `anonymous` (the default: requests without a token, trial sign-ups,
+    /// trial tokens and failed authentications; paying tenants' and operators' tokens pass) or
+    /// `all` (everyone, except these routes). An existing block's scope is only ever widened.
+    #[serde(default)]
+    #[schema(value_type = Option<BlockScope>)]
+    pub scope: Option<String>,
 }
 
 /// One block.
@@ -77,9 +83,17 @@ pub(crate) async fn create(
     if reason.is_empty() || reason.len() > 200 {
         return Err(ApiError::InvalidParameter { code: "invalid_field", detail: "reason: 1 to 200 characters".into() });
     }
+    let scope = match body.scope.as_deref() {
+        None => BlockScope::Anonymous,
+        Some(scope) => BlockScope::parse(scope).ok_or_else(|| ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: format!("scope: one of anonymous, all (got \"{scope}\")"),
+        })?,
+    };
     let duration = time::Duration::seconds(i64::try_from(body.duration_s).unwrap_or(i64::MAX));
-    let block = gofer_billing::ip_blocks::block(&state.pool, &ip.to_string(), &reason, duration).await?;
-    state.ip_blocks.insert(ip, block.expires);
+    let block = gofer_billing::ip_blocks::block(&state.pool, &ip.to_string(), &reason, duration, scope).await?;
+    let active = crate::blocks::ActiveBlock { until: block.expires, scope: block.scope, reason: block.reason.clone() };
+    state.ip_blocks.insert(ip, active);
     Ok(HttpResponse::Created().json(IpBlockResponse { block }))
 }
 

@@ -76,6 +76,8 @@ fn offset_param(value: Option<&str>) -> Result<u64, ApiError> {
             headers(("Gofer-Log-Offset" = u64, description = "Without follow: the raw position after the bytes returned"))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json",
+            description = "A follow, when the tenant holds its plan's `max_concurrent_streams`: `too_many_streams`, with `Retry-After`"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs")]
 pub(crate) async fn task_logs(
@@ -109,8 +111,9 @@ pub(crate) async fn task_logs(
     };
     // An earlier attempt will not grow any more.
     let complete = task.state == TaskState::Complete || attempt < task.attempt;
-    let stream =
-        follow_log(&state.hub, state.pool.clone(), state.logs.clone(), (key, attempt), offset, complete, timing);
+    let slot = crate::streams::take(&state, &access.tenant).await?;
+    let logs = state.logs.clone();
+    let stream = follow_log(&state.hub, state.pool.clone(), logs, (key, attempt), offset, complete, timing, slot);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -96,11 +96,14 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
     let role = match (owner, body.role.as_deref()) {
         (TokenOwner::Operator, None | Some("operator")) => Role::Operator,
         (TokenOwner::Operator, Some(other)) => {
-            return Err(invalid(format!("role: operator tokens have role operator, not {other:?}")));
+            return Err(invalid(format!("role: operator tokens have role operator, not \"{other}\"")));
         }
         (TokenOwner::Tenant(_), Some(r @ ("admin" | "write" | "read"))) => Role::parse(r).unwrap_or(Role::Read),
-        (TokenOwner::Tenant(_), other) => {
-            return Err(invalid(format!("role: one of admin, write, read (got {other:?})")));
+        (TokenOwner::Tenant(_), None) => {
+            return Err(invalid("role: required for a tenant token: one of admin, write, read"));
+        }
+        (TokenOwner::Tenant(_), Some(other)) => {
+            return Err(invalid(format!("role: one of admin, write, read (got \"{other}\")")));
         }
     };
     if matches!(owner, TokenOwner::Operator) && !body.namespaces.is_empty() {

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use gofer_api::limits::{AuthFailures, Bucket, IpBlocks, RequestLimits};
+use gofer_api::blocks::IpBlocks;
+use gofer_api::limits::{AuthFailures, Bucket, RequestLimits};
 use gofer_bench::machine::{load_average, rss_mib};
 
 #[derive(Debug, Parser)]

@@ -74,8 +74,16 @@ pub(crate) async fn usage(
 
 fn blocks_table(items: &[IpBlock]) -> String {
     table(
-        ["address", "reason", "created", "expires"],
-        items.iter().map(|b| [b.address.clone(), b.reason.clone(), time(Some(b.created)), time(Some(b.expires))]),
+        ["address", "scope", "reason", "created", "expires"],
+        items.iter().map(|b| {
+            [
+                b.address.clone(),
+                b.scope.as_str().to_owned(),
+                b.reason.clone(),
+                time(Some(b.created)),
+                time(Some(b.expires)),
+            ]
+        }),
     )
 }
 
@@ -86,8 +94,9 @@ pub(crate) async fn ip_block(ctx: &Ctx, command: IpBlockCommand) -> Result<(), C
             let items = all_pages(|page| c.list_ip_blocks(page)).await?;
             emit(ctx, &items, |i| blocks_table(i));
         }
-        IpBlockCommand::Add { address, duration, reason } => {
-            let block = c.create_ip_block(&address, duration, reason.as_deref()).await?;
+        IpBlockCommand::Add { address, duration, reason, scope } => {
+            let scope = gofer_sdk::core::model::BlockScope::parse(&scope).unwrap_or_default();
+            let block = c.create_ip_block(&address, duration, reason.as_deref(), scope).await?;
             emit(ctx, &block, |b| blocks_table(std::slice::from_ref(b)));
         }
         IpBlockCommand::Remove { address } => {
@@ -100,7 +109,15 @@ pub(crate) async fn ip_block(ctx: &Ctx, command: IpBlockCommand) -> Result<(), C
 
 /// `gofer trial`: a new trial tenant and its token.
 pub(crate) async fn trial(ctx: &Ctx) -> Result<(), CliError> {
-    let created = ctx.client.start_trial().await?;
+    // The service asks a sign-up to pay with a proof of work (about a second of one core).
+    let challenge = ctx.client.trial_challenge().await?;
+    let spinner = crate::progress::Spinner::new(
+        ctx,
+        format!("Solving the sign-up's proof of work ({} bits, about 2^{} hashes)", challenge.bits, challenge.bits),
+    );
+    let proof = gofer_sdk::solve_trial_challenge(challenge).await?;
+    drop(spinner);
+    let created = ctx.client.start_trial_with(&proof).await?;
     emit(ctx, &created, |t| format!("Started trial tenant {}. Its token (shown once):\n{}", t.tenant.id, t.token));
     Ok(())
 }

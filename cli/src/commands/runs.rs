@@ -217,19 +217,19 @@ fn event_line(e: &Event) -> String {
     .into_iter()
     .flatten()
     .collect();
-    format!("{:>6}  {}  {:<20}  {}  {}", e.id, time(Some(e.emitted)), e.kind.to_string(), subject.join(" "), e.payload)
+    format!("{}  {}  {:<20}  {}  {}", e.id, time(Some(e.emitted)), e.kind.to_string(), subject.join(" "), e.payload)
 }
 
 pub(crate) async fn events(ctx: &Ctx, command: EventCommand) -> Result<(), CliError> {
     match command {
         EventCommand::List { filter } => {
             let f = event_filter(ctx, &filter)?;
-            let items = ctx.client.all_events(&f, filter.after).await?;
+            let items = ctx.client.all_events(&f, filter.after.as_ref()).await?;
             emit(ctx, &items, |i| i.iter().map(|e| event_line(e) + "\n").collect());
         }
         EventCommand::Follow { filter } => {
             let f = event_filter(ctx, &filter)?;
-            let mut stream = ctx.client.follow_events(&f, filter.after).await?;
+            let mut stream = ctx.client.follow_events(&f, filter.after.as_ref()).await?;
             while let Some(event) = stream.next().await {
                 let event = event?;
                 if ctx.human() {

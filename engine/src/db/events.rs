@@ -1,7 +1,6 @@
 //! SQL of the event history: a tenant's events in stream order (writing transaction, then id) up
 //! to the visibility horizon; see `crate::events` for why that order makes resuming safe.
 
-use gofer_core::model::Event;
 use gofer_core::{RunId, TenantId};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -9,11 +8,12 @@ use time::OffsetDateTime;
 
 use super::corrupt;
 use crate::EngineError;
-use crate::events::EventFilter;
+use crate::events::{EventFilter, Position, StoredEvent};
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,
+    xact: i64,
     kind: String,
     namespace_id: Option<String>,
     pipeline_id: Option<String>,
@@ -24,9 +24,10 @@ struct EventRow {
 }
 
 impl EventRow {
-    fn into_event(self) -> Result<Event, EngineError> {
-        Ok(Event {
-            id: self.id,
+    fn into_event(self) -> Result<StoredEvent, EngineError> {
+        Ok(StoredEvent {
+            seq: self.id,
+            position: Position { xact: self.xact, seq: self.id },
             kind: self.kind.parse().map_err(corrupt)?,
             namespace_id: self.namespace_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
             pipeline_id: self.pipeline_id.map(|v| v.parse()).transpose().map_err(corrupt)?,
@@ -46,7 +47,8 @@ impl EventRow {
 macro_rules! list_sql {
     ($filter:literal) => {
         concat!(
-            "SELECT e.id, e.kind, e.namespace_id, e.pipeline_id, e.run_id, e.task_id, e.payload, e.emitted_at
+            "SELECT e.id, e.xact_id::text::bigint AS xact, e.kind, e.namespace_id, e.pipeline_id, e.run_id, e.task_id,
+                    e.payload, e.emitted_at
              FROM events e
              WHERE e.tenant_id = $1
                AND (e.xact_id, e.id) > (
@@ -68,7 +70,7 @@ pub(crate) async fn list(
     filter: &EventFilter,
     after: i64,
     limit: i64,
-) -> Result<Vec<Event>, EngineError> {
+) -> Result<Vec<StoredEvent>, EngineError> {
     const ALL: &str = list_sql!("");
     const NAMESPACE: &str = list_sql!(" AND e.namespace_id = $4");
     const PIPELINE: &str = list_sql!(" AND e.namespace_id = $4 AND e.pipeline_id = $5");
@@ -83,4 +85,52 @@ pub(crate) async fn list(
         }
     };
     rows.into_iter().map(EventRow::into_event).collect()
+}
+
+/// Where a reader resuming after the tenant's event `after` stands: that event's position (or the
+/// position of the tenant's last event below `after`; the start when there is none), exactly as
+/// `list` resolves it.
+pub(crate) async fn position_of(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    after: i64,
+) -> Result<Position, EngineError> {
+    let found: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT s.xact_id::text::bigint, s.id FROM events s WHERE s.tenant_id = $1 AND s.id <= $2
+         ORDER BY s.id DESC LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(after)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.map_or(Position::START, |(xact, seq)| Position { xact, seq }))
+}
+
+/// The tenant's last event below the visibility horizon, in stream order: where a reader that
+/// wants only what comes from now on starts (0 when the tenant has none).
+pub(crate) async fn tail(conn: &mut PgConnection, tenant: &TenantId) -> Result<i64, EngineError> {
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT e.id FROM events e
+         WHERE e.tenant_id = $1 AND e.xact_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY e.xact_id DESC, e.id DESC LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(last.unwrap_or(0))
+}
+
+/// The `metadata` row holding the key of the event ids tenants see.
+const ID_KEY: &str = "event_id_key";
+
+/// The stored key of the tenant-facing event ids, storing `candidate` first when there is none.
+/// Replicas starting together agree: one insert wins (the others wait for it and do nothing), and
+/// every replica reads back the row that won.
+pub(crate) async fn id_key(pool: &sqlx::PgPool, candidate: &str) -> Result<String, EngineError> {
+    sqlx::query("INSERT INTO metadata (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(ID_KEY)
+        .bind(candidate)
+        .execute(pool)
+        .await?;
+    Ok(sqlx::query_scalar("SELECT value FROM metadata WHERE key = $1").bind(ID_KEY).fetch_one(pool).await?)
 }
