@@ -19,6 +19,13 @@ const IDENTIFIER_PARAMETERS: &[&str] = &["namespace", "pipeline", "task", "tenan
 /// Path parameters holding a number that starts at 1.
 const NUMBER_PARAMETERS: &[&str] = &["run", "deployment", "version", "from", "to"];
 
+/// A secret's key (`gofer_core::secrets::SecretKey`).
+const SECRET_KEY_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
+
+/// An object's key (`gofer_core::objects::ObjectKey`): segments of letters, digits, `.`, `_` and
+/// `-` between `/`, none of them `.` or `..`.
+const OBJECT_KEY_PATTERN: &str = r"^(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$";
+
 /// Adds the shared answers and parameter rules to every operation.
 pub struct Contract;
 
@@ -31,7 +38,7 @@ impl Modify for Contract {
                     .into_iter()
                     .flatten()
             {
-                type_parameters(operation);
+                type_parameters(path, operation);
                 if !probe {
                     add_shared_answers(operation);
                 }
@@ -51,6 +58,36 @@ fn identifier_schema() -> Schema {
     )
 }
 
+fn string_schema(pattern: &str, max_length: usize) -> Schema {
+    Schema::Object(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(max_length))
+            .build(),
+    )
+}
+
+fn uuid_schema() -> Schema {
+    Schema::Object(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .format(Some(utoipa::openapi::SchemaFormat::Custom("uuid".into())))
+            .build(),
+    )
+}
+
+fn page_limit_schema() -> Schema {
+    Schema::Object(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Integer))
+            .minimum(Some(1))
+            .maximum(Some(gofer_core::model::MAX_PAGE_LIMIT))
+            .build(),
+    )
+}
+
 fn number_schema() -> Schema {
     Schema::Object(
         utoipa::openapi::ObjectBuilder::new()
@@ -61,18 +98,23 @@ fn number_schema() -> Schema {
     )
 }
 
-/// Gives path parameters holding ids the schema the server checks them against.
-fn type_parameters(operation: &mut Operation) {
+/// Gives parameters holding ids, keys and page sizes the schema the server checks them against.
+fn type_parameters(path: &str, operation: &mut Operation) {
     for parameter in operation.parameters.iter_mut().flatten() {
-        if parameter.parameter_in != ParameterIn::Path {
-            continue;
-        }
         let name = parameter.name.as_str();
-        if IDENTIFIER_PARAMETERS.contains(&name) {
-            parameter.schema = Some(RefOr::T(identifier_schema()));
-        } else if NUMBER_PARAMETERS.contains(&name) {
-            parameter.schema = Some(RefOr::T(number_schema()));
-        }
+        let schema = match parameter.parameter_in {
+            ParameterIn::Path if IDENTIFIER_PARAMETERS.contains(&name) => identifier_schema(),
+            ParameterIn::Path if NUMBER_PARAMETERS.contains(&name) => number_schema(),
+            ParameterIn::Path if name == "key" && path.contains("/objects/") => {
+                string_schema(OBJECT_KEY_PATTERN, gofer_core::objects::MAX_OBJECT_KEY_LEN)
+            }
+            ParameterIn::Path if name == "key" => string_schema(SECRET_KEY_PATTERN, 128),
+            ParameterIn::Path if name == "id" && path.starts_with("/api/v1/tokens/") => uuid_schema(),
+            ParameterIn::Query if name == "limit" => page_limit_schema(),
+            ParameterIn::Query if IDENTIFIER_PARAMETERS.contains(&name) => identifier_schema(),
+            _ => continue,
+        };
+        parameter.schema = Some(RefOr::T(schema));
     }
 }
 
@@ -145,7 +187,8 @@ fn add_shared_answers(operation: &mut Operation) {
 /// The routes of the document, to answer a known path asked with another method: 405 with
 /// `Allow` instead of 404 (built once at start from the document, so it cannot drift).
 pub struct RouteTable {
-    routes: Vec<(regex::Regex, Vec<&'static str>)>,
+    /// Each path's matcher, how many parameters it has, and its methods.
+    routes: Vec<(regex::Regex, usize, Vec<&'static str>)>,
 }
 
 impl RouteTable {
@@ -178,16 +221,21 @@ impl RouteTable {
                 .into_iter()
                 .filter_map(|(method, present)| present.then_some(method))
                 .collect();
-                Some((regex::Regex::new(&pattern).ok()?, methods))
+                Some((regex::Regex::new(&pattern).ok()?, path.matches('{').count(), methods))
             })
             .collect();
         Self { routes }
     }
 
-    /// The methods of `path`, when the document has it.
+    /// The methods of `path`, when the document has it. A path matched by several templates is
+    /// the most literal one's (`/runs/cancel-all` is not `/runs/{run}`).
     pub fn methods(&self, path: &str) -> Option<Vec<&'static str>> {
-        let mut methods: Vec<&'static str> =
-            self.routes.iter().filter(|(re, _)| re.is_match(path)).flat_map(|(_, m)| m.iter().copied()).collect();
+        let matching = || self.routes.iter().filter(|(re, _, _)| re.is_match(path));
+        let fewest = matching().map(|(_, parameters, _)| *parameters).min()?;
+        let mut methods: Vec<&'static str> = matching()
+            .filter(|(_, parameters, _)| *parameters == fewest)
+            .flat_map(|(_, _, methods)| methods.iter().copied())
+            .collect();
         methods.sort_unstable();
         methods.dedup();
         (!methods.is_empty()).then_some(methods)
@@ -222,6 +270,9 @@ mod tests {
         );
         assert!(matches!(no_route(&routes, "GET", "/api/v1/nothing/here"), crate::error::ApiError::NotFound { .. }));
         assert!(routes.methods("/api/v1/namespaces/a/b").is_none(), "a segment too many is no path of the document");
+        // The literal path wins over the template that also matches it.
+        assert_eq!(routes.methods("/api/v1/tokens/whoami"), Some(vec!["GET"]));
+        assert_eq!(routes.methods("/api/v1/namespaces/a00/pipelines/a00/runs/cancel-all"), Some(vec!["POST"]));
     }
 
     #[test]

@@ -607,7 +607,7 @@ pub async fn rate_limit(
         return Ok(req.into_response(actix_web::ResponseError::error_response(&refusal)));
     }
     if !state.config.rate_limits.enabled {
-        return next.call(req).await;
+        return call_route(req, next, &path).await;
     }
     let token_key = bearer.as_deref().map(|t| hex::encode(&gofer_tenants::token::hash_secret(t)[..16]));
     if let Some(key) = &token_key {
@@ -629,7 +629,34 @@ pub async fn rate_limit(
         set_headers(response.headers_mut(), &decision);
         return Ok(req.into_response(response));
     }
-    let mut response = next.call(req).await?;
+    let mut response = call_route(req, next, &path).await?;
     set_headers(response.headers_mut(), &decision);
     Ok(response)
+}
+
+/// Calls the route. A path of the document asked with a method it does not have is answered 405
+/// with `Allow` even when a route with a parameter took it (`DELETE /api/v1/tokens/whoami` reaches
+/// `DELETE /api/v1/tokens/{id}` and fails there as an invalid id): checked only when the route
+/// answered 400 or 404, so the route table costs nothing on the way of a good request.
+async fn call_route(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+    path: &str,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let routes = req.app_data::<actix_web::web::Data<crate::contract::RouteTable>>().cloned();
+    let method = req.method().clone();
+    let response = next.call(req).await?;
+    if !matches!(response.status().as_u16(), 400 | 404) {
+        return Ok(response);
+    }
+    let Some(routes) = routes else { return Ok(response) };
+    match crate::contract::no_route(&routes, method.as_str(), path) {
+        refusal @ ApiError::MethodNotAllowed { .. }
+            if routes.methods(path).is_some_and(|m| !m.contains(&method.as_str())) =>
+        {
+            let request = response.request().clone();
+            Ok(actix_web::dev::ServiceResponse::new(request, actix_web::ResponseError::error_response(&refusal)))
+        }
+        _ => Ok(response),
+    }
 }

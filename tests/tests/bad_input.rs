@@ -518,6 +518,9 @@ async fn a_known_path_with_an_undeclared_method_answers_405_with_allow() {
     assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
     let body: serde_json::Value = response.json().await.expect("problem");
     assert_eq!(body["code"], "method_not_allowed");
+    // A literal path that a route with a parameter would also take: still its own methods.
+    let whoami = app.request("DELETE", "/api/v1/tokens/whoami", Some(&acme.token), None).await;
+    assert_eq!((whoami.status, whoami.code()), (405, "method_not_allowed"), "{whoami:?}");
     let unknown = app.request("GET", "/api/v1/no/such/route", Some(&acme.token), None).await;
     assert_eq!((unknown.status, unknown.code()), (404, "route_not_found"));
 }
