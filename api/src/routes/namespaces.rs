@@ -16,8 +16,10 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespace {
     /// `^[a-z][a-z0-9_-]{2,63}$`
+    #[schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64)]
     pub id: String,
-    /// Display name.
+    /// Display name: 1 to 128 characters, not only spaces, no control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$", max_length = 128)]
     pub name: String,
     /// Free text.
     #[serde(default)]
@@ -110,7 +112,8 @@ pub(crate) async fn get(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNamespace {
-    /// New display name.
+    /// New display name: 1 to 128 characters, not only spaces, no control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$", max_length = 128)]
     pub name: Option<String>,
     /// New description.
     pub description: Option<String>,
