@@ -55,7 +55,7 @@ routes! {
     /// One token.
     GET_TOKEN = "GET" "/api/v1/tokens/{id}";
     /// Revoke a token.
-    REVOKE_TOKEN = "DELETE" "/api/v1/tokens/{id}";
+    REVOKE_TOKEN = "POST" "/api/v1/tokens/{id}/revoke";
 
     /// Plans (operator).
     LIST_PLANS = "GET" "/api/v1/plans";

@@ -160,7 +160,7 @@ impl Client {
         self.one(self.request(GET_TOKEN, &[&id]), "token").await
     }
 
-    /// `DELETE /tokens/{id}`: the revoked token.
+    /// `POST /tokens/{id}/revoke`: the revoked token (still listed, marked, until the purge).
     pub async fn revoke_token(&self, id: &str) -> Result<TokenMetadata, Error> {
         self.one(self.request(REVOKE_TOKEN, &[&id]), "token").await
     }

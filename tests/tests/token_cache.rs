@@ -58,7 +58,7 @@ async fn a_token_revoked_through_one_replica_is_refused_by_the_other_at_once() {
         created.body["metadata"]["id"].as_str().unwrap().to_owned(),
     );
     warm(&a, &b, &secret).await;
-    let revoked = acme.request("DELETE", &format!("/api/v1/tokens/{id}"), None).await;
+    let revoked = acme.request("POST", &format!("/api/v1/tokens/{id}/revoke"), None).await;
     assert_eq!(revoked.status, 200, "{revoked:?}");
     // The replica that revoked it refuses it on the very next request.
     assert_eq!(a.request("GET", "/api/v1/namespaces", Some(&secret), None).await.status, 401);

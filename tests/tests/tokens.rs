@@ -100,16 +100,16 @@ async fn a_revoked_token_stops_working_at_once_and_other_tenants_cannot_see_or_r
 
     let theirs = umbrella.request("GET", &format!("/api/v1/tokens/{id}"), None).await;
     assert_eq!((theirs.status, theirs.code()), (404, "token_not_found"));
-    let theirs = umbrella.request("DELETE", &format!("/api/v1/tokens/{id}"), None).await;
+    let theirs = umbrella.request("POST", &format!("/api/v1/tokens/{id}/revoke"), None).await;
     assert_eq!((theirs.status, theirs.code()), (404, "token_not_found"));
     assert_eq!(app.request("GET", "/api/v1/namespaces", Some(&secret), None).await.status, 200, "still works");
 
-    let revoked = acme.request("DELETE", &format!("/api/v1/tokens/{id}"), None).await;
+    let revoked = acme.request("POST", &format!("/api/v1/tokens/{id}/revoke"), None).await;
     assert_eq!(revoked.status, 200);
     assert!(revoked.body["token"]["revoked"].is_string());
     let after = app.request("GET", "/api/v1/namespaces", Some(&secret), None).await;
     assert_eq!((after.status, after.code()), (401, "unauthorized"));
-    let again = acme.request("DELETE", &format!("/api/v1/tokens/{id}"), None).await;
+    let again = acme.request("POST", &format!("/api/v1/tokens/{id}/revoke"), None).await;
     assert_eq!(again.status, 200, "revoking twice changes nothing");
     let bad = acme.request("GET", "/api/v1/tokens/not-a-uuid", None).await;
     assert_eq!((bad.status, bad.code()), (400, "invalid_identifier"));

@@ -1,6 +1,6 @@
 //! API tokens: create (secret shown once), list, read, revoke, and whoami.
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use gofer_core::id::IdError;
 use gofer_core::model::{Page, TokenMetadata};
 use gofer_tenants::tokens::{NewToken, TokenOwner};
@@ -235,15 +235,17 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(TokenResponse { token }))
 }
 
-/// Revokes one of the caller's tokens at once. Revoking a revoked token changes nothing.
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+/// Revokes one of the caller's tokens at once. Revoking a revoked token changes nothing. A revoked
+/// token stays listed, marked `revoked`, as an audit trail until the purge
+/// (`tokens.purge_grace_s`): it is revoked, not deleted, and the route says so.
+#[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokenResponse),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
-#[delete("/api/v1/tokens/{id}")]
+#[post("/api/v1/tokens/{id}/revoke")]
 pub(crate) async fn revoke(
     manager: TokenManager,
     state: web::Data<AppState>,
