@@ -18,6 +18,7 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct PutSecret {
     /// The value: 1 byte up to `secret_max_value_bytes` (32 KiB by default), no NUL. Never shown again.
+    #[schema(min_length = 1, max_length = 8192, pattern = "^[^\\u0000]+$")]
     pub value: String,
 }
 
@@ -26,6 +27,7 @@ pub struct PutSecret {
 #[serde(deny_unknown_fields)]
 pub struct PutGlobalSecret {
     /// The value: 1 byte up to `secret_max_value_bytes` (32 KiB by default), no NUL. Never shown again.
+    #[schema(min_length = 1, max_length = 8192, pattern = "^[^\\u0000]+$")]
     pub value: String,
     /// Namespace globs (`team-*`) whose pipelines may use the secret; none: no namespace may.
     #[serde(default)]

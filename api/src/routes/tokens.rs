@@ -30,7 +30,8 @@ pub struct CreateToken {
     /// Free text.
     #[serde(default)]
     pub description: String,
-    /// Lifetime in days (default and maximum from the server's config).
+    /// Lifetime in days (default and maximum from the server's config: 90 and 365 unless set).
+    #[schema(minimum = 1, maximum = 365)]
     pub expires_in_days: Option<u32>,
 }
 

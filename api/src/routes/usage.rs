@@ -22,8 +22,10 @@ pub struct UsageParams {
     /// End of the period, exclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: now.
     to: Option<String>,
     /// `day` (default) or `pipeline`.
+    #[param(pattern = "^(day|pipeline)$")]
     group_by: Option<String>,
     /// `json` (default) or `csv` (operators' route only; every group, no pagination).
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
     /// Groups per page, 1 to 500 (default 50).
     limit: Option<String>,
