@@ -223,6 +223,8 @@ async fn a_trial_abuse_block_refuses_anonymous_and_trial_requests_but_not_paying
 async fn a_failed_authentication_block_refuses_made_up_tokens_but_not_paying_or_operator_tokens() {
     let app = dual_stack(|c| c.auth.failures_per_minute = 3).await;
     let paying = app.tenant("acme").await;
+    let trial = trial_from(&app, "127.0.0.12").await;
+    let trial_token = trial.body["token"].as_str().expect("trial token").to_owned();
     let mut statuses = Vec::new();
     for i in 0..4 {
         let bearer = format!("gofer_made-up-{i}");
@@ -231,24 +233,27 @@ async fn a_failed_authentication_block_refuses_made_up_tokens_but_not_paying_or_
         );
     }
     assert_eq!(statuses, [401, 401, 401, 429], "blocked after the budget of failures");
-    only_verified_tokens_pass(&app, "127.0.0.12", &paying.token, None, 429, "rate_limited").await;
+    only_verified_tokens_pass(&app, "127.0.0.12", &paying.token, Some(&trial_token), 429, "rate_limited").await;
     assert_eq!(from(&app, "127.0.0.13", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
 }
 
 #[tokio::test]
 async fn a_limiter_strike_block_refuses_anonymous_requests_but_not_paying_or_operator_tokens() {
     let app = dual_stack(|c| {
-        c.rate_limits.anonymous_per_minute = 2;
+        c.rate_limits.anonymous_per_minute = 4;
         c.ip_blocks.rate_limited_per_minute = 2;
     })
     .await;
     let paying = app.tenant("acme").await;
+    // A trial from the address: its two anonymous requests (challenge, sign-up) leave two.
+    let trial = trial_from(&app, "127.0.0.14").await;
+    let trial_token = trial.body["token"].as_str().expect("trial token").to_owned();
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(from(&app, "127.0.0.14", "GET", "/api/v1/openapi.json", None).await.status);
     }
     assert_eq!(statuses, [200, 200, 429, 429, 429, 403], "limited, then blocked for striking the limit");
-    only_verified_tokens_pass(&app, "127.0.0.14", &paying.token, None, 403, "ip_blocked").await;
+    only_verified_tokens_pass(&app, "127.0.0.14", &paying.token, Some(&trial_token), 403, "ip_blocked").await;
     assert_eq!(from(&app, "127.0.0.15", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
 }
 
