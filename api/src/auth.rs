@@ -148,7 +148,8 @@ impl FromRequest for Authenticated {
             }
             refuse_suspended(auth.tenant_suspended)?;
             if !auth.allowed_cidrs.is_empty()
-                && !ip.is_some_and(|ip| auth.allowed_cidrs.iter().any(|n| n.contains(&ip)))
+                && !ip
+                    .is_some_and(|ip| auth.allowed_cidrs.iter().any(|n| crate::limits::canonical_net(*n).contains(&ip)))
             {
                 return Err(ApiError::Forbidden {
                     code: "client_ip_not_allowed",

@@ -19,6 +19,20 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
+/// A network in the one form addresses are matched in: an IPv4-mapped IPv6 network
+/// (`::ffff:10.0.0.0/104`, as an operator may write a dual-stack proxy's range) becomes the IPv4
+/// network (`10.0.0.0/8`), since every address is canonical ([`canonical_ip`]) before it is
+/// matched. Other networks are unchanged.
+pub fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, ipnet::IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// The key a client is limited by: its IPv4 address, or its IPv6 /64 (one host usually owns a
 /// whole /64, so limiting single IPv6 addresses would limit nothing). Canonical first
 /// ([`canonical_ip`]), so an operator's `::ffff:a.b.c.d` means `a.b.c.d` too.
@@ -365,7 +379,7 @@ impl RequestLimits {
 /// `X-Forwarded-For` entry that is not itself a trusted proxy. This is where a request's address
 /// enters: it answers the canonical form ([`canonical_ip`]), and matches trusted proxies in it.
 pub fn resolve_client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| canonical_net(*net).contains(ip));
     let peer = canonical_ip(peer);
     if !is_trusted(&peer) {
         return peer;
@@ -495,6 +509,20 @@ mod request_tests {
         assert_eq!(resolve_client_ip(proxy, None, &trusted), v4("10.0.0.1"));
         assert_eq!(resolve_client_ip(proxy, Some("::ffff:1.2.3.4, ::ffff:10.9.9.9"), &trusted), v4("1.2.3.4"));
         assert_eq!(resolve_client_ip(proxy, Some("1.2.3.4, ::ffff:10.9.9.9"), &trusted), v4("1.2.3.4"));
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_match_the_ipv4_addresses_they_hold() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        assert_eq!(canonical_net(net("::ffff:10.0.0.0/104")), net("10.0.0.0/8"));
+        assert_eq!(canonical_net(net("::ffff:192.0.2.7/128")), net("192.0.2.7/32"));
+        assert_eq!(canonical_net(net("2001:db8::/32")), net("2001:db8::/32"), "real IPv6 stays");
+        assert_eq!(canonical_net(net("::/0")), net("::/0"), "too wide to be mapped IPv4");
+        // A trusted proxy written in the mapped form is trusted when it connects.
+        let trusted = vec![net("::ffff:10.0.0.0/104")];
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(resolve_client_ip(v4("::ffff:10.1.2.3"), Some("1.2.3.4"), &trusted), v4("1.2.3.4"));
+        assert_eq!(resolve_client_ip(v4("10.1.2.3"), Some("1.2.3.4"), &trusted), v4("1.2.3.4"));
     }
 
     #[test]

@@ -119,7 +119,8 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
         .iter()
         .map(|c| {
             c.parse::<ipnet::IpNet>()
-                .map_err(|_| invalid(format!("allowed_cidrs: {c:?} is not a CIDR such as 10.0.0.0/8")))
+                .map(crate::limits::canonical_net)
+                .map_err(|_| invalid(format!("allowed_cidrs: \"{c}\" is not a CIDR such as 10.0.0.0/8")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if body.description.len() > 1024 {
