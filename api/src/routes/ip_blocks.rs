@@ -17,9 +17,11 @@ pub struct CreateIpBlock {
     /// An IPv4 or IPv6 address (IPv6 blocks its whole /64).
     pub address: String,
     /// How long, in seconds (1 to 31536000).
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub duration_s: u64,
     /// Why (free text, up to 200 characters; default `operator`).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub reason: Option<String>,
     /// What the block refuses: `anonymous` (the default: requests without a token, trial sign-ups,
     /// trial tokens and failed authentications; paying tenants' and operators' tokens pass) or
@@ -80,7 +82,7 @@ pub(crate) async fn create(
         });
     }
     let reason = body.reason.clone().unwrap_or_else(|| "operator".into());
-    if reason.is_empty() || reason.len() > 200 {
+    if reason.is_empty() || reason.chars().count() > 200 {
         return Err(ApiError::InvalidParameter { code: "invalid_field", detail: "reason: 1 to 200 characters".into() });
     }
     let scope = match body.scope.as_deref() {

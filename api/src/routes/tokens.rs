@@ -19,7 +19,9 @@ use crate::startup::AppState;
 pub struct CreateToken {
     /// `tenant` (a tenant admin creates it) or `operator` (an operator creates it); defaults to the caller's kind.
     pub kind: Option<String>,
-    /// `admin`, `write` or `read` for tenant tokens; `operator` (the default) for operator tokens.
+    /// `admin`, `write` or `read` for tenant tokens (required); `operator` (the default) for
+    /// operator tokens.
+    #[schema(pattern = "^(admin|write|read|operator)$")]
     pub role: Option<String>,
     /// Namespace globs the token is limited to, e.g. `["team-*"]`; empty means every namespace.
     #[serde(default)]
