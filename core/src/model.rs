@@ -443,18 +443,25 @@ pub struct Whoami {
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Plan id (`^[a-z][a-z0-9_-]{2,63}$`).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64))]
     pub id: String,
-    /// Display name.
+    /// Display name: 1 to 128 bytes, not only spaces.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S", min_length = 1, max_length = 32))]
     pub name: String,
     /// Task executions of the tenant running at once.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_concurrent_tasks: u32,
     /// The longest timeout a task may have, in seconds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_task_timeout_s: u32,
     /// The longest a run may take, in seconds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_run_duration_s: u32,
     /// CPU ceiling per task, in millicores.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_cpu_millis: u32,
     /// Memory ceiling per task, in MiB.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_memory_mb: u32,
     /// Disk a task may write in its work directory (`/job`), in MiB. Default 10240.
     #[serde(default = "default_max_disk_mb")]
@@ -465,12 +472,14 @@ pub struct Plan {
     pub object_storage_bytes: u64,
     /// Pipeline objects one pipeline keeps; past it, its oldest are evicted. Default 1000.
     #[serde(default = "default_max_pipeline_objects")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_pipeline_objects: u32,
     /// Bytes one pipeline's pipeline objects hold together; past it, its oldest are evicted.
     /// Default 1 GiB.
     #[serde(default = "default_max_pipeline_object_bytes")]
     pub max_pipeline_object_bytes: u64,
     /// API requests per minute per token.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub requests_per_minute: u32,
     /// The scheduler's node pool for the tenant's tasks (Nomad `NodePool`); `null`: the
     /// scheduler's configured default pool.
