@@ -22,10 +22,19 @@ use crate::startup::AppState;
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
-    /// Environment variables for every task of the run (they override the tasks' own env).
+    /// Environment variables for every task of the run (they override the tasks' own env). Names
+    /// starting with `GOFER_` and the dynamic loader's (`LD_*` but `LD_LIBRARY_PATH` and
+    /// `LD_RUN_PATH`, `MALLOC_*`, `GCONV_PATH`, …) are refused too.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<EnvName, String>)]
     pub variables: BTreeMap<String, String>,
 }
+
+/// An environment variable's name, as the document describes it (`gofer_core::config::check_env_key`).
+#[derive(ToSchema)]
+#[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+#[allow(dead_code)] // a schema only: the names are read as strings and checked by core
+pub struct EnvName(String);
 
 /// One run.
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -18,8 +18,10 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UsageParams {
     /// Start of the period, inclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: the start of this month.
+    #[param(pattern = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?$")]
     from: Option<String>,
     /// End of the period, exclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: now.
+    #[param(pattern = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?$")]
     to: Option<String>,
     /// `day` (default) or `pipeline`.
     #[param(pattern = "^(day|pipeline)$")]
