@@ -47,6 +47,16 @@ pub enum ApiError {
         /// Seconds until a retry can succeed.
         retry_after_s: u64,
     },
+    /// Too many failed authentications from this client address: it is blocked for a while for
+    /// everything but verified paying and operator tokens (code `rate_limited`, like any 429).
+    #[error(
+        "too many failed authentications from this client address; blocked for {retry_after_s}s more \
+         (a request with a paying tenant's or an operator's token passes)"
+    )]
+    AuthFailuresBlocked {
+        /// Seconds until the block ends.
+        retry_after_s: u64,
+    },
     /// The tenant holds as many long-lived streams as its plan allows; the detail names the cap.
     #[error("{detail}")]
     TooManyStreams {
@@ -132,7 +142,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden { code, .. } => code,
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { .. } | ApiError::AuthFailuresBlocked { .. } => "rate_limited",
             ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::InvalidIdentifier(_) => "invalid_identifier",
             ApiError::InvalidBody(e) => e.code,
@@ -152,7 +162,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
-            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::RateLimited { .. } | ApiError::AuthFailuresBlocked { .. } => "Too many requests",
             ApiError::TooManyStreams { .. } => "Too many streams",
             ApiError::InvalidIdentifier(_) => "Invalid identifier",
             ApiError::InvalidBody(_) => "Invalid request body",
@@ -196,7 +206,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::AuthFailuresBlocked { .. } | ApiError::TooManyStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::InvalidIdentifier(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidConfig(_)
@@ -225,7 +237,10 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        if let ApiError::RateLimited { retry_after_s } | ApiError::TooManyStreams { retry_after_s, .. } = self {
+        if let ApiError::RateLimited { retry_after_s }
+        | ApiError::AuthFailuresBlocked { retry_after_s }
+        | ApiError::TooManyStreams { retry_after_s, .. } = self
+        {
             response.insert_header(("Retry-After", retry_after_s.to_string()));
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {

@@ -86,7 +86,7 @@ impl AuthFailures {
         let key = client_key(ip);
         let blocked = self.blocked.lock().map(|b| b.get(&key).copied()).unwrap_or(None);
         match blocked {
-            Some(until) if until > Instant::now() => Err(ApiError::RateLimited {
+            Some(until) if until > Instant::now() => Err(ApiError::AuthFailuresBlocked {
                 retry_after_s: until.saturating_duration_since(Instant::now()).as_secs().max(1),
             }),
             _ => Ok(()),
@@ -102,7 +102,7 @@ impl AuthFailures {
                 blocked.insert(key, until);
             }
             tracing::warn!(client = %key, block_s = self.block_for.as_secs(), "too many failed authentications; blocking the client");
-            return Err(ApiError::RateLimited { retry_after_s: self.block_for.as_secs().max(1) });
+            return Err(ApiError::AuthFailuresBlocked { retry_after_s: self.block_for.as_secs().max(1) });
         }
         Ok(())
     }
@@ -137,9 +137,9 @@ mod tests {
         for _ in 0..3 {
             assert!(failures.record_failure(ip).is_ok());
         }
-        assert!(matches!(failures.record_failure(ip), Err(ApiError::RateLimited { .. })));
+        assert!(matches!(failures.record_failure(ip), Err(ApiError::AuthFailuresBlocked { .. })));
         assert!(
-            matches!(failures.check_blocked(ip), Err(ApiError::RateLimited { retry_after_s }) if retry_after_s >= 59)
+            matches!(failures.check_blocked(ip), Err(ApiError::AuthFailuresBlocked { retry_after_s }) if retry_after_s >= 59)
         );
         assert!(failures.check_blocked("203.0.113.8".parse().unwrap()).is_ok());
     }

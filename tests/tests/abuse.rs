@@ -233,6 +233,9 @@ async fn a_failed_authentication_block_refuses_made_up_tokens_but_not_paying_or_
         );
     }
     assert_eq!(statuses, [401, 401, 401, 429], "blocked after the budget of failures");
+    let refused = from(&app, "127.0.0.12", "GET", "/api/v1/openapi.json", None).await;
+    let detail = refused.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("failed authentications") && detail.contains("paying tenant's"), "{detail}");
     only_verified_tokens_pass(&app, "127.0.0.12", &paying.token, Some(&trial_token), 429, "rate_limited").await;
     assert_eq!(from(&app, "127.0.0.13", "GET", "/api/v1/openapi.json", None).await.status, 200, "a bystander address");
 }
