@@ -373,9 +373,16 @@ async fn secrets_objects_stats_usage_ip_blocks_and_trials_have_working_commands(
 
     let block = op(&["ip-block", "add", "203.0.113.9", "--duration", "60", "--reason", "test", "-o", "json"]).await;
     assert_eq!(block.json()["address"], "203.0.113.9", "{block:?}");
+    assert_eq!(block.json()["scope"], "anonymous", "the default scope: {block:?}");
+    let all = op(&["ip-block", "add", "203.0.113.10", "--scope", "all", "-o", "json"]).await;
+    assert_eq!(all.json()["scope"], "all", "{all:?}");
+    assert_eq!(op(&["ip-block", "add", "203.0.113.11", "--scope", "most"]).await.code, 2, "a scope clap refuses");
     let blocks = op(&["ip-block", "list", "-o", "json"]).await.json();
     assert!(blocks.as_array().expect("array").iter().any(|b| b["reason"] == "test"), "{blocks}");
+    let table = op(&["ip-block", "list"]).await.stdout;
+    assert!(table.contains("SCOPE") && table.contains(" all "), "{table}");
     assert_eq!(op(&["ip-block", "remove", "203.0.113.9"]).await.code, 0);
+    assert_eq!(op(&["ip-block", "remove", "203.0.113.10"]).await.code, 0);
 
     let trial = gofer_as(&app.address, "", &["trial", "-o", "json"], None).await.json();
     let tenant = trial["tenant"]["id"].as_str().expect("trial tenant id").to_owned();
