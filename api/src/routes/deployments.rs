@@ -24,12 +24,16 @@ const MAX_REASON_BYTES: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// The config version to deploy.
+    #[schema(minimum = 1)]
     pub version: i64,
     /// Canary: share of new runs sent to the version, 1–99 percent.
+    #[schema(minimum = 1, maximum = 99)]
     pub canary_percent: Option<u32>,
     /// Canary: highest failure rate of its runs that still promotes it, 0–1.
+    #[schema(minimum = 0, maximum = 1)]
     pub max_failure_rate: Option<f64>,
     /// Canary: completed canary runs needed before it is promoted, 1–1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub min_runs: Option<u32>,
 }
 
