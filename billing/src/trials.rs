@@ -81,6 +81,12 @@ pub struct SpentChallenge {
     pub expires: OffsetDateTime,
 }
 
+/// When a cap of `max` trials per `window` lifts, if the `count` trials of the window (the oldest
+/// started at `oldest`) have reached it: the oldest then leaves the window.
+fn cap_lifts(count: i64, oldest: Option<OffsetDateTime>, max: u32, window: time::Duration) -> Option<OffsetDateTime> {
+    (count >= i64::from(max)).then(|| oldest.unwrap_or_else(OffsetDateTime::now_utc) + window)
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -114,8 +120,7 @@ pub async fn start(
         });
     }
     let (count, oldest) = crate::db::trials_since(&mut tx, &key, time::Duration::DAY).await?;
-    if count >= i64::from(rules.max_per_address_per_day) {
-        let until = oldest.unwrap_or_else(OffsetDateTime::now_utc) + time::Duration::DAY;
+    if let Some(until) = cap_lifts(count, oldest, rules.max_per_address_per_day, time::Duration::DAY) {
         return Err(BillingError::TrialRefused {
             limit: "max_per_address_per_day",
             reason: format!("this address started {count} trials in the last 24 hours"),
@@ -125,8 +130,7 @@ pub async fn start(
     }
     for cap in network_caps(address, rules.network_caps) {
         let (count, oldest) = crate::db::network_trials_since(&mut tx, &cap.network, time::Duration::DAY).await?;
-        if count >= i64::from(cap.max) {
-            let until = oldest.unwrap_or_else(OffsetDateTime::now_utc) + time::Duration::DAY;
+        if let Some(until) = cap_lifts(count, oldest, cap.max, time::Duration::DAY) {
             return Err(BillingError::TrialRefused {
                 limit: cap.limit,
                 reason: format!("the network {} started {count} trials in the last 24 hours", cap.network),
@@ -137,8 +141,7 @@ pub async fn start(
     }
     if rules.max_per_hour > 0 {
         let (count, oldest) = crate::db::all_trials_since(&mut tx, time::Duration::HOUR).await?;
-        if count >= i64::from(rules.max_per_hour) {
-            let until = oldest.unwrap_or_else(OffsetDateTime::now_utc) + time::Duration::HOUR;
+        if let Some(until) = cap_lifts(count, oldest, rules.max_per_hour, time::Duration::HOUR) {
             return Err(BillingError::TrialRefused {
                 limit: "max_per_hour",
                 reason: format!("the service started its {count} trials of the last hour"),

@@ -506,3 +506,27 @@ pub fn solved(challenge: &Value) -> Value {
     let nonce = gofer_core::proof_of_work::solve(text, bits, |_| true).expect("a solution");
     serde_json::json!({"challenge": text, "nonce": nonce})
 }
+
+/// A run-token signing key the test knows: set it in a server's config (every replica of one
+/// service shares it), and mint or sign with it as the server does.
+#[derive(Clone)]
+pub struct KnownRunTokenKey(String);
+
+impl KnownRunTokenKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        Self(gofer_tenants::run_tokens::RunTokenKeys::generate_secret())
+    }
+
+    /// Makes it the server's one run-token key.
+    pub fn configure(&self, config: &mut gofer_api::Config) {
+        config.run_tokens.keys = [("test".to_owned(), self.0.clone().into())].into();
+        config.run_tokens.active_kid = Some("test".into());
+    }
+
+    /// The keys as the server holds them.
+    pub fn keys(&self) -> gofer_tenants::run_tokens::RunTokenKeys {
+        gofer_tenants::run_tokens::RunTokenKeys::new(&[("test".to_owned(), self.0.clone())].into(), "test")
+            .expect("a generated key is valid")
+    }
+}

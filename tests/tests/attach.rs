@@ -175,11 +175,12 @@ async fn with_the_local_scheduler_an_attach_through_another_replica_reaches_the_
     // Replica A alone starts the task, so its local sandbox runs in A; B starts afterwards.
     let database = gofer_tests::fresh_database().await;
     let dir_a = tempfile::tempdir().unwrap();
-    let a = spawn_with(with_shared_keys(test_config(database.clone(), dir_a.path())), dir_a).await;
+    let key = gofer_tests::KnownRunTokenKey::generate();
+    let a = spawn_with(with_shared_keys(&key, test_config(database.clone(), dir_a.path())), dir_a).await;
     let acme = a.tenant("acme").await;
     let run = sleeping_task(&acme).await;
     let dir_b = tempfile::tempdir().unwrap();
-    let b = spawn_with(with_shared_keys(test_config(database, dir_b.path())), dir_b).await;
+    let b = spawn_with(with_shared_keys(&key, test_config(database, dir_b.path())), dir_b).await;
     let through_b = TenantClient { app: &b, tenant: acme.tenant.clone(), token: acme.token.clone() };
 
     // Through B: forwarded to A, the command runs in the task's sandbox, its output arrives once.
@@ -207,18 +208,11 @@ async fn with_the_local_scheduler_an_attach_through_another_replica_reaches_the_
     assert_eq!(error_code(&through_b, run).await, "task_not_running");
 }
 
-/// The run-token keys replicas of one service share (they sign forwarding assertions too).
-const SHARED_KEY: &str = "c2hhcmVkLXJ1bi10b2tlbi1rZXktb2YtdGhlLXRlc3RzLTEyMzQ1Njc4OTA=";
-
-fn with_shared_keys(mut config: gofer_api::Config) -> gofer_api::Config {
-    config.run_tokens.keys = [("k1".to_owned(), SHARED_KEY.to_owned().into())].into_iter().collect();
-    config.run_tokens.active_kid = Some("k1".into());
+/// `config` with `key` as its run-token key: replicas of one service share it (it signs their
+/// forwarding assertions too).
+fn with_shared_keys(key: &gofer_tests::KnownRunTokenKey, mut config: gofer_api::Config) -> gofer_api::Config {
+    key.configure(&mut config);
     config
-}
-
-fn shared_keys() -> gofer_tenants::run_tokens::RunTokenKeys {
-    let keys = [("k1".to_owned(), SHARED_KEY.to_owned())].into_iter().collect();
-    gofer_tenants::run_tokens::RunTokenKeys::new(&keys, "k1").unwrap()
 }
 
 /// A CA and a certificate for `localhost` signed by it, made with the openssl CLI: (CA PEM path,
@@ -290,14 +284,15 @@ async fn a_forwarded_attach_goes_over_tls_with_a_signed_assertion_never_the_user
     let sidecar_port = sidecar.local_addr().unwrap().port();
     let database = gofer_tests::fresh_database().await;
     let dir_a = tempfile::tempdir().unwrap();
-    let mut config_a = with_shared_keys(test_config(database.clone(), dir_a.path()));
+    let key = gofer_tests::KnownRunTokenKey::generate();
+    let mut config_a = with_shared_keys(&key, test_config(database.clone(), dir_a.path()));
     config_a.replica_url = Some(format!("https://localhost:{sidecar_port}"));
     let a = spawn_with(config_a, dir_a).await;
     let heads = tls_proxy(sidecar, &leaf, &leaf_key, a.address.trim_start_matches("http://").to_owned());
     let acme = a.tenant("acme").await;
     let run = sleeping_task(&acme).await;
     let dir_b = tempfile::tempdir().unwrap();
-    let mut config_b = with_shared_keys(test_config(database, dir_b.path()));
+    let mut config_b = with_shared_keys(&key, test_config(database, dir_b.path()));
     config_b.attach.replica_ca_file = Some(ca);
     let b = spawn_with(config_b, dir_b).await;
     let through_b = TenantClient { app: &b, tenant: acme.tenant.clone(), token: acme.token.clone() };
@@ -318,15 +313,13 @@ async fn a_forwarded_attach_goes_over_tls_with_a_signed_assertion_never_the_user
                "run": run.get(), "task": task, "by": "a-replica"})
     };
     let soon = time::OffsetDateTime::now_utc() + Duration::from_secs(30);
-    let keys = shared_keys();
+    let keys = key.keys();
     let sign = |audience: &str, task: &str, expires| keys.sign_assertion(audience, claims(task), expires).unwrap();
-    let other_key = gofer_tenants::run_tokens::RunTokenKeys::new(
-        &[("k1".to_owned(), gofer_tenants::run_tokens::RunTokenKeys::generate_secret())].into_iter().collect(),
-        "k1",
-    )
-    .unwrap()
-    .sign_assertion("gofer-attach-forward", claims("nap"), soon)
-    .unwrap();
+    // Another secret under the same key id: only the signature tells them apart.
+    let other_key = gofer_tests::KnownRunTokenKey::generate()
+        .keys()
+        .sign_assertion("gofer-attach-forward", claims("nap"), soon)
+        .unwrap();
     let send = |assertion: String| {
         let url = format!("{}{path}?command=true", a.address);
         async move {

@@ -119,11 +119,7 @@ async fn a_tenant_scoped_transaction_cannot_write_plans_or_its_tenant() {
     ];
     for statement in hostile {
         let mut tx = app.db.begin().await.unwrap();
-        sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-            .bind(client.tenant.as_str())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        as_tenant(&mut tx, client.tenant.as_str()).await;
         let refused = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut *tx).await.unwrap_err();
         let code = refused.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
         assert_eq!(code.as_deref(), Some("42501"), "{statement}: {refused}");
@@ -132,11 +128,7 @@ async fn a_tenant_scoped_transaction_cannot_write_plans_or_its_tenant() {
 
     // Reading its plan (admission) still works under the tenant role.
     let mut tx = app.db.begin().await.unwrap();
-    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-        .bind(client.tenant.as_str())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    as_tenant(&mut tx, client.tenant.as_str()).await;
     let plan: String = sqlx::query_scalar("SELECT p.id FROM tenants t JOIN plans p ON p.id = t.plan_id")
         .fetch_one(&mut *tx)
         .await
@@ -150,4 +142,13 @@ async fn a_tenant_scoped_transaction_cannot_write_plans_or_its_tenant() {
             .await
             .unwrap();
     assert_eq!(plans, 0);
+}
+
+/// Makes the rest of `tx` run as the tenant role, scoped to `tenant`, as tenant-facing queries do.
+async fn as_tenant(tx: &mut sqlx::PgConnection, tenant: &str) {
+    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
+        .bind(tenant)
+        .execute(tx)
+        .await
+        .expect("switching to the tenant role");
 }

@@ -224,10 +224,9 @@ async fn each_tenant_probing_every_route_with_the_other_tenants_ids_finds_nothin
 async fn a_run_token_reaches_exactly_the_routes_its_table_lists() {
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(fresh_database().await, state_dir.path());
-    let secret = gofer_tenants::run_tokens::RunTokenKeys::generate_secret();
-    config.run_tokens.keys = [("test".to_owned(), secret.clone().into())].into();
-    config.run_tokens.active_kid = Some("test".into());
-    let keys = gofer_tenants::run_tokens::RunTokenKeys::new(&[("test".to_owned(), secret)].into(), "test").unwrap();
+    let key = gofer_tests::KnownRunTokenKey::generate();
+    key.configure(&mut config);
+    let keys = key.keys();
     let app = spawn_with(config, state_dir).await;
     let table = permission_table();
     let reach = run_token_table();

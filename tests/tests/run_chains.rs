@@ -17,12 +17,10 @@ const PIPELINES: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 async fn spawn() -> (TestApp, RunTokenKeys) {
     let state_dir = tempfile::tempdir().expect("state dir");
     let mut config = test_config(fresh_database().await, state_dir.path());
-    let secret = RunTokenKeys::generate_secret();
-    config.run_tokens.keys = [("test".to_owned(), secret.clone().into())].into();
-    config.run_tokens.active_kid = Some("test".into());
+    let key = gofer_tests::KnownRunTokenKey::generate();
+    key.configure(&mut config);
     config.engine.max_run_chain_depth = 2;
-    let keys = RunTokenKeys::new(&[("test".to_owned(), secret)].into(), "test").expect("keys");
-    (spawn_with(config, state_dir).await, keys)
+    (spawn_with(config, state_dir).await, key.keys())
 }
 
 /// A tenant whose namespace `builds` holds the [`PIPELINES`], each one task that sleeps (a run

@@ -81,10 +81,9 @@ async fn a_run_token_of_a_suspended_tenant_is_refused_at_once_and_a_bystander_s_
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(fresh_database().await, state_dir.path());
     // Tokens minted the way the engine mints them, with a key the test knows.
-    let secret = gofer_tenants::run_tokens::RunTokenKeys::generate_secret();
-    config.run_tokens.keys = [("test".to_owned(), secret.clone().into())].into();
-    config.run_tokens.active_kid = Some("test".into());
-    let keys = gofer_tenants::run_tokens::RunTokenKeys::new(&[("test".to_owned(), secret)].into(), "test").unwrap();
+    let key = gofer_tests::KnownRunTokenKey::generate();
+    key.configure(&mut config);
+    let keys = key.keys();
     let app = spawn_with(config, state_dir).await;
 
     let mut tokens = Vec::new();
