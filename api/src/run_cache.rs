@@ -125,6 +125,14 @@ impl CompleteRuns {
         Ok((runs.into_iter().flatten().collect(), next))
     }
 
+    /// Forgets a tenant's runs and pages at once, after this replica deleted some of its runs: the
+    /// NOTIFY that evicts them everywhere arrives a moment later, and the replica that made the
+    /// delete must not answer a deleted run in between.
+    pub fn forget(&self, tenant: &gofer_core::TenantId) {
+        self.memo.evict(Some(tenant));
+        self.pages.evict(Some(tenant));
+    }
+
     /// Serializes a run read from the database, keeping it when complete.
     fn remember(&self, key: RunKey, run: &Run, generation: u64, now: Instant) -> Result<Arc<RunJson>, ApiError> {
         let entry = Arc::new(RunJson::of(run)?);

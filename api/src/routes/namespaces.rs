@@ -186,6 +186,7 @@ pub(crate) async fn remove(
         gofer_engine::runs::cancel_everything(&state.pool, &access.tenant, Some(&id)).await?;
     }
     gofer_tenants::namespaces::delete(&state.pool, &access.tenant, &id).await?;
+    state.complete_runs.forget(&access.tenant);
     state.logs.remove_namespace(&access.tenant, &id).await.map_err(ApiError::internal)?;
     state.secrets.purge(&access.tenant, &gofer_core::secrets::SecretPrefix::Namespace(id.clone())).await?;
     state.objects.remove_namespace(&access.tenant, &id).await?;

@@ -229,6 +229,7 @@ pub(crate) async fn remove(
     let key = path.into_inner().key(&access.tenant)?;
     let delete_runs = query.delete_runs.unwrap_or(false);
     gofer_engine::pipelines::delete(&state.pool, &state.logs, &key, delete_runs).await?;
+    state.complete_runs.forget(&key.tenant);
     // Its secrets' metadata went with the pipeline's row; their values leave the store now.
     let prefix = gofer_core::secrets::SecretPrefix::Pipeline(key.namespace.clone(), key.pipeline.clone());
     state.secrets.purge(&key.tenant, &prefix).await?;

@@ -173,6 +173,7 @@ pub(crate) async fn remove(
     state.forget_tokens(Some(&id));
     gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
     gofer_tenants::delete_tenant(&state.pool, &id).await?;
+    state.complete_runs.forget(&id);
     state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
     state.secrets.purge(&id, &gofer_core::secrets::SecretPrefix::Tenant).await?;
     state.objects.remove_tenant(&id).await?;
