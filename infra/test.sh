@@ -7,6 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 infra/deps.sh
+# Schemathesis, the API fuzzer of the contract test (tests/tests/contract.rs), pinned; only the
+# tests need it, so it is installed here rather than by deps.sh.
+st_venv="${GOFER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gofer}/schemathesis-4.32.5"
+if [ ! -x "$st_venv/bin/st" ]; then
+    echo "installing Schemathesis 4.32.5 into $st_venv" >&2
+    rm -rf "$st_venv"
+    python3 -m venv "$st_venv"
+    "$st_venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
+fi
+
 
 pg_dir=$(mktemp -d /tmp/gofer-test-pg.XXXXXX)
 pg_port=${GOFER_TEST_PG_PORT:-54339}
@@ -29,6 +39,7 @@ export GOFER_TEST_VAULT_ADDR GOFER_TEST_VAULT_TOKEN=root
 GOFER_TEST_S3_ENDPOINT=$(infra/s3.sh start --dir "$s3_dir" --port "$s3_port")
 export GOFER_TEST_S3_ENDPOINT GOFER_TEST_S3_ACCESS_KEY=AKIDTEST GOFER_TEST_S3_SECRET_KEY=SECRETTEST
 export GOFER_TEST_S3_DATA_DIR="$s3_dir/data"
+export GOFER_TEST_SCHEMATHESIS="$st_venv/bin/st"
 
 # Lints first: they are quick and fail early.
 cargo fmt --all --check

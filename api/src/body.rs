@@ -41,13 +41,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let value = web::Json::<serde_json::Value>::from_request(req, payload);
         Box::pin(async move {
             let value = value.await?.into_inner();
-            if !value.is_object() {
-                let message = "the body must be a JSON object".to_owned();
-                return Err(ApiError::InvalidBody(gofer_core::json::JsonError { code: "invalid_json", message }).into());
-            }
-            T::deserialize(value)
-                .map(JsonBody)
-                .map_err(|e| ApiError::InvalidBody(gofer_core::json::classify(&e)).into())
+            gofer_core::json::from_value(value).map(JsonBody).map_err(|e| ApiError::InvalidBody(e).into())
         })
     }
 }

@@ -26,11 +26,88 @@ const SECRET_KEY_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
 /// `-` between `/`, none of them `.` or `..`.
 const OBJECT_KEY_PATTERN: &str = r"^(?!\.{1,2}(/|$))(?!.*/\.{1,2}(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$";
 
+/// An event id as the API hands it out (`gofer_core::id::EventId`).
+const EVENT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{22}$";
+
+/// An IPv4 address in dotted decimal, without leading zeros.
+const IPV4: &str = r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
+/// An IPv6 address in any of its hexadecimal forms (full or with `::`; no zone, no dotted tail).
+const IPV6: &str = concat!(
+    r"(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}",
+    r"|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}",
+    r"|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}",
+    r"|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:)",
+    // With an IPv4 tail: mapped (`::ffff:192.0.2.1`), translated, embedded, or written in full.
+    r"|::([fF]{4}(:0{1,4})?:)?",
+    r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])",
+    r"|([0-9a-fA-F]{1,4}:){1,4}:",
+    r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])",
+    r"|([0-9a-fA-F]{1,4}:){6}",
+    r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))"
+);
+
+/// The addresses the API takes (IP blocks): the document's pattern, which the server checks too,
+/// so that the two cannot disagree on an edge of the standard library's parser.
+pub static IP_ADDRESS: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(&format!("^({IPV4}|{IPV6})$")).expect("a valid pattern"));
+
+/// The networks the API takes (a token's `allowed_cidrs`): an address and a prefix length.
+pub static CIDR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(&format!("^({IPV4}/(3[0-2]|[12]?[0-9])|{IPV6}/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"))
+        .expect("a valid pattern")
+});
+
+/// The operations that answer 422 ([`crate::error::ApiError::Unprocessable`], or a pipeline
+/// config that breaks its rules): the request matches its schema but breaks a rule no schema
+/// can state.
+const UNPROCESSABLE: &[(&str, &str, &str)] = &[
+    (
+        "get",
+        "/api/v1/events",
+        "`invalid_filter` (pipeline without namespace, run without pipeline), or `invalid_after`/`invalid_cursor`/`invalid_last_event_id`: an id this tenant was never given",
+    ),
+    ("get", "/api/v1/usage", "`empty_period`: `to` is not after `from`"),
+    ("get", "/api/v1/tenants/{tenant}/usage", "`empty_period`: `to` is not after `from`"),
+    (
+        "post",
+        "/api/v1/trial",
+        "`challenge_invalid` (not handed out to this address, or expired) or `proof_of_work_invalid`",
+    ),
+    ("put", "/api/v1/plans/{plan}", "`invalid_field`: the body's `id` is not the plan of the path"),
+    (
+        "post",
+        "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs",
+        "The config breaks a rule: `invalid_field`, `invalid_identifier`, `invalid_task_count`, `duplicate_task_id`, `unknown_dependency`, `dependency_cycle`; the detail names the field",
+    ),
+    (
+        "post",
+        "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs",
+        "`invalid_field`: a run variable breaks the environment rules (a reserved or loader name)",
+    ),
+];
+
 /// Adds the shared answers and parameter rules to every operation.
 pub struct Contract;
 
 impl Modify for Contract {
     fn modify(&self, openapi: &mut OpenApi) {
+        constrain_bodies(openapi);
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.values_mut().for_each(forbid_nul);
+        }
+        for (method, path, description) in UNPROCESSABLE {
+            let item = openapi.paths.paths.get_mut(*path);
+            let operation = item.and_then(|item| match *method {
+                "get" => item.get.as_mut(),
+                "post" => item.post.as_mut(),
+                "put" => item.put.as_mut(),
+                _ => None,
+            });
+            if let Some(operation) = operation {
+                add(operation, "422", problem(description));
+            }
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let probe = path == "/health" || path == "/ready";
             for operation in
@@ -46,6 +123,75 @@ impl Modify for Contract {
         }
     }
 }
+
+/// Rules of request bodies whose patterns are built here (a derive takes only literals).
+fn constrain_bodies(openapi: &mut OpenApi) {
+    let Some(components) = openapi.components.as_mut() else { return };
+    fn property<'a>(
+        components: &'a mut utoipa::openapi::Components,
+        schema: &str,
+        field: &str,
+    ) -> Option<&'a mut RefOr<Schema>> {
+        match components.schemas.get_mut(schema)? {
+            RefOr::T(Schema::Object(object)) => object.properties.get_mut(field),
+            _ => None,
+        }
+    }
+    let text = |pattern: &str| utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
+    let list = |items: utoipa::openapi::ObjectBuilder| {
+        RefOr::T(Schema::Array(utoipa::openapi::schema::ArrayBuilder::new().items(items).max_items(Some(32)).build()))
+    };
+    if let Some(field) = property(components, "CreateToken", "allowed_cidrs") {
+        *field = list(text(CIDR.as_str()));
+    }
+    for schema in ["CreateToken", "PutGlobalSecret"] {
+        if let Some(field) = property(components, schema, "namespaces") {
+            *field = list(text(NAMESPACE_GLOB_PATTERN));
+        }
+    }
+    if let Some(field) = property(components, "CreateIpBlock", "address") {
+        *field = RefOr::T(Schema::Object(text(IP_ADDRESS.as_str()).build()));
+    }
+}
+
+/// The pattern of free text: anything but NUL, which Postgres text cannot hold (the server
+/// refuses it in every body string, `gofer_core::json`).
+const TEXT_PATTERN: &str = "^[^\\u0000]*$";
+
+/// Gives every string schema without a pattern the free-text one.
+fn forbid_nul(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else { return };
+    match schema {
+        Schema::Object(object) => {
+            let is_text = match &object.schema_type {
+                SchemaType::Type(Type::String) => true,
+                SchemaType::Array(types) => types.contains(&Type::String),
+                _ => false,
+            };
+            if is_text && object.pattern.is_none() && object.enum_values.is_none() && object.format.is_none() {
+                object.pattern = Some(TEXT_PATTERN.into());
+            }
+            object.properties.values_mut().for_each(forbid_nul);
+            if let Some(utoipa::openapi::schema::AdditionalProperties::RefOr(extra)) =
+                object.additional_properties.as_deref_mut()
+            {
+                forbid_nul(extra);
+            }
+        }
+        Schema::Array(array) => {
+            if let utoipa::openapi::schema::ArrayItems::RefOrSchema(items) = &mut array.items {
+                forbid_nul(items);
+            }
+        }
+        Schema::OneOf(one) => one.items.iter_mut().for_each(forbid_nul),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(forbid_nul),
+        Schema::AllOf(all) => all.items.iter_mut().for_each(forbid_nul),
+        _ => {}
+    }
+}
+
+/// A token's namespace glob (`gofer_tenants::token::NamespaceGlobs`).
+const NAMESPACE_GLOB_PATTERN: &str = "^[a-z0-9_*?-]{1,64}$";
 
 fn identifier_schema() -> Schema {
     Schema::Object(
@@ -110,11 +256,95 @@ fn type_parameters(path: &str, operation: &mut Operation) {
             }
             ParameterIn::Path if name == "key" => string_schema(SECRET_KEY_PATTERN, 128),
             ParameterIn::Path if name == "id" && path.starts_with("/api/v1/tokens/") => uuid_schema(),
+            ParameterIn::Path if name == "address" => Schema::Object(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(IP_ADDRESS.as_str()))
+                    .build(),
+            ),
             ParameterIn::Query if name == "limit" => page_limit_schema(),
+            ParameterIn::Query if name == "after" => string_schema(EVENT_ID_PATTERN, gofer_core::id::EventId::LEN),
+            // Empty is no id: EventSource sends it so before its first event.
+            ParameterIn::Header if name == "Last-Event-ID" => Schema::Object(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^([A-Za-z0-9_-]{22})?$"))
+                    .build(),
+            ),
+            ParameterIn::Query if name == "cursor" => cursor_schema(path),
+            // Attach's terminal size (`routes::attach`).
+            ParameterIn::Query if name == "cols" || name == "rows" => Schema::Object(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Integer))
+                    .minimum(Some(1))
+                    .maximum(Some(u16::MAX))
+                    .build(),
+            ),
+            // Attach's argv: each repeated value is one non-empty argument (`routes::attach`).
+            ParameterIn::Query if name == "command" => Schema::Array(
+                utoipa::openapi::schema::ArrayBuilder::new()
+                    .items(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(SchemaType::Type(Type::String))
+                            .min_length(Some(1)),
+                    )
+                    .build(),
+            ),
             ParameterIn::Query if IDENTIFIER_PARAMETERS.contains(&name) => identifier_schema(),
+            // A usage period's ends: a date or an RFC 3339 time (`routes::usage`).
+            ParameterIn::Query if name == "from" || name == "to" => Schema::AnyOf(
+                utoipa::openapi::schema::AnyOfBuilder::new()
+                    .item(formatted_string(utoipa::openapi::KnownFormat::Date))
+                    .item(formatted_string(utoipa::openapi::KnownFormat::DateTime))
+                    .build(),
+            ),
+            ParameterIn::Query => match parameter.schema.as_mut() {
+                // A query parameter is absent or has a value: it is never `null`.
+                Some(RefOr::T(Schema::Object(object))) => {
+                    if let SchemaType::Array(types) = &object.schema_type {
+                        let types: Vec<Type> = types.iter().filter(|t| **t != Type::Null).cloned().collect();
+                        if let [single] = types.as_slice() {
+                            object.schema_type = SchemaType::Type(single.clone());
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            },
             _ => continue,
         };
         parameter.schema = Some(RefOr::T(schema));
+    }
+}
+
+fn formatted_string(format: utoipa::openapi::KnownFormat) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(format)))
+        .build()
+}
+
+/// A list's cursor is the key of its items (`pagination`): the schema of that key, by the
+/// collection the path ends in. Lists keyed by free text (plans, IP blocks, usage groups) take any
+/// text without NUL; a list missing here fails `every_cursor_is_typed_as_its_lists_key`.
+fn cursor_schema(path: &str) -> Schema {
+    let collection = path.rsplit('/').next().unwrap_or_default();
+    match collection {
+        "namespaces" | "pipelines" | "tasks" | "tenants" => identifier_schema(),
+        "runs" | "configs" | "deployments" => number_schema(),
+        "objects" => string_schema(OBJECT_KEY_PATTERN, gofer_core::objects::MAX_OBJECT_KEY_LEN),
+        "secrets" => string_schema(SECRET_KEY_PATTERN, 128),
+        "tokens" => uuid_schema(),
+        "events" => string_schema(EVENT_ID_PATTERN, gofer_core::id::EventId::LEN),
+        "plans" => identifier_schema(),
+        "ip-blocks" => Schema::Object(
+            utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(IP_ADDRESS.as_str())).build(),
+        ),
+        // A day (`2026-12-01`) or a pipeline (`namespace/pipeline`): any text without NUL.
+        "usage" => Schema::Object(
+            utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[^\u0000]*$")).build(),
+        ),
+        _ => Schema::Object(utoipa::openapi::ObjectBuilder::new().description(Some("UNTYPED")).build()),
     }
 }
 
@@ -291,6 +521,67 @@ mod tests {
                     assert!(statuses.contains_key("401"), "{path} needs a token and lacks 401");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_cursor_is_typed_as_its_lists_key() {
+        let doc = <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+        let mut lists = 0;
+        for (path, item) in &doc.paths.paths {
+            for operation in [&item.get, &item.put, &item.post, &item.delete].into_iter().flatten() {
+                for parameter in operation.parameters.iter().flatten().filter(|p| p.name == "cursor") {
+                    let schema = serde_json::to_string(&parameter.schema).unwrap();
+                    assert!(!schema.contains("UNTYPED") && !schema.contains("null"), "{path}: {schema}");
+                    lists += 1;
+                }
+            }
+        }
+        assert!(lists >= 17, "{lists} lists");
+    }
+
+    #[test]
+    fn every_operation_answering_422_is_in_the_document() {
+        let doc = <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+        for (method, path, _) in UNPROCESSABLE {
+            let item = doc.paths.paths.get(*path).unwrap_or_else(|| panic!("{path} is not in the document"));
+            let operation = match *method {
+                "get" => item.get.as_ref(),
+                "post" => item.post.as_ref(),
+                _ => item.put.as_ref(),
+            };
+            let operation = operation.unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+            assert!(operation.responses.responses.contains_key("422"), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_address_patterns_take_what_the_server_takes_and_nothing_it_refuses() {
+        for address in [
+            "192.0.2.1",
+            "0.0.0.0",
+            "::",
+            "::1",
+            "2001:db8::1",
+            "fe80::1:2",
+            "::ffff:127.0.0.6",
+            "::ffff:0:1.2.3.4",
+            "64:ff9b::192.0.2.33",
+            "1:2:3:4:5:6:1.2.3.4",
+            "1:2:3:4:5:6:7:8",
+            "1::",
+        ] {
+            assert!(IP_ADDRESS.is_match(address), "{address}");
+            assert!(address.parse::<std::net::IpAddr>().is_ok(), "{address}");
+        }
+        for bad in ["", "01.2.3.4", "256.1.1.1", "1.2.3", ":::", "1:2:3:4:5:6:7:8:9", "::g", "fe80::1%eth0", " ::1"] {
+            assert!(!IP_ADDRESS.is_match(bad), "{bad}");
+        }
+        for net in ["10.0.0.0/8", "0.0.0.0/0", "::/0", "2001:db8::/32", "::ffff:10.0.0.0/104"] {
+            assert!(CIDR.is_match(net) && net.parse::<ipnet::IpNet>().is_ok(), "{net}");
+        }
+        for bad in ["10.0.0.0", "10.0.0.0/33", "::/129", "10.0.0.0/08", "/8"] {
+            assert!(!CIDR.is_match(bad), "{bad}");
         }
     }
 }

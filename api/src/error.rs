@@ -82,6 +82,16 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
+    /// The request matches the document's schema but breaks a rule no schema can state: a
+    /// relation between fields or parameters, or a reference to something that does not exist or
+    /// was not handed out (422).
+    #[error("{detail}")]
+    Unprocessable {
+        /// Stable code (`invalid_filter`, `empty_period`, `challenge_invalid`, …).
+        code: &'static str,
+        /// What is wrong, naming the field.
+        detail: String,
+    },
     /// The body is not JSON.
     #[error("the body must be application/json")]
     UnsupportedMediaType,
@@ -147,7 +157,7 @@ impl ApiError {
             ApiError::InvalidIdentifier(_) => "invalid_identifier",
             ApiError::InvalidBody(e) => e.code,
             ApiError::InvalidConfig(e) => e.code(),
-            ApiError::InvalidParameter { code, .. } => code,
+            ApiError::InvalidParameter { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
@@ -168,6 +178,7 @@ impl ApiError {
             ApiError::InvalidBody(_) => "Invalid request body",
             ApiError::InvalidConfig(_) => "Invalid pipeline config",
             ApiError::InvalidParameter { .. } => "Invalid parameter",
+            ApiError::Unprocessable { .. } => "Unprocessable request",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::NotFound { .. } => "Not found",
@@ -209,10 +220,14 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { .. } | ApiError::AuthFailuresBlocked { .. } | ApiError::TooManyStreams { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::InvalidIdentifier(_)
-            | ApiError::InvalidBody(_)
-            | ApiError::InvalidConfig(_)
-            | ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            // A body that is not JSON of the config's shape is a bad request; a config of the
+            // right shape that breaks its rules (ranges, references, the task graph) cannot be
+            // processed, as Buildkite answers an invalid pipeline upload.
+            ApiError::InvalidConfig(ConfigError::Json(_)) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidConfig(_) | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidIdentifier(_) | ApiError::InvalidBody(_) | ApiError::InvalidParameter { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,

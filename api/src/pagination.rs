@@ -1,7 +1,12 @@
-//! `?limit=&cursor=` for every list: keyset pagination with opaque cursors.
+//! `?limit=&cursor=` for every list: keyset pagination whose cursor is the key of the last item
+//! of the previous page, written as text (an id, a number, a key), as Stripe's `starting_after`.
+//!
+//! A plain key rather than an opaque token: a client can resume from an item it knows, the
+//! document can say exactly which cursors are valid (the key's own schema, see `contract`), and
+//! a key that no longer exists is still a place in the order, so every well-formed cursor is
+//! answered (issue 29). The keys are ones the caller can already read, so nothing leaks; the one
+//! list whose keys are secret places (events) encrypts them in its ids instead (`event_ids`).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gofer_core::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,7 +19,8 @@ use crate::error::ApiError;
 pub struct PageQuery {
     /// Items per page, 1 to 500 (default 50).
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// Where the page starts: after this key (the `next_cursor` of the previous page, which is
+    /// the key of that page's last item). Any well-formed key is accepted, also one that is gone.
     cursor: Option<String>,
 }
 
@@ -43,19 +49,31 @@ impl PageQuery {
     }
 }
 
-fn invalid_cursor() -> ApiError {
-    ApiError::InvalidParameter { code: "invalid_cursor", detail: "cursor is not one this list handed out".into() }
-}
-
-/// The cursor is the last key of a page, as base64url JSON: opaque to clients, and decoded back
-/// through the key's own validating deserializer.
+/// A cursor read back through the key's own validating deserializer: as text (an id, a key), or
+/// as a number (a run, a version: every numeric key counts from 1, in plain decimal).
 fn decode_cursor<K: DeserializeOwned>(cursor: &str) -> Result<K, ApiError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid_cursor())?;
-    serde_json::from_slice(&bytes).map_err(|_| invalid_cursor())
+    let as_number = || match serde_json::from_str::<u64>(cursor) {
+        Ok(n) if n >= 1 => serde_json::from_value(n.into()).map_err(drop),
+        _ => Err(()),
+    };
+    // NUL is in no key, and the database could not compare with it.
+    let as_text = || match cursor.contains('\0') {
+        true => Err(()),
+        false => serde_json::from_value(serde_json::Value::String(cursor.to_owned())).map_err(drop),
+    };
+    as_text().or_else(|_| as_number()).map_err(|_| ApiError::InvalidParameter {
+        code: "invalid_cursor",
+        detail: "cursor: not a key of this list (give the next_cursor of the previous page)".into(),
+    })
 }
 
+/// A key as its text: a string as it is, a number in decimal.
 fn encode_cursor<K: serde::Serialize>(key: &K) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
+    match serde_json::to_value(key) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Builds the page answer from items and the next key.
@@ -122,8 +140,18 @@ mod tests {
         let p = page((vec![1], Some(ns.clone())));
         let back = query(None, p.next_cursor.as_deref()).parse::<NamespaceId>().unwrap();
         assert_eq!(back.after, Some(ns));
-        assert_eq!(query(None, Some("!!")).parse::<NamespaceId>().unwrap_err().code(), "invalid_cursor");
-        let bad_id = URL_SAFE_NO_PAD.encode(b"\"Not Valid\"");
-        assert_eq!(query(None, Some(&bad_id)).parse::<NamespaceId>().unwrap_err().code(), "invalid_cursor");
+        assert_eq!(p.next_cursor.as_deref(), Some("team-a"), "a key as itself");
+        assert_eq!(query(None, Some("Not Valid")).parse::<NamespaceId>().unwrap_err().code(), "invalid_cursor");
+        let run = page((vec![1], Some(gofer_core::RunId::parse("42").unwrap())));
+        assert_eq!(run.next_cursor.as_deref(), Some("42"), "a number in decimal");
+        assert_eq!(
+            query(None, Some("42")).parse::<gofer_core::RunId>().unwrap().after,
+            gofer_core::RunId::parse("42").ok()
+        );
+        for bad in ["0", "-1", "4x", ""] {
+            let parsed = query(None, Some(bad)).parse::<gofer_core::RunId>();
+            assert!(parsed.is_err(), "{bad}: {parsed:?}");
+        }
+        assert_eq!(query(None, Some("0042")).parse::<String>().unwrap().after.as_deref(), Some("0042"));
     }
 }

@@ -58,8 +58,8 @@ pub enum BillingError {
 /// and a node pool name Nomad accepts.
 pub fn validate(plan: &Plan) -> Result<(), BillingError> {
     validate_identifier("plan", &plan.id).map_err(|e| BillingError::Invalid(e.to_string()))?;
-    if plan.name.trim().is_empty() || plan.name.len() > 128 {
-        return Err(BillingError::Invalid("name: 1 to 128 characters".into()));
+    if plan.name.trim().is_empty() || plan.name.chars().count() > 128 || plan.name.chars().any(char::is_control) {
+        return Err(BillingError::Invalid("name: 1 to 128 characters, not only spaces, no control characters".into()));
     }
     for (field, value) in [
         ("max_concurrent_tasks", plan.max_concurrent_tasks),
@@ -69,10 +69,14 @@ pub fn validate(plan: &Plan) -> Result<(), BillingError> {
         ("max_memory_mb", plan.max_memory_mb),
         ("requests_per_minute", plan.requests_per_minute),
         ("max_pipeline_objects", plan.max_pipeline_objects),
+        ("max_disk_mb", plan.max_disk_mb),
     ] {
         if value == 0 || value > i32::MAX as u32 {
             return Err(BillingError::Invalid(format!("{field}: between 1 and {}", i32::MAX)));
         }
+    }
+    if plan.max_concurrent_streams > i32::MAX as u32 {
+        return Err(BillingError::Invalid(format!("max_concurrent_streams: between 0 and {}", i32::MAX)));
     }
     if let Some(pool) = &plan.node_pool
         && (pool.is_empty()

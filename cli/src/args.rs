@@ -222,7 +222,7 @@ pub enum TokenCommand {
         /// `tenant` or `operator` (default: the caller's kind).
         #[arg(long)]
         kind: Option<String>,
-        /// `admin`, `write`, `read` (tenant) or `operator`.
+        /// `admin`, `write`, `read` (tenant; default read) or `operator`.
         #[arg(long)]
         role: Option<String>,
         /// Limit to namespaces matching this glob (repeatable).
@@ -290,10 +290,10 @@ pub enum PipelineCommand {
         /// Share of new runs sent to the version, in percent.
         #[arg(long, default_value_t = 10)]
         percent: u32,
-        /// Highest failure rate that still promotes it (0.0 to 1.0).
+        /// Highest failure rate that still promotes it (0.0 to 1.0; default 0: any failure rolls back).
         #[arg(long)]
         max_failure_rate: Option<f64>,
-        /// Completed canary runs needed before it is promoted.
+        /// Completed canary runs needed before it is promoted (default 10).
         #[arg(long)]
         min_runs: Option<u32>,
     },

@@ -330,12 +330,8 @@ fn program(i: usize, task: &RawTask) -> Result<(String, Vec<String>), ConfigErro
                     "only a task of kind gofer takes args; give this task a command".into(),
                 ));
             }
-            let missing = |field: &str| {
-                ConfigError::Json(JsonError {
-                    code: "missing_field",
-                    message: format!("tasks[{i}]: missing field `{field}` (a task of kind container needs it)"),
-                })
-            };
+            let missing =
+                |field: &str| invalid(at(field), "required for a task of kind container (the default kind)".into());
             let image = task.image.clone().ok_or_else(|| missing("image"))?;
             let command = task.command.clone().ok_or_else(|| missing("command"))?;
             if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
@@ -743,9 +739,12 @@ mod tests {
         }
         let err = parse(r#"{"name":"x","tasks":[{"id":"abc","kind":"shell","args":["x"]}]}"#).unwrap_err();
         assert_eq!(err.code(), "invalid_field", "{err}");
-        for missing in [r#"{"id":"abc","command":["c"]}"#, r#"{"id":"abc","image":"i"}"#] {
+        for (missing, field) in
+            [(r#"{"id":"abc","command":["c"]}"#, "image"), (r#"{"id":"abc","image":"i"}"#, "command")]
+        {
             let err = parse(&format!(r#"{{"name":"x","tasks":[{missing}]}}"#)).unwrap_err();
-            assert_eq!(err.code(), "missing_field", "{missing}: {err}");
+            assert_eq!(err.code(), "invalid_field", "{missing}: {err}");
+            assert!(err.to_string().starts_with(&format!("tasks[0].{field}: required")), "{err}");
         }
     }
 

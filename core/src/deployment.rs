@@ -101,20 +101,26 @@ pub fn percent(fraction: f64) -> String {
     format!("{text}%")
 }
 
+/// A canary's failure rate when the request leaves it out: any failed canary run rolls it back.
+pub const DEFAULT_MAX_FAILURE_RATE: f64 = 0.0;
+
+/// Completed canary runs needed before promotion when the request leaves it out.
+pub const DEFAULT_MIN_RUNS: u32 = 10;
+
 impl CanaryPolicy {
     /// Checks the ranges: percent 1–99, failure rate 0–1, min_runs 1–1000.
     pub fn new(percent: u32, max_failure_rate: f64, min_runs: u32) -> Result<Self, ConfigError> {
         let invalid = |field: &str, reason: String| ConfigError::InvalidField { field: field.into(), reason };
         if !CANARY_PERCENT_RANGE.contains(&percent) {
             let (lo, hi) = (CANARY_PERCENT_RANGE.start(), CANARY_PERCENT_RANGE.end());
-            return Err(invalid("canary_percent", format!("must be between {lo} and {hi}")));
+            return Err(invalid("canary.percent", format!("must be between {lo} and {hi}")));
         }
         if !(0.0..=1.0).contains(&max_failure_rate) {
-            return Err(invalid("max_failure_rate", "must be between 0 and 1".into()));
+            return Err(invalid("canary.max_failure_rate", "must be between 0 and 1".into()));
         }
         if !MIN_RUNS_RANGE.contains(&min_runs) {
             let (lo, hi) = (MIN_RUNS_RANGE.start(), MIN_RUNS_RANGE.end());
-            return Err(invalid("min_runs", format!("must be between {lo} and {hi}")));
+            return Err(invalid("canary.min_runs", format!("must be between {lo} and {hi}")));
         }
         Ok(Self { percent, max_failure_rate, min_runs })
     }
@@ -182,13 +188,13 @@ mod tests {
         assert!(CanaryPolicy::new(1, 0.0, 1).is_ok());
         assert!(CanaryPolicy::new(99, 1.0, 1000).is_ok());
         for (percent, rate, min_runs, field) in [
-            (0, 0.5, 5, "canary_percent"),
-            (100, 0.5, 5, "canary_percent"),
-            (10, -0.1, 5, "max_failure_rate"),
-            (10, 1.01, 5, "max_failure_rate"),
-            (10, f64::NAN, 5, "max_failure_rate"),
-            (10, 0.5, 0, "min_runs"),
-            (10, 0.5, 1001, "min_runs"),
+            (0, 0.5, 5, "canary.percent"),
+            (100, 0.5, 5, "canary.percent"),
+            (10, -0.1, 5, "canary.max_failure_rate"),
+            (10, 1.01, 5, "canary.max_failure_rate"),
+            (10, f64::NAN, 5, "canary.max_failure_rate"),
+            (10, 0.5, 0, "canary.min_runs"),
+            (10, 0.5, 1001, "canary.min_runs"),
         ] {
             let err = CanaryPolicy::new(percent, rate, min_runs).unwrap_err();
             assert!(err.to_string().starts_with(field), "{err}");

@@ -445,8 +445,11 @@ pub struct Plan {
     /// Plan id (`^[a-z][a-z0-9_-]{2,63}$`).
     #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64))]
     pub id: String,
-    /// Display name: 1 to 128 bytes, not only spaces.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"\S", min_length = 1, max_length = 32))]
+    /// Display name: 1 to 128 characters, not only spaces, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$", max_length = 128)
+    )]
     pub name: String,
     /// Task executions of the tenant running at once.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
@@ -465,10 +468,13 @@ pub struct Plan {
     pub max_memory_mb: u32,
     /// Disk a task may write in its work directory (`/job`), in MiB. Default 10240.
     #[serde(default = "default_max_disk_mb")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
     pub max_disk_mb: u32,
     /// Task-seconds per calendar month.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64))]
     pub task_seconds_per_month: u64,
     /// Object storage, in bytes: the total of all the tenant's pipeline objects.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64))]
     pub object_storage_bytes: u64,
     /// Pipeline objects one pipeline keeps; past it, its oldest are evicted. Default 1000.
     #[serde(default = "default_max_pipeline_objects")]
@@ -477,6 +483,7 @@ pub struct Plan {
     /// Bytes one pipeline's pipeline objects hold together; past it, its oldest are evicted.
     /// Default 1 GiB.
     #[serde(default = "default_max_pipeline_object_bytes")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64))]
     pub max_pipeline_object_bytes: u64,
     /// API requests per minute per token.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_147_483_647))]
@@ -484,6 +491,7 @@ pub struct Plan {
     /// The scheduler's node pool for the tenant's tasks (Nomad `NodePool`); `null`: the
     /// scheduler's configured default pool.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,127}$"))]
     pub node_pool: Option<String>,
     /// Whether tasks may reach the network (false on the trial plan: Nomad `network_mode = "none"`).
     #[serde(default = "default_allow_network")]
@@ -495,6 +503,7 @@ pub struct Plan {
     /// at once on each API replica; one more is refused with 429 `too_many_streams`. Default 20
     /// (the trial plan: 3).
     #[serde(default = "default_max_concurrent_streams")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2_147_483_647))]
     pub max_concurrent_streams: u32,
     /// Whether the plan's tenants are untrusted (anonymous trials: true on the trial plan). The
     /// local sandbox refuses their tasks on a host without per-task cgroups, unless the operator

@@ -29,7 +29,7 @@ pub use builder::{Pipeline, Task};
 pub use gofer_core::Condition;
 pub use objects::ObjectDownload;
 pub use pagination::{PageOptions, all_pages, pages};
-pub use pipelines::{ConfigRegistered, CreateDeployment};
+pub use pipelines::{Canary, ConfigRegistered, CreateDeployment};
 pub use runs::EventFilter;
 pub use stream::{ByteStream, EventStream, LogStream};
 pub use tenancy::{CreateToken, Health, TenantCreated, TokenCreated, UpdateNamespace};

@@ -20,18 +20,25 @@ pub struct ConfigRegistered {
     pub state: ConfigState,
 }
 
-/// Body of `POST …/deployments`: an immediate deployment, or a canary when `canary_percent` is set.
+/// Body of `POST …/deployments`: an immediate deployment, or a canary when `canary` is set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateDeployment {
     /// The version to deploy.
     pub version: i64,
-    /// Canary: share of new runs sent to the version, in percent.
+    /// Deploy as a canary with this policy.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub canary_percent: Option<u32>,
-    /// Canary: highest failure rate that still promotes it.
+    pub canary: Option<Canary>,
+}
+
+/// A canary's policy; the server's defaults fill what is left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    /// Share of new runs sent to the version, in percent.
+    pub percent: u32,
+    /// Highest failure rate that still promotes it (default 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_failure_rate: Option<f64>,
-    /// Canary: completed canary runs needed before promotion.
+    /// Completed canary runs needed before promotion (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_runs: Option<u32>,
 }

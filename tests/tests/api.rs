@@ -113,12 +113,12 @@ async fn every_bad_input_is_refused_with_its_code() {
             "unknown_field",
         ),
         ("POST", configs.into(), json!({"tasks": [task("abc")]}), 400, "missing_field"),
-        ("POST", configs.into(), json!({"name": "x", "tasks": [task("abc"), task("abc")]}), 400, "duplicate_task_id"),
+        ("POST", configs.into(), json!({"name": "x", "tasks": [task("abc"), task("abc")]}), 422, "duplicate_task_id"),
         (
             "POST",
             configs.into(),
             json!({"name": "x", "tasks": [{"id": "abc", "image": "i", "command": ["c"], "depends_on": {"ghost": "success"}}]}),
-            400,
+            422,
             "unknown_dependency",
         ),
         (
@@ -128,11 +128,11 @@ async fn every_bad_input_is_refused_with_its_code() {
             {"id": "aaa", "image": "i", "command": ["c"], "depends_on": {"ccc": "success"}},
             {"id": "bbb", "image": "i", "command": ["c"], "depends_on": {"aaa": "success"}},
             {"id": "ccc", "image": "i", "command": ["c"], "depends_on": {"bbb": "any"}}]}),
-            400,
+            422,
             "dependency_cycle",
         ),
-        ("POST", configs.into(), json!({"name": "x", "tasks": [task("Build")]}), 400, "invalid_identifier"),
-        ("POST", configs.into(), json!({"name": "x", "tasks": []}), 400, "invalid_task_count"),
+        ("POST", configs.into(), json!({"name": "x", "tasks": [task("Build")]}), 422, "invalid_identifier"),
+        ("POST", configs.into(), json!({"name": "x", "tasks": []}), 422, "invalid_task_count"),
         (
             "POST",
             "/api/v1/namespaces/Builds/pipelines/demo/configs".into(),
@@ -196,7 +196,7 @@ async fn every_bad_input_is_refused_with_its_code() {
     let bad_vars = acme
         .request("POST", "/api/v1/namespaces/builds/pipelines/demo/runs", Some(&json!({"variables": {"GOFER_X": "1"}})))
         .await;
-    assert_eq!((bad_vars.status, bad_vars.code()), (400, "invalid_field"));
+    assert_eq!((bad_vars.status, bad_vars.code()), (422, "invalid_field"));
     let unknown =
         acme.request("POST", "/api/v1/namespaces/builds/pipelines/demo/runs", Some(&json!({"vars": {}}))).await;
     assert_eq!((unknown.status, unknown.code()), (400, "unknown_field"));

@@ -278,7 +278,11 @@ async fn a_canary_whose_runs_succeed_is_promoted() {
     live_and_unreleased(&acme, "demo", &["sh", "-c", "true"]).await;
 
     let started = acme
-        .deploy("builds", "demo", json!({"version": 2, "canary_percent": 50, "max_failure_rate": 0, "min_runs": 2}))
+        .deploy(
+            "builds",
+            "demo",
+            json!({"version": 2, "canary": {"percent": 50, "max_failure_rate": 0, "min_runs": 2}}),
+        )
         .await;
     assert_eq!(started.status, 201, "{started:?}");
     let d = &started.body["deployment"];
@@ -359,7 +363,11 @@ async fn a_canary_whose_runs_fail_is_rolled_back_as_soon_as_it_cannot_pass() {
     acme.namespace("builds").await;
     live_and_unreleased(&acme, "demo", &["sh", "-c", "exit 1"]).await;
     let started = acme
-        .deploy("builds", "demo", json!({"version": 2, "canary_percent": 50, "max_failure_rate": 0.5, "min_runs": 3}))
+        .deploy(
+            "builds",
+            "demo",
+            json!({"version": 2, "canary": {"percent": 50, "max_failure_rate": 0.5, "min_runs": 3}}),
+        )
         .await;
     assert_eq!(started.status, 201, "{started:?}");
     let id = started.body["deployment"]["id"].as_i64().unwrap();
@@ -408,7 +416,7 @@ async fn a_canary_receives_exactly_its_share_of_new_runs() {
             .deploy(
                 "builds",
                 "demo",
-                json!({"version": 2, "canary_percent": percent, "max_failure_rate": 1, "min_runs": 1000}),
+                json!({"version": 2, "canary": {"percent": percent, "max_failure_rate": 1, "min_runs": 1000}}),
             )
             .await;
         assert_eq!(started.status, 201, "{started:?}");
@@ -452,7 +460,7 @@ async fn a_running_canary_can_be_rolled_back_by_hand_with_a_reason() {
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
     live_and_unreleased(&acme, "demo", &["sh", "-c", "true"]).await;
-    let canary = json!({"version": 2, "canary_percent": 10, "max_failure_rate": 0, "min_runs": 5});
+    let canary = json!({"version": 2, "canary": {"percent": 10, "max_failure_rate": 0, "min_runs": 5}});
     let started = acme.deploy("builds", "demo", canary.clone()).await;
     let id = started.body["deployment"]["id"].as_i64().unwrap();
     let rollback = format!("{}/deployments/{id}/rollback", pipeline_path("builds", "demo"));
@@ -496,7 +504,11 @@ async fn only_one_deployment_runs_at_a_time_and_bad_deployments_are_refused() {
     let three = acme.register_with("builds", "demo", &config("Three", &["sh", "-c", "exit 0"]), false).await;
     assert_eq!(three.body["version"], 3);
     let canary = acme
-        .deploy("builds", "demo", json!({"version": 2, "canary_percent": 20, "max_failure_rate": 0.1, "min_runs": 10}))
+        .deploy(
+            "builds",
+            "demo",
+            json!({"version": 2, "canary": {"percent": 20, "max_failure_rate": 0.1, "min_runs": 10}}),
+        )
         .await;
     assert_eq!(canary.status, 201);
     let running = canary.body["deployment"]["id"].as_i64().unwrap();
@@ -504,7 +516,7 @@ async fn only_one_deployment_runs_at_a_time_and_bad_deployments_are_refused() {
     for body in [
         json!({"version": 3}),
         json!({"version": 1}),
-        json!({"version": 3, "canary_percent": 20, "max_failure_rate": 0.1, "min_runs": 10}),
+        json!({"version": 3, "canary": {"percent": 20, "max_failure_rate": 0.1, "min_runs": 10}}),
     ] {
         let refused = acme.deploy("builds", "demo", body.clone()).await;
         assert_eq!((refused.status, refused.code()), (409, "deployment_in_progress"), "{body}");
@@ -525,34 +537,70 @@ async fn only_one_deployment_runs_at_a_time_and_bad_deployments_are_refused() {
     let bad = [
         (json!({"version": 0}), 400, "invalid_field"),
         (json!({"version": 99}), 404, "config_not_found"),
-        (json!({"version": 2, "canary_percent": 0, "max_failure_rate": 0.1, "min_runs": 10}), 400, "invalid_field"),
-        (json!({"version": 2, "canary_percent": 100, "max_failure_rate": 0.1, "min_runs": 10}), 400, "invalid_field"),
-        (json!({"version": 2, "canary_percent": 10, "max_failure_rate": 1.5, "min_runs": 10}), 400, "invalid_field"),
-        (json!({"version": 2, "canary_percent": 10, "max_failure_rate": -0.1, "min_runs": 10}), 400, "invalid_field"),
-        (json!({"version": 2, "canary_percent": 10, "max_failure_rate": 0.1, "min_runs": 0}), 400, "invalid_field"),
-        (json!({"version": 2, "canary_percent": 10, "max_failure_rate": 0.1, "min_runs": 1001}), 400, "invalid_field"),
-        (json!({"version": 2, "canary_percent": 10}), 400, "missing_field"),
-        (json!({"version": 2, "min_runs": 10}), 400, "missing_field"),
-        (json!({"version": 2, "canary": true}), 400, "unknown_field"),
+        (
+            json!({"version": 2, "canary": {"percent": 0, "max_failure_rate": 0.1, "min_runs": 10}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"version": 2, "canary": {"percent": 100, "max_failure_rate": 0.1, "min_runs": 10}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"version": 2, "canary": {"percent": 10, "max_failure_rate": 1.5, "min_runs": 10}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"version": 2, "canary": {"percent": 10, "max_failure_rate": -0.1, "min_runs": 10}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"version": 2, "canary": {"percent": 10, "max_failure_rate": 0.1, "min_runs": 0}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"version": 2, "canary": {"percent": 10, "max_failure_rate": 0.1, "min_runs": 1001}}),
+            400,
+            "invalid_field",
+        ),
+        (json!({"version": 2, "canary": {"max_failure_rate": 0.1}}), 400, "missing_field"),
+        (json!({"version": 2, "canary_percent": 10}), 400, "unknown_field"),
+        (json!({"version": 2, "canary": {"percent": 10, "min_run": 10}}), 400, "unknown_field"),
         (json!({}), 400, "missing_field"),
     ];
     for (body, status, code) in bad {
         let answer = acme.deploy("builds", "other", body.clone()).await;
         assert_eq!((answer.status, answer.code()), (status, code), "{body}: {answer:?}");
     }
-    let missing = acme.deploy("builds", "other", json!({"version": 1, "canary_percent": 10})).await;
-    assert!(missing.body["detail"].as_str().unwrap().contains("max_failure_rate, min_runs"), "{missing:?}");
+    let named = acme.deploy("builds", "other", json!({"version": 1, "canary": {"percent": 100}})).await;
+    assert!(named.body["detail"].as_str().unwrap().starts_with("canary.percent"), "{named:?}");
 
     // A canary needs a live version to run beside.
     acme.register_with("builds", "fresh", &config("One", &["true"]), false).await;
     let lonely = acme
-        .deploy("builds", "fresh", json!({"version": 1, "canary_percent": 10, "max_failure_rate": 0, "min_runs": 1}))
+        .deploy(
+            "builds",
+            "fresh",
+            json!({"version": 1, "canary": {"percent": 10, "max_failure_rate": 0, "min_runs": 1}}),
+        )
         .await;
     assert_eq!((lonely.status, lonely.code()), (409, "no_live_version"));
 
     let rollback = format!("{}/deployments/{running}/rollback", pipeline_path("builds", "demo"));
     assert_eq!(acme.request("POST", &rollback, None).await.status, 200);
     assert_eq!(acme.deploy("builds", "demo", json!({"version": 3})).await.status, 201, "free again after the rollback");
+    // A canary given only its share takes the defaults: any failure rolls it back, after 10 runs.
+    let defaults = acme.deploy("builds", "demo", json!({"version": 4, "canary": {"percent": 25}})).await;
+    assert_eq!(defaults.status, 201, "{defaults:?}");
+    let d = &defaults.body["deployment"];
+    assert_eq!(
+        (d["canary_percent"].as_i64(), d["max_failure_rate"].as_f64(), d["min_runs"].as_i64()),
+        (Some(25), Some(0.0), Some(10))
+    );
 }
 
 #[tokio::test]
@@ -811,7 +859,11 @@ async fn runs_started_concurrently_while_a_canary_is_decided_all_complete_and_th
     acme.namespace("builds").await;
     live_and_unreleased(&acme, "demo", &["sh", "-c", "true"]).await;
     let started = acme
-        .deploy("builds", "demo", json!({"version": 2, "canary_percent": 50, "max_failure_rate": 0, "min_runs": 3}))
+        .deploy(
+            "builds",
+            "demo",
+            json!({"version": 2, "canary": {"percent": 50, "max_failure_rate": 0, "min_runs": 3}}),
+        )
         .await;
     let id = started.body["deployment"]["id"].as_i64().expect("id");
 

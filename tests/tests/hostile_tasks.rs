@@ -33,7 +33,7 @@ async fn loader_variables_are_refused_in_task_env_and_run_variables_naming_the_v
     let config = json!({"name": "evil", "tasks": [{"id": "build", "image": "debian:12", "command": ["true"],
         "env": {"LD_PRELOAD": "/job/evil.so"}}]});
     let refused = attacker.request("POST", "/api/v1/namespaces/builds/pipelines/evil/configs", Some(&config)).await;
-    assert_eq!((refused.status, refused.code()), (400, "invalid_field"), "{refused:?}");
+    assert_eq!((refused.status, refused.code()), (422, "invalid_field"), "{refused:?}");
     let detail = refused.body["detail"].as_str().unwrap();
     assert!(detail.contains("tasks[0].env.LD_PRELOAD"), "the variable is named: {detail}");
 
@@ -42,7 +42,7 @@ async fn loader_variables_are_refused_in_task_env_and_run_variables_naming_the_v
     for variable in ["LD_AUDIT", "GLIBC_TUNABLES", "GCONV_PATH", "MALLOC_CHECK_"] {
         let body = json!({"variables": {variable: "/job/evil.so"}});
         let refused = attacker.request("POST", "/api/v1/namespaces/builds/pipelines/plain/runs", Some(&body)).await;
-        assert_eq!((refused.status, refused.code()), (400, "invalid_field"), "{variable}: {refused:?}");
+        assert_eq!((refused.status, refused.code()), (422, "invalid_field"), "{variable}: {refused:?}");
         assert!(refused.body["detail"].as_str().unwrap().contains(variable), "{variable} is named: {refused:?}");
     }
     // Nothing was started by the refused requests.

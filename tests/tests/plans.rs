@@ -45,7 +45,7 @@ async fn operators_manage_plans() {
     let refused = app.request("PUT", "/api/v1/plans/small", op, Some(&placed)).await;
     assert_eq!((refused.status, refused.code()), (400, "invalid_field"));
     let mismatch = app.request("PUT", "/api/v1/plans/small", op, Some(&plan("other", 300))).await;
-    assert_eq!(mismatch.status, 400);
+    assert_eq!((mismatch.status, mismatch.code()), (422, "invalid_field"), "the body's id is not the path's plan");
     let acme = app.tenant("acme").await;
     let assigned = app.request("PUT", "/api/v1/tenants/acme/plan", op, Some(&json!({"plan": "small"}))).await;
     assert_eq!((assigned.status, assigned.body["plan"]["id"].as_str()), (200, Some("small")));

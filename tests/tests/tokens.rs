@@ -121,17 +121,31 @@ async fn token_requests_are_validated() {
     let acme = app.tenant("acme").await;
     for (body, field) in [
         (json!({"role": "god"}), "role"),
-        (json!({}), "role"),
         (json!({"role": "read", "allowed_cidrs": ["10.0.0.300/8"]}), "allowed_cidrs"),
+        (json!({"role": "read", "allowed_cidrs": ["10.0.0.0"]}), "allowed_cidrs"),
         (json!({"role": "read", "namespaces": ["Team"]}), "namespaces"),
         (json!({"role": "read", "expires_in_days": 0}), "expires_in_days"),
         (json!({"role": "read", "expires_in_days": 5000}), "expires_in_days"),
-        (json!({"role": "read", "kind": "operator"}), "kind"),
+        (json!({"role": "read", "kind": "robot"}), "kind"),
     ] {
         let answer = acme.request("POST", "/api/v1/tokens", Some(&body)).await;
         assert_eq!((answer.status, answer.code()), (400, "invalid_field"), "{body}");
         assert!(answer.body["detail"].as_str().unwrap().starts_with(field), "{body}: {answer:?}");
     }
+    // What the caller may not grant is forbidden, naming the field.
+    for (body, field) in [(json!({"role": "read", "kind": "operator"}), "kind"), (json!({"role": "operator"}), "role")]
+    {
+        let answer = acme.request("POST", "/api/v1/tokens", Some(&body)).await;
+        assert_eq!((answer.status, answer.code()), (403, "token_not_grantable"), "{body}");
+        assert!(answer.body["detail"].as_str().unwrap().starts_with(field), "{body}: {answer:?}");
+    }
+    // A tenant token without a role is a read token: least privilege.
+    let default_role = acme.request("POST", "/api/v1/tokens", Some(&json!({}))).await;
+    assert_eq!(
+        (default_role.status, default_role.body["metadata"]["role"].as_str()),
+        (201, Some("read")),
+        "{default_role:?}"
+    );
     let unknown = acme.request("POST", "/api/v1/tokens", Some(&json!({"role": "read", "scopes": []}))).await;
     assert_eq!((unknown.status, unknown.code()), (400, "unknown_field"));
     let operator_token = app

@@ -321,15 +321,15 @@ async fn a_sign_up_pays_with_a_proof_of_work_that_is_bound_to_its_address_and_sp
     let nonce = paid["nonce"].as_u64().unwrap();
     let wrong = (0..).find(|n| !gofer_core::proof_of_work::meets(&text, *n, 8)).unwrap();
     let unsolved = post("192.0.2.1", Some(json!({"challenge": text, "nonce": wrong}))).await;
-    assert_eq!((unsolved.status, unsolved.code()), (400, "proof_of_work_invalid"), "{unsolved:?}");
+    assert_eq!((unsolved.status, unsolved.code()), (422, "proof_of_work_invalid"), "{unsolved:?}");
     // Solved work is bound to the address that asked: another address cannot spend it.
     let elsewhere = post("192.0.2.99", Some(paid.clone())).await;
-    assert_eq!((elsewhere.status, elsewhere.code()), (400, "challenge_invalid"), "{elsewhere:?}");
+    assert_eq!((elsewhere.status, elsewhere.code()), (422, "challenge_invalid"), "{elsewhere:?}");
     // A forged challenge (its signature changed) is refused whatever the work.
     let mut forged = text.clone();
     forged.replace_range(forged.len() - 4.., "AAAA");
     let forged = post("192.0.2.1", Some(gofer_tests::solved(&json!({"challenge": forged, "bits": 8})))).await;
-    assert_eq!((forged.status, forged.code()), (400, "challenge_invalid"), "{forged:?}");
+    assert_eq!((forged.status, forged.code()), (422, "challenge_invalid"), "{forged:?}");
     // Unknown fields and wrong types name the field.
     let extra = post("192.0.2.1", Some(json!({"challenge": text, "nonce": nonce, "x": 1}))).await;
     assert_eq!((extra.status, extra.code()), (400, "invalid_body"), "{extra:?}");
@@ -344,7 +344,7 @@ async fn a_sign_up_pays_with_a_proof_of_work_that_is_bound_to_its_address_and_sp
     let late = gofer_tests::solved(&late.body);
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let expired = post("192.0.2.1", Some(late)).await;
-    assert_eq!((expired.status, expired.code()), (400, "challenge_invalid"), "{expired:?}");
+    assert_eq!((expired.status, expired.code()), (422, "challenge_invalid"), "{expired:?}");
     // A bystander's paid sign-up works throughout.
     assert_eq!(trial(&app, "198.51.100.7").await.status, 201);
 }

@@ -52,9 +52,16 @@ async fn tenants_read_their_usage_by_day_and_pipeline_and_operators_export_csv()
     let past = acme.request("GET", "/api/v1/usage?from=2020-01-01&to=2020-02-01T00:00:00Z", None).await;
     assert_eq!(past.body["items"], json!([]), "another period");
 
-    for bad in ["group_by=week", "from=yesterday", "from=2026-02-01&to=2026-01-01", "format=xml", "format=csv"] {
+    for (bad, status, code) in [
+        ("group_by=week", 400, "invalid_query"),
+        ("from=yesterday", 400, "invalid_query"),
+        ("from=2026-2-1", 400, "invalid_query"),
+        ("from=2026-02-01&to=2026-01-01", 422, "empty_period"),
+        ("format=xml", 400, "invalid_query"),
+        ("format=csv", 403, "forbidden"),
+    ] {
         let answer = acme.request("GET", &format!("/api/v1/usage?{bad}"), None).await;
-        assert_eq!((answer.status, answer.code()), (400, "invalid_query"), "{bad}: {answer:?}");
+        assert_eq!((answer.status, answer.code()), (status, code), "{bad}: {answer:?}");
     }
     let theirs = globex.request("GET", "/api/v1/usage", None).await;
     assert_eq!(theirs.body["items"], json!([]), "another tenant's usage is never seen");

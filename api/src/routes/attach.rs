@@ -133,8 +133,8 @@ impl actix_web::FromRequest for AttachAccess {
 #[derive(Debug, Default, PartialEq, Eq, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AttachQuery {
-    /// The argv to run, one `command=` per argument in order, or one JSON array
-    /// (`command=["sh","-c","echo hi"]`). Default `/bin/sh`.
+    /// The argv to run, one non-empty `command=` per argument in order, or one JSON array of
+    /// strings (`command=["sh","-c",""]`, the form for an empty argument). Default `/bin/sh`.
     #[param(value_type = Option<Vec<String>>, explode = true)]
     command: Vec<String>,
     /// Run under a pseudo-terminal (stderr then arrives merged into stdout). Default false.
@@ -170,17 +170,21 @@ impl AttachQuery {
                 other => return Err(invalid(format!("unknown query parameter {other:?}"))),
             }
         }
+        if parsed.command.iter().any(String::is_empty) {
+            return Err(invalid("command: an argument is empty (give an empty argument in the JSON form)"));
+        }
+        // One value that reads as a JSON array of strings is the JSON form; any other value is
+        // itself the program, also one such as `[` (the test program).
         if let [single] = parsed.command.as_slice()
-            && single.trim_start().starts_with('[')
+            && let Ok(argv) = serde_json::from_str::<Vec<String>>(single)
         {
-            parsed.command = serde_json::from_str(single)
-                .map_err(|_| invalid("command must be a JSON array of strings, or repeated"))?;
+            parsed.command = argv;
         }
         if parsed.command.is_empty() {
             parsed.command.push(DEFAULT_COMMAND.to_owned());
         }
         if parsed.command[0].is_empty() {
-            return Err(invalid("the command's program is empty"));
+            return Err(invalid("command: the program (its first argument) is empty"));
         }
         Ok(parsed)
     }
@@ -547,7 +551,11 @@ mod tests {
             Ok((vec!["sh".into(), "-c".into(), "echo hi".into()], false))
         );
         assert_eq!(parse("tty=yes"), Err("invalid_attach_query"));
-        assert_eq!(parse("command=%5B1%5D"), Err("invalid_attach_query"));
+        assert_eq!(parse("command=%5B1%5D"), Ok((vec!["[1]".into()], false)), "not an array of strings: a program");
+        assert_eq!(parse("command=%5B"), Ok((vec!["[".into()], false)));
+        assert_eq!(parse("command="), Err("invalid_attach_query"));
+        assert_eq!(parse("command=sh&command="), Err("invalid_attach_query"));
+        assert_eq!(parse("command=%5B%22%22%5D"), Err("invalid_attach_query"), "an empty program");
         assert_eq!(parse("shell=bash"), Err("invalid_attach_query"));
         assert_eq!(parse("cols=0"), Err("invalid_attach_query"));
     }

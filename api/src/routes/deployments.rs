@@ -15,24 +15,34 @@ use crate::routes::pipelines::PipelinePath;
 use crate::routes::read_json_body;
 use crate::startup::AppState;
 
-/// The longest reason a manual rollback may give, in bytes.
-const MAX_REASON_BYTES: usize = 1024;
+/// The longest reason a manual rollback may give, in characters.
+const MAX_REASON_CHARS: usize = 1024;
 
-/// Body of `POST …/deployments`. Without the canary fields the version goes live at once; with
-/// them (all three together) it runs as a canary.
+/// Body of `POST …/deployments`. Without `canary` the version goes live at once; with it, the
+/// version runs as a canary beside the live one.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// The config version to deploy.
     #[schema(minimum = 1)]
     pub version: i64,
-    /// Canary: share of new runs sent to the version, 1–99 percent.
+    /// Deploy as a canary, with this policy.
+    #[serde(default)]
+    pub canary: Option<CanaryRequest>,
+}
+
+/// A canary's policy as a request gives it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRequest {
+    /// Share of new runs sent to the version, 1–99 percent.
     #[schema(minimum = 1, maximum = 99)]
-    pub canary_percent: Option<u32>,
-    /// Canary: highest failure rate of its runs that still promotes it, 0–1.
+    pub percent: u32,
+    /// Highest failure rate of its runs that still promotes it, 0–1 (default 0: any failed canary
+    /// run rolls it back).
     #[schema(minimum = 0, maximum = 1)]
     pub max_failure_rate: Option<f64>,
-    /// Canary: completed canary runs needed before it is promoted, 1–1000.
+    /// Completed canary runs needed before it is promoted, 1–1000 (default 10).
     #[schema(minimum = 1, maximum = 1000)]
     pub min_runs: Option<u32>,
 }
@@ -41,8 +51,10 @@ pub struct CreateDeployment {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackDeployment {
-    /// Why, recorded in the deployment's status reason and log (at most 1024 bytes).
+    /// Why, recorded in the deployment's status reason and log (at most 1024 characters, no
+    /// control characters).
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub reason: Option<String>,
 }
 
@@ -76,28 +88,16 @@ impl CreateDeployment {
     fn parse(&self) -> Result<(Version, Option<CanaryPolicy>), ApiError> {
         let version = Version::new(self.version)
             .map_err(|_| body_error("invalid_field", "version: must be a positive integer"))?;
-        let policy = match (self.canary_percent, self.max_failure_rate, self.min_runs) {
-            (None, None, None) => None,
-            (Some(percent), Some(rate), Some(min_runs)) => {
-                Some(CanaryPolicy::new(percent, rate, min_runs).map_err(|e| body_error(e.code(), e.to_string()))?)
-            }
-            (percent, rate, min_runs) => {
-                let missing: Vec<&str> = [
-                    ("canary_percent", percent.is_none()),
-                    ("max_failure_rate", rate.is_none()),
-                    ("min_runs", min_runs.is_none()),
-                ]
-                .into_iter()
-                .filter_map(|(name, missing)| missing.then_some(name))
-                .collect();
-                return Err(body_error(
-                    "missing_field",
-                    format!(
-                        "a canary needs canary_percent, max_failure_rate and min_runs; missing: {}",
-                        missing.join(", ")
-                    ),
-                ));
-            }
+        let policy = match &self.canary {
+            None => None,
+            Some(canary) => Some(
+                CanaryPolicy::new(
+                    canary.percent,
+                    canary.max_failure_rate.unwrap_or(gofer_core::deployment::DEFAULT_MAX_FAILURE_RATE),
+                    canary.min_runs.unwrap_or(gofer_core::deployment::DEFAULT_MIN_RUNS),
+                )
+                .map_err(|e| body_error(e.code(), e.to_string()))?,
+            ),
         };
         Ok((version, policy))
     }
@@ -194,19 +194,21 @@ pub(crate) async fn rollback(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    // The body is optional: no Content-Type (or an empty body) means no reason.
+    // The body is optional: no Content-Type, an empty body or `null` means no reason.
     let has_body = req.headers().contains_key(actix_web::http::header::CONTENT_TYPE);
     let body =
         if has_body { read_json_body(&req, payload, state.config.max_body_bytes).await? } else { Default::default() };
-    let request: RollbackDeployment =
-        if body.is_empty() { RollbackDeployment::default() } else { gofer_core::json::from_slice(&body)? };
+    let request: RollbackDeployment = match body.trim_ascii() {
+        b"" | b"null" => RollbackDeployment::default(),
+        body => gofer_core::json::from_slice(body)?,
+    };
     let reason = request.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if let Some(reason) = reason
-        && (reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control))
+        && (reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control))
     {
         return Err(body_error(
             "invalid_field",
-            format!("reason: at most {MAX_REASON_BYTES} bytes, no control characters"),
+            format!("reason: at most {MAX_REASON_CHARS} characters, no control characters"),
         ));
     }
     let deployment = gofer_engine::deployments::rollback(&state.pool, &key, reason).await?;

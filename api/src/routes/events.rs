@@ -55,10 +55,13 @@ fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
 /// The place of the event a client names by its id: only an id made for this tenant opens, so a
 /// made-up id, or another tenant's, is refused here (as `name`, under `code`).
 fn event_seq(ids: &TenantEventIds, value: &str, code: &'static str, name: &str) -> Result<i64, ApiError> {
-    EventId::parse(value.trim())
-        .ok()
-        .and_then(|id| ids.seq(&id))
-        .ok_or_else(|| invalid(code, format!("{name} is not the id of an event of this tenant")))
+    let id = EventId::parse(value.trim()).map_err(|e| invalid(code, format!("{name}: {}", e.reason)))?;
+    ids.seq(&id).ok_or_else(|| unknown_event(code, name))
+}
+
+/// An id of the right shape that this tenant was never given (422: no schema can tell).
+fn unknown_event(code: &'static str, name: &str) -> ApiError {
+    ApiError::Unprocessable { code, detail: format!("{name}: not the id of an event of this tenant") }
 }
 
 impl EventsQuery {
@@ -71,10 +74,14 @@ impl EventsQuery {
             (Some(ns), None, None) => Ok(EventFilter::Namespace(ns)),
             (Some(ns), Some(p), None) => Ok(EventFilter::Pipeline(ns, p)),
             (Some(ns), Some(p), Some(r)) => Ok(EventFilter::Run(ns, p, r)),
-            (_, None, Some(_)) | (None, Some(_), Some(_)) => {
-                Err(invalid("invalid_filter", "a run filter needs namespace and pipeline"))
-            }
-            (None, Some(_), None) => Err(invalid("invalid_filter", "a pipeline filter needs namespace")),
+            (_, None, Some(_)) | (None, Some(_), Some(_)) => Err(ApiError::Unprocessable {
+                code: "invalid_filter",
+                detail: "run: a run filter needs namespace and pipeline".into(),
+            }),
+            (None, Some(_), None) => Err(ApiError::Unprocessable {
+                code: "invalid_filter",
+                detail: "pipeline: a pipeline filter needs namespace".into(),
+            }),
         }
     }
 
@@ -91,24 +98,44 @@ impl EventsQuery {
         let stream = follow_param(self.follow.as_deref())? || accept_stream;
         let after = self.after.as_deref().map(|a| event_seq(ids, a, "invalid_after", "after")).transpose()?;
         if after.is_some() && self.cursor.is_some() {
-            return Err(invalid("invalid_cursor", "give after or cursor, not both"));
+            return Err(ApiError::Unprocessable {
+                code: "invalid_cursor",
+                detail: "cursor: give after or cursor, not both".into(),
+            });
         }
         let page = PageQuery::from_parts(self.limit, self.cursor).parse::<EventId>()?;
         let cursor = match &page.after {
-            Some(id) => {
-                Some(ids.seq(id).ok_or_else(|| invalid("invalid_cursor", "cursor is not one this list handed out"))?)
-            }
+            Some(id) => Some(ids.seq(id).ok_or_else(|| unknown_event("invalid_cursor", "cursor"))?),
             None => None,
         };
         let page = PageRequest { limit: page.limit, after: cursor.or(after) };
+        // Checked whether or not it is used (history ignores it): an empty one is none, as
+        // EventSource sends it before its first event.
+        let resume = last_event_id
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| event_seq(ids, id, "invalid_last_event_id", "Last-Event-ID"))
+            .transpose()?;
         if stream {
-            let resume =
-                last_event_id.map(|id| event_seq(ids, id, "invalid_last_event_id", "Last-Event-ID")).transpose()?;
             Ok(EventsRequest::Stream { filter, after: resume.or(page.after).unwrap_or(0) })
         } else {
             Ok(EventsRequest::History { filter, page })
         }
     }
+}
+
+/// One event of the live stream as Server-Sent Events frame it (the document describes each
+/// event of a `text/event-stream`, as OpenAPI before 3.2 does); keep-alive comments carry none.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct SseEvent {
+    /// The event's id (resume after it with `Last-Event-ID`).
+    #[schema(pattern = "^[A-Za-z0-9_-]{22}$")]
+    id: String,
+    /// The event's kind.
+    event: String,
+    /// The event, as the JSON of an `Event`.
+    data: String,
 }
 
 fn accepts_event_stream(req: &HttpRequest) -> bool {
@@ -151,7 +178,7 @@ fn check_scope(access: &TenantAccess<ReadEvents>, filter: &EventFilter) -> Resul
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of history (JSON), or the live stream (SSE)",
-            content((Page<Event> = "application/json"), (String = "text/event-stream"))),
+            content((Page<Event> = "application/json"), (SseEvent = "text/event-stream"))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, body = crate::error::Problem, content_type = "application/problem+json",
             description = "A stream, when the tenant holds its plan's `max_concurrent_streams`: `too_many_streams`, with `Retry-After`"),

@@ -19,9 +19,9 @@ pub struct CreateIpBlock {
     /// How long, in seconds (1 to 31536000).
     #[schema(minimum = 1, maximum = 31_536_000)]
     pub duration_s: u64,
-    /// Why (free text, up to 200 characters; default `operator`).
+    /// Why (free text, 1 to 200 characters, no control characters; default `operator`).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub reason: Option<String>,
     /// What the block refuses: `anonymous` (the default: requests without a token, trial sign-ups,
     /// trial tokens and failed authentications; paying tenants' and operators' tokens pass) or
@@ -39,9 +39,10 @@ pub struct IpBlockResponse {
 }
 
 fn client(address: &str) -> Result<std::net::IpAddr, ApiError> {
-    address.parse::<std::net::IpAddr>().map(crate::limits::client_key).map_err(|_| ApiError::InvalidParameter {
+    let parsed = crate::contract::IP_ADDRESS.is_match(address).then(|| address.parse::<std::net::IpAddr>().ok());
+    parsed.flatten().map(crate::limits::client_key).ok_or_else(|| ApiError::InvalidParameter {
         code: "invalid_field",
-        detail: format!("address: {address:?} is not an IP address"),
+        detail: format!("address: \"{address}\" is not an IP address such as 192.0.2.1 or 2001:db8::1"),
     })
 }
 
@@ -56,6 +57,12 @@ pub(crate) async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let request = query.parse::<String>()?;
+    if request.after.as_deref().is_some_and(|after| !crate::contract::IP_ADDRESS.is_match(after)) {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_cursor",
+            detail: "cursor: not a key of this list (an IP address)".into(),
+        });
+    }
     let result = gofer_billing::ip_blocks::list(&state.pool, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
@@ -82,8 +89,11 @@ pub(crate) async fn create(
         });
     }
     let reason = body.reason.clone().unwrap_or_else(|| "operator".into());
-    if reason.is_empty() || reason.chars().count() > 200 {
-        return Err(ApiError::InvalidParameter { code: "invalid_field", detail: "reason: 1 to 200 characters".into() });
+    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err(ApiError::InvalidParameter {
+            code: "invalid_field",
+            detail: "reason: 1 to 200 characters, no control characters".into(),
+        });
     }
     let scope = match body.scope.as_deref() {
         None => BlockScope::Anonymous,

@@ -23,6 +23,7 @@ pub struct PlanResponse {
 #[serde(deny_unknown_fields)]
 pub struct AssignPlan {
     /// The plan's id.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64)]
     pub plan: String,
 }
 
@@ -55,6 +56,9 @@ pub(crate) async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let request = query.parse::<String>()?;
+    if let Some(after) = &request.after {
+        gofer_core::id::validate_identifier("plan", after)?;
+    }
     let result = gofer_billing::list(&state.pool, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
@@ -95,7 +99,7 @@ pub(crate) async fn update(
     let Guarded(_, body) = guarded;
     let body = body.into_inner();
     if body.id != *path {
-        return Err(ApiError::InvalidParameter {
+        return Err(ApiError::Unprocessable {
             code: "invalid_field",
             detail: "id: must be the plan in the path".into(),
         });
@@ -140,6 +144,7 @@ pub(crate) async fn assign(
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(_, body) = guarded;
     let tenant = TenantId::parse(path.into_inner())?;
+    gofer_core::id::validate_identifier("plan", &body.plan)?;
     let plan = gofer_billing::assign(&state.pool, &tenant, &body.plan).await?;
     state.forget_tokens(Some(&tenant));
     Ok(HttpResponse::Ok().json(PlanResponse { plan }))

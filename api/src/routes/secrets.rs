@@ -17,7 +17,8 @@ use crate::startup::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSecret {
-    /// The value: 1 byte up to `secret_max_value_bytes` (32 KiB by default), no NUL. Never shown again.
+    /// The value: 1 to 8192 characters and at most `secret_max_value_bytes` (32 KiB by default),
+    /// no NUL. Never shown again.
     #[schema(min_length = 1, max_length = 8192, pattern = "^[^\\u0000]+$")]
     pub value: String,
 }
@@ -26,7 +27,8 @@ pub struct PutSecret {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutGlobalSecret {
-    /// The value: 1 byte up to `secret_max_value_bytes` (32 KiB by default), no NUL. Never shown again.
+    /// The value: 1 to 8192 characters and at most `secret_max_value_bytes` (32 KiB by default),
+    /// no NUL. Never shown again.
     #[schema(min_length = 1, max_length = 8192, pattern = "^[^\\u0000]+$")]
     pub value: String,
     /// Namespace globs (`team-*`) whose pipelines may use the secret; none: no namespace may.
@@ -66,12 +68,17 @@ impl PipelineSecretPath {
     }
 }
 
+/// The most characters a secret value may have, as the document says: 8192 characters are at
+/// most 32 KiB, the default `secret_max_value_bytes`, so a value the document allows fits the
+/// default store bound (an operator may lower the bound).
+const MAX_VALUE_CHARS: usize = 8192;
+
 fn value(state: &AppState, value: String) -> Result<SecretValue, ApiError> {
     let max = state.config.secret_max_value_bytes;
-    if value.is_empty() || value.len() > max || value.contains('\0') {
+    if value.is_empty() || value.chars().count() > MAX_VALUE_CHARS || value.len() > max || value.contains('\0') {
         return Err(ApiError::InvalidParameter {
             code: "invalid_field",
-            detail: format!("value: 1 to {max} bytes, no NUL character"),
+            detail: format!("value: 1 to {MAX_VALUE_CHARS} characters and at most {max} bytes, no NUL character"),
         });
     }
     Ok(SecretValue::new(value))

@@ -23,6 +23,7 @@ pub struct CreateTenant {
     pub name: String,
     /// The tenant's plan (default: `default`).
     #[serde(default)]
+    #[schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64)]
     pub plan: Option<String>,
 }
 
@@ -31,6 +32,7 @@ pub struct CreateTenant {
 #[serde(deny_unknown_fields)]
 pub struct ConvertTrial {
     /// The plan the tenant moves to.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64)]
     pub plan: String,
 }
 
@@ -63,6 +65,9 @@ pub(crate) async fn create(
     let body = body.into_inner();
     let id = TenantId::parse(body.id)?;
     let name = super::namespaces::display_name(&body.name)?;
+    if let Some(plan) = &body.plan {
+        gofer_core::id::validate_identifier("plan", plan)?;
+    }
     let new = gofer_tenants::NewTenant { id: &id, name, plan: body.plan.as_deref(), trial_expires: None };
     let (tenant, secret) = gofer_tenants::create_tenant(&state.pool, &new).await?;
     Ok(HttpResponse::Created().json(TenantCreated { tenant, token: secret.expose().to_owned() }))
@@ -200,6 +205,7 @@ pub(crate) async fn convert(
     let Guarded(_, body) = guarded;
     let id = TenantId::parse(path.into_inner())?;
     let days = state.config.tokens.default_expiry_days;
+    gofer_core::id::validate_identifier("plan", &body.plan)?;
     let tenant = gofer_tenants::convert_trial(&state.pool, &id, &body.plan, days).await?;
     state.forget_tokens(Some(&id));
     gofer_billing::trials::mark_converted(&state.pool, &id).await?;

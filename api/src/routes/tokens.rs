@@ -17,10 +17,12 @@ use crate::startup::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// `tenant` (a tenant admin creates it) or `operator` (an operator creates it); defaults to the caller's kind.
+    /// `tenant` (a tenant admin creates it) or `operator` (an operator creates it); defaults to
+    /// the caller's kind, and any other answers 403.
+    #[schema(pattern = "^(tenant|operator)$")]
     pub kind: Option<String>,
-    /// `admin`, `write` or `read` for tenant tokens (required); `operator` (the default) for
-    /// operator tokens.
+    /// `admin`, `write` or `read` for tenant tokens (default `read`); `operator` (the default) for
+    /// operator tokens. A role the caller may not grant answers 403.
     #[schema(pattern = "^(admin|write|read|operator)$")]
     pub role: Option<String>,
     /// Namespace globs the token is limited to, e.g. `["team-*"]`; empty means every namespace.
@@ -29,8 +31,9 @@ pub struct CreateToken {
     /// Client networks (CIDRs) it may be used from; empty means anywhere.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
-    /// Free text.
+    /// Free text, at most 1024 characters.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: String,
     /// Lifetime in days (default and maximum from the server's config: 90 and 365 unless set).
     #[schema(minimum = 1, maximum = 365)]
@@ -93,24 +96,31 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
         TokenOwner::Operator => "operator",
         TokenOwner::Tenant(_) => "tenant",
     };
-    if body.kind.as_deref().is_some_and(|k| k != kind) {
-        return Err(invalid(format!("kind: a {kind} token can only create {kind} tokens")));
+    let may_not = |detail: String| ApiError::Forbidden { code: "token_not_grantable", detail };
+    match body.kind.as_deref() {
+        None => {}
+        Some(k) if k == kind => {}
+        Some(k @ ("tenant" | "operator")) => {
+            return Err(may_not(format!("kind: a {kind} token can only create {kind} tokens, not {k} tokens")));
+        }
+        Some(_) => return Err(invalid("kind: one of tenant, operator")),
     }
     let role = match (owner, body.role.as_deref()) {
         (TokenOwner::Operator, None | Some("operator")) => Role::Operator,
-        (TokenOwner::Operator, Some(other)) => {
-            return Err(invalid(format!("role: operator tokens have role operator, not \"{other}\"")));
-        }
+        (TokenOwner::Tenant(_), None) => Role::Read,
         (TokenOwner::Tenant(_), Some(r @ ("admin" | "write" | "read"))) => Role::parse(r).unwrap_or(Role::Read),
-        (TokenOwner::Tenant(_), None) => {
-            return Err(invalid("role: required for a tenant token: one of admin, write, read"));
+        (TokenOwner::Operator, Some(other @ ("admin" | "write" | "read"))) => {
+            return Err(may_not(format!(
+                "role: operator tokens have role operator, not {other}; a tenant's tokens are made with its admin token"
+            )));
         }
-        (TokenOwner::Tenant(_), Some(other)) => {
-            return Err(invalid(format!("role: one of admin, write, read (got \"{other}\")")));
+        (TokenOwner::Tenant(_), Some("operator")) => {
+            return Err(may_not("role: a tenant token cannot grant operator".into()));
         }
+        (_, Some(_)) => return Err(invalid("role: one of admin, write, read, operator")),
     };
     if matches!(owner, TokenOwner::Operator) && !body.namespaces.is_empty() {
-        return Err(invalid("namespaces: operator tokens are not scoped to namespaces"));
+        return Err(may_not("namespaces: operator tokens are not scoped to namespaces".into()));
     }
     let namespaces = NamespaceGlobs::parse(body.namespaces).map_err(|e| invalid(format!("namespaces: {e}")))?;
     if body.allowed_cidrs.len() > 32 {
@@ -120,13 +130,18 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
         .allowed_cidrs
         .iter()
         .map(|c| {
-            c.parse::<ipnet::IpNet>()
+            crate::contract::CIDR
+                .is_match(c)
+                .then(|| c.parse::<ipnet::IpNet>().ok())
+                .flatten()
                 .map(crate::limits::canonical_net)
-                .map_err(|_| invalid(format!("allowed_cidrs: \"{c}\" is not a CIDR such as 10.0.0.0/8")))
+                .ok_or_else(|| {
+                    invalid(format!("allowed_cidrs: \"{c}\" is not a network such as 10.0.0.0/8 or 2001:db8::/32"))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if body.description.len() > 1024 {
-        return Err(invalid("description: at most 1024 bytes"));
+    if body.description.chars().count() > 1024 {
+        return Err(invalid("description: at most 1024 characters"));
     }
     let max = state.config.tokens.max_expiry_days;
     let days = body.expires_in_days.unwrap_or(state.config.tokens.default_expiry_days);
@@ -181,7 +196,7 @@ pub(crate) async fn list(
     if let Some(after) = &request.after {
         parse_token_id(after).map_err(|_| ApiError::InvalidParameter {
             code: "invalid_cursor",
-            detail: "cursor is not one this list handed out".into(),
+            detail: "cursor: not a key of this list (a token id)".into(),
         })?;
     }
     let result = gofer_tenants::tokens::list(&state.pool, &manager.0, &request).await?;

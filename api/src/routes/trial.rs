@@ -67,6 +67,12 @@ fn bad_proof(code: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::InvalidParameter { code, detail: detail.into() }
 }
 
+/// A proof of the right shape that does not hold: a challenge not handed out (or to someone
+/// else, or expired), or a nonce that does not solve it.
+fn failed_proof(code: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable { code, detail: detail.into() }
+}
+
 /// Checks a sign-up's proof of work: a challenge this service signed for this client, unexpired,
 /// and a nonce that solves it. Answers the challenge to spend. `None` when no work is asked.
 fn checked_proof(
@@ -84,21 +90,20 @@ fn checked_proof(
              solve it, then send {\"challenge\": …, \"nonce\": …}",
         ));
     }
-    let proof: TrialProof =
-        serde_json::from_slice(body).map_err(|e| bad_proof("invalid_body", format!("body: {e}")))?;
+    let proof: TrialProof = gofer_core::json::from_slice(body).map_err(|e| bad_proof("invalid_body", e.message))?;
     let Some((claims, expires)) =
         state.run_tokens.verify_assertion::<ChallengeClaims>(CHALLENGE_AUDIENCE, &proof.challenge)
     else {
-        return Err(bad_proof(
+        return Err(failed_proof(
             "challenge_invalid",
             "challenge: not one this service handed out, or expired; ask for a new one",
         ));
     };
     if claims.sub != client.to_string() {
-        return Err(bad_proof("challenge_invalid", "challenge: it was handed out to another client address"));
+        return Err(failed_proof("challenge_invalid", "challenge: it was handed out to another client address"));
     }
     if !proof_of_work::meets(&proof.challenge, proof.nonce, claims.bits) {
-        return Err(bad_proof(
+        return Err(failed_proof(
             "proof_of_work_invalid",
             format!("nonce: {} does not solve the challenge ({} leading zero bits wanted)", proof.nonce, claims.bits),
         ));
@@ -115,7 +120,7 @@ fn checked_proof(
 /// network around it (IPv4 /24, IPv6 /56 and /48) a few more a day, and a budget per hour for the
 /// whole service (403 `trial_refused`, naming the limit and when it lifts).
 #[utoipa::path(post, path = "/api/v1/trial", tag = "trial",
-    request_body(content = Option<TrialProof>, description = "A solved challenge (required unless `trial.proof_of_work_bits` is 0)"),
+    request_body(content = TrialProof, description = "A solved challenge (the server takes none when `trial.proof_of_work_bits` is 0)"),
     responses(
         (status = 201, body = TenantCreated),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),

@@ -18,15 +18,13 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UsageParams {
     /// Start of the period, inclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: the start of this month.
-    #[param(pattern = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?$")]
     from: Option<String>,
     /// End of the period, exclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: now.
-    #[param(pattern = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?$")]
     to: Option<String>,
     /// `day` (default) or `pipeline`.
     #[param(pattern = "^(day|pipeline)$")]
     group_by: Option<String>,
-    /// `json` (default) or `csv` (operators' route only; every group, no pagination).
+    /// `json` (default) or `csv` (operators' route only: every group after `cursor`, in one file).
     #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
     /// Groups per page, 1 to 500 (default 50).
@@ -45,13 +43,8 @@ fn instant(field: &str, text: &str) -> Result<OffsetDateTime, ApiError> {
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(t);
     }
-    let date = || -> Option<time::Date> {
-        let mut parts = text.splitn(3, '-');
-        let year = parts.next()?.parse().ok()?;
-        let month = time::Month::try_from(parts.next()?.parse::<u8>().ok()?).ok()?;
-        time::Date::from_calendar_date(year, month, parts.next()?.parse().ok()?).ok()
-    };
-    date()
+    time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]"))
+        .ok()
         .map(|d| d.midnight().assume_utc())
         .ok_or_else(|| invalid(format!("{field}: an RFC 3339 time or a YYYY-MM-DD date")))
 }
@@ -66,7 +59,7 @@ impl UsageParams {
         let from = self.from.as_deref().map(|t| instant("from", t)).transpose()?.unwrap_or(start_of_month(now));
         let to = self.to.as_deref().map(|t| instant("to", t)).transpose()?.unwrap_or(now);
         if to <= from {
-            return Err(invalid("to must be after from"));
+            return Err(ApiError::Unprocessable { code: "empty_period", detail: "to: must be after from".into() });
         }
         let group_by = match self.group_by.as_deref() {
             None => GroupBy::Day,
@@ -128,7 +121,10 @@ pub(crate) async fn tenant_usage(
     params: web::Query<UsageParams>,
 ) -> Result<HttpResponse, ApiError> {
     if params.csv()? {
-        return Err(invalid("format=csv is for operators (GET /api/v1/tenants/{tenant}/usage)"));
+        return Err(ApiError::Forbidden {
+            code: "forbidden",
+            detail: "format: csv is for operators (GET /api/v1/tenants/{tenant}/usage)".into(),
+        });
     }
     Ok(HttpResponse::Ok().json(report(&state, &params, access.tenant, true).await?))
 }
@@ -138,7 +134,8 @@ pub(crate) async fn tenant_usage(
     params(("tenant" = String, Path, description = "Tenant id"), UsageParams),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = UsageReport, description = "JSON, or text/csv with format=csv"),
+        (status = 200, description = "JSON, or text/csv with format=csv",
+            content((UsageReport = "application/json"), (String = "text/csv"))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -157,7 +154,10 @@ pub(crate) async fn operator_usage(
     let query = params.query(tenant.clone())?;
     let mut csv = String::from("tenant,group_by,key,attempts,task_seconds,cpu_core_seconds,memory_mb_seconds\n");
     let group_by = if query.group_by == GroupBy::Day { "day" } else { "pipeline" };
-    let mut request = PageRequest::<String> { limit: MAX_PAGE_LIMIT, after: None };
+    // Every group after the cursor (if any), in pages of the largest size: `limit` is checked
+    // like any list's but does not cut the file.
+    let asked = PageQuery::from_parts(params.limit.clone(), params.cursor.clone()).parse::<String>()?;
+    let mut request = PageRequest::<String> { limit: MAX_PAGE_LIMIT, after: asked.after };
     loop {
         let (groups, next) = gofer_billing::usage::report(&state.pool, &query, &request, false).await?;
         for g in &groups {

@@ -3,7 +3,7 @@
 use gofer_core::diff::ChangeOp;
 use gofer_core::model::{ConfigDiff, ConfigSummary, Deployment, Pipeline, PipelineStats, RunWindowStats};
 use gofer_core::{DeploymentId, PipelineState, ValidConfig};
-use gofer_sdk::{CreateDeployment, all_pages};
+use gofer_sdk::{Canary, CreateDeployment, all_pages};
 
 use crate::args::PipelineCommand;
 use crate::commands::read_input;
@@ -59,7 +59,8 @@ pub(crate) async fn run(ctx: &Ctx, command: PipelineCommand) -> Result<(), CliEr
         }
         PipelineCommand::Canary { pipeline, version, percent, max_failure_rate, min_runs } => {
             let (ns, p) = ctx.pipeline(&pipeline)?;
-            let body = CreateDeployment { version, canary_percent: Some(percent), max_failure_rate, min_runs };
+            let canary = Some(Canary { percent, max_failure_rate, min_runs });
+            let body = CreateDeployment { version, canary };
             emit(ctx, &c.create_deployment(&ns, &p, &body).await?, deployment_fields);
         }
         PipelineCommand::Deployments { pipeline } => {
