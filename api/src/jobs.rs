@@ -8,7 +8,9 @@ use gofer_core::EventKind;
 use gofer_engine::events::{self, EventScope};
 use sqlx::PgPool;
 
+use crate::error::ApiError;
 use crate::limits::AuthFailures;
+use crate::usecases::{self, Handles};
 
 /// A job that runs every `interval`.
 pub trait PeriodicJob: Send + Sync + 'static {
@@ -205,7 +207,8 @@ impl PeriodicJob for RefreshIpBlocks {
 }
 
 /// Ends trials: a trial past its end is suspended (its runs stopped; it can no longer be used),
-/// and removed with all its data `grace` later. Idempotent, so every replica may run it.
+/// and removed with all its data `grace` later, through the same use cases as the operator's
+/// routes ([`crate::usecases`]). Idempotent, so every replica may run it.
 pub struct EndTrials {
     /// The database.
     pub pool: PgPool,
@@ -215,10 +218,27 @@ pub struct EndTrials {
     pub secrets: Arc<gofer_secrets::Secrets>,
     /// Objects and archived logs (removed with the tenant).
     pub objects: gofer_objects::Objects,
+    /// This replica's verified tokens (a suspended tenant's are forgotten).
+    pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
+    /// This replica's complete runs (a removed tenant's are forgotten).
+    pub complete_runs: Arc<crate::run_cache::CompleteRuns>,
     /// How often.
     pub every: Duration,
     /// How long a suspended trial is kept.
     pub grace: Duration,
+}
+
+impl EndTrials {
+    fn handles(&self) -> Handles<'_> {
+        Handles {
+            pool: &self.pool,
+            logs: &self.logs,
+            secrets: &self.secrets,
+            objects: &self.objects,
+            token_cache: &self.token_cache,
+            complete_runs: &self.complete_runs,
+        }
+    }
 }
 
 impl PeriodicJob for EndTrials {
@@ -233,22 +253,17 @@ impl PeriodicJob for EndTrials {
     fn run(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + '_>> {
         Box::pin(async move {
             for tenant in gofer_billing::trials::ended_unsuspended(&self.pool, 100).await? {
-                gofer_tenants::set_suspended(&self.pool, &tenant, true).await?;
-                gofer_engine::runs::cancel_everything(&self.pool, &tenant, None).await?;
-                tracing::info!(%tenant, "trial ended; tenant suspended");
+                let suspension = usecases::end_trial(self.handles(), &tenant).await?;
+                tracing::info!(%tenant, cancelled = suspension.cancelled_runs, "trial ended; tenant suspended");
             }
             let grace = time::Duration::try_from(self.grace)?;
             for tenant in gofer_billing::trials::due_for_removal(&self.pool, grace, 100).await? {
-                gofer_engine::runs::cancel_everything(&self.pool, &tenant, None).await?;
-                match gofer_tenants::delete_tenant(&self.pool, &tenant).await {
-                    Ok(()) | Err(gofer_tenants::TenantsError::TenantNotFound(_)) => {}
+                match usecases::remove_tenant(self.handles(), &tenant).await {
+                    Ok(()) => tracing::info!(%tenant, "trial removed with all its data"),
+                    // Another replica listed it too and removed it first: nothing is left to do.
+                    Err(ApiError::NotFound { code: "tenant_not_found", .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
-                self.logs.remove_tenant(&tenant).await?;
-                // As the tenant delete route does: the stores hold what the rows pointed to.
-                self.secrets.purge(&tenant, &gofer_core::secrets::SecretPrefix::Tenant).await?;
-                self.objects.remove_tenant(&tenant).await?;
-                tracing::info!(%tenant, "trial removed with all its data");
             }
             gofer_billing::trials::forget_expired_challenges(&self.pool).await?;
             Ok(())

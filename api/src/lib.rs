@@ -21,6 +21,7 @@ pub mod run_cache;
 pub mod startup;
 pub mod streams;
 pub mod telemetry;
+pub mod usecases;
 
 pub use config::Config;
 pub use live::EventHub;

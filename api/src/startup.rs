@@ -216,6 +216,10 @@ impl Application {
             Duration::from_secs(config.auth.token_cache_ttl_s),
             config.auth.token_cache_max_entries,
         ));
+        let complete_runs = Arc::new(crate::run_cache::CompleteRuns::new(
+            Duration::from_secs(config.run_cache_ttl_s),
+            config.run_cache_max_entries,
+        ));
         let mut periodic: Vec<Arc<dyn crate::jobs::PeriodicJob>> = vec![
             Arc::new(crate::jobs::PurgeExpiredTokens {
                 pool: pool.clone(),
@@ -239,6 +243,8 @@ impl Application {
                 logs: logs.clone(),
                 secrets: secrets.clone(),
                 objects: objects.clone(),
+                token_cache: token_cache.clone(),
+                complete_runs: complete_runs.clone(),
                 every: Duration::from_secs(config.trial.job_interval_s.max(1)),
                 grace: Duration::from_secs(config.trial.removal_grace_s),
             }),
@@ -260,10 +266,6 @@ impl Application {
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone(), ip_notices)));
         let auth_notices = notifications.subscribe(&[gofer_tenants::cache::CHANNEL]);
         jobs.push(tokio::spawn(gofer_tenants::cache::follow(auth_notices, token_cache.clone())));
-        let complete_runs = Arc::new(crate::run_cache::CompleteRuns::new(
-            Duration::from_secs(config.run_cache_ttl_s),
-            config.run_cache_max_entries,
-        ));
         let deleted = notifications.subscribe(&[crate::run_cache::CHANNEL]);
         let changed = notifications.subscribe(&[crate::run_cache::CHANNEL, crate::run_cache::ADDED_CHANNEL]);
         jobs.push(tokio::spawn(crate::run_cache::follow(deleted, changed, complete_runs.clone())));

@@ -66,18 +66,73 @@ where
     }
 }
 
-/// Creates a fresh database in the test cluster and answers its URL.
+/// Creates a fresh database in the test cluster, already migrated, and answers its URL: a copy
+/// of [`template_database`], which costs a file copy instead of running every migration again
+/// (the server still runs its migrator at start, and finds nothing to do).
 pub async fn fresh_database() -> String {
     let admin = std::env::var(DATABASE_ENV)
         .unwrap_or_else(|_| panic!("{DATABASE_ENV} is not set: run the tests through infra/test.sh"));
+    let template = template_database(&admin).await;
     let name = format!("gofer_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin).await.expect("connect to the test cluster");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {template}")))
         .execute(&mut conn)
         .await
         .expect("create database");
+    database_url(&admin, &name)
+}
+
+fn database_url(admin: &str, name: &str) -> String {
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
+}
+
+/// The name of the migrated template, made once per run of the tests: its name carries the
+/// migrations' versions and checksums, so a changed migration makes a new one, and an advisory
+/// lock makes test processes running side by side build it once between them.
+static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// An arbitrary key for the lock that serialises building the template.
+const TEMPLATE_LOCK: i64 = 0x6f66_6572_7465_6d70;
+
+async fn template_database(admin: &str) -> String {
+    TEMPLATE
+        .get_or_init(|| async {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            for migration in gofer_api::startup::MIGRATOR.iter() {
+                (migration.version, &migration.checksum[..]).hash(&mut hasher);
+            }
+            let name = format!("gofer_template_{:016x}", hasher.finish());
+            let mut conn = PgConnection::connect(admin).await.expect("connect to the test cluster");
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(TEMPLATE_LOCK).execute(&mut conn).await.expect("lock");
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("look for the template");
+            if !exists {
+                // Built under another name and renamed when complete: a run that dies halfway
+                // leaves no half-migrated template behind.
+                let building = format!("gofer_building_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {building}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the template");
+                let mut target =
+                    PgConnection::connect(&database_url(admin, &building)).await.expect("connect to the template");
+                gofer_api::startup::MIGRATOR.run(&mut target).await.expect("migrate the template");
+                target.close().await.expect("disconnect from the template");
+                sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {building} RENAME TO {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("name the template");
+            }
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(TEMPLATE_LOCK).execute(&mut conn).await.expect("unlock");
+            name
+        })
+        .await
+        .clone()
 }
 
 /// A config that the test can adjust before the server starts.

@@ -174,21 +174,7 @@ pub(crate) async fn remove(
     query: web::Query<DeleteNamespaceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = NamespaceId::parse(path.into_inner())?;
-    gofer_tenants::namespaces::get(&state.pool, &access.tenant, &id).await?;
-    let live = gofer_engine::runs::unfinished_runs(&state.pool, &access.tenant, Some(&id)).await?;
-    if !live.is_empty() {
-        if query.force != Some(true) {
-            return Err(ApiError::Conflict {
-                code: "namespace_busy",
-                detail: format!("namespace {id} has {} live runs; delete with ?force=true to cancel them", live.len()),
-            });
-        }
-        gofer_engine::runs::cancel_everything(&state.pool, &access.tenant, Some(&id)).await?;
-    }
-    gofer_tenants::namespaces::delete(&state.pool, &access.tenant, &id).await?;
-    state.complete_runs.forget(&access.tenant);
-    state.logs.remove_namespace(&access.tenant, &id).await.map_err(ApiError::internal)?;
-    state.secrets.purge(&access.tenant, &gofer_core::secrets::SecretPrefix::Namespace(id.clone())).await?;
-    state.objects.remove_namespace(&access.tenant, &id).await?;
+    let force = query.force == Some(true);
+    crate::usecases::remove_namespace(state.handles(), &access.tenant, &id, force).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -228,12 +228,6 @@ pub(crate) async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
     let delete_runs = query.delete_runs.unwrap_or(false);
-    gofer_engine::pipelines::delete(&state.pool, &state.logs, &key, delete_runs).await?;
-    state.complete_runs.forget(&key.tenant);
-    // Its secrets' metadata went with the pipeline's row; their values leave the store now.
-    let prefix = gofer_core::secrets::SecretPrefix::Pipeline(key.namespace.clone(), key.pipeline.clone());
-    state.secrets.purge(&key.tenant, &prefix).await?;
-    // The rows went with the pipeline; its objects and archived logs leave the store now.
-    state.objects.remove_pipeline(&key).await?;
+    crate::usecases::remove_pipeline(state.handles(), &key, delete_runs).await?;
     Ok(HttpResponse::NoContent().finish())
 }

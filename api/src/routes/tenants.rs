@@ -130,12 +130,9 @@ pub(crate) async fn suspend(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
-    // Suspend first, so no new run can start while the running ones are being cancelled.
-    let tenant = gofer_tenants::set_suspended(&state.pool, &id, true).await?;
-    state.forget_tokens(Some(&id));
-    let cancelled = gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
-    tracing::warn!(tenant = %id, cancelled, "tenant suspended");
-    Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
+    let suspension = crate::usecases::suspend_tenant(state.handles(), &id).await?;
+    tracing::warn!(tenant = %id, cancelled = suspension.cancelled_runs, "tenant suspended");
+    Ok(HttpResponse::Ok().json(TenantResponse { tenant: suspension.tenant }))
 }
 
 /// Resumes a suspended tenant.
@@ -174,14 +171,7 @@ pub(crate) async fn remove(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
-    gofer_tenants::set_suspended(&state.pool, &id, true).await?;
-    state.forget_tokens(Some(&id));
-    gofer_engine::runs::cancel_everything(&state.pool, &id, None).await?;
-    gofer_tenants::delete_tenant(&state.pool, &id).await?;
-    state.complete_runs.forget(&id);
-    state.logs.remove_tenant(&id).await.map_err(ApiError::internal)?;
-    state.secrets.purge(&id, &gofer_core::secrets::SecretPrefix::Tenant).await?;
-    state.objects.remove_tenant(&id).await?;
+    crate::usecases::remove_tenant(state.handles(), &id).await?;
     tracing::warn!(tenant = %id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
 }
