@@ -8,8 +8,9 @@ use gofer_core::model::{Initiator, PageRequest, Run, TaskAttempt, TaskExecution}
 use gofer_core::{NamespaceId, PipelineId, PipelineState, RunId, TaskId, TenantId, WaitingReason};
 use sqlx::{PgConnection, PgPool};
 
+use crate::catalog::{deployments, pipelines};
 use crate::logs::LogKey;
-use crate::{EngineError, db, deployments, pipelines};
+use crate::{EngineError, db};
 
 /// Identifies a pipeline within a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -261,7 +262,7 @@ pub async fn cancel(pool: &PgPool, key: &RunKey) -> Result<Run, EngineError> {
         let mut conn = db::scoped(pool, &key.pipeline.tenant).await?;
         require_run(&mut conn, key).await?;
     }
-    crate::cancel::stop_run(pool, key, crate::cancel::CancelReason::User).await
+    crate::run::cancel::stop_run(pool, key, crate::run::cancel::CancelReason::User).await
 }
 
 /// Cancels every unfinished run of a pipeline; answers the ids it cancelled.
@@ -270,7 +271,7 @@ pub async fn cancel_all(pool: &PgPool, key: &PipelineKey) -> Result<Vec<RunId>, 
         let mut conn = db::scoped(pool, &key.tenant).await?;
         require_pipeline(&mut conn, key, false).await?;
     }
-    crate::cancel::stop_all(pool, key).await
+    crate::run::cancel::stop_all(pool, key).await
 }
 
 /// The unfinished runs of a tenant, or of one of its namespaces.
@@ -291,7 +292,7 @@ pub async fn cancel_everything(
 ) -> Result<usize, EngineError> {
     let runs = unfinished_runs(pool, tenant, namespace).await?;
     for run in &runs {
-        crate::cancel::stop_run(pool, run, crate::cancel::CancelReason::User).await?;
+        crate::run::cancel::stop_run(pool, run, crate::run::cancel::CancelReason::User).await?;
     }
     Ok(runs.len())
 }

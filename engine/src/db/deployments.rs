@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::corrupt;
 use crate::EngineError;
-use crate::deployments::DeploymentKey;
+use crate::catalog::deployments::DeploymentKey;
 use crate::runs::{PipelineKey, RunKey};
 
 #[derive(sqlx::FromRow)]

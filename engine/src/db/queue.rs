@@ -837,8 +837,8 @@ pub(crate) async fn list_attempts(conn: &mut PgConnection, key: &TaskKey) -> Res
 /// Announces a cancelled run to every replica (payload: the run's key).
 pub(crate) async fn notify_cancel(conn: &mut PgConnection, run: &RunKey) -> Result<(), EngineError> {
     sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::cancel::CANCEL_CHANNEL)
-        .bind(crate::cancel::run_signal_key(run))
+        .bind(crate::run::cancel::CANCEL_CHANNEL)
+        .bind(crate::run::cancel::run_signal_key(run))
         .execute(conn)
         .await?;
     Ok(())

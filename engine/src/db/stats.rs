@@ -4,8 +4,8 @@ use sqlx::PgConnection;
 use time::Date;
 
 use crate::EngineError;
+use crate::catalog::stats::DayStats;
 use crate::runs::PipelineKey;
-use crate::stats::DayStats;
 
 /// The pipeline's days from `since` on (at most 30 rows for the 30-day window).
 pub(crate) async fn recent_days(

@@ -17,8 +17,9 @@ use gofer_core::{PipelineConfig, TaskStatus};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::release;
 use crate::runs::{RunKey, TaskKey};
-use crate::{EngineError, db, release};
+use crate::{EngineError, db};
 
 /// Successes recorded in one transaction at most.
 const MAX_BATCH: usize = 64;

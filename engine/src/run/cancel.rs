@@ -10,9 +10,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use super::release;
 use crate::events::{self, EventScope};
 use crate::runs::{PipelineKey, RunKey};
-use crate::{EngineError, db, release};
+use crate::{EngineError, db};
 
 /// The Postgres channel on which cancelled runs are announced.
 pub const CANCEL_CHANNEL: &str = "gofer_cancel";

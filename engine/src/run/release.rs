@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use gofer_core::{PipelineConfig, RunStatus, StatusReason, TaskId, TaskState, TaskStatus, WaitingReason};
 use sqlx::PgConnection;
 
-use crate::cancel::CancelReason;
+use crate::catalog::deployments;
 use crate::events::{self, EventScope};
+use crate::run::cancel::CancelReason;
 use crate::runs::{RunKey, TaskKey};
-use crate::{EngineError, db, deployments};
+use crate::{EngineError, db};
 use gofer_core::EventKind;
 use serde_json::json;
 

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use gofer_core::{EventKind, TaskState};
 use sqlx::PgPool;
 
+use super::{references, spec};
 use crate::EngineError;
 use crate::events::EventScope;
 use crate::runs::TaskKey;
-use crate::{db, events, monitor, references};
+use crate::{db, events};
 
 /// A running task execution, ready to be entered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub async fn target(pool: &PgPool, key: &TaskKey, api_url: &str) -> Result<Attac
     let config = db::get_config(&mut conn, &key.run.pipeline, run.config_version).await?;
     let task_config =
         config.tasks.iter().find(|t| t.id == key.task).ok_or_else(|| EngineError::TaskNotFound(key.task.clone()))?;
-    let mut env = monitor::task_env(api_url, key, task.attempt, task_config, run.variables());
+    let mut env = spec::task_env(api_url, key, task.attempt, task_config, run.variables());
     env.retain(|_, value| references::find_references(value).is_empty());
     let owner = db::lease_owner_url(pool, key).await?.map(|(id, url)| Replica { id, url });
     Ok(AttachTarget { job_id, attempt: task.attempt, env, owner })

@@ -37,7 +37,7 @@ pub struct DayStats {
 /// A pipeline's statistics (404s for a missing namespace or pipeline, as every pipeline route).
 pub async fn pipeline_stats(pool: &PgPool, key: &PipelineKey) -> Result<PipelineStats, EngineError> {
     let mut conn = db::scoped(pool, &key.tenant).await?;
-    crate::pipelines::require(&mut conn, key, false).await?;
+    super::pipelines::require(&mut conn, key, false).await?;
     let today = time::OffsetDateTime::now_utc().date();
     let days = db::stats::recent_days(&mut conn, key, today - Duration::days(29)).await?;
     Ok(PipelineStats { last_7_days: summarize(&days, today, 7), last_30_days: summarize(&days, today, 30) })

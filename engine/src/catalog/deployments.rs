@@ -14,11 +14,12 @@ use gofer_core::{
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
+use super::pipelines;
 use crate::db::deployments::{self as dbd, DeploymentRow};
 use crate::db::pipelines as dbp;
 use crate::events::{self, EventScope};
 use crate::runs::{PipelineKey, RunKey};
-use crate::{EngineError, db, pipelines};
+use crate::{EngineError, db};
 
 /// Identifies a deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
