@@ -15,7 +15,7 @@ command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-# Tests make their own TLS certificates (a replica behind a TLS sidecar, tests/tests/attach.rs).
+# Tests make their own TLS certificates (a replica behind a TLS sidecar, tests/tests/it/attach.rs).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 infra/deps.sh
-# Schemathesis, the API fuzzer of the contract test (tests/tests/contract.rs), pinned; only the
+# Schemathesis, the API fuzzer of the contract test (tests/tests/it/contract.rs), pinned; only the
 # tests need it, so it is installed here rather than by deps.sh.
 st_venv="${GOFER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gofer}/schemathesis-4.32.5"
 if [ ! -x "$st_venv/bin/st" ]; then

@@ -101,7 +101,7 @@ impl Application {
     pub async fn build_with_scheduler(config: Config, scheduler: Option<Arc<dyn Scheduler>>) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records.
         crate::prometheus::handle();
-        // Secret values print redacted (config.rs); cli/tests/config_secrets.rs holds that.
+        // Secret values print redacted (config.rs); cli/tests/it/config_secrets.rs holds that.
         tracing::debug!(?config, "starting with this configuration");
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;

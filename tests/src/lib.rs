@@ -153,9 +153,9 @@ pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_a
     config.trial.proof_of_work_bits = 8;
     // Many tests change tokens, tenants and plans straight in the database and expect the very
     // next request to see it; the cache would see it only when the NOTIFY arrives (about a
-    // millisecond later). tests/tests/token_cache.rs turns the cache on and tests exactly that.
+    // millisecond later). tests/tests/it/token_cache.rs turns the cache on and tests exactly that.
     config.auth.token_cache_ttl_s = 0;
-    // Likewise the complete-run cache: tests/tests/token_cache.rs tests it.
+    // Likewise the complete-run cache: tests/tests/it/token_cache.rs tests it.
     config.run_cache_ttl_s = 0;
     // Fast loops keep tests quick; NOTIFY does most of the waking anyway.
     config.engine.poll_interval_ms = 200;

@@ -2,7 +2,7 @@
 //! runs that led to it, and a start that loops back to a pipeline of its chain, or goes deeper
 //! than `engine.max_run_chain_depth`, is refused with a problem naming the chain. Here the tokens
 //! are minted as the engine mints them and used over HTTP, so every answer is checked exactly;
-//! `cli/tests/run_chains.rs` drives the same attacks with real `kind: gofer` tasks.
+//! `cli/tests/it/run_chains.rs` drives the same attacks with real `kind: gofer` tasks.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Runs that start runs (issue 19, item 10), driven by real `kind: gofer` tasks: the real server
 //! runs each task in the local sandbox with this build's `gofer` binary and the run's token, and
 //! the chain of runs the tasks build is refused where it loops or goes too deep.
-//! `tests/tests/run_chains.rs` checks the same refusals answer by answer over HTTP.
+//! `tests/tests/it/run_chains.rs` checks the same refusals answer by answer over HTTP.
 
 use std::time::Duration;
 

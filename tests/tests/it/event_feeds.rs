@@ -183,10 +183,12 @@ async fn a_client_too_slow_for_the_feed_catches_up_from_its_own_cursor_without_g
     let caught_up = app.hub.event_reads().stream;
 
     // Far more than the slow client's socket buffers (the server's may grow to 4 MiB) and the
-    // feed's channel hold between them: 160 events of 64 KiB, each in a transaction of its own
-    // (as the engine writes them, with its NOTIFY), so the feed goes on sending batches while the
-    // slow stream is no longer polled.
+    // feed's channel (32 batches) hold between them: 160 events of 64 KiB, each in a transaction
+    // of its own (as the engine writes them, with its NOTIFY). The quick client reads each one
+    // before the next is written, so each is a batch of its own however loaded the machine is
+    // (a slow feed would otherwise gather several into one batch, and the channel might not fill).
     let pad = json!({"pad": "x".repeat(64 * 1024)});
+    let mut quick = Vec::new();
     for _ in 0..160 {
         sqlx::query(
             "WITH e AS (INSERT INTO events (tenant_id, kind, payload) VALUES ('acme', 'config_registered', $1)
@@ -197,10 +199,11 @@ async fn a_client_too_slow_for_the_feed_catches_up_from_its_own_cursor_without_g
         .execute(&app.db)
         .await
         .unwrap();
+        quick.push(quick_client.next_event(WAIT).await);
     }
     let history = history_of(&acme, 160).await;
     assert_eq!(history.len(), 160);
-    assert_eq!(ids(&next_events(&mut quick_client, 160).await), ids(&history), "the quick client kept up");
+    assert_eq!(ids(&quick), ids(&history), "the quick client kept up");
 
     let delivered = slow.events(160).await;
     assert_eq!(ids(&delivered), ids(&history), "no gap, no duplicate");

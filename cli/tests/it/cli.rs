@@ -199,7 +199,7 @@ async fn a_watched_run_exits_with_its_status_and_its_timeline_and_dump_read_back
 #[test]
 fn docs_cli_md_names_every_command() {
     use clap::CommandFactory;
-    let docs = include_str!("../../docs/cli.md");
+    let docs = include_str!("../../../docs/cli.md");
     let mut missing = Vec::new();
     fn walk(command: &clap::Command, prefix: &str, docs: &str, missing: &mut Vec<String>) {
         for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {

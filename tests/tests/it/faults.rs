@@ -1,5 +1,5 @@
 //! Faults, each ending with every run accounted for: the right final status, no task run twice,
-//! every event and log present. (A killed replica and a Postgres restart are in cli/tests/replicas.rs.)
+//! every event and log present. (A killed replica and a Postgres restart are in cli/tests/it/replicas.rs.)
 
 use std::sync::Arc;
 use std::time::Duration;
