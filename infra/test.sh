@@ -44,4 +44,8 @@ export GOFER_TEST_SCHEMATHESIS="$st_venv/bin/st"
 # Lints first: they are quick and fail early.
 cargo fmt --all --check
 cargo clippy --workspace --tests --locked -- -D warnings
+# Four test threads on two cores: the integration tests mostly wait (on Postgres, the sandbox,
+# the scheduler double), so twice the cores runs the one test binary in about two thirds of the
+# time (docs/benchmarks.md, "CI wall time"); RUST_TEST_THREADS set by the caller wins.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 cargo test --workspace --locked "$@"
