@@ -185,8 +185,8 @@ async fn run_token(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<
         Some(suspended) => refuse_suspended(suspended)?,
         None => return refuse(ip),
     }
-    let key = gofer_engine::runs::RunKey {
-        pipeline: gofer_engine::runs::PipelineKey {
+    let key = gofer_core::keys::RunKey {
+        pipeline: gofer_core::keys::PipelineKey {
             tenant: scope.tenant.clone(),
             namespace: scope.namespace.clone(),
             pipeline: scope.pipeline.clone(),

@@ -11,19 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
+use gofer_core::keys::{PipelineKey, RunKey};
 use gofer_core::model::{PageRequest, Run};
 use gofer_core::{RunId, RunState};
-use gofer_engine::runs::{PipelineKey, RunKey};
 use gofer_tenants::memo::TenantMemo;
 use sqlx::PgPool;
 
 use crate::error::ApiError;
 
 /// The channel the run-delete trigger notifies with the tenant id.
-pub const CHANNEL: &str = "gofer_runs_deleted";
+pub const CHANNEL: &str = gofer_core::channels::RUNS_DELETED;
 
 /// The channel the run-insert trigger notifies with the tenant id (migration `notify_run_inserts`).
-pub const ADDED_CHANNEL: &str = "gofer_runs_added";
+pub const ADDED_CHANNEL: &str = gofer_core::channels::RUNS_ADDED;
 
 /// A page of a pipeline's run ids as asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -5,11 +5,11 @@
 //! the job that ends trials, and the job's copy had lost two steps (forgetting the tenant's cached
 //! tokens and its remembered runs). Here each step list exists once; callers only decide when.
 
+use gofer_core::keys::PipelineKey;
 use gofer_core::model::Tenant;
 use gofer_core::secrets::SecretPrefix;
 use gofer_core::{NamespaceId, TenantId};
 use gofer_engine::LogStore;
-use gofer_engine::runs::PipelineKey;
 use gofer_tenants::cache::TokenCache;
 use sqlx::PgPool;
 

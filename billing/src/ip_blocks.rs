@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use crate::BillingError;
 
 /// The Postgres channel announcing block changes.
-pub const CHANNEL: &str = "gofer_ip_blocks";
+pub const CHANNEL: &str = gofer_core::channels::IP_BLOCKS;
 
 /// Blocks `address` until now + `duration` with `scope` (an existing block is only ever extended,
 /// and its scope only ever widened).

@@ -2,6 +2,7 @@
 //! run and task state machines, wire models, and the `Scheduler` and `SecretStore` traits. No IO, no async runtime.
 
 pub mod chain;
+pub mod channels;
 pub mod config;
 pub mod dag;
 pub mod debug;
@@ -10,6 +11,7 @@ pub mod diff;
 pub mod egress;
 pub mod id;
 pub mod json;
+pub mod keys;
 pub mod model;
 pub mod objects;
 pub mod proof_of_work;

@@ -21,7 +21,7 @@ use crate::EngineError;
 use crate::runs::{PipelineKey, RunKey};
 
 /// The Postgres channel on which new events are announced (payload: the tenant id).
-pub const EVENTS_CHANNEL: &str = "gofer_events";
+pub const EVENTS_CHANNEL: &str = gofer_core::channels::EVENTS;
 
 /// What an event is about, from the pipeline down.
 #[derive(Debug, Clone, Default)]

@@ -34,7 +34,7 @@ pub async fn tenant_transaction(
 }
 
 /// The Postgres channel on which queue changes are announced.
-pub const QUEUE_CHANNEL: &str = "gofer_queue";
+pub const QUEUE_CHANNEL: &str = gofer_core::channels::QUEUE;
 
 /// Everything that can go wrong in the engine, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

@@ -5,55 +5,14 @@ use std::collections::BTreeMap;
 use gofer_core::chain::{self, RunAncestor};
 use gofer_core::config::check_env;
 use gofer_core::model::{Initiator, PageRequest, Run, TaskAttempt, TaskExecution};
-use gofer_core::{NamespaceId, PipelineId, PipelineState, RunId, TaskId, TenantId, WaitingReason};
+use gofer_core::{NamespaceId, PipelineState, RunId, TaskId, TenantId, WaitingReason};
 use sqlx::{PgConnection, PgPool};
 
 use crate::catalog::{deployments, pipelines};
-use crate::logs::LogKey;
 use crate::{EngineError, db};
 
-/// Identifies a pipeline within a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PipelineKey {
-    /// Owner, always taken from the authenticated token.
-    pub tenant: TenantId,
-    /// Namespace.
-    pub namespace: NamespaceId,
-    /// Pipeline.
-    pub pipeline: PipelineId,
-}
-
-/// Identifies a run.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RunKey {
-    /// The pipeline.
-    pub pipeline: PipelineKey,
-    /// Run number.
-    pub run: RunId,
-}
-
-/// Identifies a task execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskKey {
-    /// The run.
-    pub run: RunKey,
-    /// The task.
-    pub task: TaskId,
-}
-
-impl TaskKey {
-    /// Where the log of one attempt of this execution lives.
-    pub fn log_key(&self, attempt: u32) -> LogKey {
-        LogKey {
-            tenant: self.run.pipeline.tenant.clone(),
-            namespace: self.run.pipeline.namespace.clone(),
-            pipeline: self.run.pipeline.pipeline.clone(),
-            run: self.run.run,
-            task: self.task.clone(),
-            attempt,
-        }
-    }
-}
+// The keys are plain data in core; re-exported here, where every caller has found them.
+pub use gofer_core::keys::{PipelineKey, RunKey, TaskKey};
 
 /// What starting a run needs besides the pipeline.
 #[derive(Debug, Clone)]

@@ -13,12 +13,12 @@ pub mod s3;
 
 use std::sync::Arc;
 
+use gofer_core::keys::PipelineKey;
 use gofer_core::objects::{
     ByteStream, Fetched, ObjectInfo, ObjectKey, ObjectScope, ObjectStore, ObjectStoreError, object_store_key,
 };
 use gofer_core::{EventKind, NamespaceId, PipelineId, TenantId};
 use gofer_engine::events::{self, EventScope};
-use gofer_engine::runs::PipelineKey;
 use sqlx::PgPool;
 
 pub use local::LocalStore;
@@ -353,7 +353,7 @@ impl Objects {
             for ((tenant, namespace, pipeline, run), count) in runs {
                 let tenant = TenantId::parse(tenant).map_err(|e| ObjectsError::Corrupt(e.to_string()))?;
                 let (namespace, pipeline) = db::ids(&namespace, &pipeline)?;
-                let run_key = gofer_engine::runs::RunKey {
+                let run_key = gofer_core::keys::RunKey {
                     pipeline: PipelineKey { tenant: tenant.clone(), namespace, pipeline },
                     run: gofer_core::RunId::from_i64(run),
                 };

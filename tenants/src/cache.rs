@@ -14,7 +14,7 @@ use crate::memo::TenantMemo;
 use crate::{Authentication, Principal, TenantsError};
 
 /// The channel the auth-change triggers notify (migration `notify_auth_changes`).
-pub const CHANNEL: &str = "gofer_auth";
+pub const CHANNEL: &str = gofer_core::channels::AUTH;
 
 /// Verified tokens of this replica, by the SHA-256 of the secret (see the module docs).
 pub struct TokenCache {

@@ -2,8 +2,8 @@
 
 use actix_web::{HttpResponse, get, web};
 use gofer_core::Version;
+use gofer_core::keys::PipelineKey;
 use gofer_core::model::{ConfigDetail, ConfigDiff, ConfigSummary, Page};
-use gofer_engine::runs::PipelineKey;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

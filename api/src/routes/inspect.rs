@@ -3,11 +3,11 @@
 
 use actix_web::{HttpResponse, get, web};
 use gofer_core::debug::{QuotaState, RunDebug, TaskDebug};
+use gofer_core::keys::{RunKey, TaskKey};
 use gofer_core::model::{ConfigDetail, MAX_PAGE_LIMIT, PageRequest, Run};
 use gofer_core::timeline::{RunTimeline, TimelineTask, timeline};
 use gofer_core::{Version, WaitingReason};
 use gofer_engine::events::EventFilter;
-use gofer_engine::runs::{RunKey, TaskKey};
 
 use crate::auth::{Read, ReadRuns, TenantAccess};
 use crate::error::ApiError;

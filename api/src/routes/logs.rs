@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
+use gofer_core::keys::{RunKey, TaskKey};
 use gofer_core::{RunId, TaskId, TaskState};
-use gofer_engine::runs::{RunKey, TaskKey};
 use serde::Deserialize;
 use utoipa::IntoParams;
 

@@ -1,9 +1,9 @@
 //! Pipelines: registering config versions, reading, disabling and deleting pipelines.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use gofer_core::keys::PipelineKey;
 use gofer_core::model::{Page, Pipeline};
 use gofer_core::{ConfigState, NamespaceId, PipelineConfig, PipelineId, PipelineState, ValidConfig};
-use gofer_engine::runs::PipelineKey;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

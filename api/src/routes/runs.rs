@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, get, post, web};
 use gofer_core::chain::RunAncestor;
+use gofer_core::keys::{RunKey, TaskKey};
 use gofer_core::model::QuotaExceeded;
 use gofer_core::model::{Initiator, Page, Run, TaskAttempt, TaskExecution};
 use gofer_core::{RunId, TaskId};
-use gofer_engine::runs::{RunKey, StartRequest, TaskKey};
+use gofer_engine::runs::StartRequest;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -21,14 +21,7 @@ use crate::events::{self, EventScope};
 use crate::runs::{PipelineKey, RunKey};
 use crate::{EngineError, db};
 
-/// Identifies a deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentKey {
-    /// The pipeline.
-    pub pipeline: PipelineKey,
-    /// Deployment number.
-    pub deployment: DeploymentId,
-}
+pub use gofer_core::keys::DeploymentKey;
 
 /// Deploys `version`: at once (`canary: None`) or as a canary. Deploying the live version while
 /// no deployment runs changes nothing and answers the deployment that made it live, with `false`.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gofer_core::objects::ObjectStore;
-use gofer_core::{NamespaceId, PipelineId, RunId, TaskId, TenantId};
+use gofer_core::{NamespaceId, PipelineId, TenantId};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::raw_offset;
@@ -41,32 +41,7 @@ pub fn cut_marker(cut: u64) -> Vec<u8> {
     format!("\n[gofer: {cut} bytes cut]\n").into_bytes()
 }
 
-/// Where one task execution's log lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogKey {
-    /// Owner.
-    pub tenant: TenantId,
-    /// Namespace.
-    pub namespace: NamespaceId,
-    /// Pipeline.
-    pub pipeline: PipelineId,
-    /// Run.
-    pub run: RunId,
-    /// Task.
-    pub task: TaskId,
-    /// Attempt, from 1: each attempt keeps its own log.
-    pub attempt: u32,
-}
-
-impl LogKey {
-    /// The relative path of the log; every component was validated, so it cannot escape the root.
-    pub fn path(&self) -> String {
-        format!(
-            "tenants/{}/namespaces/{}/pipelines/{}/runs/{}/tasks/{}/attempt-{}.log",
-            self.tenant, self.namespace, self.pipeline, self.run, self.task, self.attempt
-        )
-    }
-}
+pub use gofer_core::keys::LogKey;
 
 /// A piece of a log read from a position (see [`LogStore::read_from`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -434,6 +409,7 @@ async fn read_exact_len(file: &mut tokio::fs::File, n: u64) -> std::io::Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gofer_core::{RunId, TaskId};
 
     fn key() -> LogKey {
         LogKey {

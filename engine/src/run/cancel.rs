@@ -16,7 +16,7 @@ use crate::runs::{PipelineKey, RunKey};
 use crate::{EngineError, db};
 
 /// The Postgres channel on which cancelled runs are announced.
-pub const CANCEL_CHANNEL: &str = "gofer_cancel";
+pub const CANCEL_CHANNEL: &str = gofer_core::channels::CANCEL;
 
 /// Why a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -457,8 +457,8 @@ async fn env_references_to_objects_resolve_to_their_content_and_name_a_missing_k
     use gofer_engine::object_refs::{ObjectRefError, resolve_object_references};
     let dir = tempfile::tempdir().unwrap();
     let store = gofer_objects::LocalStore::new(dir.path());
-    let run = gofer_engine::runs::RunKey {
-        pipeline: gofer_engine::runs::PipelineKey {
+    let run = gofer_core::keys::RunKey {
+        pipeline: gofer_core::keys::PipelineKey {
             tenant: "acme".parse().unwrap(),
             namespace: "builds".parse().unwrap(),
             pipeline: "hello".parse().unwrap(),
