@@ -14,6 +14,17 @@ use crate::{EngineError, db};
 // The keys are plain data in core; re-exported here, where every caller has found them.
 pub use gofer_core::keys::{PipelineKey, RunKey, TaskKey};
 
+/// The server's defaults for a task that sets no timeout, CPU or memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskDefaults {
+    /// Seconds before the task is stopped.
+    pub timeout_s: u32,
+    /// CPU, in millicores.
+    pub cpu_millis: u32,
+    /// Memory, in MiB.
+    pub memory_mb: u32,
+}
+
 /// What starting a run needs besides the pipeline.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
@@ -25,8 +36,8 @@ pub struct StartRequest {
     pub default_timeout_s: u32,
     /// The tenant's plan, which must admit the run; `None` admits everything.
     pub plan: Option<gofer_core::model::Plan>,
-    /// Task timeout, CPU and memory of tasks that set none (to check them against the plan).
-    pub task_defaults: (u32, u32, u32),
+    /// What a task that sets no timeout, CPU or memory gets (to check it against the plan).
+    pub task_defaults: TaskDefaults,
     /// The run of the same tenant whose run token starts this one (a `kind: gofer` task), `None`
     /// when a user starts it. Its chain plus itself become the new run's `ancestry`.
     pub parent: Option<RunAncestor>,
@@ -102,7 +113,6 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     }
     let timeout_s = config.run_timeout_s.unwrap_or(default_timeout_s);
     if let Some(plan) = &plan {
-        let (task_timeout, cpu, memory) = task_defaults;
         let demand = gofer_core::model::RunDemand {
             tasks: config
                 .tasks
@@ -110,9 +120,9 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
                 .map(|t| {
                     (
                         t.id.clone(),
-                        t.timeout_s.unwrap_or(task_timeout),
-                        t.cpu.unwrap_or(cpu),
-                        t.memory_mb.unwrap_or(memory),
+                        t.timeout_s.unwrap_or(task_defaults.timeout_s),
+                        t.cpu.unwrap_or(task_defaults.cpu_millis),
+                        t.memory_mb.unwrap_or(task_defaults.memory_mb),
                     )
                 })
                 .collect(),

@@ -121,7 +121,11 @@ pub(crate) async fn start(
         initiator,
         default_timeout_s: engine.default_run_timeout_s,
         plan: Some(plan),
-        task_defaults: (engine.default_task_timeout_s, engine.default_cpu_millis, engine.default_memory_mb),
+        task_defaults: gofer_engine::runs::TaskDefaults {
+            timeout_s: engine.default_task_timeout_s,
+            cpu_millis: engine.default_cpu_millis,
+            memory_mb: engine.default_memory_mb,
+        },
         parent,
         max_chain_depth: engine.max_run_chain_depth,
     };
