@@ -71,8 +71,6 @@ pub(crate) async fn record_request(
 /// Prometheus text exposition of this replica's metrics, plus the queue as Postgres sees it now.
 #[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = [])), responses(
     (status = 200, description = "Prometheus text format", content_type = "text/plain"),
-    (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/metrics")]
 pub(crate) async fn scrape(_operator: Operator, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -250,7 +250,6 @@ fn is_websocket(req: &HttpRequest) -> bool {
             description = "Not a websocket upgrade (`websocket_required`), or a bad query"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json",
             description = "Without `runs:attach`; `attach_disabled`; `attach_not_allowed`"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json",
             description = "`task_not_running`"),
         (status = 429, body = crate::error::Problem, content_type = "application/problem+json",

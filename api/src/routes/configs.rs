@@ -48,7 +48,6 @@ pub(crate) struct DiffPath {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<ConfigSummary>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs")]
 pub(crate) async fn list(
@@ -70,7 +69,6 @@ pub(crate) async fn list(
     responses(
         (status = 200, body = ConfigResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{version}")]
 pub(crate) async fn get(
@@ -92,7 +90,6 @@ pub(crate) async fn get(
     responses(
         (status = 200, body = ConfigDiff),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{from}/diff/{to}")]
 pub(crate) async fn diff(

@@ -114,7 +114,6 @@ impl CreateDeployment {
         (status = 201, description = "a deployment started", body = DeploymentResponse),
         (status = 200, description = "the version is live already; nothing changed", body = DeploymentResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`deployment_in_progress`, or `no_live_version` for a canary",
             body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -137,7 +136,6 @@ pub(crate) async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<Deployment>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments")]
 pub(crate) async fn list(
@@ -159,7 +157,6 @@ pub(crate) async fn list(
     responses(
         (status = 200, body = DeploymentResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}")]
 pub(crate) async fn get(
@@ -182,7 +179,6 @@ pub(crate) async fn get(
     responses(
         (status = 200, body = DeploymentResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`deployment_not_running`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}/rollback")]

@@ -24,7 +24,8 @@ pub(crate) async fn health() -> HttpResponse {
 /// Readiness: the database answers and every migration this build knows is applied.
 #[utoipa::path(get, path = "/ready", tag = "system", responses(
     (status = 200, body = Health),
-    (status = 503, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`unavailable`: the database does not answer, or a migration this build knows is not applied",
+        body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/ready")]
 pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -45,7 +45,6 @@ async fn gather(state: &AppState, key: &RunKey) -> Result<(Run, ConfigDetail, Ve
     security(("bearer" = [])),
     responses(
         (status = 200, body = RunTimeline),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/timeline")]
 pub(crate) async fn timeline_of(
@@ -67,7 +66,6 @@ pub(crate) async fn timeline_of(
     security(("bearer" = [])),
     responses(
         (status = 200, body = RunDebug),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/debug")]
 pub(crate) async fn debug(

@@ -115,7 +115,6 @@ pub(crate) async fn create(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/ip-blocks/{address}")]
 pub(crate) async fn remove(

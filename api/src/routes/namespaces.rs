@@ -95,7 +95,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = NamespaceResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}")]
 pub(crate) async fn get(
@@ -126,7 +125,6 @@ pub struct UpdateNamespace {
     responses(
         (status = 200, body = NamespaceResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[patch("/api/v1/namespaces/{namespace}")]
 pub(crate) async fn update(
@@ -163,7 +161,6 @@ pub struct DeleteNamespaceQuery {
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/namespaces/{namespace}")]

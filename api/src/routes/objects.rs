@@ -145,7 +145,6 @@ async fn list_objects(state: &AppState, at: Collection, query: &PageQuery) -> Re
     responses(
         (status = 201, body = ObjectResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key:.+}")]
@@ -168,7 +167,6 @@ pub(crate) async fn put_pipeline_object(
     responses(
         (status = 200, body = Vec<u8>, content_type = "application/octet-stream",
             headers(("Gofer-Object-Sha256" = String, description = "SHA-256 of the content, hex"))),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key:.+}")]
 pub(crate) async fn get_pipeline_object(
@@ -186,7 +184,6 @@ pub(crate) async fn get_pipeline_object(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key:.+}")]
 pub(crate) async fn delete_pipeline_object(
@@ -204,7 +201,6 @@ pub(crate) async fn delete_pipeline_object(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<ObjectInfo>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects")]
 pub(crate) async fn list_pipeline_objects(
@@ -227,7 +223,6 @@ pub(crate) async fn list_pipeline_objects(
     responses(
         (status = 201, body = ObjectResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key:.+}")]
@@ -250,7 +245,6 @@ pub(crate) async fn put_run_object(
     responses(
         (status = 200, body = Vec<u8>, content_type = "application/octet-stream",
             headers(("Gofer-Object-Sha256" = String, description = "SHA-256 of the content, hex"))),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 410, description = "`object_expired`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key:.+}")]
@@ -269,7 +263,6 @@ pub(crate) async fn get_run_object(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key:.+}")]
 pub(crate) async fn delete_run_object(
@@ -287,7 +280,6 @@ pub(crate) async fn delete_run_object(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<ObjectInfo>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects")]
 pub(crate) async fn list_run_objects(

@@ -89,7 +89,6 @@ pub(crate) struct DeleteQuery {
         (status = 201, description = "a new version", body = ConfigRegistered),
         (status = 200, description = "an existing version has the same config", body = ConfigRegistered),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`deployment_in_progress`: a canary is running and the version would have to go live",
             body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -123,7 +122,6 @@ pub(crate) async fn register_config(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<Pipeline>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines")]
 pub(crate) async fn list(
@@ -144,7 +142,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = PipelineResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
 pub(crate) async fn get(
@@ -171,7 +168,6 @@ pub struct PipelineStatsResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, body = PipelineStatsResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/stats")]
 pub(crate) async fn stats(
@@ -192,7 +188,6 @@ pub(crate) async fn stats(
     responses(
         (status = 200, body = PipelineResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[patch("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
 pub(crate) async fn update(
@@ -215,7 +210,6 @@ pub(crate) async fn update(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`pipeline_busy` (a run is in progress) or `pipeline_has_runs` (without `?delete_runs=true`)",
             body = crate::error::Problem, content_type = "application/problem+json"),
     ))]

@@ -69,7 +69,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = PlanResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/plans/{plan}")]
 pub(crate) async fn get(
@@ -88,7 +87,6 @@ pub(crate) async fn get(
     responses(
         (status = 200, body = PlanResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/plans/{plan}")]
 pub(crate) async fn update(
@@ -115,7 +113,6 @@ pub(crate) async fn update(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/plans/{plan}")]
@@ -134,7 +131,6 @@ pub(crate) async fn remove(
     security(("bearer" = [])),
     responses(
         (status = 200, body = PlanResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/tenants/{tenant}/plan")]
 pub(crate) async fn assign(

@@ -90,7 +90,6 @@ impl TaskPath {
     responses(
         (status = 201, body = RunResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`pipeline_disabled`, `no_live_version`; for a run token, `run_chain_loop` (the pipeline is already in the chain of runs that led here) or `run_chain_too_deep` (`engine.max_run_chain_depth`)", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
@@ -147,7 +146,6 @@ pub(crate) async fn start(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<Run>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]
 pub(crate) async fn list(
@@ -169,7 +167,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = RunResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}")]
 pub(crate) async fn get(
@@ -193,7 +190,6 @@ pub(crate) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<TaskExecution>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks")]
 pub(crate) async fn list_tasks(
@@ -214,7 +210,6 @@ pub(crate) async fn list_tasks(
     security(("bearer" = [])),
     responses(
         (status = 200, body = TaskResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}")]
 pub(crate) async fn get_task(
@@ -253,7 +248,6 @@ pub struct AttemptList {
     security(("bearer" = [])),
     responses(
         (status = 200, body = AttemptList),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts")]
 pub(crate) async fn list_attempts(
@@ -273,7 +267,6 @@ pub(crate) async fn list_attempts(
     security(("bearer" = [])),
     responses(
         (status = 200, body = RunResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/cancel")]
 pub(crate) async fn cancel(
@@ -299,7 +292,6 @@ pub struct CancelledRuns {
     security(("bearer" = [])),
     responses(
         (status = 200, body = CancelledRuns),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/cancel-all")]
 pub(crate) async fn cancel_all(

@@ -100,7 +100,6 @@ fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
         (status = 200, body = SecretResponse),
         (status = 201, body = SecretResponse),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
 pub(crate) async fn put_pipeline_secret(
@@ -123,7 +122,6 @@ pub(crate) async fn put_pipeline_secret(
     security(("bearer" = [])),
     responses(
         (status = 200, body = SecretResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
 pub(crate) async fn get_pipeline_secret(
@@ -144,7 +142,6 @@ pub(crate) async fn get_pipeline_secret(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
 pub(crate) async fn delete_pipeline_secret(
@@ -164,7 +161,6 @@ pub(crate) async fn delete_pipeline_secret(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Page<SecretMetadata>),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets")]
 pub(crate) async fn list_pipeline_secrets(
@@ -228,7 +224,6 @@ pub(crate) async fn put_global_secret(
     security(("bearer" = [])),
     responses(
         (status = 200, body = SecretResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/secrets/{key}")]
 pub(crate) async fn get_global_secret(
@@ -247,7 +242,6 @@ pub(crate) async fn get_global_secret(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/secrets/{key}")]
 pub(crate) async fn delete_global_secret(

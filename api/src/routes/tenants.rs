@@ -51,8 +51,6 @@ pub struct TenantCreated {
     responses(
         (status = 201, body = TenantCreated),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -101,7 +99,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = TenantResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/tenants/{tenant}")]
 pub(crate) async fn get(
@@ -121,7 +118,6 @@ pub(crate) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = TenantResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tenants/{tenant}/suspend")]
 pub(crate) async fn suspend(
@@ -141,7 +137,6 @@ pub(crate) async fn suspend(
     security(("bearer" = [])),
     responses(
         (status = 200, body = TenantResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tenants/{tenant}/resume")]
 pub(crate) async fn resume(
@@ -162,7 +157,6 @@ pub(crate) async fn resume(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/tenants/{tenant}")]
 pub(crate) async fn remove(
@@ -184,7 +178,6 @@ pub(crate) async fn remove(
     security(("bearer" = [])),
     responses(
         (status = 200, body = TenantResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tenants/{tenant}/convert")]
 pub(crate) async fn convert(

@@ -165,7 +165,6 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
     responses(
         (status = 201, body = TokenCreated),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tokens")]
 pub(crate) async fn create(
@@ -241,7 +240,6 @@ pub(crate) async fn whoami(auth: Authenticated) -> HttpResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/tokens/{id}")]
 pub(crate) async fn get(
@@ -262,7 +260,6 @@ pub(crate) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tokens/{id}/revoke")]
 pub(crate) async fn revoke(

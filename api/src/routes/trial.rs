@@ -39,7 +39,6 @@ fn client_key(req: &HttpRequest) -> Result<std::net::IpAddr, ApiError> {
     responses(
         (status = 201, body = TrialChallenge),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/trial/challenges")]
 pub(crate) async fn challenge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -124,10 +123,8 @@ fn checked_proof(
     responses(
         (status = 201, body = TenantCreated),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/trial")]
 pub(crate) async fn start(

@@ -137,7 +137,6 @@ pub(crate) async fn tenant_usage(
         (status = 200, description = "JSON, or text/csv with format=csv",
             content((UsageReport = "application/json"), (String = "text/csv"))),
         (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/tenants/{tenant}/usage")]
 pub(crate) async fn operator_usage(
