@@ -183,15 +183,9 @@ pub(crate) async fn tenant_plan(pool: &PgPool, tenant: &TenantId) -> Result<Opti
     Ok(row.map(Into::into))
 }
 
-/// Scopes a transaction to one tenant (role `gofer_tenant`, `app.tenant_id`): row-level security
-/// then lets it read only that tenant's rows.
-pub(crate) async fn scope_to(conn: &mut PgConnection, tenant: &TenantId) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-        .bind(tenant.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
+/// Scopes a transaction to one tenant: row-level security then lets it read only that tenant's
+/// rows.
+pub(crate) use gofer_db::scope_to;
 
 #[derive(sqlx::FromRow)]
 struct UsageRow {

@@ -24,20 +24,13 @@ pub(crate) mod queue;
 pub(crate) mod stats;
 pub(crate) mod usage;
 
-/// Begins a transaction scoped to one tenant: it runs as the role `gofer_tenant`, whose
-/// row-level security policies only let it see and change rows of `tenant` (see the migration
-/// `enable_row_level_security`). Tenant-facing work goes through here; a missing tenant filter in
-/// a query then finds nothing instead of another tenant's rows.
+/// Begins a transaction scoped to one tenant (`gofer_db::scoped`): row-level security lets it
+/// reach only that tenant's rows. Tenant-facing work goes through here.
 pub(crate) async fn scoped(
     pool: &sqlx::PgPool,
     tenant: &gofer_core::TenantId,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, EngineError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    Ok(gofer_db::scoped(pool, tenant).await?)
 }
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> EngineError {

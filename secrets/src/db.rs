@@ -6,17 +6,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 /// A tenant-scoped transaction: row-level security limits it to `tenant`'s rows.
-pub(crate) async fn scoped(
-    pool: &PgPool,
-    tenant: &TenantId,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
+pub(crate) use gofer_db::scoped;
 
 macro_rules! meta_columns {
     () => {

@@ -9,19 +9,9 @@ use crate::token::{NamespaceGlobs, Principal, Role, TokenSecret};
 use crate::tokens::{NewToken, TokenOwner};
 use gofer_core::model::TokenMetadata;
 
-/// Begins a transaction scoped to one tenant (role `gofer_tenant`, `app.tenant_id` set): row-level
-/// security lets it reach only that tenant's rows, whatever its queries forget.
-pub(crate) async fn scoped(
-    pool: &PgPool,
-    tenant: &TenantId,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
+/// Begins a transaction scoped to one tenant: row-level security lets it reach only that tenant's
+/// rows, whatever its queries forget.
+pub(crate) use gofer_db::scoped;
 
 /// A transaction for an owner's tokens: tenant-scoped for a tenant; operators' tokens belong to no
 /// tenant, so theirs is not.
