@@ -137,20 +137,20 @@ fn constrain_bodies(openapi: &mut OpenApi) {
             _ => None,
         }
     }
-    let text = |pattern: &str| utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
-    let list = |items: utoipa::openapi::ObjectBuilder| {
+    let list = |items: Schema| {
+        let items = RefOr::T(items);
         RefOr::T(Schema::Array(utoipa::openapi::schema::ArrayBuilder::new().items(items).max_items(Some(32)).build()))
     };
     if let Some(field) = property(components, "CreateToken", "allowed_cidrs") {
-        *field = list(text(CIDR.as_str()));
+        *field = list(text_schema(CIDR.as_str()));
     }
     for schema in ["CreateToken", "PutGlobalSecret"] {
         if let Some(field) = property(components, schema, "namespaces") {
-            *field = list(text(NAMESPACE_GLOB_PATTERN));
+            *field = list(text_schema(NAMESPACE_GLOB_PATTERN));
         }
     }
     if let Some(field) = property(components, "CreateIpBlock", "address") {
-        *field = RefOr::T(Schema::Object(text(IP_ADDRESS.as_str()).build()));
+        *field = RefOr::T(text_schema(IP_ADDRESS.as_str()));
     }
 }
 
@@ -202,6 +202,11 @@ fn identifier_schema() -> Schema {
             .max_length(Some(64))
             .build(),
     )
+}
+
+/// A string matching `pattern`.
+fn text_schema(pattern: &str) -> Schema {
+    Schema::Object(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).build())
 }
 
 fn string_schema(pattern: &str, max_length: usize) -> Schema {
@@ -256,21 +261,11 @@ fn type_parameters(path: &str, operation: &mut Operation) {
             }
             ParameterIn::Path if name == "key" => string_schema(SECRET_KEY_PATTERN, 128),
             ParameterIn::Path if name == "id" && path.starts_with("/api/v1/tokens/") => uuid_schema(),
-            ParameterIn::Path if name == "address" => Schema::Object(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some(IP_ADDRESS.as_str()))
-                    .build(),
-            ),
+            ParameterIn::Path if name == "address" => text_schema(IP_ADDRESS.as_str()),
             ParameterIn::Query if name == "limit" => page_limit_schema(),
             ParameterIn::Query if name == "after" => string_schema(EVENT_ID_PATTERN, gofer_core::id::EventId::LEN),
             // Empty is no id: EventSource sends it so before its first event.
-            ParameterIn::Header if name == "Last-Event-ID" => Schema::Object(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^([A-Za-z0-9_-]{22})?$"))
-                    .build(),
-            ),
+            ParameterIn::Header if name == "Last-Event-ID" => text_schema("^([A-Za-z0-9_-]{22})?$"),
             ParameterIn::Query if name == "cursor" => cursor_schema(path),
             // Attach's terminal size (`routes::attach`).
             ParameterIn::Query if name == "cols" || name == "rows" => Schema::Object(
@@ -330,20 +325,15 @@ fn formatted_string(format: utoipa::openapi::KnownFormat) -> utoipa::openapi::Ob
 fn cursor_schema(path: &str) -> Schema {
     let collection = path.rsplit('/').next().unwrap_or_default();
     match collection {
-        "namespaces" | "pipelines" | "tasks" | "tenants" => identifier_schema(),
+        "namespaces" | "pipelines" | "tasks" | "tenants" | "plans" => identifier_schema(),
         "runs" | "configs" | "deployments" => number_schema(),
         "objects" => string_schema(OBJECT_KEY_PATTERN, gofer_core::objects::MAX_OBJECT_KEY_LEN),
         "secrets" => string_schema(SECRET_KEY_PATTERN, 128),
         "tokens" => uuid_schema(),
         "events" => string_schema(EVENT_ID_PATTERN, gofer_core::id::EventId::LEN),
-        "plans" => identifier_schema(),
-        "ip-blocks" => Schema::Object(
-            utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(IP_ADDRESS.as_str())).build(),
-        ),
+        "ip-blocks" => text_schema(IP_ADDRESS.as_str()),
         // A day (`2026-12-01`) or a pipeline (`namespace/pipeline`): any text without NUL.
-        "usage" => Schema::Object(
-            utoipa::openapi::ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[^\u0000]*$")).build(),
-        ),
+        "usage" => text_schema(TEXT_PATTERN),
         _ => Schema::Object(utoipa::openapi::ObjectBuilder::new().description(Some("UNTYPED")).build()),
     }
 }
