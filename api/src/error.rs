@@ -3,9 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
-use gofer_core::ConfigError;
 use gofer_core::id::IdError;
 use gofer_core::json::JsonError;
+use gofer_core::{Classify, ConfigError, ErrorKind};
 use gofer_engine::EngineError;
 use gofer_tenants::TenantsError;
 use serde::{Deserialize, Serialize};
@@ -207,6 +207,7 @@ impl ApiError {
         }
     }
 
+    /// An internal error from a message (an `anyhow::Error` formatted with `{:#}` keeps its chain).
     pub(crate) fn internal(err: impl std::fmt::Display) -> Self {
         ApiError::Internal(err.to_string())
     }
@@ -289,104 +290,65 @@ impl From<gofer_core::scheduler::SchedulerError> for ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(err: EngineError) -> Self {
-        match err {
-            EngineError::NamespaceNotFound(id) => {
-                ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
-            }
-            EngineError::PipelineNotFound(id) => {
-                ApiError::NotFound { code: "pipeline_not_found", detail: format!("pipeline {id} does not exist") }
-            }
-            EngineError::RunNotFound(id) => {
-                ApiError::NotFound { code: "run_not_found", detail: format!("run {id} does not exist") }
-            }
-            EngineError::TaskNotFound(id) => {
-                ApiError::NotFound { code: "task_not_found", detail: format!("task {id} does not exist in this run") }
-            }
-            EngineError::AttemptNotFound(n) => ApiError::NotFound {
-                code: "attempt_not_found",
-                detail: format!("attempt {n} does not exist for this task"),
-            },
-            EngineError::LogsExpired(_) => ApiError::Gone { code: "logs_expired", detail: err.to_string() },
-            EngineError::ConfigNotFound(version) => ApiError::NotFound {
-                code: "config_not_found",
-                detail: format!("config version {version} does not exist"),
-            },
-            EngineError::DeploymentNotFound(id) => {
-                ApiError::NotFound { code: "deployment_not_found", detail: format!("deployment {id} does not exist") }
-            }
-            EngineError::PipelineDisabled(_) => {
-                ApiError::Conflict { code: "pipeline_disabled", detail: err.to_string() }
-            }
-            EngineError::NoLiveVersion(_) | EngineError::CanaryWithoutLiveVersion(_) => {
-                ApiError::Conflict { code: "no_live_version", detail: err.to_string() }
-            }
-            EngineError::DeploymentInProgress(_) => {
-                ApiError::Conflict { code: "deployment_in_progress", detail: err.to_string() }
-            }
-            EngineError::DeploymentNotRunning(_) => {
-                ApiError::Conflict { code: "deployment_not_running", detail: err.to_string() }
-            }
-            EngineError::PipelineHasRuns(_) => {
-                ApiError::Conflict { code: "pipeline_has_runs", detail: err.to_string() }
-            }
-            EngineError::TaskNotRunning { .. } => {
-                ApiError::Conflict { code: "task_not_running", detail: err.to_string() }
-            }
-            EngineError::PipelineBusy(_) => ApiError::Conflict { code: "pipeline_busy", detail: err.to_string() },
-            EngineError::QuotaExceeded(e) => ApiError::Forbidden { code: "quota_exceeded", detail: e.to_string() },
-            EngineError::RunChainRefused(e) => ApiError::Conflict { code: e.code(), detail: e.to_string() },
-            EngineError::InvalidVariables(e) => ApiError::InvalidConfig(e),
-            EngineError::Database(e) => database(e),
-            other @ (EngineError::Corrupt(_) | EngineError::Logs(_)) => ApiError::internal(other),
+/// Maps an error of a domain crate by its kind; its code and message are the crate's own.
+fn classified(err: &dyn Classify) -> ApiError {
+    let code = err.code();
+    match err.kind() {
+        ErrorKind::NotFound => ApiError::NotFound { code, detail: err.to_string() },
+        ErrorKind::Conflict => ApiError::Conflict { code, detail: err.to_string() },
+        ErrorKind::Invalid => ApiError::InvalidParameter { code, detail: err.to_string() },
+        ErrorKind::Unprocessable => ApiError::Unprocessable { code, detail: err.to_string() },
+        ErrorKind::Forbidden => ApiError::Forbidden { code, detail: err.to_string() },
+        ErrorKind::Gone => ApiError::Gone { code, detail: err.to_string() },
+        ErrorKind::TooLarge(limit) => ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX)),
+        ErrorKind::StorageFull => ApiError::InsufficientStorage,
+        ErrorKind::Unavailable(service) => {
+            // The service's own answer (Vault's, S3's) is logged, never returned.
+            tracing::error!(error = %with_sources(err), "{service} unavailable");
+            ApiError::Unavailable(format!("the {service} is unavailable; try again"))
         }
+        ErrorKind::Unstorable => {
+            // Logged, so that the missing validation gets added.
+            tracing::warn!(error = %with_sources(err), "a request value the database cannot store");
+            ApiError::InvalidParameter {
+                code: "invalid_value",
+                detail: "a value in the request cannot be stored (for example it holds a NUL character)".into(),
+            }
+        }
+        ErrorKind::Internal => ApiError::Internal(with_sources(err)),
     }
 }
 
-impl From<TenantsError> for ApiError {
-    fn from(err: TenantsError) -> Self {
-        match err {
-            TenantsError::TenantExists(id) => {
-                ApiError::Conflict { code: "tenant_exists", detail: format!("tenant {id} already exists") }
-            }
-            TenantsError::NamespaceExists(id) => {
-                ApiError::Conflict { code: "namespace_exists", detail: format!("namespace {id} already exists") }
-            }
-            TenantsError::NamespaceNotFound(id) => {
-                ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
-            }
-            TenantsError::TenantNotFound(id) => {
-                ApiError::NotFound { code: "tenant_not_found", detail: format!("tenant {id} does not exist") }
-            }
-            TenantsError::PlanNotFound(id) => {
-                ApiError::NotFound { code: "plan_not_found", detail: format!("plan {id} does not exist") }
-            }
-            TenantsError::TokenNotFound(id) => {
-                ApiError::NotFound { code: "token_not_found", detail: format!("token {id} does not exist") }
-            }
-            TenantsError::Database(e) => database(e),
-            other @ TenantsError::WeakBootstrapToken => ApiError::internal(other),
-        }
+/// The error's message followed by each of its sources', so the log keeps the whole chain.
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }
 
-/// A database error. A data exception (SQLSTATE class 22: a NUL character, which Postgres text
-/// and JSONB cannot hold, a value out of its column's range or syntax) comes from a value in the
-/// request that validation let through: the client's error, answered 400 `invalid_value` (and
-/// logged, so the missing validation gets added). Anything else is internal.
-fn database(err: sqlx::Error) -> ApiError {
-    if let sqlx::Error::Database(db) = &err
-        && db.code().is_some_and(|code| code.starts_with("22"))
-    {
-        tracing::warn!(error = %err, "a request value the database cannot store");
-        return ApiError::InvalidParameter {
-            code: "invalid_value",
-            detail: "a value in the request cannot be stored (for example it holds a NUL character)".into(),
-        };
-    }
-    ApiError::internal(err)
+/// `From` for each domain crate's error, through [`classified`].
+macro_rules! from_classified {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ApiError {
+            fn from(err: $error) -> Self {
+                classified(&err)
+            }
+        }
+    )*};
 }
+
+from_classified!(
+    EngineError,
+    TenantsError,
+    gofer_billing::BillingError,
+    gofer_secrets::SecretsError,
+    gofer_objects::ObjectsError,
+);
 
 impl From<actix_web::error::JsonPayloadError> for ApiError {
     fn from(err: actix_web::error::JsonPayloadError) -> Self {
@@ -396,89 +358,6 @@ impl From<actix_web::error::JsonPayloadError> for ApiError {
             E::ContentType => ApiError::UnsupportedMediaType,
             E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::PayloadTooLarge(limit),
             other => ApiError::InvalidBody(JsonError { code: "invalid_json", message: other.to_string() }),
-        }
-    }
-}
-
-impl From<gofer_billing::BillingError> for ApiError {
-    fn from(err: gofer_billing::BillingError) -> Self {
-        use gofer_billing::BillingError as B;
-        match err {
-            B::PlanNotFound(id) => {
-                ApiError::NotFound { code: "plan_not_found", detail: format!("plan {id} does not exist") }
-            }
-            B::TenantNotFound(id) => {
-                ApiError::NotFound { code: "tenant_not_found", detail: format!("tenant {id} does not exist") }
-            }
-            B::PlanExists(id) => {
-                ApiError::Conflict { code: "plan_exists", detail: format!("plan {id} already exists") }
-            }
-            e @ B::PlanInUse(..) => ApiError::Conflict { code: "plan_in_use", detail: e.to_string() },
-            B::Invalid(detail) => ApiError::InvalidParameter { code: "invalid_field", detail },
-            e @ B::TrialRefused { .. } => ApiError::Forbidden { code: "trial_refused", detail: e.to_string() },
-            e @ B::ChallengeSpent => ApiError::Conflict { code: "challenge_spent", detail: e.to_string() },
-            e @ B::IpBlockNotFound(_) => ApiError::NotFound { code: "ip_block_not_found", detail: e.to_string() },
-            B::Tenants(e) => e.into(),
-            B::Database(e) => database(e),
-        }
-    }
-}
-
-impl From<gofer_secrets::SecretsError> for ApiError {
-    fn from(err: gofer_secrets::SecretsError) -> Self {
-        use gofer_core::secrets::SecretStoreError;
-        use gofer_secrets::SecretsError as S;
-        match err {
-            S::SecretNotFound(key) => {
-                ApiError::NotFound { code: "secret_not_found", detail: format!("secret {key} does not exist") }
-            }
-            S::PipelineNotFound(id) => {
-                ApiError::NotFound { code: "pipeline_not_found", detail: format!("pipeline {id} does not exist") }
-            }
-            S::NamespaceNotFound(id) => {
-                ApiError::NotFound { code: "namespace_not_found", detail: format!("namespace {id} does not exist") }
-            }
-            S::Store(e @ SecretStoreError::Unavailable(_)) => {
-                // The detail (Vault's answer) is logged, not returned.
-                tracing::error!(error = %e, "secret store unavailable");
-                ApiError::Unavailable("the secret store is unavailable; try again".into())
-            }
-            S::Database(e) => database(e),
-            e @ S::Store(SecretStoreError::Corrupt(_)) => ApiError::internal(e),
-        }
-    }
-}
-
-impl From<gofer_objects::ObjectsError> for ApiError {
-    fn from(err: gofer_objects::ObjectsError) -> Self {
-        use gofer_core::objects::ObjectStoreError;
-        use gofer_objects::ObjectsError as E;
-        match err {
-            E::PipelineNotFound(id) => {
-                ApiError::NotFound { code: "pipeline_not_found", detail: format!("pipeline {id} does not exist") }
-            }
-            E::RunNotFound(id) => {
-                ApiError::NotFound { code: "run_not_found", detail: format!("run {id} does not exist") }
-            }
-            E::ObjectNotFound(key) => {
-                ApiError::NotFound { code: "object_not_found", detail: format!("object {key} does not exist") }
-            }
-            E::Expired(_) => ApiError::Gone { code: "object_expired", detail: err.to_string() },
-            E::TooLarge(limit) => ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX)),
-            E::Store(ObjectStoreError::StorageFull) => ApiError::InsufficientStorage,
-            E::Store(ObjectStoreError::Body(detail)) => {
-                ApiError::InvalidBody(JsonError { code: "body_incomplete", message: detail })
-            }
-            E::Store(ObjectStoreError::TooLarge(limit)) => {
-                ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX))
-            }
-            E::Store(ObjectStoreError::Backend(detail)) => {
-                // Logged by error_response; clients only learn that the store is unavailable.
-                tracing::warn!(%detail, "object store failure");
-                ApiError::Unavailable("the object store is unavailable; try again".into())
-            }
-            E::Database(e) => database(e),
-            other @ (E::Corrupt(_) | E::Events(_)) => ApiError::internal(other),
         }
     }
 }

@@ -54,6 +54,37 @@ pub enum BillingError {
     Database(#[from] sqlx::Error),
 }
 
+impl gofer_core::Classify for BillingError {
+    fn kind(&self) -> gofer_core::ErrorKind {
+        use gofer_core::ErrorKind as K;
+        match self {
+            BillingError::PlanNotFound(_) | BillingError::TenantNotFound(_) | BillingError::IpBlockNotFound(_) => {
+                K::NotFound
+            }
+            BillingError::PlanExists(_) | BillingError::PlanInUse(..) | BillingError::ChallengeSpent => K::Conflict,
+            BillingError::Invalid(_) => K::Invalid,
+            BillingError::TrialRefused { .. } => K::Forbidden,
+            BillingError::Tenants(e) => e.kind(),
+            BillingError::Database(e) => gofer_db::kind_of(e),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            BillingError::PlanNotFound(_) => "plan_not_found",
+            BillingError::TenantNotFound(_) => "tenant_not_found",
+            BillingError::IpBlockNotFound(_) => "ip_block_not_found",
+            BillingError::PlanExists(_) => "plan_exists",
+            BillingError::PlanInUse(..) => "plan_in_use",
+            BillingError::ChallengeSpent => "challenge_spent",
+            BillingError::Invalid(_) => "invalid_field",
+            BillingError::TrialRefused { .. } => "trial_refused",
+            BillingError::Tenants(e) => e.code(),
+            BillingError::Database(_) => "internal",
+        }
+    }
+}
+
 /// Checks a plan: a valid id, a name, every limit at least 1 (storage and task-seconds may be 0),
 /// and a node pool name Nomad accepts.
 pub fn validate(plan: &Plan) -> Result<(), BillingError> {

@@ -3,6 +3,9 @@
 //! transaction as a type of its own (`TenantTx`), key-binding helpers, the events writer and the
 //! migrations.
 
+mod error;
+
+pub use error::kind_of;
 use gofer_core::TenantId;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 

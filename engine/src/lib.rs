@@ -112,3 +112,57 @@ pub enum EngineError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
+
+impl gofer_core::Classify for EngineError {
+    fn kind(&self) -> gofer_core::ErrorKind {
+        use gofer_core::ErrorKind as K;
+        match self {
+            EngineError::NamespaceNotFound(_)
+            | EngineError::PipelineNotFound(_)
+            | EngineError::RunNotFound(_)
+            | EngineError::TaskNotFound(_)
+            | EngineError::AttemptNotFound(_)
+            | EngineError::ConfigNotFound(_)
+            | EngineError::DeploymentNotFound(_) => K::NotFound,
+            EngineError::LogsExpired(_) => K::Gone,
+            EngineError::PipelineDisabled(_)
+            | EngineError::NoLiveVersion(_)
+            | EngineError::CanaryWithoutLiveVersion(_)
+            | EngineError::DeploymentInProgress(_)
+            | EngineError::DeploymentNotRunning(_)
+            | EngineError::PipelineHasRuns(_)
+            | EngineError::TaskNotRunning { .. }
+            | EngineError::PipelineBusy(_)
+            | EngineError::RunChainRefused(_) => K::Conflict,
+            EngineError::QuotaExceeded(_) => K::Forbidden,
+            // Variables are checked by the config's rules after the body's shape (422, like a config).
+            EngineError::InvalidVariables(_) => K::Unprocessable,
+            EngineError::Database(e) => gofer_db::kind_of(e),
+            EngineError::Corrupt(_) | EngineError::Logs(_) => K::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            EngineError::NamespaceNotFound(_) => "namespace_not_found",
+            EngineError::PipelineNotFound(_) => "pipeline_not_found",
+            EngineError::RunNotFound(_) => "run_not_found",
+            EngineError::TaskNotFound(_) => "task_not_found",
+            EngineError::AttemptNotFound(_) => "attempt_not_found",
+            EngineError::ConfigNotFound(_) => "config_not_found",
+            EngineError::DeploymentNotFound(_) => "deployment_not_found",
+            EngineError::LogsExpired(_) => "logs_expired",
+            EngineError::PipelineDisabled(_) => "pipeline_disabled",
+            EngineError::NoLiveVersion(_) | EngineError::CanaryWithoutLiveVersion(_) => "no_live_version",
+            EngineError::DeploymentInProgress(_) => "deployment_in_progress",
+            EngineError::DeploymentNotRunning(_) => "deployment_not_running",
+            EngineError::PipelineHasRuns(_) => "pipeline_has_runs",
+            EngineError::TaskNotRunning { .. } => "task_not_running",
+            EngineError::PipelineBusy(_) => "pipeline_busy",
+            EngineError::QuotaExceeded(_) => "quota_exceeded",
+            EngineError::RunChainRefused(e) => e.code(),
+            EngineError::InvalidVariables(e) => e.code(),
+            EngineError::Database(_) | EngineError::Corrupt(_) | EngineError::Logs(_) => "internal",
+        }
+    }
+}

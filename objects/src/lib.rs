@@ -56,6 +56,38 @@ pub enum ObjectsError {
     Database(#[from] sqlx::Error),
 }
 
+impl gofer_core::Classify for ObjectsError {
+    fn kind(&self) -> gofer_core::ErrorKind {
+        use gofer_core::ErrorKind as K;
+        match self {
+            ObjectsError::PipelineNotFound(_) | ObjectsError::RunNotFound(_) | ObjectsError::ObjectNotFound(_) => {
+                K::NotFound
+            }
+            ObjectsError::Expired(_) => K::Gone,
+            ObjectsError::TooLarge(limit) | ObjectsError::Store(ObjectStoreError::TooLarge(limit)) => {
+                K::TooLarge(*limit)
+            }
+            ObjectsError::Store(ObjectStoreError::StorageFull) => K::StorageFull,
+            // The client went away or sent less than it declared.
+            ObjectsError::Store(ObjectStoreError::Body(_)) => K::Invalid,
+            ObjectsError::Store(ObjectStoreError::Backend(_)) => K::Unavailable("object store"),
+            ObjectsError::Database(e) => gofer_db::kind_of(e),
+            ObjectsError::Corrupt(_) | ObjectsError::Events(_) => K::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ObjectsError::PipelineNotFound(_) => "pipeline_not_found",
+            ObjectsError::RunNotFound(_) => "run_not_found",
+            ObjectsError::ObjectNotFound(_) => "object_not_found",
+            ObjectsError::Expired(_) => "object_expired",
+            ObjectsError::Store(ObjectStoreError::Body(_)) => "body_incomplete",
+            _ => "internal",
+        }
+    }
+}
+
 impl From<ObjectStoreError> for ObjectsError {
     fn from(e: ObjectStoreError) -> Self {
         match e {

@@ -46,6 +46,29 @@ pub enum SecretsError {
     Database(#[from] sqlx::Error),
 }
 
+impl gofer_core::Classify for SecretsError {
+    fn kind(&self) -> gofer_core::ErrorKind {
+        use gofer_core::ErrorKind as K;
+        match self {
+            SecretsError::SecretNotFound(_)
+            | SecretsError::PipelineNotFound(_)
+            | SecretsError::NamespaceNotFound(_) => K::NotFound,
+            SecretsError::Store(SecretStoreError::Unavailable(_)) => K::Unavailable("secret store"),
+            SecretsError::Store(SecretStoreError::Corrupt(_)) => K::Internal,
+            SecretsError::Database(e) => gofer_db::kind_of(e),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            SecretsError::SecretNotFound(_) => "secret_not_found",
+            SecretsError::PipelineNotFound(_) => "pipeline_not_found",
+            SecretsError::NamespaceNotFound(_) => "namespace_not_found",
+            SecretsError::Store(_) | SecretsError::Database(_) => "internal",
+        }
+    }
+}
+
 /// Secret metadata in Postgres plus values in a [`SecretStore`].
 #[derive(Clone)]
 pub struct Secrets {

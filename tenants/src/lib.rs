@@ -46,6 +46,34 @@ pub enum TenantsError {
     Database(#[from] sqlx::Error),
 }
 
+impl gofer_core::Classify for TenantsError {
+    fn kind(&self) -> gofer_core::ErrorKind {
+        use gofer_core::ErrorKind as K;
+        match self {
+            TenantsError::TenantExists(_) | TenantsError::NamespaceExists(_) => K::Conflict,
+            TenantsError::NamespaceNotFound(_)
+            | TenantsError::TenantNotFound(_)
+            | TenantsError::PlanNotFound(_)
+            | TenantsError::TokenNotFound(_) => K::NotFound,
+            // Only a start-up check refuses a weak preset; no request can cause it.
+            TenantsError::WeakBootstrapToken => K::Internal,
+            TenantsError::Database(e) => gofer_db::kind_of(e),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            TenantsError::TenantExists(_) => "tenant_exists",
+            TenantsError::NamespaceExists(_) => "namespace_exists",
+            TenantsError::NamespaceNotFound(_) => "namespace_not_found",
+            TenantsError::TenantNotFound(_) => "tenant_not_found",
+            TenantsError::PlanNotFound(_) => "plan_not_found",
+            TenantsError::TokenNotFound(_) => "token_not_found",
+            TenantsError::WeakBootstrapToken | TenantsError::Database(_) => "internal",
+        }
+    }
+}
+
 /// A tenant to create.
 #[derive(Debug, Clone)]
 pub struct NewTenant<'a> {

@@ -124,6 +124,8 @@ pub(crate) async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let ip = client(&path)?;
     gofer_billing::ip_blocks::unblock(&state.pool, &ip.to_string()).await?;
-    crate::jobs::reload_ip_blocks(&state.pool, &state.ip_blocks).await.map_err(ApiError::internal)?;
+    crate::jobs::reload_ip_blocks(&state.pool, &state.ip_blocks)
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok(HttpResponse::NoContent().finish())
 }
