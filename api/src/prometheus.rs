@@ -69,7 +69,7 @@ pub(crate) async fn record_request(
 }
 
 /// Prometheus text exposition of this replica's metrics, plus the queue as Postgres sees it now.
-#[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "system", security(("bearer" = [])), responses(
     (status = 200, description = "Prometheus text format", content_type = "text/plain"),
 ))]
 #[get("/metrics")]

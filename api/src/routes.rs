@@ -22,11 +22,13 @@ pub(crate) mod trial;
 pub(crate) mod usage;
 
 use futures_util::StreamExt;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
 
-/// Registers every route on the app.
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers every route on the app. The same registration writes the OpenAPI document's paths
+/// (`crate::openapi::document`), so a route is listed once.
+pub(crate) fn configure(cfg: &mut ServiceConfig) {
     // actix tries routes in registration order, one regex per route with path parameters, and
     // the request-metrics label (`match_pattern`) walks the same order again: the most read
     // routes come first so they cost a few regexes instead of dozens (docs/benchmarks.md). Where

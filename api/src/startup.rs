@@ -291,8 +291,7 @@ impl Application {
             event_ids,
             streams: crate::streams::StreamSlots::default(),
         });
-        let routes =
-            web::Data::new(crate::contract::RouteTable::new(&<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi()));
+        let routes = web::Data::new(crate::contract::RouteTable::new(crate::openapi::document()));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::limits::rate_limit))
@@ -307,7 +306,9 @@ impl Application {
                     ApiError::InvalidParameter { code: "invalid_query", detail: err.to_string() }.into()
                 }))
                 .app_data(routes.clone())
-                .configure(crate::routes::configure)
+                .configure(|cfg| {
+                    crate::routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(cfg))
+                })
                 .default_service(web::to(
                     |req: actix_web::HttpRequest, routes: web::Data<crate::contract::RouteTable>| async move {
                         crate::contract::no_route(&routes, req.method().as_str(), req.path())

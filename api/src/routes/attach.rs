@@ -241,7 +241,7 @@ fn is_websocket(req: &HttpRequest) -> bool {
 /// `attach_unsupported`, `invalid_attach_query`, `invalid_command`, `invalid_message`,
 /// `attach_timeout`, `exec_failed`, `unavailable`). Only a running task can be attached to; each
 /// attach records a `task_attached` event (token id and command, never input).
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attach", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id"), AttachQuery),
     security(("bearer" = [])),
     responses(

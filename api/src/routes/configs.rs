@@ -43,7 +43,7 @@ pub(crate) struct DiffPath {
 }
 
 /// Lists a pipeline's config versions, newest first (without the configs).
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs", tag = "pipelines",
+#[utoipa::path(tag = "configs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
     security(("bearer" = [])),
     responses(
@@ -63,7 +63,7 @@ pub(crate) async fn list(
 }
 
 /// Reads one config version with its config.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{version}", tag = "pipelines",
+#[utoipa::path(tag = "configs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("version" = i64, Path, description = "Config version")),
     security(("bearer" = [])),
     responses(
@@ -83,7 +83,7 @@ pub(crate) async fn get(
 
 /// What changed from version `from` to version `to`: tasks are matched by id, maps compared key
 /// by key, everything else value by value.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{from}/diff/{to}", tag = "pipelines",
+#[utoipa::path(tag = "configs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"),
         ("from" = i64, Path, description = "The old version"), ("to" = i64, Path, description = "The new version")),
     security(("bearer" = [])),

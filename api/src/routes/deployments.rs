@@ -106,7 +106,7 @@ impl CreateDeployment {
 /// Deploys a config version: at once (`immediate`: it goes live, the previous live version is
 /// deprecated) or as a `canary` beside the live version. Deploying the live version while no
 /// deployment runs changes nothing and answers 200 with the deployment that made it live.
-#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments", tag = "deployments",
+#[utoipa::path(tag = "deployments",
     request_body = CreateDeployment,
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
     security(("bearer" = [])),
@@ -131,7 +131,7 @@ pub(crate) async fn create(
 }
 
 /// Lists a pipeline's deployments, newest first, each with its log.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments", tag = "deployments",
+#[utoipa::path(tag = "deployments",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
     security(("bearer" = [])),
     responses(
@@ -151,7 +151,7 @@ pub(crate) async fn list(
 }
 
 /// Reads one deployment with its log.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}", tag = "deployments",
+#[utoipa::path(tag = "deployments",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("deployment" = i64, Path, description = "Deployment number")),
     security(("bearer" = [])),
     responses(
@@ -172,7 +172,7 @@ pub(crate) async fn get(
 /// Rolls a running canary back by hand: the live version stays, the canary version is deprecated,
 /// the deployment ends `rolled_back` with the reason. A deployment already rolled back answers
 /// 200 unchanged.
-#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}/rollback", tag = "deployments",
+#[utoipa::path(tag = "deployments",
     request_body(content = Option<RollbackDeployment>, description = "optional"),
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("deployment" = i64, Path, description = "Deployment number")),
     security(("bearer" = [])),

@@ -169,7 +169,7 @@ fn check_scope(access: &TenantAccess<ReadEvents>, filter: &EventFilter) -> Resul
 /// `event: <kind>`, `data: <Event JSON>`, an idle stream sends a `: keepalive` comment every 15 s,
 /// and a reconnecting client resumes after its `Last-Event-ID` (or `after`) with no gap and no
 /// duplicate. The filters apply to both.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", operation_id = "list_events",
+#[utoipa::path(tag = "events",
     params(
         EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Streams: resume after this event (its `id`; wins over `after`)"),

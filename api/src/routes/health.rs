@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -15,14 +15,14 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
+#[utoipa::path(tag = "system", responses((status = 200, body = Health)))]
 #[get("/health")]
 pub(crate) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Readiness: the database answers and every migration this build knows is applied.
-#[utoipa::path(get, path = "/ready", tag = "system", responses(
+#[utoipa::path(tag = "system", responses(
     (status = 200, body = Health),
     (status = 503, description = "`unavailable`: the database does not answer, or a migration this build knows is not applied",
         body = crate::error::Problem, content_type = "application/problem+json"),
@@ -43,8 +43,8 @@ pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 }
 
 /// The OpenAPI document of this API.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(tag = "system", responses((status = 200, description = "OpenAPI 3.1 document")))]
 #[get("/api/v1/openapi.json")]
 pub(crate) async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+    HttpResponse::Ok().json(crate::openapi::document())
 }

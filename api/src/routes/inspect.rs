@@ -40,7 +40,7 @@ async fn gather(state: &AppState, key: &RunKey) -> Result<(Run, ConfigDetail, Ve
 
 /// Answers a run's timeline: for each task, when it was ready, dispatched and ended, its queue wait
 /// and run time (retries included), and the critical path through the DAG.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/timeline", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number")),
     security(("bearer" = [])),
     responses(
@@ -61,7 +61,7 @@ pub(crate) async fn timeline_of(
 /// Answers everything stored about a run that helps debug it: the run, its config version, every
 /// task execution with every attempt (scheduler job ids, nodes, reasons), its events, and the
 /// tenant's plan with the tasks it holds back. Secrets are never part of it.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/debug", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number")),
     security(("bearer" = [])),
     responses(

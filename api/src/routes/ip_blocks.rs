@@ -47,7 +47,7 @@ fn client(address: &str) -> Result<std::net::IpAddr, ApiError> {
 }
 
 /// Lists active blocks, by address.
-#[utoipa::path(get, path = "/api/v1/ip-blocks", tag = "ip-blocks", params(PageQuery),
+#[utoipa::path(tag = "ip-blocks", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<IpBlock>)))]
 #[get("/api/v1/ip-blocks")]
@@ -69,7 +69,7 @@ pub(crate) async fn list(
 
 /// Blocks a client address for a while (an existing block is only extended); every replica
 /// refuses it at once.
-#[utoipa::path(post, path = "/api/v1/ip-blocks", tag = "ip-blocks", request_body = CreateIpBlock,
+#[utoipa::path(tag = "ip-blocks", request_body = CreateIpBlock,
     security(("bearer" = [])),
     responses(
         (status = 201, body = IpBlockResponse),
@@ -110,7 +110,7 @@ pub(crate) async fn create(
 }
 
 /// Removes a block at once, on every replica.
-#[utoipa::path(delete, path = "/api/v1/ip-blocks/{address}", tag = "ip-blocks",
+#[utoipa::path(tag = "ip-blocks",
     params(("address" = String, Path, description = "The blocked address")),
     security(("bearer" = [])),
     responses(

@@ -68,7 +68,7 @@ fn offset_param(value: Option<&str>) -> Result<u64, ApiError> {
 /// is what is stored now and the `Gofer-Log-Offset` header gives the position to resume from. With
 /// `follow=true`, the body is streamed (chunked) as the task writes and ends once it is complete;
 /// a task that never ran (skipped) ends at once with an empty body.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/logs", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id"), LogQuery),
     security(("bearer" = [])),
     responses(

@@ -46,7 +46,7 @@ pub(crate) fn display_name(name: &str) -> Result<&str, ApiError> {
 }
 
 /// Creates a namespace.
-#[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", request_body = CreateNamespace,
+#[utoipa::path(tag = "namespaces", request_body = CreateNamespace,
     security(("bearer" = [])),
     responses(
         (status = 201, body = NamespaceResponse),
@@ -75,7 +75,7 @@ pub(crate) async fn create(
 }
 
 /// Lists namespaces, ordered by id.
-#[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces", params(PageQuery),
+#[utoipa::path(tag = "namespaces", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<Namespace>)))]
 #[get("/api/v1/namespaces")]
@@ -90,7 +90,7 @@ pub(crate) async fn list(
 }
 
 /// Reads one namespace.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+#[utoipa::path(tag = "namespaces",
     params(("namespace" = String, Path, description = "Namespace id")),
     security(("bearer" = [])),
     responses(
@@ -119,7 +119,7 @@ pub struct UpdateNamespace {
 }
 
 /// Changes a namespace's name or description; a change to nothing answers it unchanged.
-#[utoipa::path(patch, path = "/api/v1/namespaces/{namespace}", tag = "namespaces", request_body = UpdateNamespace,
+#[utoipa::path(tag = "namespaces", request_body = UpdateNamespace,
     params(("namespace" = String, Path, description = "Namespace id")),
     security(("bearer" = [])),
     responses(
@@ -156,7 +156,7 @@ pub struct DeleteNamespaceQuery {
 
 /// Deletes a namespace with its pipelines, runs, logs and secrets. Refused (409 `namespace_busy`) while
 /// runs are live, unless `?force=true`, which cancels them first.
-#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
+#[utoipa::path(tag = "namespaces",
     params(("namespace" = String, Path, description = "Namespace id"), DeleteNamespaceQuery),
     security(("bearer" = [])),
     responses(

@@ -138,7 +138,7 @@ async fn list_objects(state: &AppState, at: Collection, query: &PageQuery) -> Re
 /// and `max_pipeline_object_bytes` per pipeline, `object_storage_bytes` over all its pipeline
 /// objects — the oldest are evicted (an `object_evicted` event each, naming the limit). Keys: 1–256 bytes of letters, digits, `.`, `_`,
 /// `-`, in segments separated by `/`.
-#[utoipa::path(put, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("key" = String, Path, description = "Object key")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     security(("bearer" = [])),
@@ -161,7 +161,7 @@ pub(crate) async fn put_pipeline_object(
 }
 
 /// Reads a pipeline object (run tokens may read their own pipeline's objects).
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("key" = String, Path, description = "Object key")),
     security(("bearer" = [])),
     responses(
@@ -179,7 +179,7 @@ pub(crate) async fn get_pipeline_object(
 }
 
 /// Deletes a pipeline object.
-#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key}", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("key" = String, Path, description = "Object key")),
     security(("bearer" = [])),
     responses(
@@ -196,7 +196,7 @@ pub(crate) async fn delete_pipeline_object(
 }
 
 /// Lists a pipeline's objects in key order.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
     security(("bearer" = [])),
     responses(
@@ -216,7 +216,7 @@ pub(crate) async fn list_pipeline_objects(
 /// Stores a run object (run tokens may write their own run's objects). Run objects of a
 /// pipeline's last `objects.keep_run_objects_for_runs` runs are kept; older ones expire (reads
 /// then answer 410 `object_expired`).
-#[utoipa::path(put, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key}", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("key" = String, Path, description = "Object key")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     security(("bearer" = [])),
@@ -239,7 +239,7 @@ pub(crate) async fn put_run_object(
 }
 
 /// Reads a run object (run tokens may read their own run's objects).
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key}", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("key" = String, Path, description = "Object key")),
     security(("bearer" = [])),
     responses(
@@ -258,7 +258,7 @@ pub(crate) async fn get_run_object(
 }
 
 /// Deletes a run object.
-#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key}", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("key" = String, Path, description = "Object key")),
     security(("bearer" = [])),
     responses(
@@ -275,7 +275,7 @@ pub(crate) async fn delete_run_object(
 }
 
 /// Lists a run's objects in key order (expired ones too, marked `expired`).
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects", tag = "objects",
+#[utoipa::path(tag = "objects",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), PageQuery),
     security(("bearer" = [])),
     responses(

@@ -81,7 +81,7 @@ pub(crate) struct DeleteQuery {
 /// Registers a pipeline config (the first config creates the pipeline). A config whose canonical
 /// hash equals an existing version's creates nothing and answers that version with 200. Unless
 /// `?deploy=false`, the version goes live at once through an immediate deployment.
-#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs", tag = "pipelines",
+#[utoipa::path(tag = "pipelines",
     request_body = PipelineConfig,
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), RegisterQuery),
     security(("bearer" = [])),
@@ -117,7 +117,7 @@ pub(crate) async fn register_config(
 }
 
 /// Lists a namespace's pipelines, ordered by id.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines", tag = "pipelines",
+#[utoipa::path(tag = "pipelines",
     params(("namespace" = String, Path, description = "Namespace id"), PageQuery),
     security(("bearer" = [])),
     responses(
@@ -137,7 +137,7 @@ pub(crate) async fn list(
 }
 
 /// Reads one pipeline.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
+#[utoipa::path(tag = "pipelines",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
     security(("bearer" = [])),
     responses(
@@ -163,7 +163,7 @@ pub struct PipelineStatsResponse {
 
 /// Success rate and run durations of a pipeline over the last 7 and 30 days (UTC days), read
 /// from a per-day rollup kept as runs complete: as fast with a million runs as with ten.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/stats", tag = "pipelines",
+#[utoipa::path(tag = "pipelines",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
     security(("bearer" = [])),
     responses(
@@ -181,7 +181,7 @@ pub(crate) async fn stats(
 }
 
 /// Disables or enables a pipeline. Setting the state it already has changes nothing (200).
-#[utoipa::path(patch, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
+#[utoipa::path(tag = "pipelines",
     request_body = UpdatePipeline,
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
     security(("bearer" = [])),
@@ -205,7 +205,7 @@ pub(crate) async fn update(
 }
 
 /// Deletes a pipeline with its config versions, deployments, runs, task executions, logs and secrets.
-#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}", tag = "pipelines",
+#[utoipa::path(tag = "pipelines",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), DeleteQuery),
     security(("bearer" = [])),
     responses(

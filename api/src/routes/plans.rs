@@ -28,7 +28,7 @@ pub struct AssignPlan {
 }
 
 /// Creates a plan.
-#[utoipa::path(post, path = "/api/v1/plans", tag = "plans", request_body = Plan,
+#[utoipa::path(tag = "plans", request_body = Plan,
     security(("bearer" = [])),
     responses(
         (status = 201, body = PlanResponse),
@@ -46,7 +46,7 @@ pub(crate) async fn create(
 }
 
 /// Lists plans by id.
-#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", params(PageQuery),
+#[utoipa::path(tag = "plans", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<Plan>)))]
 #[get("/api/v1/plans")]
@@ -64,7 +64,7 @@ pub(crate) async fn list(
 }
 
 /// Reads a plan.
-#[utoipa::path(get, path = "/api/v1/plans/{plan}", tag = "plans",
+#[utoipa::path(tag = "plans",
     params(("plan" = String, Path, description = "Plan id")),
     security(("bearer" = [])),
     responses(
@@ -81,7 +81,7 @@ pub(crate) async fn get(
 }
 
 /// Replaces a plan's limits; every tenant on it gets them at once. The body's id must be the path's.
-#[utoipa::path(put, path = "/api/v1/plans/{plan}", tag = "plans", request_body = Plan,
+#[utoipa::path(tag = "plans", request_body = Plan,
     params(("plan" = String, Path, description = "Plan id")),
     security(("bearer" = [])),
     responses(
@@ -108,7 +108,7 @@ pub(crate) async fn update(
 }
 
 /// Deletes a plan that no tenant uses.
-#[utoipa::path(delete, path = "/api/v1/plans/{plan}", tag = "plans",
+#[utoipa::path(tag = "plans",
     params(("plan" = String, Path, description = "Plan id")),
     security(("bearer" = [])),
     responses(
@@ -126,7 +126,7 @@ pub(crate) async fn remove(
 }
 
 /// Moves a tenant to a plan, effective at once.
-#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/plan", tag = "plans", request_body = AssignPlan,
+#[utoipa::path(tag = "plans", request_body = AssignPlan,
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(

@@ -83,7 +83,7 @@ impl TaskPath {
 }
 
 /// Starts a run of the pipeline's live config version.
-#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs", tag = "runs",
+#[utoipa::path(tag = "runs",
     request_body = StartRun,
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
     security(("bearer" = [])),
@@ -141,7 +141,7 @@ pub(crate) async fn start(
 }
 
 /// Lists a pipeline's runs, newest first.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
     security(("bearer" = [])),
     responses(
@@ -162,7 +162,7 @@ pub(crate) async fn list(
 }
 
 /// Reads one run.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number")),
     security(("bearer" = [])),
     responses(
@@ -185,7 +185,7 @@ pub(crate) async fn get(
 }
 
 /// Lists a run's task executions, ordered by task id.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), PageQuery),
     security(("bearer" = [])),
     responses(
@@ -205,7 +205,7 @@ pub(crate) async fn list_tasks(
 }
 
 /// Reads one task execution.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
     security(("bearer" = [])),
     responses(
@@ -243,7 +243,7 @@ pub struct AttemptList {
 }
 
 /// Lists the attempts of a task execution: each infrastructure retry or `retries` re-run is one.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/tasks/{task}/attempts", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number"), ("task" = String, Path, description = "Task id")),
     security(("bearer" = [])),
     responses(
@@ -262,7 +262,7 @@ pub(crate) async fn list_attempts(
 
 /// Cancels a run: running tasks are stopped, the rest never start, status `cancelled`.
 /// Cancelling a complete run changes nothing and answers it.
-#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/cancel", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id"), ("run" = i64, Path, description = "Run number")),
     security(("bearer" = [])),
     responses(
@@ -287,7 +287,7 @@ pub struct CancelledRuns {
 }
 
 /// Cancels every unfinished run of a pipeline.
-#[utoipa::path(post, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/cancel-all", tag = "runs",
+#[utoipa::path(tag = "runs",
     params(("namespace" = String, Path, description = "Namespace id"), ("pipeline" = String, Path, description = "Pipeline id")),
     security(("bearer" = [])),
     responses(

@@ -90,7 +90,7 @@ fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
 }
 
 /// Sets a pipeline secret (creates or replaces it). Answers 201 when created, 200 when replaced.
-#[utoipa::path(put, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}", tag = "secrets",
+#[utoipa::path(tag = "secrets",
     request_body = PutSecret,
     params(("namespace" = String, Path, description = "Namespace id"),
            ("pipeline" = String, Path, description = "Pipeline id"),
@@ -115,7 +115,7 @@ pub(crate) async fn put_pipeline_secret(
 }
 
 /// Reads a pipeline secret's metadata (never its value).
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}", tag = "secrets",
+#[utoipa::path(tag = "secrets",
     params(("namespace" = String, Path, description = "Namespace id"),
            ("pipeline" = String, Path, description = "Pipeline id"),
            ("key" = String, Path, description = "Secret key")),
@@ -135,7 +135,7 @@ pub(crate) async fn get_pipeline_secret(
 }
 
 /// Deletes a pipeline secret and its value.
-#[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}", tag = "secrets",
+#[utoipa::path(tag = "secrets",
     params(("namespace" = String, Path, description = "Namespace id"),
            ("pipeline" = String, Path, description = "Pipeline id"),
            ("key" = String, Path, description = "Secret key")),
@@ -155,7 +155,7 @@ pub(crate) async fn delete_pipeline_secret(
 }
 
 /// Lists a pipeline's secrets (metadata only), by key.
-#[utoipa::path(get, path = "/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets", tag = "secrets",
+#[utoipa::path(tag = "secrets",
     params(("namespace" = String, Path, description = "Namespace id"),
            ("pipeline" = String, Path, description = "Pipeline id"), PageQuery),
     security(("bearer" = [])),
@@ -190,7 +190,7 @@ fn require_unlimited<P>(access: &TenantAccess<P>) -> Result<(), ApiError> {
 
 /// Sets a tenant-global secret (creates or replaces it, with its grants). Answers 201 when
 /// created, 200 when replaced.
-#[utoipa::path(put, path = "/api/v1/secrets/{key}", tag = "secrets", request_body = PutGlobalSecret,
+#[utoipa::path(tag = "secrets", request_body = PutGlobalSecret,
     params(("key" = String, Path, description = "Secret key, `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`")),
     security(("bearer" = [])),
     responses(
@@ -219,7 +219,7 @@ pub(crate) async fn put_global_secret(
 }
 
 /// Reads a global secret's metadata and grants (never its value).
-#[utoipa::path(get, path = "/api/v1/secrets/{key}", tag = "secrets",
+#[utoipa::path(tag = "secrets",
     params(("key" = String, Path, description = "Secret key")),
     security(("bearer" = [])),
     responses(
@@ -237,7 +237,7 @@ pub(crate) async fn get_global_secret(
 }
 
 /// Deletes a global secret and its value.
-#[utoipa::path(delete, path = "/api/v1/secrets/{key}", tag = "secrets",
+#[utoipa::path(tag = "secrets",
     params(("key" = String, Path, description = "Secret key")),
     security(("bearer" = [])),
     responses(
@@ -256,7 +256,7 @@ pub(crate) async fn delete_global_secret(
 }
 
 /// Lists the tenant's global secrets (metadata and grants only), by key.
-#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", params(PageQuery),
+#[utoipa::path(tag = "secrets", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<SecretMetadata>)))]
 #[get("/api/v1/secrets")]

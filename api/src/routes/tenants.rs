@@ -46,7 +46,7 @@ pub struct TenantCreated {
 }
 
 /// Creates a tenant and its first admin token.
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = CreateTenant,
+#[utoipa::path(tag = "tenants", request_body = CreateTenant,
     security(("bearer" = [])),
     responses(
         (status = 201, body = TenantCreated),
@@ -79,7 +79,7 @@ pub struct TenantResponse {
 }
 
 /// Lists tenants, by id.
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageQuery),
+#[utoipa::path(tag = "tenants", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<Tenant>)))]
 #[get("/api/v1/tenants")]
@@ -94,7 +94,7 @@ pub(crate) async fn list(
 }
 
 /// Reads one tenant.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}", tag = "tenants",
+#[utoipa::path(tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
@@ -113,7 +113,7 @@ pub(crate) async fn get(
 
 /// Suspends a tenant: its tokens are refused (`tenant_suspended`) and its unfinished runs are
 /// cancelled. Suspending a suspended tenant changes nothing.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/suspend", tag = "tenants",
+#[utoipa::path(tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
@@ -132,7 +132,7 @@ pub(crate) async fn suspend(
 }
 
 /// Resumes a suspended tenant.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/resume", tag = "tenants",
+#[utoipa::path(tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
@@ -152,7 +152,7 @@ pub(crate) async fn resume(
 
 /// Deletes a tenant and everything it owns: its unfinished runs are cancelled, then its tokens,
 /// namespaces, pipelines, runs, events, logs and secrets are removed.
-#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}", tag = "tenants",
+#[utoipa::path(tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
@@ -173,7 +173,7 @@ pub(crate) async fn remove(
 /// Makes a trial tenant a paying one on `plan`: the trial no longer ends, its tokens become
 /// ordinary tenant tokens, and everything it made stays. A suspended (expired, not yet removed)
 /// trial is resumed.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/convert", tag = "tenants", request_body = ConvertTrial,
+#[utoipa::path(tag = "tenants", request_body = ConvertTrial,
     params(("tenant" = String, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(

@@ -160,7 +160,7 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
 /// Creates a token. Operators create operator tokens; tenant admins (not limited to some
 /// namespaces) create their tenant's tokens, except on a trial (403 `trial_tokens_refused`
 /// until the trial is converted to a paid plan).
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
+#[utoipa::path(tag = "tokens", request_body = CreateToken,
     security(("bearer" = [])),
     responses(
         (status = 201, body = TokenCreated),
@@ -182,7 +182,7 @@ pub(crate) async fn create(
 }
 
 /// Lists the caller's tokens (an operator: operator tokens; a tenant admin: the tenant's), never their secrets.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(PageQuery),
+#[utoipa::path(tag = "tokens", params(PageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Page<TokenMetadata>)))]
 #[get("/api/v1/tokens")]
@@ -203,7 +203,7 @@ pub(crate) async fn list(
 }
 
 /// Says who the presented token is.
-#[utoipa::path(get, path = "/api/v1/tokens/whoami", tag = "tokens",
+#[utoipa::path(tag = "tokens",
     security(("bearer" = [])),
     responses((status = 200, body = WhoamiResponse)))]
 #[get("/api/v1/tokens/whoami")]
@@ -235,7 +235,7 @@ pub(crate) async fn whoami(auth: Authenticated) -> HttpResponse {
 }
 
 /// Reads one of the caller's tokens.
-#[utoipa::path(get, path = "/api/v1/tokens/{id}", tag = "tokens",
+#[utoipa::path(tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
     security(("bearer" = [])),
     responses(
@@ -255,7 +255,7 @@ pub(crate) async fn get(
 /// Revokes one of the caller's tokens at once. Revoking a revoked token changes nothing. A revoked
 /// token stays listed, marked `revoked`, as an audit trail until the purge
 /// (`tokens.purge_grace_s`): it is revoked, not deleted, and the route says so.
-#[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "tokens",
+#[utoipa::path(tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
     security(("bearer" = [])),
     responses(

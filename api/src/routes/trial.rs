@@ -35,7 +35,7 @@ fn client_key(req: &HttpRequest) -> Result<std::net::IpAddr, ApiError> {
 /// Hands out a proof-of-work challenge for one trial sign-up, bound to the client's address and
 /// valid for `trial.challenge_ttl_s`: find a `nonce` such that SHA-256 of `"{challenge}:{nonce}"`
 /// starts with `bits` zero bits (about 2^bits hashes), then `POST /api/v1/trial` with both.
-#[utoipa::path(post, path = "/api/v1/trial/challenges", tag = "trial",
+#[utoipa::path(tag = "trial",
     responses(
         (status = 201, body = TrialChallenge),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -118,7 +118,7 @@ fn checked_proof(
 /// 403 `ip_blocked`), and none while a recent trial of the address used up its task-seconds; per
 /// network around it (IPv4 /24, IPv6 /56 and /48) a few more a day, and a budget per hour for the
 /// whole service (403 `trial_refused`, naming the limit and when it lifts).
-#[utoipa::path(post, path = "/api/v1/trial", tag = "trial",
+#[utoipa::path(tag = "trial",
     request_body(content = TrialProof, description = "A solved challenge (the server takes none when `trial.proof_of_work_bits` is 0)"),
     responses(
         (status = 201, body = TenantCreated),

@@ -108,7 +108,7 @@ async fn report(
 
 /// The caller's tenant's usage: finished task attempts summed per UTC day or per pipeline over
 /// `[from, to)`, and this month's task-seconds (running tasks included) against the plan.
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageParams),
+#[utoipa::path(tag = "usage", params(UsageParams),
     security(("bearer" = [])),
     responses(
         (status = 200, body = UsageReport),
@@ -130,7 +130,7 @@ pub(crate) async fn tenant_usage(
 }
 
 /// A tenant's usage, for operators; `format=csv` answers every group as `text/csv`.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/usage", tag = "usage",
+#[utoipa::path(tag = "usage",
     params(("tenant" = String, Path, description = "Tenant id"), UsageParams),
     security(("bearer" = [])),
     responses(
