@@ -68,7 +68,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = ConfigResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{version}")]
 pub(crate) async fn get(
@@ -89,7 +88,6 @@ pub(crate) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = ConfigDiff),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs/{from}/diff/{to}")]
 pub(crate) async fn diff(

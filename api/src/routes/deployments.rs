@@ -113,7 +113,6 @@ impl CreateDeployment {
     responses(
         (status = 201, description = "a deployment started", body = DeploymentResponse),
         (status = 200, description = "the version is live already; nothing changed", body = DeploymentResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`deployment_in_progress`, or `no_live_version` for a canary",
             body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
@@ -156,7 +155,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = DeploymentResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}")]
 pub(crate) async fn get(
@@ -178,7 +176,6 @@ pub(crate) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = DeploymentResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`deployment_not_running`", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/deployments/{deployment}/rollback")]

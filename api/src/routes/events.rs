@@ -179,7 +179,6 @@ fn check_scope(access: &TenantAccess<ReadEvents>, filter: &EventFilter) -> Resul
     responses(
         (status = 200, description = "A page of history (JSON), or the live stream (SSE)",
             content((Page<Event> = "application/json"), (SseEvent = "text/event-stream"))),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, body = crate::error::Problem, content_type = "application/problem+json",
             description = "A stream, when the tenant holds its plan's `max_concurrent_streams`: `too_many_streams`, with `Retry-After`"),
     ))]

@@ -73,7 +73,6 @@ pub(crate) async fn list(
     security(("bearer" = [])),
     responses(
         (status = 201, body = IpBlockResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/ip-blocks")]
 pub(crate) async fn create(

@@ -74,7 +74,6 @@ fn offset_param(value: Option<&str>) -> Result<u64, ApiError> {
     responses(
         (status = 200, body = String, content_type = "text/plain",
             headers(("Gofer-Log-Offset" = u64, description = "Without follow: the raw position after the bytes returned"))),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, body = crate::error::Problem, content_type = "application/problem+json",
             description = "A follow, when the tenant holds its plan's `max_concurrent_streams`: `too_many_streams`, with `Retry-After`"),
     ))]

@@ -50,8 +50,8 @@ pub(crate) fn display_name(name: &str) -> Result<&str, ApiError> {
     security(("bearer" = [])),
     responses(
         (status = 201, body = NamespaceResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`namespace_exists`", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces")]
 pub(crate) async fn create(
@@ -124,7 +124,6 @@ pub struct UpdateNamespace {
     security(("bearer" = [])),
     responses(
         (status = 200, body = NamespaceResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[patch("/api/v1/namespaces/{namespace}")]
 pub(crate) async fn update(
@@ -161,7 +160,8 @@ pub struct DeleteNamespaceQuery {
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`namespace_busy`: runs are in progress (`?force=true` cancels them first)", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/namespaces/{namespace}")]
 pub(crate) async fn remove(

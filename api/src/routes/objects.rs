@@ -144,8 +144,6 @@ async fn list_objects(state: &AppState, at: Collection, query: &PageQuery) -> Re
     security(("bearer" = [])),
     responses(
         (status = 201, body = ObjectResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/objects/{key:.+}")]
 pub(crate) async fn put_pipeline_object(
@@ -222,8 +220,6 @@ pub(crate) async fn list_pipeline_objects(
     security(("bearer" = [])),
     responses(
         (status = 201, body = ObjectResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs/{run}/objects/{key:.+}")]
 pub(crate) async fn put_run_object(

@@ -88,10 +88,8 @@ pub(crate) struct DeleteQuery {
     responses(
         (status = 201, description = "a new version", body = ConfigRegistered),
         (status = 200, description = "an existing version has the same config", body = ConfigRegistered),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`deployment_in_progress`: a canary is running and the version would have to go live",
             body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/configs")]
 pub(crate) async fn register_config(
@@ -187,7 +185,6 @@ pub(crate) async fn stats(
     security(("bearer" = [])),
     responses(
         (status = 200, body = PipelineResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[patch("/api/v1/namespaces/{namespace}/pipelines/{pipeline}")]
 pub(crate) async fn update(

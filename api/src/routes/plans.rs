@@ -32,8 +32,8 @@ pub struct AssignPlan {
     security(("bearer" = [])),
     responses(
         (status = 201, body = PlanResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`plan_exists`", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/plans")]
 pub(crate) async fn create(
@@ -86,7 +86,6 @@ pub(crate) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = PlanResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/plans/{plan}")]
 pub(crate) async fn update(
@@ -113,7 +112,8 @@ pub(crate) async fn update(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`plan_in_use`: tenants are on the plan; move them first", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[delete("/api/v1/plans/{plan}")]
 pub(crate) async fn remove(

@@ -89,7 +89,6 @@ impl TaskPath {
     security(("bearer" = [])),
     responses(
         (status = 201, body = RunResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`pipeline_disabled`, `no_live_version`; for a run token, `run_chain_loop` (the pipeline is already in the chain of runs that led here) or `run_chain_too_deep` (`engine.max_run_chain_depth`)", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/runs")]

@@ -99,7 +99,6 @@ fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
     responses(
         (status = 200, body = SecretResponse),
         (status = 201, body = SecretResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/namespaces/{namespace}/pipelines/{pipeline}/secrets/{key}")]
 pub(crate) async fn put_pipeline_secret(
@@ -196,7 +195,6 @@ fn require_unlimited<P>(access: &TenantAccess<P>) -> Result<(), ApiError> {
     responses(
         (status = 200, body = SecretResponse),
         (status = 201, body = SecretResponse),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[put("/api/v1/secrets/{key}")]
 pub(crate) async fn put_global_secret(

@@ -50,9 +50,10 @@ pub struct TenantCreated {
     security(("bearer" = [])),
     responses(
         (status = 201, body = TenantCreated),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`plan_not_found`: the plan named in the body does not exist", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "`tenant_exists`", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tenants")]
 pub(crate) async fn create(

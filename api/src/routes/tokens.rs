@@ -164,7 +164,6 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
     security(("bearer" = [])),
     responses(
         (status = 201, body = TokenCreated),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/tokens")]
 pub(crate) async fn create(

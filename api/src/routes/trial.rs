@@ -38,7 +38,8 @@ fn client_key(req: &HttpRequest) -> Result<std::net::IpAddr, ApiError> {
 #[utoipa::path(tag = "trial",
     responses(
         (status = 201, body = TrialChallenge),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`route_not_found`: trials are not offered (`trial.enabled` is false)", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/trial/challenges")]
 pub(crate) async fn challenge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -122,9 +123,10 @@ fn checked_proof(
     request_body(content = TrialProof, description = "A solved challenge (the server takes none when `trial.proof_of_work_bits` is 0)"),
     responses(
         (status = 201, body = TenantCreated),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`route_not_found`: trials are not offered (`trial.enabled` is false)", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "`challenge_spent`: the challenge bought a trial already", body = crate::error::Problem,
+            content_type = "application/problem+json"),
     ))]
 #[post("/api/v1/trial")]
 pub(crate) async fn start(

@@ -112,7 +112,6 @@ async fn report(
     security(("bearer" = [])),
     responses(
         (status = 200, body = UsageReport),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/usage")]
 pub(crate) async fn tenant_usage(
@@ -136,7 +135,6 @@ pub(crate) async fn tenant_usage(
     responses(
         (status = 200, description = "JSON, or text/csv with format=csv",
             content((UsageReport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/api/v1/tenants/{tenant}/usage")]
 pub(crate) async fn operator_usage(
