@@ -15,7 +15,7 @@ use gofer_tenants::tokens::TokenOwner;
 use gofer_tenants::{NamespaceGlobs, Principal, Role};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 

@@ -142,29 +142,28 @@ impl IpBlocks {
             blocked.retain(|_, block| block.until > now);
         }
     }
-}
 
-/// Blocks `ip` (scope `anonymous`) here at once and in the database (which tells the other
-/// replicas) before the answer goes out, so an operator listing blocks right after sees it. Rare:
-/// only abusers pay it. Answers the block.
-pub(crate) async fn block_client(
-    state: &crate::startup::AppState,
-    ip: IpAddr,
-    reason: &'static str,
-    for_s: u64,
-) -> ActiveBlock {
-    let until = OffsetDateTime::now_utc() + Duration::from_secs(for_s);
-    let block = ActiveBlock { until, scope: BlockScope::Anonymous, reason: reason.to_owned() };
-    state.ip_blocks.insert(ip, block.clone());
-    let address = client_key(ip).to_string();
-    tracing::warn!(client = %address, reason, block_s = for_s, "blocking a client address");
-    let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
-    if let Err(e) =
-        gofer_billing::ip_blocks::block(&state.pool, &address, reason, duration, BlockScope::Anonymous).await
-    {
-        tracing::error!(error = %e, client = %address, "recording an IP block failed");
+    /// Blocks `ip` (scope `anonymous`) here at once and in the database (which tells the other
+    /// replicas) before the answer goes out, so an operator listing blocks right after sees it. Rare:
+    /// only abusers pay it. Answers the block.
+    pub(crate) async fn block_client(
+        &self,
+        pool: &sqlx::PgPool,
+        ip: IpAddr,
+        reason: &'static str,
+        for_s: u64,
+    ) -> ActiveBlock {
+        let until = OffsetDateTime::now_utc() + Duration::from_secs(for_s);
+        let block = ActiveBlock { until, scope: BlockScope::Anonymous, reason: reason.to_owned() };
+        self.insert(ip, block.clone());
+        let address = client_key(ip).to_string();
+        tracing::warn!(client = %address, reason, block_s = for_s, "blocking a client address");
+        let duration = time::Duration::seconds(i64::try_from(for_s).unwrap_or(i64::MAX));
+        if let Err(e) = gofer_billing::ip_blocks::block(pool, &address, reason, duration, BlockScope::Anonymous).await {
+            tracing::error!(error = %e, client = %address, "recording an IP block failed");
+        }
+        self.block(ip).unwrap_or(block)
     }
-    state.ip_blocks.block(ip).unwrap_or(block)
 }
 
 #[cfg(test)]

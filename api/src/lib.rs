@@ -1,6 +1,7 @@
 //! Gofer's HTTP API: configuration, wiring of the stores, scheduler and engine, routes, auth,
 //! errors as RFC 9457 problem details, pagination and the OpenAPI document.
 
+pub mod admission;
 pub mod auth;
 pub mod blocks;
 pub mod body;
@@ -19,6 +20,7 @@ mod request_span;
 mod routes;
 pub mod run_cache;
 pub mod startup;
+pub mod state;
 pub mod streams;
 pub mod telemetry;
 pub mod usecases;

@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Operator;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Latency buckets in seconds: sub-millisecond reads up to slow uploads.
 const LATENCY_BUCKETS: &[f64] =

@@ -20,62 +20,11 @@ use crate::config::{Config, ObjectStoreKind, SchedulerKind, SecretStoreKind};
 use crate::error::ApiError;
 use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
+use crate::state::AppState;
 use gofer_tenants::run_tokens::RunTokenKeys;
 
 /// Schema migrations, embedded in the binary and applied at start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// Shared state of every handler.
-pub struct AppState {
-    /// The database.
-    pub pool: PgPool,
-    /// Where task logs are kept.
-    pub logs: LogStore,
-    /// The shared events listener that wakes live streams.
-    pub hub: EventHub,
-    /// The configuration the server started with.
-    pub config: Config,
-    /// The migrations this build knows (readiness compares them with the database).
-    pub migrator: &'static Migrator,
-    /// Failed authentications per client.
-    pub auth_failures: Arc<AuthFailures>,
-    /// Run token keys.
-    pub run_tokens: Arc<RunTokenKeys>,
-    /// TLS for forwarding attaches to replicas with `https://` URLs signed by the configured CA
-    /// (`attach.replica_ca_file`); `None`: the public roots.
-    pub replica_tls: Option<Arc<rustls::ClientConfig>>,
-    /// Request rate limits.
-    pub request_limits: Arc<RequestLimits>,
-    /// Secret metadata and the store holding the values.
-    pub secrets: Arc<gofer_secrets::Secrets>,
-    /// Blocked client addresses.
-    pub ip_blocks: Arc<crate::blocks::IpBlocks>,
-    /// Pipeline and run objects.
-    pub objects: gofer_objects::Objects,
-    /// The scheduler the engine runs tasks on (attach execs through it).
-    pub scheduler: Arc<dyn Scheduler>,
-    /// The API's URL as tasks see it (`GOFER_API_URL`).
-    pub api_url: String,
-    /// This replica: its engine's lease-owner id and its URL for the other replicas.
-    pub replica: gofer_engine::attach::Replica,
-    /// Verified API tokens, evicted on every auth change (NOTIFY).
-    pub token_cache: Arc<gofer_tenants::cache::TokenCache>,
-    /// Complete runs, which never change, evicted when runs are deleted (NOTIFY).
-    pub complete_runs: Arc<crate::run_cache::CompleteRuns>,
-    /// The key of the event ids tenants see.
-    pub event_ids: crate::event_ids::EventIds,
-    /// Long-lived streams open per tenant on this replica, under their plans' caps.
-    pub streams: crate::streams::StreamSlots,
-}
-
-impl AppState {
-    /// Forgets this replica's verified tokens of `tenant` (every tenant for `None`) right after
-    /// a change that affects them committed, so that this replica refuses at once; the others
-    /// evict when the change's NOTIFY reaches them.
-    pub fn forget_tokens(&self, tenant: Option<&gofer_core::TenantId>) {
-        self.token_cache.evict(tenant);
-    }
-}
 
 /// A built server, bound and ready to run.
 pub struct Application {
@@ -294,7 +243,7 @@ impl Application {
         let routes = web::Data::new(crate::contract::RouteTable::new(crate::openapi::document()));
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(crate::limits::rate_limit))
+                .wrap(actix_web::middleware::from_fn(crate::admission::rate_limit))
                 .wrap(actix_web::middleware::from_fn(crate::prometheus::record_request))
                 .wrap(tracing_actix_web::TracingLogger::<crate::request_span::RequestSpan>::new())
                 .app_data(state.clone())

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use gofer_core::TenantId;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use sqlx::PgPool;
 
 /// How long a refused client is told to wait: streams end when their clients go, which the
 /// server cannot foresee; a few seconds keeps an `EventSource` from retrying in a tight loop.
@@ -72,17 +72,17 @@ impl StreamSlots {
         Ok(StreamSlot { open: self.open.clone(), tenant: tenant.clone() })
     }
 
+    /// Takes a stream slot of `tenant` under its plan's `max_concurrent_streams` (read now, so a
+    /// plan change applies to the next stream), or refuses with 429 `too_many_streams`.
+    pub(crate) async fn take_under_plan(&self, pool: &PgPool, tenant: &TenantId) -> Result<StreamSlot, ApiError> {
+        let plan = gofer_billing::tenant_plan(pool, tenant).await?;
+        self.take(tenant, plan.max_concurrent_streams).map_err(|full| refusal(full, plan.max_concurrent_streams))
+    }
+
     /// Streams `tenant` holds open on this replica.
     pub fn open(&self, tenant: &TenantId) -> usize {
         self.open.lock().unwrap_or_else(PoisonError::into_inner).get(tenant).copied().unwrap_or(0)
     }
-}
-
-/// Takes a stream slot of `tenant` under its plan's `max_concurrent_streams` (read now, so a plan
-/// change applies to the next stream), or refuses with 429 `too_many_streams`.
-pub(crate) async fn take(state: &AppState, tenant: &TenantId) -> Result<StreamSlot, ApiError> {
-    let plan = gofer_billing::tenant_plan(&state.pool, tenant).await?;
-    state.streams.take(tenant, plan.max_concurrent_streams).map_err(|full| refusal(full, plan.max_concurrent_streams))
 }
 
 fn refusal(full: Full, cap: u32) -> ApiError {

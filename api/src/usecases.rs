@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 use crate::error::ApiError;
 use crate::run_cache::CompleteRuns;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Everything a tenant's data lives in or is remembered by on this replica. One struct for
 /// every use case, because a caller that had to pick the pieces itself is how the trial job came

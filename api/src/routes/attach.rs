@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 use crate::auth::{Attach, TenantAccess};
 use crate::error::ApiError;
 use crate::routes::runs::TaskPath;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The command run when the request names none.
 const DEFAULT_COMMAND: &str = "/bin/sh";
@@ -264,7 +264,7 @@ pub(crate) async fn attach(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // A session holds one of its tenant's stream slots (plan `max_concurrent_streams`) until it ends.
-    let slot = crate::streams::take(&state, &access.tenant).await?;
+    let slot = state.streams.take_under_plan(&state.pool, &access.tenant).await?;
     let prepared = prepare(&state, &access, path.into_inner(), req.query_string()).await;
     if !is_websocket(&req) {
         prepared?;

@@ -11,7 +11,7 @@ use crate::auth::{Read, ReadRuns, TenantAccess};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// One config version with its config.
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
 use crate::routes::read_json_body;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The longest reason a manual rollback may give, in characters.
 const MAX_REASON_CHARS: usize = 1024;

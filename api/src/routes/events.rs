@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::event_ids::TenantEventIds;
 use crate::live::{EventStreamTiming, event_stream, follow_param};
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Query parameters of `GET /api/v1/events`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -207,7 +207,7 @@ pub(crate) async fn list(
                 poll: Duration::from_millis(state.config.events.poll_interval_ms),
                 keepalive: Duration::from_secs(state.config.events.keepalive_s),
             };
-            let slot = crate::streams::take(&state, &access.tenant).await?;
+            let slot = state.streams.take_under_plan(&state.pool, &access.tenant).await?;
             let stream =
                 event_stream(&state.hub, state.pool.clone(), (access.tenant, ids, slot), filter, after, timing);
             Ok(HttpResponse::Ok()

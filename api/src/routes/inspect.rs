@@ -12,7 +12,7 @@ use gofer_engine::events::EventFilter;
 use crate::auth::{Read, ReadRuns, TenantAccess};
 use crate::error::ApiError;
 use crate::routes::runs::RunPath;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A run, its config version, and every task execution with its attempts and parents.
 async fn gather(state: &AppState, key: &RunKey) -> Result<(Run, ConfigDetail, Vec<TimelineTask>), ApiError> {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::{Guarded, Operator};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Body of `POST /api/v1/ip-blocks`.
 #[derive(Deserialize, ToSchema)]

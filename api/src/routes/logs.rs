@@ -13,7 +13,7 @@ use crate::auth::{ReadRuns, TenantAccess};
 use crate::error::ApiError;
 use crate::live::{FollowTiming, follow_log, follow_param};
 use crate::routes::pipelines::PipelinePath;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The header that answers the raw position after the bytes returned (pass it back as `offset`).
 pub(crate) const LOG_OFFSET_HEADER: &str = "Gofer-Log-Offset";
@@ -109,7 +109,7 @@ pub(crate) async fn task_logs(
     };
     // An earlier attempt will not grow any more.
     let complete = task.state == TaskState::Complete || attempt < task.attempt;
-    let slot = crate::streams::take(&state, &access.tenant).await?;
+    let slot = state.streams.take_under_plan(&state.pool, &access.tenant).await?;
     let logs = state.logs.clone();
     let stream = follow_log(&state.hub, state.pool.clone(), logs, (key, attempt), offset, complete, timing, slot);
     Ok(HttpResponse::Ok()

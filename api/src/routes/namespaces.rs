@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::auth::{Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Body of `POST /api/v1/namespaces`.
 #[derive(Deserialize, ToSchema)]

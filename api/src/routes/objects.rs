@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::auth::{Read, ReadPipelineObjects, TenantAccess, Write, WriteRunObjects};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The header carrying an object's SHA-256 on reads.
 pub(crate) const SHA256_HEADER: &str = "Gofer-Object-Sha256";

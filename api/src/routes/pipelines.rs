@@ -11,7 +11,7 @@ use crate::auth::{Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::read_json_body;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `{namespace}/{pipeline}` path segments, validated into a key scoped to the caller's tenant.
 #[derive(Deserialize)]

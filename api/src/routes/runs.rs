@@ -17,7 +17,7 @@ use crate::auth::{Guarded, ReadRuns, StartRuns, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
 use crate::routes::pipelines::PipelinePath;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Body of `POST …/runs`.
 #[derive(Deserialize, ToSchema, Default)]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::auth::{Admin, Guarded, Read, TenantAccess, Write};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Body of `PUT …/pipelines/{pipeline}/secrets/{key}`.
 #[derive(Deserialize, ToSchema)]

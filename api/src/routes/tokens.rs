@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::auth::{Authenticated, Guarded, TokenManager};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Body of `POST /api/v1/tokens`.
 #[derive(Deserialize, ToSchema)]

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::routes::tenants::TenantCreated;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The audience of challenges, signed as assertions with the run-token keys (so every replica
 /// checks what any replica handed out).
@@ -159,7 +159,7 @@ pub(crate) async fn start(
         }
         Err(gofer_billing::BillingError::TrialRefused { abuse: true, .. }) => {
             let block_s = state.config.ip_blocks.trial_abuse_block_s;
-            crate::blocks::block_client(&state, ip, "trial_signups", block_s).await;
+            state.ip_blocks.block_client(&state.pool, ip, "trial_signups", block_s).await;
             let until = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(block_s);
             let until = until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
             Err(ApiError::Forbidden {

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use crate::auth::{Operator, Read, TenantAccess};
 use crate::error::ApiError;
 use crate::pagination::{PageQuery, page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Query of the usage routes.
 #[derive(Debug, Deserialize, IntoParams)]
