@@ -159,7 +159,7 @@ pub async fn reload_ip_blocks(pool: &PgPool, blocks: &crate::blocks::IpBlocks) -
     Ok(())
 }
 
-/// Reloads IP blocks whenever a replica changes them ([`gofer_billing::ip_blocks::CHANNEL`] on
+/// Reloads IP blocks whenever a replica changes them ([`gofer_db::channels::IP_BLOCKS`] on
 /// the replica's shared listener) and whenever that listener is back (some changes may have been
 /// missed); the periodic job covers the rest.
 pub async fn follow_ip_blocks(

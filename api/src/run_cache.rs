@@ -19,12 +19,6 @@ use sqlx::PgPool;
 
 use crate::error::ApiError;
 
-/// The channel the run-delete trigger notifies with the tenant id.
-pub const CHANNEL: &str = gofer_core::channels::RUNS_DELETED;
-
-/// The channel the run-insert trigger notifies with the tenant id (migration `notify_run_inserts`).
-pub const ADDED_CHANNEL: &str = gofer_core::channels::RUNS_ADDED;
-
 /// A page of a pipeline's run ids as asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PageKey {
@@ -144,7 +138,8 @@ impl CompleteRuns {
 }
 
 /// Evicts a tenant's runs whenever some of its runs are deleted, and its pages whenever runs are
-/// deleted or added (`deleted`: [`CHANNEL`], `changed`: [`CHANNEL`] and [`ADDED_CHANNEL`], on the
+/// deleted or added (`deleted`: [`gofer_db::channels::RUNS_DELETED`], `changed`: that and
+/// [`gofer_db::channels::RUNS_ADDED`], on the
 /// replica's shared listener), for the life of the replica.
 pub async fn follow(
     deleted: gofer_notify::Subscription,

@@ -9,11 +9,11 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use gofer_core::scheduler::Scheduler;
+use gofer_db::channels;
 use gofer_engine::{Engine, EngineConfig, EngineHandle, LogStore};
 use gofer_scheduler_local::{LocalScheduler, LocalSchedulerConfig};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{Config, ObjectStoreKind, SchedulerKind, SecretStoreKind};
@@ -22,9 +22,6 @@ use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
 use crate::state::AppState;
 use gofer_tenants::run_tokens::RunTokenKeys;
-
-/// Schema migrations, embedded in the binary and applied at start-up.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// A built server, bound and ready to run.
 pub struct Application {
@@ -74,7 +71,7 @@ impl Application {
             .with_context(
                 || "connecting to Postgres (is it running? `infra/postgres.sh start` starts the private one)",
             )?;
-        MIGRATOR.run(&pool).await.context("applying database migrations")?;
+        gofer_db::MIGRATOR.run(&pool).await.context("applying database migrations")?;
         let event_ids = crate::event_ids::EventIds::load(&pool).await.context("loading the event id key")?;
 
         let bootstrap_token =
@@ -132,13 +129,13 @@ impl Application {
         let notifications = gofer_notify::Notifications::start(
             pool.clone(),
             &[
-                gofer_engine::QUEUE_CHANNEL,
-                gofer_engine::CANCEL_CHANNEL,
-                gofer_engine::events::EVENTS_CHANNEL,
-                gofer_billing::ip_blocks::CHANNEL,
-                gofer_tenants::cache::CHANNEL,
-                crate::run_cache::CHANNEL,
-                crate::run_cache::ADDED_CHANNEL,
+                channels::QUEUE,
+                channels::CANCEL,
+                channels::EVENTS,
+                channels::IP_BLOCKS,
+                channels::AUTH,
+                channels::RUNS_DELETED,
+                channels::RUNS_ADDED,
             ],
         );
         let engine = Engine::new(pool.clone(), scheduler.clone(), logs.clone(), engine_config)
@@ -211,20 +208,20 @@ impl Application {
             periodic.push(Arc::new(crate::jobs::SampleQueue { pool: pool.clone(), every }));
         }
         let mut jobs = crate::jobs::spawn_all(periodic);
-        let ip_notices = notifications.subscribe(&[gofer_billing::ip_blocks::CHANNEL]);
+        let ip_notices = notifications.subscribe(&[channels::IP_BLOCKS]);
         jobs.push(tokio::spawn(crate::jobs::follow_ip_blocks(pool.clone(), ip_blocks.clone(), ip_notices)));
-        let auth_notices = notifications.subscribe(&[gofer_tenants::cache::CHANNEL]);
+        let auth_notices = notifications.subscribe(&[channels::AUTH]);
         jobs.push(tokio::spawn(gofer_tenants::cache::follow(auth_notices, token_cache.clone())));
-        let deleted = notifications.subscribe(&[crate::run_cache::CHANNEL]);
-        let changed = notifications.subscribe(&[crate::run_cache::CHANNEL, crate::run_cache::ADDED_CHANNEL]);
+        let deleted = notifications.subscribe(&[channels::RUNS_DELETED]);
+        let changed = notifications.subscribe(&[channels::RUNS_DELETED, channels::RUNS_ADDED]);
         jobs.push(tokio::spawn(crate::run_cache::follow(deleted, changed, complete_runs.clone())));
-        let hub = EventHub::start(notifications.subscribe(&[gofer_engine::events::EVENTS_CHANNEL]));
+        let hub = EventHub::start(notifications.subscribe(&[channels::EVENTS]));
         let state = web::Data::new(AppState {
             pool,
             logs,
             hub: hub.clone(),
             config,
-            migrator: &MIGRATOR,
+            migrator: &gofer_db::MIGRATOR,
             auth_failures,
             run_tokens,
             replica_tls,

@@ -205,7 +205,7 @@ impl RunWatcher {
     pub async fn connect(database_url: &str) -> anyhow::Result<Self> {
         let pool = PgPool::connect(database_url).await?;
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(gofer_engine::events::EVENTS_CHANNEL).await?;
+        listener.listen(gofer_db::channels::EVENTS).await?;
         Ok(Self { pool, listener })
     }
 

@@ -183,10 +183,6 @@ pub(crate) async fn tenant_plan(pool: &PgPool, tenant: &TenantId) -> Result<Opti
     Ok(row.map(Into::into))
 }
 
-/// Scopes a transaction to one tenant: row-level security then lets it read only that tenant's
-/// rows.
-pub(crate) use gofer_db::scope_to;
-
 #[derive(sqlx::FromRow)]
 struct UsageRow {
     key: String,
@@ -215,6 +211,8 @@ macro_rules! usage_groups_sql {
     };
 }
 
+/// Tenants' reports run it in their [`gofer_db::TenantTx`], operators' on the owner role: a bare
+/// connection serves both.
 pub(crate) async fn usage_groups(
     conn: &mut PgConnection,
     tenant: &TenantId,
@@ -443,7 +441,7 @@ pub(crate) async fn upsert_block(
     .bind(address)
     .bind(reason)
     .bind(duration.as_seconds_f64())
-    .bind(crate::ip_blocks::CHANNEL)
+    .bind(gofer_db::channels::IP_BLOCKS)
     .bind(scope.as_str())
     .fetch_one(pool)
     .await?;
@@ -456,7 +454,7 @@ pub(crate) async fn delete_block(pool: &PgPool, address: &str) -> Result<bool, s
          SELECT pg_notify($2, d.client_ip)::text FROM deleted d",
     )
     .bind(address)
-    .bind(crate::ip_blocks::CHANNEL)
+    .bind(gofer_db::channels::IP_BLOCKS)
     .fetch_optional(pool)
     .await?;
     Ok(deleted.is_some())

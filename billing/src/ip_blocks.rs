@@ -1,13 +1,10 @@
 //! IP blocks: client addresses refused with 403 `ip_blocked` until the block expires. Replicas
-//! keep the active blocks in memory, reloaded on [`CHANNEL`] notifications.
+//! keep the active blocks in memory, reloaded on [`gofer_db::channels::IP_BLOCKS`] notifications.
 
 use gofer_core::model::{BlockScope, IpBlock, PageRequest};
 use sqlx::PgPool;
 
 use crate::BillingError;
-
-/// The Postgres channel announcing block changes.
-pub const CHANNEL: &str = gofer_core::channels::IP_BLOCKS;
 
 /// Blocks `address` until now + `duration` with `scope` (an existing block is only ever extended,
 /// and its scope only ever widened).

@@ -51,20 +51,15 @@ pub async fn report(
     if query.to <= query.from {
         return Err(BillingError::Invalid("to must be after from".into()));
     }
-    let mut tx = pool.begin().await?;
-    if scoped {
-        crate::db::scope_to(&mut tx, &query.tenant).await?;
-    }
-    let rows = crate::db::usage_groups(
-        &mut tx,
-        &query.tenant,
-        query.from,
-        query.to,
-        query.group_by,
-        page.after.as_deref(),
-        i64::from(page.limit) + 1,
-    )
-    .await?;
-    tx.commit().await?;
+    let read = async |conn: &mut sqlx::PgConnection| {
+        let (after, limit) = (page.after.as_deref(), i64::from(page.limit) + 1);
+        crate::db::usage_groups(conn, &query.tenant, query.from, query.to, query.group_by, after, limit).await
+    };
+    let rows = if scoped {
+        // One read: the transaction only scopes it, so it ends without a commit.
+        read(&mut *gofer_db::scoped(pool, &query.tenant).await?).await?
+    } else {
+        read(&mut *pool.acquire().await?).await?
+    };
     Ok(page.finish(rows, |g| g.key.clone()))
 }

@@ -2,7 +2,6 @@
 //! run and task state machines, wire models, and the `Scheduler` and `SecretStore` traits. No IO, no async runtime.
 
 pub mod chain;
-pub mod channels;
 pub mod config;
 pub mod dag;
 pub mod debug;

@@ -1,30 +1,27 @@
 //! The database floor (issue 21): what every crate that stores tenant data shares, written once.
-//! Today: the tenant-scoped transaction, which four crates had copied. Next: the scoped
-//! transaction as a type of its own (`TenantTx`), key-binding helpers, the events writer and the
-//! migrations.
+//!
+//! - **[`TenantTx`]**, the tenant-scoped transaction (row-level security). The convention is a
+//!   type: a tenant-facing `db` function takes `&mut TenantTx`, so it cannot be called outside
+//!   its tenant's transaction; a function that is cross-tenant by design (queue claiming,
+//!   periodic sweeps, operators' listings) takes a bare `&mut PgConnection` or the pool, and says
+//!   so. A function both kinds of callers share takes the bare connection (a `TenantTx`
+//!   dereferences to one) with a line saying why.
+//! - **[`BindKey`]**: a tenant-scoped key binds its columns in one call, in its columns' order.
+//! - **[`channels`]**: every NOTIFY channel's name.
+//! - **[`events`]**: the events writer (the row and its NOTIFY), used by every crate that records
+//!   a transition.
+//! - **[`MIGRATOR`]**: the schema migrations (`db/migrations/`).
 
+pub mod bind;
+pub mod channels;
 mod error;
+pub mod events;
+mod tenant_tx;
 
+pub use bind::{BindKey, KeyColumns};
 pub use error::kind_of;
-use gofer_core::TenantId;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+pub use tenant_tx::{TenantTx, scoped};
 
-/// Scopes an open transaction to one tenant: it runs as the role `gofer_tenant`, with
-/// `app.tenant_id` set, until it ends. Row-level security (migration
-/// `enable_row_level_security`) then lets it see and change only that tenant's rows, so a query
-/// that forgets its tenant filter finds nothing instead of another tenant's rows.
-pub async fn scope_to(conn: &mut PgConnection, tenant: &TenantId) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('role', 'gofer_tenant', true), set_config('app.tenant_id', $1, true)")
-        .bind(tenant.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Begins a transaction scoped to one tenant ([`scope_to`]). Tenant-facing work goes through
-/// here; only work that is cross-tenant by design takes a bare connection.
-pub async fn scoped(pool: &PgPool, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    scope_to(&mut tx, tenant).await?;
-    Ok(tx)
-}
+/// Schema migrations, embedded in the binary and applied at start-up. Their files must never
+/// change once released: sqlx checksums each one against the database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,5 +1,7 @@
 //! SQL of the engine. Every function takes the tenant first and filters on it, except the queue
-//! functions marked "cross-tenant": the engine's own work spans tenants on purpose.
+//! functions marked "cross-tenant": the engine's own work spans tenants on purpose. Functions only
+//! tenant-facing work calls take a [`TenantTx`]; those the engine's cross-tenant work calls take a
+//! bare connection, and those both call say so.
 
 pub(crate) mod events;
 pub(crate) mod logs;
@@ -11,6 +13,7 @@ use gofer_core::model::{Initiator, Reason, Run, TaskExecution};
 use gofer_core::{
     PipelineConfig, RunId, RunState, RunStatus, StatusReason, TaskId, TaskState, TaskStatus, WaitingReason,
 };
+use gofer_db::{BindKey, TenantTx, channels};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use time::OffsetDateTime;
@@ -26,10 +29,7 @@ pub(crate) mod usage;
 
 /// Begins a transaction scoped to one tenant (`gofer_db::scoped`): row-level security lets it
 /// reach only that tenant's rows. Tenant-facing work goes through here.
-pub(crate) async fn scoped(
-    pool: &sqlx::PgPool,
-    tenant: &gofer_core::TenantId,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, EngineError> {
+pub(crate) async fn scoped(pool: &sqlx::PgPool, tenant: &gofer_core::TenantId) -> Result<TenantTx, EngineError> {
     Ok(gofer_db::scoped(pool, tenant).await?)
 }
 
@@ -57,6 +57,8 @@ pub(crate) struct PipelineRow {
 
 /// Finds a pipeline, telling a missing namespace apart from a missing pipeline.
 /// With `lock`, the pipeline row stays locked until the transaction ends.
+/// A bare connection: `pipelines::require` runs in tenant transactions and in the cross-tenant
+/// completion of a canary run (`deployments::on_run_completed`).
 pub(crate) async fn lookup_pipeline(
     conn: &mut PgConnection,
     key: &PipelineKey,
@@ -76,25 +78,20 @@ pub(crate) async fn lookup_pipeline(
     } else {
         "SELECT live_version FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3"
     };
-    let pipeline = sqlx::query_as::<_, PipelineRow>(sql)
-        .bind(key.tenant.as_str())
-        .bind(key.namespace.as_str())
-        .bind(key.pipeline.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let pipeline = sqlx::query_as::<_, PipelineRow>(sql).bind_key(key).fetch_optional(&mut *conn).await?;
     Ok(PipelineLookup { namespace_exists, pipeline })
 }
 
-pub(crate) async fn insert_pipeline(conn: &mut PgConnection, key: &PipelineKey) -> Result<(), EngineError> {
+pub(crate) async fn insert_pipeline(tx: &mut TenantTx, key: &PipelineKey) -> Result<(), EngineError> {
     sqlx::query("INSERT INTO pipelines (tenant_id, namespace_id, id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(key.tenant.as_str())
-        .bind(key.namespace.as_str())
-        .bind(key.pipeline.as_str())
-        .execute(conn)
+        .bind_key(key)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
+/// A bare connection: tenant transactions read it (start, cancel, attach), and so does the engine's
+/// cross-tenant dispatch of claimed tasks.
 pub(crate) async fn get_config(
     conn: &mut PgConnection,
     key: &PipelineKey,
@@ -103,9 +100,7 @@ pub(crate) async fn get_config(
     let Json(config): Json<PipelineConfig> = sqlx::query_scalar(
         "SELECT config FROM pipeline_configs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(version)
     .fetch_one(conn)
     .await?;
@@ -169,17 +164,6 @@ impl RunRow {
 }
 
 /// The columns [`RunRow`] reads; a macro so queries stay `&'static str` (sqlx refuses built strings).
-/// Binds a [`RunKey`] as `$1`..`$4` (tenant, namespace, pipeline, run).
-macro_rules! bind_run {
-    ($query:expr, $key:expr) => {
-        $query
-            .bind($key.pipeline.tenant.as_str())
-            .bind($key.pipeline.namespace.as_str())
-            .bind($key.pipeline.pipeline.as_str())
-            .bind($key.run.get())
-    };
-}
-
 macro_rules! run_columns {
     () => {
         run_columns!("")
@@ -235,7 +219,7 @@ pub(crate) struct Allocated {
 /// Locks the pipeline's row and takes its next run number in one statement (the transaction
 /// rolls back if the pipeline turns out disabled, returning the number). The row lock orders this
 /// run against registrations and deployments, which take it first too.
-pub(crate) async fn allocate_run(conn: &mut PgConnection, key: &PipelineKey) -> Result<Allocated, EngineError> {
+pub(crate) async fn allocate_run(tx: &mut TenantTx, key: &PipelineKey) -> Result<Allocated, EngineError> {
     Ok(sqlx::query_as::<_, Allocated>(
         "WITH allocated AS (
              UPDATE pipelines SET next_run_id = next_run_id + 1
@@ -246,10 +230,8 @@ pub(crate) async fn allocate_run(conn: &mut PgConnection, key: &PipelineKey) -> 
                 a.live_version, a.state, a.run_id
          FROM (SELECT 1) one LEFT JOIN allocated a ON true",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .fetch_one(conn)
+    .bind_key(key)
+    .fetch_one(&mut **tx)
     .await?)
 }
 
@@ -269,7 +251,7 @@ pub(crate) struct StartContext {
 }
 
 pub(crate) async fn start_context(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     live_version: i64,
     with_usage: bool,
@@ -286,12 +268,10 @@ pub(crate) async fn start_context(
                          >= (SELECT p.max_concurrent_tasks FROM tenants n JOIN plans p ON p.id = n.plan_id
                              WHERE n.id = $1), false) AS tenant_at_capacity"
     ))
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(live_version)
     .bind(with_usage)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?)
 }
 
@@ -316,7 +296,7 @@ pub(crate) struct NewRun<'a> {
 /// `run_created` and their `task_queued` events (in that order) and notifies the queue and the
 /// event listeners (on commit), in one round trip. Returns the run as inserted.
 pub(crate) async fn insert_started_run(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &RunKey,
     run: &NewRun<'_>,
 ) -> Result<RunRow, EngineError> {
@@ -352,7 +332,8 @@ pub(crate) async fn insert_started_run(
     let task_ids: Vec<&str> = run.tasks.iter().map(|(id, _, _)| id.as_str()).collect();
     let images: Vec<&str> = run.tasks.iter().map(|(_, image, _)| *image).collect();
     let roots: Vec<bool> = run.tasks.iter().map(|(_, _, root)| *root).collect();
-    Ok(bind_run!(sqlx::query_as::<_, RunRow>(SQL), key)
+    Ok(sqlx::query_as::<_, RunRow>(SQL)
+        .bind_key(key)
         .bind(run.config_version)
         .bind(Json(run.variables))
         .bind(Json(run.initiator))
@@ -366,29 +347,26 @@ pub(crate) async fn insert_started_run(
         .bind(gofer_core::EventKind::RunCreated.as_str())
         .bind(Json(serde_json::json!({"config_version": run.config_version})))
         .bind(gofer_core::EventKind::TaskQueued.as_str())
-        .bind(crate::events::EVENTS_CHANNEL)
-        .bind(crate::QUEUE_CHANNEL)
+        .bind(channels::EVENTS)
+        .bind(channels::QUEUE)
         .bind(Json(run.ancestry))
-        .fetch_one(conn)
+        .fetch_one(&mut **tx)
         .await?)
 }
 
 /// The chain of runs that led to a run (`None`: no such run), to extend for the run it starts.
 /// A chain never changes once written, so nothing is locked.
-pub(crate) async fn run_ancestry(
-    conn: &mut PgConnection,
-    key: &RunKey,
-) -> Result<Option<Vec<RunAncestor>>, EngineError> {
+pub(crate) async fn run_ancestry(tx: &mut TenantTx, key: &RunKey) -> Result<Option<Vec<RunAncestor>>, EngineError> {
     let query = sqlx::query_scalar(
         "SELECT ancestry FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4",
     );
-    let ancestry: Option<Json<Vec<RunAncestor>>> = bind_run!(query, key).fetch_optional(conn).await?;
+    let ancestry: Option<Json<Vec<RunAncestor>>> = query.bind_key(key).fetch_optional(&mut **tx).await?;
     Ok(ancestry.map(|Json(chain)| chain))
 }
 
 /// Reads a run; with `lock`, the row stays locked until the transaction ends, which serializes
 /// every transition of one run.
-pub(crate) async fn get_run(conn: &mut PgConnection, key: &RunKey, lock: bool) -> Result<Option<RunRow>, EngineError> {
+pub(crate) async fn get_run(tx: &mut TenantTx, key: &RunKey, lock: bool) -> Result<Option<RunRow>, EngineError> {
     const BY_KEY: &str = concat!(
         "SELECT ",
         run_columns!(),
@@ -399,8 +377,9 @@ pub(crate) async fn get_run(conn: &mut PgConnection, key: &RunKey, lock: bool) -
         run_columns!(),
         " FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 FOR UPDATE"
     );
-    Ok(bind_run!(sqlx::query_as::<_, RunRow>(if lock { BY_KEY_LOCKED } else { BY_KEY }), key)
-        .fetch_optional(conn)
+    Ok(sqlx::query_as::<_, RunRow>(if lock { BY_KEY_LOCKED } else { BY_KEY })
+        .bind_key(key)
+        .fetch_optional(&mut **tx)
         .await?)
 }
 
@@ -449,7 +428,7 @@ pub(crate) async fn dispatch_context(
 ) -> Result<Option<DispatchContext>, EngineError> {
     const SQL: &str =
         dispatch_context_sql!("r.tenant_id = $1 AND r.namespace_id = $2 AND r.pipeline_id = $3 AND r.id = $4");
-    let row = bind_run!(sqlx::query_as::<_, DispatchContextRow>(SQL), key).fetch_optional(conn).await?;
+    let row = sqlx::query_as::<_, DispatchContextRow>(SQL).bind_key(key).fetch_optional(conn).await?;
     Ok(row.map(|row| row.context))
 }
 
@@ -497,7 +476,7 @@ pub(crate) async fn lock_run(
         "SELECT cancel_reason FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
          FOR NO KEY UPDATE",
     );
-    let row: Option<(Option<String>,)> = bind_run!(query, key).fetch_optional(conn).await?;
+    let row: Option<(Option<String>,)> = query.bind_key(key).fetch_optional(conn).await?;
     Ok(row.map(|(reason,)| reason.as_deref().and_then(crate::run::cancel::CancelReason::parse)))
 }
 
@@ -506,10 +485,7 @@ pub(crate) async fn lock_run(
 /// `create_tenant_read_functions`). `None` says nothing about which part of the key is missing.
 pub(crate) async fn get_run_fast(pool: &sqlx::PgPool, key: &RunKey) -> Result<Option<RunRow>, EngineError> {
     Ok(sqlx::query_as::<_, RunRow>(concat!("SELECT ", run_columns!(), " FROM gofer_tenant_run($1, $2, $3, $4)"))
-        .bind(key.pipeline.tenant.as_str())
-        .bind(key.pipeline.namespace.as_str())
-        .bind(key.pipeline.pipeline.as_str())
-        .bind(key.run.get())
+        .bind_key(key)
         .fetch_optional(pool)
         .await?)
 }
@@ -523,9 +499,7 @@ pub(crate) async fn list_run_ids(
     limit: i64,
 ) -> Result<Vec<RunId>, EngineError> {
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM gofer_tenant_run_ids($1, $2, $3, $4, $5) AS id")
-        .bind(key.tenant.as_str())
-        .bind(key.namespace.as_str())
-        .bind(key.pipeline.as_str())
+        .bind_key(key)
         .bind(before.map(RunId::get))
         .bind(limit)
         .fetch_all(pool)
@@ -542,9 +516,7 @@ pub(crate) async fn runs_by_id(pool: &sqlx::PgPool, key: &PipelineKey, ids: &[Ru
         run_columns!(),
         " FROM gofer_tenant_runs_by_id($1, $2, $3, $4)"
     ))
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(ids)
     .fetch_all(pool)
     .await?;
@@ -557,10 +529,7 @@ pub(crate) async fn start_run(conn: &mut PgConnection, key: &RunKey) -> Result<b
         "UPDATE runs SET state = 'running', started_at = now()
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state = 'pending'",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.run.get())
+    .bind_key(key)
     .execute(conn)
     .await?
     .rows_affected();
@@ -598,10 +567,7 @@ pub(crate) async fn complete_run(
              duration_buckets = (SELECT array_agg(a + b ORDER BY i)
                                  FROM unnest(s.duration_buckets, EXCLUDED.duration_buckets) WITH ORDINALITY AS u(a, b, i))",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.run.get())
+    .bind_key(key)
     .bind(status.as_str())
     .bind(reason.map(|r| r.reason.as_str()))
     .bind(reason.map(|r| r.description.as_str()))
@@ -666,7 +632,7 @@ macro_rules! task_columns {
 
 /// The task executions of a run, ordered by task id, after `after`.
 pub(crate) async fn list_task_executions(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &RunKey,
     after: Option<&TaskId>,
     limit: i64,
@@ -678,33 +644,23 @@ pub(crate) async fn list_task_executions(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
          AND ($5::text IS NULL OR task_id > $5) ORDER BY task_id LIMIT $6"
     ))
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.run.get())
+    .bind_key(key)
     .bind(after.map(TaskId::as_str))
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     rows.into_iter().map(TaskRow::into_execution).collect()
 }
 
-pub(crate) async fn get_task_execution(
-    conn: &mut PgConnection,
-    key: &TaskKey,
-) -> Result<Option<TaskExecution>, EngineError> {
+pub(crate) async fn get_task_execution(tx: &mut TenantTx, key: &TaskKey) -> Result<Option<TaskExecution>, EngineError> {
     sqlx::query_as::<_, TaskRow>(concat!(
         "SELECT ",
         task_columns!(),
         " FROM task_executions
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
     ))
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
-    .fetch_optional(conn)
+    .bind_key(key)
+    .fetch_optional(&mut **tx)
     .await?
     .map(TaskRow::into_execution)
     .transpose()
@@ -721,11 +677,7 @@ pub(crate) async fn lease_owner_url(
          WHERE te.tenant_id = $1 AND te.namespace_id = $2 AND te.pipeline_id = $3 AND te.run_id = $4
            AND te.task_id = $5",
     )
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
+    .bind_key(key)
     .fetch_optional(pool)
     .await?)
 }
@@ -757,11 +709,7 @@ pub(crate) async fn queue_task(
         "UPDATE task_executions SET state = 'queued', queued_at = now(), waiting_reason = $6
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5 AND state = 'waiting'",
     )
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
+    .bind_key(key)
     .bind(reason.as_str())
     .execute(conn)
     .await?;
@@ -783,11 +731,7 @@ pub(crate) async fn complete_waiting_task(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
            AND state = 'waiting'",
     )
-    .bind(key.run.pipeline.tenant.as_str())
-    .bind(key.run.pipeline.namespace.as_str())
-    .bind(key.run.pipeline.pipeline.as_str())
-    .bind(key.run.run.get())
-    .bind(key.task.as_str())
+    .bind_key(key)
     .bind(status.as_str())
     .bind(reason.reason.as_str())
     .bind(reason.description.as_str())
@@ -822,10 +766,7 @@ pub(crate) async fn task_states(
         "SELECT task_id, state, status FROM task_executions
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.run.get())
+    .bind_key(key)
     .fetch_all(conn)
     .await?;
     parse_task_states(rows)
@@ -843,79 +784,6 @@ fn parse_task_states(
 }
 
 pub(crate) async fn notify_queue(conn: &mut PgConnection) -> Result<(), EngineError> {
-    sqlx::query("SELECT pg_notify($1, '')").bind(crate::QUEUE_CHANNEL).execute(conn).await?;
-    Ok(())
-}
-
-pub(crate) async fn insert_event(
-    conn: &mut PgConnection,
-    tenant: &gofer_core::TenantId,
-    kind: gofer_core::EventKind,
-    scope: &crate::events::EventScope<'_>,
-    payload: &serde_json::Value,
-) -> Result<(), EngineError> {
-    // One round trip: the insert and its notification (delivered on commit) together.
-    sqlx::query(
-        "WITH inserted AS (
-             INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING tenant_id
-         )
-         SELECT pg_notify($8, tenant_id) FROM inserted",
-    )
-    .bind(tenant.as_str())
-    .bind(kind.as_str())
-    .bind(scope.pipeline.map(|p| p.namespace.as_str()))
-    .bind(scope.pipeline.map(|p| p.pipeline.as_str()))
-    .bind(scope.run.map(RunId::get))
-    .bind(scope.task.map(TaskId::as_str))
-    .bind(Json(payload))
-    .bind(crate::events::EVENTS_CHANNEL)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// One event of a batch written by [`insert_events`].
-pub(crate) struct NewEvent<'a> {
-    pub tenant: &'a gofer_core::TenantId,
-    pub kind: gofer_core::EventKind,
-    pub scope: crate::events::EventScope<'a>,
-    pub payload: serde_json::Value,
-}
-
-/// Inserts a batch of events in the given order, with one notification per tenant (delivered on
-/// commit), in one round trip.
-pub(crate) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), EngineError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let tenants: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let namespaces: Vec<Option<&str>> = events.iter().map(|e| e.scope.pipeline.map(|p| p.namespace.as_str())).collect();
-    let pipelines: Vec<Option<&str>> = events.iter().map(|e| e.scope.pipeline.map(|p| p.pipeline.as_str())).collect();
-    let runs: Vec<Option<i64>> = events.iter().map(|e| e.scope.run.map(RunId::get)).collect();
-    let tasks: Vec<Option<&str>> = events.iter().map(|e| e.scope.task.map(TaskId::as_str)).collect();
-    let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.payload)).collect();
-    sqlx::query(
-        "WITH inserted AS (
-             INSERT INTO events (tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload)
-             SELECT tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[])
-                  WITH ORDINALITY AS e(tenant_id, kind, namespace_id, pipeline_id, run_id, task_id, payload, position)
-             ORDER BY position
-             RETURNING tenant_id
-         )
-         SELECT pg_notify($8, tenant_id) FROM (SELECT DISTINCT tenant_id FROM inserted) notified",
-    )
-    .bind(&tenants)
-    .bind(&kinds)
-    .bind(&namespaces)
-    .bind(&pipelines)
-    .bind(&runs)
-    .bind(&tasks)
-    .bind(&payloads)
-    .bind(crate::events::EVENTS_CHANNEL)
-    .execute(conn)
-    .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(channels::QUEUE).execute(conn).await?;
     Ok(())
 }

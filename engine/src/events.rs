@@ -1,5 +1,6 @@
 //! Events: every state change writes one tenant-scoped row in the same transaction as the change,
-//! and notifies listeners on commit.
+//! and notifies listeners on commit. The writer is the database floor's (`gofer_db::events`,
+//! re-exported here); this module reads.
 //!
 //! Readers page through a tenant's events in **stream order**: by the writing transaction's id
 //! (`xact_id`), then by event id, and only up to the visibility horizon, the oldest transaction
@@ -14,42 +15,12 @@ use gofer_core::id::EventId;
 use gofer_core::model::{Event, PageRequest};
 use gofer_core::{EventKind, NamespaceId, PipelineId, RunId, TaskId, TenantId};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 
+pub use gofer_db::events::{EventScope, NewEvent, record, record_batch};
+
 use crate::EngineError;
-use crate::runs::{PipelineKey, RunKey};
-
-/// The Postgres channel on which new events are announced (payload: the tenant id).
-pub const EVENTS_CHANNEL: &str = gofer_core::channels::EVENTS;
-
-/// What an event is about, from the pipeline down.
-#[derive(Debug, Clone, Default)]
-pub struct EventScope<'a> {
-    /// The pipeline, when there is one.
-    pub pipeline: Option<&'a PipelineKey>,
-    /// The run number, when there is one.
-    pub run: Option<gofer_core::RunId>,
-    /// The task, when there is one.
-    pub task: Option<&'a TaskId>,
-}
-
-impl<'a> EventScope<'a> {
-    /// An event about a run.
-    pub fn run(run: &'a RunKey) -> Self {
-        Self { pipeline: Some(&run.pipeline), run: Some(run.run), task: None }
-    }
-
-    /// An event about one task execution of a run.
-    pub fn task(run: &'a RunKey, task: &'a TaskId) -> Self {
-        Self { pipeline: Some(&run.pipeline), run: Some(run.run), task: Some(task) }
-    }
-
-    /// An event about a pipeline.
-    pub fn pipeline(pipeline: &'a PipelineKey) -> Self {
-        Self { pipeline: Some(pipeline), run: None, task: None }
-    }
-}
 
 /// Which of a tenant's events to read: all, or those inside one namespace, pipeline or run.
 /// A narrower scope always names its parents, so a filter is valid by construction.
@@ -137,17 +108,6 @@ impl StoredEvent {
             emitted: self.emitted,
         }
     }
-}
-
-/// Records an event inside the caller's transaction; listeners hear of it when it commits.
-pub async fn record(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    kind: EventKind,
-    scope: EventScope<'_>,
-    payload: Value,
-) -> Result<(), EngineError> {
-    crate::db::insert_event(conn, tenant, kind, &scope, &payload).await
 }
 
 /// Lists a tenant's events after the event whose `seq` is `after` (0: from the start) in stream

@@ -19,22 +19,9 @@ pub use deployments::DeploymentKey;
 pub use logs::LogStore;
 pub use measure::{QueueDepth, queue_depth};
 pub use pipelines::Registered;
-pub use run::cancel::CANCEL_CHANNEL;
 pub use worker::{Engine, EngineConfig, EngineHandle};
 
 use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, TaskId, Version};
-
-/// Begins a transaction scoped to one tenant (role `gofer_tenant`, `app.tenant_id` set), for crates
-/// that keep tenant-owned tables of their own (objects): row-level security keeps it in the tenant.
-pub async fn tenant_transaction(
-    pool: &sqlx::PgPool,
-    tenant: &gofer_core::TenantId,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, EngineError> {
-    db::scoped(pool, tenant).await
-}
-
-/// The Postgres channel on which queue changes are announced.
-pub const QUEUE_CHANNEL: &str = gofer_core::channels::QUEUE;
 
 /// Everything that can go wrong in the engine, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]

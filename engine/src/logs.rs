@@ -37,8 +37,8 @@ pub async fn read_task_log(
     // Twice at most: the archive job may move the log between the row read and the file read.
     for _ in 0..2 {
         let where_ = {
-            let mut conn = pool.acquire().await?;
-            crate::db::logs::attempt_log(&mut conn, key, attempt).await?
+            let mut tx = crate::db::scoped(pool, &key.run.pipeline.tenant).await?;
+            crate::db::logs::attempt_log(&mut tx, key, attempt).await?
         };
         match where_ {
             Some(log) if log.expired => return Err(EngineError::LogsExpired(attempt)),

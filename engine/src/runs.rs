@@ -6,6 +6,7 @@ use gofer_core::chain::{self, RunAncestor};
 use gofer_core::config::check_env;
 use gofer_core::model::{Initiator, PageRequest, Run, TaskAttempt, TaskExecution};
 use gofer_core::{NamespaceId, PipelineState, RunId, TaskId, TenantId, WaitingReason};
+use gofer_db::TenantTx;
 use sqlx::{PgConnection, PgPool};
 
 use crate::catalog::{deployments, pipelines};
@@ -50,15 +51,15 @@ async fn require_pipeline(conn: &mut PgConnection, key: &PipelineKey, lock: bool
     pipelines::require(conn, key, lock).await.map(drop)
 }
 
-async fn require_run(conn: &mut PgConnection, key: &RunKey) -> Result<Run, EngineError> {
-    require_pipeline(conn, &key.pipeline, false).await?;
-    db::get_run(conn, key, false).await?.ok_or(EngineError::RunNotFound(key.run))?.into_run()
+async fn require_run(tx: &mut TenantTx, key: &RunKey) -> Result<Run, EngineError> {
+    require_pipeline(tx, &key.pipeline, false).await?;
+    db::get_run(tx, key, false).await?.ok_or(EngineError::RunNotFound(key.run))?.into_run()
 }
 
 /// The chain of runs that led to a run started by `parent` (empty without one), refused by
 /// [`chain::admit`] when it loops back to `key`'s pipeline or is deeper than `max_depth`.
 async fn admitted_chain(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     parent: Option<RunAncestor>,
     max_depth: u32,
@@ -73,7 +74,7 @@ async fn admitted_chain(
         run: parent.run_id,
     };
     // Its run token was checked live a moment ago; a parent gone since leaves no chain to extend.
-    let parent_chain = db::run_ancestry(conn, &parent_key).await?.ok_or(EngineError::RunNotFound(parent.run_id))?;
+    let parent_chain = db::run_ancestry(tx, &parent_key).await?.ok_or(EngineError::RunNotFound(parent.run_id))?;
     let ancestry = chain::extended(&parent_chain, parent);
     chain::admit(&ancestry, &key.namespace, &key.pipeline, max_depth).map_err(EngineError::RunChainRefused)?;
     Ok(ancestry)

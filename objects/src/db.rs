@@ -2,19 +2,11 @@
 
 use gofer_core::objects::{ObjectInfo, ObjectKey};
 use gofer_core::{NamespaceId, PipelineId, TenantId};
-use sqlx::{FromRow, PgConnection, PgPool};
+use gofer_db::{BindKey, KeyColumns, TenantTx};
+use sqlx::{FromRow, PgPool};
 use time::OffsetDateTime;
 
 use crate::{Collection, ObjectsError};
-
-/// Begins a transaction scoped to one tenant, as every tenant-facing query here runs: row-level
-/// security keeps it inside the tenant.
-pub(crate) async fn scoped(
-    pool: &PgPool,
-    tenant: &TenantId,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ObjectsError> {
-    Ok(gofer_engine::tenant_transaction(pool, tenant).await?)
-}
 
 macro_rules! object_columns {
     () => {
@@ -43,25 +35,30 @@ impl ObjectRow {
     }
 }
 
-fn run_id(at: &Collection) -> i64 {
-    match at.scope {
-        gofer_core::objects::ObjectScope::Pipeline => 0,
-        gofer_core::objects::ObjectScope::Run(run) => run.get(),
+/// A collection's columns: its pipeline's, then `run_id` (0 for pipeline objects).
+impl KeyColumns for Collection {
+    fn bind_columns<'q, Q: BindKey<'q>>(&'q self, query: Q) -> Q {
+        let run_id = match self.scope {
+            gofer_core::objects::ObjectScope::Pipeline => 0,
+            gofer_core::objects::ObjectScope::Run(run) => run.get(),
+        };
+        query
+            .bind_value(self.tenant.as_str())
+            .bind_value(self.namespace.as_str())
+            .bind_value(self.pipeline.as_str())
+            .bind_value(run_id)
     }
 }
 
 /// Whether the collection's pipeline (and run) exists in the tenant.
-pub(crate) async fn collection_exists(conn: &mut PgConnection, at: &Collection) -> Result<(bool, bool), sqlx::Error> {
+pub(crate) async fn collection_exists(tx: &mut TenantTx, at: &Collection) -> Result<(bool, bool), sqlx::Error> {
     let (pipeline, run): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3),
                 $4 = 0 OR EXISTS (SELECT 1 FROM runs
                                   WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4)",
     )
-    .bind(at.tenant.as_str())
-    .bind(at.namespace.as_str())
-    .bind(at.pipeline.as_str())
-    .bind(run_id(at))
-    .fetch_one(conn)
+    .bind_key(at)
+    .fetch_one(&mut **tx)
     .await?;
     Ok((pipeline, run))
 }
@@ -79,7 +76,7 @@ pub(crate) struct PlanObjectLimits {
 
 /// The tenant's plan's pipeline-object limits.
 pub(crate) async fn plan_object_limits(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
 ) -> Result<Option<PlanObjectLimits>, sqlx::Error> {
     sqlx::query_as(
@@ -87,13 +84,13 @@ pub(crate) async fn plan_object_limits(
          FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1",
     )
     .bind(tenant.as_str())
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await
 }
 
 /// Records a written object (replacing the row of an earlier write of the same key).
 pub(crate) async fn upsert(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     at: &Collection,
     key: &ObjectKey,
     size: u64,
@@ -107,55 +104,42 @@ pub(crate) async fn upsert(
          RETURNING ",
         object_columns!()
     ))
-    .bind(at.tenant.as_str())
-    .bind(at.namespace.as_str())
-    .bind(at.pipeline.as_str())
-    .bind(run_id(at))
+    .bind_key(at)
     .bind(key.as_str())
     .bind(i64::try_from(size).unwrap_or(i64::MAX))
     .bind(sha256)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await
 }
 
 /// One object's metadata.
-pub(crate) async fn get(
-    conn: &mut PgConnection,
-    at: &Collection,
-    key: &ObjectKey,
-) -> Result<Option<ObjectRow>, sqlx::Error> {
+pub(crate) async fn get(tx: &mut TenantTx, at: &Collection, key: &ObjectKey) -> Result<Option<ObjectRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         object_columns!(),
         " FROM objects WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND key = $5"
     ))
-    .bind(at.tenant.as_str())
-    .bind(at.namespace.as_str())
-    .bind(at.pipeline.as_str())
-    .bind(run_id(at))
+    .bind_key(at)
     .bind(key.as_str())
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await
 }
 
 /// Deletes one object's row; whether there was one.
-pub(crate) async fn delete(conn: &mut PgConnection, at: &Collection, key: &ObjectKey) -> Result<bool, sqlx::Error> {
+pub(crate) async fn delete(tx: &mut TenantTx, at: &Collection, key: &ObjectKey) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "DELETE FROM objects WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND key = $5",
     )
-    .bind(at.tenant.as_str())
-    .bind(at.namespace.as_str())
-    .bind(at.pipeline.as_str())
-    .bind(run_id(at))
+    .bind_key(at)
     .bind(key.as_str())
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// A page of a collection, in key order, after `after`.
 pub(crate) async fn list(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     at: &Collection,
     after: Option<&ObjectKey>,
     limit: u32,
@@ -166,13 +150,10 @@ pub(crate) async fn list(
         " FROM objects WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
             AND ($5::text IS NULL OR key > $5) ORDER BY key LIMIT $6"
     ))
-    .bind(at.tenant.as_str())
-    .bind(at.namespace.as_str())
-    .bind(at.pipeline.as_str())
-    .bind(run_id(at))
+    .bind_key(at)
     .bind(after.map(ObjectKey::as_str))
     .bind(i64::from(limit))
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await
 }
 
@@ -187,7 +168,7 @@ pub(crate) struct Evicted {
 
 /// Deletes the pipeline's oldest pipeline objects past `max_count`, never `keep`.
 pub(crate) async fn evict_over_count(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     at: &Collection,
     keep: &ObjectKey,
     max_count: i64,
@@ -206,14 +187,14 @@ pub(crate) async fn evict_over_count(
     .bind(at.pipeline.as_str())
     .bind(keep.as_str())
     .bind(max_count)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await
 }
 
 /// Deletes the oldest pipeline objects until their total size is at most `max_bytes`, never the
 /// object just written (`keep`): over the whole tenant with `whole_tenant`, else over `at`'s pipeline.
 pub(crate) async fn evict_over_bytes(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     at: &Collection,
     keep: &ObjectKey,
     max_bytes: i64,
@@ -239,7 +220,7 @@ pub(crate) async fn evict_over_bytes(
     .bind(keep.as_str())
     .bind(max_bytes)
     .bind(whole_tenant)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await
 }
 

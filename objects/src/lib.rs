@@ -18,7 +18,7 @@ use gofer_core::objects::{
     ByteStream, Fetched, ObjectInfo, ObjectKey, ObjectScope, ObjectStore, ObjectStoreError, object_store_key,
 };
 use gofer_core::{EventKind, NamespaceId, PipelineId, TenantId};
-use gofer_engine::events::{self, EventScope};
+use gofer_db::events::{self, EventScope};
 use sqlx::PgPool;
 
 pub use local::LocalStore;
@@ -50,7 +50,7 @@ pub enum ObjectsError {
     Corrupt(String),
     /// Recording an event failed.
     #[error(transparent)]
-    Events(#[from] gofer_engine::EngineError),
+    Events(sqlx::Error),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -71,8 +71,8 @@ impl gofer_core::Classify for ObjectsError {
             // The client went away or sent less than it declared.
             ObjectsError::Store(ObjectStoreError::Body(_)) => K::Invalid,
             ObjectsError::Store(ObjectStoreError::Backend(_)) => K::Unavailable("object store"),
-            ObjectsError::Database(e) => gofer_db::kind_of(e),
-            ObjectsError::Corrupt(_) | ObjectsError::Events(_) => K::Internal,
+            ObjectsError::Database(e) | ObjectsError::Events(e) => gofer_db::kind_of(e),
+            ObjectsError::Corrupt(_) => K::Internal,
         }
     }
 
@@ -162,7 +162,7 @@ impl Objects {
     }
 
     async fn require(&self, at: &Collection) -> Result<(), ObjectsError> {
-        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let mut tx = gofer_db::scoped(&self.pool, &at.tenant).await?;
         let (pipeline, run) = db::collection_exists(&mut tx, at).await?;
         tx.commit().await?;
         match at.scope {
@@ -189,7 +189,7 @@ impl Objects {
         self.require(at).await?;
         let mut max = self.limits.max_object_bytes;
         let plan = if at.scope == ObjectScope::Pipeline {
-            let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+            let mut tx = gofer_db::scoped(&self.pool, &at.tenant).await?;
             let limits = db::plan_object_limits(&mut tx, &at.tenant).await?;
             tx.commit().await?;
             limits
@@ -202,7 +202,7 @@ impl Objects {
         }
         let store_key = at.store_key(key);
         let stored = self.store.put(&store_key, body, length, max).await?;
-        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let mut tx = gofer_db::scoped(&self.pool, &at.tenant).await?;
         let row = match db::upsert(&mut tx, at, key, stored.size, &stored.sha256).await {
             Ok(row) => row,
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
@@ -238,7 +238,8 @@ impl Objects {
                         EventScope::pipeline(&owner),
                         payload,
                     )
-                    .await?;
+                    .await
+                    .map_err(ObjectsError::Events)?;
                     evicted.push((owner, row.key));
                 }
             }
@@ -261,7 +262,7 @@ impl Objects {
 
     /// An object's metadata.
     pub async fn info(&self, at: &Collection, key: &ObjectKey) -> Result<ObjectInfo, ObjectsError> {
-        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let mut tx = gofer_db::scoped(&self.pool, &at.tenant).await?;
         let row = db::get(&mut tx, at, key).await?;
         tx.commit().await?;
         match row {
@@ -305,7 +306,7 @@ impl Objects {
 
     /// Deletes an object.
     pub async fn delete(&self, at: &Collection, key: &ObjectKey) -> Result<(), ObjectsError> {
-        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let mut tx = gofer_db::scoped(&self.pool, &at.tenant).await?;
         let existed = db::delete(&mut tx, at, key).await?;
         tx.commit().await?;
         if !existed {
@@ -323,7 +324,7 @@ impl Objects {
         page: &gofer_core::model::PageRequest<ObjectKey>,
     ) -> Result<(Vec<ObjectInfo>, Option<ObjectKey>), ObjectsError> {
         self.require(at).await?;
-        let mut tx = db::scoped(&self.pool, &at.tenant).await?;
+        let mut tx = gofer_db::scoped(&self.pool, &at.tenant).await?;
         let rows = db::list(&mut tx, at, page.after.as_ref(), page.limit + 1).await?;
         tx.commit().await?;
         let mut items = rows.into_iter().map(db::ObjectRow::into_info).collect::<Result<Vec<_>, _>>()?;
@@ -397,7 +398,8 @@ impl Objects {
                     EventScope::run(&run_key),
                     serde_json::json!({"count": count}),
                 )
-                .await?;
+                .await
+                .map_err(ObjectsError::Events)?;
             }
         }
     }

@@ -2,7 +2,8 @@
 //! row-level security) and the Postgres store's sealed values (`secret_values`).
 
 use gofer_core::TenantId;
-use sqlx::{FromRow, PgConnection, PgPool};
+use gofer_db::TenantTx;
+use sqlx::{FromRow, PgPool};
 use time::OffsetDateTime;
 
 /// A tenant-scoped transaction: row-level security limits it to `tenant`'s rows.
@@ -27,7 +28,7 @@ pub(crate) struct MetaRow {
 
 /// Whether the pipeline exists (pipeline secrets need it).
 pub(crate) async fn pipeline_exists(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     namespace: &str,
     pipeline: &str,
@@ -39,7 +40,7 @@ pub(crate) async fn pipeline_exists(
     .bind(tenant.as_str())
     .bind(namespace)
     .bind(pipeline)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?;
     Ok(row)
 }
@@ -47,7 +48,7 @@ pub(crate) async fn pipeline_exists(
 /// Inserts or updates a metadata row; answers it and whether it was created.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn upsert_meta(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     scope: &str,
     key: &str,
@@ -77,14 +78,14 @@ pub(crate) async fn upsert_meta(
     .bind(pipeline.map(|p| p.1))
     .bind(namespaces)
     .bind(by)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?;
     Ok((r.row, r.created))
 }
 
 /// One metadata row.
 pub(crate) async fn get_meta(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     scope: &str,
     key: &str,
@@ -97,13 +98,13 @@ pub(crate) async fn get_meta(
     .bind(tenant.as_str())
     .bind(scope)
     .bind(key)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await
 }
 
 /// Metadata rows of a scope after `after`, by key.
 pub(crate) async fn list_meta(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     scope: &str,
     after: Option<&str>,
@@ -119,13 +120,13 @@ pub(crate) async fn list_meta(
     .bind(scope)
     .bind(after)
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await
 }
 
 /// Deletes a metadata row; answers whether it existed.
 pub(crate) async fn delete_meta(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     scope: &str,
     key: &str,
@@ -134,14 +135,14 @@ pub(crate) async fn delete_meta(
         .bind(tenant.as_str())
         .bind(scope)
         .bind(key)
-        .execute(conn)
+        .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// The candidates for resolving `key` in a pipeline: its own row and the global one.
 pub(crate) async fn resolution_candidates(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     pipeline_scope: &str,
     key: &str,
@@ -154,7 +155,7 @@ pub(crate) async fn resolution_candidates(
     .bind(tenant.as_str())
     .bind(pipeline_scope)
     .bind(key)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await
 }
 

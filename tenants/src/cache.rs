@@ -2,7 +2,7 @@
 //! database round trip to check its token. Entries are keyed by the token's SHA-256, live at most
 //! `ttl` (and never past the token's own expiry), and are evicted on every replica as soon as a
 //! change that affects authentication is committed anywhere: triggers on `api_tokens`, `tenants`
-//! and `plans` NOTIFY [`CHANNEL`] with the tenant id (or `*`), and [`follow`] evicts. Only
+//! and `plans` NOTIFY [`gofer_db::channels::AUTH`] with the tenant id (or `*`), and [`follow`] evicts. Only
 //! successful lookups are kept; an unknown, revoked or expired token always goes to the database.
 
 use std::sync::Arc;
@@ -12,9 +12,6 @@ use sqlx::PgPool;
 
 use crate::memo::TenantMemo;
 use crate::{Authentication, Principal, TenantsError};
-
-/// The channel the auth-change triggers notify (migration `notify_auth_changes`).
-pub const CHANNEL: &str = gofer_core::channels::AUTH;
 
 /// Verified tokens of this replica, by the SHA-256 of the secret (see the module docs).
 pub struct TokenCache {
@@ -90,7 +87,7 @@ impl TokenCache {
     }
 }
 
-/// Evicts on every auth-change notification ([`CHANNEL`] on the replica's shared listener), for
+/// Evicts on every auth-change notification ([`gofer_db::channels::AUTH`] on the replica's shared listener), for
 /// the life of the replica (see [`crate::memo::follow`]).
 pub async fn follow(notices: gofer_notify::Subscription, cache: Arc<TokenCache>) {
     crate::memo::follow(notices, cache.memo.clone()).await

@@ -2,6 +2,7 @@
 
 use gofer_core::model::{Namespace, Tenant};
 use gofer_core::{NamespaceId, TenantId};
+use gofer_db::TenantTx;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
@@ -14,15 +15,47 @@ use gofer_core::model::TokenMetadata;
 pub(crate) use gofer_db::scoped;
 
 /// A transaction for an owner's tokens: tenant-scoped for a tenant; operators' tokens belong to no
-/// tenant, so theirs is not.
-pub(crate) async fn begin_for(
-    pool: &PgPool,
-    owner: &TokenOwner,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    match owner {
-        TokenOwner::Tenant(tenant) => scoped(pool, tenant).await,
-        TokenOwner::Operator => pool.begin().await,
+/// tenant, so theirs is not. The token functions take its connection, whichever it is.
+pub(crate) enum OwnerTx {
+    Tenant(TenantTx),
+    Operator(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl OwnerTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            OwnerTx::Tenant(tx) => tx.commit().await,
+            OwnerTx::Operator(tx) => tx.commit().await,
+        }
     }
+}
+
+impl std::ops::Deref for OwnerTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            OwnerTx::Tenant(tx) => tx,
+            OwnerTx::Operator(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for OwnerTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            OwnerTx::Tenant(tx) => tx,
+            OwnerTx::Operator(tx) => tx,
+        }
+    }
+}
+
+/// Begins an [`OwnerTx`] for `owner`.
+pub(crate) async fn begin_for(pool: &PgPool, owner: &TokenOwner) -> Result<OwnerTx, sqlx::Error> {
+    Ok(match owner {
+        TokenOwner::Tenant(tenant) => OwnerTx::Tenant(scoped(pool, tenant).await?),
+        TokenOwner::Operator => OwnerTx::Operator(pool.begin().await?),
+    })
 }
 
 macro_rules! tenant_columns {
@@ -124,7 +157,7 @@ pub(crate) async fn delete_tenant(pool: &PgPool, id: &TenantId) -> Result<bool, 
 
 /// Changes a namespace's name and description; answers whether it exists.
 pub(crate) async fn update_namespace(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     id: &NamespaceId,
     name: Option<&str>,
@@ -141,7 +174,7 @@ pub(crate) async fn update_namespace(
     .bind(id.as_str())
     .bind(name)
     .bind(description)
-    .execute(conn)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(done == 1)
@@ -149,14 +182,14 @@ pub(crate) async fn update_namespace(
 
 /// Deletes a namespace and, through foreign keys, its pipelines, runs and task executions.
 pub(crate) async fn delete_namespace(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     id: &NamespaceId,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM namespaces WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.as_str())
         .bind(id.as_str())
-        .execute(conn)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
     Ok(done == 1)
@@ -455,7 +488,7 @@ impl TryFrom<NamespaceRow> for Namespace {
 }
 
 pub(crate) async fn insert_namespace(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     id: &NamespaceId,
     name: &str,
@@ -469,13 +502,13 @@ pub(crate) async fn insert_namespace(
     .bind(id.as_str())
     .bind(name)
     .bind(description)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?;
     row.try_into()
 }
 
 pub(crate) async fn list_namespaces(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     like_patterns: &[String],
     after: Option<&NamespaceId>,
@@ -491,13 +524,13 @@ pub(crate) async fn list_namespaces(
     .bind(after.map(NamespaceId::as_str))
     .bind(limit)
     .bind(like_patterns)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
 pub(crate) async fn get_namespace(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     id: &NamespaceId,
 ) -> Result<Option<Namespace>, sqlx::Error> {
@@ -506,7 +539,7 @@ pub(crate) async fn get_namespace(
     )
     .bind(tenant.as_str())
     .bind(id.as_str())
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?;
     row.map(TryInto::try_into).transpose()
 }

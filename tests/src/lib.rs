@@ -100,7 +100,7 @@ async fn template_database(admin: &str) -> String {
         .get_or_init(|| async {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::hash::DefaultHasher::new();
-            for migration in gofer_api::startup::MIGRATOR.iter() {
+            for migration in gofer_db::MIGRATOR.iter() {
                 (migration.version, &migration.checksum[..]).hash(&mut hasher);
             }
             let name = format!("gofer_template_{:016x}", hasher.finish());
@@ -121,7 +121,7 @@ async fn template_database(admin: &str) -> String {
                     .expect("create the template");
                 let mut target =
                     PgConnection::connect(&database_url(admin, &building)).await.expect("connect to the template");
-                gofer_api::startup::MIGRATOR.run(&mut target).await.expect("migrate the template");
+                gofer_db::MIGRATOR.run(&mut target).await.expect("migrate the template");
                 target.close().await.expect("disconnect from the template");
                 sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {building} RENAME TO {name}")))
                     .execute(&mut conn)

@@ -11,6 +11,7 @@ use gofer_core::{
     CanaryPolicy, ConfigState, DeploymentId, DeploymentKind, DeploymentState, DeploymentStatus, EventKind, RunStatus,
     Version,
 };
+use gofer_db::TenantTx;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
@@ -112,8 +113,8 @@ pub async fn rollback(pool: &PgPool, key: &DeploymentKey, reason: Option<&str>) 
 }
 
 /// Refuses when a deployment of the pipeline is running (the caller holds the pipeline's lock).
-pub(crate) async fn ensure_none_running(conn: &mut PgConnection, key: &PipelineKey) -> Result<(), EngineError> {
-    match dbd::running_deployment(conn, key, false).await? {
+pub(crate) async fn ensure_none_running(tx: &mut TenantTx, key: &PipelineKey) -> Result<(), EngineError> {
+    match dbd::running_deployment(tx, key, false).await? {
         Some(running) => Err(EngineError::DeploymentInProgress(DeploymentId::from_i64(running.id))),
         None => Ok(()),
     }
@@ -122,36 +123,36 @@ pub(crate) async fn ensure_none_running(conn: &mut PgConnection, key: &PipelineK
 /// Makes `to` live at once, recording a complete immediate deployment (the caller holds the
 /// pipeline's lock and checked that no deployment runs).
 pub(crate) async fn deploy_immediately(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     from: Option<i64>,
     to: i64,
 ) -> Result<DeploymentId, EngineError> {
-    let id = dbd::insert_deployment(conn, key, DeploymentKind::Immediate, from, to, None).await?;
+    let id = dbd::insert_deployment(tx, key, DeploymentKind::Immediate, from, to, None).await?;
     let dkey = DeploymentKey { pipeline: key.clone(), deployment: id };
     let live = from.map(|v| format!("live: version {v}")).unwrap_or_else(|| "no live version".into());
-    dbd::append_log(conn, &dkey, &format!("immediate deployment of version {to} started ({live})")).await?;
-    started_event(conn, &dkey, DeploymentKind::Immediate, from, to).await?;
-    switch_live(conn, key, from, to).await?;
+    dbd::append_log(tx, &dkey, &format!("immediate deployment of version {to} started ({live})")).await?;
+    started_event(tx, &dkey, DeploymentKind::Immediate, from, to).await?;
+    switch_live(tx, key, from, to).await?;
     let step = match from {
         Some(v) => format!("version {to} is live; version {v} is deprecated"),
         None => format!("version {to} is live"),
     };
-    dbd::append_log(conn, &dkey, &step).await?;
-    complete(conn, &dkey, to, DeploymentStatus::Successful, "deployed immediately").await?;
+    dbd::append_log(tx, &dkey, &step).await?;
+    complete(tx, &dkey, to, DeploymentStatus::Successful, "deployed immediately").await?;
     Ok(id)
 }
 
 async fn start_canary(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     live: i64,
     to: i64,
     policy: &CanaryPolicy,
 ) -> Result<DeploymentId, EngineError> {
-    let id = dbd::insert_deployment(conn, key, DeploymentKind::Canary, Some(live), to, Some(policy)).await?;
+    let id = dbd::insert_deployment(tx, key, DeploymentKind::Canary, Some(live), to, Some(policy)).await?;
     let dkey = DeploymentKey { pipeline: key.clone(), deployment: id };
-    dbp::set_config_state(conn, key, to, ConfigState::Canary).await?;
+    dbp::set_config_state(tx, key, to, ConfigState::Canary).await?;
     let message = format!(
         "canary deployment of version {to} started beside live version {live}: {}% of new runs go to it; \
          promoted after {} completed canary runs with at most {} failed",
@@ -159,13 +160,14 @@ async fn start_canary(
         policy.min_runs(),
         gofer_core::deployment::percent(policy.max_failure_rate())
     );
-    dbd::append_log(conn, &dkey, &message).await?;
-    started_event(conn, &dkey, DeploymentKind::Canary, Some(live), to).await?;
+    dbd::append_log(tx, &dkey, &message).await?;
+    started_event(tx, &dkey, DeploymentKind::Canary, Some(live), to).await?;
     Ok(id)
 }
 
 /// Deprecates `from` (when there is one) and makes `to` live, in that order (one live version per
-/// pipeline is enforced by a unique index).
+/// pipeline is enforced by a unique index). A bare connection, as for [`promote`]: an immediate
+/// deployment (a `TenantTx`) and a promoted canary both switch.
 async fn switch_live(
     conn: &mut PgConnection,
     key: &PipelineKey,
@@ -179,6 +181,7 @@ async fn switch_live(
     dbp::set_live_version(conn, key, to).await
 }
 
+/// Promotes a canary. A bare connection: it runs in the cross-tenant completion of a run.
 async fn promote(
     conn: &mut PgConnection,
     key: &DeploymentKey,
@@ -191,6 +194,8 @@ async fn promote(
     complete(conn, key, row.to_version, DeploymentStatus::Successful, reason).await
 }
 
+/// Rolls a canary back. A bare connection: the API's rollback runs it in a `TenantTx`, the
+/// cross-tenant completion of a run in the engine's transaction.
 async fn roll_back(
     conn: &mut PgConnection,
     key: &DeploymentKey,
@@ -204,6 +209,8 @@ async fn roll_back(
     complete(conn, key, row.to_version, DeploymentStatus::RolledBack, reason).await
 }
 
+/// Completes the deployment with its event. A bare connection: an immediate deployment (a
+/// `TenantTx`) and the cross-tenant promotion or rollback of a canary both complete one.
 async fn complete(
     conn: &mut PgConnection,
     key: &DeploymentKey,
@@ -228,7 +235,7 @@ async fn complete(
 }
 
 async fn started_event(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &DeploymentKey,
     kind: DeploymentKind,
     from: Option<i64>,
@@ -236,18 +243,19 @@ async fn started_event(
 ) -> Result<(), EngineError> {
     let payload = json!({"deployment": key.deployment, "type": kind, "from_version": from, "to_version": to});
     events::record(
-        conn,
+        tx,
         &key.pipeline.tenant,
         EventKind::DeploymentStarted,
         EventScope::pipeline(&key.pipeline),
         payload,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
-async fn load(conn: &mut PgConnection, key: &DeploymentKey) -> Result<Deployment, EngineError> {
-    let row = dbd::get_deployment(conn, key, false).await?.ok_or(EngineError::DeploymentNotFound(key.deployment))?;
-    let log = dbd::logs(conn, &key.pipeline, &[row.id]).await?.remove(&row.id).unwrap_or_default();
+async fn load(tx: &mut TenantTx, key: &DeploymentKey) -> Result<Deployment, EngineError> {
+    let row = dbd::get_deployment(tx, key, false).await?.ok_or(EngineError::DeploymentNotFound(key.deployment))?;
+    let log = dbd::logs(tx, &key.pipeline, &[row.id]).await?.remove(&row.id).unwrap_or_default();
     row.into_deployment(log)
 }
 
@@ -255,12 +263,8 @@ async fn load(conn: &mut PgConnection, key: &DeploymentKey) -> Result<Deployment
 /// `live_version` is the pipeline's live version. While a canary runs, the run goes to the canary
 /// version whenever the canary is behind its share (see [`CanaryPolicy::routes_to_canary`]), and
 /// the routing is recorded.
-pub(crate) async fn choose_version(
-    conn: &mut PgConnection,
-    run: &RunKey,
-    live_version: i64,
-) -> Result<i64, EngineError> {
-    let Some(deployment) = dbd::running_deployment(conn, &run.pipeline, true).await? else {
+pub(crate) async fn choose_version(tx: &mut TenantTx, run: &RunKey, live_version: i64) -> Result<i64, EngineError> {
+    let Some(deployment) = dbd::running_deployment(tx, &run.pipeline, true).await? else {
         return Ok(live_version);
     };
     let Some(policy) = deployment.policy()? else {
@@ -269,7 +273,7 @@ pub(crate) async fn choose_version(
     let routed_to_canary = u64::try_from(deployment.routed_to_canary).map_err(db::corrupt)?;
     let routed_runs = u64::try_from(deployment.routed_runs).map_err(db::corrupt)?;
     let canary = policy.routes_to_canary(routed_to_canary, routed_runs);
-    dbd::record_routing(conn, &deployment.key(&run.pipeline), run.run, canary).await?;
+    dbd::record_routing(tx, &deployment.key(&run.pipeline), run.run, canary).await?;
     Ok(if canary { deployment.to_version } else { live_version })
 }
 

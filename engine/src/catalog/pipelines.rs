@@ -15,7 +15,8 @@ use crate::{EngineError, db};
 pub use super::versions::{Registered, diff_configs, get_config, list_configs, register_config};
 
 /// Checks the namespace then the pipeline, answering the first that is missing. With `lock`, the
-/// pipeline row stays locked until the transaction ends.
+/// pipeline row stays locked until the transaction ends. A bare connection: tenant transactions
+/// check it, and so does the cross-tenant completion of a canary run ([`super::deployments`]).
 pub(crate) async fn require(
     conn: &mut PgConnection,
     key: &PipelineKey,

@@ -4,8 +4,9 @@
 use gofer_core::diff::diff;
 use gofer_core::model::{ConfigDetail, ConfigDiff, ConfigSummary, PageRequest};
 use gofer_core::{ConfigState, EventKind, ValidConfig, Version};
+use gofer_db::TenantTx;
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use super::deployments;
 use super::pipelines::require;
@@ -85,12 +86,8 @@ pub async fn list_configs(
     Ok(page.finish(rows, |c| Version::from_i64(c.version)))
 }
 
-async fn require_config(
-    conn: &mut PgConnection,
-    key: &PipelineKey,
-    version: Version,
-) -> Result<ConfigDetail, EngineError> {
-    dbp::get_config_detail(conn, key, version).await?.ok_or(EngineError::ConfigNotFound(version))
+async fn require_config(tx: &mut TenantTx, key: &PipelineKey, version: Version) -> Result<ConfigDetail, EngineError> {
+    dbp::get_config_detail(tx, key, version).await?.ok_or(EngineError::ConfigNotFound(version))
 }
 
 /// Reads one config version with its config.

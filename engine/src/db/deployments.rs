@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use gofer_core::model::{Deployment, DeploymentLogEntry};
 use gofer_core::{CanaryPolicy, DeploymentId, DeploymentKind, DeploymentState, DeploymentStatus, RunId, RunStatus};
+use gofer_db::{BindKey, TenantTx};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -91,7 +92,7 @@ macro_rules! deployment_columns {
 
 /// Inserts the pipeline's next deployment, running (the caller holds the pipeline's lock).
 pub(crate) async fn insert_deployment(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     kind: DeploymentKind,
     from_version: Option<i64>,
@@ -105,22 +106,22 @@ pub(crate) async fn insert_deployment(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
          RETURNING id",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(kind.as_str())
     .bind(from_version)
     .bind(to_version)
     .bind(policy.map(|p| i32::try_from(p.percent()).unwrap_or(i32::MAX)))
     .bind(policy.map(CanaryPolicy::max_failure_rate))
     .bind(policy.map(|p| i32::try_from(p.min_runs()).unwrap_or(i32::MAX)))
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?;
     Ok(DeploymentId::from_i64(id))
 }
 
 /// Reads a deployment; with `lock`, its row stays locked until the transaction ends (always lock
 /// the pipeline first: every writer takes the pipeline's lock, then the deployment's).
+/// A bare connection: the API's deployments write it in a `TenantTx`, the cross-tenant completion
+/// of a canary run (`deployments::on_run_completed`) in the engine's own transaction.
 pub(crate) async fn get_deployment(
     conn: &mut PgConnection,
     key: &DeploymentKey,
@@ -137,17 +138,14 @@ pub(crate) async fn get_deployment(
         " FROM deployments WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 FOR UPDATE"
     );
     Ok(sqlx::query_as::<_, DeploymentRow>(if lock { BY_KEY_LOCKED } else { BY_KEY })
-        .bind(key.pipeline.tenant.as_str())
-        .bind(key.pipeline.namespace.as_str())
-        .bind(key.pipeline.pipeline.as_str())
-        .bind(key.deployment.get())
+        .bind_key(key)
         .fetch_optional(conn)
         .await?)
 }
 
 /// The pipeline's running deployment, if any; with `lock`, its row stays locked.
 pub(crate) async fn running_deployment(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     lock: bool,
 ) -> Result<Option<DeploymentRow>, EngineError> {
@@ -163,16 +161,14 @@ pub(crate) async fn running_deployment(
           FOR UPDATE"
     );
     Ok(sqlx::query_as::<_, DeploymentRow>(if lock { RUNNING_LOCKED } else { RUNNING })
-        .bind(key.tenant.as_str())
-        .bind(key.namespace.as_str())
-        .bind(key.pipeline.as_str())
-        .fetch_optional(conn)
+        .bind_key(key)
+        .fetch_optional(&mut **tx)
         .await?)
 }
 
 /// The newest successful deployment that made `version` live.
 pub(crate) async fn latest_deployment_to(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     version: i64,
 ) -> Result<Option<DeploymentRow>, EngineError> {
@@ -182,17 +178,15 @@ pub(crate) async fn latest_deployment_to(
         " FROM deployments WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
           AND to_version = $4 AND status = 'successful' ORDER BY id DESC LIMIT 1"
     ))
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(version)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 
 /// Deployments of a pipeline, newest first, before `before`.
 pub(crate) async fn list_deployments(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     before: Option<DeploymentId>,
     limit: i64,
@@ -203,16 +197,16 @@ pub(crate) async fn list_deployments(
         " FROM deployments WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
           AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
     ))
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(before.map(DeploymentId::get))
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?)
 }
 
 /// Completes a running deployment; answers false when it was no longer running.
+/// A bare connection: the API's deployments write it in a `TenantTx`, the cross-tenant completion
+/// of a canary run (`deployments::on_run_completed`) in the engine's own transaction.
 pub(crate) async fn complete_deployment(
     conn: &mut PgConnection,
     key: &DeploymentKey,
@@ -223,10 +217,7 @@ pub(crate) async fn complete_deployment(
         "UPDATE deployments SET state = 'complete', status = $5, status_reason = $6, ended_at = now()
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4 AND state = 'running'",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.deployment.get())
+    .bind_key(key)
     .bind(status.as_str())
     .bind(reason)
     .execute(conn)
@@ -236,15 +227,14 @@ pub(crate) async fn complete_deployment(
 }
 
 /// Appends a step to a deployment's log.
+/// A bare connection: the API's deployments write it in a `TenantTx`, the cross-tenant completion
+/// of a canary run (`deployments::on_run_completed`) in the engine's own transaction.
 pub(crate) async fn append_log(conn: &mut PgConnection, key: &DeploymentKey, message: &str) -> Result<(), EngineError> {
     sqlx::query(
         "INSERT INTO deployment_log (tenant_id, namespace_id, pipeline_id, deployment_id, message)
          VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.deployment.get())
+    .bind_key(key)
     .bind(message)
     .execute(conn)
     .await?;
@@ -253,7 +243,7 @@ pub(crate) async fn append_log(conn: &mut PgConnection, key: &DeploymentKey, mes
 
 /// The logs of some deployments of a pipeline, oldest step first, by deployment id.
 pub(crate) async fn logs(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     deployments: &[i64],
 ) -> Result<BTreeMap<i64, Vec<DeploymentLogEntry>>, EngineError> {
@@ -262,11 +252,9 @@ pub(crate) async fn logs(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND deployment_id = ANY($4)
          ORDER BY deployment_id, seq",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(deployments)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     let mut out: BTreeMap<i64, Vec<DeploymentLogEntry>> = BTreeMap::new();
     for (id, time, message) in rows {
@@ -277,7 +265,7 @@ pub(crate) async fn logs(
 
 /// Records that `run` was routed by the deployment, to the canary or not, and counts it.
 pub(crate) async fn record_routing(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &DeploymentKey,
     run: RunId,
     canary: bool,
@@ -287,24 +275,19 @@ pub(crate) async fn record_routing(
              routed_to_canary = routed_to_canary + CASE WHEN $5 THEN 1 ELSE 0 END
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.deployment.get())
+    .bind_key(key)
     .bind(canary)
-    .execute(&mut *conn)
+    .execute(&mut **tx)
     .await?;
     sqlx::query(
         "INSERT INTO deployment_runs (tenant_id, namespace_id, pipeline_id, run_id, deployment_id, canary)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
+    .bind_key(&key.pipeline)
     .bind(run.get())
     .bind(key.deployment.get())
     .bind(canary)
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -315,10 +298,7 @@ pub(crate) async fn run_routing(conn: &mut PgConnection, run: &RunKey) -> Result
         "SELECT deployment_id, canary FROM deployment_runs
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
+    .bind_key(run)
     .fetch_optional(conn)
     .await?)
 }
@@ -334,10 +314,7 @@ pub(crate) async fn mark_run_counted(
         "UPDATE deployment_runs SET counted_status = $5
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND counted_status IS NULL",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
+    .bind_key(run)
     .bind(status.as_str())
     .execute(conn)
     .await?
@@ -357,10 +334,7 @@ pub(crate) async fn count_canary_run(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
          RETURNING canary_runs, canary_failures",
     )
-    .bind(key.pipeline.tenant.as_str())
-    .bind(key.pipeline.namespace.as_str())
-    .bind(key.pipeline.pipeline.as_str())
-    .bind(key.deployment.get())
+    .bind_key(key)
     .bind(failed)
     .fetch_one(conn)
     .await?)

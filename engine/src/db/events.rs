@@ -2,7 +2,8 @@
 //! to the visibility horizon; see `crate::events` for why that order makes resuming safe.
 
 use gofer_core::{RunId, TenantId};
-use sqlx::PgConnection;
+
+use gofer_db::TenantTx;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
@@ -65,7 +66,7 @@ macro_rules! list_sql {
 
 /// A tenant's events passing `filter` after the event `after`, in stream order, up to the horizon.
 pub(crate) async fn list(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     filter: &EventFilter,
     after: i64,
@@ -77,11 +78,11 @@ pub(crate) async fn list(
     const RUN: &str = list_sql!(" AND e.namespace_id = $4 AND e.pipeline_id = $5 AND e.run_id = $6");
     let query = |sql| sqlx::query_as::<_, EventRow>(sql).bind(tenant.as_str()).bind(after).bind(limit);
     let rows = match filter {
-        EventFilter::All => query(ALL).fetch_all(conn).await?,
-        EventFilter::Namespace(ns) => query(NAMESPACE).bind(ns.as_str()).fetch_all(conn).await?,
-        EventFilter::Pipeline(ns, p) => query(PIPELINE).bind(ns.as_str()).bind(p.as_str()).fetch_all(conn).await?,
+        EventFilter::All => query(ALL).fetch_all(&mut **tx).await?,
+        EventFilter::Namespace(ns) => query(NAMESPACE).bind(ns.as_str()).fetch_all(&mut **tx).await?,
+        EventFilter::Pipeline(ns, p) => query(PIPELINE).bind(ns.as_str()).bind(p.as_str()).fetch_all(&mut **tx).await?,
         EventFilter::Run(ns, p, run) => {
-            query(RUN).bind(ns.as_str()).bind(p.as_str()).bind(run.get()).fetch_all(conn).await?
+            query(RUN).bind(ns.as_str()).bind(p.as_str()).bind(run.get()).fetch_all(&mut **tx).await?
         }
     };
     rows.into_iter().map(EventRow::into_event).collect()
@@ -90,32 +91,28 @@ pub(crate) async fn list(
 /// Where a reader resuming after the tenant's event `after` stands: that event's position (or the
 /// position of the tenant's last event below `after`; the start when there is none), exactly as
 /// `list` resolves it.
-pub(crate) async fn position_of(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    after: i64,
-) -> Result<Position, EngineError> {
+pub(crate) async fn position_of(tx: &mut TenantTx, tenant: &TenantId, after: i64) -> Result<Position, EngineError> {
     let found: Option<(i64, i64)> = sqlx::query_as(
         "SELECT s.xact_id::text::bigint, s.id FROM events s WHERE s.tenant_id = $1 AND s.id <= $2
          ORDER BY s.id DESC LIMIT 1",
     )
     .bind(tenant.as_str())
     .bind(after)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?;
     Ok(found.map_or(Position::START, |(xact, seq)| Position { xact, seq }))
 }
 
 /// The tenant's last event below the visibility horizon, in stream order: where a reader that
 /// wants only what comes from now on starts (0 when the tenant has none).
-pub(crate) async fn tail(conn: &mut PgConnection, tenant: &TenantId) -> Result<i64, EngineError> {
+pub(crate) async fn tail(tx: &mut TenantTx, tenant: &TenantId) -> Result<i64, EngineError> {
     let last: Option<i64> = sqlx::query_scalar(
         "SELECT e.id FROM events e
          WHERE e.tenant_id = $1 AND e.xact_id < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY e.xact_id DESC, e.id DESC LIMIT 1",
     )
     .bind(tenant.as_str())
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?;
     Ok(last.unwrap_or(0))
 }

@@ -1,7 +1,8 @@
 //! SQL of log archiving and retention: which finished attempts' logs move to the object store or
 //! expire, and what a reader needs to know about an attempt's log.
 
-use sqlx::{FromRow, PgConnection, PgPool};
+use gofer_db::{BindKey, TenantTx};
+use sqlx::{FromRow, PgPool};
 
 use crate::EngineError;
 use crate::runs::TaskKey;
@@ -17,7 +18,7 @@ pub(crate) struct AttemptLog {
 }
 
 pub(crate) async fn attempt_log(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &TaskKey,
     attempt: u32,
 ) -> Result<Option<AttemptLog>, EngineError> {
@@ -29,13 +30,11 @@ pub(crate) async fn attempt_log(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
            AND attempt = $6",
     )
-    .bind(p.tenant.as_str())
-    .bind(p.namespace.as_str())
-    .bind(p.pipeline.as_str())
+    .bind_key(p)
     .bind(key.run.run.get())
     .bind(key.task.as_str())
     .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 

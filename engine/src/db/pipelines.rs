@@ -2,6 +2,7 @@
 
 use gofer_core::model::{ConfigDetail, ConfigSummary, Pipeline};
 use gofer_core::{ConfigState, NamespaceId, PipelineConfig, PipelineId, PipelineState, TenantId, Version};
+use gofer_db::{BindKey, TenantTx};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use time::OffsetDateTime;
@@ -11,14 +12,14 @@ use crate::EngineError;
 use crate::runs::PipelineKey;
 
 pub(crate) async fn namespace_exists(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     namespace: &NamespaceId,
 ) -> Result<bool, EngineError> {
     Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM namespaces WHERE tenant_id = $1 AND id = $2)")
         .bind(tenant.as_str())
         .bind(namespace.as_str())
-        .fetch_one(conn)
+        .fetch_one(&mut **tx)
         .await?)
 }
 
@@ -56,16 +57,14 @@ macro_rules! pipeline_columns {
     };
 }
 
-pub(crate) async fn get_pipeline(conn: &mut PgConnection, key: &PipelineKey) -> Result<Option<Pipeline>, EngineError> {
+pub(crate) async fn get_pipeline(tx: &mut TenantTx, key: &PipelineKey) -> Result<Option<Pipeline>, EngineError> {
     sqlx::query_as::<_, PipelineInfoRow>(concat!(
         "SELECT ",
         pipeline_columns!(),
         " FROM pipelines p WHERE p.tenant_id = $1 AND p.namespace_id = $2 AND p.id = $3"
     ))
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .fetch_optional(conn)
+    .bind_key(key)
+    .fetch_optional(&mut **tx)
     .await?
     .map(PipelineInfoRow::into_pipeline)
     .transpose()
@@ -73,7 +72,7 @@ pub(crate) async fn get_pipeline(conn: &mut PgConnection, key: &PipelineKey) -> 
 
 /// Pipelines of a namespace, by id, after `after`.
 pub(crate) async fn list_pipelines(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &TenantId,
     namespace: &NamespaceId,
     after: Option<&PipelineId>,
@@ -89,14 +88,14 @@ pub(crate) async fn list_pipelines(
     .bind(namespace.as_str())
     .bind(after.map(PipelineId::as_str))
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     rows.into_iter().map(PipelineInfoRow::into_pipeline).collect()
 }
 
 /// Sets the pipeline's state; answers whether it changed.
 pub(crate) async fn set_pipeline_state(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     state: PipelineState,
 ) -> Result<bool, EngineError> {
@@ -104,16 +103,16 @@ pub(crate) async fn set_pipeline_state(
         "UPDATE pipelines SET state = $4, modified_at = now()
          WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3 AND state <> $4",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(state.as_str())
-    .execute(conn)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(changed == 1)
 }
 
+/// A bare connection: deployments make a version live from the API (a `TenantTx`) and when a
+/// canary is promoted in the cross-tenant completion of a run.
 pub(crate) async fn set_live_version(
     conn: &mut PgConnection,
     key: &PipelineKey,
@@ -122,9 +121,7 @@ pub(crate) async fn set_live_version(
     sqlx::query(
         "UPDATE pipelines SET live_version = $4, modified_at = now() WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(version)
     .execute(conn)
     .await?;
@@ -132,32 +129,28 @@ pub(crate) async fn set_live_version(
 }
 
 /// How many runs the pipeline has, and how many of them are not complete.
-pub(crate) async fn run_counts(conn: &mut PgConnection, key: &PipelineKey) -> Result<(i64, i64), EngineError> {
+pub(crate) async fn run_counts(tx: &mut TenantTx, key: &PipelineKey) -> Result<(i64, i64), EngineError> {
     Ok(sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE state <> 'complete') FROM runs
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .fetch_one(conn)
+    .bind_key(key)
+    .fetch_one(&mut **tx)
     .await?)
 }
 
 /// Deletes the pipeline; its configs, deployments, runs and task executions go with it (cascades).
-pub(crate) async fn delete_pipeline(conn: &mut PgConnection, key: &PipelineKey) -> Result<(), EngineError> {
+pub(crate) async fn delete_pipeline(tx: &mut TenantTx, key: &PipelineKey) -> Result<(), EngineError> {
     sqlx::query("DELETE FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 AND id = $3")
-        .bind(key.tenant.as_str())
-        .bind(key.namespace.as_str())
-        .bind(key.pipeline.as_str())
-        .execute(conn)
+        .bind_key(key)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
 /// The newest version whose canonical hash is `hash`.
 pub(crate) async fn version_by_hash(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     hash: &str,
 ) -> Result<Option<i64>, EngineError> {
@@ -166,17 +159,15 @@ pub(crate) async fn version_by_hash(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND config_hash = $4
          ORDER BY version DESC LIMIT 1",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(hash)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 
 /// Inserts the next config version, unreleased (the caller holds the pipeline's lock).
 pub(crate) async fn insert_config(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     config: &PipelineConfig,
     hash: &str,
@@ -187,33 +178,31 @@ pub(crate) async fn insert_config(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
          RETURNING version",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(Json(config))
     .bind(hash)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?)
 }
 
 pub(crate) async fn config_state(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     version: i64,
 ) -> Result<Option<ConfigState>, EngineError> {
     let state: Option<String> = sqlx::query_scalar(
         "SELECT state FROM pipeline_configs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(version)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?;
     state.map(|s| s.parse::<ConfigState>().map_err(corrupt)).transpose()
 }
 
 /// Moves a version to `state`, stamping `deprecated_at` when it becomes deprecated.
+/// A bare connection: the API's deployments (a `TenantTx`) and the cross-tenant promotion or
+/// rollback of a canary both move versions.
 pub(crate) async fn set_config_state(
     conn: &mut PgConnection,
     key: &PipelineKey,
@@ -225,9 +214,7 @@ pub(crate) async fn set_config_state(
              deprecated_at = CASE WHEN $5 = 'deprecated' THEN now() ELSE NULL END
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(version)
     .bind(state.as_str())
     .execute(conn)
@@ -258,7 +245,7 @@ impl ConfigRow {
 
 /// Config versions of a pipeline, newest first, before `before`.
 pub(crate) async fn list_configs(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     before: Option<Version>,
     limit: i64,
@@ -268,12 +255,10 @@ pub(crate) async fn list_configs(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND ($4::bigint IS NULL OR version < $4)
          ORDER BY version DESC LIMIT $5",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(before.map(Version::get))
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     rows.into_iter().map(ConfigRow::into_summary).collect()
 }
@@ -286,7 +271,7 @@ struct ConfigDetailRow {
 }
 
 pub(crate) async fn get_config_detail(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     version: Version,
 ) -> Result<Option<ConfigDetail>, EngineError> {
@@ -294,11 +279,9 @@ pub(crate) async fn get_config_detail(
         "SELECT version, config_hash, state, created_at, deprecated_at, config FROM pipeline_configs
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(version.get())
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?;
     row.map(|r| {
         let s = r.summary.into_summary()?;

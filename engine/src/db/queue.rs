@@ -3,10 +3,12 @@
 
 use gofer_core::model::{Reason, TaskAttempt};
 use gofer_core::{RunId, TaskState, TaskStatus};
+use gofer_db::{BindKey, TenantTx, channels};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::corrupt;
+
 use crate::EngineError;
 use crate::runs::{PipelineKey, RunKey, TaskKey};
 
@@ -281,22 +283,12 @@ pub(crate) async fn recheck_limits(conn: &mut PgConnection, claimed: &ClaimedRow
     recheck_batch(conn, std::slice::from_ref(claimed)).await
 }
 
-macro_rules! bind_task {
-    ($query:expr, $key:expr) => {
-        $query
-            .bind($key.run.pipeline.tenant.as_str())
-            .bind($key.run.pipeline.namespace.as_str())
-            .bind($key.run.pipeline.pipeline.as_str())
-            .bind($key.run.run.get())
-            .bind($key.task.as_str())
-    };
-}
-
-/// Binds a [`TaskKey`] as `$1`..`$5` and a [`ClosedAttempt`] as `$6`..`$14` (attempt, status,
+/// Binds a [`TaskKey`] as `$1`..`$5` ([`BindKey`]) and a [`ClosedAttempt`] as `$6`..`$14` (attempt, status,
 /// reason code and description, exit code, retried, cpu, memory, node).
 macro_rules! bind_closed_attempt {
     ($query:expr, $key:expr, $attempt:expr) => {
-        bind_task!($query, $key)
+        $query
+            .bind_key($key)
             .bind($attempt.attempt)
             .bind($attempt.status.as_str())
             .bind($attempt.reason.map(|r| r.reason.as_str()))
@@ -318,19 +310,17 @@ pub(crate) async fn open_attempt(
     timeout_s: f64,
 ) -> Result<(), EngineError> {
     // One statement: both parts always run (data-modifying CTEs execute whatever the outer query reads).
-    bind_task!(
-        sqlx::query(
-            "WITH execution AS (
-                 UPDATE task_executions
-                 SET scheduler_id = $7, node = NULL, deadline_at = now() + make_interval(secs => $8)
-                 WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-             )
-             INSERT INTO task_attempts (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id,
-                                        state, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 'unknown') ON CONFLICT DO NOTHING"
-        ),
-        key
+    sqlx::query(
+        "WITH execution AS (
+             UPDATE task_executions
+             SET scheduler_id = $7, node = NULL, deadline_at = now() + make_interval(secs => $8)
+             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+         )
+         INSERT INTO task_attempts (tenant_id, namespace_id, pipeline_id, run_id, task_id, attempt, scheduler_id,
+                                    state, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 'unknown') ON CONFLICT DO NOTHING",
     )
+    .bind_key(key)
     .bind(attempt)
     .bind(scheduler_id)
     .bind(timeout_s)
@@ -390,25 +380,21 @@ pub(crate) async fn mark_started(
     attempt: i32,
     node: Option<&str>,
 ) -> Result<(), EngineError> {
-    bind_task!(
-        sqlx::query(
-            "UPDATE task_executions SET waiting_reason = NULL, node = COALESCE($6, node)
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-               AND state = 'running'"
-        ),
-        key
+    sqlx::query(
+        "UPDATE task_executions SET waiting_reason = NULL, node = COALESCE($6, node)
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+           AND state = 'running'",
     )
+    .bind_key(key)
     .bind(node)
     .execute(&mut *conn)
     .await?;
-    bind_task!(
-        sqlx::query(
-            "UPDATE task_attempts SET node = COALESCE($7, node)
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-               AND attempt = $6"
-        ),
-        key
+    sqlx::query(
+        "UPDATE task_attempts SET node = COALESCE($7, node)
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+           AND attempt = $6",
     )
+    .bind_key(key)
     .bind(attempt)
     .bind(node)
     .execute(conn)
@@ -424,17 +410,15 @@ pub(crate) async fn heartbeat(
     owner: uuid::Uuid,
     lease_s: f64,
 ) -> Result<Option<bool>, EngineError> {
-    Ok(bind_task!(
-        sqlx::query_scalar::<_, bool>(
-            "UPDATE task_executions te SET lease_until = now() + make_interval(secs => $7)
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-               AND state = 'running' AND lease_owner = $6
-             RETURNING (SELECT r.cancel_requested_at IS NOT NULL FROM runs r
-                        WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
-                            = (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id))"
-        ),
-        key
+    Ok(sqlx::query_scalar::<_, bool>(
+        "UPDATE task_executions te SET lease_until = now() + make_interval(secs => $7)
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+           AND state = 'running' AND lease_owner = $6
+         RETURNING (SELECT r.cancel_requested_at IS NOT NULL FROM runs r
+                    WHERE (r.tenant_id, r.namespace_id, r.pipeline_id, r.id)
+                        = (te.tenant_id, te.namespace_id, te.pipeline_id, te.run_id))",
     )
+    .bind_key(key)
     .bind(owner)
     .bind(lease_s)
     .fetch_optional(conn)
@@ -567,7 +551,7 @@ pub(crate) async fn finish_tasks(
     .bind(column(tasks, |t| sqlx::types::Json(t.event)))
     .bind(owner)
     .bind(gofer_core::EventKind::TaskCompleted.as_str())
-    .bind(crate::events::EVENTS_CHANNEL)
+    .bind(channels::EVENTS)
     .bind(column(tasks, |t| t.status.as_str()))
     .bind(column(tasks, |t| t.attempt_status.as_str()))
     .bind(column(tasks, |t| t.reason.map(|r| r.reason.as_str())))
@@ -633,19 +617,17 @@ pub(crate) async fn requeue_for_retry(
     backoff_s: f64,
     infra_failure: bool,
 ) -> Result<bool, EngineError> {
-    let done = bind_task!(
-        sqlx::query(
-            "UPDATE task_executions SET state = 'queued', attempt = attempt + 1, queued_at = now(),
-                 run_after = now() + make_interval(secs => $7), waiting_reason = 'waiting_for_retry',
-                 lease_owner = NULL, lease_until = NULL, scheduler_id = NULL, node = NULL, started_at = NULL,
-                 deadline_at = NULL,
-                 infra_failures = infra_failures + CASE WHEN $8 THEN 1 ELSE 0 END,
-                 own_failures = own_failures + CASE WHEN $8 THEN 0 ELSE 1 END
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-               AND state = 'running' AND lease_owner = $6"
-        ),
-        key
+    let done = sqlx::query(
+        "UPDATE task_executions SET state = 'queued', attempt = attempt + 1, queued_at = now(),
+             run_after = now() + make_interval(secs => $7), waiting_reason = 'waiting_for_retry',
+             lease_owner = NULL, lease_until = NULL, scheduler_id = NULL, node = NULL, started_at = NULL,
+             deadline_at = NULL,
+             infra_failures = infra_failures + CASE WHEN $8 THEN 1 ELSE 0 END,
+             own_failures = own_failures + CASE WHEN $8 THEN 0 ELSE 1 END
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+           AND state = 'running' AND lease_owner = $6",
     )
+    .bind_key(key)
     .bind(owner)
     .bind(backoff_s)
     .bind(infra_failure)
@@ -657,13 +639,11 @@ pub(crate) async fn requeue_for_retry(
 
 /// How many failures of each kind a task execution has had.
 pub(crate) async fn failure_counts(conn: &mut PgConnection, key: &TaskKey) -> Result<(i32, i32), EngineError> {
-    Ok(bind_task!(
-        sqlx::query_as::<_, (i32, i32)>(
-            "SELECT infra_failures, own_failures FROM task_executions
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5"
-        ),
-        key
+    Ok(sqlx::query_as::<_, (i32, i32)>(
+        "SELECT infra_failures, own_failures FROM task_executions
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5",
     )
+    .bind_key(key)
     .fetch_one(conn)
     .await?)
 }
@@ -715,18 +695,15 @@ pub(crate) fn run_keys(rows: Vec<(String, String, String, i64)>) -> Result<Vec<R
 }
 
 /// Marks an unfinished run as being stopped; answers false when it is complete or already stopping.
-pub(crate) async fn request_cancel(conn: &mut PgConnection, run: &RunKey, reason: &str) -> Result<bool, EngineError> {
+pub(crate) async fn request_cancel(tx: &mut TenantTx, run: &RunKey, reason: &str) -> Result<bool, EngineError> {
     let done = sqlx::query(
         "UPDATE runs SET cancel_requested_at = now(), cancel_reason = $5
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
            AND state <> 'complete' AND cancel_requested_at IS NULL",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
+    .bind_key(run)
     .bind(reason)
-    .execute(conn)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(done == 1)
@@ -735,7 +712,7 @@ pub(crate) async fn request_cancel(conn: &mut PgConnection, run: &RunKey, reason
 /// Completes every task execution of the run that has not started (waiting or queued) with
 /// `status`; answers their task ids.
 pub(crate) async fn complete_unstarted(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     run: &RunKey,
     status: TaskStatus,
     reason: &Reason,
@@ -747,42 +724,34 @@ pub(crate) async fn complete_unstarted(
            AND state IN ('waiting', 'queued')
          RETURNING task_id",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
+    .bind_key(run)
     .bind(status.as_str())
     .bind(reason.reason.as_str())
     .bind(&reason.description)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?)
 }
 
 /// Whether any task execution of the run is still running.
-pub(crate) async fn has_running_tasks(conn: &mut PgConnection, run: &RunKey) -> Result<bool, EngineError> {
+pub(crate) async fn has_running_tasks(tx: &mut TenantTx, run: &RunKey) -> Result<bool, EngineError> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM task_executions
                         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4
                           AND state = 'running')",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
-    .fetch_one(conn)
+    .bind_key(run)
+    .fetch_one(&mut **tx)
     .await?)
 }
 
 /// The unfinished runs of a pipeline, oldest first.
-pub(crate) async fn unfinished_runs(conn: &mut PgConnection, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
+pub(crate) async fn unfinished_runs(tx: &mut TenantTx, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
     let ids: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state <> 'complete'
          ORDER BY id",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
-    .fetch_all(conn)
+    .bind_key(key)
+    .fetch_all(&mut **tx)
     .await?;
     Ok(ids.into_iter().map(RunId::from_i64).collect())
 }
@@ -803,18 +772,16 @@ struct AttemptRow {
 }
 
 /// Every attempt of a task execution, oldest first.
-pub(crate) async fn list_attempts(conn: &mut PgConnection, key: &TaskKey) -> Result<Vec<TaskAttempt>, EngineError> {
-    let rows: Vec<AttemptRow> = bind_task!(
-        sqlx::query_as(
-            "SELECT attempt, scheduler_id, node, state, status, status_reason, status_description, exit_code, retried,
-                    started_at, ended_at
-             FROM task_attempts
-             WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
-             ORDER BY attempt"
-        ),
-        key
+pub(crate) async fn list_attempts(tx: &mut TenantTx, key: &TaskKey) -> Result<Vec<TaskAttempt>, EngineError> {
+    let rows: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT attempt, scheduler_id, node, state, status, status_reason, status_description, exit_code, retried,
+                started_at, ended_at
+         FROM task_attempts
+         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND run_id = $4 AND task_id = $5
+         ORDER BY attempt",
     )
-    .fetch_all(conn)
+    .bind_key(key)
+    .fetch_all(&mut **tx)
     .await?;
     rows.into_iter()
         .map(|r| {
@@ -835,11 +802,11 @@ pub(crate) async fn list_attempts(conn: &mut PgConnection, key: &TaskKey) -> Res
 }
 
 /// Announces a cancelled run to every replica (payload: the run's key).
-pub(crate) async fn notify_cancel(conn: &mut PgConnection, run: &RunKey) -> Result<(), EngineError> {
+pub(crate) async fn notify_cancel(tx: &mut TenantTx, run: &RunKey) -> Result<(), EngineError> {
     sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::run::cancel::CANCEL_CHANNEL)
+        .bind(channels::CANCEL)
         .bind(crate::run::cancel::run_signal_key(run))
-        .execute(conn)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
@@ -867,9 +834,7 @@ pub(crate) async fn mark_waiting_for_parallelism(
              FOR UPDATE OF t SKIP LOCKED
          )",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
+    .bind_key(&run.pipeline)
     .bind(i64::from(parallelism))
     .execute(conn)
     .await?;
@@ -907,10 +872,7 @@ pub(crate) async fn pipeline_full(
             AND (SELECT count(*) FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
                     AND state = 'running') >= $5",
     )
-    .bind(run.pipeline.tenant.as_str())
-    .bind(run.pipeline.namespace.as_str())
-    .bind(run.pipeline.pipeline.as_str())
-    .bind(run.run.get())
+    .bind_key(run)
     .bind(i64::from(parallelism))
     .fetch_one(conn)
     .await?)
@@ -918,7 +880,7 @@ pub(crate) async fn pipeline_full(
 
 /// Whether the pipeline already runs `parallelism` runs, so a run starting now waits for one.
 pub(crate) async fn pipeline_at_parallelism(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     pipeline: &crate::runs::PipelineKey,
     parallelism: u32,
 ) -> Result<bool, EngineError> {
@@ -926,17 +888,15 @@ pub(crate) async fn pipeline_at_parallelism(
         "SELECT count(*) >= $4 FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3
                 AND state = 'running'",
     )
-    .bind(pipeline.tenant.as_str())
-    .bind(pipeline.namespace.as_str())
-    .bind(pipeline.pipeline.as_str())
+    .bind_key(pipeline)
     .bind(i64::from(parallelism))
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?)
 }
 
 /// The unfinished runs of a tenant, or of one of its namespaces.
 pub(crate) async fn unfinished_runs_of(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     tenant: &gofer_core::TenantId,
     namespace: Option<&gofer_core::NamespaceId>,
 ) -> Result<Vec<RunKey>, EngineError> {
@@ -946,7 +906,7 @@ pub(crate) async fn unfinished_runs_of(
     )
     .bind(tenant.as_str())
     .bind(namespace.map(gofer_core::NamespaceId::as_str))
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
     rows.into_iter()
         .map(|(namespace, pipeline, run)| {

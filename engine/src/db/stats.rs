@@ -1,6 +1,6 @@
 //! SQL of pipeline statistics: the per-day rollup written when runs complete.
 
-use sqlx::PgConnection;
+use gofer_db::{BindKey, TenantTx};
 use time::Date;
 
 use crate::EngineError;
@@ -9,7 +9,7 @@ use crate::runs::PipelineKey;
 
 /// The pipeline's days from `since` on (at most 30 rows for the 30-day window).
 pub(crate) async fn recent_days(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     key: &PipelineKey,
     since: Date,
 ) -> Result<Vec<DayStats>, EngineError> {
@@ -19,10 +19,8 @@ pub(crate) async fn recent_days(
          WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND day >= $4
          ORDER BY day",
     )
-    .bind(key.tenant.as_str())
-    .bind(key.namespace.as_str())
-    .bind(key.pipeline.as_str())
+    .bind_key(key)
     .bind(since)
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?)
 }

@@ -1,6 +1,7 @@
 //! SQL of metering: task-seconds used this month, counting attempts still running. The ledger
 //! rows (one per finished attempt) are written with the attempt's end, by `queue::close_attempt`.
 
+use gofer_db::TenantTx;
 use sqlx::PgConnection;
 
 use crate::EngineError;
@@ -24,8 +25,8 @@ macro_rules! used_ms_sql {
 pub(crate) use used_ms_sql;
 
 /// Milliseconds of task time the tenant used this month, running attempts included.
-pub(crate) async fn used_ms(conn: &mut PgConnection, tenant: &gofer_core::TenantId) -> Result<i64, EngineError> {
-    Ok(sqlx::query_scalar(concat!("SELECT ", used_ms_sql!("$1"))).bind(tenant.as_str()).fetch_one(conn).await?)
+pub(crate) async fn used_ms(tx: &mut TenantTx, tenant: &gofer_core::TenantId) -> Result<i64, EngineError> {
+    Ok(sqlx::query_scalar(concat!("SELECT ", used_ms_sql!("$1"))).bind(tenant.as_str()).fetch_one(&mut **tx).await?)
 }
 
 /// Cross-tenant: unfinished runs (not yet being stopped) of tenants that run tasks while their

@@ -15,9 +15,6 @@ use crate::events::{self, EventScope};
 use crate::runs::{PipelineKey, RunKey};
 use crate::{EngineError, db};
 
-/// The Postgres channel on which cancelled runs are announced.
-pub const CANCEL_CHANNEL: &str = gofer_core::channels::CANCEL;
-
 /// Why a run is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {

@@ -72,7 +72,8 @@ async fn record_claim(conn: &mut PgConnection, key: &TaskKey, attempt: i32) -> R
         events::record(conn, tenant, EventKind::RunStarted, EventScope::run(&key.run), json!({})).await?;
     }
     let payload = json!({"attempt": attempt});
-    events::record(conn, tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await
+    events::record(conn, tenant, EventKind::TaskStarted, EventScope::task(&key.run, &key.task), payload).await?;
+    Ok(())
 }
 
 /// [`record_claim`] for a batch: the events of the runs it started, then one per claimed task,
@@ -82,22 +83,23 @@ async fn record_claims<'a>(
     started_runs: &'a [crate::runs::RunKey],
     claimed: impl Iterator<Item = (&'a TaskKey, i32)>,
 ) -> Result<(), EngineError> {
-    let mut batch: Vec<db::NewEvent<'a>> = started_runs
+    let mut batch: Vec<events::NewEvent<'a>> = started_runs
         .iter()
-        .map(|run| db::NewEvent {
+        .map(|run| events::NewEvent {
             tenant: &run.pipeline.tenant,
             kind: EventKind::RunStarted,
             scope: EventScope::run(run),
             payload: json!({}),
         })
         .collect();
-    batch.extend(claimed.map(|(key, attempt)| db::NewEvent {
+    batch.extend(claimed.map(|(key, attempt)| events::NewEvent {
         tenant: &key.run.pipeline.tenant,
         kind: EventKind::TaskStarted,
         scope: EventScope::task(&key.run, &key.task),
         payload: json!({"attempt": attempt}),
     }));
-    db::insert_events(conn, &batch).await
+    events::record_batch(conn, &batch).await?;
+    Ok(())
 }
 
 /// Claims up to `max` of the oldest claimable task executions and starts their runs, in one

@@ -19,6 +19,8 @@ use serde_json::json;
 /// cannot, repeating until nothing changes (a skip can decide its own dependants); completes the
 /// run when every task is complete. The caller holds the run's row lock, so two finishing
 /// parents never both release the same child, and passes the run's `cancelling` as read under it.
+/// A bare connection: starting and cancelling a run release in its tenant's `TenantTx`, the
+/// engine's cross-tenant conclusion of tasks in its own transaction.
 pub(crate) async fn release_ready_tasks(
     conn: &mut PgConnection,
     run: &RunKey,

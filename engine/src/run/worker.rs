@@ -12,12 +12,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::cancel::{CANCEL_CHANNEL, CancelReason};
+use super::cancel::CancelReason;
 use super::claim::{Claimed, claim_batch, claim_next, take_over_expired};
 use super::context::EngineCtx;
 use super::monitor;
 use crate::logs::LogStore;
-use crate::{EngineError, QUEUE_CHANNEL, db};
+use crate::{EngineError, db};
+use gofer_db::channels;
 
 pub use super::context::EngineConfig;
 
@@ -61,7 +62,7 @@ impl Engine {
     }
 
     /// Hears the queue and cancel channels through the replica's shared LISTEN connection
-    /// (started with [`QUEUE_CHANNEL`] and [`CANCEL_CHANNEL`] among its channels) instead of a
+    /// (started with [`channels::QUEUE`] and [`channels::CANCEL`] among its channels) instead of a
     /// connection of its own.
     pub fn with_notifications(self, notifications: Notifications) -> Self {
         self.configure(|ctx| ctx.notifications = Some(notifications))
@@ -84,7 +85,7 @@ impl Engine {
 async fn run_loop(ctx: Arc<EngineCtx>, mut stopped: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(ctx.config.max_parallel_tasks));
     let mut monitors = JoinSet::new();
-    const CHANNELS: [&str; 2] = [QUEUE_CHANNEL, CANCEL_CHANNEL];
+    const CHANNELS: [&str; 2] = [channels::QUEUE, channels::CANCEL];
     // An engine without the replica's shared listener opens its own, and stops it when it ends.
     let notifications = ctx.notifications.clone().unwrap_or_else(|| Notifications::start(ctx.pool.clone(), &CHANNELS));
     let mut notices = notifications.subscribe(&CHANNELS);
@@ -167,7 +168,7 @@ async fn run_loop(ctx: Arc<EngineCtx>, mut stopped: watch::Receiver<bool>) {
         // Any notice wakes the loop to claim: queued work, or a (re)connection after which some
         // may have been missed. Cancels missed meanwhile are caught by the monitors' heartbeat.
         let notified = async {
-            if let Notice::Message { channel: CANCEL_CHANNEL, payload } = notices.recv().await {
+            if let Notice::Message { channel: channels::CANCEL, payload } = notices.recv().await {
                 ctx.signals.fire(&payload);
             }
         };

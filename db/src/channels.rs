@@ -1,9 +1,9 @@
 //! Every Postgres NOTIFY channel the service uses, in one place: a channel is a contract between
 //! the code (or the migration's trigger) that notifies and every replica that listens, and a
 //! name spelled twice could drift. Each crate that notifies or listens names its channel from
-//! here (issue 21).
+//! here (issue 21); they live in the database floor because a channel is a database fact.
 
-/// New events; payload: the tenant id (`engine::events`).
+/// New events; payload: the tenant id (`gofer_db::events`).
 pub const EVENTS: &str = "gofer_events";
 
 /// Queue changes: a task became ready, a slot was freed (`engine`).
