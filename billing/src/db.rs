@@ -7,62 +7,6 @@ use time::OffsetDateTime;
 
 use crate::usage::GroupBy;
 
-#[derive(sqlx::FromRow)]
-struct PlanRow {
-    id: String,
-    name: String,
-    max_concurrent_tasks: i32,
-    max_task_timeout_s: i32,
-    max_run_duration_s: i32,
-    max_cpu_millis: i32,
-    max_memory_mb: i32,
-    max_disk_mb: i32,
-    task_seconds_per_month: i64,
-    object_storage_bytes: i64,
-    max_pipeline_objects: i32,
-    max_pipeline_object_bytes: i64,
-    requests_per_minute: i32,
-    node_pool: Option<String>,
-    allow_network: bool,
-    allow_attach: bool,
-    untrusted: bool,
-    max_concurrent_streams: i32,
-}
-
-impl From<PlanRow> for Plan {
-    fn from(r: PlanRow) -> Self {
-        let u = |v: i32| u32::try_from(v).unwrap_or(0);
-        Plan {
-            id: r.id,
-            name: r.name,
-            max_concurrent_tasks: u(r.max_concurrent_tasks),
-            max_task_timeout_s: u(r.max_task_timeout_s),
-            max_run_duration_s: u(r.max_run_duration_s),
-            max_cpu_millis: u(r.max_cpu_millis),
-            max_memory_mb: u(r.max_memory_mb),
-            max_disk_mb: u(r.max_disk_mb),
-            task_seconds_per_month: u64::try_from(r.task_seconds_per_month).unwrap_or(0),
-            object_storage_bytes: u64::try_from(r.object_storage_bytes).unwrap_or(0),
-            max_pipeline_objects: u(r.max_pipeline_objects),
-            max_pipeline_object_bytes: u64::try_from(r.max_pipeline_object_bytes).unwrap_or(0),
-            requests_per_minute: u(r.requests_per_minute),
-            node_pool: r.node_pool,
-            allow_network: r.allow_network,
-            allow_attach: r.allow_attach,
-            untrusted: r.untrusted,
-            max_concurrent_streams: u(r.max_concurrent_streams),
-        }
-    }
-}
-
-macro_rules! plan_columns {
-    () => {
-        "id, name, max_concurrent_tasks, max_task_timeout_s, max_run_duration_s, max_cpu_millis, max_memory_mb, \
-         task_seconds_per_month, object_storage_bytes, requests_per_minute, node_pool, allow_network, allow_attach, \
-         max_pipeline_objects, max_pipeline_object_bytes, max_disk_mb, untrusted, max_concurrent_streams"
-    };
-}
-
 fn i(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
@@ -101,7 +45,7 @@ pub(crate) async fn insert(pool: &PgPool, p: &Plan) -> Result<(), sqlx::Error> {
     bind_plan(
         sqlx::query(concat!(
             "INSERT INTO plans (",
-            plan_columns!(),
+            gofer_db::plan_columns!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         )),
         p,
@@ -132,9 +76,9 @@ pub(crate) async fn update(pool: &PgPool, p: &Plan) -> Result<bool, sqlx::Error>
 }
 
 pub(crate) async fn list(pool: &PgPool, after: Option<&str>, limit: i64) -> Result<Vec<Plan>, sqlx::Error> {
-    let rows: Vec<PlanRow> = sqlx::query_as(concat!(
+    let rows: Vec<gofer_db::plans::PlanRow> = sqlx::query_as(concat!(
         "SELECT ",
-        plan_columns!(),
+        gofer_db::plan_columns!(),
         " FROM plans WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
     ))
     .bind(after)
@@ -145,7 +89,7 @@ pub(crate) async fn list(pool: &PgPool, after: Option<&str>, limit: i64) -> Resu
 }
 
 pub(crate) async fn get(pool: &PgPool, id: &str) -> Result<Option<Plan>, sqlx::Error> {
-    let row: Option<PlanRow> = sqlx::query_as(concat!("SELECT ", plan_columns!(), " FROM plans WHERE id = $1"))
+    let row: Option<gofer_db::plans::PlanRow> = sqlx::query_as(concat!("SELECT ", gofer_db::plan_columns!(), " FROM plans WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
         .await?;
@@ -172,15 +116,7 @@ pub(crate) async fn assign(pool: &PgPool, tenant: &TenantId, plan: &str) -> Resu
 }
 
 pub(crate) async fn tenant_plan(pool: &PgPool, tenant: &TenantId) -> Result<Option<Plan>, sqlx::Error> {
-    let row: Option<PlanRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        plan_columns!(),
-        " FROM plans WHERE id = (SELECT plan_id FROM tenants WHERE id = $1)"
-    ))
-    .bind(tenant.as_str())
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(Into::into))
+    gofer_db::plans::tenant_plan(&mut *pool.acquire().await?, tenant).await
 }
 
 #[derive(sqlx::FromRow)]

@@ -16,6 +16,7 @@ pub mod bind;
 pub mod channels;
 mod error;
 pub mod events;
+pub mod plans;
 mod tenant_tx;
 
 pub use bind::{BindKey, KeyColumns};

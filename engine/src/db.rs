@@ -254,23 +254,21 @@ pub(crate) async fn start_context(
     tx: &mut TenantTx,
     key: &PipelineKey,
     live_version: i64,
-    with_usage: bool,
 ) -> Result<StartContext, EngineError> {
     Ok(sqlx::query_as::<_, StartContext>(concat!(
         "SELECT (SELECT config FROM pipeline_configs
                  WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND version = $4) AS config,
                 EXISTS (SELECT 1 FROM deployments
                         WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND state = 'running') AS deploying,
-                CASE WHEN $5 THEN ",
+                ",
         usage::used_ms_sql!("$1"),
-        " ELSE 0 END AS used_ms,
+        " AS used_ms,
                 COALESCE((SELECT count(*) FROM task_executions WHERE tenant_id = $1 AND state = 'running')
                          >= (SELECT p.max_concurrent_tasks FROM tenants n JOIN plans p ON p.id = n.plan_id
                              WHERE n.id = $1), false) AS tenant_at_capacity"
     ))
     .bind_key(key)
     .bind(live_version)
-    .bind(with_usage)
     .fetch_one(&mut **tx)
     .await?)
 }

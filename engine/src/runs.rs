@@ -35,8 +35,6 @@ pub struct StartRequest {
     pub initiator: Initiator,
     /// Run timeout when the pipeline sets none.
     pub default_timeout_s: u32,
-    /// The tenant's plan, which must admit the run; `None` admits everything.
-    pub plan: Option<gofer_core::model::Plan>,
     /// What a task that sets no timeout, CPU or memory gets (to check it against the plan).
     pub task_defaults: TaskDefaults,
     /// The run of the same tenant whose run token starts this one (a `kind: gofer` task), `None`
@@ -85,8 +83,7 @@ async fn admitted_chain(
 /// notified on commit. A run started by a run must pass [`chain::admit`] first.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
 pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
-    let StartRequest { variables, initiator, default_timeout_s, plan, task_defaults, parent, max_chain_depth } =
-        request;
+    let StartRequest { variables, initiator, default_timeout_s, task_defaults, parent, max_chain_depth } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = db::scoped(pool, &key.tenant).await?;
     let allocated = db::allocate_run(&mut tx, key).await?;
@@ -103,7 +100,12 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
     }
     let live_version = allocated.live_version.ok_or_else(|| EngineError::NoLiveVersion(key.pipeline.clone()))?;
     let run_key = RunKey { pipeline: key.clone(), run: RunId::from_i64(run_id) };
-    let context = db::start_context(&mut tx, key, live_version, plan.is_some()).await?;
+    // The plan is read in the run's own transaction, so the run is admitted under the plan the
+    // tenant has when it starts, whoever changes it meanwhile.
+    let plan = gofer_db::plans::tenant_plan(&mut tx, &key.tenant)
+        .await?
+        .ok_or_else(|| db::corrupt(format!("tenant {} has no plan", key.tenant)))?;
+    let context = db::start_context(&mut tx, key, live_version).await?;
     let mut version = live_version;
     let mut config = context.config.ok_or_else(|| db::corrupt(format!("config version {live_version} is missing")))?.0;
     if context.deploying {
@@ -113,7 +115,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
         }
     }
     let timeout_s = config.run_timeout_s.unwrap_or(default_timeout_s);
-    if let Some(plan) = &plan {
+    {
         let demand = gofer_core::model::RunDemand {
             tasks: config
                 .tasks

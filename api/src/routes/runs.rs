@@ -112,13 +112,11 @@ pub(crate) async fn start(
         ),
         None => (Initiator::token(access.token_id), None),
     };
-    let plan = gofer_billing::tenant_plan(&state.pool, &access.tenant).await?;
     let engine = &state.config.engine;
     let request = StartRequest {
         variables: body.into_inner().variables,
         initiator,
         default_timeout_s: engine.default_run_timeout_s,
-        plan: Some(plan),
         task_defaults: gofer_engine::runs::TaskDefaults {
             timeout_s: engine.default_task_timeout_s,
             cpu_millis: engine.default_cpu_millis,
