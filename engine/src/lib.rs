@@ -8,6 +8,7 @@ pub mod logs;
 mod measure;
 mod run;
 pub mod runs;
+mod settings;
 
 // The crate is sorted into `catalog/`, `run/` and `logs/`; these keep the public paths it had
 // before, so no caller changed.
@@ -20,6 +21,7 @@ pub use logs::LogStore;
 pub use measure::{QueueDepth, queue_depth};
 pub use pipelines::Registered;
 pub use run::cancel::CANCEL_CHANNEL;
+pub use settings::EngineSettings;
 pub use worker::{Engine, EngineConfig, EngineHandle};
 
 use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, TaskId, Version};
