@@ -12,11 +12,12 @@ use gofer_core::scheduler::Scheduler;
 use gofer_db::channels;
 use gofer_engine::{Engine, EngineConfig, EngineHandle, LogStore};
 use gofer_scheduler_local::{LocalScheduler, LocalSchedulerConfig};
+use gofer_secrets::SecretStoreSettings;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::config::{Config, ObjectStoreKind, SchedulerKind, SecretStoreKind};
+use crate::config::{Config, SchedulerKind};
 use crate::error::ApiError;
 use crate::limits::{AuthFailures, RequestLimits};
 use crate::live::EventHub;
@@ -49,6 +50,7 @@ impl Application {
         crate::prometheus::handle();
         // Secret values print redacted (config.rs); cli/tests/it/config_secrets.rs holds that.
         tracing::debug!(?config, "starting with this configuration");
+        config.validate().context("checking the configuration")?;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
         let pool = PgPoolOptions::new()
@@ -90,20 +92,12 @@ impl Application {
             (Some(given), _) => given,
             (None, SchedulerKind::Local) => Arc::new(
                 LocalScheduler::new(LocalSchedulerConfig {
+                    settings: config.sandbox.clone(),
                     work_dir: config.sandbox.work_dir.clone().unwrap_or_else(|| config.state_dir.join("sandbox")),
-                    bwrap_path: config.sandbox.bwrap_path.clone(),
-                    share_network: config.sandbox.share_network,
-                    egress_allow: config.sandbox.egress_allow.clone(),
                     // Networked `kind: gofer` tasks reach an API on this host's loopback through it.
                     api_port: loopback_port(&api_url(&config, port)),
-                    memory_limit_mb: config.sandbox.memory_limit_mb,
-                    max_processes: config.sandbox.max_processes,
-                    cgroups: config.sandbox.cgroups,
-                    allow_untrusted_without_cgroups: config.sandbox.allow_untrusted_without_cgroups,
-                    unsafe_tasks_as_service_user: config.sandbox.unsafe_tasks_as_service_user,
                     // The host keeps what the engine's log keeps (docs/sandbox.md, "Output and state").
                     max_output_bytes: config.logs.max_bytes_per_task,
-                    gofer_binary: config.sandbox.gofer_binary.clone(),
                 })
                 .context("starting the local sandbox scheduler")?,
             ),
@@ -112,13 +106,18 @@ impl Application {
                     .context("setting up the Nomad scheduler")?,
             ),
         };
-        let store = object_store(&config).await?;
-        let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), object_limits(&config));
+        let store = config.object_store.open(&config.state_dir).await.context("opening the object store")?;
+        let objects = gofer_objects::Objects::new(pool.clone(), store.clone(), config.objects.clone());
         let logs = LogStore::new(config.state_dir.join("logs"), config.logs.max_bytes_per_task).with_archive(store);
         let run_tokens = Arc::new(run_token_keys(&config)?);
         let replica_tls = config.attach.replica_ca_file.as_deref().map(replica_tls).transpose()?;
         let secrets = Arc::new(gofer_secrets::Secrets::new(pool.clone(), secret_store(&config, &pool).await?));
-        let engine_config = engine_config(&config, port, scheduler.as_ref());
+        let engine_config = gofer_engine::EngineConfig {
+            settings: config.engine.clone(),
+            api_url: api_url(&config, port),
+            max_env_object_bytes: config.objects.max_env_object_bytes,
+            ..EngineConfig::default()
+        };
         let api_url = engine_config.api_url.clone();
         // Registered by the periodic job, whose first run is at start-up.
         let replica = gofer_engine::attach::Replica {
@@ -351,67 +350,6 @@ pub fn local_url(listen: &str, port: u16) -> String {
     format!("http://{host}:{port}")
 }
 
-/// The configured object store (an S3 bucket is created when missing).
-async fn object_store(config: &Config) -> anyhow::Result<Arc<dyn gofer_core::objects::ObjectStore>> {
-    Ok(match config.object_store {
-        ObjectStoreKind::Local => Arc::new(gofer_objects::LocalStore::new(config.state_dir.join("objects"))),
-        ObjectStoreKind::S3 => {
-            let credentials = match (&config.s3_access_key_id, &config.s3_secret_access_key) {
-                (Some(key), Some(secret)) => Some((key.clone(), secret.expose_secret().to_owned())),
-                (None, None) => None,
-                _ => anyhow::bail!("set both s3_access_key_id and s3_secret_access_key, or neither"),
-            };
-            let store = gofer_objects::S3Store::connect(&gofer_objects::S3Config {
-                endpoint: config.s3_endpoint.clone(),
-                bucket: config.s3_bucket.clone(),
-                region: config.s3_region.clone(),
-                path_style: config.s3_path_style,
-                credentials,
-                part_size: config.s3_part_size_bytes,
-                concurrency: config.s3_part_concurrency,
-                single_put_max: config.s3_single_put_max_bytes,
-                stall_timeout: gofer_objects::STREAMED_PUT_STALL,
-            })
-            .await;
-            store.ensure_bucket().await.context("reaching the S3 bucket")?;
-            Arc::new(store)
-        }
-    })
-}
-
-fn object_limits(config: &Config) -> gofer_objects::ObjectLimits {
-    gofer_objects::ObjectLimits {
-        max_object_bytes: config.objects.max_object_bytes,
-        keep_run_objects_for_runs: config.objects.keep_run_objects_for_runs,
-    }
-}
-
-/// The engine's settings from the service config; `port` is the bound port (for GOFER_API_URL).
-fn engine_config(config: &Config, port: u16, scheduler: &dyn Scheduler) -> EngineConfig {
-    let e = &config.engine;
-    EngineConfig {
-        max_parallel_tasks: e.max_parallel_tasks.unwrap_or_else(|| scheduler.default_parallel_tasks()),
-        poll_interval: Duration::from_millis(e.poll_interval_ms),
-        monitor_interval: Duration::from_millis(e.monitor_interval_ms),
-        lease: Duration::from_secs(e.lease_s),
-        stop_grace: Duration::from_secs(e.stop_grace_s),
-        default_task_timeout: Duration::from_secs(u64::from(e.default_task_timeout_s)),
-        max_task_timeout: Duration::from_secs(u64::from(e.max_task_timeout_s)),
-        default_run_timeout: Duration::from_secs(u64::from(e.default_run_timeout_s)),
-        default_cpu_millis: e.default_cpu_millis,
-        default_memory_mb: e.default_memory_mb,
-        infra_retries: e.infra_retries,
-        retry_backoff: Duration::from_millis(e.retry_backoff_ms),
-        tenant_max_running_tasks: e.tenant_max_running_tasks,
-        quota_check_interval: Duration::from_millis(e.quota_check_interval_ms),
-        scheduler_outage_tolerance: Duration::from_secs(e.scheduler_outage_tolerance_s),
-        api_url: api_url(config, port),
-        max_env_object_bytes: config.objects.max_env_object_bytes,
-        gofer_cli_image: e.gofer_cli_image.clone(),
-        ..EngineConfig::default()
-    }
-}
-
 /// Keys by id and the active one, as kept in a state-dir file.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredKeys {
@@ -462,10 +400,8 @@ fn replica_tls(ca_file: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 /// The run token keys from the config, or the ones kept in the state dir (created on first start).
 fn run_token_keys(config: &Config) -> anyhow::Result<RunTokenKeys> {
     let settings = &config.run_tokens;
-    if !settings.keys.is_empty() {
-        let active =
-            settings.active_kid.as_deref().context("run_tokens.active_kid is required with run_tokens.keys")?;
-        return Ok(RunTokenKeys::new(&crate::config::expose_map(&settings.keys), active)?);
+    if let (false, Some(active)) = (settings.keys.is_empty(), &settings.active_kid) {
+        return Ok(RunTokenKeys::new(&gofer_core::settings::exposed_map(&settings.keys), active)?);
     }
     let stored = stored_keys(config, "run-token-keys.json", RunTokenKeys::generate_secret)?;
     Ok(RunTokenKeys::new(&stored.keys, &stored.active)?)
@@ -475,15 +411,14 @@ fn run_token_keys(config: &Config) -> anyhow::Result<RunTokenKeys> {
 /// `<state_dir>/secret-keys.json` (created on first start); values sealed by an older key are
 /// re-encrypted with the primary one in the background.
 async fn secret_store(config: &Config, pool: &PgPool) -> anyhow::Result<Arc<dyn gofer_core::secrets::SecretStore>> {
-    match config.secret_store {
-        SecretStoreKind::Postgres => {
-            let keyring = if config.secret_keys.is_empty() {
-                let stored = stored_keys(config, "secret-keys.json", gofer_secrets::Keyring::generate_key)?;
-                gofer_secrets::Keyring::new(&stored.keys, &stored.active)?
-            } else {
-                let primary =
-                    config.secret_primary_key.as_deref().context("secret_primary_key is required with secret_keys")?;
-                gofer_secrets::Keyring::new(&crate::config::expose_map(&config.secret_keys), primary)?
+    match &config.secret_store {
+        SecretStoreSettings::Postgres(settings) => {
+            let keyring = match settings.keyring()? {
+                Some(keyring) => keyring,
+                None => {
+                    let stored = stored_keys(config, "secret-keys.json", gofer_secrets::Keyring::generate_key)?;
+                    gofer_secrets::Keyring::new(&stored.keys, &stored.active)?
+                }
             };
             let store = gofer_secrets::PostgresStore::new(pool.clone(), keyring);
             let background = store.clone();
@@ -496,24 +431,8 @@ async fn secret_store(config: &Config, pool: &PgPool) -> anyhow::Result<Arc<dyn 
             });
             Ok(Arc::new(store))
         }
-        SecretStoreKind::Vault => {
-            let addr = config.vault_addr.clone().context("vault_addr is required with secret_store = \"vault\"")?;
-            let auth = match (&config.vault_token, &config.vault_role_id, &config.vault_secret_id) {
-                (Some(token), _, _) => gofer_secrets::VaultAuth::Token(token.expose_secret().to_owned()),
-                (None, Some(role_id), Some(secret_id)) => gofer_secrets::VaultAuth::AppRole {
-                    mount: config.vault_approle_mount.clone(),
-                    role_id: role_id.clone(),
-                    secret_id: secret_id.expose_secret().to_owned(),
-                },
-                _ => anyhow::bail!("secret_store = \"vault\" needs vault_token, or vault_role_id and vault_secret_id"),
-            };
-            let settings = gofer_secrets::VaultSettings {
-                addr,
-                auth,
-                mount: config.vault_mount.clone(),
-                prefix: config.vault_prefix.clone(),
-            };
-            let store = gofer_secrets::VaultStore::connect(settings).await.context("connecting to Vault")?;
+        SecretStoreSettings::Vault(settings) => {
+            let store = gofer_secrets::VaultStore::connect(settings.clone()).await.context("connecting to Vault")?;
             Ok(Arc::new(store))
         }
     }

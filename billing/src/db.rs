@@ -89,10 +89,11 @@ pub(crate) async fn list(pool: &PgPool, after: Option<&str>, limit: i64) -> Resu
 }
 
 pub(crate) async fn get(pool: &PgPool, id: &str) -> Result<Option<Plan>, sqlx::Error> {
-    let row: Option<gofer_db::plans::PlanRow> = sqlx::query_as(concat!("SELECT ", gofer_db::plan_columns!(), " FROM plans WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<gofer_db::plans::PlanRow> =
+        sqlx::query_as(concat!("SELECT ", gofer_db::plan_columns!(), " FROM plans WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(Into::into))
 }
 

@@ -2,6 +2,7 @@
 
 mod db;
 pub mod ip_blocks;
+mod settings;
 pub mod trials;
 pub mod usage;
 
@@ -9,6 +10,8 @@ use gofer_core::TenantId;
 use gofer_core::id::validate_identifier;
 use gofer_core::model::{PageRequest, Plan};
 use sqlx::PgPool;
+
+pub use settings::{IpBlockSettings, TrialSettings};
 
 /// Everything that can go wrong with plans.
 #[derive(Debug, thiserror::Error)]

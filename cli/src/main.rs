@@ -27,8 +27,10 @@ fn main() -> ExitCode {
 }
 
 fn start_service(config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let config = gofer_api::Config::load(config.as_deref())?;
-    gofer_api::telemetry::init(config.log_format, &config.log_level);
+    let loaded = gofer_api::Config::load(config.as_deref())?;
+    gofer_api::telemetry::init(loaded.config.log_format, &loaded.config.log_level);
+    loaded.warn_deprecated();
+    let config = loaded.config;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(config))
 }

@@ -17,6 +17,7 @@ pub mod objects;
 pub mod proof_of_work;
 pub mod scheduler;
 pub mod secrets;
+pub mod settings;
 pub mod state;
 pub mod timeline;
 pub mod tokens;

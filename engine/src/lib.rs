@@ -8,6 +8,7 @@ pub mod logs;
 mod measure;
 mod run;
 pub mod runs;
+mod settings;
 
 // The crate is sorted into `catalog/`, `run/` and `logs/`; these keep the public paths it had
 // before, so no caller changed.
@@ -19,6 +20,7 @@ pub use deployments::DeploymentKey;
 pub use logs::LogStore;
 pub use measure::{QueueDepth, queue_depth};
 pub use pipelines::Registered;
+pub use settings::EngineSettings;
 pub use worker::{Engine, EngineConfig, EngineHandle};
 
 use gofer_core::{ConfigError, DeploymentId, NamespaceId, PipelineId, RunId, TaskId, Version};

@@ -10,6 +10,7 @@
 mod db;
 pub mod local;
 pub mod s3;
+mod settings;
 
 use std::sync::Arc;
 
@@ -22,7 +23,8 @@ use gofer_db::events::{self, EventScope};
 use sqlx::PgPool;
 
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store, STREAMED_PUT_STALL};
+pub use s3::{S3Store, STREAMED_PUT_STALL};
+pub use settings::{ObjectSettings, ObjectStoreSettings, OpenStoreError, S3Settings};
 
 /// Everything that can go wrong with objects, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]
@@ -116,27 +118,12 @@ impl Collection {
     }
 }
 
-/// Limits on objects.
-#[derive(Debug, Clone)]
-pub struct ObjectLimits {
-    /// Largest object, in bytes.
-    pub max_object_bytes: u64,
-    /// Run objects of a pipeline's last this many runs are kept; older ones expire.
-    pub keep_run_objects_for_runs: u32,
-}
-
-impl Default for ObjectLimits {
-    fn default() -> Self {
-        Self { max_object_bytes: 5 * 1024 * 1024 * 1024, keep_run_objects_for_runs: 10 }
-    }
-}
-
 /// Objects: the store and the metadata together.
 #[derive(Clone)]
 pub struct Objects {
     pool: PgPool,
     store: Arc<dyn ObjectStore>,
-    limits: ObjectLimits,
+    limits: ObjectSettings,
 }
 
 impl std::fmt::Debug for Objects {
@@ -147,7 +134,7 @@ impl std::fmt::Debug for Objects {
 
 impl Objects {
     /// Objects kept in `store`, described in `pool`.
-    pub fn new(pool: PgPool, store: Arc<dyn ObjectStore>, limits: ObjectLimits) -> Self {
+    pub fn new(pool: PgPool, store: Arc<dyn ObjectStore>, limits: ObjectSettings) -> Self {
         Self { pool, store, limits }
     }
 
@@ -157,7 +144,7 @@ impl Objects {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &ObjectLimits {
+    pub fn limits(&self) -> &ObjectSettings {
         &self.limits
     }
 

@@ -14,9 +14,12 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use gofer_core::objects::{BodyLength, BoxFuture, ByteStream, Fetched, ObjectStore, ObjectStoreError, Stored};
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
+
+use crate::S3Settings;
 
 /// S3's smallest part (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -37,47 +40,6 @@ const STREAMED_PUT_CHUNKS: usize = 8;
 /// Largest chunk handed to the reader of a prefetched range.
 const SEND_SLICE: usize = 256 * 1024;
 
-/// Where and how to reach S3 (`Debug` hides the secret access key).
-#[derive(Clone)]
-pub struct S3Config {
-    /// Endpoint URL (`http://127.0.0.1:9000`); `None`: AWS's own for the region.
-    pub endpoint: Option<String>,
-    /// Bucket.
-    pub bucket: String,
-    /// Region.
-    pub region: String,
-    /// Path-style addressing (`<endpoint>/<bucket>/<key>`), which most non-AWS servers need.
-    pub path_style: bool,
-    /// Static credentials; `None`: the default AWS chain (environment, profile, instance role).
-    pub credentials: Option<(String, String)>,
-    /// Multipart part size in bytes (at least 5 MiB).
-    pub part_size: u64,
-    /// Parts uploaded, or ranges read ahead, at once per object (at least 1).
-    pub concurrency: usize,
-    /// Longest body of a declared length sent as one streamed `PutObject` (at most S3's 5 GiB);
-    /// longer ones, and bodies of unknown length, go up in parts.
-    pub single_put_max: u64,
-    /// How long the body of a streamed `PutObject` may send nothing before it is refused
-    /// ([`STREAMED_PUT_STALL`] in service).
-    pub stall_timeout: std::time::Duration,
-}
-
-impl std::fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
-            .field("bucket", &self.bucket)
-            .field("region", &self.region)
-            .field("path_style", &self.path_style)
-            .field("credentials", &self.credentials.as_ref().map(|(key, _)| (key, "***")))
-            .field("part_size", &self.part_size)
-            .field("concurrency", &self.concurrency)
-            .field("single_put_max", &self.single_put_max)
-            .field("stall_timeout", &self.stall_timeout)
-            .finish()
-    }
-}
-
 /// An S3 bucket as an object store.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -90,17 +52,17 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// A client for `config` (no request is made yet).
-    pub async fn connect(config: &S3Config) -> Self {
+    /// A client for `settings` (no request is made yet).
+    pub async fn connect(settings: &S3Settings) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(config.region.clone()));
-        if let Some(endpoint) = &config.endpoint {
+            .region(aws_config::Region::new(settings.region.clone()));
+        if let Some(endpoint) = &settings.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
-        if let Some((key, secret)) = &config.credentials {
+        if let (Some(key), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 key.clone(),
-                secret.clone(),
+                secret.expose_secret().to_owned(),
                 None,
                 None,
                 "gofer-config",
@@ -108,20 +70,26 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(config.path_style)
+            .force_path_style(settings.path_style)
             // Checksums only where S3 requires them: S3-compatible servers differ in the rest.
             .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
             .build();
-        let part_size = usize::try_from(config.part_size.max(MIN_PART_SIZE)).unwrap_or(usize::MAX);
+        let part_size = usize::try_from(settings.part_size_bytes.max(MIN_PART_SIZE)).unwrap_or(usize::MAX);
         Self {
             client: Client::from_conf(s3),
-            bucket: config.bucket.clone(),
+            bucket: settings.bucket.clone(),
             part_size,
-            concurrency: config.concurrency.max(1),
-            single_put_max: config.single_put_max.min(MAX_SINGLE_PUT),
-            stall_timeout: config.stall_timeout,
+            concurrency: settings.part_concurrency.max(1),
+            single_put_max: settings.single_put_max_bytes.min(MAX_SINGLE_PUT),
+            stall_timeout: STREAMED_PUT_STALL,
         }
+    }
+
+    /// The same store with another stall limit on streamed `PutObject` bodies
+    /// ([`STREAMED_PUT_STALL`] in service; tests shorten it).
+    pub fn with_stall_timeout(self, stall_timeout: std::time::Duration) -> Self {
+        Self { stall_timeout, ..self }
     }
 
     /// The underlying client (the benchmark compares against it).

@@ -8,12 +8,12 @@
 //! Besides that: a fresh `/proc`, a minimal `/dev`, a private tmpfs `/tmp`, and the job's own
 //! directory read-write at `/job` (also the working directory and, by default, `HOME`). The
 //! environment is exactly the spec's `env` plus `PATH` and `HOME` unless it sets them. All namespaces
-//! are unshared, so there is only a loopback network unless [`LocalSchedulerConfig::share_network`].
+//! are unshared, so there is only a loopback network unless [`SandboxSettings::share_network`].
 //! The task is uid/gid 65534 (nobody) with no capabilities; it can read what any host user can read
 //! in `/usr` and `/etc`, so keep secrets out of world-readable files there.
 //!
 //! A task of kind gofer ([`TaskSpec::gofer_cli`]) also gets the server's `gofer` binary
-//! ([`LocalSchedulerConfig::gofer_binary`]) read-only at `/opt/gofer/bin/gofer`, with
+//! ([`SandboxSettings::gofer_binary`]) read-only at `/opt/gofer/bin/gofer`, with
 //! `/opt/gofer/bin` first on its `PATH`: the sandbox's stand-in for the gofer CLI image.
 //!
 //! # Root or not
@@ -21,7 +21,7 @@
 //! be host root in disguise (able to read root-only files, and exempt from `RLIMIT_NPROC`). Then
 //! uid 65534 must be able to enter the work directory (checked by [`LocalScheduler::new`]). Without
 //! root, bwrap could only map the server's own user into the sandbox, so the scheduler refuses to
-//! start unless [`LocalSchedulerConfig::unsafe_tasks_as_service_user`] says otherwise (development).
+//! start unless [`SandboxSettings::unsafe_tasks_as_service_user`] says otherwise (development).
 //!
 //! # Limits
 //! Each task runs in cgroups of its own (`cgroup.rs`): memory for all its processes with its tmpfs
@@ -65,6 +65,9 @@ mod probe;
 mod process;
 mod sandbox;
 mod seccomp;
+mod settings;
+
+pub use settings::SandboxSettings;
 
 use std::collections::HashMap;
 
@@ -83,70 +86,34 @@ use crate::job::Job;
 use crate::network::Network;
 use crate::sandbox::Tools;
 
-/// Settings for [`LocalScheduler`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(default)]
+/// What [`LocalScheduler`] runs with: its settings, and what the server tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalSchedulerConfig {
-    /// Root of the per-job directories. Default `./.gofer/sandbox`.
+    /// The `[sandbox]` settings.
+    pub settings: SandboxSettings,
+    /// Root of the per-job directories (`settings.work_dir`, else under the state dir).
     pub work_dir: PathBuf,
-    /// The bubblewrap binary: a path, or a name looked up on `PATH`. Default `bwrap`.
-    pub bwrap_path: PathBuf,
-    /// Give tasks whose plan allows the network a network of their own (slirp4netns, with egress
-    /// rules: see `network.rs`); off: loopback only for every task. Default false.
-    pub share_network: bool,
-    /// Networks networked tasks may reach although the egress policy refuses them (a private
-    /// mirror, say). Default none.
-    pub egress_allow: Vec<ipnet::IpNet>,
     /// The API's port on this host's loopback, forwarded into networked `kind: gofer` tasks (their
-    /// `127.0.0.1:<port>` is the API). Set by the server.
+    /// `127.0.0.1:<port>` is the API).
     pub api_port: Option<u16>,
-    /// Memory ceiling per task, in MiB: the task's own `memory_mb` is used up to this. With
-    /// cgroups, the task's memory cgroup limit (tmpfs included); without, `prlimit --as` per
-    /// process. Default 4096.
-    pub memory_limit_mb: u64,
-    /// Processes (and threads) per task: the task's `pids.max`. Without cgroups, `prlimit --nproc`,
-    /// which counts every sandbox of the host uid together. Default 512.
-    pub max_processes: u64,
-    /// Whether tasks get cgroups of their own. Default `auto`: used when this host allows it.
-    pub cgroups: CgroupMode,
-    /// Run tasks of untrusted plans (trials) although no cgroup limits each task (only
-    /// per-process limits hold then). Default false: such tasks are refused on such a host.
-    pub allow_untrusted_without_cgroups: bool,
-    /// Run tasks as the server's own user when the server is not root. **Unsafe, for development
-    /// only**: a task could then signal, trace or read everything of the server's processes and
-    /// files. Without root and without this, the scheduler refuses to start (a distinct sandbox
-    /// uid from a subuid range is the way forward; see docs/sandbox.md). Default false.
-    pub unsafe_tasks_as_service_user: bool,
     /// Bytes of a task's output kept on the host (`output.log`): this much as it arrives, then
     /// half as much again of its end (see `output.rs`). Default 10 MiB, the engine's log cap.
     pub max_output_bytes: u64,
-    /// The `gofer` binary that `kind: gofer` tasks run ([`TaskSpec::gofer_cli`]), mounted
-    /// read-only at `/opt/gofer/bin/gofer`. `None`: the `gofer` next to this executable, else the
-    /// one on `PATH`, else such tasks are refused.
-    pub gofer_binary: Option<PathBuf>,
 }
 
 impl Default for LocalSchedulerConfig {
     fn default() -> Self {
         Self {
+            settings: SandboxSettings::default(),
             work_dir: PathBuf::from("./.gofer/sandbox"),
-            bwrap_path: PathBuf::from("bwrap"),
-            share_network: false,
-            egress_allow: Vec::new(),
             api_port: None,
-            memory_limit_mb: 4096,
-            max_processes: 512,
-            cgroups: CgroupMode::Auto,
-            allow_untrusted_without_cgroups: false,
-            unsafe_tasks_as_service_user: false,
             max_output_bytes: 10 * 1024 * 1024,
-            gofer_binary: None,
         }
     }
 }
 
 /// Whether the local scheduler limits each task with cgroups of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CgroupMode {
     /// Use cgroups when the host allows it (cgroup v2 with memory and pids delegated to the
@@ -236,8 +203,8 @@ impl LocalScheduler {
     /// few milliseconds), so a host that cannot sandbox fails at start-up rather than on the first task.
     pub fn new(config: LocalSchedulerConfig) -> Result<Self, LocalSchedulerError> {
         let privileged = rustix::process::geteuid().is_root();
-        check_sandbox_user(privileged, config.unsafe_tasks_as_service_user)?;
-        let mut tools = Tools::find(&config.bwrap_path, config.gofer_binary.as_deref(), privileged)?;
+        check_sandbox_user(privileged, config.settings.unsafe_tasks_as_service_user)?;
+        let mut tools = Tools::find(&config.settings.bwrap_path, config.settings.gofer_binary.as_deref(), privileged)?;
         let work_dir_error = |source| LocalSchedulerError::WorkDir { path: config.work_dir.clone(), source };
         std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
         // Absolute, so bwrap's bind sources do not depend on the server's current directory.
@@ -247,14 +214,14 @@ impl LocalScheduler {
         let shared = if privileged { PathBuf::from(STAGED_DIR) } else { config.work_dir.join(".sandbox") };
         tools.files = SandboxFiles::write(&config.work_dir.join(".sandbox"), &shared).map_err(work_dir_error)?;
         probe::probe(&tools, &config, &config.work_dir)?;
-        let network = match config.share_network {
+        let network = match config.settings.share_network {
             false => None,
             true => Some(
-                Network::prepare(&config.egress_allow, config.api_port)
+                Network::prepare(&config.settings.egress_allow, config.api_port)
                     .map_err(|detail| LocalSchedulerError::NetworkUnusable { detail })?,
             ),
         };
-        let cgroups = match config.cgroups {
+        let cgroups = match config.settings.cgroups {
             CgroupMode::Off => None,
             mode => match Cgroups::detect() {
                 Ok(cgroups) => Some(cgroups),
@@ -279,7 +246,7 @@ impl LocalScheduler {
         tracing::info!(
             work_dir = %config.work_dir.display(),
             privileged,
-            share_network = config.share_network,
+            share_network = config.settings.share_network,
             gofer = ?tools.gofer,
             cgroups = ?cgroups.as_ref().map(Cgroups::version),
             "local sandbox scheduler ready"

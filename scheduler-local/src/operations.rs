@@ -44,7 +44,7 @@ impl LocalScheduler {
     pub(crate) async fn start_job(&self, spec: &TaskSpec) -> Result<(), SchedulerError> {
         let paths = self.paths(&spec.job_id)?;
         sandbox::check_spec(spec)?;
-        if spec.untrusted && self.cgroups.is_none() && !self.config.allow_untrusted_without_cgroups {
+        if spec.untrusted && self.cgroups.is_none() && !self.config.settings.allow_untrusted_without_cgroups {
             return Err(SchedulerError::Rejected(
                 "this host cannot limit each task on its own (no usable cgroup), so tasks of untrusted plans \
                  (trials) are refused here; see docs/sandbox.md, \"Limits\""
@@ -119,7 +119,7 @@ impl LocalScheduler {
         // The entrypoint, when given, is simply the start of the argv.
         let argv: Vec<String> = spec.entrypoint.iter().flatten().chain(&spec.command).cloned().collect();
         // The task's own memory, within the scheduler's ceiling.
-        let memory_limit_mb = u64::from(spec.memory_mb).min(self.config.memory_limit_mb);
+        let memory_limit_mb = u64::from(spec.memory_mb).min(self.config.settings.memory_limit_mb);
         // A networked task keeps its own network namespace; bwrap waits on this FIFO until the
         // server has set it up (network.rs). Opened read-write, so neither end blocks.
         let network = self.network.as_ref().filter(|_| spec.allow_network);
@@ -131,7 +131,7 @@ impl LocalScheduler {
             Some(cgroups) => {
                 let limits = TaskLimits {
                     memory_bytes: memory_limit_mb.saturating_mul(1024 * 1024),
-                    pids: self.config.max_processes,
+                    pids: self.config.settings.max_processes,
                     cpu_millis: spec.cpu_millis,
                 };
                 Some(cgroups.acquire(limits).map_err(|e| unavailable("creating the task's cgroups", e))?)

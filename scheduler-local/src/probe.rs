@@ -23,7 +23,7 @@ pub(crate) fn probe(tools: &Tools, config: &LocalSchedulerConfig, work_dir: &Pat
             info_path: Path::new("/dev/stdout"),
             command: &command,
             env: &env,
-            memory_limit_mb: config.memory_limit_mb,
+            memory_limit_mb: config.settings.memory_limit_mb,
             disk_limit_mb: 64,
             // The probe runs `true`: only the host-wide backstop, not a task's limit (other
             // sandboxes of the same uid may already hold that many processes).

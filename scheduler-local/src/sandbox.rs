@@ -200,10 +200,10 @@ impl ProcessLimits {
     pub(crate) fn prlimit_args(self, config: &LocalSchedulerConfig, memory_limit_mb: u64) -> Vec<OsString> {
         match self {
             Self::Backstop => {
-                vec![format!("--nproc={}", config.max_processes.saturating_mul(NPROC_BACKSTOP_TASKS)).into()]
+                vec![format!("--nproc={}", config.settings.max_processes.saturating_mul(NPROC_BACKSTOP_TASKS)).into()]
             }
             Self::PerProcess => vec![
-                format!("--nproc={}", config.max_processes).into(),
+                format!("--nproc={}", config.settings.max_processes).into(),
                 format!("--as={}", memory_limit_mb.saturating_mul(1024 * 1024)).into(),
             ],
         }

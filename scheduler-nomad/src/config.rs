@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The task driver the Nomad clients run tasks with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
     /// `docker` (point the plugin at a rootless dockerd).
@@ -25,72 +25,103 @@ impl Driver {
 }
 
 /// TLS towards the Nomad servers (PEM files).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NomadTls {
-    /// CA certificate that signed the Nomad servers' certificates.
+    /// PEM CA certificate that signed the Nomad servers' certificates.
+    ///
+    /// Production: with TLS
     pub ca_cert: Option<PathBuf>,
-    /// Client certificate, for Nomad's `verify_https_client`.
+    /// PEM client certificate, for Nomad's `verify_https_client`; with `client_key` (both or
+    /// neither).
+    ///
+    /// Production: with mTLS
     pub client_cert: Option<PathBuf>,
     /// The client certificate's key.
     pub client_key: Option<PathBuf>,
 }
 
 /// Settings of [`NomadScheduler`](crate::NomadScheduler).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NomadConfig {
-    /// Nomad's HTTP address (`GOFER_NOMAD_ADDR`). Default `http://127.0.0.1:4646`.
+    /// Nomad's HTTP API (also `GOFER_NOMAD_ADDR`).
+    ///
+    /// Production: **required** with `scheduler = "nomad"`
     pub addr: String,
-    /// ACL token (`GOFER_NOMAD_TOKEN`), sent as `X-Nomad-Token`; never logged.
+    /// ACL token sent as `X-Nomad-Token` (also `GOFER_NOMAD_TOKEN`; policy in
+    /// `infra/nomad/gofer-service-policy.hcl`); never logged.
+    ///
+    /// Production: **required** (from a secret store)
     pub token: Option<String>,
     /// TLS files.
     pub tls: NomadTls,
-    /// Region (`?region=` and `Job.Region`); `None`: the agent's own.
+    /// `?region=` on every call and `Job.Region`; unset: the agent's own.
+    ///
+    /// Production: multi-region
     pub region: Option<String>,
-    /// Datacenters jobs may run in. Default `["*"]`.
+    /// Datacenters task jobs may run in.
     pub datacenters: Vec<String>,
-    /// Task driver. Default `docker`.
+    /// Task driver: `docker` (rootless dockerd) or `podman` (rootless).
     pub driver: Driver,
-    /// Node pool of tenants whose plan names none. Default `default`.
+    /// Node pool of tenants whose plan sets no `node_pool` (the seeded trial plan uses
+    /// `gofer-trial`).
+    ///
+    /// Production: a dedicated pool, off the servers
     pub node_pool: String,
-    /// Registries images may come from (`docker.io`, `ghcr.io`, `registry.example.com:5000`), by
-    /// exact name; `*` stands for any registry the egress policy accepts. Empty: `["*"]`. A
-    /// registry on a loopback, private, link-local or metadata address (or `localhost`) is refused
-    /// unless it is listed by name. An image without a registry host is `docker.io`.
+    /// Registries images may come from, by exact `host[:port]` (`docker.io`, `ghcr.io`,
+    /// `registry.example.com:5000`); `*` is any registry the egress policy accepts, i.e. not on a
+    /// loopback, private, link-local, shared, reserved or cloud metadata address nor `localhost`; a
+    /// registry named here is allowed whatever its address (`["*", "10.0.0.5:5000"]` adds one
+    /// private mirror). Empty: the same as `["*"]`. An image without a host is `docker.io`; others
+    /// are refused (`scheduler_error`, naming the registry and why). docs/nomad.md, "Registries".
+    ///
+    /// Production: set
     pub allowed_registries: Vec<String>,
-    /// The user tasks run as (`uid:gid`); never root. Default `65534:65534`.
+    /// The `uid:gid` tasks run as; root is refused at start-up.
     pub task_user: String,
-    /// Process limit per task (`pids_limit`). Default 512.
+    /// `pids_limit` of every task (must not exceed the plugin's).
     pub pids_limit: u32,
-    /// Open files per process (`ulimit nofile`). Default 8192.
+    /// `ulimit nofile` (soft and hard) of every task; at least 64. `fsize` is the plan's
+    /// `max_disk_mb`.
     pub nofile_limit: u32,
-    /// Size of the task's `/tmp` tmpfs in MiB (at most the plan's disk; counted in the task's
-    /// memory). Default 256.
+    /// Size of every task's tmpfs `/tmp` in MiB (at most the plan's `max_disk_mb`; counted in the
+    /// task's memory).
     pub tmp_size_mb: u32,
-    /// Seccomp profile on the client nodes (`security_opt = ["seccomp=<path>"]`; ship
-    /// `infra/nomad/seccomp.json`). Default `/etc/gofer/seccomp.json`.
+    /// Absolute path, on the client nodes, of the seccomp profile every job names (`security_opt`);
+    /// install `infra/nomad/seccomp.json` there (docs/nomad.md, "Isolation on the client nodes").
+    ///
+    /// Production: install the file
     pub seccomp_profile: String,
-    /// Set the docker driver's `storage_opt = { size = <disk> }` (needs overlay2 on xfs mounted
-    /// with `pquota`; turn off where the storage driver cannot honour it). Default true.
+    /// docker: set `storage_opt size` to the plan's `max_disk_mb`; needs overlay2 on xfs with
+    /// `pquota`, so set `false` on other storage (podman jobs never carry it).
+    ///
+    /// Production: `false` unless xfs + pquota
     pub storage_size_limit: bool,
-    /// The CNI network (`cni/<name>` on the client nodes) of tasks whose plan allows network;
-    /// its egress rules refuse private and metadata addresses (`infra/nomad/gofer-egress.*`).
-    /// Default `gofer-egress`.
+    /// CNI network (`cni/<name>`) of tasks whose plan allows network; install
+    /// `infra/nomad/gofer-egress.conflist` and `gofer-egress.nft` on the client nodes.
     pub egress_network: String,
-    /// Nomad CPU MHz given per 1000 millicores a task asks for. Default 1000.
+    /// Nomad `CPU` MHz per 1000 millicores a task asks for.
+    ///
+    /// Production: your nodes' MHz
     pub cpu_mhz_per_core: u32,
-    /// Set `MemoryMaxMB` (needs memory oversubscription enabled in Nomad's scheduler config).
+    /// Reserve half the task's memory (`MemoryMB`) and cap at all of it (`MemoryMaxMB`); needs
+    /// oversubscription enabled in Nomad.
     pub memory_oversubscription: bool,
-    /// Seconds between the stop signal and the kill (`KillTimeout`). Default 10.
+    /// `KillTimeout`: stop signal → kill, in seconds.
+    ///
+    /// Production: as `engine.stop_grace_s`
     pub kill_timeout_s: u64,
-    /// Timeout of one API call, in seconds. Default 10.
+    /// Timeout of one Nomad API call, in seconds (the event stream has none; it counts 45 s of
+    /// silence as broken).
     pub request_timeout_s: u64,
-    /// Follow `/v1/event/stream` (false: poll allocations only). Default true.
+    /// Follow `/v1/event/stream` (false: poll allocations).
     pub event_stream: bool,
-    /// Hold `follow=true` log streams (false: poll task logs every monitor interval). Default true.
+    /// Hold `follow=true` log streams per task output (false: poll logs every monitor interval;
+    /// polling also takes over by itself when a stream cannot be opened 3 times in a row).
     pub follow_logs: bool,
-    /// Set `TaskGroup.MaxRunDuration` from the task timeout (Nomad 2.0.3+; older servers ignore it).
+    /// Set `TaskGroup.MaxRunDuration` from the task timeout (Nomad 2.0.3+; older servers ignore it,
+    /// the engine enforces the timeout anyway).
     pub max_run_duration: bool,
 }
 

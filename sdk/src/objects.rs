@@ -61,7 +61,7 @@ impl Client {
     /// [`Self::put_object`] for a body of known length (a file), sent with that `Content-Length`
     /// even when the body is a stream: the server then refuses it at once when too large, and
     /// over S3 it goes up as one streamed `PutObject` (up to the server's
-    /// `s3_single_put_max_bytes`) instead of a multipart upload. A body that turns out to have
+    /// `object_store.single_put_max_bytes`) instead of a multipart upload. A body that turns out to have
     /// another length is refused, and nothing is stored.
     pub async fn put_object_of_length(
         &self,

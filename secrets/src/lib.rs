@@ -7,6 +7,7 @@
 
 pub mod keyring;
 pub mod postgres;
+mod settings;
 pub mod vault;
 
 mod db;
@@ -24,7 +25,8 @@ use sqlx::PgPool;
 
 pub use keyring::{Keyring, KeyringError};
 pub use postgres::PostgresStore;
-pub use vault::{VaultAuth, VaultSettings, VaultStore};
+pub use settings::{PostgresStoreSettings, SecretStoreSettings, VaultSettings};
+pub use vault::{VaultAuth, VaultStore};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,8 @@ use tokio::sync::RwLock;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use crate::VaultSettings;
+
 /// Runs a vaultrs call with the current client, and once more after logging in again when the
 /// token was refused.
 macro_rules! with_client {
@@ -55,22 +57,10 @@ impl std::fmt::Debug for VaultAuth {
     }
 }
 
-/// Where and how to reach Vault.
-#[derive(Debug, Clone)]
-pub struct VaultSettings {
-    /// `http(s)://host:port`.
-    pub addr: String,
-    /// Authentication.
-    pub auth: VaultAuth,
-    /// The KV v2 mount (`secret` in a dev server).
-    pub mount: String,
-    /// Prepended to `tenants/<tenant>/…` (empty, or ending in `/`).
-    pub prefix: String,
-}
-
 /// Secrets in Vault/OpenBao KV v2.
 pub struct VaultStore {
     settings: VaultSettings,
+    auth: VaultAuth,
     client: RwLock<VaultClient>,
 }
 
@@ -102,14 +92,15 @@ impl VaultStore {
     /// Builds the client, logging in first when AppRole is configured (a token is used as given:
     /// an unreachable server shows on first use, as `Unavailable`).
     pub async fn connect(settings: VaultSettings) -> Result<Self, SecretStoreError> {
+        let auth = settings.auth().map_err(|e| SecretStoreError::Unavailable(e.to_string()))?;
         let mut prefix = settings.prefix.trim_matches('/').to_owned();
         if !prefix.is_empty() {
             prefix.push('/');
         }
         let settings = VaultSettings { prefix, ..settings };
-        let token = Self::login(&settings).await?;
+        let token = Self::login(&settings, &auth).await?;
         let client = Self::client(&settings, &token)?;
-        Ok(Self { settings, client: RwLock::new(client) })
+        Ok(Self { settings, auth, client: RwLock::new(client) })
     }
 
     fn client(settings: &VaultSettings, token: &str) -> Result<VaultClient, SecretStoreError> {
@@ -122,8 +113,8 @@ impl VaultStore {
         VaultClient::new(built).map_err(|e| unavailable(describe(&e)))
     }
 
-    async fn login(settings: &VaultSettings) -> Result<String, SecretStoreError> {
-        match &settings.auth {
+    async fn login(settings: &VaultSettings, auth: &VaultAuth) -> Result<String, SecretStoreError> {
+        match auth {
             VaultAuth::Token(token) => Ok(token.clone()),
             VaultAuth::AppRole { mount, role_id, secret_id } => {
                 let anonymous = Self::client(settings, "")?;
@@ -143,11 +134,11 @@ impl VaultStore {
     /// Whether to try again after `e`: the token was refused and a fresh AppRole login worked
     /// (AppRole tokens expire).
     async fn relogin(&self, e: &ClientError) -> bool {
-        if status(e) != Some(403) || !matches!(self.settings.auth, VaultAuth::AppRole { .. }) {
+        if status(e) != Some(403) || !matches!(self.auth, VaultAuth::AppRole { .. }) {
             return false;
         }
         tracing::info!("vault refused the token; logging in again");
-        match Self::login(&self.settings).await {
+        match Self::login(&self.settings, &self.auth).await {
             Ok(token) => {
                 vaultrs::client::Client::set_token(&mut *self.client.write().await, &token);
                 true

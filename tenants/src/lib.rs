@@ -5,6 +5,7 @@ mod db;
 pub mod memo;
 pub mod namespaces;
 pub mod run_tokens;
+mod settings;
 pub mod token;
 pub mod tokens;
 
@@ -12,6 +13,7 @@ use gofer_core::TenantId;
 use gofer_core::model::Tenant;
 use sqlx::PgPool;
 
+pub use settings::{RunTokenSettings, TokenSettings};
 pub use token::{NamespaceGlobs, Principal, Role, TokenSecret};
 
 /// Metadata key recording when the bootstrap operator token was issued.

@@ -166,17 +166,25 @@ pub fn test_config(database_url: String, state_dir: &std::path::Path) -> gofer_a
 /// The S3 server the tests run against; `infra/test.sh` starts s3s-fs and sets this.
 pub const S3_ENV: &str = "GOFER_TEST_S3_ENDPOINT";
 
-/// Points `config` at the test S3 server, in a bucket of its own (created at start-up).
-pub fn use_test_s3(config: &mut gofer_api::Config) {
+/// The test S3 server, in a bucket of its own (created at start-up).
+pub fn test_s3() -> gofer_objects::S3Settings {
     let endpoint =
         std::env::var(S3_ENV).unwrap_or_else(|_| panic!("{S3_ENV} is not set: run the tests through infra/test.sh"));
-    config.object_store = gofer_api::config::ObjectStoreKind::S3;
-    config.s3_endpoint = Some(endpoint);
-    config.s3_bucket = format!("gofer-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    config.s3_access_key_id = Some(std::env::var("GOFER_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "AKIDTEST".into()));
-    config.s3_secret_access_key =
-        Some(std::env::var("GOFER_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "SECRETTEST".into()).into());
-    config.s3_path_style = true;
+    gofer_objects::S3Settings {
+        endpoint: Some(endpoint),
+        bucket: format!("gofer-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        access_key_id: Some(std::env::var("GOFER_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "AKIDTEST".into())),
+        secret_access_key: Some(
+            std::env::var("GOFER_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "SECRETTEST".into()).into(),
+        ),
+        path_style: true,
+        ..gofer_objects::S3Settings::default()
+    }
+}
+
+/// Points `config` at the test S3 server ([`test_s3`]).
+pub fn use_test_s3(config: &mut gofer_api::Config) {
+    config.object_store = gofer_objects::ObjectStoreSettings::S3(test_s3());
 }
 
 /// Starts the real server on port 0 with a fresh database and state dir.

@@ -127,8 +127,8 @@ pub async fn run(options: &Options) -> anyhow::Result<ObjectsResult> {
     if s3.is_none() {
         eprintln!("objects: no S3 server (--s3-endpoint or GOFER_TEST_S3_ENDPOINT): measuring the local store only");
     }
-    let defaults = gofer_api::Config::default();
-    let (part_size, concurrency) = (defaults.s3_part_size_bytes, defaults.s3_part_concurrency);
+    let defaults = gofer_objects::S3Settings::default();
+    let (part_size, concurrency) = (defaults.part_size_bytes, defaults.part_concurrency);
     let parts = usize::try_from(part_size).unwrap_or(usize::MAX).max(1);
     let mut targets = Vec::new();
     let mut direct_best = None;
@@ -308,12 +308,14 @@ async fn through_api(
         let mut config = replica_config(&database.url, dir, &operator, None, None);
         config.objects.max_object_bytes = config.objects.max_object_bytes.max(body.len() as u64 * 2);
         if let Some(server) = s3 {
-            config.object_store = gofer_api::config::ObjectStoreKind::S3;
-            config.s3_endpoint = Some(server.endpoint.clone());
-            config.s3_bucket = bucket_name();
-            config.s3_access_key_id = Some(server.access_key.clone());
-            config.s3_secret_access_key = Some(server.secret_key.clone().into());
-            config.s3_path_style = true;
+            config.object_store = gofer_objects::ObjectStoreSettings::S3(gofer_objects::S3Settings {
+                endpoint: Some(server.endpoint.clone()),
+                bucket: bucket_name(),
+                access_key_id: Some(server.access_key.clone()),
+                secret_access_key: Some(server.secret_key.clone().into()),
+                path_style: true,
+                ..Default::default()
+            });
         }
         config
     })

@@ -21,7 +21,7 @@ const FINAL_LOG_COPY_TRIES: u32 = 8;
 
 /// Copies the rest of a finished task's output and the masker's held-back tail, retrying failures.
 pub(super) async fn drain_logs(ctx: &EngineCtx, log_key: &LogKey, job_id: &str, mut offset: u64, masker: &mut Masker) {
-    let first = ctx.config.monitor_interval.max(Duration::from_millis(50));
+    let first = ctx.config.settings.monitor_interval().max(Duration::from_millis(50));
     let mut pause = DoublingDelay::new(first, Duration::from_secs(5));
     for attempt in 1..=FINAL_LOG_COPY_TRIES {
         let (next, complete) = copy_logs_to_end(ctx, log_key, job_id, offset, masker).await;

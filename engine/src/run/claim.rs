@@ -107,8 +107,8 @@ async fn record_claims<'a>(
 /// pipeline's limit (it is rolled back; the caller claims one at a time instead).
 pub(super) async fn claim_batch(ctx: &EngineCtx, max: usize) -> Result<Option<Vec<Claimed>>, EngineError> {
     let mut tx = db::queue::begin_claim(&ctx.pool).await?;
-    let lease_s = ctx.config.lease.as_secs_f64();
-    let limit = i64::from(ctx.config.tenant_max_running_tasks);
+    let lease_s = ctx.config.settings.lease().as_secs_f64();
+    let limit = i64::from(ctx.config.settings.tenant_max_running_tasks);
     let max = i64::try_from(max).unwrap_or(i64::MAX);
     let rows = db::queue::claim_batch(&mut tx, ctx.config.replica_id, lease_s, limit, max).await?;
     if rows.is_empty() {
@@ -192,8 +192,8 @@ pub(super) async fn claim_batch(ctx: &EngineCtx, max: usize) -> Result<Option<Ve
 /// Claims the oldest claimable task execution and marks its run running, in one transaction.
 pub(super) async fn claim_next(ctx: &EngineCtx) -> Result<Option<Claimed>, EngineError> {
     let mut tx = db::queue::begin_claim(&ctx.pool).await?;
-    let lease_s = ctx.config.lease.as_secs_f64();
-    let limit = i64::from(ctx.config.tenant_max_running_tasks);
+    let lease_s = ctx.config.settings.lease().as_secs_f64();
+    let limit = i64::from(ctx.config.settings.tenant_max_running_tasks);
     let Some(row) = db::queue::claim_next(&mut tx, ctx.config.replica_id, lease_s, limit).await? else {
         return Ok(None);
     };
@@ -220,7 +220,7 @@ pub(super) async fn claim_next(ctx: &EngineCtx) -> Result<Option<Claimed>, Engin
 /// Takes over one task execution whose watcher stopped renewing its lease.
 pub(super) async fn take_over_expired(ctx: &EngineCtx) -> Result<Option<Claimed>, EngineError> {
     let mut tx = ctx.pool.begin().await?;
-    let lease_s = ctx.config.lease.as_secs_f64();
+    let lease_s = ctx.config.settings.lease().as_secs_f64();
     let Some(row) = db::queue::claim_expired(&mut tx, ctx.config.replica_id, lease_s).await? else {
         return Ok(None);
     };

@@ -56,8 +56,10 @@ pub(super) async fn conclude_on(
     node: Option<&str>,
 ) -> Result<(), EngineError> {
     let key = &claimed.key;
-    let requested =
-        (task.cpu.unwrap_or(ctx.config.default_cpu_millis), task.memory_mb.unwrap_or(ctx.config.default_memory_mb));
+    let requested = (
+        task.cpu.unwrap_or(ctx.config.settings.default_cpu_millis),
+        task.memory_mb.unwrap_or(ctx.config.settings.default_memory_mb),
+    );
     // A success completes the task whatever else holds (a cancel, earlier failures): it is
     // recorded in a batch with the replica's other successes.
     if let Ending::Observed(TaskObservation::Exited { exit_code: 0 }) = ending {
@@ -98,11 +100,11 @@ pub(super) async fn conclude_on(
         }
     };
     let policy = RetryPolicy {
-        infra_limit: ctx.config.infra_retries,
+        infra_limit: ctx.config.settings.infra_retries,
         own_limit: task.retries,
-        backoff_base: ctx.config.retry_backoff,
+        backoff_base: ctx.config.settings.retry_backoff(),
     };
-    let timeout_s = task.timeout_s.map(u64::from).unwrap_or(ctx.config.default_task_timeout.as_secs());
+    let timeout_s = task.timeout_s.map(u64::from).unwrap_or(ctx.config.settings.default_task_timeout().as_secs());
     let decide = |cancelling| verdict(&ending, cancelling, timeout_s, failures, policy);
     let unaffected_by_cancel = [Some(CancelReason::User), Some(CancelReason::Timeout), Some(CancelReason::Quota)]
         .into_iter()

@@ -97,7 +97,7 @@ async fn dispatch(
         Start::LeaseLost => return Ok(Begun::LeaseLost),
         Start::Cancelled => {
             // A start that timed out may still have created the job.
-            if let Err(e) = ctx.scheduler.stop(job_id, ctx.config.stop_grace).await {
+            if let Err(e) = ctx.scheduler.stop(job_id, ctx.config.settings.stop_grace()).await {
                 tracing::warn!(error = %e, "stopping a job whose start was abandoned failed");
             }
             Ending::NotStarted
@@ -162,8 +162,8 @@ async fn start_through_outages(
     let began = Instant::now();
     let mut last_heartbeat = Instant::now();
     // Never sleep through a lease renewal.
-    let first = ctx.config.monitor_interval.max(Duration::from_millis(100));
-    let mut backoff = DoublingDelay::new(first, Duration::from_secs(5).min(ctx.config.lease / 4));
+    let first = ctx.config.settings.monitor_interval().max(Duration::from_millis(100));
+    let mut backoff = DoublingDelay::new(first, Duration::from_secs(5).min(ctx.config.settings.lease() / 4));
     loop {
         let error = match ctx.scheduler.start(spec).await {
             Ok(()) => return Ok(Start::Started),
@@ -176,7 +176,7 @@ async fn start_through_outages(
                 e
             }
         };
-        if began.elapsed() >= ctx.config.scheduler_outage_tolerance {
+        if began.elapsed() >= ctx.config.settings.scheduler_outage_tolerance() {
             return Ok(Start::Failed(error));
         }
         tracing::warn!(error = %error, backoff_ms = backoff.current().as_millis() as u64, "the scheduler is unavailable; retrying the start");
@@ -185,11 +185,13 @@ async fn start_through_outages(
             _ = signal.cancelled() => return Ok(Start::Cancelled),
         }
         backoff.double();
-        if last_heartbeat.elapsed() > ctx.config.lease / 3 {
+        if last_heartbeat.elapsed() > ctx.config.settings.lease() / 3 {
             last_heartbeat = Instant::now();
             let mut conn = ctx.pool.acquire().await?;
             let key = &claimed.key;
-            match db::queue::heartbeat(&mut conn, key, ctx.config.replica_id, ctx.config.lease.as_secs_f64()).await? {
+            match db::queue::heartbeat(&mut conn, key, ctx.config.replica_id, ctx.config.settings.lease().as_secs_f64())
+                .await?
+            {
                 None => {
                     tracing::warn!("lease lost while the scheduler was unavailable");
                     return Ok(Start::LeaseLost);

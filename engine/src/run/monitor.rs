@@ -123,8 +123,9 @@ async fn prepare(
     spec.untrusted = untrusted;
     if task.inject_api_token {
         // Valid until the run's deadline at most; the API also refuses it once the run completes.
-        let expires =
-            run.deadline().unwrap_or_else(|| time::OffsetDateTime::now_utc() + ctx.config.default_run_timeout);
+        let expires = run
+            .deadline()
+            .unwrap_or_else(|| time::OffsetDateTime::now_utc() + ctx.config.settings.default_run_timeout());
         match &ctx.run_tokens {
             Some(minter) => {
                 let p = &key.run.pipeline;
@@ -218,7 +219,7 @@ struct Follower<'a> {
 impl<'a> Follower<'a> {
     fn new(ctx: &'a EngineCtx, claimed: &'a ClaimedTask, prepared: &'a Prepared, offset: u64, masker: Masker) -> Self {
         let now = Instant::now();
-        let first_wait = (ctx.config.monitor_interval / 16).max(Duration::from_millis(1));
+        let first_wait = (ctx.config.settings.monitor_interval() / 16).max(Duration::from_millis(1));
         Self {
             ctx,
             claimed,
@@ -227,7 +228,7 @@ impl<'a> Follower<'a> {
             masker,
             offset,
             output_seen: now,
-            wait: DoublingDelay::new(first_wait, ctx.config.monitor_interval),
+            wait: DoublingDelay::new(first_wait, ctx.config.settings.monitor_interval()),
             started: now,
             deadline: prepared.spec.timeout + ctx.config.timeout_grace,
             last_heartbeat: now,
@@ -267,13 +268,17 @@ impl<'a> Follower<'a> {
         if self.started.elapsed() > self.deadline {
             return self.learn(Observation::PastDeadline).await;
         }
-        if self.last_heartbeat.elapsed() > self.ctx.config.lease / 3 {
+        if self.last_heartbeat.elapsed() > self.ctx.config.settings.lease() / 3 {
             self.last_heartbeat = Instant::now();
             let config = &self.ctx.config;
             let mut conn = self.ctx.pool.acquire().await?;
-            let renewed =
-                db::queue::heartbeat(&mut conn, &self.claimed.key, config.replica_id, config.lease.as_secs_f64())
-                    .await?;
+            let renewed = db::queue::heartbeat(
+                &mut conn,
+                &self.claimed.key,
+                config.replica_id,
+                config.settings.lease().as_secs_f64(),
+            )
+            .await?;
             drop(conn);
             let observation = match renewed {
                 None => {
@@ -316,7 +321,7 @@ impl<'a> Follower<'a> {
                 }
                 Chore::StopJob => {
                     tracing::info!("the run is being stopped; stopping the task");
-                    let stopping = ctx.scheduler.stop(job_id, ctx.config.stop_grace);
+                    let stopping = ctx.scheduler.stop(job_id, ctx.config.settings.stop_grace());
                     if let Err(e) = stopping.instrument(tracing::info_span!("scheduler.stop", job = %job_id)).await {
                         measure::scheduler_error("stop");
                         tracing::warn!(error = %e, "stopping the task failed; trying again on the next heartbeat");

@@ -37,8 +37,8 @@ pub(crate) fn task_env(
 pub(crate) fn task_timeout(config: &EngineConfig, task: &TaskConfig) -> Duration {
     task.timeout_s
         .map(|t| Duration::from_secs(u64::from(t)))
-        .unwrap_or(config.default_task_timeout)
-        .min(config.max_task_timeout)
+        .unwrap_or(config.settings.default_task_timeout())
+        .min(config.settings.max_task_timeout())
 }
 
 /// The job's spec as the task's config and the engine's defaults make it; the monitor adds the
@@ -69,8 +69,8 @@ pub(super) fn build_spec(
         entrypoint: task.entrypoint.clone(),
         env,
         timeout,
-        cpu_millis: task.cpu.unwrap_or(config.default_cpu_millis),
-        memory_mb: task.memory_mb.unwrap_or(config.default_memory_mb),
+        cpu_millis: task.cpu.unwrap_or(config.settings.default_cpu_millis),
+        memory_mb: task.memory_mb.unwrap_or(config.settings.default_memory_mb),
         // The plan's, set with the placement when the monitor prepares.
         disk_mb: gofer_core::model::DEFAULT_MAX_DISK_MB,
         // Resolved from the task's `registry_auth` secret when the monitor prepares, with the env's references.
@@ -86,7 +86,7 @@ pub(super) fn build_spec(
 /// (the stored config holds a placeholder, so moving the image changes no config's hash).
 pub(crate) fn task_image<'a>(config: &'a EngineConfig, task: &'a TaskConfig) -> &'a str {
     match task.kind {
-        TaskKind::Gofer => &config.gofer_cli_image,
+        TaskKind::Gofer => &config.settings.gofer_cli_image,
         TaskKind::Container => &task.image,
     }
 }
@@ -103,7 +103,9 @@ mod tests {
                 {"id":"def","image":"debian:12","command":["true"]}]}"#,
         )
         .unwrap();
-        let engine = EngineConfig { gofer_cli_image: "registry.example/gofer-cli:1".into(), ..Default::default() };
+        let settings =
+            crate::EngineSettings { gofer_cli_image: "registry.example/gofer-cli:1".into(), ..Default::default() };
+        let engine = EngineConfig { settings, ..Default::default() };
         assert_eq!(task_image(&engine, &config.config().tasks[0]), "registry.example/gofer-cli:1");
         assert_eq!(task_image(&engine, &config.config().tasks[1]), "debian:12");
     }

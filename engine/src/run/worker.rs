@@ -83,16 +83,17 @@ impl Engine {
 }
 
 async fn run_loop(ctx: Arc<EngineCtx>, mut stopped: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(ctx.config.max_parallel_tasks));
+    let parallel = ctx.config.settings.max_parallel_tasks.unwrap_or_else(|| ctx.scheduler.default_parallel_tasks());
+    let slots = Arc::new(Semaphore::new(parallel));
     let mut monitors = JoinSet::new();
     const CHANNELS: [&str; 2] = [channels::QUEUE, channels::CANCEL];
     // An engine without the replica's shared listener opens its own, and stops it when it ends.
     let notifications = ctx.notifications.clone().unwrap_or_else(|| Notifications::start(ctx.pool.clone(), &CHANNELS));
     let mut notices = notifications.subscribe(&CHANNELS);
     // Check for expired leases and overdue runs a few times per lease period.
-    let reap_every = (ctx.config.lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
+    let reap_every = (ctx.config.settings.lease() / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
     let mut last_reap = Instant::now() - reap_every;
-    let quota_every = ctx.config.quota_check_interval.max(Duration::from_millis(50));
+    let quota_every = ctx.config.settings.quota_check_interval().max(Duration::from_millis(50));
     let mut last_quota_check = Instant::now() - quota_every;
     let finisher = ctx.finisher.spawn(ctx.pool.clone(), ctx.config.replica_id);
     tracing::info!(replica = %ctx.config.replica_id, scheduler = ctx.scheduler.name(), "engine started");
@@ -178,7 +179,7 @@ async fn run_loop(ctx: Arc<EngineCtx>, mut stopped: watch::Receiver<bool>) {
             _ = ctx.slot_freed.notified() => {},
             Some(_) = monitors.join_next(), if !monitors.is_empty() => {},
             // With work left over, only look at what is pending and go on claiming.
-            _ = tokio::time::sleep(if more_work { Duration::ZERO } else { ctx.config.poll_interval.min(reap_every).min(quota_every) }) => {},
+            _ = tokio::time::sleep(if more_work { Duration::ZERO } else { ctx.config.settings.poll_interval().min(reap_every).min(quota_every) }) => {},
         }
     }
     // Leave running tasks to the scheduler: their leases expire and another replica takes over.

@@ -152,7 +152,7 @@ async fn exec_runs_no_host_process_with_the_tasks_environment() {
 
 #[tokio::test]
 async fn exec_counts_in_the_tasks_own_limits() {
-    let s = crate::support::scheduler_with(|c| c.max_processes = 32);
+    let s = crate::support::scheduler_with(|c| c.settings.max_processes = 32);
     if !s.scheduler.limits_whole_tasks() {
         eprintln!("exec_counts_in_the_tasks_own_limits: skipped, no usable cgroup on this host");
         return;

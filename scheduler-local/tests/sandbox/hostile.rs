@@ -49,7 +49,7 @@ async fn a_memory_hog_of_several_processes_is_killed_out_of_memory() {
 
 #[tokio::test]
 async fn a_fork_bomb_is_held_to_its_own_task_and_a_bystander_still_starts() {
-    let s = scheduler_with(|c| c.max_processes = 64);
+    let s = scheduler_with(|c| c.settings.max_processes = 64);
     if !needs_cgroups(&s, "a_fork_bomb_is_held_to_its_own_task_and_a_bystander_still_starts") {
         return;
     }

@@ -98,7 +98,7 @@ async fn the_task_has_only_a_loopback_network() {
 #[tokio::test]
 async fn a_networked_task_does_not_reach_the_hosts_loopback() {
     // Before: share_network gave the task the host's namespace, and this connected.
-    let s = scheduler_with(|c| c.share_network = true);
+    let s = scheduler_with(|c| c.settings.share_network = true);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let script = connect_script(listener.local_addr().unwrap().port());
     let (_, logs) = s.run(&spec("online", &["python3", "-c", &script])).await;
@@ -138,7 +138,7 @@ fn assert_over_memory(s: &TestScheduler, observation: TaskObservation, logs: &st
 
 #[tokio::test]
 async fn an_allocation_past_the_memory_limit_fails() {
-    let s = scheduler_with(|c| c.memory_limit_mb = 200);
+    let s = scheduler_with(|c| c.settings.memory_limit_mb = 200);
     let allocate =
         |mb: u32| spec("alloc", &["python3", "-c", &format!("b = bytearray({mb} * 1024 * 1024); print('ok')")]);
     let (observation, logs) = s.run(&allocate(300)).await;
@@ -174,7 +174,7 @@ async fn the_entrypoint_comes_before_the_command() {
 async fn a_task_cannot_fork_past_the_process_limit() {
     // The limit counts every process of the sandbox's host uid, including other tests' sandboxes
     // and their not-yet-reaped zombies: leave them plenty of room, and fork far past it.
-    let s = scheduler_with(|c| c.max_processes = 150);
+    let s = scheduler_with(|c| c.settings.max_processes = 150);
     // Children sleep; the parent exits at once, which ends the pid namespace and every child with it.
     let script = "import os, time\nn = 0\ntry:\n    for _ in range(400):\n        if os.fork() == 0:\n            \
                   time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('fork failed:', e)\n\

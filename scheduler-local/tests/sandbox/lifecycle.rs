@@ -104,7 +104,10 @@ async fn a_missing_bwrap_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = LocalSchedulerConfig {
         work_dir: dir.path().to_owned(),
-        bwrap_path: "/nonexistent/bwrap".into(),
+        settings: gofer_scheduler_local::SandboxSettings {
+            bwrap_path: "/nonexistent/bwrap".into(),
+            ..Default::default()
+        },
         ..LocalSchedulerConfig::default()
     };
     let error = LocalScheduler::new(config).unwrap_err();
@@ -133,7 +136,7 @@ async fn as_root_a_work_dir_that_nobody_cannot_enter_is_a_clear_error() {
 async fn without_cgroups_untrusted_plans_are_refused_unless_the_operator_opts_out() {
     let mut trial = sh("trial", "echo ran");
     trial.untrusted = true;
-    let without = scheduler_with(|c| c.cgroups = gofer_scheduler_local::CgroupMode::Off);
+    let without = scheduler_with(|c| c.settings.cgroups = gofer_scheduler_local::CgroupMode::Off);
     assert!(!without.scheduler.limits_whole_tasks());
     let refused = without.scheduler.start(&trial).await.unwrap_err();
     assert!(matches!(&refused, SchedulerError::Rejected(m) if m.contains("untrusted")), "{refused:?}");
@@ -143,8 +146,8 @@ async fn without_cgroups_untrusted_plans_are_refused_unless_the_operator_opts_ou
         (TaskObservation::Exited { exit_code: 0 }, "ran\n".into())
     );
     let opted_out = scheduler_with(|c| {
-        c.cgroups = gofer_scheduler_local::CgroupMode::Off;
-        c.allow_untrusted_without_cgroups = true;
+        c.settings.cgroups = gofer_scheduler_local::CgroupMode::Off;
+        c.settings.allow_untrusted_without_cgroups = true;
     });
     assert_eq!(opted_out.run(&trial).await, (TaskObservation::Exited { exit_code: 0 }, "ran\n".into()));
     // With cgroups, trials run.

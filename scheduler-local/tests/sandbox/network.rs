@@ -88,7 +88,7 @@ async fn a_networked_task_reaches_a_public_peer_and_nothing_of_the_host() {
     let port = host_service.local_addr().unwrap().port();
     host_service.set_nonblocking(true).unwrap();
     // After the peer exists, so the host's side of the veth counts among the host's addresses.
-    let s = scheduler_with(|c| c.share_network = true);
+    let s = scheduler_with(|c| c.settings.share_network = true);
     let probe = format!(
         "import socket\n\
          def probe(host, port):\n    \

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gofer_core::RunId;
 use gofer_tests::fake_scheduler::{FakeScheduler, FlakyScheduler};
 use gofer_tests::tcp_proxy::TcpProxy;
-use gofer_tests::{TenantClient, TestApp, fresh_database, spawn_replica, test_config, use_test_s3, wait_until};
+use gofer_tests::{TenantClient, TestApp, fresh_database, spawn_replica, test_config, test_s3, wait_until};
 use serde_json::json;
 
 fn fast_config(database_url: String, state_dir: &std::path::Path) -> gofer_api::Config {
@@ -290,10 +290,12 @@ async fn runs_wait_through_an_openbao_outage_and_then_all_succeed() {
     let proxy = TcpProxy::start(&host_port(&addr)).await;
     let fake = Arc::new(FakeScheduler::default());
     let app = app_with(fake.clone(), |c| {
-        c.secret_store = gofer_api::config::SecretStoreKind::Vault;
-        c.vault_addr = Some(format!("http://{}", proxy.address));
-        c.vault_token = Some(token.into());
-        c.vault_prefix = format!("gofer-test-{}/", uuid::Uuid::new_v4().simple());
+        c.secret_store = gofer_secrets::SecretStoreSettings::Vault(gofer_secrets::VaultSettings {
+            addr: format!("http://{}", proxy.address),
+            token: Some(token.into()),
+            prefix: format!("gofer-test-{}/", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        });
         c.engine.infra_retries = 40;
         c.engine.retry_backoff_ms = 100;
     })
@@ -348,8 +350,8 @@ async fn s3_away_for_twenty_seconds_loses_no_log_and_no_object() {
     let proxy = TcpProxy::start(&host_port(&endpoint)).await;
     let fake = Arc::new(FakeScheduler::default());
     let app = app_with(fake.clone(), |c| {
-        use_test_s3(c);
-        c.s3_endpoint = Some(format!("http://{}", proxy.address));
+        let s3 = gofer_objects::S3Settings { endpoint: Some(format!("http://{}", proxy.address)), ..test_s3() };
+        c.object_store = gofer_objects::ObjectStoreSettings::S3(s3);
         c.logs.archive_after_s = 0;
         c.objects.expiry_interval_s = 1;
     })
@@ -464,9 +466,11 @@ async fn runs_using_secrets_survive_a_real_openbao_crash_and_restart() {
     eprintln!("disk-backed OpenBao initialised and unsealed in {:?}", began.elapsed());
     let fake = Arc::new(FakeScheduler::default());
     let app = app_with(fake.clone(), |c| {
-        c.secret_store = gofer_api::config::SecretStoreKind::Vault;
-        c.vault_addr = Some(addr);
-        c.vault_token = Some("root".into());
+        c.secret_store = gofer_secrets::SecretStoreSettings::Vault(gofer_secrets::VaultSettings {
+            addr,
+            token: Some("root".into()),
+            ..Default::default()
+        });
         c.engine.infra_retries = 40;
         c.engine.retry_backoff_ms = 100;
     })

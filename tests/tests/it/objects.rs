@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gofer_core::{EventKind, RunStatus};
-use gofer_tests::{TestApp, fresh_database, pipeline_path, spawn_with, test_config, use_test_s3};
+use gofer_tests::{TestApp, fresh_database, pipeline_path, spawn_with, test_config, test_s3, use_test_s3};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -542,25 +542,15 @@ async fn read_whole(store: &impl gofer_core::objects::ObjectStore, key: &str) ->
 /// The test S3 server's store (a fresh bucket, named in the answer) with 5 MiB parts; bodies of a
 /// declared length up to `single_put_max` stream into one `PutObject`.
 async fn s3_store(single_put_max: u64) -> (gofer_objects::S3Store, String) {
-    let mut config = gofer_api::Config::default();
-    use_test_s3(&mut config);
-    let store = gofer_objects::S3Store::connect(&gofer_objects::S3Config {
-        endpoint: config.s3_endpoint.clone(),
-        bucket: config.s3_bucket.clone(),
-        region: config.s3_region.clone(),
-        path_style: true,
-        credentials: Some((
-            config.s3_access_key_id.clone().unwrap(),
-            gofer_api::secrecy::ExposeSecret::expose_secret(config.s3_secret_access_key.as_ref().unwrap()).to_owned(),
-        )),
-        part_size: 5 * 1024 * 1024,
-        concurrency: 4,
-        single_put_max,
-        stall_timeout: Duration::from_secs(2),
-    })
-    .await;
+    let s3 = gofer_objects::S3Settings {
+        part_size_bytes: 5 * 1024 * 1024,
+        part_concurrency: 4,
+        single_put_max_bytes: single_put_max,
+        ..test_s3()
+    };
+    let store = gofer_objects::S3Store::connect(&s3).await.with_stall_timeout(Duration::from_secs(2));
     store.ensure_bucket().await.unwrap();
-    (store, config.s3_bucket)
+    (store, s3.bucket)
 }
 
 /// `content` as a body stream in chunks of about a third of a MiB, then `tail` (an error, or

@@ -1,11 +1,11 @@
 //! A 100 MiB object streams through the API into S3 with bounded memory: with its length declared
 //! (`Content-Length`) as one streamed `PutObject`, without (chunked) as a multipart upload whose
-//! parts go up concurrently, at most `s3_part_concurrency` in flight; and a refused upload leaves
+//! parts go up concurrently, at most `object_store.part_concurrency` in flight; and a refused upload leaves
 //! no multipart upload behind. Alone in its binary so that the memory measured is this test's.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use futures_util::StreamExt;
-use gofer_tests::{fresh_database, pipeline_path, spawn_with, test_config, use_test_s3};
+use gofer_tests::{fresh_database, pipeline_path, spawn_with, test_config, test_s3};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
@@ -41,23 +41,9 @@ async fn head(store: &gofer_objects::S3Store, bucket: &str, key: &str) -> Option
 async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_refused_one_leaves_nothing() {
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(fresh_database().await, state_dir.path());
-    use_test_s3(&mut config);
-    config.s3_part_size_bytes = 8 * MIB as u64;
+    let s3 = gofer_objects::S3Settings { part_size_bytes: 8 * MIB as u64, ..test_s3() };
+    config.object_store = gofer_objects::ObjectStoreSettings::S3(s3.clone());
     config.objects.max_object_bytes = 100 * MIB as u64;
-    let s3 = gofer_objects::S3Config {
-        endpoint: config.s3_endpoint.clone(),
-        bucket: config.s3_bucket.clone(),
-        region: config.s3_region.clone(),
-        path_style: true,
-        credentials: Some((
-            config.s3_access_key_id.clone().unwrap(),
-            gofer_api::secrecy::ExposeSecret::expose_secret(config.s3_secret_access_key.as_ref().unwrap()).to_owned(),
-        )),
-        part_size: config.s3_part_size_bytes,
-        concurrency: config.s3_part_concurrency,
-        single_put_max: config.s3_single_put_max_bytes,
-        stall_timeout: gofer_objects::STREAMED_PUT_STALL,
-    };
     let app = spawn_with(config, state_dir).await;
     let acme = app.tenant("acme").await;
     acme.namespace("builds").await;
@@ -69,9 +55,9 @@ async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_
     .await;
     let url = format!("{}{}/objects/big.bin", app.address, pipeline_path("builds", "big"));
 
-    // Declared length, up to `s3_single_put_max_bytes` (100 MiB by default): one PutObject that
+    // Declared length, up to `object_store.single_put_max_bytes` (100 MiB by default): one PutObject that
     // streams, buffering nothing (S3 gives a multipart object an ETag ending in `-<parts>`).
-    assert_eq!(s3.single_put_max, 100 * MIB as u64);
+    assert_eq!(s3.single_put_max_bytes, 100 * MIB as u64);
     let (stream, sha) = body(100 * MIB);
     let before = peak_rss();
     // Through the SDK's call for bodies of known length, as `gofer object put -f <file>` sends.
@@ -106,9 +92,9 @@ async fn a_100_mib_object_streams_with_bounded_memory_declared_or_chunked_and_a_
     eprintln!("100 MiB upload in {took:?}; peak RSS grew {} MiB", growth / MIB as u64);
     let (_, etag) = head(&store, &s3.bucket, "big.bin").await.unwrap();
     assert!(etag.ends_with("-13\""), "13 parts of 8 MiB: {etag}");
-    // Parts in flight and the one being filled: (s3_part_concurrency + 1) × 8 MiB, plus slack for
+    // Parts in flight and the one being filled: (part_concurrency + 1) × 8 MiB, plus slack for
     // the client, the HTTP layers and the allocator; well under the 100 MiB object.
-    let bound = (s3.concurrency as u64 + 1) * s3.part_size + 24 * MIB as u64;
+    let bound = (s3.part_concurrency as u64 + 1) * s3.part_size_bytes + 24 * MIB as u64;
     assert!(bound < 100 * MIB as u64);
     assert!(growth < bound, "memory grew {growth} bytes (bound {bound}) for a 100 MiB upload: something buffers it");
 

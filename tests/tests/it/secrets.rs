@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gofer_core::secrets::{SecretKey, SecretPrefix, SecretScope, SecretStore, SecretStoreError, SecretValue};
 use gofer_core::{NamespaceId, PipelineId, TaskStatus, TenantId};
-use gofer_secrets::{Keyring, PostgresStore, VaultAuth, VaultSettings, VaultStore};
+use gofer_secrets::{Keyring, PostgresStore, VaultSettings, VaultStore};
 use gofer_tests::{TenantClient, TestApp, fresh_database, pipeline_path, spawn_app, spawn_with, test_config};
 use serde_json::{Value, json};
 
@@ -54,9 +54,9 @@ fn unique_prefix() -> String {
 async fn vault_store(addr: &str, token: &str, prefix: &str) -> VaultStore {
     let settings = VaultSettings {
         addr: addr.to_owned(),
-        auth: VaultAuth::Token(token.to_owned()),
-        mount: "secret".into(),
+        token: Some(token.into()),
         prefix: prefix.to_owned(),
+        ..Default::default()
     };
     VaultStore::connect(settings).await.expect("vault store")
 }
@@ -435,10 +435,12 @@ async fn a_task_echoing_a_vault_stored_secret_shows_it_masked() {
     let Some((addr, token)) = vault_server() else { return };
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(fresh_database().await, state_dir.path());
-    config.secret_store = gofer_api::config::SecretStoreKind::Vault;
-    config.vault_addr = Some(addr);
-    config.vault_token = Some(token.into());
-    config.vault_prefix = unique_prefix();
+    config.secret_store = gofer_secrets::SecretStoreSettings::Vault(VaultSettings {
+        addr,
+        token: Some(token.into()),
+        prefix: unique_prefix(),
+        ..Default::default()
+    });
     let app = spawn_with(config, state_dir).await;
     a_task_sees_its_secret_and_its_log_shows_it_masked(&app).await;
 }
@@ -564,9 +566,11 @@ async fn the_vault_store_logs_in_with_approle_and_again_when_its_token_expired()
         .to_owned();
     let settings = VaultSettings {
         addr: addr.clone(),
-        auth: VaultAuth::AppRole { mount, role_id, secret_id },
-        mount: "secret".into(),
+        role_id: Some(role_id),
+        secret_id: Some(secret_id.into()),
+        approle_mount: mount,
         prefix: prefix.clone(),
+        ..Default::default()
     };
     let store = VaultStore::connect(settings).await.expect("AppRole login");
     let scope = pipeline_scope("team-a", "build");
