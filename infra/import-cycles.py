@@ -58,8 +58,8 @@ def program_text(file):
 
 
 def aliases(modules):
-    """`pub use a::b;` / `pub use a::{b, c};` in a module file: the name b in that module is the
-    module a::b (only when that is a module of the crate)."""
+    """`pub use a::b;` / `pub use a::{b, c};` in a module file: the name b in that module stands
+    for the module a::b, or for the module a when b is an item of it (a type, a function)."""
     table = {}
     for path, file in modules.items():
         text = program_text(file)
@@ -73,10 +73,14 @@ def aliases(modules):
             for name in names:
                 target = [p for p in name.split("::") if p not in ("self", "crate")]
                 alias = target[-1].split("as")[-1]
-                if tuple(path) + tuple(target) in modules:
-                    table[tuple(path) + (alias,)] = tuple(path) + tuple(target)
-                elif tuple(target) in modules:
-                    table[tuple(path) + (alias,)] = tuple(target)
+                # A re-exported module, or an item of one: the path leads to its module's file.
+                for candidate in (tuple(path) + tuple(target), tuple(target)):
+                    if candidate in modules:
+                        table[tuple(path) + (alias,)] = candidate
+                        break
+                    if candidate[:-1] in modules and candidate[:-1] != tuple(path):
+                        table[tuple(path) + (alias,)] = candidate[:-1]
+                        break
     return table
 
 

@@ -19,7 +19,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use crate::EngineError;
-use crate::runs::{PipelineKey, RunKey, TaskKey};
+use gofer_core::keys::{PipelineKey, RunKey, TaskKey};
 
 pub(crate) mod deployments;
 pub(crate) mod pipelines;
@@ -129,8 +129,8 @@ pub(crate) struct RunRow {
 
 impl RunRow {
     /// Why the run is being stopped, when it is.
-    pub(crate) fn cancelling(&self) -> Option<crate::run::cancel::CancelReason> {
-        self.cancel_reason.as_deref().and_then(crate::run::cancel::CancelReason::parse)
+    pub(crate) fn cancelling(&self) -> Option<crate::run::cancel_reason::CancelReason> {
+        self.cancel_reason.as_deref().and_then(crate::run::cancel_reason::CancelReason::parse)
     }
 
     /// The run's variables.
@@ -469,13 +469,13 @@ pub(crate) async fn dispatch_contexts(
 pub(crate) async fn lock_run(
     conn: &mut PgConnection,
     key: &RunKey,
-) -> Result<Option<Option<crate::run::cancel::CancelReason>>, EngineError> {
+) -> Result<Option<Option<crate::run::cancel_reason::CancelReason>>, EngineError> {
     let query = sqlx::query_as(
         "SELECT cancel_reason FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND pipeline_id = $3 AND id = $4
          FOR NO KEY UPDATE",
     );
     let row: Option<(Option<String>,)> = query.bind_key(key).fetch_optional(conn).await?;
-    Ok(row.map(|(reason,)| reason.as_deref().and_then(crate::run::cancel::CancelReason::parse)))
+    Ok(row.map(|(reason,)| reason.as_deref().and_then(crate::run::cancel_reason::CancelReason::parse)))
 }
 
 /// Reads a run in one round trip, tenant-scoped by the function `gofer_tenant_run` (row-level
@@ -741,7 +741,8 @@ pub(crate) async fn complete_waiting_task(
 
 /// A locked run's cancel reason (when it is being stopped) and the state and status of each of
 /// its task executions.
-pub(crate) type RunStates = (Option<crate::run::cancel::CancelReason>, BTreeMap<TaskId, (TaskState, TaskStatus)>);
+pub(crate) type RunStates =
+    (Option<crate::run::cancel_reason::CancelReason>, BTreeMap<TaskId, (TaskState, TaskStatus)>);
 
 /// [`RunStates`] from rows of (cancel reason, task, state, status), one per task execution, as the
 /// locking SQL function `gofer_lock_run_states` answers them;
@@ -750,7 +751,7 @@ pub(crate) fn run_states(
     rows: Vec<(Option<String>, String, String, String)>,
 ) -> Result<Option<RunStates>, EngineError> {
     let Some((reason, ..)) = rows.first() else { return Ok(None) };
-    let cancelling = reason.as_deref().and_then(crate::run::cancel::CancelReason::parse);
+    let cancelling = reason.as_deref().and_then(crate::run::cancel_reason::CancelReason::parse);
     let states = parse_task_states(rows.into_iter().map(|(_, task, state, status)| (task, state, status)))?;
     Ok(Some((cancelling, states)))
 }

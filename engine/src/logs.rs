@@ -13,7 +13,7 @@ mod store;
 use sqlx::PgPool;
 
 use crate::EngineError;
-use crate::runs::TaskKey;
+use gofer_core::keys::TaskKey;
 
 pub use archive::{archive_finished, expire_finished};
 pub use store::{DEFAULT_MAX_BYTES_PER_TASK, LogKey, LogSlice, LogStore, cut_marker};

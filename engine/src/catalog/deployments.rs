@@ -19,8 +19,8 @@ use super::pipelines;
 use crate::db::deployments::{self as dbd, DeploymentRow};
 use crate::db::pipelines as dbp;
 use crate::events::{self, EventScope};
-use crate::runs::{PipelineKey, RunKey};
 use crate::{EngineError, db};
+use gofer_core::keys::{PipelineKey, RunKey};
 
 pub use gofer_core::keys::DeploymentKey;
 

@@ -9,8 +9,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::db::pipelines as dbp;
 use crate::events::{self, EventScope};
 use crate::logs::LogStore;
-use crate::runs::PipelineKey;
 use crate::{EngineError, db};
+use gofer_core::keys::PipelineKey;
 
 pub use super::versions::{Registered, diff_configs, get_config, list_configs, register_config};
 

@@ -6,8 +6,8 @@ use gofer_core::model::{PipelineStats, RunWindowStats};
 use sqlx::PgPool;
 use time::{Date, Duration};
 
-use crate::runs::PipelineKey;
 use crate::{EngineError, db};
+use gofer_core::keys::PipelineKey;
 
 /// Upper bounds of the duration buckets, in seconds; the last bucket is open.
 pub const DURATION_BUCKETS_S: [f64; 12] =

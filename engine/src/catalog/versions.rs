@@ -12,8 +12,8 @@ use super::deployments;
 use super::pipelines::require;
 use crate::db::pipelines as dbp;
 use crate::events::{self, EventScope};
-use crate::runs::PipelineKey;
 use crate::{EngineError, db};
+use gofer_core::keys::PipelineKey;
 
 /// What a registration did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::corrupt;
 use crate::EngineError;
-use crate::catalog::deployments::DeploymentKey;
-use crate::runs::{PipelineKey, RunKey};
+use gofer_core::keys::DeploymentKey;
+use gofer_core::keys::{PipelineKey, RunKey};
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeploymentRow {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::corrupt;
 use crate::EngineError;
-use crate::events::{EventFilter, Position, StoredEvent};
+use crate::events::stored::{EventFilter, Position, StoredEvent};
 
 #[derive(sqlx::FromRow)]
 struct EventRow {

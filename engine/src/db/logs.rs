@@ -5,7 +5,7 @@ use gofer_db::{BindKey, TenantTx};
 use sqlx::{FromRow, PgPool};
 
 use crate::EngineError;
-use crate::runs::TaskKey;
+use gofer_core::keys::TaskKey;
 
 /// Where an attempt's log is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::corrupt;
 use crate::EngineError;
-use crate::runs::PipelineKey;
+use gofer_core::keys::PipelineKey;
 
 pub(crate) async fn namespace_exists(
     tx: &mut TenantTx,

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::corrupt;
 
 use crate::EngineError;
-use crate::runs::{PipelineKey, RunKey, TaskKey};
+use gofer_core::keys::{PipelineKey, RunKey, TaskKey};
 
 /// A task execution taken from the queue (or over from a dead replica).
 #[derive(sqlx::FromRow)]
@@ -881,7 +881,7 @@ pub(crate) async fn pipeline_full(
 /// Whether the pipeline already runs `parallelism` runs, so a run starting now waits for one.
 pub(crate) async fn pipeline_at_parallelism(
     tx: &mut TenantTx,
-    pipeline: &crate::runs::PipelineKey,
+    pipeline: &gofer_core::keys::PipelineKey,
     parallelism: u32,
 ) -> Result<bool, EngineError> {
     Ok(sqlx::query_scalar(

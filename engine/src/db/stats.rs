@@ -5,7 +5,7 @@ use time::Date;
 
 use crate::EngineError;
 use crate::catalog::stats::DayStats;
-use crate::runs::PipelineKey;
+use gofer_core::keys::PipelineKey;
 
 /// The pipeline's days from `since` on (at most 30 rows for the 30-day window).
 pub(crate) async fn recent_days(

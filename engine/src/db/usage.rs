@@ -5,7 +5,7 @@ use gofer_db::TenantTx;
 use sqlx::PgConnection;
 
 use crate::EngineError;
-use crate::runs::RunKey;
+use gofer_core::keys::RunKey;
 
 /// Milliseconds a tenant (`$1`) used this calendar month (UTC): finished attempts from the ledger
 /// plus the time so far of attempts still running. A macro so queries stay `&'static str`.

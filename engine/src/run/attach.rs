@@ -9,8 +9,8 @@ use sqlx::PgPool;
 use super::{references, spec};
 use crate::EngineError;
 use crate::events::EventScope;
-use crate::runs::TaskKey;
 use crate::{db, events};
+use gofer_core::keys::TaskKey;
 
 /// A running task execution, ready to be entered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,67 +4,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use gofer_core::model::{Reason, Run};
-use gofer_core::{EventKind, RunId, StatusReason, TaskStatus};
+use gofer_core::model::Run;
+use gofer_core::{EventKind, RunId};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::release;
 use crate::events::{self, EventScope};
-use crate::runs::{PipelineKey, RunKey};
 use crate::{EngineError, db};
+use gofer_core::keys::{PipelineKey, RunKey};
 
-/// Why a run is being stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelReason {
-    /// A user asked.
-    User,
-    /// The run passed its deadline.
-    Timeout,
-    /// The tenant's task-seconds for the month ran out.
-    Quota,
-}
-
-impl CancelReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CancelReason::User => "user",
-            CancelReason::Timeout => "timeout",
-            CancelReason::Quota => "quota",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        match text {
-            "user" => Some(CancelReason::User),
-            "timeout" => Some(CancelReason::Timeout),
-            "quota" => Some(CancelReason::Quota),
-            _ => None,
-        }
-    }
-
-    /// How a task stopped (or never started) for this reason ends.
-    pub(crate) fn task_outcome(self, started: bool) -> (TaskStatus, Reason) {
-        match self {
-            CancelReason::User => (
-                TaskStatus::Cancelled,
-                Reason { reason: StatusReason::UserCancelled, description: "the run was cancelled".into() },
-            ),
-            CancelReason::Timeout => (
-                if started { TaskStatus::Failed } else { TaskStatus::Cancelled },
-                Reason { reason: StatusReason::Timeout, description: "the run passed its deadline".into() },
-            ),
-            CancelReason::Quota => (
-                if started { TaskStatus::Failed } else { TaskStatus::Cancelled },
-                Reason {
-                    reason: StatusReason::QuotaExhausted,
-                    description: "the tenant's task-seconds for this month ran out".into(),
-                },
-            ),
-        }
-    }
-}
+pub use super::cancel_reason::CancelReason;
 
 /// The text identifying a run in cancel notifications and the signal registry.
 pub(crate) fn run_signal_key(run: &RunKey) -> String {

@@ -9,8 +9,8 @@ use sqlx::PgConnection;
 use super::context::EngineCtx;
 use super::spec;
 use crate::events::{self, EventScope};
-use crate::runs::TaskKey;
 use crate::{EngineError, db};
+use gofer_core::keys::TaskKey;
 
 /// The task execution and attempt a claim holds the lease of, however it was claimed.
 pub(crate) struct ClaimedTask {
@@ -80,7 +80,7 @@ async fn record_claim(conn: &mut PgConnection, key: &TaskKey, attempt: i32) -> R
 /// in one statement.
 async fn record_claims<'a>(
     conn: &mut PgConnection,
-    started_runs: &'a [crate::runs::RunKey],
+    started_runs: &'a [gofer_core::keys::RunKey],
     claimed: impl Iterator<Item = (&'a TaskKey, i32)>,
 ) -> Result<(), EngineError> {
     let mut batch: Vec<events::NewEvent<'a>> = started_runs
@@ -121,7 +121,7 @@ pub(super) async fn claim_batch(ctx: &EngineCtx, max: usize) -> Result<Option<Ve
     let keys = rows.iter().map(|row| row.key()).collect::<Result<Vec<_>, _>>()?;
     let pending: Vec<_> = rows.iter().filter(|row| row.run_pending).collect();
     let started = if pending.is_empty() { Vec::new() } else { db::queue::start_runs(&mut tx, &pending).await? };
-    let mut filled: Vec<(&crate::runs::RunKey, i32)> = Vec::new();
+    let mut filled: Vec<(&gofer_core::keys::RunKey, i32)> = Vec::new();
     for (key, row) in keys.iter().zip(&rows) {
         if row.run_pending && row.parallelism > 0 && !filled.iter().any(|(run, _)| run.pipeline == key.run.pipeline) {
             filled.push((&key.run, row.parallelism));
@@ -133,7 +133,7 @@ pub(super) async fn claim_batch(ctx: &EngineCtx, max: usize) -> Result<Option<Ve
     record_claims(&mut tx, &started, keys.iter().zip(rows.iter().map(|row| row.attempt))).await?;
     // What each monitor needs to dispatch, for the whole batch in one read (after the runs were
     // started, so they read as running).
-    let mut runs: Vec<&crate::runs::RunKey> = Vec::new();
+    let mut runs: Vec<&gofer_core::keys::RunKey> = Vec::new();
     for key in &keys {
         if !runs.contains(&&key.run) {
             runs.push(&key.run);

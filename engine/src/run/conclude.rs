@@ -8,7 +8,7 @@ use gofer_core::scheduler::TaskObservation;
 use gofer_core::{EventKind, PipelineConfig, TaskConfig, TaskStatus};
 use serde_json::json;
 
-use super::cancel::CancelReason;
+use super::cancel_reason::CancelReason;
 use super::claim::ClaimedTask;
 use super::context::EngineCtx;
 use super::finisher::{self, Recorded};

@@ -92,7 +92,7 @@ impl EngineCtx {
     pub(crate) async fn config_for(
         &self,
         conn: &mut sqlx::PgConnection,
-        run: &crate::runs::RunKey,
+        run: &gofer_core::keys::RunKey,
         version: i64,
         hash: &str,
     ) -> Result<Arc<gofer_core::PipelineConfig>, EngineError> {

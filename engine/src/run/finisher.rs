@@ -18,8 +18,8 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::release;
-use crate::runs::{RunKey, TaskKey};
 use crate::{EngineError, db};
+use gofer_core::keys::{RunKey, TaskKey};
 
 /// Successes recorded in one transaction at most.
 const MAX_BATCH: usize = 64;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use gofer_core::objects::{ObjectKey, ObjectScope, ObjectStore, object_store_key};
 
-use crate::runs::RunKey;
+use gofer_core::keys::RunKey;
 
 /// Why a reference could not be resolved; each names the key so the task's reason can say it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use gofer_core::model::Reason;
 use gofer_core::scheduler::{KillReason, TaskObservation};
 use gofer_core::{StatusReason, TaskStatus};
 
-use crate::run::cancel::CancelReason;
+use crate::run::cancel_reason::CancelReason;
 
 /// How one attempt ended, as the engine saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

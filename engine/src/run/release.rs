@@ -9,10 +9,10 @@ use sqlx::PgConnection;
 
 use crate::catalog::deployments;
 use crate::events::{self, EventScope};
-use crate::run::cancel::CancelReason;
-use crate::runs::{RunKey, TaskKey};
+use crate::run::cancel_reason::CancelReason;
 use crate::{EngineError, db};
 use gofer_core::EventKind;
+use gofer_core::keys::{RunKey, TaskKey};
 use serde_json::json;
 
 /// Queues every waiting task whose conditions now hold and skips every one whose conditions

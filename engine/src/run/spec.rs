@@ -9,7 +9,7 @@ use gofer_core::scheduler::TaskSpec;
 use gofer_core::{TaskConfig, TaskKind};
 
 use super::context::EngineConfig;
-use crate::runs::TaskKey;
+use gofer_core::keys::TaskKey;
 
 /// The environment a task sees: system values, overridden by the task's env, overridden by run
 /// variables; Gofer's own `GOFER_*` variables last, so nothing can shadow them (config validation

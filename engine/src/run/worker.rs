@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::cancel::CancelReason;
+use super::cancel_reason::CancelReason;
 use super::claim::{Claimed, claim_batch, claim_next, take_over_expired};
 use super::context::EngineCtx;
 use super::monitor;
