@@ -268,6 +268,14 @@ impl ResponseError for ApiError {
     }
 }
 
+/// A handler may answer with the error itself (`Err(e)` of a `Result<_, ApiError>` does this too).
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _: &actix_web::HttpRequest) -> actix_web::HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
 fn mime_problem() -> actix_web::mime::Mime {
     "application/problem+json".parse().unwrap_or(actix_web::mime::APPLICATION_JSON)
 }

@@ -19,14 +19,14 @@ mod prometheus;
 mod request_span;
 mod routes;
 pub mod run_cache;
-pub mod startup;
 pub mod state;
 pub mod streams;
 pub mod telemetry;
 pub mod usecases;
+pub mod wiring;
 
 pub use config::Config;
 pub use live::EventHub;
 /// The secret type of the config's secret values, for callers building a [`Config`].
 pub use secrecy;
-pub use startup::Application;
+pub use wiring::Application;

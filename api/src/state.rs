@@ -1,4 +1,4 @@
-//! The state every handler shares. Apart from `startup` (which builds it), so that a module that
+//! The state every handler shares. Apart from `wiring` (which builds it), so that a module that
 //! needs the state does not depend on the wiring, nor the wiring on every module through it.
 
 use std::sync::Arc;

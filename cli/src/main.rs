@@ -41,7 +41,7 @@ async fn serve(config: gofer_api::Config) -> anyhow::Result<()> {
     // A preset token is the operator's own config value: never echo it.
     let preset_token = config.bootstrap_token.is_some();
     let app = gofer_api::Application::build(config).await?;
-    let url = gofer_api::startup::local_url(&listen, app.port());
+    let url = gofer_api::wiring::local_url(&listen, app.port());
     println!("Gofer is listening on {url}");
     println!("  health:  curl {url}/health");
     if preset_token && app.bootstrap_token().is_some() {
