@@ -42,9 +42,10 @@ def program_text(file):
     text = open(file, encoding="utf-8").read()
     # Comments name paths without depending on them.
     text = re.sub(r"//[^\n]*", "", text)
-    # Test modules (`#[cfg(test)] mod name { ... }`), wherever they sit, by their braces.
+    # Test modules (`#[cfg(test)] mod name { ... }`, other attributes such as `#[allow(...)]` may
+    # sit between), wherever they sit, by their braces.
     out, at = [], 0
-    for start in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([a-z]+\))?\s+)?mod\s+\w+\s*\{", text):
+    for start in re.finditer(r"#\[cfg\(test\)\](?:\s*#\[[^\]]*\])*\s*(pub(\([a-z]+\))?\s+)?mod\s+\w+\s*\{", text):
         if start.start() < at:
             continue
         out.append(text[at : start.start()])

@@ -5,7 +5,25 @@ use gofer_core::model::{Plan, UsageGroup};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::usage::GroupBy;
+/// How usage is grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One group per UTC day.
+    Day,
+    /// One group per pipeline (`namespace/pipeline`).
+    Pipeline,
+}
+
+impl GroupBy {
+    /// Parses `day` or `pipeline`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "day" => Some(GroupBy::Day),
+            "pipeline" => Some(GroupBy::Pipeline),
+            _ => None,
+        }
+    }
+}
 
 fn i(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)

@@ -4,7 +4,7 @@
 use gofer_core::model::{BlockScope, IpBlock, PageRequest};
 use sqlx::PgPool;
 
-use crate::BillingError;
+use crate::error::BillingError;
 
 /// Blocks `address` until now + `duration` with `scope` (an existing block is only ever extended,
 /// and its scope only ever widened).

@@ -10,7 +10,7 @@ use gofer_tenants::{NewTenant, TokenSecret};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::BillingError;
+use crate::error::BillingError;
 
 /// Trial rules.
 #[derive(Debug, Clone)]

@@ -5,27 +5,8 @@ use gofer_core::model::{PageRequest, UsageGroup};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::BillingError;
-
-/// How usage is grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    /// One group per UTC day.
-    Day,
-    /// One group per pipeline (`namespace/pipeline`).
-    Pipeline,
-}
-
-impl GroupBy {
-    /// Parses `day` or `pipeline`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "day" => Some(GroupBy::Day),
-            "pipeline" => Some(GroupBy::Pipeline),
-            _ => None,
-        }
-    }
-}
+pub use crate::db::GroupBy;
+use crate::error::BillingError;
 
 /// A usage question: whose, which finished attempts (`from <= finished < to`), grouped how.
 #[derive(Debug, Clone)]

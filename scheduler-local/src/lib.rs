@@ -53,6 +53,7 @@
 //! the host's init; when this server is itself pid 1 (a container without an init), it reaps them.
 
 mod cgroup;
+mod error;
 mod exec;
 mod files;
 mod identity;
@@ -67,7 +68,8 @@ mod sandbox;
 mod seccomp;
 mod settings;
 
-pub use settings::SandboxSettings;
+pub use error::LocalSchedulerError;
+pub use settings::{CgroupMode, LocalSchedulerConfig, SandboxSettings};
 
 use std::collections::HashMap;
 
@@ -85,105 +87,6 @@ use crate::files::SandboxFiles;
 use crate::job::Job;
 use crate::network::Network;
 use crate::sandbox::Tools;
-
-/// What [`LocalScheduler`] runs with: its settings, and what the server tells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalSchedulerConfig {
-    /// The `[sandbox]` settings.
-    pub settings: SandboxSettings,
-    /// Root of the per-job directories (`settings.work_dir`, else under the state dir).
-    pub work_dir: PathBuf,
-    /// The API's port on this host's loopback, forwarded into networked `kind: gofer` tasks (their
-    /// `127.0.0.1:<port>` is the API).
-    pub api_port: Option<u16>,
-    /// Bytes of a task's output kept on the host (`output.log`): this much as it arrives, then
-    /// half as much again of its end (see `output.rs`). Default 10 MiB, the engine's log cap.
-    pub max_output_bytes: u64,
-}
-
-impl Default for LocalSchedulerConfig {
-    fn default() -> Self {
-        Self {
-            settings: SandboxSettings::default(),
-            work_dir: PathBuf::from("./.gofer/sandbox"),
-            api_port: None,
-            max_output_bytes: 10 * 1024 * 1024,
-        }
-    }
-}
-
-/// Whether the local scheduler limits each task with cgroups of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CgroupMode {
-    /// Use cgroups when the host allows it (cgroup v2 with memory and pids delegated to the
-    /// service, or the v1 controllers writable); otherwise say so at start-up and fall back to
-    /// per-process limits.
-    #[default]
-    Auto,
-    /// Refuse to start without usable cgroups.
-    Required,
-    /// Never use cgroups (per-process limits only).
-    Off,
-}
-
-/// Why a [`LocalScheduler`] could not be created.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalSchedulerError {
-    /// bwrap is not installed (or not at the configured path).
-    #[error("bubblewrap (bwrap) not found at {path:?}: apt-get install -y bubblewrap")]
-    BwrapNotFound {
-        /// The configured `bwrap_path`.
-        path: PathBuf,
-    },
-    /// The configured `gofer_binary` is not an executable file.
-    #[error("the gofer binary for kind gofer tasks is not an executable file at {path:?}")]
-    GoferNotFound {
-        /// The configured `gofer_binary`.
-        path: PathBuf,
-    },
-    /// Another program the sandbox needs is missing.
-    #[error("{tool} not found on PATH: apt-get install -y util-linux")]
-    ToolNotFound {
-        /// `prlimit`, `setpriv` or `sh`.
-        tool: &'static str,
-    },
-    /// The work directory could not be created or resolved.
-    #[error("cannot use the sandbox work directory {path:?}: {source}")]
-    WorkDir {
-        /// The configured `work_dir`.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The server is not root, so tasks would run as its own user.
-    #[error(
-        "the local sandbox needs root: tasks must never run as the service's own user (uid {uid}); start \
-         the service as root, or for development only set sandbox.unsafe_tasks_as_service_user = true"
-    )]
-    NoSandboxUser {
-        /// The service's uid.
-        uid: u32,
-    },
-    /// `sandbox.share_network` is on and networked tasks cannot be given their own network.
-    #[error("sandbox.share_network is on but tasks cannot get a network of their own: {detail}")]
-    NetworkUnusable {
-        /// What is missing.
-        detail: String,
-    },
-    /// `sandbox.cgroups = "required"` and no cgroup can be used.
-    #[error("sandbox.cgroups is \"required\" but no cgroup can be used on this host: {detail}")]
-    CgroupsUnusable {
-        /// Why.
-        detail: String,
-    },
-    /// bwrap is there but cannot start a sandbox (no user namespaces, unreachable work directory…).
-    #[error("bubblewrap cannot start a sandbox on this host: {detail}")]
-    SandboxUnusable {
-        /// What the probe sandbox reported.
-        detail: String,
-    },
-}
 
 /// The embedded scheduler: runs each job in a bubblewrap sandbox on this host. See the crate docs.
 #[derive(Debug)]

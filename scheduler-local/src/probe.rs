@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::error::LocalSchedulerError;
 use crate::process;
 use crate::sandbox::{HOST_PATH, JobMount, ProcessLimits, SANDBOX_UID, SandboxCommand, SandboxRequest, Tools};
-use crate::{LocalSchedulerConfig, LocalSchedulerError};
+use crate::settings::LocalSchedulerConfig;
 
 /// Runs `true` in a sandbox with `work_dir` at `/job`: proves that bwrap runs, user namespaces work
 /// and (as root) that uid 65534 can reach the work directory. Blocks for a few milliseconds.

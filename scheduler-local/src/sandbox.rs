@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use gofer_core::scheduler::{SchedulerError, TaskSpec};
 
+use crate::error::LocalSchedulerError;
 use crate::files::SandboxFiles;
-use crate::{LocalSchedulerConfig, LocalSchedulerError};
+use crate::settings::LocalSchedulerConfig;
 
 /// The uid and gid the task runs as inside the sandbox (and, when the server is root, on the host).
 pub(crate) const SANDBOX_UID: u32 = 65534;

@@ -1,4 +1,5 @@
-//! The local sandbox's settings (the `[sandbox]` section of the server config; docs/config.md).
+//! The local sandbox's settings (the `[sandbox]` section of the server config; docs/config.md), and
+//! the configuration the scheduler runs with: those and what the server tells it.
 
 use std::path::PathBuf;
 
@@ -41,7 +42,7 @@ pub struct SandboxSettings {
     /// limits; `required` refuses to start without them; `off` never uses them.
     ///
     /// Production: `required` on hosts that run trials
-    pub cgroups: crate::CgroupMode,
+    pub cgroups: CgroupMode,
     /// On a host where no cgroup can limit each task, tasks of plans marked `untrusted` (the trial
     /// plan) are refused (`scheduler_error`, the start-up log says why); `true` runs them anyway
     /// under per-process limits only.
@@ -74,10 +75,51 @@ impl Default for SandboxSettings {
             egress_allow: Vec::new(),
             memory_limit_mb: 4096,
             max_processes: 512,
-            cgroups: crate::CgroupMode::Auto,
+            cgroups: CgroupMode::Auto,
             allow_untrusted_without_cgroups: false,
             unsafe_tasks_as_service_user: false,
             gofer_binary: None,
         }
     }
+}
+
+/// What [`LocalScheduler`](crate::LocalScheduler) runs with: its settings, and what the server tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSchedulerConfig {
+    /// The `[sandbox]` settings.
+    pub settings: SandboxSettings,
+    /// Root of the per-job directories (`settings.work_dir`, else under the state dir).
+    pub work_dir: PathBuf,
+    /// The API's port on this host's loopback, forwarded into networked `kind: gofer` tasks (their
+    /// `127.0.0.1:<port>` is the API).
+    pub api_port: Option<u16>,
+    /// Bytes of a task's output kept on the host (`output.log`): this much as it arrives, then
+    /// half as much again of its end (see `output.rs`). Default 10 MiB, the engine's log cap.
+    pub max_output_bytes: u64,
+}
+
+impl Default for LocalSchedulerConfig {
+    fn default() -> Self {
+        Self {
+            settings: SandboxSettings::default(),
+            work_dir: PathBuf::from("./.gofer/sandbox"),
+            api_port: None,
+            max_output_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// Whether the local scheduler limits each task with cgroups of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupMode {
+    /// Use cgroups when the host allows it (cgroup v2 with memory and pids delegated to the
+    /// service, or the v1 controllers writable); otherwise say so at start-up and fall back to
+    /// per-process limits.
+    #[default]
+    Auto,
+    /// Refuse to start without usable cgroups.
+    Required,
+    /// Never use cgroups (per-process limits only).
+    Off,
 }

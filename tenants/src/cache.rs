@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+use crate::auth::Authentication;
+use crate::error::TenantsError;
 use crate::memo::TenantMemo;
-use crate::{Authentication, Principal, TenantsError};
+use crate::token::Principal;
 
 /// Verified tokens of this replica, by the SHA-256 of the secret (see the module docs).
 pub struct TokenCache {
@@ -41,7 +43,7 @@ impl TokenCache {
             return Ok(Some(hit));
         }
         let generation = self.memo.generation();
-        let found = crate::authenticate(pool, presented).await?;
+        let found = crate::auth::authenticate(pool, presented).await?;
         if let Some(auth) = &found {
             self.store(hash, auth, generation, now);
         }

@@ -6,8 +6,7 @@ use gofer_db::TenantTx;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::token::{NamespaceGlobs, Principal, Role, TokenSecret};
-use crate::tokens::{NewToken, TokenOwner};
+use crate::token::{NamespaceGlobs, NewToken, Principal, Role, TokenOwner, TokenSecret};
 use gofer_core::model::TokenMetadata;
 
 /// Begins a transaction scoped to one tenant: row-level security lets it reach only that tenant's
@@ -58,13 +57,26 @@ pub(crate) async fn begin_for(pool: &PgPool, owner: &TokenOwner) -> Result<Owner
     })
 }
 
+/// A tenant to create.
+#[derive(Debug, Clone)]
+pub struct NewTenant<'a> {
+    /// Its id.
+    pub id: &'a TenantId,
+    /// Display name.
+    pub name: &'a str,
+    /// Its plan; `None` is the default plan.
+    pub plan: Option<&'a str>,
+    /// For a trial: when it ends (its first token is a `trial` token expiring then).
+    pub trial_expires: Option<time::OffsetDateTime>,
+}
+
 macro_rules! tenant_columns {
     () => {
         "id, name, created_at, suspended_at, plan_id, trial_expires_at"
     };
 }
 
-pub(crate) async fn insert_tenant(conn: &mut PgConnection, new: &crate::NewTenant<'_>) -> Result<Tenant, sqlx::Error> {
+pub(crate) async fn insert_tenant(conn: &mut PgConnection, new: &NewTenant<'_>) -> Result<Tenant, sqlx::Error> {
     let row: TenantRow = sqlx::query_as(concat!(
         "INSERT INTO tenants (id, name, plan_id, trial_expires_at) VALUES ($1, $2, COALESCE($3, 'default'), $4)
          RETURNING ",

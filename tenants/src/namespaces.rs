@@ -4,7 +4,8 @@ use gofer_core::model::{Namespace, PageRequest};
 use gofer_core::{NamespaceId, TenantId};
 use sqlx::PgPool;
 
-use crate::{TenantsError, db};
+use crate::db;
+use crate::error::TenantsError;
 
 /// Creates a namespace in `tenant`.
 #[tracing::instrument(skip_all, fields(tenant = %tenant, namespace = %id))]
@@ -28,7 +29,7 @@ pub async fn create(
 pub async fn list(
     pool: &PgPool,
     tenant: &TenantId,
-    globs: &crate::NamespaceGlobs,
+    globs: &crate::token::NamespaceGlobs,
     page: &PageRequest<NamespaceId>,
 ) -> Result<(Vec<Namespace>, Option<NamespaceId>), TenantsError> {
     let patterns = globs.like_patterns();

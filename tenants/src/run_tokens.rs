@@ -10,20 +10,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-const ISSUER: &str = "gofer";
+pub use crate::token::RunScope;
+use crate::token::SECRET_PREFIX;
 
-/// The run a run token stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunScope {
-    /// Owner.
-    pub tenant: TenantId,
-    /// Namespace.
-    pub namespace: NamespaceId,
-    /// Pipeline.
-    pub pipeline: PipelineId,
-    /// Run.
-    pub run: RunId,
-}
+const ISSUER: &str = "gofer";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -198,7 +188,7 @@ impl gofer_core::tokens::RunTokenMinter for RunTokenKeys {
 
 /// Whether a presented bearer looks like a JWT rather than an API token secret.
 pub fn looks_like_jwt(token: &str) -> bool {
-    !token.starts_with(crate::token::SECRET_PREFIX) && token.bytes().filter(|b| *b == b'.').count() == 2
+    !token.starts_with(SECRET_PREFIX) && token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
 #[cfg(test)]

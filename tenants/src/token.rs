@@ -1,9 +1,12 @@
-//! Token secrets (random, shown once), their SHA-256 storage form, and the principal a token stands for.
+//! Token secrets (random, shown once), their SHA-256 storage form, the principal a token stands
+//! for, and what a new token may do.
 
 use base64::Engine as _;
-use gofer_core::TenantId;
+use gofer_core::{NamespaceId, PipelineId, RunId, TenantId};
+use ipnet::IpNet;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use time::Duration;
 
 /// Every secret starts with this, so secret scanners can recognise leaked Gofer tokens.
 pub const SECRET_PREFIX: &str = "gofer_";
@@ -104,7 +107,44 @@ pub enum Principal {
         namespaces: NamespaceGlobs,
     },
     /// A run token: may read its own run while the run is live.
-    Run(crate::run_tokens::RunScope),
+    Run(RunScope),
+}
+
+/// The run a run token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunScope {
+    /// Owner.
+    pub tenant: TenantId,
+    /// Namespace.
+    pub namespace: NamespaceId,
+    /// Pipeline.
+    pub pipeline: PipelineId,
+    /// Run.
+    pub run: RunId,
+}
+
+/// Whose tokens: an operator manages operator tokens, a tenant admin its tenant's tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    /// Operator tokens.
+    Operator,
+    /// One tenant's tokens.
+    Tenant(TenantId),
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Its role (`operator` for operator tokens).
+    pub role: Role,
+    /// Namespace globs (tenant tokens only).
+    pub namespaces: NamespaceGlobs,
+    /// Client networks it may be used from; empty means anywhere.
+    pub allowed_cidrs: Vec<IpNet>,
+    /// Free text.
+    pub description: String,
+    /// How long it lives.
+    pub lifetime: Duration,
 }
 
 /// The namespaces a token may reach, as globs (`*` any run of characters, `?` one character).

@@ -1,37 +1,13 @@
 //! API tokens: creating scoped, expiring tokens, listing and revoking them, and purging expired ones.
 
-use gofer_core::TenantId;
 use gofer_core::model::{PageRequest, TokenMetadata};
-use ipnet::IpNet;
 use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
 
-use crate::token::{NamespaceGlobs, Role, TokenSecret};
-use crate::{TenantsError, db};
-
-/// Whose tokens: an operator manages operator tokens, a tenant admin its tenant's tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenOwner {
-    /// Operator tokens.
-    Operator,
-    /// One tenant's tokens.
-    Tenant(TenantId),
-}
-
-/// What a new token may do.
-#[derive(Debug, Clone)]
-pub struct NewToken {
-    /// Its role (`operator` for operator tokens).
-    pub role: Role,
-    /// Namespace globs (tenant tokens only).
-    pub namespaces: NamespaceGlobs,
-    /// Client networks it may be used from; empty means anywhere.
-    pub allowed_cidrs: Vec<IpNet>,
-    /// Free text.
-    pub description: String,
-    /// How long it lives.
-    pub lifetime: Duration,
-}
+use crate::db;
+use crate::error::TenantsError;
+use crate::token::TokenSecret;
+pub use crate::token::{NewToken, TokenOwner};
 
 /// Creates a token; answers its metadata and its secret (shown once).
 #[tracing::instrument(skip_all, fields(owner = ?owner))]
