@@ -45,8 +45,7 @@ export GOFER_TEST_SCHEMATHESIS="$st_venv/bin/st"
 cargo fmt --all --check
 cargo clippy --workspace --tests --locked -- -D warnings
 # No two files of a crate import each other (issue 21; infra/import-cycles.py says which do).
-# Engine, api, bench and tests are not clean yet, so they are not checked.
-python3 infra/import-cycles.py tenants billing scheduler-local scheduler-nomad secrets objects db core notify sdk cli
+python3 infra/import-cycles.py
 # Four test threads on two cores: the integration tests mostly wait (on Postgres, the sandbox,
 # the scheduler double), so twice the cores runs the one test binary in about two thirds of the
 # time (docs/benchmarks.md, "CI wall time"); RUST_TEST_THREADS set by the caller wins.

@@ -9,6 +9,7 @@
 
 mod db;
 pub mod local;
+mod open;
 pub mod s3;
 mod settings;
 

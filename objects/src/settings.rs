@@ -1,15 +1,10 @@
 //! The object store's settings (`object_store` and `[objects]` in the server config;
 //! docs/config.md).
 
-use std::path::Path;
-use std::sync::Arc;
-
-use gofer_core::objects::{ObjectStore, ObjectStoreError};
+use gofer_core::objects::ObjectStoreError;
 use gofer_core::settings::{SettingError, expose_optional_secret};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-
-use crate::{LocalStore, S3Store};
 
 /// Where objects and finished task logs are kept (docs/objects.md).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -34,19 +29,6 @@ impl ObjectStoreSettings {
             Self::Local {} => Ok(()),
             Self::S3(s3) => s3.validate(),
         }
-    }
-
-    /// The configured store; an S3 bucket is created when missing.
-    pub async fn open(&self, state_dir: &Path) -> Result<Arc<dyn ObjectStore>, OpenStoreError> {
-        self.validate()?;
-        Ok(match self {
-            Self::Local {} => Arc::new(LocalStore::new(state_dir.join("objects"))),
-            Self::S3(s3) => {
-                let store = S3Store::connect(s3).await;
-                store.ensure_bucket().await.map_err(OpenStoreError::Unreachable)?;
-                Arc::new(store)
-            }
-        })
     }
 }
 

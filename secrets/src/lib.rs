@@ -25,8 +25,9 @@ use sqlx::PgPool;
 
 pub use keyring::{Keyring, KeyringError};
 pub use postgres::PostgresStore;
+pub use settings::VaultAuth;
 pub use settings::{PostgresStoreSettings, SecretStoreSettings, VaultSettings};
-pub use vault::{VaultAuth, VaultStore};
+pub use vault::VaultStore;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use gofer_core::settings::{SettingError, expose_optional_secret, expose_secret_m
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::{Keyring, KeyringError, VaultAuth};
+use crate::{Keyring, KeyringError};
 
 /// Where secret values are kept ([secrets.md](secrets.md)).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -147,4 +147,20 @@ impl VaultSettings {
             )),
         }
     }
+}
+
+/// How the store authenticates.
+#[derive(Clone)]
+pub enum VaultAuth {
+    /// A token (a periodic or long-lived one).
+    Token(String),
+    /// AppRole: role id and secret id, at an auth mount (usually `approle`).
+    AppRole {
+        /// The auth mount.
+        mount: String,
+        /// Role id.
+        role_id: String,
+        /// Secret id.
+        secret_id: String,
+    },
 }

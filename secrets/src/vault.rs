@@ -12,7 +12,7 @@ use tokio::sync::RwLock;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
-use crate::VaultSettings;
+use crate::settings::{VaultAuth, VaultSettings};
 
 /// Runs a vaultrs call with the current client, and once more after logging in again when the
 /// token was refused.
@@ -30,22 +30,6 @@ macro_rules! with_client {
             other => other,
         }
     }};
-}
-
-/// How the store authenticates.
-#[derive(Clone)]
-pub enum VaultAuth {
-    /// A token (a periodic or long-lived one).
-    Token(String),
-    /// AppRole: role id and secret id, at an auth mount (usually `approle`).
-    AppRole {
-        /// The auth mount.
-        mount: String,
-        /// Role id.
-        role_id: String,
-        /// Secret id.
-        secret_id: String,
-    },
 }
 
 impl std::fmt::Debug for VaultAuth {
