@@ -193,7 +193,7 @@ async fn run_token(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<
         },
         run: scope.run,
     };
-    match gofer_engine::runs::get(&state.pool, &key).await {
+    match state.runs.get(&key).await {
         Ok(run) if run.state != gofer_core::RunState::Complete => Ok(Authenticated(Principal::Run(scope))),
         Ok(_)
         | Err(

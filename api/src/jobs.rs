@@ -212,6 +212,10 @@ impl PeriodicJob for RefreshIpBlocks {
 pub struct EndTrials {
     /// The database.
     pub pool: PgPool,
+    /// Runs (a suspended tenant's are cancelled).
+    pub runs: gofer_engine::runs::Runs,
+    /// Pipelines (removed with the tenant).
+    pub pipelines: gofer_engine::Pipelines,
     /// Task logs (removed with the tenant).
     pub logs: gofer_engine::LogStore,
     /// Secret values (removed with the tenant).
@@ -232,6 +236,8 @@ impl EndTrials {
     fn handles(&self) -> Handles<'_> {
         Handles {
             pool: &self.pool,
+            runs: &self.runs,
+            pipelines: &self.pipelines,
             logs: &self.logs,
             secrets: &self.secrets,
             objects: &self.objects,

@@ -17,6 +17,10 @@ use crate::live::EventHub;
 pub struct AppState {
     /// The database.
     pub pool: PgPool,
+    /// Runs: starting, reading, cancelling, with the engine's settings they need.
+    pub runs: gofer_engine::runs::Runs,
+    /// Pipelines and their config versions.
+    pub pipelines: gofer_engine::Pipelines,
     /// Where task logs are kept.
     pub logs: LogStore,
     /// The shared events listener that wakes live streams.

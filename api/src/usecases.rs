@@ -24,6 +24,10 @@ use crate::state::AppState;
 pub struct Handles<'a> {
     /// The database.
     pub pool: &'a PgPool,
+    /// Runs (cancelling them).
+    pub runs: &'a gofer_engine::runs::Runs,
+    /// Pipelines (deleting them).
+    pub pipelines: &'a gofer_engine::Pipelines,
     /// Task logs.
     pub logs: &'a LogStore,
     /// Secret values (their metadata are rows).
@@ -41,6 +45,8 @@ impl AppState {
     pub fn handles(&self) -> Handles<'_> {
         Handles {
             pool: &self.pool,
+            runs: &self.runs,
+            pipelines: &self.pipelines,
             logs: &self.logs,
             secrets: &self.secrets,
             objects: &self.objects,
@@ -64,7 +70,7 @@ pub struct Suspension {
 pub async fn suspend_tenant(h: Handles<'_>, tenant: &TenantId) -> Result<Suspension, ApiError> {
     let suspended = gofer_tenants::set_suspended(h.pool, tenant, true).await?;
     h.token_cache.evict(Some(tenant));
-    let cancelled_runs = gofer_engine::runs::cancel_everything(h.pool, tenant, None).await?;
+    let cancelled_runs = h.runs.cancel_everything(tenant, None).await?;
     Ok(Suspension { tenant: suspended, cancelled_runs })
 }
 
@@ -99,7 +105,7 @@ pub async fn remove_namespace(
 ) -> Result<(), ApiError> {
     // A missing namespace answers not found, not busy or deleted.
     gofer_tenants::namespaces::get(h.pool, tenant, namespace).await?;
-    let live = gofer_engine::runs::unfinished_runs(h.pool, tenant, Some(namespace)).await?;
+    let live = h.runs.unfinished(tenant, Some(namespace)).await?;
     if !live.is_empty() {
         if !force {
             return Err(ApiError::Conflict {
@@ -110,7 +116,7 @@ pub async fn remove_namespace(
                 ),
             });
         }
-        gofer_engine::runs::cancel_everything(h.pool, tenant, Some(namespace)).await?;
+        h.runs.cancel_everything(tenant, Some(namespace)).await?;
     }
     gofer_tenants::namespaces::delete(h.pool, tenant, namespace).await?;
     h.complete_runs.forget(tenant);
@@ -124,7 +130,7 @@ pub async fn remove_namespace(
 /// pipeline with unfinished runs, or with runs unless `delete_runs`), then the secret values and
 /// objects its rows pointed to.
 pub async fn remove_pipeline(h: Handles<'_>, key: &PipelineKey, delete_runs: bool) -> Result<(), ApiError> {
-    gofer_engine::pipelines::delete(h.pool, h.logs, key, delete_runs).await?;
+    h.pipelines.delete(key, delete_runs).await?;
     h.complete_runs.forget(&key.tenant);
     let prefix = SecretPrefix::Pipeline(key.namespace.clone(), key.pipeline.clone());
     h.secrets.purge(&key.tenant, &prefix).await?;

@@ -121,6 +121,8 @@ impl Application {
         ));
         let hub = EventHub::start(notifications.subscribe(&[channels::EVENTS]));
         let state = web::Data::new(AppState {
+            runs: gofer_engine::runs::Runs::new(pool.clone(), config.engine.clone()),
+            pipelines: gofer_engine::Pipelines::new(pool.clone(), logs.clone()),
             pool,
             logs,
             hub: hub.clone(),

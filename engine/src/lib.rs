@@ -12,7 +12,7 @@ mod settings;
 
 // The crate is sorted into `catalog/`, `run/` and `logs/`; these keep the public paths it had
 // before, so no caller changed.
-pub use catalog::{deployments, pipelines, stats};
+pub use catalog::{Pipelines, deployments, pipelines, stats};
 pub use logs::masking;
 pub use run::{attach, object_refs, worker};
 

@@ -1,6 +1,7 @@
 //! Runs: starting one (rows in one transaction, then NOTIFY), reading runs, task executions and logs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gofer_core::chain::{self, RunAncestor};
 use gofer_core::config::check_env;
@@ -10,21 +11,10 @@ use gofer_db::TenantTx;
 use sqlx::{PgConnection, PgPool};
 
 use crate::catalog::{deployments, pipelines};
-use crate::{EngineError, db};
+use crate::{EngineError, EngineSettings, db};
 
 // The keys are plain data in core; re-exported here, where every caller has found them.
 pub use gofer_core::keys::{PipelineKey, RunKey, TaskKey};
-
-/// The server's defaults for a task that sets no timeout, CPU or memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskDefaults {
-    /// Seconds before the task is stopped.
-    pub timeout_s: u32,
-    /// CPU, in millicores.
-    pub cpu_millis: u32,
-    /// Memory, in MiB.
-    pub memory_mb: u32,
-}
 
 /// What starting a run needs besides the pipeline.
 #[derive(Debug, Clone)]
@@ -33,15 +23,87 @@ pub struct StartRequest {
     pub variables: BTreeMap<String, String>,
     /// Who starts it.
     pub initiator: Initiator,
-    /// Run timeout when the pipeline sets none.
-    pub default_timeout_s: u32,
-    /// What a task that sets no timeout, CPU or memory gets (to check it against the plan).
-    pub task_defaults: TaskDefaults,
     /// The run of the same tenant whose run token starts this one (a `kind: gofer` task), `None`
     /// when a user starts it. Its chain plus itself become the new run's `ancestry`.
     pub parent: Option<RunAncestor>,
-    /// How many runs may stand before a run in its chain (`engine.max_run_chain_depth`).
-    pub max_chain_depth: u32,
+}
+
+/// The runs of every tenant, as the API and the periodic jobs use them: the pool, and the
+/// engine's settings that starting a run needs (a config's unset timeouts and resources, the
+/// longest chain of runs), so that no caller passes them along.
+#[derive(Clone)]
+pub struct Runs {
+    pool: PgPool,
+    settings: Arc<EngineSettings>,
+}
+
+impl Runs {
+    /// The handle over `pool`, with the engine's `settings`.
+    pub fn new(pool: PgPool, settings: EngineSettings) -> Self {
+        Self { pool, settings: Arc::new(settings) }
+    }
+
+    /// Starts a run of the pipeline's live version ([`start`]).
+    pub async fn start(&self, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
+        start(&self.pool, key, request, &self.settings).await
+    }
+
+    /// Reads one run ([`get`]).
+    pub async fn get(&self, key: &RunKey) -> Result<Run, EngineError> {
+        get(&self.pool, key).await
+    }
+
+    /// Reads one task execution ([`get_task`]).
+    pub async fn get_task(&self, key: &TaskKey) -> Result<TaskExecution, EngineError> {
+        get_task(&self.pool, key).await
+    }
+
+    /// Lists a run's task executions ([`list_tasks`]).
+    pub async fn list_tasks(
+        &self,
+        key: &RunKey,
+        page: &PageRequest<TaskId>,
+    ) -> Result<(Vec<TaskExecution>, Option<TaskId>), EngineError> {
+        list_tasks(&self.pool, key, page).await
+    }
+
+    /// Lists a task execution's attempts ([`list_attempts`]).
+    pub async fn list_attempts(&self, key: &TaskKey) -> Result<Vec<TaskAttempt>, EngineError> {
+        list_attempts(&self.pool, key).await
+    }
+
+    /// Cancels a run ([`cancel`]).
+    pub async fn cancel(&self, key: &RunKey) -> Result<Run, EngineError> {
+        cancel(&self.pool, key).await
+    }
+
+    /// Cancels every unfinished run of a pipeline ([`cancel_all`]).
+    pub async fn cancel_all(&self, key: &PipelineKey) -> Result<Vec<RunId>, EngineError> {
+        cancel_all(&self.pool, key).await
+    }
+
+    /// The unfinished runs of a tenant or one of its namespaces ([`unfinished_runs`]).
+    pub async fn unfinished(
+        &self,
+        tenant: &TenantId,
+        namespace: Option<&NamespaceId>,
+    ) -> Result<Vec<RunKey>, EngineError> {
+        unfinished_runs(&self.pool, tenant, namespace).await
+    }
+
+    /// Cancels every unfinished run of a tenant or one of its namespaces ([`cancel_everything`]).
+    pub async fn cancel_everything(
+        &self,
+        tenant: &TenantId,
+        namespace: Option<&NamespaceId>,
+    ) -> Result<usize, EngineError> {
+        cancel_everything(&self.pool, tenant, namespace).await
+    }
+
+    /// Task time the tenant used this month ([`task_ms_this_month`]).
+    pub async fn task_ms_this_month(&self, tenant: &TenantId) -> Result<i64, EngineError> {
+        task_ms_this_month(&self.pool, tenant).await
+    }
 }
 
 /// Checks the namespace then the pipeline, answering the first that is missing.
@@ -82,8 +144,14 @@ async fn admitted_chain(
 /// written in one transaction, tasks whose conditions already hold are queued, and the queue is
 /// notified on commit. A run started by a run must pass [`chain::admit`] first.
 #[tracing::instrument(skip_all, fields(tenant = %key.tenant, namespace = %key.namespace, pipeline = %key.pipeline))]
-pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> Result<Run, EngineError> {
-    let StartRequest { variables, initiator, default_timeout_s, task_defaults, parent, max_chain_depth } = request;
+/// What the config leaves unset comes from the engine's `settings`.
+pub async fn start(
+    pool: &PgPool,
+    key: &PipelineKey,
+    request: StartRequest,
+    settings: &EngineSettings,
+) -> Result<Run, EngineError> {
+    let StartRequest { variables, initiator, parent } = request;
     check_env("variables", &variables).map_err(EngineError::InvalidVariables)?;
     let mut tx = db::scoped(pool, &key.tenant).await?;
     let allocated = db::allocate_run(&mut tx, key).await?;
@@ -94,7 +162,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
             EngineError::NamespaceNotFound(key.namespace.clone())
         });
     };
-    let ancestry = admitted_chain(&mut tx, key, parent, max_chain_depth).await?;
+    let ancestry = admitted_chain(&mut tx, key, parent, settings.max_run_chain_depth).await?;
     if state.parse::<PipelineState>().map_err(db::corrupt)? == PipelineState::Disabled {
         return Err(EngineError::PipelineDisabled(key.pipeline.clone()));
     }
@@ -114,7 +182,7 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
             config = db::get_config(&mut tx, key, version).await?;
         }
     }
-    let timeout_s = config.run_timeout_s.unwrap_or(default_timeout_s);
+    let timeout_s = config.run_timeout_s.unwrap_or(settings.default_run_timeout_s);
     {
         let demand = gofer_core::model::RunDemand {
             tasks: config
@@ -123,9 +191,9 @@ pub async fn start(pool: &PgPool, key: &PipelineKey, request: StartRequest) -> R
                 .map(|t| {
                     (
                         t.id.clone(),
-                        t.timeout_s.unwrap_or(task_defaults.timeout_s),
-                        t.cpu.unwrap_or(task_defaults.cpu_millis),
-                        t.memory_mb.unwrap_or(task_defaults.memory_mb),
+                        t.timeout_s.unwrap_or(settings.default_task_timeout_s),
+                        t.cpu.unwrap_or(settings.default_cpu_millis),
+                        t.memory_mb.unwrap_or(settings.default_memory_mb),
                     )
                 })
                 .collect(),

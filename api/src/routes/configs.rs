@@ -58,7 +58,7 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
     let request = query.parse::<Version>()?;
-    let result = gofer_engine::pipelines::list_configs(&state.pool, &key, &request).await?;
+    let result = state.pipelines.list_configs(&key, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn get(
     path: web::Path<ConfigPath>,
 ) -> Result<HttpResponse, ApiError> {
     let (key, version) = path.into_inner().key(&access.tenant)?;
-    let config = gofer_engine::pipelines::get_config(&state.pool, &key, version).await?;
+    let config = state.pipelines.get_config(&key, version).await?;
     Ok(HttpResponse::Ok().json(ConfigResponse { config }))
 }
 
@@ -98,6 +98,6 @@ pub(crate) async fn diff(
     let path = path.into_inner();
     let (from, to) = (Version::parse(&path.from)?, Version::parse(&path.to)?);
     let key = PipelinePath::from_parts(path.namespace, path.pipeline).key(&access.tenant)?;
-    let diff = gofer_engine::pipelines::diff_configs(&state.pool, &key, from, to).await?;
+    let diff = state.pipelines.diff_configs(&key, from, to).await?;
     Ok(HttpResponse::Ok().json(diff))
 }

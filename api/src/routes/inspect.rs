@@ -16,16 +16,15 @@ use crate::state::AppState;
 
 /// A run, its config version, and every task execution with its attempts and parents.
 async fn gather(state: &AppState, key: &RunKey) -> Result<(Run, ConfigDetail, Vec<TimelineTask>), ApiError> {
-    let run = gofer_engine::runs::get(&state.pool, key).await?;
-    let config =
-        gofer_engine::pipelines::get_config(&state.pool, &key.pipeline, Version::from_i64(run.config_version)).await?;
+    let run = state.runs.get(key).await?;
+    let config = state.pipelines.get_config(&key.pipeline, Version::from_i64(run.config_version)).await?;
     // A config holds at most MAX_TASKS (200) tasks: one page of the largest size has them all.
     let page = PageRequest { limit: MAX_PAGE_LIMIT, after: None };
-    let (executions, _) = gofer_engine::runs::list_tasks(&state.pool, key, &page).await?;
+    let (executions, _) = state.runs.list_tasks(key, &page).await?;
     let mut tasks = Vec::with_capacity(executions.len());
     for execution in executions {
         let task_key = TaskKey { run: key.clone(), task: execution.task_id.clone() };
-        let attempts = gofer_engine::runs::list_attempts(&state.pool, &task_key).await?;
+        let attempts = state.runs.list_attempts(&task_key).await?;
         let depends_on = config
             .config
             .tasks

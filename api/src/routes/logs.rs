@@ -90,7 +90,7 @@ pub(crate) async fn task_logs(
     let follow = follow_param(query.follow.as_deref())?;
     // A complete task's log does not grow: following it is reading it (from wherever it is now,
     // local disk or the object store).
-    let complete = follow && gofer_engine::runs::get_task(&state.pool, &key).await?.state == TaskState::Complete;
+    let complete = follow && state.runs.get_task(&key).await?.state == TaskState::Complete;
     if !follow || complete {
         let slice = gofer_engine::logs::read_task_log(&state.pool, &state.logs, &key, attempt, offset).await?;
         return Ok(HttpResponse::Ok()
@@ -98,7 +98,7 @@ pub(crate) async fn task_logs(
             .insert_header((LOG_OFFSET_HEADER, slice.next_offset.to_string()))
             .body(slice.data));
     }
-    let task = gofer_engine::runs::get_task(&state.pool, &key).await?;
+    let task = state.runs.get_task(&key).await?;
     let attempt = attempt.unwrap_or(task.attempt);
     if attempt == 0 || attempt > task.attempt {
         return Err(gofer_engine::EngineError::AttemptNotFound(attempt).into());

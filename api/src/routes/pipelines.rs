@@ -104,7 +104,7 @@ pub(crate) async fn register_config(
     let body = read_json_body(&req, payload, state.config.max_config_bytes).await?;
     let config = ValidConfig::parse(&body)?;
     let deploy = query.deploy.unwrap_or(true);
-    let registered = gofer_engine::pipelines::register_config(&state.pool, &key, &config, deploy).await?;
+    let registered = state.pipelines.register_config(&key, &config, deploy).await?;
     let answer = ConfigRegistered {
         version: registered.version,
         config_hash: registered.config_hash,
@@ -130,7 +130,7 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let namespace = NamespaceId::parse(path.into_inner())?;
     let request = query.parse::<PipelineId>()?;
-    let result = gofer_engine::pipelines::list(&state.pool, &access.tenant, &namespace, &request).await?;
+    let result = state.pipelines.list(&access.tenant, &namespace, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -148,7 +148,7 @@ pub(crate) async fn get(
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let pipeline = gofer_engine::pipelines::get(&state.pool, &key).await?;
+    let pipeline = state.pipelines.get(&key).await?;
     Ok(HttpResponse::Ok().json(PipelineResponse { pipeline }))
 }
 
@@ -174,7 +174,7 @@ pub(crate) async fn stats(
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let stats = gofer_engine::stats::pipeline_stats(&state.pool, &key).await?;
+    let stats = state.pipelines.stats(&key).await?;
     Ok(HttpResponse::Ok().json(PipelineStatsResponse { stats }))
 }
 
@@ -195,8 +195,8 @@ pub(crate) async fn update(
     let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
     let pipeline = match body.into_inner().state {
-        Some(wanted) => gofer_engine::pipelines::set_state(&state.pool, &key, wanted).await?,
-        None => gofer_engine::pipelines::get(&state.pool, &key).await?,
+        Some(wanted) => state.pipelines.set_state(&key, wanted).await?,
+        None => state.pipelines.get(&key).await?,
     };
     Ok(HttpResponse::Ok().json(PipelineResponse { pipeline }))
 }

@@ -112,20 +112,8 @@ pub(crate) async fn start(
         ),
         None => (Initiator::token(access.token_id), None),
     };
-    let engine = &state.config.engine;
-    let request = StartRequest {
-        variables: body.into_inner().variables,
-        initiator,
-        default_timeout_s: engine.default_run_timeout_s,
-        task_defaults: gofer_engine::runs::TaskDefaults {
-            timeout_s: engine.default_task_timeout_s,
-            cpu_millis: engine.default_cpu_millis,
-            memory_mb: engine.default_memory_mb,
-        },
-        parent,
-        max_chain_depth: engine.max_run_chain_depth,
-    };
-    let run = match gofer_engine::runs::start(&state.pool, &key, request).await {
+    let request = StartRequest { variables: body.into_inner().variables, initiator, parent };
+    let run = match state.runs.start(&key, request).await {
         Ok(run) => run,
         Err(gofer_engine::EngineError::QuotaExceeded(e)) if e.limit == QuotaExceeded::TASK_SECONDS => {
             // Out of task-seconds: a trial's address is refused new trials for a while.
@@ -197,7 +185,7 @@ pub(crate) async fn list_tasks(
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
     let request = query.parse::<TaskId>()?;
-    let result = gofer_engine::runs::list_tasks(&state.pool, &key, &request).await?;
+    let result = state.runs.list_tasks(&key, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -215,7 +203,7 @@ pub(crate) async fn get_task(
     path: web::Path<TaskPath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let task = gofer_engine::runs::get_task(&state.pool, &key).await?;
+    let task = state.runs.get_task(&key).await?;
     Ok(HttpResponse::Ok().json(TaskResponse { task }))
 }
 
@@ -253,7 +241,7 @@ pub(crate) async fn list_attempts(
     path: web::Path<TaskPath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let items = gofer_engine::runs::list_attempts(&state.pool, &key).await?;
+    let items = state.runs.list_attempts(&key).await?;
     Ok(HttpResponse::Ok().json(AttemptList { items, next_cursor: None }))
 }
 
@@ -272,7 +260,7 @@ pub(crate) async fn cancel(
     path: web::Path<RunPath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let run = gofer_engine::runs::cancel(&state.pool, &key).await?;
+    let run = state.runs.cancel(&key).await?;
     Ok(HttpResponse::Ok().json(RunResponse { run }))
 }
 
@@ -297,6 +285,6 @@ pub(crate) async fn cancel_all(
     path: web::Path<PipelinePath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let cancelled = gofer_engine::runs::cancel_all(&state.pool, &key).await?;
+    let cancelled = state.runs.cancel_all(&key).await?;
     Ok(HttpResponse::Ok().json(CancelledRuns { cancelled }))
 }

@@ -88,7 +88,7 @@ async fn report(
     let groups = gofer_billing::usage::report(&state.pool, &query, &request, scoped).await?;
     let Page { items, next_cursor } = page(groups);
     let plan = gofer_billing::tenant_plan(&state.pool, &tenant).await?;
-    let used_ms = gofer_engine::runs::task_ms_this_month(&state.pool, &tenant).await?;
+    let used_ms = state.runs.task_ms_this_month(&tenant).await?;
     Ok(UsageReport {
         items,
         next_cursor,

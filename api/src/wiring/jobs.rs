@@ -12,6 +12,8 @@ use crate::state::AppState;
 pub(super) fn spawn(state: &AppState, notifications: &gofer_notify::Notifications) -> Vec<tokio::task::JoinHandle<()>> {
     let AppState {
         pool,
+        runs,
+        pipelines,
         logs,
         secrets,
         objects,
@@ -40,6 +42,8 @@ pub(super) fn spawn(state: &AppState, notifications: &gofer_notify::Notification
         }),
         Arc::new(crate::jobs::EndTrials {
             pool: pool.clone(),
+            runs: runs.clone(),
+            pipelines: pipelines.clone(),
             logs: logs.clone(),
             secrets: secrets.clone(),
             objects: objects.clone(),
