@@ -96,18 +96,24 @@ pub async fn remove_tenant(h: Handles<'_>, tenant: &TenantId) -> Result<(), ApiE
 
 /// Removes a namespace with its pipelines, runs, logs, secrets and objects. Live runs make it
 /// `namespace_busy` unless `force`, which cancels them first: deleting the rows under a running
-/// task would leave it writing logs and objects nobody can reach.
+/// task would leave it writing logs and objects nobody can reach. The check and the deletion
+/// are one transaction holding the namespace and its pipelines, so no run can start in between;
+/// what the rows pointed to in the stores goes after the commit.
 pub async fn remove_namespace(
     h: Handles<'_>,
     tenant: &TenantId,
     namespace: &NamespaceId,
     force: bool,
 ) -> Result<(), ApiError> {
+    if force {
+        h.runs.cancel_everything(tenant, Some(namespace)).await?;
+    }
+    let mut tx = gofer_db::scoped(h.pool, tenant).await.map_err(|e| ApiError::internal(&e))?;
     // A missing namespace answers not found, not busy or deleted.
-    gofer_tenants::namespaces::get(h.pool, tenant, namespace).await?;
-    let live = h.runs.unfinished(tenant, Some(namespace)).await?;
-    if !live.is_empty() {
-        if !force {
+    gofer_tenants::namespaces::lock_for_removal(&mut tx, namespace).await?;
+    if !force {
+        let live = gofer_engine::runs::unfinished_runs_in(&mut tx, Some(namespace)).await?;
+        if !live.is_empty() {
             return Err(ApiError::Conflict {
                 code: "namespace_busy",
                 detail: format!(
@@ -116,9 +122,9 @@ pub async fn remove_namespace(
                 ),
             });
         }
-        h.runs.cancel_everything(tenant, Some(namespace)).await?;
     }
-    gofer_tenants::namespaces::delete(h.pool, tenant, namespace).await?;
+    gofer_tenants::namespaces::delete_in(&mut tx, namespace).await?;
+    tx.commit().await.map_err(|e| ApiError::internal(&e))?;
     h.complete_runs.forget(tenant);
     h.logs.remove_namespace(tenant, namespace).await.map_err(ApiError::internal)?;
     h.secrets.purge(tenant, &SecretPrefix::Namespace(namespace.clone())).await?;

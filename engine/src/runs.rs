@@ -324,6 +324,16 @@ pub async fn unfinished_runs(
     db::queue::unfinished_runs_of(&mut conn, tenant, namespace).await
 }
 
+/// The unfinished runs of `tx`'s tenant, or of one of its namespaces, read in `tx` (a removal
+/// that must see the same rows it deletes).
+pub async fn unfinished_runs_in(
+    tx: &mut TenantTx,
+    namespace: Option<&NamespaceId>,
+) -> Result<Vec<RunKey>, EngineError> {
+    let tenant = tx.tenant().clone();
+    db::queue::unfinished_runs_of(tx, &tenant, namespace).await
+}
+
 /// Cancels every unfinished run of a tenant, or of one of its namespaces (suspension, deletion).
 pub async fn cancel_everything(
     pool: &PgPool,

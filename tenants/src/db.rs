@@ -193,6 +193,27 @@ pub(crate) async fn update_namespace(
 }
 
 /// Deletes a namespace and, through foreign keys, its pipelines, runs and task executions.
+/// Locks a namespace row and its pipelines' rows until `tx` ends: creating a pipeline in it (its
+/// foreign key) and starting a run of one (which updates the pipeline's row) wait. Whether the
+/// namespace exists.
+pub(crate) async fn lock_namespace(
+    tx: &mut TenantTx,
+    tenant: &TenantId,
+    id: &NamespaceId,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM namespaces WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    sqlx::query("SELECT 1 FROM pipelines WHERE tenant_id = $1 AND namespace_id = $2 FOR UPDATE")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(found.is_some())
+}
+
 pub(crate) async fn delete_namespace(
     tx: &mut TenantTx,
     tenant: &TenantId,

@@ -2,6 +2,7 @@
 
 use gofer_core::model::{Namespace, PageRequest};
 use gofer_core::{NamespaceId, TenantId};
+use gofer_db::TenantTx;
 use sqlx::PgPool;
 
 use crate::db;
@@ -65,9 +66,27 @@ pub async fn update(
 /// Deletes a namespace with its pipelines and runs (the caller stops live runs first).
 pub async fn delete(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<(), TenantsError> {
     let mut tx = db::scoped(pool, tenant).await?;
-    if !db::delete_namespace(&mut tx, tenant, id).await? {
+    delete_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Locks a namespace for its removal in `tx` (a removal that checks something first, such as
+/// its live runs, in the same transaction): until `tx` ends, no pipeline is created in it and no
+/// run of its pipelines starts. `namespace_not_found` when it does not exist.
+pub async fn lock_for_removal(tx: &mut TenantTx, id: &NamespaceId) -> Result<(), TenantsError> {
+    let tenant = tx.tenant().clone();
+    if !db::lock_namespace(tx, &tenant, id).await? {
         return Err(TenantsError::NamespaceNotFound(id.clone()));
     }
-    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes a namespace's rows (pipelines, runs, events and secrets' metadata cascade) in `tx`.
+pub async fn delete_in(tx: &mut TenantTx, id: &NamespaceId) -> Result<(), TenantsError> {
+    let tenant = tx.tenant().clone();
+    if !db::delete_namespace(tx, &tenant, id).await? {
+        return Err(TenantsError::NamespaceNotFound(id.clone()));
+    }
     Ok(())
 }
