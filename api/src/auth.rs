@@ -181,7 +181,7 @@ async fn run_token(state: &AppState, token: &str, ip: Option<IpAddr>) -> Result<
         Err(ApiError::Unauthorized)
     };
     let Some(scope) = state.run_tokens.verify(token) else { return refuse(ip) };
-    match gofer_tenants::tenant_suspended(&state.pool, &scope.tenant).await? {
+    match state.tenants.suspended(&scope.tenant).await? {
         Some(suspended) => refuse_suspended(suspended)?,
         None => return refuse(ip),
     }

@@ -21,6 +21,10 @@ pub struct AppState {
     pub runs: gofer_engine::runs::Runs,
     /// Pipelines and their config versions.
     pub pipelines: gofer_engine::Pipelines,
+    /// Tenants, namespaces and API tokens, with the token settings.
+    pub tenants: gofer_tenants::Tenants,
+    /// Plans, usage, trials and IP blocks, with the trial settings.
+    pub billing: gofer_billing::Billing,
     /// Where task logs are kept.
     pub logs: LogStore,
     /// The shared events listener that wakes live streams.

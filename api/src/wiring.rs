@@ -123,6 +123,8 @@ impl Application {
         let state = web::Data::new(AppState {
             runs: gofer_engine::runs::Runs::new(pool.clone(), config.engine.clone()),
             pipelines: gofer_engine::Pipelines::new(pool.clone(), logs.clone()),
+            tenants: gofer_tenants::Tenants::new(pool.clone(), config.tokens.clone()),
+            billing: gofer_billing::Billing::new(pool.clone(), config.trial.clone()),
             pool,
             logs,
             hub: hub.clone(),

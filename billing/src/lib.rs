@@ -2,6 +2,7 @@
 
 mod db;
 mod error;
+mod handle;
 pub mod ip_blocks;
 mod settings;
 pub mod trials;
@@ -13,6 +14,7 @@ use gofer_core::model::{PageRequest, Plan};
 use sqlx::PgPool;
 
 pub use error::BillingError;
+pub use handle::Billing;
 pub use settings::{IpBlockSettings, TrialSettings};
 
 /// Checks a plan: a valid id, a name, every limit at least 1 (storage and task-seconds may be 0),

@@ -8,15 +8,15 @@ pub mod pipelines;
 pub mod stats;
 mod versions;
 
-use gofer_core::keys::PipelineKey;
-use gofer_core::model::{ConfigDetail, ConfigDiff, ConfigSummary, PageRequest, Pipeline, PipelineStats};
-use gofer_core::{NamespaceId, PipelineId, PipelineState, TenantId, ValidConfig, Version};
+use gofer_core::keys::{DeploymentKey, PipelineKey};
+use gofer_core::model::{ConfigDetail, ConfigDiff, ConfigSummary, Deployment, PageRequest, Pipeline, PipelineStats};
+use gofer_core::{CanaryPolicy, DeploymentId, NamespaceId, PipelineId, PipelineState, TenantId, ValidConfig, Version};
 use sqlx::PgPool;
 
 use crate::EngineError;
 use crate::logs::LogStore;
 
-/// Pipelines and their config versions, as the API uses them: the pool, and the log store that
+/// Pipelines, their config versions and deployments, as the API uses them: the pool, and the log store that
 /// deleting a pipeline's runs clears, so that no caller passes them along.
 #[derive(Clone)]
 pub struct Pipelines {
@@ -82,6 +82,35 @@ impl Pipelines {
     /// Reads one config version ([`pipelines::get_config`]).
     pub async fn get_config(&self, key: &PipelineKey, version: Version) -> Result<ConfigDetail, EngineError> {
         pipelines::get_config(&self.pool, key, version).await
+    }
+
+    /// Deploys a config version, at once or as a canary ([`deployments::deploy`]).
+    pub async fn deploy(
+        &self,
+        key: &PipelineKey,
+        version: Version,
+        canary: Option<CanaryPolicy>,
+    ) -> Result<(Deployment, bool), EngineError> {
+        deployments::deploy(&self.pool, key, version, canary).await
+    }
+
+    /// Reads a deployment ([`deployments::get`]).
+    pub async fn get_deployment(&self, key: &DeploymentKey) -> Result<Deployment, EngineError> {
+        deployments::get(&self.pool, key).await
+    }
+
+    /// Lists a pipeline's deployments ([`deployments::list`]).
+    pub async fn list_deployments(
+        &self,
+        key: &PipelineKey,
+        page: &PageRequest<DeploymentId>,
+    ) -> Result<(Vec<Deployment>, Option<DeploymentId>), EngineError> {
+        deployments::list(&self.pool, key, page).await
+    }
+
+    /// Rolls a running canary back ([`deployments::rollback`]).
+    pub async fn rollback(&self, key: &DeploymentKey, reason: Option<&str>) -> Result<Deployment, EngineError> {
+        deployments::rollback(&self.pool, key, reason).await
     }
 
     /// What changed between two config versions ([`pipelines::diff_configs`]).

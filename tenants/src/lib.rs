@@ -4,6 +4,7 @@ mod auth;
 pub mod cache;
 mod db;
 mod error;
+mod handle;
 pub mod memo;
 pub mod namespaces;
 pub mod run_tokens;
@@ -15,6 +16,7 @@ pub mod tokens;
 pub use auth::{Authentication, BOOTSTRAP_ISSUED_KEY, authenticate, bootstrap, metadata};
 pub use db::NewTenant;
 pub use error::TenantsError;
+pub use handle::Tenants;
 pub use settings::{RunTokenSettings, TokenSettings};
 pub use tenant::{
     convert_trial, create_tenant, create_tenant_in, delete_tenant, get_tenant, list_tenants, set_suspended,

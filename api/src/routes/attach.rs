@@ -120,7 +120,7 @@ impl actix_web::FromRequest for AttachAccess {
                 return Err(refused());
             }
             // The forwarding replica checked the token a moment ago; suspension is checked again.
-            if gofer_tenants::tenant_suspended(&state.pool, &tenant).await? != Some(false) {
+            if state.tenants.suspended(&tenant).await? != Some(false) {
                 return Err(ApiError::Forbidden { code: "tenant_suspended", detail: "the tenant is suspended".into() });
             }
             Ok(AttachAccess { tenant, token_id: claims.token_id, forwarded: true })
@@ -213,7 +213,7 @@ async fn prepare(state: &AppState, access: &AttachAccess, path: TaskPath, query:
             detail: "attaching to tasks is disabled on this service".into(),
         });
     }
-    if !gofer_billing::tenant_plan(&state.pool, &access.tenant).await?.allow_attach {
+    if !state.billing.tenant_plan(&access.tenant).await?.allow_attach {
         return Err(ApiError::Forbidden {
             code: "attach_not_allowed",
             detail: "the tenant's plan does not allow attaching to tasks".into(),

@@ -125,7 +125,7 @@ pub(crate) async fn create(
     let Guarded(access, body) = guarded;
     let key = path.into_inner().key(&access.tenant)?;
     let (version, policy) = body.parse()?;
-    let (deployment, created) = gofer_engine::deployments::deploy(&state.pool, &key, version, policy).await?;
+    let (deployment, created) = state.pipelines.deploy(&key, version, policy).await?;
     Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(DeploymentResponse { deployment }))
 }
 
@@ -145,7 +145,7 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
     let request = query.parse::<DeploymentId>()?;
-    let result = gofer_engine::deployments::list(&state.pool, &key, &request).await?;
+    let result = state.pipelines.list_deployments(&key, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -163,7 +163,7 @@ pub(crate) async fn get(
     path: web::Path<DeploymentPath>,
 ) -> Result<HttpResponse, ApiError> {
     let key = path.into_inner().key(&access.tenant)?;
-    let deployment = gofer_engine::deployments::get(&state.pool, &key).await?;
+    let deployment = state.pipelines.get_deployment(&key).await?;
     Ok(HttpResponse::Ok().json(DeploymentResponse { deployment }))
 }
 
@@ -204,6 +204,6 @@ pub(crate) async fn rollback(
             format!("reason: at most {MAX_REASON_CHARS} characters, no control characters"),
         ));
     }
-    let deployment = gofer_engine::deployments::rollback(&state.pool, &key, reason).await?;
+    let deployment = state.pipelines.rollback(&key, reason).await?;
     Ok(HttpResponse::Ok().json(DeploymentResponse { deployment }))
 }

@@ -87,7 +87,7 @@ pub(crate) async fn debug(
     }
     let ids = state.event_ids.tenant(&access.tenant);
     let events = stored.into_iter().map(|e| ids.event(e)).collect();
-    let plan = gofer_billing::tenant_plan(&state.pool, &access.tenant).await?;
+    let plan = state.billing.tenant_plan(&access.tenant).await?;
     let waiting_for_quota = tasks
         .iter()
         .filter(|t| t.execution.waiting_reason == Some(WaitingReason::WaitingForQuota))

@@ -63,7 +63,7 @@ pub(crate) async fn list(
             detail: "cursor: not a key of this list (an IP address)".into(),
         });
     }
-    let result = gofer_billing::ip_blocks::list(&state.pool, &request).await?;
+    let result = state.billing.list_ip_blocks(&request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -102,7 +102,7 @@ pub(crate) async fn create(
         })?,
     };
     let duration = time::Duration::seconds(i64::try_from(body.duration_s).unwrap_or(i64::MAX));
-    let block = gofer_billing::ip_blocks::block(&state.pool, &ip.to_string(), &reason, duration, scope).await?;
+    let block = state.billing.block_ip(&ip.to_string(), &reason, duration, scope).await?;
     let active = crate::blocks::ActiveBlock { until: block.expires, scope: block.scope, reason: block.reason.clone() };
     state.ip_blocks.insert(ip, active);
     Ok(HttpResponse::Created().json(IpBlockResponse { block }))
@@ -122,7 +122,7 @@ pub(crate) async fn remove(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let ip = client(&path)?;
-    gofer_billing::ip_blocks::unblock(&state.pool, &ip.to_string()).await?;
+    state.billing.unblock_ip(&ip.to_string()).await?;
     crate::jobs::reload_ip_blocks(&state.pool, &state.ip_blocks)
         .await
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;

@@ -69,8 +69,7 @@ pub(crate) async fn create(
             detail: "description: at most 4096 bytes".into(),
         });
     }
-    let namespace =
-        gofer_tenants::namespaces::create(&state.pool, &access.tenant, &id, name, &body.description).await?;
+    let namespace = state.tenants.create_namespace(&access.tenant, &id, name, &body.description).await?;
     Ok(HttpResponse::Created().json(NamespaceResponse { namespace }))
 }
 
@@ -85,7 +84,7 @@ pub(crate) async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let request = query.parse::<NamespaceId>()?;
-    let result = gofer_tenants::namespaces::list(&state.pool, &access.tenant, &access.namespaces, &request).await?;
+    let result = state.tenants.list_namespaces(&access.tenant, &access.namespaces, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -103,7 +102,7 @@ pub(crate) async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = NamespaceId::parse(path.into_inner())?;
-    let namespace = gofer_tenants::namespaces::get(&state.pool, &access.tenant, &id).await?;
+    let namespace = state.tenants.get_namespace(&access.tenant, &id).await?;
     Ok(HttpResponse::Ok().json(NamespaceResponse { namespace }))
 }
 
@@ -141,8 +140,7 @@ pub(crate) async fn update(
             detail: "description: at most 4096 bytes".into(),
         });
     }
-    let namespace =
-        gofer_tenants::namespaces::update(&state.pool, &access.tenant, &id, name, body.description.as_deref()).await?;
+    let namespace = state.tenants.update_namespace(&access.tenant, &id, name, body.description.as_deref()).await?;
     Ok(HttpResponse::Ok().json(NamespaceResponse { namespace }))
 }
 

@@ -41,7 +41,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(_, body) = guarded;
-    let plan = gofer_billing::create(&state.pool, &body.into_inner()).await?;
+    let plan = state.billing.create_plan(&body.into_inner()).await?;
     Ok(HttpResponse::Created().json(PlanResponse { plan }))
 }
 
@@ -59,7 +59,7 @@ pub(crate) async fn list(
     if let Some(after) = &request.after {
         gofer_core::id::validate_identifier("plan", after)?;
     }
-    let result = gofer_billing::list(&state.pool, &request).await?;
+    let result = state.billing.list_plans(&request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let plan = gofer_billing::get(&state.pool, &path).await?;
+    let plan = state.billing.get_plan(&path).await?;
     Ok(HttpResponse::Ok().json(PlanResponse { plan }))
 }
 
@@ -101,7 +101,7 @@ pub(crate) async fn update(
             detail: "id: must be the plan in the path".into(),
         });
     }
-    let plan = gofer_billing::update(&state.pool, &body).await?;
+    let plan = state.billing.update_plan(&body).await?;
     state.forget_tokens(None);
     Ok(HttpResponse::Ok().json(PlanResponse { plan }))
 }
@@ -121,7 +121,7 @@ pub(crate) async fn remove(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    gofer_billing::delete(&state.pool, &path).await?;
+    state.billing.delete_plan(&path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -141,7 +141,7 @@ pub(crate) async fn assign(
     let Guarded(_, body) = guarded;
     let tenant = TenantId::parse(path.into_inner())?;
     gofer_core::id::validate_identifier("plan", &body.plan)?;
-    let plan = gofer_billing::assign(&state.pool, &tenant, &body.plan).await?;
+    let plan = state.billing.assign_plan(&tenant, &body.plan).await?;
     state.forget_tokens(Some(&tenant));
     Ok(HttpResponse::Ok().json(PlanResponse { plan }))
 }

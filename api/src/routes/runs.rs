@@ -117,7 +117,7 @@ pub(crate) async fn start(
         Ok(run) => run,
         Err(gofer_engine::EngineError::QuotaExceeded(e)) if e.limit == QuotaExceeded::TASK_SECONDS => {
             // Out of task-seconds: a trial's address is refused new trials for a while.
-            gofer_billing::trials::mark_exhausted(&state.pool, &access.tenant).await?;
+            state.billing.mark_trial_exhausted(&access.tenant).await?;
             return Err(gofer_engine::EngineError::QuotaExceeded(e).into());
         }
         Err(e) => return Err(e.into()),

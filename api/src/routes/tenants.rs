@@ -68,7 +68,7 @@ pub(crate) async fn create(
         gofer_core::id::validate_identifier("plan", plan)?;
     }
     let new = gofer_tenants::NewTenant { id: &id, name, plan: body.plan.as_deref(), trial_expires: None };
-    let (tenant, secret) = gofer_tenants::create_tenant(&state.pool, &new).await?;
+    let (tenant, secret) = state.tenants.create(&new).await?;
     Ok(HttpResponse::Created().json(TenantCreated { tenant, token: secret.expose().to_owned() }))
 }
 
@@ -90,7 +90,7 @@ pub(crate) async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let request = query.parse::<TenantId>()?;
-    let result = gofer_tenants::list_tenants(&state.pool, &request).await?;
+    let result = state.tenants.list(&request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -108,7 +108,7 @@ pub(crate) async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
-    let tenant = gofer_tenants::get_tenant(&state.pool, &id).await?;
+    let tenant = state.tenants.get(&id).await?;
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
 }
 
@@ -146,7 +146,7 @@ pub(crate) async fn resume(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = TenantId::parse(path.into_inner())?;
-    let tenant = gofer_tenants::set_suspended(&state.pool, &id, false).await?;
+    let tenant = state.tenants.set_suspended(&id, false).await?;
     state.forget_tokens(Some(&id));
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
 }
@@ -188,11 +188,10 @@ pub(crate) async fn convert(
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(_, body) = guarded;
     let id = TenantId::parse(path.into_inner())?;
-    let days = state.config.tokens.default_expiry_days;
     gofer_core::id::validate_identifier("plan", &body.plan)?;
-    let tenant = gofer_tenants::convert_trial(&state.pool, &id, &body.plan, days).await?;
+    let tenant = state.tenants.convert_trial(&id, &body.plan).await?;
     state.forget_tokens(Some(&id));
-    gofer_billing::trials::mark_converted(&state.pool, &id).await?;
+    state.billing.mark_trial_converted(&id).await?;
     tracing::info!(tenant = %id, plan = %body.plan, "trial converted");
     Ok(HttpResponse::Ok().json(TenantResponse { tenant }))
 }

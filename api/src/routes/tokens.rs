@@ -143,11 +143,10 @@ fn new_token(owner: &TokenOwner, trial: bool, body: CreateToken, state: &AppStat
     if body.description.chars().count() > 1024 {
         return Err(invalid("description: at most 1024 characters"));
     }
-    let max = state.config.tokens.max_expiry_days;
-    let days = body.expires_in_days.unwrap_or(state.config.tokens.default_expiry_days);
-    if days == 0 || days > max {
-        return Err(invalid(format!("expires_in_days: between 1 and {max}")));
-    }
+    let days = state
+        .tenants
+        .token_days(body.expires_in_days)
+        .map_err(|max| invalid(format!("expires_in_days: between 1 and {max}")))?;
     Ok(NewToken {
         role,
         namespaces,
@@ -172,11 +171,11 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let Guarded(manager, body) = guarded;
     let trial = match &manager.0 {
-        TokenOwner::Tenant(tenant) => gofer_tenants::get_tenant(&state.pool, tenant).await?.trial_expires.is_some(),
+        TokenOwner::Tenant(tenant) => state.tenants.get(tenant).await?.trial_expires.is_some(),
         TokenOwner::Operator => false,
     };
     let new = new_token(&manager.0, trial, body.into_inner(), &state)?;
-    let (metadata, secret) = gofer_tenants::tokens::create(&state.pool, &manager.0, &new).await?;
+    let (metadata, secret) = state.tenants.create_token(&manager.0, &new).await?;
     Ok(HttpResponse::Created().json(TokenCreated { token: secret.expose().to_owned(), metadata }))
 }
 
@@ -197,7 +196,7 @@ pub(crate) async fn list(
             detail: "cursor: not a key of this list (a token id)".into(),
         })?;
     }
-    let result = gofer_tenants::tokens::list(&state.pool, &manager.0, &request).await?;
+    let result = state.tenants.list_tokens(&manager.0, &request).await?;
     Ok(HttpResponse::Ok().json(page(result)))
 }
 
@@ -247,7 +246,7 @@ pub(crate) async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_token_id(&path)?;
-    let token = gofer_tenants::tokens::get(&state.pool, &manager.0, id).await?;
+    let token = state.tenants.get_token(&manager.0, id).await?;
     Ok(HttpResponse::Ok().json(TokenResponse { token }))
 }
 
@@ -267,7 +266,7 @@ pub(crate) async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_token_id(&path)?;
-    let token = gofer_tenants::tokens::revoke(&state.pool, &manager.0, id).await?;
+    let token = state.tenants.revoke_token(&manager.0, id).await?;
     state.forget_tokens(token.tenant_id.as_ref());
     Ok(HttpResponse::Ok().json(TokenResponse { token }))
 }

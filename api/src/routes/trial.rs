@@ -43,7 +43,7 @@ fn client_key(req: &HttpRequest) -> Result<std::net::IpAddr, ApiError> {
     ))]
 #[post("/api/v1/trial/challenges")]
 pub(crate) async fn challenge(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let settings = &state.config.trial;
+    let settings = state.billing.trial_settings();
     if !settings.enabled {
         return Err(not_offered());
     }
@@ -80,7 +80,7 @@ fn checked_proof(
     body: &[u8],
     client: std::net::IpAddr,
 ) -> Result<Option<gofer_billing::trials::SpentChallenge>, ApiError> {
-    if state.config.trial.proof_of_work_bits == 0 {
+    if state.billing.trial_settings().proof_of_work_bits == 0 {
         return Ok(None);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -134,26 +134,14 @@ pub(crate) async fn start(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let settings = &state.config.trial;
+    let settings = state.billing.trial_settings();
     if !settings.enabled {
         return Err(not_offered());
     }
     let ip = crate::auth::client_ip(&req).ok_or_else(|| ApiError::internal("no client address"))?;
     let address = client_key(&req)?;
     let spent = checked_proof(&state, &body, address)?;
-    let rules = gofer_billing::trials::TrialRules {
-        plan: settings.plan.clone(),
-        lifetime: time::Duration::seconds(i64::try_from(settings.lifetime_s).unwrap_or(i64::MAX)),
-        max_per_address_per_day: settings.max_per_address_per_day,
-        network_caps: gofer_billing::trials::NetworkCaps {
-            ipv4_24: settings.max_per_ipv4_24_per_day,
-            ipv6_56: settings.max_per_ipv6_56_per_day,
-            ipv6_48: settings.max_per_ipv6_48_per_day,
-        },
-        max_per_hour: settings.max_per_hour,
-        exhausted_refusal: time::Duration::seconds(i64::try_from(settings.exhausted_refusal_s).unwrap_or(i64::MAX)),
-    };
-    match gofer_billing::trials::start(&state.pool, address, &rules, spent.as_ref()).await {
+    match state.billing.start_trial(address, spent.as_ref()).await {
         Ok((tenant, secret)) => {
             Ok(HttpResponse::Created().json(TenantCreated { tenant, token: secret.expose().to_owned() }))
         }

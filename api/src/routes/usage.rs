@@ -85,9 +85,9 @@ async fn report(
 ) -> Result<UsageReport, ApiError> {
     let query = params.query(tenant.clone())?;
     let request = PageQuery::from_parts(params.limit.clone(), params.cursor.clone()).parse::<String>()?;
-    let groups = gofer_billing::usage::report(&state.pool, &query, &request, scoped).await?;
+    let groups = state.billing.usage(&query, &request, scoped).await?;
     let Page { items, next_cursor } = page(groups);
-    let plan = gofer_billing::tenant_plan(&state.pool, &tenant).await?;
+    let plan = state.billing.tenant_plan(&tenant).await?;
     let used_ms = state.runs.task_ms_this_month(&tenant).await?;
     Ok(UsageReport {
         items,
@@ -144,7 +144,7 @@ pub(crate) async fn operator_usage(
     params: web::Query<UsageParams>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = TenantId::parse(path.into_inner())?;
-    gofer_tenants::get_tenant(&state.pool, &tenant).await?;
+    state.tenants.get(&tenant).await?;
     if !params.csv()? {
         return Ok(HttpResponse::Ok().json(report(&state, &params, tenant, false).await?));
     }
@@ -156,7 +156,7 @@ pub(crate) async fn operator_usage(
     let asked = PageQuery::from_parts(params.limit.clone(), params.cursor.clone()).parse::<String>()?;
     let mut request = PageRequest::<String> { limit: MAX_PAGE_LIMIT, after: asked.after };
     loop {
-        let (groups, next) = gofer_billing::usage::report(&state.pool, &query, &request, false).await?;
+        let (groups, next) = state.billing.usage(&query, &request, false).await?;
         for g in &groups {
             // Keys are dates or `namespace/pipeline` ids: never commas or quotes.
             csv.push_str(&format!(
