@@ -21,7 +21,9 @@ db=gofer
 fast=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --dir) dir=$2; shift 2 ;;
+        # An empty --dir (a failed mktemp) would make the caller's working directory the data
+        # directory and hand it to the postgres user.
+        --dir) [ -n "${2:-}" ] || { echo "--dir needs a directory" >&2; exit 2; }; dir=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
         --db) db=$2; shift 2 ;;
         --fast) fast=1; shift ;;
