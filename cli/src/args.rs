@@ -394,7 +394,8 @@ pub struct EventArgs {
     #[arg(long)]
     pub run: Option<String>,
     /// Start after this event (its id, as listed); without it, at the first event.
-    #[arg(long)]
+    // An id is base64url, so one in 32 starts with `-`: it is a value here, not a flag.
+    #[arg(long, allow_hyphen_values = true)]
     pub after: Option<gofer_core::id::EventId>,
 }
 
@@ -543,4 +544,21 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
         return Err(format!("expected KEY=VALUE, got {text:?}"));
     }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Event ids are base64url: one that starts with `-` is still the value of `--after`.
+    #[test]
+    fn an_event_id_starting_with_a_hyphen_is_a_value() {
+        let id = "-vQ2fXbT9kLmN0pRsTuVwx";
+        let cli = Cli::try_parse_from(["gofer", "event", "list", "--after", id]).unwrap();
+        let Command::Event(EventCommand::List { filter }) = cli.command else { panic!("not event list") };
+        assert_eq!(filter.after.unwrap().as_str(), id);
+    }
 }
