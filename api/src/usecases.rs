@@ -109,9 +109,11 @@ pub async fn remove_namespace(
         h.runs.cancel_everything(tenant, Some(namespace)).await?;
     }
     let mut tx = gofer_db::scoped(h.pool, tenant).await.map_err(|e| ApiError::internal(&e))?;
-    // A missing namespace answers not found, not busy or deleted.
-    gofer_tenants::namespaces::lock_for_removal(&mut tx, namespace).await?;
     if !force {
+        // A missing namespace answers not found, not busy. Not when forced: the cancelled runs'
+        // tasks are still being stopped, and their engines lock a run, then its pipeline; holding
+        // the pipelines first would deadlock with them, and there is nothing to check.
+        gofer_tenants::namespaces::lock_for_removal(&mut tx, namespace).await?;
         let live = gofer_engine::runs::unfinished_runs_in(&mut tx, Some(namespace)).await?;
         if !live.is_empty() {
             return Err(ApiError::Conflict {
