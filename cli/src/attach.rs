@@ -51,7 +51,11 @@ fn read_stdin() -> mpsc::Receiver<Option<Vec<u8>>> {
 }
 
 fn write_out(mut out: impl Write, bytes: &[u8]) -> Result<(), CliError> {
-    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| CliError::Io(format!("writing output: {e}")))
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        // The reader of stdout went away: end quietly (`crate::output::stdout_failed`).
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => crate::output::stdout_failed(&e),
+        other => other.map_err(|e| CliError::Io(format!("writing output: {e}"))),
+    }
 }
 
 /// `gofer attach <pipeline> <run> <task> [-- command…]`.

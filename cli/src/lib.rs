@@ -120,6 +120,34 @@ impl Ctx {
     }
 }
 
+/// Why a request got no answer, in words a user can act on, naming the server's URL; the
+/// transport's own chain of causes follows in parentheses.
+fn unreachable(e: &reqwest::Error) -> String {
+    let url = e.url().map_or_else(|| "the server".to_owned(), |u| format!("{}://{}", u.scheme(), u.authority()));
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let lower = chain.to_lowercase();
+    let cause = if lower.contains("connection refused") {
+        "connection refused: is the server running, and is this its address and port?"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        "the host name does not resolve (DNS)"
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl") {
+        "the TLS handshake failed: is it an https server with a certificate this machine trusts?"
+    } else if e.is_timeout() {
+        "the request timed out"
+    } else if e.is_decode() || e.is_body() {
+        "the answer could not be read"
+    } else {
+        "the request failed"
+    };
+    format!("cannot reach {url}: {cause} ({chain})")
+}
+
 /// Runs a client command (anything but `service start`) and answers the process exit code,
 /// after printing the error, if any, to stderr.
 pub async fn run(global: Global, command: Command) -> ExitCode {
@@ -132,6 +160,7 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
                 CliError::Api(gofer_sdk::Error::Api(problem)) => {
                     eprintln!("error: {} ({}): {}", problem.code, problem.status, problem.detail)
                 }
+                CliError::Api(gofer_sdk::Error::Transport(e)) => eprintln!("error: {}", unreachable(e)),
                 other => eprintln!("error: {other}"),
             }
             ExitCode::from(e.exit_code())

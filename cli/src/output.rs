@@ -1,5 +1,7 @@
 //! Printing: JSON exactly as the API sent it, or aligned tables for people.
 
+use std::io::Write;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -10,7 +12,7 @@ pub fn emit<T: Serialize + ?Sized>(ctx: &Ctx, value: &T, human: impl FnOnce(&T) 
     if ctx.human() {
         let text = human(value);
         if !text.is_empty() {
-            println!("{}", text.trim_end_matches('\n'));
+            print_line(text.trim_end_matches('\n'));
         }
     } else {
         json(value);
@@ -19,7 +21,31 @@ pub fn emit<T: Serialize + ?Sized>(ctx: &Ctx, value: &T, human: impl FnOnce(&T) 
 
 /// Prints a value as pretty JSON.
 pub fn json<T: Serialize + ?Sized>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("API objects serialize"));
+    print_line(&serde_json::to_string_pretty(value).expect("API objects serialize"));
+}
+
+/// Prints one line to stdout ([`write_stdout`]).
+pub fn print_line(text: &str) {
+    write_stdout(format!("{text}\n").as_bytes());
+}
+
+/// Writes to stdout and flushes. A reader that went away (`gofer … | head`) ends the process at
+/// once, quietly and with 0, as SIGPIPE ends other tools: it wants no more, and that is no error.
+pub fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process after a failed write to stdout: quietly with 0 when the reader went away,
+/// else saying why.
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing the output: {e}");
+    std::process::exit(i32::from(crate::EXIT_USAGE));
 }
 
 /// Aligned columns under upper-case headers.

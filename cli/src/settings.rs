@@ -94,16 +94,18 @@ impl Settings {
         Ok(gofer_sdk::Client::new(self.host()?, ""))
     }
 
-    fn host(&self) -> Result<&str, CliError> {
-        self.host.as_deref().ok_or_else(|| {
+    fn host(&self) -> Result<String, CliError> {
+        let host = self.host.as_deref().ok_or_else(|| {
             CliError::Usage("no host: pass --host, set GOFER_HOST, or run `gofer login --host … --token …`".into())
-        })
+        })?;
+        base_url(host)
     }
 
     /// Writes host, token and namespace to the config file, readable by the user only.
     pub fn save(&self) -> Result<PathBuf, CliError> {
         let path = self.file.clone().ok_or_else(|| CliError::Usage("no config directory: pass --cli-config".into()))?;
-        let saved = Saved { host: self.host.clone(), token: self.token.clone(), namespace: self.namespace.clone() };
+        let host = self.host.as_deref().map(base_url).transpose()?;
+        let saved = Saved { host, token: self.token.clone(), namespace: self.namespace.clone() };
         let io = |e: std::io::Error| CliError::Io(format!("writing {}: {e}", path.display()));
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
@@ -125,4 +127,40 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
+}
+
+/// The API's base URL from what the user gave: `127.0.0.1:8080` means `http://127.0.0.1:8080`;
+/// anything that is not then an http(s) URL is refused, saying what would do.
+pub(crate) fn base_url(host: &str) -> Result<String, CliError> {
+    let url = if host.contains("://") { host.trim().to_owned() } else { format!("http://{}", host.trim()) };
+    let refuse = |why: String| {
+        CliError::Usage(format!(
+            "host: `{host}` {why}; give it as http://HOST:PORT or https://HOST, e.g. http://127.0.0.1:8080"
+        ))
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| refuse(format!("is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(refuse(format!("has the scheme {}, not http or https", parsed.scheme())));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(refuse("names no host".into()));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod base_url_tests {
+    use super::base_url;
+
+    #[test]
+    fn a_host_without_a_scheme_is_http_and_a_bad_one_is_refused_with_an_example() {
+        assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(base_url("https://gofer.example.com/").unwrap(), "https://gofer.example.com");
+        assert_eq!(base_url("localhost:9000").unwrap(), "http://localhost:9000");
+        for bad in ["ftp://x", "http://", "http://exa mple"] {
+            let message = base_url(bad).unwrap_err().to_string();
+            assert!(message.starts_with("host: `") && message.contains("http://127.0.0.1:8080"), "{bad}: {message}");
+        }
+    }
 }

@@ -37,9 +37,9 @@ pub(crate) async fn watch(ctx: &Ctx, ns: &NamespaceId, p: &PipelineId, run: RunI
             let view = render(&current, &config, &tasks);
             // Move up over the previous drawing and clear it.
             if drawn_lines > 0 {
-                print!("\x1b[{drawn_lines}A\x1b[J");
+                crate::output::write_stdout(format!("\x1b[{drawn_lines}A\x1b[J").as_bytes());
             }
-            print!("{view}");
+            crate::output::write_stdout(view.as_bytes());
             drawn_lines = view.lines().count();
         } else if ctx.human() {
             for t in &tasks {
@@ -47,13 +47,13 @@ pub(crate) async fn watch(ctx: &Ctx, ns: &NamespaceId, p: &PipelineId, run: RunI
                 if seen.insert(t.task_id.clone(), now) != Some(now) {
                     let status = if t.status == TaskStatus::Unknown { String::new() } else { format!(" {}", t.status) };
                     let line = format!("{:<20} {}{status}  {}", t.task_id.as_str(), t.state, reason_or_blank(t));
-                    println!("{}", line.trim_end());
+                    crate::output::print_line(line.trim_end());
                 }
             }
         }
         if current.state == RunState::Complete {
             if !terminal && ctx.human() {
-                print!("{}", render(&current, &config, &tasks));
+                crate::output::write_stdout(render(&current, &config, &tasks).as_bytes());
             }
             break current;
         }

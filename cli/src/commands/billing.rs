@@ -26,7 +26,7 @@ pub(crate) async fn usage(
     let tenant = tenant.map(TenantId::parse).transpose()?;
     if csv {
         let tenant = tenant.ok_or_else(|| CliError::Usage("--csv needs --tenant".into()))?;
-        print!("{}", c.tenant_usage_csv(&tenant, &query).await?);
+        crate::output::write_stdout(c.tenant_usage_csv(&tenant, &query).await?.as_bytes());
         return Ok(());
     }
     let mut page = PageOptions::default();

@@ -1,7 +1,6 @@
 //! Run, task, log and event commands.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use futures_util::StreamExt;
 use gofer_core::model::{Event, Run, TaskAttempt, TaskExecution};
@@ -21,7 +20,10 @@ pub(crate) async fn run(ctx: &Ctx, command: RunCommand) -> Result<(), CliError> 
             let run = c.start_run(&ns, &p, &variables).await?;
             if follow {
                 if ctx.human() {
-                    println!("Started run {} of {pipeline} (version {})", run.id, run.config_version);
+                    crate::output::print_line(&format!(
+                        "Started run {} of {pipeline} (version {})",
+                        run.id, run.config_version
+                    ));
                 }
                 return watch::watch(ctx, &ns, &p, run.id).await;
             }
@@ -180,13 +182,10 @@ pub(crate) async fn logs(
 ) -> Result<(), CliError> {
     let (ns, p, r, t) = ctx.task(pipeline, run, task)?;
     let c = &ctx.client;
-    let mut out = std::io::stdout().lock();
-    let io = |e: std::io::Error| CliError::Io(format!("writing stdout: {e}"));
     if follow && attempt.is_none() {
         let mut stream = c.follow_logs(&ns, &p, r, &t, 0).await?;
         while let Some(chunk) = stream.next().await {
-            out.write_all(&chunk?).map_err(io)?;
-            out.flush().map_err(io)?;
+            crate::output::write_stdout(&chunk?);
         }
         return Ok(());
     }
@@ -194,7 +193,8 @@ pub(crate) async fn logs(
         Some(n) => c.attempt_logs(&ns, &p, r, &t, n).await?,
         None => c.task_logs(&ns, &p, r, &t).await?,
     };
-    out.write_all(text.as_bytes()).map_err(io)
+    crate::output::write_stdout(text.as_bytes());
+    Ok(())
 }
 
 fn event_filter(ctx: &Ctx, args: &crate::args::EventArgs) -> Result<EventFilter, CliError> {
@@ -233,10 +233,10 @@ pub(crate) async fn events(ctx: &Ctx, command: EventCommand) -> Result<(), CliEr
             while let Some(event) = stream.next().await {
                 let event = event?;
                 if ctx.human() {
-                    println!("{}", event_line(&event));
+                    crate::output::print_line(&event_line(&event));
                 } else {
                     // One object per line, so a script can read the stream as it comes.
-                    println!("{}", serde_json::to_string(&event).expect("events serialize"));
+                    crate::output::print_line(&serde_json::to_string(&event).expect("events serialize"));
                 }
             }
         }

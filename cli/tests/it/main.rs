@@ -4,6 +4,7 @@
 
 mod cli;
 mod config_secrets;
+mod first_hour;
 mod gofer_tasks;
 mod replicas;
 mod run_chains;

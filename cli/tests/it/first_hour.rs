@@ -1,0 +1,85 @@
+//! A new user's first hour with the CLI (issue 20): a host given without a scheme works, a server
+//! that cannot be reached is named with the reason, and piping into `head` ends quietly.
+
+use std::process::Stdio;
+
+use gofer_tests::{TenantClient, spawn_app};
+use tokio::io::AsyncReadExt;
+
+/// Runs `gofer` against `host` with `tenant`'s token and no config file of the user's; answers
+/// the exit code and stderr.
+async fn gofer_at(host: &str, tenant: &TenantClient<'_>, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gofer"))
+        .args(args)
+        .env("GOFER_HOST", host)
+        .env("GOFER_TOKEN", &tenant.token)
+        .env("GOFER_CLI_CONFIG", dir.path().join("config.json"))
+        .env_remove("GOFER_API_URL")
+        .env_remove("GOFER_API_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("gofer ran");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn a_host_without_a_scheme_works_and_an_unreachable_one_is_named_with_the_reason() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let bare = app.address.trim_start_matches("http://");
+    assert!(!bare.contains("://"), "{bare}");
+    let (code, stderr) = gofer_at(bare, &acme, &["whoami"]).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // Port 1 on loopback: nothing listens there.
+    let (code, stderr) = gofer_at("127.0.0.1:1", &acme, &["whoami"]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot reach http://127.0.0.1:1: connection refused: is the server running"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = gofer_at("ftp://127.0.0.1:8080", &acme, &["whoami"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("host: `ftp://127.0.0.1:8080` has the scheme ftp") && stderr.contains("http://"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn piping_a_long_output_into_a_reader_that_stops_ends_quietly() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    // About 590 KB of log: far more than a pipe holds, so the CLI is still writing when the reader
+    // goes away, as under `gofer logs … | head`.
+    acme.register_one_task("builds", "chatty", "talk", &["seq", "1", "100000"]).await;
+    let run = acme.run_to_completion("builds", "chatty", std::time::Duration::from_secs(60)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gofer"))
+        .args(["logs", "chatty", &run.id.to_string(), "talk"])
+        .env("GOFER_HOST", &app.address)
+        .env("GOFER_TOKEN", &acme.token)
+        .env("GOFER_NAMESPACE", "builds")
+        .env("GOFER_CLI_CONFIG", dir.path().join("config.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gofer binary starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut head = [0u8; 16];
+    stdout.read_exact(&mut head).await.expect("the log starts");
+    assert_eq!(&head[..8], b"1\n2\n3\n4\n");
+    drop(stdout);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("gofer ends once its reader is gone")
+        .expect("gofer ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr, no panic: {stderr}");
+}
