@@ -167,8 +167,12 @@ pub enum TenantCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Delete a tenant and everything it owns.
-    Delete { tenant: String },
+    /// Delete a tenant and everything it owns (asks for its id on a terminal; else needs --yes).
+    Delete {
+        tenant: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
     /// Refuse the tenant's tokens and stop its runs.
     Suspend { tenant: String },
     /// Accept the tenant's tokens again.
@@ -202,12 +206,15 @@ pub enum NamespaceCommand {
         #[arg(long)]
         description: Option<String>,
     },
-    /// Delete a namespace (and its pipelines).
+    /// Delete a namespace with every pipeline, run, log, secret and object in it (asks for its id
+    /// on a terminal; else needs --yes).
     Delete {
         namespace: String,
         /// Cancel its live runs first instead of refusing.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        confirm: Confirm,
     },
 }
 
@@ -314,12 +321,15 @@ pub enum PipelineCommand {
     Enable { pipeline: String },
     /// Success rate and durations of the pipeline's runs over the last 7 and 30 days.
     Stats { pipeline: String },
-    /// Delete a pipeline.
+    /// Delete a pipeline with its config versions and deployments (asks for its id on a terminal;
+    /// else needs --yes).
     Delete {
         pipeline: String,
         /// Also delete its finished runs instead of refusing.
         #[arg(long)]
         delete_runs: bool,
+        #[command(flatten)]
+        confirm: Confirm,
     },
 }
 
@@ -382,6 +392,14 @@ pub enum EventCommand {
         #[command(flatten)]
         filter: EventArgs,
     },
+}
+
+/// Confirmation of a deletion that cannot be undone.
+#[derive(Debug, Args)]
+pub struct Confirm {
+    /// Delete without asking (needed when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// Which events.

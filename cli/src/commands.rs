@@ -111,7 +111,13 @@ async fn tenant(ctx: &Ctx, command: TenantCommand) -> Result<(), CliError> {
                 format!("Created tenant {}. Its admin token (shown once):\n{}", t.tenant.id, t.token)
             });
         }
-        TenantCommand::Delete { tenant } => {
+        TenantCommand::Delete { tenant, confirm } => {
+            crate::confirm::deletion(
+                "tenant",
+                &tenant,
+                "every namespace, pipeline, run, log, secret and object of it",
+                &confirm,
+            )?;
             c.delete_tenant(&TenantId::parse(&tenant)?).await?;
             emit(ctx, &serde_json::json!({ "deleted": tenant }), |_| format!("Deleted tenant {tenant}"));
         }
@@ -156,7 +162,13 @@ async fn namespace(ctx: &Ctx, command: NamespaceCommand) -> Result<(), CliError>
             let update = UpdateNamespace { name, description };
             emit(ctx, &c.update_namespace(&NamespaceId::parse(namespace)?, &update).await?, one);
         }
-        NamespaceCommand::Delete { namespace, force } => {
+        NamespaceCommand::Delete { namespace, force, confirm } => {
+            crate::confirm::deletion(
+                "namespace",
+                &namespace,
+                "every pipeline, run, log, secret and object in it",
+                &confirm,
+            )?;
             c.delete_namespace(&NamespaceId::parse(&namespace)?, force).await?;
             emit(ctx, &serde_json::json!({ "deleted": namespace }), |_| format!("Deleted namespace {namespace}"));
         }

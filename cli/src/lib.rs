@@ -8,6 +8,7 @@ use gofer_core::{NamespaceId, PipelineId, RunId, TaskId};
 pub mod args;
 mod attach;
 mod commands;
+mod confirm;
 mod output;
 mod progress;
 mod settings;
@@ -120,6 +121,14 @@ impl Ctx {
     }
 }
 
+/// A problem's detail with the API's query strings said as this CLI's flags: a user of `gofer`
+/// types `--force`, not `?force=true`.
+fn in_cli_words(detail: &str) -> String {
+    [("?force=true", "--force"), ("?delete_runs=true", "--delete-runs")]
+        .iter()
+        .fold(detail.to_owned(), |text, (query, flag)| text.replace(query, flag))
+}
+
 /// Why a request got no answer, in words a user can act on, naming the server's URL; the
 /// transport's own chain of causes follows in parentheses.
 fn unreachable(e: &reqwest::Error) -> String {
@@ -158,7 +167,7 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
                 // The live view already said how the run ended.
                 CliError::RunUnsuccessful { .. } | CliError::CommandExited(_) => {}
                 CliError::Api(gofer_sdk::Error::Api(problem)) => {
-                    eprintln!("error: {} ({}): {}", problem.code, problem.status, problem.detail)
+                    eprintln!("error: {} ({}): {}", problem.code, problem.status, in_cli_words(&problem.detail))
                 }
                 CliError::Api(gofer_sdk::Error::Transport(e)) => eprintln!("error: {}", unreachable(e)),
                 other => eprintln!("error: {other}"),

@@ -83,8 +83,14 @@ pub(crate) async fn run(ctx: &Ctx, command: PipelineCommand) -> Result<(), CliEr
             let (ns, p) = ctx.pipeline(&pipeline)?;
             emit(ctx, &c.pipeline_stats(&ns, &p).await?, stats_table);
         }
-        PipelineCommand::Delete { pipeline, delete_runs } => {
+        PipelineCommand::Delete { pipeline, delete_runs, confirm } => {
             let (ns, p) = ctx.pipeline(&pipeline)?;
+            crate::confirm::deletion(
+                "pipeline",
+                &pipeline,
+                "its config versions, deployments, secrets and objects",
+                &confirm,
+            )?;
             c.delete_pipeline(&ns, &p, delete_runs).await?;
             emit(ctx, &serde_json::json!({ "deleted": pipeline }), |_| format!("Deleted pipeline {pipeline}"));
         }

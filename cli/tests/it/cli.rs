@@ -281,9 +281,9 @@ async fn every_resource_has_working_commands() {
     assert_eq!(rest[0]["id"], events[1]["id"]);
     assert_eq!(gofer(&acme, &["event", "list", "--after", "5"]).await.code, 2);
 
-    assert_eq!(gofer(&acme, &["pipeline", "delete", "ship", "--delete-runs"]).await.code, 0);
+    assert_eq!(gofer(&acme, &["pipeline", "delete", "ship", "--delete-runs", "--yes"]).await.code, 0);
     assert_eq!(gofer(&acme, &["pipeline", "get", "ship"]).await.code, 3);
-    assert_eq!(gofer(&acme, &["namespace", "delete", "builds"]).await.code, 0);
+    assert_eq!(gofer(&acme, &["namespace", "delete", "builds", "--yes"]).await.code, 0);
 }
 
 #[tokio::test]

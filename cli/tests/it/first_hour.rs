@@ -1,5 +1,6 @@
 //! A new user's first hour with the CLI (issue 20): a host given without a scheme works, a server
-//! that cannot be reached is named with the reason, and piping into `head` ends quietly.
+//! that cannot be reached is named with the reason, piping into `head` ends quietly, and
+//! deletions that cannot be undone are confirmed.
 
 use std::process::Stdio;
 
@@ -82,4 +83,32 @@ async fn piping_a_long_output_into_a_reader_that_stops_ends_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.is_empty(), "nothing on stderr, no panic: {stderr}");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_needs_yes_off_a_terminal_and_errors_name_cli_flags() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register_one_task("builds", "slow", "wait", &["sleep", "60"]).await;
+    acme.start_run("builds", "slow").await;
+
+    let (code, stderr) = gofer_at(&app.address, &acme, &["namespace", "delete", "builds"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("every pipeline, run, log, secret and object in it") && stderr.contains("pass --yes"),
+        "{stderr}"
+    );
+    let still = acme.request("GET", "/api/v1/namespaces/builds", None).await;
+    assert_eq!(still.status, 200, "nothing was deleted");
+
+    // Confirmed, but runs are live: the refusal says the CLI's flag, not the API's query string.
+    let (code, stderr) = gofer_at(&app.address, &acme, &["namespace", "delete", "builds", "--yes"]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("namespace_busy") && stderr.contains("--force") && !stderr.contains("?force"), "{stderr}");
+
+    let (code, stderr) = gofer_at(&app.address, &acme, &["namespace", "delete", "builds", "--force", "-y"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let gone = acme.request("GET", "/api/v1/namespaces/builds", None).await;
+    assert_eq!(gone.status, 404);
 }
