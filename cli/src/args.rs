@@ -58,6 +58,11 @@ pub enum Command {
     },
     /// Check --host and --token, and save them (and --namespace) to the CLI config file.
     Login,
+    /// Print the shell completion script: `gofer completion bash > ~/.local/share/bash-completion/completions/gofer`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Show who the token is.
     Whoami,
     /// Tenants (operator tokens).

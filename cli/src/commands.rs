@@ -21,7 +21,7 @@ pub(crate) use runs::task_reason;
 
 pub(crate) async fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Service { .. } | Command::Login => {
+        Command::Service { .. } | Command::Login | Command::Completion { .. } => {
             Err(CliError::Usage("this command is handled before connecting".into()))
         }
         Command::Whoami => {

@@ -16,6 +16,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "gofer", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         command => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(gofer_cli::run(cli.global, command)),
             Err(e) => {

@@ -112,3 +112,21 @@ async fn deleting_a_namespace_needs_yes_off_a_terminal_and_errors_name_cli_flags
     let gone = acme.request("GET", "/api/v1/namespaces/builds", None).await;
     assert_eq!(gone.status, 404);
 }
+
+#[tokio::test]
+async fn completion_scripts_cover_the_commands_for_each_shell() {
+    for (shell, marker) in [("bash", "_gofer()"), ("zsh", "#compdef gofer"), ("fish", "complete -c gofer")] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gofer"))
+            .args(["completion", shell])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("gofer ran");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{shell}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(script.contains(marker), "{shell}: no {marker}");
+        for command in ["namespace", "pipeline", "logs", "attach"] {
+            assert!(script.contains(command), "{shell}: no {command}");
+        }
+    }
+}
