@@ -67,7 +67,7 @@ pub(crate) async fn attach(
     command: Vec<String>,
     no_tty: bool,
 ) -> Result<(), CliError> {
-    let (ns, p, r, t) = ctx.task(pipeline, run, task)?;
+    let (ns, p, r, t) = ctx.task(pipeline, run, task).await?;
     let tty = !no_tty && std::io::stdin().is_terminal();
     let size = if tty { crossterm::terminal::size().ok() } else { None };
     let options = AttachOptions { command, tty, size };

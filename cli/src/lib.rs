@@ -98,20 +98,34 @@ impl Ctx {
         Ok((self.ns()?, PipelineId::parse(pipeline)?))
     }
 
-    /// Namespace, pipeline and run.
-    pub fn run(&self, pipeline: &str, run: &str) -> Result<(NamespaceId, PipelineId, RunId), CliError> {
+    /// Namespace, pipeline and run; the run `latest` is the pipeline's newest run.
+    pub async fn run(&self, pipeline: &str, run: &str) -> Result<(NamespaceId, PipelineId, RunId), CliError> {
         let (ns, p) = self.pipeline(pipeline)?;
-        Ok((ns, p, RunId::parse(run)?))
+        let r = self.run_id(&ns, &p, run).await?;
+        Ok((ns, p, r))
     }
 
-    /// Namespace, pipeline, run and task.
-    pub fn task(
+    /// A run id as typed: a number, or `latest` for the pipeline's newest run (runs list newest
+    /// first).
+    pub async fn run_id(&self, ns: &NamespaceId, p: &PipelineId, run: &str) -> Result<RunId, CliError> {
+        if run != "latest" {
+            return Ok(RunId::parse(run)?);
+        }
+        let page = self.client.list_runs(ns, p, gofer_sdk::PageOptions { limit: 1, cursor: None }).await?;
+        page.items
+            .first()
+            .map(|newest| newest.id)
+            .ok_or_else(|| CliError::Usage(format!("latest: pipeline {p} has no runs yet")))
+    }
+
+    /// Namespace, pipeline, run (`latest` too) and task.
+    pub async fn task(
         &self,
         pipeline: &str,
         run: &str,
         task: &str,
     ) -> Result<(NamespaceId, PipelineId, RunId, TaskId), CliError> {
-        let (ns, p, r) = self.run(pipeline, run)?;
+        let (ns, p, r) = self.run(pipeline, run).await?;
         Ok((ns, p, r, TaskId::parse(task)?))
     }
 

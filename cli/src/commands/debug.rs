@@ -16,11 +16,11 @@ pub(crate) async fn run(ctx: &Ctx, command: DebugCommand) -> Result<(), CliError
     let DebugCommand::Dump(what) = command;
     let document = match what {
         DumpCommand::Run { pipeline, run, log_lines } => {
-            let (ns, p, r) = ctx.run(&pipeline, &run)?;
+            let (ns, p, r) = ctx.run(&pipeline, &run).await?;
             dump(&ctx.client, &ns, &p, r, None, log_lines).await?
         }
         DumpCommand::Task { pipeline, run, task, log_lines } => {
-            let (ns, p, r, t) = ctx.task(&pipeline, &run, &task)?;
+            let (ns, p, r, t) = ctx.task(&pipeline, &run, &task).await?;
             dump(&ctx.client, &ns, &p, r, Some(t), log_lines).await?
         }
     };

@@ -35,11 +35,11 @@ pub(crate) async fn run(ctx: &Ctx, command: RunCommand) -> Result<(), CliError> 
             emit(ctx, &page.items, |i| runs_table(i));
         }
         RunCommand::Get { pipeline, run } => {
-            let (ns, p, r) = ctx.run(&pipeline, &run)?;
+            let (ns, p, r) = ctx.run(&pipeline, &run).await?;
             emit(ctx, &c.get_run(&ns, &p, r).await?, run_fields);
         }
         RunCommand::Cancel { pipeline, run } => {
-            let (ns, p, r) = ctx.run(&pipeline, &run)?;
+            let (ns, p, r) = ctx.run(&pipeline, &run).await?;
             emit(ctx, &c.cancel_run(&ns, &p, r).await?, run_fields);
         }
         RunCommand::CancelAll { pipeline } => {
@@ -50,11 +50,11 @@ pub(crate) async fn run(ctx: &Ctx, command: RunCommand) -> Result<(), CliError> 
             });
         }
         RunCommand::Watch { pipeline, run } => {
-            let (ns, p, r) = ctx.run(&pipeline, &run)?;
+            let (ns, p, r) = ctx.run(&pipeline, &run).await?;
             return watch::watch(ctx, &ns, &p, r).await;
         }
         RunCommand::Timeline { pipeline, run, width } => {
-            let (ns, p, r) = ctx.run(&pipeline, &run)?;
+            let (ns, p, r) = ctx.run(&pipeline, &run).await?;
             emit(ctx, &c.run_timeline(&ns, &p, r).await?, |t| timeline::chart(t, width));
         }
     }
@@ -156,15 +156,15 @@ pub(crate) async fn task(ctx: &Ctx, command: TaskCommand) -> Result<(), CliError
     let c = &ctx.client;
     match command {
         TaskCommand::List { pipeline, run } => {
-            let (ns, p, r) = ctx.run(&pipeline, &run)?;
+            let (ns, p, r) = ctx.run(&pipeline, &run).await?;
             emit(ctx, &c.list_tasks(&ns, &p, r).await?, |i| tasks_table(i));
         }
         TaskCommand::Get { pipeline, run, task } => {
-            let (ns, p, r, t) = ctx.task(&pipeline, &run, &task)?;
+            let (ns, p, r, t) = ctx.task(&pipeline, &run, &task).await?;
             emit(ctx, &c.get_task(&ns, &p, r, &t).await?, |t| tasks_table(std::slice::from_ref(t)));
         }
         TaskCommand::Attempts { pipeline, run, task } => {
-            let (ns, p, r, t) = ctx.task(&pipeline, &run, &task)?;
+            let (ns, p, r, t) = ctx.task(&pipeline, &run, &task).await?;
             emit(ctx, &c.list_attempts(&ns, &p, r, &t).await?, |i| attempts_table(i));
         }
     }
@@ -180,7 +180,7 @@ pub(crate) async fn logs(
     follow: bool,
     attempt: Option<u32>,
 ) -> Result<(), CliError> {
-    let (ns, p, r, t) = ctx.task(pipeline, run, task)?;
+    let (ns, p, r, t) = ctx.task(pipeline, run, task).await?;
     let c = &ctx.client;
     if follow && attempt.is_none() {
         let mut stream = c.follow_logs(&ns, &p, r, &t, 0).await?;

@@ -130,3 +130,39 @@ async fn completion_scripts_cover_the_commands_for_each_shell() {
         }
     }
 }
+
+#[tokio::test]
+async fn latest_stands_for_the_newest_run_wherever_a_run_id_goes() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    acme.namespace("builds").await;
+    acme.register_one_task("builds", "hello", "greet", &["echo", "hello from the latest run"]).await;
+    let gofer_ns = |args: &'static [&'static str]| {
+        let (host, token) = (app.address.clone(), acme.token.clone());
+        async move {
+            let dir = tempfile::tempdir().expect("temp dir");
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_gofer"))
+                .args(args)
+                .env("GOFER_HOST", host)
+                .env("GOFER_TOKEN", token)
+                .env("GOFER_NAMESPACE", "builds")
+                .env("GOFER_CLI_CONFIG", dir.path().join("config.json"))
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .expect("gofer ran")
+        }
+    };
+    let none = gofer_ns(&["run", "get", "hello", "latest"]).await;
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("latest: pipeline hello has no runs yet"));
+
+    acme.run_to_completion("builds", "hello", std::time::Duration::from_secs(60)).await;
+    let newest = acme.run_to_completion("builds", "hello", std::time::Duration::from_secs(60)).await;
+    let got = gofer_ns(&["run", "get", "hello", "latest", "-o", "json"]).await;
+    assert_eq!(got.status.code(), Some(0), "{}", String::from_utf8_lossy(&got.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&got.stdout).expect("JSON");
+    assert_eq!(run["id"].as_i64(), Some(newest.id.get()));
+    let logs = gofer_ns(&["logs", "hello", "latest", "greet"]).await;
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello from the latest run\n");
+}
