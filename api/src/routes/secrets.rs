@@ -41,7 +41,15 @@ pub struct PutGlobalSecret {
 pub struct SecretResponse {
     /// The secret, without its value.
     pub secret: SecretMetadata,
+    /// What in the request is allowed but probably not meant (a global secret no namespace may
+    /// use); absent when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
+
+/// The warning for a global secret granted to no namespace.
+const NO_NAMESPACE_MAY_USE: &str = "namespaces: empty, so no namespace may use this secret yet; \
+     grant some with `namespaces` globs (`[\"builds\", \"team-*\"]`; gofer: --namespace-glob)";
 
 /// `{namespace}/{pipeline}/{key}` path segments.
 #[derive(Deserialize)]
@@ -84,9 +92,9 @@ fn value(state: &AppState, value: String) -> Result<SecretValue, ApiError> {
     Ok(SecretValue::new(value))
 }
 
-fn answer(secret: SecretMetadata, created: bool) -> HttpResponse {
+fn answer(secret: SecretMetadata, created: bool, warnings: Vec<String>) -> HttpResponse {
     let mut response = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
-    response.json(SecretResponse { secret })
+    response.json(SecretResponse { secret, warnings })
 }
 
 /// Sets a pipeline secret (creates or replaces it). Answers 201 when created, 200 when replaced.
@@ -110,7 +118,7 @@ pub(crate) async fn put_pipeline_secret(
     let (scope, key) = path.into_inner().parse()?;
     let value = value(&state, body.into_inner().value)?;
     let (secret, created) = state.secrets.put(&access.tenant, &scope, &key, &value, &[], Some(access.token_id)).await?;
-    Ok(answer(secret, created))
+    Ok(answer(secret, created, Vec::new()))
 }
 
 /// Reads a pipeline secret's metadata (never its value).
@@ -130,7 +138,7 @@ pub(crate) async fn get_pipeline_secret(
 ) -> Result<HttpResponse, ApiError> {
     let (scope, key) = path.into_inner().parse()?;
     let secret = state.secrets.get(&access.tenant, &scope, &key).await?;
-    Ok(HttpResponse::Ok().json(SecretResponse { secret }))
+    Ok(HttpResponse::Ok().json(SecretResponse { secret, warnings: Vec::new() }))
 }
 
 /// Deletes a pipeline secret and its value.
@@ -213,7 +221,8 @@ pub(crate) async fn put_global_secret(
         .secrets
         .put(&access.tenant, &SecretScope::Global, &key, &value, globs.as_slice(), Some(access.token_id))
         .await?;
-    Ok(answer(secret, created))
+    let warnings = if globs.as_slice().is_empty() { vec![NO_NAMESPACE_MAY_USE.to_owned()] } else { Vec::new() };
+    Ok(answer(secret, created, warnings))
 }
 
 /// Reads a global secret's metadata and grants (never its value).
@@ -231,7 +240,7 @@ pub(crate) async fn get_global_secret(
 ) -> Result<HttpResponse, ApiError> {
     let key = SecretKey::parse(path.into_inner())?;
     let secret = state.secrets.get(&access.tenant, &SecretScope::Global, &key).await?;
-    Ok(HttpResponse::Ok().json(SecretResponse { secret }))
+    Ok(HttpResponse::Ok().json(SecretResponse { secret, warnings: Vec::new() }))
 }
 
 /// Deletes a global secret and its value.

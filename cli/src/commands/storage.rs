@@ -55,7 +55,16 @@ pub(crate) async fn secret(ctx: &Ctx, command: SecretCommand) -> Result<(), CliE
                     return Err(CliError::Usage("--namespace-glob is for global secrets (no --pipeline)".into()));
                 }
                 Some((ns, p)) => c.put_pipeline_secret(&ns, &p, &key, &secret_value(value)?).await?,
-                None => c.put_global_secret(&key, &secret_value(value)?, &namespaces).await?,
+                None => {
+                    let secret = c.put_global_secret(&key, &secret_value(value)?, &namespaces).await?;
+                    if namespaces.is_empty() {
+                        eprintln!(
+                            "warning: no namespace may use global secret {key}: grant some with --namespace-glob \
+                             (repeatable), e.g. --namespace-glob 'team-*'"
+                        );
+                    }
+                    secret
+                }
             };
             emit(ctx, &secret, one);
         }

@@ -166,3 +166,20 @@ async fn latest_stands_for_the_newest_run_wherever_a_run_id_goes() {
     let logs = gofer_ns(&["logs", "hello", "latest", "greet"]).await;
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello from the latest run\n");
 }
+
+#[tokio::test]
+async fn a_global_secret_no_namespace_may_use_is_set_with_a_warning() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let (code, stderr) = gofer_at(&app.address, &acme, &["secret", "set", "SHARED", "--value", "s3cret"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: no namespace may use global secret SHARED") && stderr.contains("--namespace-glob"),
+        "{stderr}"
+    );
+    let (code, stderr) =
+        gofer_at(&app.address, &acme, &["secret", "set", "SHARED", "--value", "s3cret", "--namespace-glob", "team-*"])
+            .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -320,6 +320,7 @@ async fn another_tenant_and_operators_cannot_reach_a_tenants_secrets() {
     let global = put(&acme, "/api/v1/secrets/SHARED", json!({"value": "acme-shared", "namespaces": ["team-*"]})).await;
     assert_eq!(global.status, 201, "{global:?}");
     assert_eq!(global.body["secret"]["namespaces"], json!(["team-*"]));
+    assert!(global.body.get("warnings").is_none(), "a granted secret needs no warning: {:?}", global.body);
 
     let globex = app.tenant("globex").await;
     let theirs = globex.request("GET", &secret_path("team-a", "build", "API_KEY"), None).await;
@@ -482,6 +483,8 @@ async fn a_global_secret_reaches_only_the_namespaces_it_is_granted_to() {
     let revoked =
         put(&acme, "/api/v1/secrets/DEPLOY_KEY", json!({"value": "global-deploy-key", "namespaces": []})).await;
     assert_eq!(revoked.status, 200);
+    let warning = revoked.body["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.starts_with("namespaces: empty, so no namespace may use this secret"), "{:?}", revoked.body);
     let (_, task) = status_of(&acme, "team-a", "deploy").await;
     assert_eq!(task["status_reason"]["reason"], "secret_unavailable", "{task}");
     app.assert_queue_drained().await;
