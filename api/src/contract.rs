@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{Object, SchemaType, Type};
 use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder, Schema};
 
 /// The pattern of every user-chosen identifier (`gofer_core::id::validate_identifier`).
-pub const IDENTIFIER_PATTERN: &str = "^[a-z][a-z0-9_-]{2,63}$";
+pub const IDENTIFIER_PATTERN: &str = "^[a-z][a-z0-9_-]{0,63}$";
 
 /// Path parameters holding an identifier.
 const IDENTIFIER_PARAMETERS: &[&str] = &["namespace", "pipeline", "task", "tenant", "plan"];

@@ -78,7 +78,7 @@ impl TaskKind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
-    /// Unique within the pipeline; `^[a-z][a-z0-9_-]{2,63}$`.
+    /// Unique within the pipeline; `^[a-z][a-z0-9_-]{0,63}$`.
     pub id: TaskId,
     /// Container image, for example `debian:12`. Required for a `container` task; absent from a
     /// `gofer` task as written (validation fills in `gofer-cli`).

@@ -14,12 +14,13 @@ pub struct IdError {
     pub reason: &'static str,
 }
 
-/// Checks `^[a-z][a-z0-9_-]{2,63}$`: the rule for every identifier a user chooses.
+/// Checks `^[a-z][a-z0-9_-]{0,63}$`: the rule for every identifier a user chooses.
 pub fn validate_identifier(kind: &'static str, value: &str) -> Result<(), IdError> {
     let fail = |reason| Err(IdError { kind, value: value.chars().take(80).collect(), reason });
     let bytes = value.as_bytes();
-    if bytes.len() < 3 {
-        return fail("must be at least 3 characters");
+    // One or two characters are the most common names of all (`ci`, `go`, `qa`).
+    if bytes.is_empty() {
+        return fail("must not be empty");
     }
     if bytes.len() > 64 {
         return fail("must be at most 64 characters");
@@ -39,7 +40,7 @@ macro_rules! identifier {
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(transparent)]
-        #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z][a-z0-9_-]{2,63}$"))]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z][a-z0-9_-]{0,63}$"))]
         pub struct $name(String);
 
         impl $name {
@@ -269,14 +270,15 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_shape() {
-        for ok in ["abc", "a-b", "a_b", "build-and-test", "x99", &format!("a{}", "b".repeat(63))] {
+        for ok in ["a", "ci", "go", "qa", "abc", "a-b", "a_b", "build-and-test", "x99", &format!("a{}", "b".repeat(63))]
+        {
             assert!(validate_identifier("task", ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn refuses_everything_else() {
-        for bad in ["", "ab", "1abc", "-abc", "Abc", "abC", "a b", "a.b", "ab/c", "é-ab", &"a".repeat(65)] {
+        for bad in ["", "1", "1abc", "_a", "-abc", "Abc", "abC", "a b", "a.b", "ab/c", "é-ab", &"a".repeat(65)] {
             assert!(validate_identifier("task", bad).is_err(), "{bad}");
         }
     }

@@ -442,8 +442,8 @@ pub struct Whoami {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
-    /// Plan id (`^[a-z][a-z0-9_-]{2,63}$`).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64))]
+    /// Plan id (`^[a-z][a-z0-9_-]{0,63}$`).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{0,63}$", min_length = 1, max_length = 64))]
     pub id: String,
     /// Display name: 1 to 128 characters, not only spaces, no control characters.
     #[cfg_attr(

@@ -15,8 +15,8 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespace {
-    /// `^[a-z][a-z0-9_-]{2,63}$`
-    #[schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64)]
+    /// `^[a-z][a-z0-9_-]{0,63}$`
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$", min_length = 1, max_length = 64)]
     pub id: String,
     /// Display name: 1 to 128 characters, not only spaces, no control characters.
     #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$", max_length = 128)]

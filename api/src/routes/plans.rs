@@ -23,7 +23,7 @@ pub struct PlanResponse {
 #[serde(deny_unknown_fields)]
 pub struct AssignPlan {
     /// The plan's id.
-    #[schema(pattern = "^[a-z][a-z0-9_-]{2,63}$", min_length = 3, max_length = 64)]
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$", min_length = 1, max_length = 64)]
     pub plan: String,
 }
 

@@ -183,3 +183,17 @@ async fn a_global_secret_no_namespace_may_use_is_set_with_a_warning() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[tokio::test]
+async fn one_and_two_character_names_are_ids_like_any_other() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let (code, stderr) = gofer_at(&app.address, &acme, &["namespace", "create", "ci"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    acme.register_one_task("ci", "go", "qa", &["echo", "short names"]).await;
+    let run = acme.run_to_completion("ci", "go", std::time::Duration::from_secs(60)).await;
+    assert_eq!(run.status, gofer_core::RunStatus::Successful);
+    let (code, stderr) = gofer_at(&app.address, &acme, &["namespace", "create", "9"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("must start with a lowercase letter"), "{stderr}");
+}
