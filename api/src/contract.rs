@@ -186,6 +186,19 @@ fn forbid_nul(schema: &mut RefOr<Schema>) {
                 object.additional_properties.as_deref_mut()
             {
                 forbid_nul(extra);
+                // A map's keys are text too (an env variable's name).
+                match object.property_names.as_deref_mut() {
+                    Some(Schema::Object(names)) if names.pattern.is_none() => names.pattern = Some(TEXT_PATTERN.into()),
+                    Some(_) => {}
+                    None => {
+                        object.property_names = Some(Box::new(Schema::Object(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(SchemaType::Type(Type::String))
+                                .pattern(Some(TEXT_PATTERN))
+                                .build(),
+                        )))
+                    }
+                }
             }
         }
         Schema::Array(array) => {
@@ -208,7 +221,7 @@ fn identifier_schema() -> Schema {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(SchemaType::Type(Type::String))
             .pattern(Some(IDENTIFIER_PATTERN))
-            .min_length(Some(3))
+            .min_length(Some(1))
             .max_length(Some(64))
             .build(),
     )

@@ -62,11 +62,18 @@ fn nul_in(value: &serde_json::Value, at: String) -> Option<String> {
         serde_json::Value::String(text) if text.contains('\0') => Some(at),
         serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_in(v, format!("{at}[{i}]"))),
         serde_json::Value::Object(fields) => fields.iter().find_map(|(key, v)| {
-            let at = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            let key_shown = shown(key);
+            let at = if at.is_empty() { key_shown } else { format!("{at}.{key_shown}") };
             if key.contains('\0') { Some(at) } else { nul_in(v, at) }
         }),
         _ => None,
     }
+}
+
+/// A key as a path shows it: control characters (a NUL above all) written as escapes
+/// (`\u{0}`), so that the message naming the key holds none itself.
+fn shown(key: &str) -> String {
+    key.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// Writes every number without a fraction as an integer.
@@ -160,6 +167,10 @@ mod tests {
         );
         let err = from_slice::<serde_json::Value>(b"{\"a\":[\"x\",{\"b\":\"\\u0000\"}]}").unwrap_err();
         assert!(err.message.starts_with("a[1].b: "), "{err}");
+        // A key holding the NUL is named with the NUL escaped: the message holds none itself.
+        let err = from_slice::<serde_json::Value>(b"{\"env\":{\"K\\u0000\":\"v\"}}").unwrap_err();
+        assert_eq!(err.message, "env.K\\u{0}: holds a NUL character (U+0000), which no text may hold");
+        assert!(!err.message.contains('\0'));
     }
 
     #[test]

@@ -142,7 +142,7 @@ async fn every_bad_input_is_refused_with_its_code() {
         ),
         (
             "POST",
-            "/api/v1/namespaces/builds/pipelines/de/configs".into(),
+            "/api/v1/namespaces/builds/pipelines/9de/configs".into(),
             json!({"name": "x", "tasks": [task("abc")]}),
             400,
             "invalid_identifier",
