@@ -207,7 +207,8 @@ fn event_filter(ctx: &Ctx, args: &crate::args::EventArgs) -> Result<EventFilter,
     Ok(EventFilter { namespace, pipeline, run })
 }
 
-fn event_line(e: &Event) -> String {
+/// An event's columns: id, time, kind, what it is about, and its details.
+fn event_cells(e: &Event) -> [String; 5] {
     let subject: Vec<String> = [
         e.namespace_id.as_ref().map(ToString::to_string),
         e.pipeline_id.as_ref().map(ToString::to_string),
@@ -217,7 +218,13 @@ fn event_line(e: &Event) -> String {
     .into_iter()
     .flatten()
     .collect();
-    format!("{}  {}  {:<20}  {}  {}", e.id, time(Some(e.emitted)), e.kind.to_string(), subject.join(" "), e.payload)
+    [e.id.to_string(), time(Some(e.emitted)), e.kind.to_string(), subject.join(" "), e.payload.to_string()]
+}
+
+/// One event as a line of `event follow` (a stream has no table to align to).
+fn event_line(e: &Event) -> String {
+    let [id, time, kind, subject, payload] = event_cells(e);
+    format!("{id}  {time}  {kind:<20}  {subject}  {payload}")
 }
 
 pub(crate) async fn events(ctx: &Ctx, command: EventCommand) -> Result<(), CliError> {
@@ -225,7 +232,7 @@ pub(crate) async fn events(ctx: &Ctx, command: EventCommand) -> Result<(), CliEr
         EventCommand::List { filter } => {
             let f = event_filter(ctx, &filter)?;
             let items = ctx.client.all_events(&f, filter.after.as_ref()).await?;
-            emit(ctx, &items, |i| i.iter().map(|e| event_line(e) + "\n").collect());
+            emit(ctx, &items, |i| table(["id", "time", "kind", "subject", "details"], i.iter().map(event_cells)));
         }
         EventCommand::Follow { filter } => {
             let f = event_filter(ctx, &filter)?;

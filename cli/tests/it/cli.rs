@@ -280,6 +280,10 @@ async fn every_resource_has_working_commands() {
     assert_eq!(rest.as_array().map(Vec::len), Some(events.len() - 1), "{rest}");
     assert_eq!(rest[0]["id"], events[1]["id"]);
     assert_eq!(gofer(&acme, &["event", "list", "--after", "5"]).await.code, 2);
+    // For people: a table under a header.
+    let human = gofer(&acme, &["event", "list", "--pipeline", "ship"]).await;
+    let header = human.stdout.lines().next().unwrap_or_default();
+    assert!(header.starts_with("ID") && header.contains("KIND") && header.contains("SUBJECT"), "{human:?}");
 
     assert_eq!(gofer(&acme, &["pipeline", "delete", "ship", "--delete-runs", "--yes"]).await.code, 0);
     assert_eq!(gofer(&acme, &["pipeline", "get", "ship"]).await.code, 3);
