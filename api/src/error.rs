@@ -5,7 +5,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
 use gofer_core::id::IdError;
 use gofer_core::json::JsonError;
-use gofer_core::{Classify, ConfigError, ErrorKind};
+use gofer_core::{Classify, ConfigError, ErrorKind, with_sources};
 use gofer_engine::EngineError;
 use gofer_tenants::TenantsError;
 use serde::{Deserialize, Serialize};
@@ -325,18 +325,6 @@ fn classified(err: &dyn Classify) -> ApiError {
         }
         ErrorKind::Internal => ApiError::Internal(with_sources(err)),
     }
-}
-
-/// The error's message followed by each of its sources', so the log keeps the whole chain.
-fn with_sources(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `From` for each domain crate's error, through [`classified`].

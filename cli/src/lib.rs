@@ -147,13 +147,7 @@ fn in_cli_words(detail: &str) -> String {
 /// transport's own chain of causes follows in parentheses.
 fn unreachable(e: &reqwest::Error) -> String {
     let url = e.url().map_or_else(|| "the server".to_owned(), |u| format!("{}://{}", u.scheme(), u.authority()));
-    let mut chain = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let chain = gofer_core::with_sources(e);
     let lower = chain.to_lowercase();
     let cause = if lower.contains("connection refused") {
         "connection refused: is the server running, and is this its address and port?"

@@ -41,3 +41,30 @@ pub trait Classify: std::error::Error {
     /// The stable machine-readable code.
     fn code(&self) -> &'static str;
 }
+
+/// An error's message followed by each of its sources', joined by `: `. Libraries' errors often
+/// say little at the top ("service error", "error sending request"); the chain says what happened,
+/// so logs and messages show it whole.
+pub fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_is_every_message_in_order() {
+        let err = Outer(std::io::Error::other("inner"));
+        assert_eq!(super::with_sources(&err), "outer: inner");
+    }
+}

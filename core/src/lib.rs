@@ -25,6 +25,6 @@ pub mod tokens;
 pub use config::{ConfigError, PipelineConfig, TaskConfig, TaskKind, ValidConfig};
 pub use dag::Condition;
 pub use deployment::{CanaryPolicy, ConfigState, DeploymentKind, DeploymentState, DeploymentStatus, PipelineState};
-pub use error_kind::{Classify, ErrorKind};
+pub use error_kind::{Classify, ErrorKind, with_sources};
 pub use id::{DeploymentId, IdError, NamespaceId, PipelineId, RunId, TaskId, TenantId, Version};
 pub use state::{EventKind, RunState, RunStatus, StatusReason, TaskState, TaskStatus, WaitingReason};

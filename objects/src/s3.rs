@@ -625,12 +625,5 @@ impl ObjectStore for S3Store {
 
 fn backend(e: impl std::error::Error) -> ObjectStoreError {
     // The display of SDK errors is terse ("service error"); the source chain says what happened.
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    ObjectStoreError::Backend(text)
+    ObjectStoreError::Backend(gofer_core::with_sources(&e))
 }

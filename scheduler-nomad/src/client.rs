@@ -166,7 +166,7 @@ impl Client {
     }
 
     async fn send(rb: RequestBuilder) -> Result<Response, NomadError> {
-        let response = rb.send().await.map_err(|e| NomadError::Transport(error_chain(&e)))?;
+        let response = rb.send().await.map_err(|e| NomadError::Transport(gofer_core::with_sources(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -176,7 +176,8 @@ impl Client {
     }
 
     async fn json<T: serde::de::DeserializeOwned>(rb: RequestBuilder) -> Result<T, NomadError> {
-        let body = Self::send(rb).await?.bytes().await.map_err(|e| NomadError::Transport(error_chain(&e)))?;
+        let body =
+            Self::send(rb).await?.bytes().await.map_err(|e| NomadError::Transport(gofer_core::with_sources(&e)))?;
         serde_json::from_slice(&body).map_err(|e| NomadError::Decode(e.to_string()))
     }
 
@@ -272,7 +273,7 @@ impl Client {
     /// concatenated JSON frames.
     pub async fn logs(&self, alloc: &str, task: &str, kind: &str, offset: u64) -> Result<Vec<u8>, NomadError> {
         let response = Self::send(self.logs_request(alloc, task, kind, offset, false)).await?;
-        let body = response.bytes().await.map_err(|e| NomadError::Transport(error_chain(&e)))?;
+        let body = response.bytes().await.map_err(|e| NomadError::Transport(gofer_core::with_sources(&e)))?;
         decode_frames(&body)
     }
 
@@ -352,17 +353,6 @@ pub(crate) fn encode(segment: &str) -> String {
         }
     }
     out
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
