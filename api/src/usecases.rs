@@ -106,13 +106,14 @@ pub async fn remove_namespace(
     force: bool,
 ) -> Result<(), ApiError> {
     if force {
+        // Nothing to check: the cancelled runs' tasks are still being stopped, and holding the
+        // namespace's pipelines first would deadlock with their engines (`namespaces::delete`
+        // retries a deletion Postgres picks as a deadlock's victim).
         h.runs.cancel_everything(tenant, Some(namespace)).await?;
-    }
-    let mut tx = gofer_db::scoped(h.pool, tenant).await.map_err(|e| ApiError::internal(&e))?;
-    if !force {
-        // A missing namespace answers not found, not busy. Not when forced: the cancelled runs'
-        // tasks are still being stopped, and their engines lock a run, then its pipeline; holding
-        // the pipelines first would deadlock with them, and there is nothing to check.
+        gofer_tenants::namespaces::delete(h.pool, tenant, namespace).await?;
+    } else {
+        let mut tx = gofer_db::scoped(h.pool, tenant).await.map_err(|e| ApiError::internal(&e))?;
+        // A missing namespace answers not found, not busy.
         gofer_tenants::namespaces::lock_for_removal(&mut tx, namespace).await?;
         let live = gofer_engine::runs::unfinished_runs_in(&mut tx, Some(namespace)).await?;
         if !live.is_empty() {
@@ -124,9 +125,9 @@ pub async fn remove_namespace(
                 ),
             });
         }
+        gofer_tenants::namespaces::delete_in(&mut tx, namespace).await?;
+        tx.commit().await.map_err(|e| ApiError::internal(&e))?;
     }
-    gofer_tenants::namespaces::delete_in(&mut tx, namespace).await?;
-    tx.commit().await.map_err(|e| ApiError::internal(&e))?;
     h.complete_runs.forget(tenant);
     h.logs.remove_namespace(tenant, namespace).await.map_err(ApiError::internal)?;
     h.secrets.purge(tenant, &SecretPrefix::Namespace(namespace.clone())).await?;

@@ -64,11 +64,26 @@ pub async fn update(
 }
 
 /// Deletes a namespace with its pipelines and runs (the caller stops live runs first).
+///
+/// A namespace whose runs were just cancelled is deleted while their engines still stop them; an
+/// engine locks a run, then rows around it, in another order than the cascade, and Postgres breaks
+/// such a deadlock by failing one side. When that side is this deletion it runs again: the
+/// engine's transaction has committed by then.
 pub async fn delete(pool: &PgPool, tenant: &TenantId, id: &NamespaceId) -> Result<(), TenantsError> {
-    let mut tx = db::scoped(pool, tenant).await?;
-    delete_in(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(())
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let mut tx = db::scoped(pool, tenant).await?;
+        match delete_in(&mut tx, id).await {
+            Err(TenantsError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("40P01") && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(tx.commit().await?),
+        }
+    }
 }
 
 /// Locks a namespace for its removal in `tx` (a removal that checks something first, such as
